@@ -1,0 +1,3 @@
+"""vbusfs: the Linux virtual-bus administrative interface in userspace."""
+
+__version__ = "0.1.0"
