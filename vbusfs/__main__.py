@@ -1,0 +1,3 @@
+from vbusfs.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,60 @@
+"""Built-in deviceclasses and the discovery of third-party ones.
+
+Third-party classes register in the `vbusfs.deviceclasses` entry-point group;
+each entry names a `DeviceClass` subclass that can be built with no arguments.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import entry_points
+
+from vbusfs.model import DeviceClass, Vbus
+
+from ._venet import (
+    BUILTIN_CLASSES,
+    VIRTUAL_ETHERNET,
+    SwitchPort,
+    SwitchState,
+    VenetLoopback,
+    VenetState,
+    VenetSwitch,
+    VenetTap,
+    VenetTapState,
+)
+
+ENTRY_POINT_GROUP = "vbusfs.deviceclasses"
+
+
+def discover() -> dict[str, type[DeviceClass]]:
+    """Every deviceclass this installation offers, by class name."""
+    found: dict[str, type[DeviceClass]] = {cls.name: cls for cls in BUILTIN_CLASSES}
+    for entry in entry_points(group=ENTRY_POINT_GROUP):
+        cls = entry.load()
+        if not (isinstance(cls, type) and issubclass(cls, DeviceClass)):
+            raise TypeError(f"entry point {entry.name} does not name a DeviceClass subclass")
+        found.setdefault(cls.name, cls)
+    return found
+
+
+def default_model() -> Vbus:
+    """A model with every discovered deviceclass loaded, as a fresh mount has."""
+    vbus = Vbus()
+    for cls in discover().values():
+        vbus.load_class(cls())
+    return vbus
+
+
+__all__ = [
+    "BUILTIN_CLASSES",
+    "ENTRY_POINT_GROUP",
+    "VIRTUAL_ETHERNET",
+    "SwitchPort",
+    "SwitchState",
+    "VenetLoopback",
+    "VenetState",
+    "VenetSwitch",
+    "VenetTap",
+    "VenetTapState",
+    "default_model",
+    "discover",
+]

@@ -1,0 +1,59 @@
+"""Real Linux TAP interfaces through /dev/net/tun, for the venet-tap deviceclass.
+
+A TAP made here is not persistent: it lives exactly as long as its file
+descriptor, so closing the descriptor (or the daemon exiting) removes it.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import socket
+import struct
+
+from vbusfs.model import VbusError
+
+TUN_PATH = "/dev/net/tun"
+_TUNSETIFF = 0x400454CA
+_IFF_TAP = 0x0002
+_IFF_NO_PI = 0x1000
+_SIOCSIFHWADDR = 0x8924
+_ARPHRD_ETHER = 1
+IFNAMSIZ = 16
+
+
+class TapInterface:
+    """One TAP interface in the calling process's network namespace."""
+
+    def __init__(self, fd: int, name: str) -> None:
+        self.fd = fd
+        self.name = name
+
+    @classmethod
+    def open(cls, mac: bytes, pattern: str = "vbus%d") -> TapInterface:
+        try:
+            fd = os.open(TUN_PATH, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError as exc:
+            raise VbusError(f"cannot open {TUN_PATH}: {exc.strerror}", errno=exc.errno) from exc
+        try:
+            request = struct.pack("16sH22x", pattern.encode(), _IFF_TAP | _IFF_NO_PI)
+            reply = fcntl.ioctl(fd, _TUNSETIFF, request)
+            name = reply[:IFNAMSIZ].split(b"\0", 1)[0].decode()
+            set_hardware_address(name, mac)
+        except OSError as exc:
+            os.close(fd)
+            raise VbusError(
+                f"cannot create a TAP interface: {exc.strerror}", errno=exc.errno
+            ) from exc
+        return cls(fd, name)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+def set_hardware_address(ifname: str, mac: bytes) -> None:
+    request = struct.pack("16sH6s8x", ifname.encode(), _ARPHRD_ETHER, mac)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        fcntl.ioctl(sock.fileno(), _SIOCSIFHWADDR, request)

@@ -1,0 +1,352 @@
+"""Mounting, serving and unmounting one vbusfs: the daemon's life cycle.
+
+`serve()` runs in the daemon process: it clears a stale mount left by a
+killed daemon, mounts, serves until unmounted or signalled (SIGTERM, SIGINT,
+SIGHUP unmount cleanly), then releases everything the model holds. `spawn()`
+starts a daemon in the background and returns once its mount is live.
+`unmount()` asks the kernel to unmount and waits for the daemon to exit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import logging
+import os
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.parse
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pyfuse3
+import trio
+
+from vbusfs.classes import default_model
+from vbusfs.model import Vbus
+
+from ._mountinfo import mount_at
+from ._operations import VbusOperations
+
+log = logging.getLogger("vbusfs.daemon")
+
+FSTYPE = "fuse.vbusfs"
+READY = "ok"
+SPAWN_TIMEOUT = 30.0
+EXIT_TIMEOUT = 10.0
+
+
+class MountError(Exception):
+    """A mount or unmount that cannot be done, with a message for the user."""
+
+
+def canonical_mountpoint(path: str) -> str:
+    """The absolute path of a mount point without touching the mount itself.
+
+    realpath() would stat a dead FUSE mount and fail; the parent is safe.
+    """
+    path = os.path.abspath(path)
+    return os.path.join(os.path.realpath(os.path.dirname(path)), os.path.basename(path))
+
+
+def runtime_dir() -> str:
+    explicit = os.environ.get("VBUSFS_RUNTIME_DIR")
+    if explicit:
+        return explicit
+    if os.getuid() == 0:
+        return "/run/vbusfs"
+    xdg = os.environ.get("XDG_RUNTIME_DIR")
+    if xdg:
+        return os.path.join(xdg, "vbusfs")
+    return f"/tmp/vbusfs-{os.getuid()}"
+
+
+def state_path(mountpoint: str) -> str:
+    """Where the daemon serving `mountpoint` records its pid and log file."""
+    name = urllib.parse.quote(canonical_mountpoint(mountpoint), safe="")
+    return os.path.join(runtime_dir(), "mounts", name + ".json")
+
+
+@dataclass(frozen=True)
+class MountState:
+    pid: int
+    mountpoint: str
+    log: str | None
+
+    @classmethod
+    def load(cls, mountpoint: str) -> MountState | None:
+        try:
+            with open(state_path(mountpoint), encoding="utf-8") as f:
+                data = json.load(f)
+            return cls(int(data["pid"]), str(data["mountpoint"]), data.get("log"))
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def save(self) -> None:
+        path = state_path(self.mountpoint)
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        tmp = f"{path}.{os.getpid()}.tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump({"pid": self.pid, "mountpoint": self.mountpoint, "log": self.log}, f)
+        os.replace(tmp, path)
+
+    def remove(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(state_path(self.mountpoint))
+
+
+def _stat_with_timeout(path: str, timeout: float) -> OSError | None:
+    """stat() a path that may be a hung mount; returns the error, None if fine."""
+    outcome: list[OSError | None] = []
+
+    def probe() -> None:
+        try:
+            os.stat(path)
+            outcome.append(None)
+        except OSError as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if not outcome:
+        return OSError(errno.ETIMEDOUT, "no answer")
+    return outcome[0]
+
+
+def lazy_unmount(mountpoint: str) -> None:
+    if shutil.which("fusermount3"):
+        done = subprocess.run(
+            ["fusermount3", "-u", "-z", mountpoint], capture_output=True, text=True
+        )
+        if done.returncode == 0:
+            return
+    if os.getuid() == 0:
+        subprocess.run(["umount", "-l", mountpoint], capture_output=True, check=False)
+
+
+def clear_stale(mountpoint: str) -> None:
+    """Unmount what a killed daemon left at `mountpoint`; refuse a live mount."""
+    entry = mount_at(mountpoint)
+    if entry is None:
+        return
+    if entry.fstype != FSTYPE:
+        raise MountError(f"{mountpoint} is already a mount point ({entry.fstype})")
+    problem = _stat_with_timeout(mountpoint, 5.0)
+    if problem is None:
+        raise MountError(f"{mountpoint} is already served by a running vbusfs daemon")
+    if problem.errno in (errno.ENOTCONN, errno.ECONNABORTED, errno.ENXIO):
+        log.warning("clearing the stale mount a killed daemon left at %s", mountpoint)
+        lazy_unmount(mountpoint)
+        if mount_at(mountpoint) is not None and mount_at(mountpoint) == entry:
+            raise MountError(f"cannot clear the stale mount at {mountpoint}")
+        return
+    raise MountError(
+        f"{mountpoint} is a vbusfs mount whose daemon does not answer ({problem.strerror}); "
+        f"clear it with: fusermount3 -uz {mountpoint}"
+    )
+
+
+def mount_options() -> set[str]:
+    options = set(pyfuse3.default_options) | {"fsname=vbusfs", "subtype=vbusfs"}
+    if os.getuid() == 0:
+        # Members and other users must reach the trees; permission bits still apply.
+        options.add("allow_other")
+    return options
+
+
+def serve(
+    mountpoint: str,
+    *,
+    vbus: Vbus | None = None,
+    ready: Callable[[str], None] | None = None,
+    log_path: str | None = None,
+) -> int:
+    """Mount and serve until unmounted or signalled. `ready` hears "ok" or an error."""
+    mountpoint = canonical_mountpoint(mountpoint)
+    vbus = vbus if vbus is not None else default_model()
+    operations = VbusOperations(vbus)
+    try:
+        if not os.path.isdir(mountpoint):
+            raise MountError(f"{mountpoint} is not a directory")
+        if not os.path.exists("/dev/fuse"):
+            raise MountError("/dev/fuse does not exist (load the fuse module or pass the device)")
+        clear_stale(mountpoint)
+        pyfuse3.init(operations, mountpoint, mount_options())
+    except (MountError, RuntimeError, OSError) as exc:
+        message = str(exc) or type(exc).__name__
+        if isinstance(exc, RuntimeError):
+            message = f"mounting failed: {message} (see the troubleshooting section of the README)"
+        log.error("%s", message)
+        if ready is not None:
+            ready(f"error: {message}")
+        vbus.clear()
+        return 1
+    state = MountState(os.getpid(), mountpoint, log_path)
+    try:
+        entry = mount_at(mountpoint)
+        operations.locations.device = entry.device if entry is not None else None
+        operations.locations.mount_point = mountpoint
+        state.save()
+        log.info("serving %s (pid %d)", mountpoint, os.getpid())
+        trio.run(_serve_until_done, ready)
+    finally:
+        pyfuse3.close(unmount=True)
+        vbus.clear()
+        state.remove()
+        log.info("unmounted %s", mountpoint)
+    return 0
+
+
+async def _serve_until_done(ready: Callable[[str], None] | None) -> None:
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_terminate_on_signal)
+        if ready is not None:
+            ready(READY)
+        await pyfuse3.main()
+        nursery.cancel_scope.cancel()
+
+
+async def _terminate_on_signal() -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+        async for signum in signals:
+            log.info("%s: unmounting", signal.Signals(signum).name)
+            pyfuse3.terminate()
+            return
+
+
+def ready_fd_reporter(fd: int) -> Callable[[str], None]:
+    """Report readiness to the spawning process through an inherited pipe."""
+
+    def report(message: str) -> None:
+        try:
+            os.write(fd, (message + "\n").encode())
+        finally:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+    return report
+
+
+def daemon_command(mountpoint: str, ready_fd: int, *, debug: bool = False) -> list[str]:
+    command = [sys.executable, "-m", "vbusfs", "mount", "--foreground"]
+    command += ["--ready-fd", str(ready_fd)]
+    if debug:
+        command.append("--debug")
+    return [*command, mountpoint]
+
+
+def wait_ready(fd: int, timeout: float = SPAWN_TIMEOUT) -> str:
+    """Read the daemon's readiness line; an empty answer means it died first."""
+    chunks = b""
+    deadline = time.monotonic() + timeout
+    while not chunks.endswith(b"\n"):
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            return "error: the daemon did not report readiness in time"
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            break
+        chunks += chunk
+    return chunks.decode(errors="replace").strip()
+
+
+def spawn(
+    mountpoint: str,
+    *,
+    log_path: str | None = None,
+    debug: bool = False,
+    prefix: tuple[str, ...] = (),
+) -> int:
+    """Start a daemon in the background; return its pid once the mount is live.
+
+    `prefix` runs the daemon under another command (`unshare -n`, say).
+    """
+    mountpoint = canonical_mountpoint(mountpoint)
+    if log_path is None:
+        log_path = state_path(mountpoint)[: -len(".json")] + ".log"
+    os.makedirs(os.path.dirname(log_path), mode=0o700, exist_ok=True)
+    read_end, write_end = os.pipe()
+    try:
+        with open(log_path, "ab") as log_file:
+            command = [*prefix, *daemon_command(mountpoint, write_end, debug=debug)]
+            command += ["--log", log_path]
+            process = subprocess.Popen(
+                command,
+                pass_fds=(write_end,),
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=log_file,
+                start_new_session=True,
+            )
+        os.close(write_end)
+        write_end = -1
+        answer = wait_ready(read_end)
+    finally:
+        os.close(read_end)
+        if write_end >= 0:
+            os.close(write_end)
+    if answer != READY:
+        if process.poll() is None:
+            process.terminate()
+        process.wait(EXIT_TIMEOUT)
+        detail = answer.removeprefix("error: ") if answer else _tail(log_path)
+        raise MountError(detail or f"the daemon exited with status {process.returncode}")
+    return process.pid
+
+
+def _tail(path: str, lines: int = 5) -> str:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return "".join(f.readlines()[-lines:]).strip()
+    except OSError:
+        return ""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def unmount(mountpoint: str, *, timeout: float = EXIT_TIMEOUT) -> None:
+    """Unmount a vbusfs and wait for its daemon to finish releasing everything."""
+    mountpoint = canonical_mountpoint(mountpoint)
+    entry = mount_at(mountpoint)
+    if entry is None:
+        raise MountError(f"{mountpoint} is not mounted")
+    if entry.fstype != FSTYPE:
+        raise MountError(f"{mountpoint} is not a vbusfs mount ({entry.fstype})")
+    state = MountState.load(mountpoint)
+    done = subprocess.run(["fusermount3", "-u", mountpoint], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise MountError(done.stderr.strip() or f"fusermount3 -u {mountpoint} failed")
+    if state is None:
+        return
+    deadline = time.monotonic() + timeout
+    while _alive(state.pid) and _is_daemon(state.pid):
+        if time.monotonic() > deadline:
+            raise MountError(f"the daemon (pid {state.pid}) did not exit after unmounting")
+        time.sleep(0.02)
+
+
+def _is_daemon(pid: int) -> bool:
+    """True while `pid` is still a vbusfs daemon (not a recycled pid or a zombie)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="utf-8") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            cmdline = f.read()
+    except OSError:
+        return False
+    return state != "Z" and b"vbusfs" in cmdline

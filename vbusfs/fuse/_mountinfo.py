@@ -1,0 +1,100 @@
+"""Where a mount appears, read from /proc/<pid>/mountinfo.
+
+A symlink target typed as an absolute path is resolved the way its caller
+sees the filesystem: the caller may sit in another mount namespace where the
+trees are bind-mounted elsewhere (`vbusfs run` puts config/vbus at
+/config/vbus). Reading procfs never re-enters this mount, so it is safe
+inside a request handler.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from vbusfs.views import Path
+
+_ESCAPE = re.compile(r"\\([0-7]{3})")
+
+
+def _unescape(field: str) -> str:
+    return _ESCAPE.sub(lambda m: chr(int(m.group(1), 8)), field)
+
+
+@dataclass(frozen=True, slots=True)
+class MountEntry:
+    device: str  # "major:minor"
+    root: str  # the directory of the filesystem that is mounted here
+    mount_point: str
+    fstype: str
+
+
+def read_mountinfo(pid: int | str = "self") -> list[MountEntry]:
+    with open(f"/proc/{pid}/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
+        text = f.read()
+    entries = []
+    for line in text.splitlines():
+        fields = line.split()
+        try:
+            dash = fields.index("-")
+        except ValueError:
+            continue
+        entries.append(
+            MountEntry(fields[2], _unescape(fields[3]), _unescape(fields[4]), fields[dash + 1])
+        )
+    return entries
+
+
+def mount_at(mount_point: str, pid: int | str = "self") -> MountEntry | None:
+    """The topmost mount whose mount point is exactly `mount_point`."""
+    found = None
+    for entry in read_mountinfo(pid):
+        if entry.mount_point == mount_point:
+            found = entry
+    return found
+
+
+def _parts(path: str) -> list[str]:
+    parts: list[str] = []
+    for part in path.split("/"):
+        if part in ("", "."):
+            continue
+        if part == "..":
+            if parts:
+                parts.pop()
+        else:
+            parts.append(part)
+    return parts
+
+
+class MountLocations:
+    """Maps absolute paths, as a given process sees them, into the mount."""
+
+    def __init__(self, device: str | None = None, mount_point: str | None = None) -> None:
+        self.device = device
+        self.mount_point = mount_point
+
+    def resolve(self, text: str, pid: int) -> Path | None:
+        """The path inside the mount that `text` names for process `pid`, else None."""
+        wanted = _parts(text)
+        best: tuple[int, list[str]] | None = None
+        for mount_point, root in self._locations(pid):
+            prefix = _parts(mount_point)
+            if wanted[: len(prefix)] == prefix and (best is None or len(prefix) > best[0]):
+                best = (len(prefix), _parts(root))
+        if best is None:
+            return None
+        length, root_parts = best
+        return tuple(root_parts + wanted[length:])
+
+    def _locations(self, pid: int) -> list[tuple[str, str]]:
+        if self.device is not None and pid > 0:
+            try:
+                return [
+                    (e.mount_point, e.root) for e in read_mountinfo(pid) if e.device == self.device
+                ]
+            except OSError:
+                pass  # the caller is gone; fall back to our own view
+        if self.mount_point is not None:
+            return [(self.mount_point, "/")]
+        return []

@@ -1,0 +1,392 @@
+"""The pyfuse3 operations: translate requests into view and model calls.
+
+This is the one place where inodes become paths, bytes become str and model
+errors become `FUSEError`. Any other exception is a bug: it is logged with
+its traceback and answered EIO, and the mount stays up. Handlers never await
+between reading the model and changing it.
+
+Caching: every entry and attribute is returned with a zero timeout and every
+attribute file is opened with direct I/O, so a change made through any path
+is seen by the very next system call of any process.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import logging
+import os
+import stat
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import pyfuse3
+
+from vbusfs import views
+from vbusfs.model import Vbus, VbusError
+from vbusfs.views import DirNode, FileNode, LinkNode, Node, Path
+
+from ._inodes import InodeTable
+from ._mountinfo import MountLocations
+
+log = logging.getLogger("vbusfs.fuse")
+
+# A store is at most one page, as in sysfs and configfs.
+ATTRIBUTE_SIZE = 4096
+# The original silently truncated longer writes; vbusfs refuses them.
+MAX_STORE = 4096
+
+F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
+
+
+def _answers_errno(handler: F) -> F:
+    """Only FUSEError may leave a handler: map model errors, log bugs as EIO."""
+
+    @functools.wraps(handler)
+    async def wrapper(*args: Any) -> Any:
+        try:
+            return await handler(*args)
+        except pyfuse3.FUSEError:
+            raise
+        except VbusError as exc:
+            log.debug("%s%r: %s", handler.__name__, args[1:], exc)
+            raise pyfuse3.FUSEError(exc.errno) from None
+        except Exception:
+            log.exception("internal error in %s%r", handler.__name__, args[1:])
+            raise pyfuse3.FUSEError(errno.EIO) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _fail(code: int) -> pyfuse3.FUSEError:
+    return pyfuse3.FUSEError(code)
+
+
+def _name(raw: bytes) -> str:
+    return os.fsdecode(raw)
+
+
+@dataclass(eq=False)
+class _DirHandle:
+    path: Path
+    names: Sequence[str] = ()
+    # set after the first reply, so a rewind (offset 0) takes a fresh listing
+    read: bool = False
+
+
+@dataclass(eq=False)
+class _FileHandle:
+    file: FileNode
+    content: bytes = b""
+
+
+@dataclass(eq=False)
+class _Handles:
+    by_fh: dict[int, Any] = field(default_factory=dict)
+    next_fh: int = 1
+
+    def add(self, handle: Any) -> int:
+        fh = self.next_fh
+        self.next_fh += 1
+        self.by_fh[fh] = handle
+        return fh
+
+    def get(self, fh: int) -> Any:
+        handle = self.by_fh.get(fh)
+        if handle is None:
+            raise _fail(errno.EBADF)
+        return handle
+
+
+class VbusOperations(pyfuse3.Operations):
+    """Serves the trees of one `Vbus` model."""
+
+    supports_dot_lookup = True
+    enable_writeback_cache = False
+    enable_acl = False
+
+    def __init__(self, vbus: Vbus, locations: MountLocations | None = None) -> None:
+        super().__init__()
+        self.vbus = vbus
+        self.inodes = InodeTable()
+        self.locations = locations if locations is not None else MountLocations()
+        self._handles = _Handles()
+        self._uid = os.getuid()
+        self._gid = os.getgid()
+        self._time_ns = time.time_ns()
+
+    # -- helpers ---------------------------------------------------------
+
+    def _path(self, ino: int) -> Path:
+        path = self.inodes.path(ino)
+        if path is None:
+            raise _fail(errno.ENOENT)
+        return path
+
+    def _node(self, path: Path) -> Node:
+        found = views.node(self.vbus, path)
+        if found is None:
+            raise _fail(errno.ENOENT)
+        return found
+
+    def _attributes(self, ino: int, found: Node) -> pyfuse3.EntryAttributes:
+        entry = pyfuse3.EntryAttributes()
+        entry.st_ino = ino
+        entry.generation = 0
+        entry.entry_timeout = 0
+        entry.attr_timeout = 0
+        if isinstance(found, DirNode):
+            entry.st_mode = stat.S_IFDIR | found.mode
+            # 1 tells find(1) and friends that the subdirectory count is unknown
+            entry.st_nlink = 1
+            entry.st_size = 0
+        elif isinstance(found, LinkNode):
+            entry.st_mode = stat.S_IFLNK | found.mode
+            entry.st_nlink = 1
+            entry.st_size = len(os.fsencode(found.target))
+        else:
+            entry.st_mode = stat.S_IFREG | found.mode
+            entry.st_nlink = 1
+            entry.st_size = ATTRIBUTE_SIZE
+        entry.st_uid = self._uid
+        entry.st_gid = self._gid
+        entry.st_rdev = 0
+        entry.st_blksize = 4096
+        entry.st_blocks = 0
+        entry.st_atime_ns = entry.st_mtime_ns = entry.st_ctime_ns = self._time_ns
+        return entry
+
+    def _entry(self, path: Path) -> pyfuse3.EntryAttributes:
+        """Attributes of `path` for a reply that gives the kernel a reference."""
+        found = self._node(path)
+        return self._attributes(self.inodes.remember(path), found)
+
+    # -- lookups and attributes -------------------------------------------
+
+    @_answers_errno
+    async def lookup(
+        self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext
+    ) -> pyfuse3.EntryAttributes:
+        parent = self._path(parent_inode)
+        text = _name(name)
+        if text == ".":
+            path = parent
+        elif text == "..":
+            path = parent[:-1]
+        else:
+            path = (*parent, text)
+        return self._entry(path)
+
+    @_answers_errno
+    async def getattr(self, inode: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        return self._attributes(inode, self._node(self._path(inode)))
+
+    @_answers_errno
+    async def setattr(
+        self,
+        inode: int,
+        attr: pyfuse3.EntryAttributes,
+        fields: pyfuse3.SetattrFields,
+        fh: int | None,
+        ctx: pyfuse3.RequestContext,
+    ) -> pyfuse3.EntryAttributes:
+        found = self._node(self._path(inode))
+        if fields.update_mode or fields.update_uid or fields.update_gid:
+            raise _fail(errno.EPERM)
+        if fields.update_size:
+            # The shell's `>` truncates before writing: accepted and ignored on
+            # files that can be written, as configfs does.
+            if not isinstance(found, FileNode):
+                raise _fail(errno.EISDIR if isinstance(found, DirNode) else errno.EPERM)
+            if not found.writable:
+                raise _fail(errno.EACCES)
+        # Time updates (touch) are accepted and have nothing to change.
+        return self._attributes(inode, found)
+
+    async def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
+        try:
+            for inode, count in inode_list:
+                self.inodes.forget(inode, count)
+        except Exception:
+            log.exception("internal error in forget")
+
+    @_answers_errno
+    async def readlink(self, inode: int, ctx: pyfuse3.RequestContext) -> bytes:
+        found = self._node(self._path(inode))
+        if not isinstance(found, LinkNode):
+            raise _fail(errno.EINVAL)
+        return os.fsencode(found.target)
+
+    @_answers_errno
+    async def statfs(self, ctx: pyfuse3.RequestContext) -> pyfuse3.StatvfsData:
+        data = pyfuse3.StatvfsData()
+        data.f_bsize = data.f_frsize = 4096
+        data.f_blocks = data.f_bfree = data.f_bavail = 0
+        data.f_files = len(self.inodes)
+        data.f_ffree = data.f_favail = 0
+        data.f_namemax = 255
+        return data
+
+    # -- directories ---------------------------------------------------
+
+    @_answers_errno
+    async def opendir(self, inode: int, ctx: pyfuse3.RequestContext) -> int:
+        path = self._path(inode)
+        if not isinstance(self._node(path), DirNode):
+            raise _fail(errno.ENOTDIR)
+        return self._handles.add(_DirHandle(path, views.children(self.vbus, path)))
+
+    @_answers_errno
+    async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
+        handle: _DirHandle = self._handles.get(fh)
+        if start_id == 0 and handle.read:
+            handle.names = views.children(self.vbus, handle.path)
+        handle.read = True
+        # Offsets are positions in this handle's listing (1 and 2 are the dot
+        # entries), so they stay valid however the directory changes meanwhile.
+        if start_id < 1:
+            ino = self.inodes.inode(handle.path)
+            if not pyfuse3.readdir_reply(token, b".", self._attributes(ino, DirNode()), 1):
+                return
+        if start_id < 2:
+            parent = handle.path[:-1]
+            ino = self.inodes.inode(parent)
+            if not pyfuse3.readdir_reply(token, b"..", self._attributes(ino, DirNode()), 2):
+                return
+        names = handle.names
+        for index in range(max(start_id - 2, 0), len(names)):
+            name = names[index]
+            path = (*handle.path, name)
+            found = views.node(self.vbus, path)
+            if found is None:
+                continue  # removed since the listing was taken
+            ino = self.inodes.inode(path)
+            if not pyfuse3.readdir_reply(
+                token, os.fsencode(name), self._attributes(ino, found), index + 3
+            ):
+                if not self.inodes.lookups(ino):
+                    self.inodes.forget(ino, 0)
+                return
+            self.inodes.remember(path)
+
+    @_answers_errno
+    async def releasedir(self, fh: int) -> None:
+        self._handles.by_fh.pop(fh, None)
+
+    @_answers_errno
+    async def mkdir(
+        self, parent_inode: int, name: bytes, mode: int, ctx: pyfuse3.RequestContext
+    ) -> pyfuse3.EntryAttributes:
+        parent = self._path(parent_inode)
+        text = _name(name)
+        views.mkdir(self.vbus, parent, text)
+        return self._entry((*parent, text))
+
+    @_answers_errno
+    async def rmdir(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+        parent = self._path(parent_inode)
+        text = _name(name)
+        views.rmdir(self.vbus, parent, text)
+        self.inodes.detach((*parent, text))
+
+    @_answers_errno
+    async def unlink(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+        parent = self._path(parent_inode)
+        text = _name(name)
+        views.unlink(self.vbus, parent, text)
+        self.inodes.detach((*parent, text))
+
+    @_answers_errno
+    async def symlink(
+        self, parent_inode: int, name: bytes, target: bytes, ctx: pyfuse3.RequestContext
+    ) -> pyfuse3.EntryAttributes:
+        parent = self._path(parent_inode)
+        text = _name(name)
+        target_text = os.fsdecode(target)
+        if target_text.startswith("/"):
+            resolved = self.locations.resolve(target_text, ctx.pid)
+        else:
+            resolved = views.join(parent, target_text)
+        views.symlink(self.vbus, parent, text, resolved)
+        return self._entry((*parent, text))
+
+    @_answers_errno
+    async def rename(
+        self,
+        parent_inode_old: int,
+        name_old: bytes,
+        parent_inode_new: int,
+        name_new: bytes,
+        flags: int,
+        ctx: pyfuse3.RequestContext,
+    ) -> None:
+        raise _fail(errno.EPERM)
+
+    @_answers_errno
+    async def link(
+        self, inode: int, new_parent_inode: int, new_name: bytes, ctx: pyfuse3.RequestContext
+    ) -> pyfuse3.EntryAttributes:
+        raise _fail(errno.EPERM)
+
+    @_answers_errno
+    async def mknod(
+        self, parent_inode: int, name: bytes, mode: int, rdev: int, ctx: pyfuse3.RequestContext
+    ) -> pyfuse3.EntryAttributes:
+        raise _fail(errno.EACCES)
+
+    @_answers_errno
+    async def create(
+        self, parent_inode: int, name: bytes, mode: int, flags: int, ctx: pyfuse3.RequestContext
+    ) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
+        raise _fail(errno.EACCES)
+
+    # -- attribute files -----------------------------------------------
+
+    @_answers_errno
+    async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
+        found = self._node(self._path(inode))
+        if isinstance(found, DirNode):
+            raise _fail(errno.EISDIR)
+        if not isinstance(found, FileNode):
+            raise _fail(errno.ELOOP)
+        if flags & os.O_ACCMODE != os.O_RDONLY and not found.writable:
+            raise _fail(errno.EACCES)  # for root too, as sysfs
+        handle = _FileHandle(found, _render(found))
+        # direct_io: no page cache, so every read sees this handle's value and
+        # every write(2) arrives as one store.
+        return pyfuse3.FileInfo(fh=self._handles.add(handle), direct_io=True, keep_cache=False)
+
+    @_answers_errno
+    async def read(self, fh: int, off: int, size: int) -> bytes:
+        handle: _FileHandle = self._handles.get(fh)
+        return handle.content[off : off + size]
+
+    @_answers_errno
+    async def write(self, fh: int, off: int, buf: bytes) -> int:
+        handle: _FileHandle = self._handles.get(fh)
+        if len(buf) > MAX_STORE:
+            raise _fail(errno.EINVAL)
+        if not buf:
+            return 0
+        store = handle.file.store
+        if store is None:
+            raise _fail(errno.EACCES)
+        try:
+            text = buf.decode("utf-8")
+        except UnicodeDecodeError:
+            raise _fail(errno.EINVAL) from None
+        if text.endswith("\n"):
+            text = text[:-1]
+        store(text)
+        handle.content = _render(handle.file)
+        return len(buf)
+
+    @_answers_errno
+    async def release(self, fh: int) -> None:
+        self._handles.by_fh.pop(fh, None)
+
+
+def _render(file: FileNode) -> bytes:
+    return (file.show() + "\n").encode("utf-8")

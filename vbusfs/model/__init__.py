@@ -1,0 +1,59 @@
+"""The vbus object model: deviceclasses, devices, buses, interfaces, members.
+
+Pure and synchronous: nothing here imports pyfuse3, trio, os or cffi, and
+nothing here does I/O (deviceclass plugins may, inside their own steps).
+"""
+
+from ._attributes import Attribute, AttributeTable
+from ._deviceclass import DeviceClass, InterfaceInfo
+from ._errors import (
+    AccessDenied,
+    AlreadyExists,
+    Busy,
+    InvalidValue,
+    IsADirectory,
+    NameTooLong,
+    NoDevice,
+    NoSpace,
+    NoSuchProcess,
+    NotADirectory,
+    NotEmpty,
+    NotFound,
+    NotPermitted,
+    VbusError,
+)
+from ._names import LEAVE_TOKEN, NAME_MAX, check_bus_name, check_name
+from ._objects import Bus, Device, Interface
+from ._vbus import MAX_INTERFACE_IDS, Event, Listener, Vbus
+
+__all__ = [
+    "LEAVE_TOKEN",
+    "MAX_INTERFACE_IDS",
+    "NAME_MAX",
+    "AccessDenied",
+    "AlreadyExists",
+    "Attribute",
+    "AttributeTable",
+    "Bus",
+    "Busy",
+    "Device",
+    "DeviceClass",
+    "Event",
+    "Interface",
+    "InterfaceInfo",
+    "InvalidValue",
+    "IsADirectory",
+    "Listener",
+    "NameTooLong",
+    "NoDevice",
+    "NoSpace",
+    "NoSuchProcess",
+    "NotADirectory",
+    "NotEmpty",
+    "NotFound",
+    "NotPermitted",
+    "Vbus",
+    "VbusError",
+    "check_bus_name",
+    "check_name",
+]

@@ -1,0 +1,51 @@
+"""Attribute tables: one declaration per attribute (name, mode, show, store).
+
+A deviceclass declares its attributes once; the sys view, the validation and
+the documentation all come from that declaration. `show` renders the value
+without the trailing newline; `store` validates, then changes state, and
+raises a `VbusError` (changing nothing) when the value is refused.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ._errors import AccessDenied
+
+Show = Callable[[Any], str]
+Store = Callable[[Any, str], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Attribute:
+    """One attribute file: `mode` is 0o644 when `store` is given, else 0o444."""
+
+    name: str
+    show: Show
+    store: Store | None = None
+    doc: str = ""
+
+    @property
+    def mode(self) -> int:
+        return 0o644 if self.store is not None else 0o444
+
+    @property
+    def writable(self) -> bool:
+        return self.store is not None
+
+    def write(self, owner: Any, value: str) -> None:
+        if self.store is None:
+            raise AccessDenied(f"{self.name} is read-only")
+        self.store(owner, value)
+
+
+AttributeTable = tuple[Attribute, ...]
+
+
+def table_index(table: AttributeTable) -> dict[str, Attribute]:
+    index = {a.name: a for a in table}
+    if len(index) != len(table):
+        raise ValueError("attribute names in a table must be unique")
+    return index

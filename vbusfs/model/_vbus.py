@@ -1,0 +1,304 @@
+"""The root of the model: the deviceclasses, devices and buses of one vbus.
+
+Every operation either succeeds completely or raises a `VbusError` and leaves
+the model exactly as it was: it checks everything, then mutates. Operations
+cost O(1) in the number of objects (dict lookups and counters only). This
+module does no I/O; deviceclass plugins may, inside their own steps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from ._attributes import Attribute, table_index
+from ._deviceclass import DeviceClass, InterfaceInfo
+from ._errors import (
+    AlreadyExists,
+    Busy,
+    InvalidValue,
+    NoDevice,
+    NoSpace,
+    NotEmpty,
+    NotFound,
+)
+from ._names import check_bus_name, check_name
+from ._objects import Bus, Device, Interface, interface_name
+
+# Interface ids are u32 on the wire of the original; one bus can hand out this many.
+MAX_INTERFACE_IDS = 1 << 32
+
+# Entry names the sys view gives a device and an interface directory for itself;
+# a class attribute may not take them.
+RESERVED_DEVICE_ENTRIES = frozenset({"class", "interfaces"})
+RESERVED_INTERFACE_ENTRIES = frozenset({"device", "type"})
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A change on a bus that connected clients hear about: `kind` is 'add' or 'drop'."""
+
+    kind: str
+    bus: str
+    interface_id: int
+    interface_type: str
+    device: str
+
+
+Listener = Callable[[Event], None]
+
+
+class Vbus:
+    """The whole model: three namespaces (classes, devices, buses) and their links."""
+
+    def __init__(self, *, max_interface_ids: int = MAX_INTERFACE_IDS) -> None:
+        self.classes: dict[str, DeviceClass] = {}
+        self.devices: dict[str, Device] = {}
+        self.buses: dict[str, Bus] = {}
+        self._max_interface_ids = max_interface_ids
+        # typed devices per class name, so unloading a class costs O(1)
+        self._typed: dict[str, int] = {}
+        # bus name -> number of live members; kept by the membership layer
+        self._members: dict[str, int] = {}
+        self._listeners: list[Listener] = []
+        self._attr_index: dict[str, dict[str, Attribute]] = {}
+        self._iface_attr_index: dict[str, dict[str, Attribute]] = {}
+
+    # -- deviceclasses -------------------------------------------------
+
+    def load_class(self, deviceclass: DeviceClass) -> None:
+        name = deviceclass.name
+        check_name(name, "deviceclass")
+        if not deviceclass.interface_type:
+            raise InvalidValue(f"deviceclass {name} declares no interface type")
+        if name in self.classes:
+            raise AlreadyExists(f"deviceclass {name} is already loaded")
+        attrs = table_index(deviceclass.attributes)
+        iface_attrs = table_index(deviceclass.interface_attributes)
+        clash = (attrs.keys() & RESERVED_DEVICE_ENTRIES) | (
+            iface_attrs.keys() & RESERVED_INTERFACE_ENTRIES
+        )
+        if clash:
+            raise InvalidValue(f"deviceclass {name} uses reserved attribute names {sorted(clash)}")
+        self.classes[name] = deviceclass
+        self._typed[name] = 0
+        self._attr_index[name] = attrs
+        self._iface_attr_index[name] = iface_attrs
+
+    def unload_class(self, name: str) -> DeviceClass:
+        deviceclass = self.classes.get(name)
+        if deviceclass is None:
+            raise NotFound(f"deviceclass {name} is not loaded")
+        if self._typed[name]:
+            raise Busy(f"deviceclass {name} has {self._typed[name]} device(s)")
+        del self.classes[name], self._typed[name]
+        del self._attr_index[name], self._iface_attr_index[name]
+        return deviceclass
+
+    def class_in_use(self, name: str) -> int:
+        return self._typed.get(name, 0)
+
+    # -- devices -------------------------------------------------------
+
+    def create_device(self, name: str) -> Device:
+        check_name(name, "device")
+        if name in self.devices:
+            raise AlreadyExists(f"device {name} exists")
+        device = Device(name)
+        self.devices[name] = device
+        return device
+
+    def device(self, name: str) -> Device:
+        device = self.devices.get(name)
+        if device is None:
+            raise NotFound(f"no device {name}")
+        return device
+
+    def set_device_type(self, name: str, class_name: str) -> None:
+        device = self.device(name)
+        deviceclass = self.classes.get(class_name)
+        if deviceclass is None:
+            raise NotFound(f"no deviceclass {class_name!r} is loaded")
+        if device.deviceclass is not None:
+            raise InvalidValue(f"device {name} is already of type {device.deviceclass.name}")
+        state = deviceclass.create(name)  # may refuse; nothing changed yet
+        device.deviceclass = deviceclass
+        device.state = state
+        self._typed[class_name] += 1
+
+    def remove_device(self, name: str) -> None:
+        device = self.device(name)
+        if device.interfaces:
+            buses = sorted({i.bus.name for i in device.interfaces.values()})
+            raise Busy(f"device {name} is linked from bus(es) {', '.join(buses)}")
+        del self.devices[name]
+        device.alive = False
+        if device.deviceclass is not None:
+            self._typed[device.deviceclass.name] -= 1
+            device.deviceclass.destroy(device.state)
+
+    # -- buses ---------------------------------------------------------
+
+    def create_bus(self, name: str) -> Bus:
+        check_bus_name(name)
+        if name in self.buses:
+            raise AlreadyExists(f"bus {name} exists")
+        bus = Bus(name)
+        self.buses[name] = bus
+        return bus
+
+    def bus(self, name: str) -> Bus:
+        bus = self.buses.get(name)
+        if bus is None:
+            raise NotFound(f"no bus {name}")
+        return bus
+
+    def remove_bus(self, name: str) -> None:
+        bus = self.bus(name)
+        if bus.links:
+            raise NotEmpty(f"bus {name} still links {len(bus.links)} device(s)")
+        if self._members.get(name, 0):
+            raise Busy(f"bus {name} still has {self._members[name]} live member(s)")
+        del self.buses[name]
+        self._members.pop(name, None)
+        bus.alive = False
+
+    def set_member_count(self, bus_name: str, count: int) -> None:
+        """Kept up to date by the membership layer; a bus with members cannot go."""
+        if count:
+            self._members[bus_name] = count
+        else:
+            self._members.pop(bus_name, None)
+
+    # -- links (interfaces) ----------------------------------------------
+
+    def link(self, bus_name: str, link_name: str, device_name: str) -> Interface:
+        bus = self.bus(bus_name)
+        device = self.device(device_name)
+        check_name(link_name, "link")
+        if link_name in bus.links:
+            raise AlreadyExists(f"bus {bus_name} already has an entry {link_name}")
+        deviceclass = device.deviceclass
+        if deviceclass is None:
+            raise InvalidValue(f"device {device_name} has no type yet")
+        if device.interfaces:
+            if not deviceclass.multi_bus:
+                raise Busy(f"device {device_name} ({deviceclass.name}) is already on a bus")
+            if any(i.bus is bus for i in device.interfaces.values()):
+                raise Busy(f"device {device_name} is already on bus {bus_name}")
+        if bus.next_id >= self._max_interface_ids:
+            raise NoSpace(f"bus {bus_name} has used all its interface ids")
+        interface_id = bus.next_id
+        name = interface_name(device, bus_name, interface_id)
+        state = deviceclass.attach(device.state, InterfaceInfo(bus_name, interface_id, name))
+        interface = Interface(bus, device, interface_id, link_name, state)
+        bus.next_id += 1
+        bus.links[link_name] = interface
+        bus.interfaces[interface_id] = interface
+        device.interfaces[name] = interface
+        self._emit(Event("add", bus_name, interface_id, interface.type, device_name))
+        return interface
+
+    def unlink(self, bus_name: str, link_name: str) -> None:
+        bus = self.bus(bus_name)
+        interface = bus.links.get(link_name)
+        if interface is None:
+            raise NotFound(f"bus {bus_name} has no link {link_name}")
+        device = interface.device
+        del bus.links[link_name], bus.interfaces[interface.id]
+        del device.interfaces[interface.name]
+        interface.alive = False
+        assert device.deviceclass is not None
+        device.deviceclass.detach(device.state, interface.state)
+        self._emit(Event("drop", bus_name, interface.id, interface.type, device.name))
+
+    # -- attributes ----------------------------------------------------
+
+    def device_attributes(self, device: Device) -> dict[str, Attribute]:
+        if device.deviceclass is None:
+            return {}
+        return self._attr_index[device.deviceclass.name]
+
+    def interface_attributes(self, interface: Interface) -> dict[str, Attribute]:
+        assert interface.device.deviceclass is not None
+        return self._iface_attr_index[interface.device.deviceclass.name]
+
+    def show_attribute(self, device: Device, name: str) -> str:
+        return self._attribute(device, name).show(device.state)
+
+    def store_attribute(self, device: Device, name: str, value: str) -> None:
+        self._attribute(device, name).write(device.state, value)
+
+    def show_interface_attribute(self, interface: Interface, name: str) -> str:
+        return self._interface_attribute(interface, name).show(interface.state)
+
+    def store_interface_attribute(self, interface: Interface, name: str, value: str) -> None:
+        self._interface_attribute(interface, name).write(interface.state, value)
+
+    def _attribute(self, device: Device, name: str) -> Attribute:
+        if not device.alive:
+            raise NoDevice(f"device {device.name} was removed")
+        attr = self.device_attributes(device).get(name)
+        if attr is None:
+            raise NotFound(f"device {device.name} has no attribute {name}")
+        return attr
+
+    def _interface_attribute(self, interface: Interface, name: str) -> Attribute:
+        if not interface.alive:
+            raise NoDevice(f"interface {interface.bus.name}/{interface.id} was removed")
+        attr = self.interface_attributes(interface).get(name)
+        if attr is None:
+            raise NotFound(f"interface has no attribute {name}")
+        return attr
+
+    # -- events ----------------------------------------------------------
+
+    def subscribe(self, listener: Listener) -> Callable[[], None]:
+        """Hear every add and drop of an interface; returns the unsubscribe call."""
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener)
+
+    def _emit(self, event: Event) -> None:
+        for listener in list(self._listeners):
+            listener(event)
+
+    def clear(self) -> None:
+        """Drop every link, device and bus (members included), releasing class state.
+
+        Used at shutdown: drop steps cannot fail, so neither can this.
+        """
+        for bus in list(self.buses.values()):
+            for link_name in list(bus.links):
+                self.unlink(bus.name, link_name)
+        for name in list(self.devices):
+            self.remove_device(name)
+        self._members.clear()
+        for name in list(self.buses):
+            self.remove_bus(name)
+
+    # -- inspection ------------------------------------------------------
+
+    def iter_interfaces(self) -> Iterator[Interface]:
+        for bus in self.buses.values():
+            yield from bus.interfaces.values()
+
+    def snapshot(self) -> dict[str, Any]:
+        """A plain-data picture of the configuration, for comparisons and tests."""
+        return {
+            "classes": sorted(self.classes),
+            "devices": {
+                d.name: {
+                    "type": d.deviceclass.name if d.deviceclass else None,
+                    "interfaces": {n: (i.bus.name, i.id) for n, i in d.interfaces.items()},
+                }
+                for d in self.devices.values()
+            },
+            "buses": {
+                b.name: {
+                    "next_id": b.next_id,
+                    "links": {n: (i.device.name, i.id) for n, i in b.links.items()},
+                }
+                for b in self.buses.values()
+            },
+        }

@@ -1,0 +1,45 @@
+"""Views: the config and sys trees computed from the model, and what each path allows.
+
+Pure: no I/O, no caches. The FUSE adapter serves these trees; the demo
+renders them directly when no mount is possible.
+"""
+
+from ._nodes import (
+    CONFIG_DEVICES,
+    CONFIG_INSTANCES,
+    CONFIG_VBUS,
+    SYS_VBUS,
+    DirNode,
+    FileNode,
+    LinkNode,
+    Node,
+    Path,
+    children,
+    config_link_target,
+    node,
+)
+from ._ops import TooManyLinks, join, mkdir, resolve, rmdir, symlink, unlink
+from ._render import render_tree
+
+__all__ = [
+    "CONFIG_DEVICES",
+    "CONFIG_INSTANCES",
+    "CONFIG_VBUS",
+    "SYS_VBUS",
+    "DirNode",
+    "FileNode",
+    "LinkNode",
+    "Node",
+    "Path",
+    "TooManyLinks",
+    "children",
+    "config_link_target",
+    "join",
+    "mkdir",
+    "node",
+    "render_tree",
+    "resolve",
+    "rmdir",
+    "symlink",
+    "unlink",
+]

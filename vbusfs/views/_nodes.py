@@ -1,0 +1,220 @@
+"""The config and sys trees as pure functions of the model.
+
+A node is addressed by its path inside the mount, a tuple of names
+(`("sys", "vbus", "version")`). `node()` answers what is at a path and
+`children()` lists a directory; both cost O(depth) dict lookups, so the size
+of the model never matters, and nothing is cached: the trees cannot drift
+from the model or from each other.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from vbusfs.model import Attribute, Device, Interface, Vbus
+
+Path = tuple[str, ...]
+
+CONFIG_VBUS: Path = ("config", "vbus")
+CONFIG_DEVICES: Path = ("config", "vbus", "devices")
+CONFIG_INSTANCES: Path = ("config", "vbus", "instances")
+SYS_VBUS: Path = ("sys", "vbus")
+SYS_VERSION = "1"
+DIR_MODE = 0o755
+LINK_MODE = 0o777
+
+
+@dataclass(frozen=True, slots=True)
+class DirNode:
+    mode: int = DIR_MODE
+
+
+@dataclass(frozen=True, slots=True)
+class LinkNode:
+    target: str
+    mode: int = LINK_MODE
+
+
+@dataclass(frozen=True, slots=True)
+class FileNode:
+    """An attribute file: `show` renders the value (no newline), `store` stores one."""
+
+    show: Callable[[], str]
+    store: Callable[[str], None] | None = None
+
+    @property
+    def mode(self) -> int:
+        return 0o644 if self.store is not None else 0o444
+
+    @property
+    def writable(self) -> bool:
+        return self.store is not None
+
+
+Node = DirNode | LinkNode | FileNode
+DIR = DirNode()
+
+
+def _constant(value: str) -> FileNode:
+    return FileNode(lambda: value)
+
+
+def _device_attribute(vbus: Vbus, device: Device, attr: Attribute) -> FileNode:
+    def store(value: str) -> None:
+        vbus.store_attribute(device, attr.name, value)
+
+    return FileNode(
+        lambda: vbus.show_attribute(device, attr.name), store if attr.writable else None
+    )
+
+
+def _interface_attribute(vbus: Vbus, interface: Interface, attr: Attribute) -> FileNode:
+    def store(value: str) -> None:
+        vbus.store_interface_attribute(interface, attr.name, value)
+
+    return FileNode(
+        lambda: vbus.show_interface_attribute(interface, attr.name),
+        store if attr.writable else None,
+    )
+
+
+def _type_file(vbus: Vbus, device: Device) -> FileNode:
+    def show() -> str:
+        return device.deviceclass.name if device.deviceclass is not None else ""
+
+    def store(value: str) -> None:
+        if not device.alive:
+            vbus.device(device.name)  # raises: the device is gone
+        vbus.set_device_type(device.name, value)
+
+    return FileNode(show, store)
+
+
+def config_link_target(device_name: str) -> str:
+    """The canonical readlink text of a bus's link, whatever the user typed."""
+    return f"../../../vbus/devices/{device_name}"
+
+
+def _bus_interface(vbus: Vbus, bus_name: str, id_text: str) -> Interface | None:
+    bus = vbus.buses.get(bus_name)
+    if bus is None or not id_text.isdigit() or (id_text != "0" and id_text[0] == "0"):
+        return None
+    return bus.interfaces.get(int(id_text))
+
+
+def node(vbus: Vbus, path: Path) -> Node | None:
+    """What is at `path`, or None."""
+    match path:
+        case () | ("config",) | ("config", "vbus") | ("sys",) | ("sys", "vbus"):
+            return DIR
+        case ("config", "vbus", "devices" | "instances"):
+            return DIR
+        case ("config", "vbus", "devices", d):
+            return DIR if d in vbus.devices else None
+        case ("config", "vbus", "devices", d, "type"):
+            device = vbus.devices.get(d)
+            return _type_file(vbus, device) if device is not None else None
+        case ("config", "vbus", "instances", b):
+            return DIR if b in vbus.buses else None
+        case ("config", "vbus", "instances", b, name):
+            bus = vbus.buses.get(b)
+            if bus is None:
+                return None
+            if name == "perms":
+                return DIR
+            interface = bus.links.get(name)
+            return LinkNode(config_link_target(interface.device.name)) if interface else None
+        case ("sys", "vbus", "version"):
+            return _constant(SYS_VERSION)
+        case ("sys", "vbus", "deviceclass" | "devices" | "instances"):
+            return DIR
+        case ("sys", "vbus", "deviceclass", c):
+            return DIR if c in vbus.classes else None
+        case ("sys", "vbus", "devices", d):
+            return DIR if d in vbus.devices else None
+        case ("sys", "vbus", "devices", d, "interfaces"):
+            return DIR if d in vbus.devices else None
+        case ("sys", "vbus", "devices", d, "interfaces", i):
+            device = vbus.devices.get(d)
+            interface = device.interfaces.get(i) if device is not None else None
+            if interface is None:
+                return None
+            return LinkNode(f"../../../instances/{interface.bus.name}/devices/{interface.id}")
+        case ("sys", "vbus", "devices", d, "class"):
+            device = vbus.devices.get(d)
+            if device is None or device.deviceclass is None:
+                return None
+            return LinkNode(f"../../deviceclass/{device.deviceclass.name}")
+        case ("sys", "vbus", "devices", d, name):
+            device = vbus.devices.get(d)
+            if device is None:
+                return None
+            attr = vbus.device_attributes(device).get(name)
+            return _device_attribute(vbus, device, attr) if attr is not None else None
+        case ("sys", "vbus", "instances", b):
+            return DIR if b in vbus.buses else None
+        case ("sys", "vbus", "instances", b, "devices" | "members"):
+            return DIR if b in vbus.buses else None
+        case ("sys", "vbus", "instances", b, "devices", i):
+            return DIR if _bus_interface(vbus, b, i) is not None else None
+        case ("sys", "vbus", "instances", b, "devices", i, name):
+            interface = _bus_interface(vbus, b, i)
+            if interface is None:
+                return None
+            if name == "device":
+                return LinkNode(f"../../../../devices/{interface.device.name}")
+            if name == "type":
+                return _constant(interface.type)
+            attr = vbus.interface_attributes(interface).get(name)
+            return _interface_attribute(vbus, interface, attr) if attr is not None else None
+    return None
+
+
+def children(vbus: Vbus, path: Path) -> Sequence[str]:
+    """The entry names of the directory at `path`, in a stable order (empty if none)."""
+    match path:
+        case ():
+            return ("config", "sys")
+        case ("config",) | ("sys",):
+            return ("vbus",)
+        case ("config", "vbus"):
+            return ("devices", "instances")
+        case ("config", "vbus", "devices"):
+            return list(vbus.devices)
+        case ("config", "vbus", "devices", d):
+            return ("type",) if d in vbus.devices else ()
+        case ("config", "vbus", "instances"):
+            return list(vbus.buses)
+        case ("config", "vbus", "instances", b):
+            bus = vbus.buses.get(b)
+            return ["perms", *bus.links] if bus is not None else ()
+        case ("sys", "vbus"):
+            return ("deviceclass", "devices", "instances", "version")
+        case ("sys", "vbus", "deviceclass"):
+            return list(vbus.classes)
+        case ("sys", "vbus", "devices"):
+            return list(vbus.devices)
+        case ("sys", "vbus", "devices", d):
+            device = vbus.devices.get(d)
+            if device is None:
+                return ()
+            if device.deviceclass is None:
+                return ("interfaces",)
+            return ("class", "interfaces", *vbus.device_attributes(device))
+        case ("sys", "vbus", "devices", d, "interfaces"):
+            device = vbus.devices.get(d)
+            return list(device.interfaces) if device is not None else ()
+        case ("sys", "vbus", "instances"):
+            return list(vbus.buses)
+        case ("sys", "vbus", "instances", b):
+            return ("devices", "members") if b in vbus.buses else ()
+        case ("sys", "vbus", "instances", b, "devices"):
+            bus = vbus.buses.get(b)
+            return [str(i) for i in bus.interfaces] if bus is not None else ()
+        case ("sys", "vbus", "instances", b, "devices", i):
+            interface = _bus_interface(vbus, b, i)
+            if interface is None:
+                return ()
+            return ("device", "type", *vbus.interface_attributes(interface))
+    return ()

@@ -1,0 +1,141 @@
+"""Filesystem operations on the trees: which path allows what, with which errno.
+
+These functions turn mkdir, rmdir, unlink and symlink at a path into model
+operations, and refuse everything else with the errno of SPEC section 5.
+They are pure: the FUSE adapter resolves what the caller typed into a path
+inside the mount before calling them.
+"""
+
+from __future__ import annotations
+
+import errno as _errno
+
+from vbusfs.model import (
+    AlreadyExists,
+    InvalidValue,
+    IsADirectory,
+    NotADirectory,
+    NotFound,
+    NotPermitted,
+    Vbus,
+    VbusError,
+    check_name,
+)
+
+from ._nodes import (
+    CONFIG_DEVICES,
+    CONFIG_INSTANCES,
+    CONFIG_VBUS,
+    DirNode,
+    FileNode,
+    LinkNode,
+    Path,
+    node,
+)
+
+MAX_LINK_HOPS = 40
+
+
+class TooManyLinks(VbusError):
+    errno = _errno.ELOOP
+
+
+def mkdir(vbus: Vbus, parent: Path, name: str) -> None:
+    if parent == CONFIG_DEVICES:
+        vbus.create_device(name)
+    elif parent == CONFIG_INSTANCES:
+        vbus.create_bus(name)
+    else:
+        raise NotPermitted("directories can only be made in config/vbus/devices or instances")
+
+
+def rmdir(vbus: Vbus, parent: Path, name: str) -> None:
+    path = (*parent, name)
+    found = node(vbus, path)
+    if found is None:
+        raise NotFound(f"no entry {name}")
+    if not isinstance(found, DirNode):
+        raise NotADirectory(f"{name} is not a directory")
+    if parent == CONFIG_DEVICES:
+        vbus.remove_device(name)
+    elif parent == CONFIG_INSTANCES:
+        vbus.remove_bus(name)
+    else:
+        raise NotPermitted(f"{'/'.join(path)} cannot be removed")
+
+
+def unlink(vbus: Vbus, parent: Path, name: str) -> None:
+    found = node(vbus, (*parent, name))
+    if found is None:
+        raise NotFound(f"no entry {name}")
+    if isinstance(found, DirNode):
+        raise IsADirectory(f"{name} is a directory")
+    if isinstance(found, LinkNode) and _is_bus_dir(parent):
+        vbus.unlink(parent[3], name)
+        return
+    raise NotPermitted(f"{name} cannot be removed")
+
+
+def symlink(vbus: Vbus, parent: Path, name: str, target: Path | None) -> None:
+    """Link a device into a bus. `target` is the resolved target, None if outside the mount."""
+    if not _is_bus_dir(parent) or parent[3] not in vbus.buses:
+        raise NotPermitted("links can only be made directly in a bus directory")
+    check_name(name, "link")
+    if node(vbus, (*parent, name)) is not None:
+        raise AlreadyExists(f"{name} exists")
+    if target is None or target[:2] != CONFIG_VBUS:
+        raise NotPermitted("a link must point inside this mount's config/vbus")
+    resolved = resolve(vbus, target)
+    if resolved[:3] != CONFIG_DEVICES or len(resolved) != 4:
+        raise InvalidValue(f"{'/'.join(resolved)} is not a device")
+    vbus.link(parent[3], name, resolved[3])
+
+
+def _is_bus_dir(path: Path) -> bool:
+    return len(path) == 4 and path[:3] == CONFIG_INSTANCES
+
+
+def join(directory: Path, text: str) -> Path | None:
+    """`text` taken relative to `directory`, lexically; None if it leaves the mount."""
+    parts = list(directory)
+    for part in text.split("/"):
+        if part in ("", "."):
+            continue
+        if part == "..":
+            if not parts:
+                return None
+            parts.pop()
+        else:
+            parts.append(part)
+    return tuple(parts)
+
+
+def resolve(vbus: Vbus, path: Path) -> Path:
+    """Follow links along `path` inside the trees, as a path walk would.
+
+    Raises NotFound for a missing component, NotADirectory for a component
+    that is a file, NotPermitted for a link leading outside the mount.
+    """
+    hops = 0
+    done: Path = ()
+    rest = list(path)
+    while rest:
+        here = (*done, rest.pop(0))
+        found = node(vbus, here)
+        if found is None:
+            raise NotFound(f"{'/'.join(here)} does not exist")
+        if isinstance(found, LinkNode):
+            hops += 1
+            if hops > MAX_LINK_HOPS:
+                raise TooManyLinks("too many levels of links")
+            joined = join(done, found.target)
+            if joined is None:
+                raise NotPermitted("a link leads outside the mount")
+            done, rest = (), [*joined, *rest]
+            continue
+        if isinstance(found, FileNode) and rest:
+            raise NotADirectory(f"{'/'.join(here)} is not a directory")
+        done = here
+    if isinstance(node(vbus, done), FileNode):
+        raise NotADirectory(f"{'/'.join(done)} is not a directory")
+    return done
