@@ -10,11 +10,13 @@ from vbusfs import __version__
 
 
 def _mount(args: argparse.Namespace) -> int:
+    from vbusfs.classes import default_model
     from vbusfs.fuse import MountError, ready_fd_reporter, serve, spawn
+    from vbusfs.model import VbusError
 
     if not args.foreground:
         try:
-            spawn(args.mountpoint, log_path=args.log, debug=args.debug)
+            spawn(args.mountpoint, log_path=args.log, debug=args.debug, load=tuple(args.load))
         except MountError as exc:
             print(f"vbusfs mount: {exc}", file=sys.stderr)
             return 1
@@ -24,7 +26,15 @@ def _mount(args: argparse.Namespace) -> int:
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
     )
     ready = ready_fd_reporter(args.ready_fd) if args.ready_fd is not None else None
-    return serve(args.mountpoint, ready=ready, log_path=args.log)
+    try:
+        vbus = default_model(tuple(args.load))
+    except (ImportError, AttributeError, TypeError, ValueError, VbusError) as exc:
+        message = f"cannot load a deviceclass: {exc}"
+        print(f"vbusfs mount: {message}", file=sys.stderr)
+        if ready is not None:
+            ready(f"error: {message}")
+        return 1
+    return serve(args.mountpoint, vbus=vbus, ready=ready, log_path=args.log)
 
 
 def _umount(args: argparse.Namespace) -> int:
@@ -68,6 +78,14 @@ def parser() -> argparse.ArgumentParser:
         type=int,
         metavar="FD",
         help="with --foreground: write 'ok' (or 'error: ...') to FD once mounted, then close it",
+    )
+    mount.add_argument(
+        "--load",
+        action="append",
+        default=[],
+        metavar="MODULE:CLASS",
+        help="also load this deviceclass (importable as MODULE, a DeviceClass subclass); "
+        "repeatable",
     )
     mount.set_defaults(run=_mount)
 

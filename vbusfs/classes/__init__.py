@@ -6,6 +6,7 @@ each entry names a `DeviceClass` subclass that can be built with no arguments.
 
 from __future__ import annotations
 
+import importlib
 from importlib.metadata import entry_points
 
 from vbusfs.model import DeviceClass, Vbus
@@ -36,11 +37,24 @@ def discover() -> dict[str, type[DeviceClass]]:
     return found
 
 
-def default_model() -> Vbus:
-    """A model with every discovered deviceclass loaded, as a fresh mount has."""
+def import_class(spec: str) -> type[DeviceClass]:
+    """Import a deviceclass named as `package.module:ClassName`."""
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise ValueError(f"{spec!r} is not of the form package.module:ClassName")
+    cls = getattr(importlib.import_module(module_name), attr)
+    if not (isinstance(cls, type) and issubclass(cls, DeviceClass)):
+        raise TypeError(f"{spec} is not a DeviceClass subclass")
+    return cls
+
+
+def default_model(extra: tuple[str, ...] = ()) -> Vbus:
+    """A model with every discovered deviceclass loaded, plus `extra` import specs."""
     vbus = Vbus()
     for cls in discover().values():
         vbus.load_class(cls())
+    for spec in extra:
+        vbus.load_class(import_class(spec)())
     return vbus
 
 
@@ -57,4 +71,5 @@ __all__ = [
     "VenetTapState",
     "default_model",
     "discover",
+    "import_class",
 ]

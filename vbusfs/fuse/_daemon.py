@@ -234,11 +234,15 @@ def ready_fd_reporter(fd: int) -> Callable[[str], None]:
     return report
 
 
-def daemon_command(mountpoint: str, ready_fd: int, *, debug: bool = False) -> list[str]:
+def daemon_command(
+    mountpoint: str, ready_fd: int, *, debug: bool = False, load: tuple[str, ...] = ()
+) -> list[str]:
     command = [sys.executable, "-m", "vbusfs", "mount", "--foreground"]
     command += ["--ready-fd", str(ready_fd)]
     if debug:
         command.append("--debug")
+    for spec in load:
+        command += ["--load", spec]
     return [*command, mountpoint]
 
 
@@ -262,6 +266,7 @@ def spawn(
     *,
     log_path: str | None = None,
     debug: bool = False,
+    load: tuple[str, ...] = (),
     prefix: tuple[str, ...] = (),
 ) -> int:
     """Start a daemon in the background; return its pid once the mount is live.
@@ -275,7 +280,7 @@ def spawn(
     read_end, write_end = os.pipe()
     try:
         with open(log_path, "ab") as log_file:
-            command = [*prefix, *daemon_command(mountpoint, write_end, debug=debug)]
+            command = [*prefix, *daemon_command(mountpoint, write_end, debug=debug, load=load)]
             command += ["--log", log_path]
             process = subprocess.Popen(
                 command,

@@ -1,0 +1,54 @@
+"""Shared test set-up: hypothesis profiles, live mounts, and the session's clean-up."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+from vbusfs.testing import LiveMount, fuse_problem, netns_available, stop_all
+
+settings.register_profile(
+    "ci",
+    max_examples=20,
+    stateful_step_count=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.register_profile("dev", max_examples=100, deadline=None)
+settings.register_profile("deep", max_examples=2000, stateful_step_count=100, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
+
+FUSE_PROBLEM = fuse_problem()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if FUSE_PROBLEM and item.get_closest_marker("mount"):
+            item.add_marker(pytest.mark.skip(reason=f"no usable FUSE: {FUSE_PROBLEM}"))
+        if item.get_closest_marker("root") and os.getuid() != 0:
+            item.add_marker(pytest.mark.skip(reason="needs root"))
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    # Whatever a failed or interrupted test left mounted goes now.
+    stop_all()
+
+
+def start_mount(tmp_path_factory: pytest.TempPathFactory, **kwargs: object) -> LiveMount:
+    path = tmp_path_factory.mktemp("mnt")
+    kwargs.setdefault("private_netns", netns_available())
+    return LiveMount(str(path), **kwargs).start()  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def mnt(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveMount]:
+    """A fresh mount for one test; its daemon must log no internal error."""
+    mount = start_mount(tmp_path_factory)
+    try:
+        yield mount
+    finally:
+        log = mount.stop()
+    assert "Traceback" not in log, log

@@ -1,0 +1,156 @@
+"""Live vbusfs mounts for tests: a daemon child per mount, always cleaned up.
+
+`LiveMount` starts a daemon in the foreground as a child process (so its pid
+is known), waits until the mount is live, and on `stop()` unmounts and waits
+for the daemon to exit, escalating to SIGTERM, SIGKILL and a lazy unmount
+only for its own daemon. Every LiveMount still running is stopped by
+`stop_all()`, which the pytest plugin calls at session end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+from types import TracebackType
+
+from vbusfs.fuse import canonical_mountpoint, daemon_command, lazy_unmount, mount_at, wait_ready
+
+_LIVE: set[LiveMount] = set()
+
+
+def fuse_problem() -> str | None:
+    """Why a FUSE mount cannot be made here, or None."""
+    if not os.path.exists("/dev/fuse"):
+        return "/dev/fuse does not exist"
+    if not os.access("/dev/fuse", os.R_OK | os.W_OK):
+        return "/dev/fuse is not readable and writable by this user"
+    if shutil.which("fusermount3") is None:
+        return "fusermount3 is not installed (apt-get install fuse3)"
+    return None
+
+
+def netns_available() -> bool:
+    return os.getuid() == 0 and shutil.which("unshare") is not None
+
+
+class LiveMount:
+    """A vbusfs mount served by a daemon this process started.
+
+    `private_netns` runs the daemon in a new network namespace (`unshare -n`),
+    so the TAP interfaces it creates never touch the machine's own.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        private_netns: bool = False,
+        load: tuple[str, ...] = (),
+        debug: bool = True,
+    ) -> None:
+        self.path = canonical_mountpoint(path)
+        self.private_netns = private_netns
+        self.load = load
+        self.debug = debug
+        self.process: subprocess.Popen[bytes] | None = None
+        fd, self.log_path = tempfile.mkstemp(prefix="vbusfs-daemon-", suffix=".log")
+        os.close(fd)
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def start(self) -> LiveMount:
+        read_end, write_end = os.pipe()
+        prefix = ["unshare", "-n", "--"] if self.private_netns else []
+        command = [*prefix, *daemon_command(self.path, write_end, debug=self.debug, load=self.load)]
+        try:
+            with open(self.log_path, "ab") as log:
+                self.process = subprocess.Popen(
+                    command,
+                    pass_fds=(write_end,),
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=log,
+                )
+            _LIVE.add(self)
+            os.close(write_end)
+            write_end = -1
+            answer = wait_ready(read_end)
+        finally:
+            os.close(read_end)
+            if write_end >= 0:
+                os.close(write_end)
+        if answer != "ok":
+            self.stop()
+            raise RuntimeError(f"vbusfs did not mount: {answer or 'no answer'}\n{self.log}")
+        return self
+
+    @property
+    def log(self) -> str:
+        with open(self.log_path, encoding="utf-8", errors="replace") as f:
+            return f.read()
+
+    def mounted(self) -> bool:
+        return mount_at(self.path) is not None
+
+    def stop(self, timeout: float = 10.0) -> str:
+        """Unmount, end the daemon, and return its log."""
+        process = self.process
+        if process is not None and process.poll() is None:
+            subprocess.run(["fusermount3", "-u", self.path], capture_output=True, check=False)
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                process.send_signal(signal.SIGTERM)
+                try:
+                    process.wait(5)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+        if self.mounted():
+            lazy_unmount(self.path)
+        _LIVE.discard(self)
+        log = self.log
+        with contextlib.suppress(OSError):
+            os.unlink(self.log_path)
+        return log
+
+    def __enter__(self) -> LiveMount:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # -- conveniences for tests ------------------------------------------
+
+    def join(self, *parts: str) -> str:
+        return os.path.join(self.path, *parts)
+
+    def sh(self, command: str, *, check: bool = False) -> subprocess.CompletedProcess[str]:
+        """Run `command` with bash in the mount's root directory."""
+        env = dict(os.environ, LC_ALL="C.UTF-8")
+        return subprocess.run(
+            ["bash", "-c", command],
+            cwd=self.path,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=check,
+            timeout=60,
+        )
+
+
+def stop_all() -> None:
+    for mount in list(_LIVE):
+        mount.stop()
