@@ -33,6 +33,9 @@ def test_views_import_nothing_that_does_io():
 
 
 def test_importing_the_model_loads_no_fuse_or_trio():
-    code = "import sys, vbusfs.model, vbusfs.views; print(sorted({'pyfuse3','trio','cffi'} & set(sys.modules)))"
+    code = (
+        "import sys, vbusfs.model, vbusfs.views\n"
+        "print(sorted({'pyfuse3', 'trio', 'cffi'} & set(sys.modules)))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
