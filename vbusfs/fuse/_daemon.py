@@ -173,11 +173,11 @@ def serve(
     vbus = vbus if vbus is not None else default_model()
     operations = VbusOperations(vbus)
     try:
-        if not os.path.isdir(mountpoint):
-            raise MountError(f"{mountpoint} is not a directory")
         if not os.path.exists("/dev/fuse"):
             raise MountError("/dev/fuse does not exist (load the fuse module or pass the device)")
-        clear_stale(mountpoint)
+        clear_stale(mountpoint)  # first: a stale mount point is not even a directory
+        if not os.path.isdir(mountpoint):
+            raise MountError(f"{mountpoint} is not a directory")
         pyfuse3.init(operations, mountpoint, mount_options())
     except (MountError, RuntimeError, OSError) as exc:
         message = str(exc) or type(exc).__name__

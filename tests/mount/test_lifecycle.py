@@ -1,0 +1,139 @@
+"""Mounting, unmounting, signals, stale mounts, and surviving internal errors."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from vbusfs.fuse import mount_at, state_path
+from vbusfs.testing import LiveMount
+
+pytestmark = pytest.mark.mount
+
+VBUSFS = [sys.executable, "-m", "vbusfs"]
+PLUGINS = str(pathlib.Path(__file__).parent / "plugins")
+
+
+def vbusfs(*args: str, env=None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*VBUSFS, *args], capture_output=True, text=True, timeout=60, env=env)
+
+
+def wait_gone(pid: int, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        with open(f"/proc/{pid}/stat") as f:
+            if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                return True
+        time.sleep(0.02)
+    return False
+
+
+@pytest.fixture
+def runtime(tmp_path, monkeypatch):
+    monkeypatch.setenv("VBUSFS_RUNTIME_DIR", str(tmp_path / "run"))
+    return tmp_path / "run"
+
+
+def test_background_mount_then_umount(tmp_path, runtime):
+    mountpoint = tmp_path / "m"
+    mountpoint.mkdir()
+    done = vbusfs("mount", str(mountpoint))
+    try:
+        assert done.returncode == 0, done.stderr
+        entry = mount_at(str(mountpoint))
+        assert entry is not None and entry.fstype == "fuse.vbusfs"
+        assert (mountpoint / "sys/vbus/version").read_text() == "1\n"
+        state = json.loads(pathlib.Path(state_path(str(mountpoint))).read_text())
+        pid = state["pid"]
+        assert os.path.exists(f"/proc/{pid}")
+        again = vbusfs("mount", str(mountpoint))
+        assert again.returncode == 1 and "already served" in again.stderr
+    finally:
+        done = vbusfs("umount", str(mountpoint))
+    assert done.returncode == 0, done.stderr
+    assert mount_at(str(mountpoint)) is None
+    assert wait_gone(pid)
+    assert not os.path.exists(state_path(str(mountpoint)))
+
+
+def test_mount_errors_are_reported(tmp_path, runtime):
+    missing = vbusfs("mount", str(tmp_path / "nope"))
+    assert missing.returncode == 1 and "not a directory" in missing.stderr
+    not_mounted = vbusfs("umount", str(tmp_path))
+    assert not_mounted.returncode == 1 and "not mounted" in not_mounted.stderr
+    bad_class = vbusfs("mount", "--load", "no.such.module:Thing", str(tmp_path))
+    assert bad_class.returncode == 1 and "cannot load a deviceclass" in bad_class.stderr
+    assert mount_at(str(tmp_path)) is None
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_signals_unmount_cleanly(tmp_path_factory, signum):
+    mount = LiveMount(str(tmp_path_factory.mktemp("m"))).start()
+    try:
+        mount.sh("mkdir config/vbus/devices/D", check=True)
+        assert mount.process is not None
+        mount.process.send_signal(signum)
+        assert mount.process.wait(10) == 0
+        assert mount_at(mount.path) is None
+    finally:
+        log = mount.stop()
+    assert "unmounted" in log and "Traceback" not in log
+
+
+def test_a_stale_mount_from_a_killed_daemon_is_cleared(tmp_path_factory, runtime):
+    mount = LiveMount(str(tmp_path_factory.mktemp("m"))).start()
+    try:
+        assert mount.process is not None
+        mount.process.kill()
+        mount.process.wait()
+        with pytest.raises(OSError) as info:
+            os.stat(mount.join("sys"))
+        assert info.value.errno == errno.ENOTCONN
+        done = vbusfs("mount", mount.path)
+        assert done.returncode == 0, done.stderr
+        assert os.listdir(mount.join("sys/vbus")) == [
+            "deviceclass",
+            "devices",
+            "instances",
+            "version",
+        ]
+        assert vbusfs("umount", mount.path).returncode == 0
+        assert mount_at(mount.path) is None
+    finally:
+        mount.stop()
+
+
+def test_an_internal_error_is_eio_and_the_mount_survives(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("PYTHONPATH", PLUGINS)
+    mount = LiveMount(str(tmp_path_factory.mktemp("m")), load=("buggy:Buggy",)).start()
+    try:
+        mount.sh(
+            "mkdir config/vbus/devices/X && echo buggy > config/vbus/devices/X/type", check=True
+        )
+        broken = mount.join("sys/vbus/devices/X/broken")
+        for _ in range(3):
+            with pytest.raises(OSError) as info:
+                open(broken).close()
+            assert info.value.errno == errno.EIO
+        assert mount.sh("cat sys/vbus/version").stdout == "1\n"
+        assert mount.sh("ls sys/vbus/deviceclass").stdout.split() == [
+            "buggy",
+            "venet-loopback",
+            "venet-switch",
+            "venet-tap",
+        ]
+    finally:
+        log = mount.stop()
+    assert "internal error in open" in log and "a bug in a deviceclass" in log
