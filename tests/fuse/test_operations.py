@@ -1,0 +1,206 @@
+"""The pyfuse3 handlers called directly, with a fake request context and no mount."""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from dataclasses import dataclass
+
+import pyfuse3
+import pytest
+import trio
+
+from vbusfs.classes import default_model
+from vbusfs.fuse import VbusOperations
+from vbusfs.fuse._inodes import ROOT_INODE
+from vbusfs.model import Attribute, DeviceClass
+
+
+@dataclass
+class Ctx:
+    pid: int = 0
+    uid: int = 0
+    gid: int = 0
+    umask: int = 0o022
+
+
+CTX = Ctx()
+
+
+def run(coroutine_fn, *args):
+    return trio.run(coroutine_fn, *args)
+
+
+@pytest.fixture
+def ops() -> VbusOperations:
+    return VbusOperations(default_model())
+
+
+def lookup_path(ops: VbusOperations, path: str) -> int:
+    ino = ROOT_INODE
+    for part in path.split("/"):
+        ino = run(ops.lookup, ino, part.encode(), CTX).st_ino
+    return ino
+
+
+def fuse_errno(call, *args) -> int:
+    with pytest.raises(pyfuse3.FUSEError) as info:
+        run(call, *args)
+    return info.value.errno
+
+
+def test_lookup_counts_and_forget_release_inodes(ops):
+    devices = lookup_path(ops, "config/vbus/devices")
+    entry = run(ops.mkdir, devices, b"D", 0o755, CTX)
+    assert stat.S_ISDIR(entry.st_mode) and entry.entry_timeout == 0 and entry.attr_timeout == 0
+    again = run(ops.lookup, devices, b"D", CTX)
+    assert again.st_ino == entry.st_ino
+    assert ops.inodes.lookups(entry.st_ino) == 2
+    run(ops.forget, [(entry.st_ino, 2)])
+    assert ops.inodes.path(entry.st_ino) is None
+    assert run(ops.lookup, devices, b"D", CTX).st_ino != entry.st_ino  # never reused
+
+
+def test_removed_object_keeps_its_inode_until_forget_but_answers_enoent(ops):
+    devices = lookup_path(ops, "config/vbus/devices")
+    old = run(ops.mkdir, devices, b"D", 0o755, CTX).st_ino
+    run(ops.rmdir, devices, b"D", CTX)
+    assert fuse_errno(ops.getattr, old, CTX) == errno.ENOENT
+    new = run(ops.mkdir, devices, b"D", 0o755, CTX).st_ino
+    assert new != old
+    run(ops.forget, [(old, 1)])
+    assert run(ops.getattr, new, CTX).st_ino == new
+
+
+class Collector:
+    """Stands in for the kernel's readdir buffer: takes `room` entries per request."""
+
+    def __init__(self, monkeypatch, room: int) -> None:
+        self.room = room
+        self.entries: list[tuple[str, int]] = []
+        self.taken = 0
+        monkeypatch.setattr(pyfuse3, "readdir_reply", self.reply)
+
+    def reply(self, token, name: bytes, attr, next_id: int) -> bool:
+        if self.taken >= self.room:
+            return False
+        self.taken += 1
+        self.entries.append((name.decode(), next_id))
+        return True
+
+    def request(self, ops, fh: int, start: int) -> int:
+        self.taken = 0
+        before = len(self.entries)
+        run(ops.readdir, fh, start, None)
+        return self.entries[-1][1] if len(self.entries) > before else -1
+
+
+def test_readdir_offsets_survive_changes_to_the_directory(ops, monkeypatch):
+    devices = lookup_path(ops, "config/vbus/devices")
+    for i in range(6):
+        run(ops.mkdir, devices, f"d{i}".encode(), 0o755, CTX)
+    fh = run(ops.opendir, devices, CTX)
+    collector = Collector(monkeypatch, room=4)
+    offset = collector.request(ops, fh, 0)
+    assert [n for n, _ in collector.entries] == [".", "..", "d0", "d1"]
+    run(ops.rmdir, devices, b"d2", CTX)  # not yet listed: must not appear
+    run(ops.rmdir, devices, b"d0", CTX)  # already listed: must not shift anything
+    run(ops.mkdir, devices, b"new", 0o755, CTX)
+    while offset != -1:
+        offset = collector.request(ops, fh, offset)
+    names = [n for n, _ in collector.entries]
+    assert names == [".", "..", "d0", "d1", "d3", "d4", "d5"]
+    # a rewind takes a fresh listing
+    collector.entries.clear()
+    offset = 0
+    while offset != -1:
+        offset = collector.request(ops, fh, offset)
+    assert [n for n, _ in collector.entries][2:] == ["d1", "d3", "d4", "d5", "new"]
+    run(ops.releasedir, fh)
+
+
+def test_readdir_entries_count_as_lookups(ops, monkeypatch):
+    devices = lookup_path(ops, "config/vbus/devices")
+    run(ops.mkdir, devices, b"D", 0o755, CTX)
+    d = run(ops.lookup, devices, b"D", CTX).st_ino
+    before = ops.inodes.lookups(d)
+    fh = run(ops.opendir, devices, CTX)
+    Collector(monkeypatch, room=100).request(ops, fh, 0)
+    assert ops.inodes.lookups(d) == before + 1
+
+
+def test_write_handler_semantics(ops):
+    devices = lookup_path(ops, "config/vbus/devices")
+    run(ops.mkdir, devices, b"D", 0o755, CTX)
+    type_ino = lookup_path(ops, "config/vbus/devices/D/type")
+    info = run(ops.open, type_ino, os.O_WRONLY | os.O_TRUNC, CTX)
+    assert info.direct_io and not info.keep_cache
+    assert run(ops.read, info.fh, 0, 100) == b"\n"
+    assert run(ops.write, info.fh, 0, b"") == 0
+    assert fuse_errno(ops.write, info.fh, 0, b"x" * 4097) == errno.EINVAL
+    assert fuse_errno(ops.write, info.fh, 0, b"nope\n") == errno.ENOENT
+    assert run(ops.write, info.fh, 123, b"venet-loopback\n") == 15
+    assert run(ops.read, info.fh, 0, 100) == b"venet-loopback\n"
+    assert run(ops.read, info.fh, 6, 4) == b"loop"
+    run(ops.release, info.fh)
+    assert fuse_errno(ops.read, info.fh, 0, 1) == errno.EBADF
+
+
+def test_read_only_attribute_refuses_write_opens_even_for_root(ops):
+    version = lookup_path(ops, "sys/vbus/version")
+    for flags in (os.O_WRONLY, os.O_RDWR, os.O_WRONLY | os.O_TRUNC):
+        assert fuse_errno(ops.open, version, flags, CTX) == errno.EACCES
+    info = run(ops.open, version, os.O_RDONLY, CTX)
+    assert run(ops.read, info.fh, 0, 10) == b"1\n"
+
+
+class Exploding(DeviceClass):
+    name = "exploding"
+    interface_type = "boom"
+    attributes = (Attribute("boom", lambda state: str(1 / 0)),)
+
+
+def test_an_unexpected_exception_is_answered_eio(ops, caplog):
+    ops.vbus.load_class(Exploding())
+    devices = lookup_path(ops, "config/vbus/devices")
+    run(ops.mkdir, devices, b"X", 0o755, CTX)
+    ops.vbus.set_device_type("X", "exploding")
+    boom = lookup_path(ops, "sys/vbus/devices/X/boom")
+    assert fuse_errno(ops.open, boom, os.O_RDONLY, CTX) == errno.EIO
+    assert "ZeroDivisionError" in caplog.text
+    assert run(ops.getattr, boom, CTX).st_size == 4096  # still serving
+
+
+def test_dot_entries_and_nlink(ops):
+    vbus_ino = lookup_path(ops, "config/vbus")
+    assert run(ops.lookup, vbus_ino, b"..", CTX).st_ino == lookup_path(ops, "config")
+    assert run(ops.getattr, ROOT_INODE, CTX).st_nlink == 1
+
+
+@dataclass
+class Fields:
+    """The fields of a setattr request (pyfuse3's own type cannot be built in Python)."""
+
+    update_size: bool = False
+    update_mode: bool = False
+    update_uid: bool = False
+    update_gid: bool = False
+    update_atime: bool = False
+    update_mtime: bool = False
+    update_ctime: bool = False
+
+
+def test_setattr_accepts_truncate_and_times_refuses_mode(ops):
+    devices = lookup_path(ops, "config/vbus/devices")
+    run(ops.mkdir, devices, b"D", 0o755, CTX)
+    type_ino = lookup_path(ops, "config/vbus/devices/D/type")
+    attr = pyfuse3.EntryAttributes()
+    for fields in (Fields(update_size=True), Fields(update_atime=True, update_mtime=True)):
+        assert run(ops.setattr, type_ino, attr, fields, None, CTX).st_size == 4096
+    for fields in (Fields(update_mode=True), Fields(update_uid=True)):
+        assert fuse_errno(ops.setattr, type_ino, attr, fields, None, CTX) == errno.EPERM
+    version = lookup_path(ops, "sys/vbus/version")
+    assert fuse_errno(ops.setattr, version, attr, Fields(update_size=True), None, CTX) == (
+        errno.EACCES
+    )
