@@ -1,0 +1,36 @@
+"""cffi build script: compiles native/*.c into the private module vbusfs._ioq_cffi.
+
+Out-of-line, API mode: the compiler checks every declaration in ioq.h
+against the C code (struct layouts included), so the Python side can never
+disagree with the C side about the ABI.  Run by setuptools through
+``cffi_modules`` in setup.py; it must never be imported by the package.
+"""
+
+from pathlib import Path
+
+from cffi import FFI
+
+NATIVE = Path(__file__).resolve().parent
+
+
+def make_builder(native_dir: str) -> FFI:
+    """An FFI builder whose sources are named relative to native_dir."""
+    builder = FFI()
+    builder.cdef((NATIVE / "ioq.h").read_text())
+    builder.set_source(
+        "vbusfs._ioq_cffi",
+        '#include "ioq_private.h"\n',
+        sources=[f"{native_dir}/ioq.c", f"{native_dir}/shm_signal.c"],
+        include_dirs=[native_dir],
+        extra_compile_args=["-std=gnu11"],
+        depends=[f"{native_dir}/{p.name}" for p in sorted(NATIVE.glob("*.[ch]"))],
+    )
+    return builder
+
+
+# setuptools runs this from the project root and wants relative sources.
+ffibuilder = make_builder("native")
+
+if __name__ == "__main__":
+    # a standalone build chdirs into tmpdir, so it needs absolute paths
+    make_builder(str(NATIVE)).compile(tmpdir=str(NATIVE.parent / "build" / "cffi"), verbose=True)

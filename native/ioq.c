@@ -1,0 +1,947 @@
+/*
+ * The IOQ ring: creation (north), attach and validation (south), the ring
+ * operations, the batched and zero-copy data path, and the blocking wait.
+ *
+ * It must never trust shared memory on the south side: every value read
+ * from the ring is read once into a local, checked (indices < count,
+ * ptr + len inside the data segment, flags 0 or 1), and a bad value marks
+ * the handle faulted (IOQ_E_FAULT) instead of being used.  It never reads
+ * back a shared field its own side is the only writer of: private shadows
+ * (struct ioq) hold the truth for those.
+ */
+#define _GNU_SOURCE
+#include "ioq_private.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+int ioq_abi_version(void) { return IOQ_ABI_VERSION; }
+
+uint64_t ioq_ring_bytes(uint32_t count)
+{
+    return (uint64_t)IOQ_HEAD_SIZE + (uint64_t)IOQ_DESC_SIZE * count;
+}
+
+int ioq_fault(struct ioq *q)
+{
+    q->faulted = 1;
+    q->acquired = 0;
+    return IOQ_E_FAULT;
+}
+
+static inline void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+}
+
+static inline uint32_t next_pos(const struct ioq *q, uint32_t pos)
+{
+    return pos + 1 == q->count ? 0 : pos + 1;
+}
+
+/* ---- mapping ---------------------------------------------------------- */
+
+/* Map fd's first len bytes shared, between two PROT_NONE guard pages. */
+static void *map_guarded(int fd, uint64_t len, void **map, size_t *map_len)
+{
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    if (len == 0 || len > (uint64_t)(SIZE_MAX / 2)) {
+        errno = EINVAL;
+        return NULL;
+    }
+    size_t body = ((size_t)len + page - 1) / page * page;
+    size_t total = body + 2 * page;
+    uint8_t *base = mmap(NULL, total, PROT_NONE,
+                         MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (base == MAP_FAILED)
+        return NULL;
+    void *seg = mmap(base + page, (size_t)len, PROT_READ | PROT_WRITE,
+                     MAP_SHARED | MAP_FIXED, fd, 0);
+    if (seg == MAP_FAILED) {
+        int e = errno;
+        munmap(base, total);
+        errno = e;
+        return NULL;
+    }
+    *map = base;
+    *map_len = total;
+    return seg;
+}
+
+static struct ioq *ioq_alloc(uint32_t count)
+{
+    struct ioq *q = calloc(1, sizeof(*q));
+    if (!q)
+        return NULL;
+    q->ring_fd = q->data_fd = q->efd[0] = q->efd[1] = -1;
+    q->acq_off = calloc(count, sizeof(*q->acq_off));
+    q->acq_len = calloc(count, sizeof(*q->acq_len));
+    if (!q->acq_off || !q->acq_len) {
+        free(q->acq_off);
+        free(q->acq_len);
+        free(q);
+        return NULL;
+    }
+    q->count = count;
+    return q;
+}
+
+void ioq_close(struct ioq *q)
+{
+    if (!q)
+        return;
+    if (q->ring_map)
+        munmap(q->ring_map, q->ring_map_len);
+    if (q->data_map)
+        munmap(q->data_map, q->data_map_len);
+    int fds[4] = {q->ring_fd, q->data_fd, q->efd[0], q->efd[1]};
+    for (int i = 0; i < 4; i++)
+        if (fds[i] >= 0)
+            close(fds[i]);
+    free(q->acq_off);
+    free(q->acq_len);
+    free(q);
+}
+
+static int make_memfd(const char *name, uint64_t len)
+{
+    int fd = memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    if (fd < 0)
+        return -1;
+    /* Sealed against shrinking so a mapping peer can never take SIGBUS,
+     * against growing since nothing needs it, then the seals themselves. */
+    if (ftruncate(fd, (off_t)len) < 0 ||
+        fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) < 0) {
+        int e = errno;
+        close(fd);
+        errno = e;
+        return -1;
+    }
+    return fd;
+}
+
+static int push_batch(struct ioq *q, int which, uint32_t n,
+                      const uint64_t *cookie, const uint64_t *ptr,
+                      const uint64_t *len);
+
+int ioq_north_create(uint32_t count, uint64_t data_len, int direction,
+                     struct ioq **out)
+{
+    *out = NULL;
+    if (count == 0 || count > IOQ_MAX_COUNT || data_len == 0 ||
+        data_len % count != 0 || data_len > IOQ_MAX_DATA ||
+        (direction != IOQ_TO_SOUTH && direction != IOQ_TO_NORTH))
+        return IOQ_E_INVAL;
+    struct ioq *q = ioq_alloc(count);
+    if (!q)
+        return -ENOMEM;
+    q->side = IOQ_NORTH;
+    q->direction = direction;
+    q->slot = (uint32_t)(data_len / count);
+    q->ring_len = ioq_ring_bytes(count);
+    q->data_len = data_len;
+    int err = 0;
+    if ((q->ring_fd = make_memfd("vbusfs-ioq-ring", q->ring_len)) < 0 ||
+        (q->data_fd = make_memfd("vbusfs-ioq-data", data_len)) < 0 ||
+        (q->efd[IOQ_NORTH] = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) < 0 ||
+        (q->efd[IOQ_SOUTH] = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) < 0)
+        err = -errno;
+    if (!err) {
+        q->head = map_guarded(q->ring_fd, q->ring_len, &q->ring_map, &q->ring_map_len);
+        if (!q->head)
+            err = -errno;
+    }
+    if (!err) {
+        q->data = map_guarded(q->data_fd, data_len, &q->data_map, &q->data_map_len);
+        if (!q->data)
+            err = -errno;
+    }
+    if (err) {
+        ioq_close(q);
+        return err;
+    }
+    q->desc = (struct ioq_ring_desc *)((uint8_t *)q->head + IOQ_HEAD_SIZE);
+    /* memfds start zeroed: every descriptor FREE, every index empty. */
+    q->head->count = count;
+    q->head->signal.magic = SHM_SIGNAL_MAGIC;
+    q->head->signal.ver = SHM_SIGNAL_VER;
+    q->head->ver = IOQ_RING_VER;
+    STORE_REL(&q->head->magic, (uint32_t)IOQ_RING_MAGIC);
+    if (direction == IOQ_TO_NORTH) {
+        /* north posts every slot as an empty buffer for south to fill */
+        for (uint32_t i = 0; i < count; i++) {
+            uint64_t c = i, p = (uint64_t)i * q->slot, l = q->slot;
+            push_batch(q, IOQ_IDX_BOTH, 1, &c, &p, &l);
+        }
+    }
+    *out = q;
+    return IOQ_OK;
+}
+
+static int fd_is_eventfd(int fd)
+{
+    char path[64], target[64];
+    snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+    ssize_t n = readlink(path, target, sizeof(target) - 1);
+    if (n < 0)
+        return 0;
+    target[n] = '\0';
+    return strcmp(target, "anon_inode:[eventfd]") == 0;
+}
+
+static int memfd_checked(int fd, uint64_t *size)
+{
+    struct stat st;
+    if (fstat(fd, &st) < 0)
+        return -errno;
+    if (!S_ISREG(st.st_mode) || st.st_size <= 0)
+        return IOQ_E_BADRING;
+    int seals = fcntl(fd, F_GET_SEALS);
+    /* without the shrink seal north could truncate under our mapping and
+     * turn any access into SIGBUS */
+    if (seals < 0 || !(seals & F_SEAL_SHRINK))
+        return IOQ_E_BADRING;
+    *size = (uint64_t)st.st_size;
+    return IOQ_OK;
+}
+
+int ioq_south_attach(int ring_fd, int data_fd, int efd_to_south,
+                     int efd_to_north, int direction, struct ioq **out)
+{
+    *out = NULL;
+    if (direction != IOQ_TO_SOUTH && direction != IOQ_TO_NORTH)
+        return IOQ_E_INVAL;
+    uint64_t ring_len, data_len;
+    int r = memfd_checked(ring_fd, &ring_len);
+    if (r)
+        return r;
+    r = memfd_checked(data_fd, &data_len);
+    if (r)
+        return r;
+    if (!fd_is_eventfd(efd_to_south) || !fd_is_eventfd(efd_to_north))
+        return IOQ_E_BADRING;
+    if (ring_len < IOQ_HEAD_SIZE + IOQ_DESC_SIZE ||
+        ring_len > ioq_ring_bytes(IOQ_MAX_COUNT) ||
+        (ring_len - IOQ_HEAD_SIZE) % IOQ_DESC_SIZE != 0)
+        return IOQ_E_BADRING;
+    uint32_t count = (uint32_t)((ring_len - IOQ_HEAD_SIZE) / IOQ_DESC_SIZE);
+    struct ioq *q = ioq_alloc(count);
+    if (!q)
+        return -ENOMEM;
+    q->side = IOQ_SOUTH;
+    q->direction = direction;
+    q->ring_len = ring_len;
+    q->data_len = data_len;
+    int err = 0;
+    if ((q->ring_fd = fcntl(ring_fd, F_DUPFD_CLOEXEC, 0)) < 0 ||
+        (q->data_fd = fcntl(data_fd, F_DUPFD_CLOEXEC, 0)) < 0 ||
+        (q->efd[IOQ_SOUTH] = fcntl(efd_to_south, F_DUPFD_CLOEXEC, 0)) < 0 ||
+        (q->efd[IOQ_NORTH] = fcntl(efd_to_north, F_DUPFD_CLOEXEC, 0)) < 0)
+        err = -errno;
+    if (!err) {
+        q->head = map_guarded(q->ring_fd, ring_len, &q->ring_map, &q->ring_map_len);
+        if (!q->head)
+            err = -errno;
+    }
+    if (!err) {
+        q->data = map_guarded(q->data_fd, data_len, &q->data_map, &q->data_map_len);
+        if (!q->data)
+            err = -errno;
+    }
+    if (!err) {
+        /* Validate once; after this only indices and descriptors are read,
+         * each checked on every use. */
+        if (LOAD_ACQ(&q->head->magic) != IOQ_RING_MAGIC ||
+            LOAD_RLX(&q->head->ver) != IOQ_RING_VER ||
+            LOAD_RLX(&q->head->count) != count ||
+            LOAD_RLX(&q->head->signal.magic) != SHM_SIGNAL_MAGIC ||
+            LOAD_RLX(&q->head->signal.ver) != SHM_SIGNAL_VER)
+            err = IOQ_E_BADRING;
+    }
+    if (!err) {
+        /* south starts where the inuse index says; later it never
+         * reads its own head back */
+        uint32_t h = LOAD_ACQ(&q->head->idx[IOQ_INUSE].head);
+        if (h >= count)
+            err = IOQ_E_BADRING;
+        q->head_idx[IOQ_INUSE] = h;
+    }
+    if (err) {
+        ioq_close(q);
+        return err;
+    }
+    q->desc = (struct ioq_ring_desc *)((uint8_t *)q->head + IOQ_HEAD_SIZE);
+    *out = q;
+    return IOQ_OK;
+}
+
+void ioq_fds(const struct ioq *q, int *fds)
+{
+    fds[0] = q->ring_fd;
+    fds[1] = q->data_fd;
+    fds[2] = q->efd[IOQ_SOUTH];
+    fds[3] = q->efd[IOQ_NORTH];
+}
+
+int ioq_side(const struct ioq *q) { return q->side; }
+uint32_t ioq_count_slots(const struct ioq *q) { return q->count; }
+uint64_t ioq_data_len(const struct ioq *q) { return q->data_len; }
+uint8_t *ioq_data(const struct ioq *q) { return q->data; }
+uint8_t *ioq_ring(const struct ioq *q) { return (uint8_t *)q->head; }
+int ioq_faulted(const struct ioq *q) { return q->faulted; }
+
+/* ---- indices ---------------------------------------------------------- */
+
+/* Read a peer-written index field once and check it. */
+static int peer_index(struct ioq *q, uint32_t *field, uint32_t *out)
+{
+    uint32_t v = LOAD_ACQ(field);
+    if (v >= q->count)
+        return ioq_fault(q);
+    *out = v;
+    return IOQ_OK;
+}
+
+/* A consistent-enough view of one index: private shadows for the fields
+ * this side writes, checked reads for the others. */
+static int idx_view(struct ioq *q, int i, uint32_t *head, uint32_t *tail, int *full)
+{
+    struct ioq_ring_idx *idx = &q->head->idx[i];
+    int r;
+    if (q->side == IOQ_NORTH) {
+        *tail = q->tail_idx[i];
+        if (i == IOQ_VALID) {
+            *head = q->head_idx[i];
+            *full = q->full_idx[i];
+            return IOQ_OK;
+        }
+        if ((r = peer_index(q, &idx->head, head)))
+            return r;
+    } else {
+        if (i == IOQ_INUSE)
+            *head = q->head_idx[i];
+        else if ((r = peer_index(q, &idx->head, head)))
+            return r;
+        if ((r = peer_index(q, &idx->tail, tail)))
+            return r;
+    }
+    *full = LOAD_ACQ(&idx->full) != 0;
+    return IOQ_OK;
+}
+
+static int which_to_index(int which)
+{
+    if (which == IOQ_IDX_VALID)
+        return IOQ_VALID;
+    if (which == IOQ_IDX_INUSE)
+        return IOQ_INUSE;
+    return -1;
+}
+
+int ioq_count(struct ioq *q, int which)
+{
+    int i = which_to_index(which);
+    if (i < 0)
+        return IOQ_E_INVAL;
+    if (q->faulted)
+        return IOQ_E_FAULT;
+    uint32_t h = 0, t = 0;
+    int full, r;
+    if ((r = idx_view(q, i, &h, &t, &full)))
+        return r;
+    if (h == t)
+        return full ? (int)q->count : 0;
+    return (int)((t + q->count - h) % q->count);
+}
+
+int ioq_remain(struct ioq *q, int which)
+{
+    int c = ioq_count(q, which);
+    return c < 0 ? c : (int)q->count - c;
+}
+
+int ioq_full(struct ioq *q, int which)
+{
+    int c = ioq_count(q, which);
+    return c < 0 ? c : c == (int)q->count;
+}
+
+int ioq_empty(struct ioq *q, int which)
+{
+    int c = ioq_count(q, which);
+    return c < 0 ? c : c == 0;
+}
+
+int ioq_seek(struct ioq *q, int which, int whence, int32_t offset)
+{
+    int i = which_to_index(which);
+    if (i < 0)
+        return IOQ_E_INVAL;
+    if (q->faulted)
+        return IOQ_E_FAULT;
+    int64_t n = q->count, base;
+    uint32_t h = 0, t = 0;
+    int full, r;
+    switch (whence) {
+    case IOQ_SEEK_HEAD:
+    case IOQ_SEEK_TAIL:
+        if ((r = idx_view(q, i, &h, &t, &full)))
+            return r;
+        base = whence == IOQ_SEEK_HEAD ? h : t;
+        break;
+    case IOQ_SEEK_NEXT:
+        base = (int64_t)q->cursor[i] + 1;
+        break;
+    case IOQ_SEEK_PREV:
+        base = (int64_t)q->cursor[i] - 1;
+        break;
+    case IOQ_SEEK_SET:
+        if (offset < 0 || offset >= n)
+            return IOQ_E_INVAL;
+        base = 0;
+        break;
+    default:
+        return IOQ_E_INVAL;
+    }
+    if (whence == IOQ_SEEK_NEXT || whence == IOQ_SEEK_PREV)
+        offset = 0;
+    q->cursor[i] = (uint32_t)((((base + offset) % n) + n) % n);
+    return (int)q->cursor[i];
+}
+
+int ioq_desc_at(struct ioq *q, uint32_t pos, struct ioq_desc *out)
+{
+    if (pos >= q->count)
+        return IOQ_E_INVAL;
+    struct ioq_ring_desc *d = &q->desc[pos];
+    out->valid = LOAD_ACQ(&d->valid);
+    out->sown = LOAD_ACQ(&d->sown);
+    out->cookie = LOAD64(&d->cookie);
+    out->ptr = LOAD64(&d->ptr);
+    out->len = LOAD64(&d->len);
+    return IOQ_OK;
+}
+
+/* ---- push and pop ----------------------------------------------------- */
+
+/* North: push n descriptors at the tail of the valid index, the inuse
+ * index, or both.  Each slot must be free for what the push claims: a
+ * valid push needs valid == 0, an inuse push needs sown == 0 (south gave it
+ * back) and, without a valid push, valid == 1.  Publishes sown per
+ * descriptor (south consumes by ownership bit alone) and the tails once. */
+static int push_batch(struct ioq *q, int which, uint32_t n,
+                      const uint64_t *cookie, const uint64_t *ptr,
+                      const uint64_t *len)
+{
+    int pv = (which & IOQ_IDX_VALID) != 0, pi = (which & IOQ_IDX_INUSE) != 0;
+    /* both at once only while every valid descriptor is also in inuse */
+    if (pv && pi && q->valid_not_inuse != 0)
+        return IOQ_E_INVAL;
+    uint32_t done = 0;
+    for (; done < n; done++) {
+        if (pv && q->full_idx[IOQ_VALID])
+            break;
+        uint32_t pos = pi ? q->tail_idx[IOQ_INUSE] : q->tail_idx[IOQ_VALID];
+        struct ioq_ring_desc *d = &q->desc[pos];
+        uint8_t valid = LOAD_RLX(&d->valid), sown = LOAD_ACQ(&d->sown);
+        if (sown != 0 || valid != (pv ? 0 : 1))
+            break;
+        /* an inuse-only push hands over what the valid index already
+         * holds; it may not run ahead of it */
+        if (pi && !pv && q->valid_not_inuse == 0)
+            break;
+        STORE64(&d->cookie, cookie[done]);
+        STORE64(&d->ptr, ptr[done]);
+        STORE64(&d->len, len[done]);
+        if (pv)
+            STORE_REL(&d->valid, (uint8_t)1);
+        if (pi)
+            STORE_REL(&d->sown, (uint8_t)1);
+        if (pv) {
+            q->tail_idx[IOQ_VALID] = next_pos(q, q->tail_idx[IOQ_VALID]);
+            if (q->tail_idx[IOQ_VALID] == q->head_idx[IOQ_VALID])
+                q->full_idx[IOQ_VALID] = 1;
+        }
+        if (pi)
+            q->tail_idx[IOQ_INUSE] = next_pos(q, q->tail_idx[IOQ_INUSE]);
+        if (pv != pi)
+            q->valid_not_inuse += pv ? 1 : -1;
+    }
+    if (done == 0)
+        return IOQ_E_FULL;
+    if (pv) {
+        struct ioq_ring_idx *v = &q->head->idx[IOQ_VALID];
+        STORE_REL(&v->tail, q->tail_idx[IOQ_VALID]);
+        STORE_REL(&v->full, q->full_idx[IOQ_VALID]);
+    }
+    if (pi) {
+        struct ioq_ring_idx *u = &q->head->idx[IOQ_INUSE];
+        STORE_SC(&u->tail, q->tail_idx[IOQ_INUSE]);
+        uint32_t h = 0;
+        int r = peer_index(q, &u->head, &h);
+        if (r)
+            return r;
+        /* the flag is a published status; see ioq.h for why it cannot
+         * decide anything */
+        if (h == q->tail_idx[IOQ_INUSE])
+            STORE_REL(&u->full, (uint8_t)1);
+    }
+    return (int)done;
+}
+
+int ioq_push(struct ioq *q, int which, uint64_t cookie, uint64_t ptr, uint64_t len)
+{
+    if (q->faulted)
+        return IOQ_E_FAULT;
+    if (which < IOQ_IDX_VALID || which > IOQ_IDX_BOTH)
+        return IOQ_E_INVAL;
+    if (q->side != IOQ_NORTH)
+        return IOQ_E_SIDE;
+    if (ptr > q->data_len || len > q->data_len - ptr)
+        return IOQ_E_INVAL;
+    q->acquired = 0;
+    int r = push_batch(q, which, 1, &cookie, &ptr, &len);
+    return r < 0 ? r : IOQ_OK;
+}
+
+/* South: check the descriptor at pos; fill out on success. */
+static int south_take(struct ioq *q, uint32_t pos, uint64_t *ptr, uint64_t *len,
+                      struct ioq_desc *out)
+{
+    struct ioq_ring_desc *d = &q->desc[pos];
+    uint8_t sown = LOAD_ACQ(&d->sown);
+    if (sown == 0)
+        return IOQ_E_EMPTY;
+    uint8_t valid = LOAD_RLX(&d->valid);
+    uint64_t p = LOAD64(&d->ptr), l = LOAD64(&d->len);
+    if (sown != 1 || valid != 1 || p > q->data_len || l > q->data_len - p)
+        return ioq_fault(q);
+    *ptr = p;
+    *len = l;
+    if (out) {
+        out->cookie = LOAD64(&d->cookie);
+        out->ptr = p;
+        out->len = l;
+        out->valid = valid;
+        out->sown = sown;
+    }
+    return IOQ_OK;
+}
+
+/* South: hand k descriptors starting at the inuse head back to north,
+ * optionally with new lengths (to-north buffers it filled). */
+static void south_release(struct ioq *q, uint32_t k, const uint32_t *lens)
+{
+    struct ioq_ring_idx *u = &q->head->idx[IOQ_INUSE];
+    uint32_t pos = q->head_idx[IOQ_INUSE];
+    for (uint32_t i = 0; i < k; i++) {
+        struct ioq_ring_desc *d = &q->desc[pos];
+        if (lens)
+            STORE64(&d->len, (uint64_t)lens[i]);
+        STORE_REL(&d->sown, (uint8_t)0);
+        pos = next_pos(q, pos);
+    }
+    /* clear before moving head: a clear landing after north refilled the
+     * ring would wrongly report it empty */
+    if (LOAD_RLX(&u->full))
+        STORE_RLX(&u->full, (uint8_t)0);
+    q->head_idx[IOQ_INUSE] = pos;
+    STORE_REL(&u->head, pos);
+}
+
+/* North: is the descriptor at the valid head back from south? */
+static int north_done(struct ioq *q, uint32_t pos, uint64_t *len)
+{
+    struct ioq_ring_desc *d = &q->desc[pos];
+    uint8_t sown = LOAD_ACQ(&d->sown);
+    if (sown == 1)
+        return IOQ_E_EMPTY;
+    if (sown != 0 || LOAD_RLX(&d->valid) != 1)
+        return ioq_fault(q);
+    *len = LOAD64(&d->len);
+    return IOQ_OK;
+}
+
+static int valid_count(const struct ioq *q)
+{
+    if (q->full_idx[IOQ_VALID])
+        return (int)q->count;
+    return (int)((q->tail_idx[IOQ_VALID] + q->count - q->head_idx[IOQ_VALID]) % q->count);
+}
+
+/* Valid descriptors that have been through inuse: only these can come back
+ * from south, and they are always the oldest ones. */
+static int settled_count(const struct ioq *q)
+{
+    return valid_count(q) - (int)q->valid_not_inuse;
+}
+
+/* North: pop k done descriptors from the valid head (FREE again). */
+static void north_reclaim(struct ioq *q, uint32_t k)
+{
+    uint32_t pos = q->head_idx[IOQ_VALID];
+    for (uint32_t i = 0; i < k; i++) {
+        STORE_RLX(&q->desc[pos].valid, (uint8_t)0);
+        pos = next_pos(q, pos);
+    }
+    q->head_idx[IOQ_VALID] = pos;
+    if (k)
+        q->full_idx[IOQ_VALID] = 0;
+    struct ioq_ring_idx *v = &q->head->idx[IOQ_VALID];
+    STORE_REL(&v->full, q->full_idx[IOQ_VALID]);
+    STORE_REL(&v->head, pos);
+}
+
+int ioq_pop(struct ioq *q, int which, struct ioq_desc *out)
+{
+    if (q->faulted)
+        return IOQ_E_FAULT;
+    /* Popping both at once would make one side write the other's head. */
+    if (which != IOQ_IDX_VALID && which != IOQ_IDX_INUSE)
+        return IOQ_E_INVAL;
+    q->acquired = 0;
+    if (which == IOQ_IDX_INUSE) {
+        if (q->side != IOQ_SOUTH)
+            return IOQ_E_SIDE;
+        uint64_t p = 0, l = 0;
+        int r = south_take(q, q->head_idx[IOQ_INUSE], &p, &l, out);
+        if (r)
+            return r;
+        out->sown = 0;
+        south_release(q, 1, NULL);
+        return IOQ_OK;
+    }
+    if (q->side != IOQ_NORTH)
+        return IOQ_E_SIDE;
+    if (settled_count(q) == 0)
+        return IOQ_E_EMPTY;
+    uint32_t pos = q->head_idx[IOQ_VALID];
+    uint64_t l = 0;
+    int r = north_done(q, pos, &l);
+    if (r)
+        return r;
+    ioq_desc_at(q, pos, out);
+    out->len = l;
+    out->valid = 0;
+    north_reclaim(q, 1);
+    return IOQ_OK;
+}
+
+/* ---- the batched data path -------------------------------------------- */
+
+static int is_sender(const struct ioq *q)
+{
+    return (q->side == IOQ_NORTH) == (q->direction == IOQ_TO_SOUTH);
+}
+
+static int check_op(const struct ioq *q, int op)
+{
+    if (op != IOQ_WAIT_SEND && op != IOQ_WAIT_RECV)
+        return IOQ_E_INVAL;
+    if (q->faulted)
+        return IOQ_E_FAULT;
+    if ((op == IOQ_WAIT_SEND) != is_sender(q))
+        return IOQ_E_SIDE;
+    return IOQ_OK;
+}
+
+/* North, to-south: reclaim every descriptor south has finished with. */
+static int north_reclaim_done(struct ioq *q)
+{
+    uint32_t vc = (uint32_t)settled_count(q), k = 0, pos = q->head_idx[IOQ_VALID];
+    uint64_t l = 0;
+    while (k < vc) {
+        int r = north_done(q, pos, &l);
+        if (r == IOQ_E_EMPTY)
+            break;
+        if (r)
+            return r;
+        k++;
+        pos = next_pos(q, pos);
+    }
+    if (k)
+        north_reclaim(q, k);
+    return IOQ_OK;
+}
+
+int ioq_acquire(struct ioq *q, int op, uint32_t n, uint64_t *offs, uint32_t *lens)
+{
+    int r = check_op(q, op);
+    if (r)
+        return r;
+    q->acquired = 0;
+    if (n > q->count)
+        n = q->count;
+    uint32_t k = 0;
+    uint64_t p = 0, l = 0;
+    if (q->side == IOQ_SOUTH) {
+        /* to-south receive or to-north send: both take posted buffers */
+        uint32_t pos = q->head_idx[IOQ_INUSE];
+        for (; k < n; k++) {
+            r = south_take(q, pos, &p, &l, NULL);
+            if (r == IOQ_E_EMPTY)
+                break;
+            if (r)
+                return r;
+            /* lengths travel as int through the API; no honest north
+             * posts a buffer anywhere near 2 GiB */
+            if (l > INT32_MAX)
+                return ioq_fault(q);
+            q->acq_off[k] = p;
+            q->acq_len[k] = (uint32_t)l;
+            pos = next_pos(q, pos);
+        }
+    } else if (op == IOQ_WAIT_SEND) {
+        if ((r = north_reclaim_done(q)))
+            return r;
+        uint32_t free_slots = q->count - (uint32_t)valid_count(q);
+        uint32_t pos = q->tail_idx[IOQ_VALID];
+        for (; k < n && k < free_slots; k++) {
+            q->acq_off[k] = (uint64_t)pos * q->slot;
+            q->acq_len[k] = q->slot;
+            pos = next_pos(q, pos);
+        }
+    } else {
+        uint32_t vc = (uint32_t)settled_count(q), pos = q->head_idx[IOQ_VALID];
+        for (; k < n && k < vc; k++) {
+            r = north_done(q, pos, &l);
+            if (r == IOQ_E_EMPTY)
+                break;
+            if (r)
+                return r;
+            /* south wrote len: it must fit the buffer north posted */
+            if (l > q->slot)
+                return ioq_fault(q);
+            q->acq_off[k] = (uint64_t)pos * q->slot;
+            q->acq_len[k] = (uint32_t)l;
+            pos = next_pos(q, pos);
+        }
+    }
+    if (k == 0)
+        return op == IOQ_WAIT_SEND ? IOQ_E_FULL : IOQ_E_EMPTY;
+    for (uint32_t i = 0; i < k; i++) {
+        if (offs)
+            offs[i] = q->acq_off[i];
+        if (lens)
+            lens[i] = q->acq_len[i];
+    }
+    q->acquired = k;
+    q->acquired_op = op;
+    return (int)k;
+}
+
+int ioq_commit(struct ioq *q, int op, uint32_t k, const uint32_t *lens, int signal)
+{
+    int r = check_op(q, op);
+    if (r)
+        return r;
+    if (k > q->acquired || op != q->acquired_op)
+        return IOQ_E_INVAL;
+    if (op == IOQ_WAIT_SEND) {
+        if (!lens)
+            return IOQ_E_INVAL;
+        for (uint32_t i = 0; i < k; i++)
+            if (lens[i] > q->acq_len[i])
+                return IOQ_E_MSGSIZE;
+    }
+    q->acquired = 0;
+    if (k == 0)
+        return 0;
+    if (q->side == IOQ_SOUTH) {
+        south_release(q, k, op == IOQ_WAIT_SEND ? lens : NULL);
+    } else if (op == IOQ_WAIT_SEND) {
+        /* in chunks of 64, to keep the stack small */
+        uint64_t c[64], p[64], l[64];
+        for (uint32_t done = 0; done < k;) {
+            uint32_t m = k - done > 64 ? 64 : k - done;
+            for (uint32_t i = 0; i < m; i++) {
+                c[i] = q->acq_off[done + i] / q->slot;
+                p[i] = q->acq_off[done + i];
+                l[i] = lens[done + i];
+            }
+            r = push_batch(q, IOQ_IDX_BOTH, m, c, p, l);
+            if (r < 0)
+                return r;
+            done += (uint32_t)r;
+            if ((uint32_t)r < m)
+                break;
+        }
+    } else {
+        /* reclaim what was read and post the same slots again, empty */
+        north_reclaim(q, k);
+        uint64_t c[64], p[64], l[64];
+        for (uint32_t done = 0; done < k;) {
+            uint32_t m = k - done > 64 ? 64 : k - done;
+            for (uint32_t i = 0; i < m; i++) {
+                uint32_t pos = (q->tail_idx[IOQ_VALID] + i) % q->count;
+                c[i] = pos;
+                p[i] = (uint64_t)pos * q->slot;
+                l[i] = q->slot;
+            }
+            r = push_batch(q, IOQ_IDX_BOTH, m, c, p, l);
+            if (r < 0)
+                return r;
+            done += (uint32_t)r;
+            if ((uint32_t)r < m)
+                break;
+        }
+    }
+    if (signal)
+        shm_signal_inject(q);
+    return (int)k;
+}
+
+int ioq_send_batch(struct ioq *q, const char *buf, const uint32_t *lens, uint32_t n,
+                   int signal)
+{
+    if (n == 0)
+        return IOQ_E_INVAL;
+    int k = ioq_acquire(q, IOQ_WAIT_SEND, n, NULL, NULL);
+    if (k < 0)
+        return k;
+    uint32_t i = 0;
+    uint64_t off = 0;
+    for (; i < (uint32_t)k; i++) {
+        if (lens[i] > q->acq_len[i])
+            break;
+        memcpy(q->data + q->acq_off[i], buf + off, lens[i]);
+        off += lens[i];
+    }
+    if (i == 0) {
+        q->acquired = 0;
+        return IOQ_E_MSGSIZE;
+    }
+    return ioq_commit(q, IOQ_WAIT_SEND, i, lens, signal);
+}
+
+int ioq_recv_batch(struct ioq *q, char *buf, uint64_t buflen, uint32_t *lens, uint32_t n,
+                   int signal)
+{
+    if (n == 0)
+        return IOQ_E_INVAL;
+    int k = ioq_acquire(q, IOQ_WAIT_RECV, n, NULL, NULL);
+    if (k < 0)
+        return k;
+    uint32_t i = 0;
+    uint64_t off = 0;
+    for (; i < (uint32_t)k; i++) {
+        uint32_t l = q->acq_len[i];
+        if (l > buflen - off)
+            break;
+        memcpy(buf + off, q->data + q->acq_off[i], l);
+        lens[i] = l;
+        off += l;
+    }
+    if (i == 0) {
+        q->acquired = 0;
+        return IOQ_E_MSGSIZE;
+    }
+    return ioq_commit(q, IOQ_WAIT_RECV, i, NULL, signal);
+}
+
+int ioq_send_one(struct ioq *q, const char *buf, uint32_t len, int signal)
+{
+    return ioq_send_batch(q, buf, &len, 1, signal);
+}
+
+int ioq_recv_one(struct ioq *q, char *buf, uint32_t cap, int signal)
+{
+    uint32_t len = 0;
+    int r = ioq_recv_batch(q, buf, cap, &len, 1, signal);
+    return r < 0 ? r : (int)len;
+}
+
+/* ---- readiness and waiting -------------------------------------------- */
+
+int ioq_ready(struct ioq *q, int op)
+{
+    int r = check_op(q, op);
+    if (r)
+        return r;
+    if (q->side == IOQ_SOUTH) {
+        /* any nonzero ownership byte counts: a bad one faults on use */
+        return LOAD_ACQ(&q->desc[q->head_idx[IOQ_INUSE]].sown) != 0;
+    }
+    if (op == IOQ_WAIT_SEND && valid_count(q) < (int)q->count)
+        return 1;
+    if (settled_count(q) == 0)
+        return 0;
+    return LOAD_ACQ(&q->desc[q->head_idx[IOQ_VALID]].sown) != 1;
+}
+
+static int64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+int ioq_wait(struct ioq *q, int op, int timeout_ms, int spin_us, int hup_fd, int hup_events)
+{
+    int r = ioq_ready(q, op);
+    if (r != 0)
+        return r < 0 ? r : IOQ_OK;
+    int64_t start = now_ns();
+    int64_t deadline = timeout_ms < 0 ? INT64_MAX : start + (int64_t)timeout_ms * 1000000;
+    if (spin_us > 0) {
+        /* adaptive: polling the ring for a few microseconds beats a
+         * cross-CPU wake-up (~20 us each way on the target machine) */
+        int64_t spin_end = start + (int64_t)spin_us * 1000;
+        if (spin_end > deadline)
+            spin_end = deadline;
+        for (unsigned i = 1;; i++) {
+            if ((r = ioq_ready(q, op)) != 0)
+                return r < 0 ? r : IOQ_OK;
+            cpu_relax();
+            if ((i & 63) == 0 && now_ns() >= spin_end)
+                break;
+        }
+    }
+    for (;;) {
+        /* arm, then re-check: a peer that published before seeing
+         * enabled is caught here, one that publishes after writes the
+         * eventfd */
+        shm_signal_enable(q);
+        if ((r = ioq_ready(q, op)) != 0) {
+            shm_signal_disable(q);
+            return r < 0 ? r : IOQ_OK;
+        }
+        struct pollfd pfd[2] = {
+            {.fd = q->efd[q->side], .events = POLLIN},
+            {.fd = hup_fd, .events = (short)hup_events},
+        };
+        int64_t now = now_ns();
+        int wait_ms;
+        if (deadline == INT64_MAX)
+            wait_ms = -1;
+        else if (now >= deadline)
+            wait_ms = 0;
+        else
+            wait_ms = (int)((deadline - now + 999999) / 1000000);
+        int pr = poll(pfd, hup_fd >= 0 ? 2 : 1, wait_ms);
+        int e = errno;
+        /* mitigation: no wake-ups while our caller drains the ring */
+        shm_signal_disable(q);
+        shm_signal_drain(q);
+        if (pr < 0)
+            return -e;
+        if ((r = ioq_ready(q, op)) != 0)
+            return r < 0 ? r : IOQ_OK;
+        if (hup_fd >= 0 && pfd[1].revents)
+            return IOQ_E_CLOSED;
+        if (now_ns() >= deadline)
+            return IOQ_E_TIMEDOUT;
+    }
+}

@@ -1,0 +1,229 @@
+/*
+ * vbusfs IOQ: the shared-memory ring of the vbus data path (version 4
+ * layout) and its shm-signal notification protocol.
+ *
+ * This header is cdef-safe: the cffi build script feeds it, unchanged, to
+ * ffi.cdef(), so it holds nothing but integer #defines, enums, structs and
+ * prototypes (no include guards, no #include, no macros with bodies).  The
+ * C files include <stdint.h> and <stddef.h> first, through ioq_private.h.
+ * It must never grow a declaration whose meaning depends on the machine:
+ * every shared field is a fixed-width integer at an offset pinned by
+ * _Static_assert in ioq_private.h and by tests/ioq/test_abi.py.
+ *
+ * Sides.  "north" is the client (a member process): it allocates the ring
+ * and the data segment and is the only side that fills descriptors.
+ * "south" is the device side (the vbusfs daemon): it maps what north
+ * allocated, validates it once, and afterwards never trusts it: every value
+ * it reads from shared memory is read once into private memory and checked.
+ *
+ * Descriptor life (an honest north):
+ *   FREE    valid=0 sown=0   north may fill it
+ *   POSTED  valid=1 sown=1   pushed on both indices; south owns it
+ *   DONE    valid=1 sown=0   popped from inuse by south; north reclaims it
+ *   north pops valid at DONE -> FREE
+ *
+ * All multi-byte shared fields are little-endian.  The build refuses a
+ * big-endian target rather than byte-swapping on every access.
+ */
+
+/* Bumped whenever this header's layout or any prototype changes; compiled
+ * into the module and compared by vbusfs/ioq.py at import. */
+#define IOQ_ABI_VERSION 1
+
+#define IOQ_RING_MAGIC 0x47fa2fe4
+#define IOQ_RING_VER 4
+#define SHM_SIGNAL_MAGIC 0x58fa39df
+#define SHM_SIGNAL_VER 1
+
+#define IOQ_HEAD_SIZE 56
+#define IOQ_DESC_SIZE 32
+/* Largest ring we create or accept: keeps 56 + 32*count far below any
+ * size_t overflow on 32-bit builds. */
+#define IOQ_MAX_COUNT 65536
+/* Largest data segment north creates (lengths must fit an int). */
+#define IOQ_MAX_DATA 1073741824
+
+/* Sides, also the index into shm_signal_desc.irq[]. */
+#define IOQ_NORTH 0
+#define IOQ_SOUTH 1
+
+/* Index selectors (a bit mask; BOTH is push-only, see ioq_pop). */
+#define IOQ_IDX_VALID 1
+#define IOQ_IDX_INUSE 2
+#define IOQ_IDX_BOTH 3
+
+/* Data direction of a queue, which decides who sends and who receives. */
+#define IOQ_TO_SOUTH 0
+#define IOQ_TO_NORTH 1
+
+/* ioq_seek whence */
+#define IOQ_SEEK_HEAD 0
+#define IOQ_SEEK_TAIL 1
+#define IOQ_SEEK_NEXT 2
+#define IOQ_SEEK_PREV 3
+#define IOQ_SEEK_SET 4
+
+/* ioq_wait: what the caller waits for */
+#define IOQ_WAIT_RECV 0
+#define IOQ_WAIT_SEND 1
+
+/* Return codes: >= 0 is success (often a count).  Negative values below
+ * -1000 are IOQ conditions; any other negative value is -errno from the
+ * kernel.  vbusfs/ioq.py turns each into one exception class. */
+enum ioq_status {
+    IOQ_OK = 0,
+    IOQ_E_FULL = -1001,     /* nothing can be pushed or sent now */
+    IOQ_E_EMPTY = -1002,    /* nothing can be popped or received now */
+    IOQ_E_FAULT = -1003,    /* the peer broke the protocol; handle is dead */
+    IOQ_E_CLOSED = -1004,   /* the watched peer hung up */
+    IOQ_E_TIMEDOUT = -1005, /* ioq_wait ran out of time */
+    IOQ_E_INVAL = -1006,    /* bad argument from our own caller */
+    IOQ_E_BADRING = -1007,  /* attach: magic/version/count/length wrong */
+    IOQ_E_MSGSIZE = -1008,  /* a message does not fit the buffer offered */
+    IOQ_E_SIDE = -1009      /* operation not allowed on this side/direction */
+};
+
+/*
+ * Shared memory layout (version 4).  "writer" names the only side that
+ * stores to the field once the ring is live; the other side only reads it.
+ */
+
+struct shm_signal_irq {
+    uint8_t enabled; /* writer: the owner of this irq (it wants wake-ups) */
+    uint8_t pending; /* set by the peer when it writes the eventfd,
+                        cleared by the owner when it re-arms */
+    uint8_t dirty;   /* set by the peer on every inject, cleared by the
+                        owner when it drains */
+};
+
+struct shm_signal_desc {
+    uint32_t magic;                /* writer: north, at creation only */
+    uint32_t ver;                  /* writer: north, at creation only */
+    struct shm_signal_irq irq[2];  /* [IOQ_NORTH], [IOQ_SOUTH] */
+    uint8_t _pad[2];
+};
+
+struct ioq_ring_idx {
+    uint32_t head; /* writer: the index's consumer (valid: north,
+                      inuse: south) */
+    uint32_t tail; /* writer: north (the producer of both indices) */
+    uint8_t full;  /* valid: north only.  inuse: set by north when a push
+                      makes tail == head, cleared by south before it moves
+                      head; the descriptor ownership bits, not this flag,
+                      decide every push and pop */
+    uint8_t _pad[3];
+};
+
+struct ioq_ring_head {
+    uint32_t magic;                /* writer: north, at creation only */
+    uint32_t ver;                  /* writer: north, at creation only */
+    struct shm_signal_desc signal;
+    struct ioq_ring_idx idx[2];    /* [0] valid, [1] inuse */
+    uint32_t count;                /* writer: north, at creation only */
+    uint8_t _pad[4];
+    /* count descriptors follow at offset 56 */
+};
+
+struct ioq_ring_desc {
+    uint64_t cookie; /* writer: north; private to north, south ignores it */
+    uint64_t ptr;    /* writer: north; offset into the data segment */
+    uint64_t len;    /* writer: north when posting (length or capacity);
+                        south when it fills a to-north buffer, before it
+                        hands the descriptor back */
+    uint8_t valid;   /* writer: north */
+    uint8_t sown;    /* 1 = south owns.  north sets 1 (push on inuse),
+                        south sets 0 (pop on inuse) */
+    uint8_t _pad[6];
+};
+
+/* A private copy of one descriptor, as returned by pops and peeks. */
+struct ioq_desc {
+    uint64_t cookie;
+    uint64_t ptr;
+    uint64_t len;
+    uint8_t valid;
+    uint8_t sown;
+};
+
+/* One side's private handle.  Opaque: its fields are never shared. */
+struct ioq;
+
+int ioq_abi_version(void);
+uint64_t ioq_ring_bytes(uint32_t count);
+
+/* North: create ring + data memfds and both eventfds.  data_len must be a
+ * multiple of count (slot i of the data segment belongs to descriptor i in
+ * the batched send/receive calls). */
+int ioq_north_create(uint32_t count, uint64_t data_len, int direction,
+                     struct ioq **out);
+/* South: map and validate fds received from north.  The fds are dup'ed;
+ * the caller keeps ownership of the ones it passed. */
+int ioq_south_attach(int ring_fd, int data_fd, int efd_to_south,
+                     int efd_to_north, int direction, struct ioq **out);
+void ioq_close(struct ioq *q);
+
+/* fds[0..3] = ring, data, eventfd waking south, eventfd waking north;
+ * still owned by the handle. */
+void ioq_fds(const struct ioq *q, int *fds);
+int ioq_side(const struct ioq *q);
+uint32_t ioq_count_slots(const struct ioq *q);
+uint64_t ioq_data_len(const struct ioq *q);
+uint8_t *ioq_data(const struct ioq *q);
+uint8_t *ioq_ring(const struct ioq *q);
+int ioq_faulted(const struct ioq *q);
+
+/* Ring operations (one descriptor).  which: IOQ_IDX_*. */
+int ioq_push(struct ioq *q, int which, uint64_t cookie, uint64_t ptr,
+             uint64_t len);
+int ioq_pop(struct ioq *q, int which, struct ioq_desc *out);
+int ioq_count(struct ioq *q, int which);
+int ioq_remain(struct ioq *q, int which);
+int ioq_full(struct ioq *q, int which);
+int ioq_empty(struct ioq *q, int which);
+int ioq_seek(struct ioq *q, int which, int whence, int32_t offset);
+int ioq_desc_at(struct ioq *q, uint32_t pos, struct ioq_desc *out);
+
+/* Batched data path: one call moves up to n messages.
+ * send: buf holds the messages back to back, lens[i] their lengths.
+ * recv: messages are copied back to back into buf (at most buflen bytes),
+ *       lens[i] receives each length.
+ * Both return the number of messages moved (> 0) or a negative code, and
+ * inject the peer's shm-signal when they moved something and signal != 0. */
+int ioq_send_batch(struct ioq *q, const char *buf, const uint32_t *lens,
+                   uint32_t n, int signal);
+int ioq_recv_batch(struct ioq *q, char *buf, uint64_t buflen,
+                   uint32_t *lens, uint32_t n, int signal);
+/* One message: send returns 1; recv returns its length, or IOQ_E_MSGSIZE
+ * (leaving it queued) when it is longer than cap. */
+int ioq_send_one(struct ioq *q, const char *buf, uint32_t len, int signal);
+int ioq_recv_one(struct ioq *q, char *buf, uint32_t cap, int signal);
+
+/* Zero-copy: acquire up to n validated buffers (offsets into the data
+ * segment; for send, lens are capacities; for recv, lengths), then commit
+ * the first k of them (send: with their final lengths in lens). */
+int ioq_acquire(struct ioq *q, int op, uint32_t n, uint64_t *offs,
+                uint32_t *lens);
+int ioq_commit(struct ioq *q, int op, uint32_t k, const uint32_t *lens,
+               int signal);
+
+/* Readiness without blocking: 1 ready, 0 not yet, or a negative code. */
+int ioq_ready(struct ioq *q, int op);
+
+/* Block (GIL released by cffi) until op is ready: spin for spin_us
+ * microseconds, then arm the shm-signal and sleep on the eventfd.
+ * timeout_ms < 0 waits forever.  hup_fd >= 0 is polled for hup_events
+ * (a pidfd: POLLIN; a socket: POLLRDHUP) and ends the wait with
+ * IOQ_E_CLOSED once nothing is ready.  Returns 0 when ready. */
+int ioq_wait(struct ioq *q, int op, int timeout_ms, int spin_us, int hup_fd,
+             int hup_events);
+
+/* shm-signal (shm_signal.c), for callers that drive the protocol
+ * themselves (the trio integration).  inject: wake the peer's side.
+ * enable: arm our side, returns 1 if work may be pending (re-check).
+ * disable: stop wake-ups while draining.  drain: clear our eventfd and
+ * dirty flag after a wake-up. */
+int shm_signal_inject(struct ioq *q);
+int shm_signal_enable(struct ioq *q);
+void shm_signal_disable(struct ioq *q);
+int shm_signal_drain(struct ioq *q);
+int shm_signal_eventfd(const struct ioq *q);

@@ -1,0 +1,88 @@
+/*
+ * shm-signal: the notification half of an IOQ (SPEC 7.3).  One eventfd per
+ * direction; irq[IOQ_NORTH] is north's receive state, irq[IOQ_SOUTH]
+ * south's.  The owner of an irq writes `enabled` and clears `dirty` and
+ * `pending`; the peer sets `dirty` and `pending`.
+ *
+ * Sender (inject): set the peer's dirty; if the peer is enabled and pending
+ * was clear, set pending and write the peer's eventfd.
+ * Receiver: clear pending and set enabled (enable), re-check the ring, sleep
+ * on the eventfd; on wake-up disable, drain (read the eventfd, clear dirty)
+ * and process the ring with notifications off (interrupt mitigation); when
+ * the ring runs dry, enable again and re-check before sleeping.  A seq_cst
+ * fence on each side between "publish" and "look at the other side's flag"
+ * means that either the sender sees enabled (and writes the eventfd), or
+ * the receiver's re-check sees the published descriptor: nothing is lost.
+ *
+ * It must never block: the eventfd is read with RWF_NOWAIT (the peer shares
+ * the file description and could clear O_NONBLOCK), and a hostile peer's
+ * flag bytes only decide whether a harmless eventfd write happens.
+ */
+#define _GNU_SOURCE
+#include "ioq_private.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+static void eventfd_kick(const struct ioq *q, int fd)
+{
+    uint64_t one = 1;
+    /* south restores O_NONBLOCK in case north cleared it on the shared file
+     * description: a counter north pushed near its maximum must not block
+     * the daemon */
+    if (q->side == IOQ_SOUTH)
+        fcntl(fd, F_SETFL, O_NONBLOCK);
+    ssize_t r = write(fd, &one, sizeof(one));
+    (void)r; /* EAGAIN means the counter is already nonzero: still woken */
+}
+
+int shm_signal_inject(struct ioq *q)
+{
+    int peer = q->side == IOQ_NORTH ? IOQ_SOUTH : IOQ_NORTH;
+    struct shm_signal_irq *irq = &q->head->signal.irq[peer];
+    /* skip the store when already dirty: it saves a cache-line transfer
+     * on every batch while the peer is busy */
+    if (!LOAD_RLX(&irq->dirty))
+        STORE_RLX(&irq->dirty, (uint8_t)1);
+    atomic_thread_fence(memory_order_seq_cst);
+    if (!LOAD_RLX(&irq->enabled))
+        return 0;
+    if (XCHG_SC(&irq->pending, (uint8_t)1))
+        return 0;
+    eventfd_kick(q, q->efd[peer]);
+    return 1;
+}
+
+int shm_signal_enable(struct ioq *q)
+{
+    struct shm_signal_irq *irq = &q->head->signal.irq[q->side];
+    /* pending must be clear before enabled is seen, or the peer would
+     * think an eventfd write is already on its way */
+    STORE_SC(&irq->pending, (uint8_t)0);
+    STORE_SC(&irq->enabled, (uint8_t)1);
+    atomic_thread_fence(memory_order_seq_cst);
+    return LOAD_RLX(&irq->dirty) != 0;
+}
+
+void shm_signal_disable(struct ioq *q)
+{
+    STORE_RLX(&q->head->signal.irq[q->side].enabled, (uint8_t)0);
+}
+
+int shm_signal_drain(struct ioq *q)
+{
+    uint64_t v = 0;
+    struct iovec iov = {.iov_base = &v, .iov_len = sizeof(v)};
+    ssize_t r = preadv2(q->efd[q->side], &iov, 1, -1, RWF_NOWAIT);
+    if (r < 0 && (errno == EOPNOTSUPP || errno == EINVAL)) {
+        /* kernels before 5.12 lack RWF_NOWAIT on eventfds */
+        fcntl(q->efd[q->side], F_SETFL, O_NONBLOCK);
+        r = read(q->efd[q->side], &v, sizeof(v));
+    }
+    STORE_RLX(&q->head->signal.irq[q->side].dirty, (uint8_t)0);
+    return r == (ssize_t)sizeof(v) ? 1 : 0;
+}
+
+int shm_signal_eventfd(const struct ioq *q) { return q->efd[q->side]; }
