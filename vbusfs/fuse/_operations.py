@@ -5,9 +5,11 @@ errors become `FUSEError`. Any other exception is a bug: it is logged with
 its traceback and answered EIO, and the mount stays up. Handlers never await
 between reading the model and changing it.
 
-Caching: every entry and attribute is returned with a zero timeout and every
-attribute file is opened with direct I/O, so a change made through any path
-is seen by the very next system call of any process.
+Caching: every entry and attribute that the model can change is returned
+with a zero timeout and every attribute file is opened with direct I/O, so a
+change made through any path is seen by the very next system call of any
+process. Only the fixed skeleton of the trees (`config/vbus/devices` and the
+like), which no operation can change, is cached by the kernel.
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ log = logging.getLogger("vbusfs.fuse")
 ATTRIBUTE_SIZE = 4096
 # The original silently truncated longer writes; vbusfs refuses them.
 MAX_STORE = 4096
+# Seconds the kernel may cache the fixed skeleton of the trees.
+FIXED_TIMEOUT = 3600.0
 
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 
@@ -135,8 +139,8 @@ class VbusOperations(pyfuse3.Operations):
         entry = pyfuse3.EntryAttributes()
         entry.st_ino = ino
         entry.generation = 0
-        entry.entry_timeout = 0
-        entry.attr_timeout = 0
+        fixed = self.inodes.path(ino) in views.FIXED_PATHS
+        entry.entry_timeout = entry.attr_timeout = FIXED_TIMEOUT if fixed else 0
         if isinstance(found, DirNode):
             entry.st_mode = stat.S_IFDIR | found.mode
             # 1 tells find(1) and friends that the subdirectory count is unknown

@@ -55,6 +55,24 @@ class FileNode:
 Node = DirNode | LinkNode | FileNode
 DIR = DirNode()
 
+# The skeleton of the trees: these paths exist, with the same attributes,
+# whatever the model holds, so their kernel cache entries never go stale.
+FIXED_PATHS: frozenset[Path] = frozenset(
+    {
+        (),
+        ("config",),
+        CONFIG_VBUS,
+        CONFIG_DEVICES,
+        CONFIG_INSTANCES,
+        ("sys",),
+        SYS_VBUS,
+        (*SYS_VBUS, "deviceclass"),
+        (*SYS_VBUS, "devices"),
+        (*SYS_VBUS, "instances"),
+        (*SYS_VBUS, "version"),
+    }
+)
+
 
 def _constant(value: str) -> FileNode:
     return FileNode(lambda: value)

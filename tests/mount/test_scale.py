@@ -1,0 +1,39 @@
+"""10,000 devices on 1,000 buses work through the mount (costs are in bench/control.py)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+pytestmark = [pytest.mark.mount, pytest.mark.slow]
+
+DEVICES = 10_000
+BUSES = 1_000
+
+
+def test_ten_thousand_devices_on_a_thousand_buses(mnt):
+    join = mnt.join
+    for b in range(BUSES):
+        os.mkdir(join(f"config/vbus/instances/b{b}"))
+    for d in range(DEVICES):
+        os.mkdir(join(f"config/vbus/devices/d{d}"))
+        with open(join(f"config/vbus/devices/d{d}/type"), "w") as f:
+            f.write("venet-loopback\n")
+        os.symlink(f"../../devices/d{d}", join(f"config/vbus/instances/b{d % BUSES}/d{d}"))
+    assert len(os.listdir(join("sys/vbus/devices"))) == DEVICES
+    assert len(os.listdir(join("config/vbus/instances"))) == BUSES
+    with os.scandir(join("sys/vbus/devices")) as entries:
+        assert sum(1 for e in entries if e.is_dir(follow_symlinks=False)) == DEVICES
+    assert sorted(os.listdir(join("sys/vbus/instances/b7/devices")), key=int) == [
+        str(i) for i in range(DEVICES // BUSES)
+    ]
+    assert os.readlink(join("sys/vbus/devices/d9999/interfaces/9")) == (
+        "../../../instances/b999/devices/9"
+    )
+    found = mnt.sh("find sys/vbus/instances -name device | wc -l").stdout
+    assert int(found) == DEVICES
+    for d in range(0, DEVICES, 2):
+        os.unlink(join(f"config/vbus/instances/b{d % BUSES}/d{d}"))
+        os.rmdir(join(f"config/vbus/devices/d{d}"))
+    assert len(os.listdir(join("sys/vbus/devices"))) == DEVICES // 2
