@@ -217,7 +217,7 @@ def test_render_tree_counts_like_tree(vbus):
     assert text.endswith("\n7 directories, 1 file\n")
     assert text.splitlines()[1:5] == [
         "├── deviceclass",
-        "│   ├── venet-loopback",
-        "│   ├── venet-switch",
-        "│   └── venet-tap",
+        "│\u00a0\u00a0 ├── venet-loopback",
+        "│\u00a0\u00a0 ├── venet-switch",
+        "│\u00a0\u00a0 └── venet-tap",
     ]

@@ -11,6 +11,9 @@ from vbusfs.model import Vbus, VbusError
 from ._nodes import DirNode, LinkNode, Path, children, node
 from ._ops import resolve
 
+# tree(1) draws the vertical line followed by two no-break spaces in UTF-8 locales.
+_CONTINUE = "│\u00a0\u00a0 "
+
 
 def render_tree(vbus: Vbus, path: Path, label: str) -> str:
     lines = [label]
@@ -39,7 +42,7 @@ def _walk(vbus: Vbus, path: Path, prefix: str, lines: list[str], counts: dict[st
         elif isinstance(found, DirNode):
             lines.append(f"{prefix}{branch}{name}")
             counts["dirs"] += 1
-            _walk(vbus, child, prefix + ("    " if last else "│   "), lines, counts)
+            _walk(vbus, child, prefix + ("    " if last else _CONTINUE), lines, counts)
         else:
             lines.append(f"{prefix}{branch}{name}")
             counts["files"] += 1

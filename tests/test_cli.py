@@ -1,0 +1,101 @@
+"""The vbusfs command: help for every command, and the demo on a mount and without one."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from vbusfs.fuse import read_mountinfo
+
+VBUSFS = [sys.executable, "-m", "vbusfs"]
+COMMANDS = ["mount", "umount", "demo"]
+
+
+def run(*args: str, **kwargs) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*VBUSFS, *args], capture_output=True, text=True, timeout=120, **kwargs)
+
+
+def vbusfs_mounts() -> list[str]:
+    return [e.mount_point for e in read_mountinfo() if e.fstype == "fuse.vbusfs"]
+
+
+def test_top_level_help_lists_every_command():
+    done = run("--help")
+    assert done.returncode == 0
+    for command in COMMANDS:
+        assert command in done.stdout
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_explains_itself(command):
+    done = run(command, "--help")
+    assert done.returncode == 0
+    assert len(done.stdout.split()) > 20
+
+
+def test_unknown_command_fails():
+    assert run("frobnicate").returncode == 2
+
+
+def body(text: str) -> list[str]:
+    """The walkthrough itself, without the lines that say where it ran."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("# "))
+    kept = [line for line in lines[start:] if not line.startswith("unmounted ")]
+    while kept and not kept[-1]:
+        kept.pop()
+    return kept
+
+
+@pytest.mark.mount
+def test_demo_on_a_mount_matches_the_model_replay():
+    before = vbusfs_mounts()
+    done = run("demo")
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert "vbusfs is mounted at" in out
+    for expected in (
+        "bash: line 1: echo: write error: No such file or directory",
+        "../../../vbus/devices/dev0",
+        "virtual-ethernet",
+        "Device or resource busy",
+        "class -> ../../deviceclass/venet-tap",
+    ):
+        assert expected in out
+    assert vbusfs_mounts() == before
+    if shutil.which("tree") is None:
+        pytest.skip("tree is not installed: the trees cannot be compared")
+    replay = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import vbusfs._demo as d; d.run_on_model(__import__('sys').stdout)",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert body(out) == body(replay.stdout)
+
+
+@pytest.mark.root
+@pytest.mark.skipif(shutil.which("unshare") is None, reason="needs unshare")
+def test_demo_without_dev_fuse_explains_and_replays_on_the_model():
+    script = (
+        "mount -t tmpfs none /dev && mknod -m 666 /dev/null c 1 3 && "
+        f"exec {sys.executable} -m vbusfs demo"
+    )
+    done = subprocess.run(
+        ["unshare", "-m", "--propagation", "private", "sh", "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "vbusfs cannot mount here: /dev/fuse does not exist" in done.stdout
+    assert "--device /dev/fuse --cap-add SYS_ADMIN" in done.stdout
+    assert "virtual-ethernet" in done.stdout
+    assert "7 directories, 1 file" in done.stdout
