@@ -34,9 +34,11 @@ $(STAMP): pyproject.toml $(wildcard setup.py) $(wildcard native/*)
 demo: setup
 	$(VENV)/bin/vbusfs demo
 
+LINT_PATHS = $(wildcard vbusfs tests bench examples)
+
 lint: setup
-	$(VENV)/bin/ruff check vbusfs tests bench examples
-	$(VENV)/bin/ruff format --check vbusfs tests bench examples
+	$(VENV)/bin/ruff check $(LINT_PATHS)
+	$(VENV)/bin/ruff format --check $(LINT_PATHS)
 
 typecheck: setup
 	$(VENV)/bin/mypy
