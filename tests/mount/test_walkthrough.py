@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
+import subprocess
 
 import pytest
 
@@ -166,3 +168,31 @@ def test_changes_are_seen_by_the_next_call_of_another_process(mnt):
     mnt.sh("rmdir config/vbus/devices/D", check=True)
     assert not os.path.exists(mnt.join("sys/vbus/devices/D"))
     assert mnt.sh("ls sys/vbus/devices").stdout == ""
+
+
+@pytest.mark.root
+@pytest.mark.skipif(shutil.which("unshare") is None, reason="needs unshare")
+def test_absolute_targets_are_read_as_the_caller_sees_the_mount(mnt, tmp_path):
+    # In a private mount namespace config/vbus is bind-mounted elsewhere, as
+    # `vbusfs run` does; a link typed with that path must still be understood.
+    alias = tmp_path / "alias"
+    alias.mkdir()
+    script = (
+        f"mount --bind {mnt.path}/config/vbus {alias} && cd {alias} && "
+        "mkdir instances/B devices/D && echo venet-tap > devices/D/type && "
+        f"ln -s {alias}/devices/D {alias}/instances/B/ && "
+        f"ln -s {alias}/devices {alias}/instances/B/bad; echo $?"
+    )
+    done = subprocess.run(
+        ["unshare", "-m", "--propagation", "private", "bash", "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.stdout.strip() == "1", done.stderr  # the second link: EINVAL
+    assert "Invalid argument" in done.stderr
+    assert os.readlink(mnt.join("config/vbus/instances/B/D")) == "../../../vbus/devices/D"
+    # the alias exists only in that namespace: here the same text is outside the mount
+    with pytest.raises(OSError) as info:
+        os.symlink(f"{alias}/devices/D", mnt.join("config/vbus/instances/B/again"))
+    assert info.value.errno == errno.EPERM
