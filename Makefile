@@ -8,7 +8,7 @@ APT_PACKAGES := fuse3 libfuse3-dev pkg-config tree iproute2 util-linux graphviz 
 HYPOTHESIS_PROFILE ?= ci
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test lint typecheck pytest bench clean
+.PHONY: setup demo test lint typecheck pytest bench clean .system-packages
 
 setup: $(STAMP)
 
