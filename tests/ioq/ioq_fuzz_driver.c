@@ -1,0 +1,196 @@
+/*
+ * Test driver for the native ring code, built by test_ioq_native.py under
+ * AddressSanitizer and UBSan.  Phase 1: an honest north and south move
+ * numbered messages and check them.  Phase 2: a forked hostile child writes
+ * random bytes over the ring head, indices and descriptors while the south
+ * side keeps operating; south must fault cleanly, never crash, never read
+ * or write outside its segments (guard pages and ASan would catch it).
+ * Exit status 0 means every check held.
+ */
+#define _GNU_SOURCE
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "ioq_private.h"
+
+#define CHECK(c)                                                        \
+    do {                                                                \
+        if (!(c)) {                                                     \
+            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__,      \
+                    __LINE__, #c);                                      \
+            exit(2);                                                    \
+        }                                                               \
+    } while (0)
+
+static uint64_t rng = 0x9e3779b97f4a7c15ull;
+static uint64_t next_rand(void)
+{
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return rng;
+}
+
+static void honest(void)
+{
+    struct ioq *n, *s;
+    CHECK(ioq_north_create(8, 8 * 64, IOQ_TO_SOUTH, &n) == 0);
+    int fds[4];
+    ioq_fds(n, fds);
+    CHECK(ioq_south_attach(fds[0], fds[1], fds[2], fds[3], IOQ_TO_SOUTH, &s) == 0);
+    char out[64 * 8], in[64 * 8];
+    uint32_t lens[8], got[8];
+    uint32_t sent = 0, recv = 0;
+    while (recv < 100000) {
+        uint32_t k = 1 + (uint32_t)(next_rand() % 8);
+        for (uint32_t i = 0; i < k; i++) {
+            lens[i] = 4 + (uint32_t)(next_rand() % 60);
+            memset(out + 64 * i, (int)((sent + i) & 0xff), 64);
+        }
+        /* pack them back to back */
+        char packed[64 * 8];
+        uint32_t off = 0;
+        for (uint32_t i = 0; i < k; i++) {
+            memcpy(packed + off, out + 64 * i, lens[i]);
+            off += lens[i];
+        }
+        int r = ioq_send_batch(n, packed, lens, k, 1);
+        CHECK(r > 0 || r == IOQ_E_FULL);
+        if (r > 0)
+            sent += (uint32_t)r;
+        r = ioq_recv_batch(s, in, sizeof(in), got, 1 + (uint32_t)(next_rand() % 8), 1);
+        CHECK(r > 0 || r == IOQ_E_EMPTY);
+        off = 0;
+        for (int i = 0; i < r; i++) {
+            for (uint32_t b = 0; b < got[i]; b++)
+                CHECK((unsigned char)in[off + b] == ((recv + (uint32_t)i) & 0xff));
+            off += got[i];
+        }
+        if (r > 0)
+            recv += (uint32_t)r;
+        CHECK(ioq_count(s, IOQ_IDX_INUSE) == (int)(sent - recv));
+    }
+    ioq_close(s);
+    ioq_close(n);
+}
+
+static void hostile(int direction, long iterations)
+{
+    struct ioq *n, *s;
+    CHECK(ioq_north_create(16, 16 * 128, direction, &n) == 0);
+    int fds[4];
+    ioq_fds(n, fds);
+    CHECK(ioq_south_attach(fds[0], fds[1], fds[2], fds[3], direction, &s) == 0);
+    uint8_t *ring = ioq_ring(n);
+    uint64_t ring_len = ioq_ring_bytes(16);
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        /* the hostile north: random bytes, random places, forever */
+        rng ^= 0x1234567;
+        for (;;) {
+            uint64_t r = next_rand();
+            uint64_t off = 8 + r % (ring_len - 8);
+            if ((r >> 40) % 4 == 0) {
+                uint64_t v = next_rand();
+                if (off + 8 <= ring_len)
+                    memcpy(ring + off, &v, 8);
+            } else {
+                ring[off] = (uint8_t)(r >> 32);
+            }
+            if ((r >> 50) % 64 == 0) {
+                uint64_t one = 1;
+                ssize_t w = write(fds[2], &one, 8);
+                (void)w;
+            }
+        }
+    }
+    char buf[16 * 128];
+    uint32_t lens[16];
+    uint64_t offs[16];
+    long faults = 0, moved = 0;
+    for (long i = 0; i < iterations; i++) {
+        int op = (int)(next_rand() % 6), r;
+        switch (op) {
+        case 0:
+            r = direction == IOQ_TO_SOUTH
+                    ? ioq_recv_batch(s, buf, sizeof(buf), lens, 16, 1)
+                    : ioq_send_batch(s, buf, (uint32_t[]){64}, 1, 1);
+            break;
+        case 1:
+            r = ioq_acquire(s, direction == IOQ_TO_SOUTH ? IOQ_WAIT_RECV : IOQ_WAIT_SEND, 16,
+                            offs, lens);
+            if (r > 0) {
+                for (int k = 0; k < r; k++) {
+                    CHECK(offs[k] + lens[k] <= ioq_data_len(s));
+                    /* touch every byte the south side was given */
+                    volatile uint8_t *p = ioq_data(s) + offs[k];
+                    for (uint32_t b = 0; b < lens[k]; b++)
+                        (void)p[b];
+                }
+                r = ioq_commit(s, direction == IOQ_TO_SOUTH ? IOQ_WAIT_RECV : IOQ_WAIT_SEND,
+                               (uint32_t)r, lens, 1);
+            }
+            break;
+        case 2:
+            r = ioq_count(s, 1 + (int)(next_rand() % 2));
+            break;
+        case 3:
+            r = ioq_wait(s, direction == IOQ_TO_SOUTH ? IOQ_WAIT_RECV : IOQ_WAIT_SEND, 0, 5,
+                         -1, 0);
+            break;
+        case 4: {
+            struct ioq_desc d;
+            r = direction == IOQ_TO_SOUTH ? ioq_pop(s, IOQ_IDX_INUSE, &d) : 0;
+            if (r == 0 && direction == IOQ_TO_SOUTH)
+                CHECK(d.ptr + d.len <= ioq_data_len(s) && d.ptr <= ioq_data_len(s));
+            break;
+        }
+        default:
+            r = ioq_seek(s, 1 + (int)(next_rand() % 2), (int)(next_rand() % 5),
+                         (int32_t)(next_rand() % 40) - 20);
+            break;
+        }
+        if (r == IOQ_E_FAULT) {
+            faults++;
+            ioq_close(s);
+            r = ioq_south_attach(fds[0], fds[1], fds[2], fds[3], direction, &s);
+            while (r != 0) {
+                /* the hostile child broke the head itself: attach must say
+                 * so; repair the constant fields (as a fresh honest north
+                 * would have them) so the fuzz can go on */
+                CHECK(r == IOQ_E_BADRING);
+                struct ioq_ring_head *h = (struct ioq_ring_head *)ring;
+                h->ver = IOQ_RING_VER;
+                h->signal.magic = SHM_SIGNAL_MAGIC;
+                h->signal.ver = SHM_SIGNAL_VER;
+                h->count = 16;
+                h->idx[IOQ_INUSE].head = 0;
+                r = ioq_south_attach(fds[0], fds[1], fds[2], fds[3], direction, &s);
+            }
+        } else if (r > 0) {
+            moved++;
+        }
+    }
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+    printf("direction %d: %ld iterations, %ld faults, %ld moved\n", direction, iterations,
+           faults, moved);
+    CHECK(faults > 0);
+    ioq_close(s);
+    ioq_close(n);
+}
+
+int main(int argc, char **argv)
+{
+    long iterations = argc > 1 ? atol(argv[1]) : 200000;
+    honest();
+    hostile(IOQ_TO_SOUTH, iterations);
+    hostile(IOQ_TO_NORTH, iterations);
+    puts("ok");
+    return 0;
+}

@@ -1,0 +1,210 @@
+"""A south side that never trusts shared memory: forged descriptors and a hostile process."""
+
+from __future__ import annotations
+
+import errno
+import mmap
+import os
+import random
+import signal
+import struct
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from vbusfs.ioq import Ioq, IoqEmpty, IoqError, IoqFault, IoqFull
+
+HEAD, DESC = 56, 32
+COUNT, SLOT = 8, 64
+DATA = COUNT * SLOT
+
+
+@pytest.fixture
+def tx() -> Iterator[tuple[Ioq, Ioq, mmap.mmap]]:
+    """A to-south ring with one message queued, and a raw view of the ring."""
+    north = Ioq.create(COUNT, SLOT)
+    south = Ioq.attach(north.fds, direction="to_south")
+    ring = mmap.mmap(north.fds.ring, HEAD + DESC * COUNT)
+    north.send_nowait(b"m" * 10)
+    yield north, south, ring
+    ring.close()
+    south.close()
+    north.close()
+
+
+def forge(ring: mmap.mmap, fmt: str, offset: int, *values: int) -> None:
+    # single-threaded here, so pack_into's non-atomic store is fine
+    struct.pack_into(fmt, ring, offset, *values)
+
+
+RECEIVES: dict[str, Callable[[Ioq], Any]] = {
+    "one": lambda q: q.receive_nowait(),
+    "batch": lambda q: q.receive_batch_nowait(8),
+    "into": lambda q: q.receive_into_nowait(bytearray(DATA)),
+    "views": lambda q: q.acquire_nowait(8),
+    "pop": lambda q: q.pop("inuse"),
+}
+
+FORGERIES = {
+    "ptr-past-end": ("<Q", HEAD + 8, DATA),
+    "len-past-end": ("<Q", HEAD + 16, DATA + 1),
+    "ptr-plus-len-past-end": ("<QQ", HEAD + 8, DATA - 4, 5),
+    "ptr-plus-len-wraps": ("<QQ", HEAD + 8, 2**64 - 8, 16),
+    "sown-not-a-bit": ("<B", HEAD + 25, 7),
+    "owned-but-not-valid": ("<B", HEAD + 24, 0),
+}
+
+
+@pytest.mark.parametrize("how", RECEIVES)
+@pytest.mark.parametrize("forgery", FORGERIES)
+def test_south_faults_on_a_forged_descriptor(
+    tx: tuple[Ioq, Ioq, mmap.mmap], forgery: str, how: str
+) -> None:
+    _, south, ring = tx
+    forge(ring, *FORGERIES[forgery])
+    with pytest.raises(IoqFault) as info:
+        RECEIVES[how](south)
+    assert info.value.errno == errno.EPROTO
+    assert south.faulted
+    with pytest.raises(IoqFault):  # the handle stays dead
+        south.receive_nowait()
+
+
+@pytest.mark.parametrize("how", RECEIVES)
+def test_south_receives_the_same_ring_unforged(tx: tuple[Ioq, Ioq, mmap.mmap], how: str) -> None:
+    # the control for the test above: without the forgery, every form succeeds
+    _, south, _ = tx
+    RECEIVES[how](south)
+    assert not south.faulted
+
+
+@pytest.mark.parametrize("field", [HEAD - 56 + 24, 36 + 4], ids=["valid-head", "inuse-tail"])
+def test_south_faults_on_an_index_out_of_range(tx: tuple[Ioq, Ioq, mmap.mmap], field: int) -> None:
+    _, south, ring = tx
+    forge(ring, "<I", field, COUNT)
+    with pytest.raises(IoqFault):
+        south.count_of("valid" if field == 24 else "inuse")
+
+
+def test_south_ignores_its_own_index_forged_by_north(tx: tuple[Ioq, Ioq, mmap.mmap]) -> None:
+    # south is the only writer of inuse.head: a forged value there changes nothing
+    _, south, ring = tx
+    forge(ring, "<I", 36, 5)
+    assert south.receive_nowait() == b"m" * 10
+
+
+def test_south_sender_faults_on_a_forged_buffer() -> None:
+    with Ioq.create(COUNT, SLOT, direction="to_north") as north:
+        south = Ioq.attach(north.fds, direction="to_north")
+        with mmap.mmap(north.fds.ring, HEAD + DESC * COUNT) as ring:
+            forge(ring, "<Q", HEAD + 8, DATA)  # posted buffer 0 points past the segment
+            with pytest.raises(IoqFault):
+                south.send_nowait(b"x")
+        south.close()
+
+
+def test_north_receiver_faults_on_a_length_longer_than_its_buffer() -> None:
+    with Ioq.create(COUNT, SLOT, direction="to_north") as north:
+        south = Ioq.attach(north.fds, direction="to_north")
+        south.send_nowait(b"x")
+        with mmap.mmap(north.fds.ring, HEAD + DESC * COUNT) as ring:
+            forge(ring, "<Q", HEAD + 16, SLOT + 1)  # south "filled" more than was posted
+            with pytest.raises(IoqFault):
+                north.receive_nowait()
+        south.close()
+
+
+def hostile_writer(ring_fd: int, efd: int, seed: int) -> Callable[[], None]:
+    def run() -> None:
+        size = os.fstat(ring_fd).st_size
+        ring = mmap.mmap(ring_fd, size)
+        rnd = random.Random(seed)
+        # everything a live south reads: shm-signal flags, both indices, descriptors.
+        # (magic, versions and count are read once at attach; tests above forge those)
+        spans = [(16, 22), (24, 48), (HEAD, size)]
+        while True:
+            lo, hi = rnd.choice(spans)
+            off = rnd.randrange(lo, hi)
+            n = min(rnd.choice((1, 1, 1, 4, 8)), hi - off)
+            ring[off : off + n] = rnd.randbytes(n)
+            if rnd.random() < 0.01:
+                os.eventfd_write(efd, 1)
+
+    return run
+
+
+def south_fuzzer(fds: Any, direction: str, iterations: int, report: int) -> Callable[[], None]:
+    def run() -> None:
+        rnd = random.Random(1)
+        faults = moved = refused = 0
+
+        def attach() -> Ioq:
+            nonlocal refused
+            while True:
+                try:
+                    return Ioq.attach(fds, direction=direction)  # type: ignore[arg-type]
+                except IoqError as e:  # inuse.head, where south starts, is garbage now
+                    assert e.errno == errno.EINVAL
+                    refused += 1
+                    assert refused < iterations, "could not re-attach"
+                    # stand in for the next, honest client: start the index afresh
+                    with mmap.mmap(fds.ring, HEAD) as head:
+                        head[36:40] = bytes(4)
+
+        q = attach()
+        for _ in range(iterations):
+            try:
+                op = rnd.randrange(6)
+                if op == 0 and q.sender:
+                    q.send_batch_nowait([b"s" * rnd.randrange(SLOT)] * rnd.randrange(1, 9))
+                elif op == 0:
+                    for m in q.receive_batch_nowait(8):
+                        assert len(m) <= DATA
+                elif op == 1:
+                    views = q.acquire_nowait(8)
+                    assert all(len(v) <= DATA for v in views)
+                    q.commit(len(views), [0] * len(views) if q.sender else None)
+                elif op == 2:
+                    q.count_of(rnd.choice(("valid", "inuse")))
+                elif op == 3:
+                    (q.wait_sendable if q.sender else q.wait_receivable)(0.001)
+                elif op == 4 and not q.sender:
+                    q.pop("inuse")
+                else:
+                    q.seek(rnd.choice(("valid", "inuse")), rnd.choice(("head", "tail")), 3)
+                moved += 1
+            except IoqFault:
+                faults += 1
+                q.close()
+                q = attach()
+            except (IoqEmpty, IoqFull, TimeoutError):
+                pass
+        os.write(report, f"{faults} {moved} {refused}\n".encode())
+
+    return run
+
+
+@pytest.mark.parametrize("direction", ["to_south", "to_north"])
+def test_south_survives_a_hostile_process_scribbling_on_the_ring(
+    children: Any, direction: str
+) -> None:
+    r, w = os.pipe()
+    with Ioq.create(COUNT, SLOT, direction=direction) as north:  # type: ignore[arg-type]
+        try:
+            vandal = children.fork(hostile_writer(north.fds.ring, north.fds.to_south, 7))
+            fuzz = children.fork(south_fuzzer(north.fds, direction, 3000, w))
+            start = time.monotonic()
+            status = children.wait(fuzz, timeout=60)
+            assert time.monotonic() - start < 60, "south hung"
+            # a crash (SIGSEGV, SIGBUS) or a failed check shows here
+            assert status == 0, f"south fuzzer exited with {status}"
+            os.kill(vandal, signal.SIGKILL)
+            line = os.read(r, 200).decode()
+            faults, moved, _ = map(int, line.split())
+            assert faults > 0, "random bytes never caught: the checks are not running"
+            assert moved > 0
+        finally:
+            os.close(r)
+            os.close(w)

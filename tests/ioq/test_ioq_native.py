@@ -1,0 +1,106 @@
+"""The C code itself: warning-free builds and a hostile-peer run under ASan and UBSan."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+NATIVE = ROOT / "native"
+SOURCES = sorted(NATIVE.glob("*.c"))
+DRIVER = Path(__file__).with_name("ioq_fuzz_driver.c")
+
+needs_gcc = pytest.mark.skipif(shutil.which("gcc") is None, reason="gcc is not installed")
+
+
+def gcc(*args: str | Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["gcc", *map(str, args)], capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+@needs_gcc
+def test_native_sources_exist() -> None:
+    assert {p.name for p in SOURCES} == {"ioq.c", "shm_signal.c"}
+
+
+@needs_gcc
+@pytest.mark.parametrize("std", ["c11", "gnu11"])
+@pytest.mark.parametrize("opt", ["-O0", "-O2", "-O3"])
+def test_native_code_compiles_without_warnings(std: str, opt: str) -> None:
+    for src in SOURCES:
+        out = gcc(
+            f"-std={std}",
+            opt,
+            "-Wall",
+            "-Wextra",
+            "-Werror",
+            "-I",
+            NATIVE,
+            "-c",
+            src,
+            "-o",
+            "/dev/null",
+        )
+        assert out.returncode == 0, out.stderr
+
+
+@needs_gcc
+def test_native_warning_check_can_fail(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.c"
+    bad.write_text("int f(int unused) { return 0; }\n")
+    assert gcc("-Wall", "-Wextra", "-Werror", "-c", bad, "-o", "/dev/null").returncode != 0
+
+
+@needs_gcc
+def test_native_layout_asserts_hold_on_32_bit(tmp_path: Path) -> None:
+    probe = tmp_path / "probe.c"
+    probe.write_text("#include <stdint.h>\nint main(void) { return 0; }\n")
+    if gcc("-m32", "-fsyntax-only", probe).returncode != 0:
+        pytest.skip("no 32-bit C headers (gcc-multilib) on this machine")
+    for src in SOURCES:
+        out = gcc(
+            "-m32", "-std=gnu11", "-Wall", "-Wextra", "-Werror", "-I", NATIVE, "-fsyntax-only", src
+        )
+        assert out.returncode == 0, out.stderr
+
+
+@needs_gcc
+def test_native_ring_survives_a_hostile_peer_under_asan(tmp_path: Path) -> None:
+    exe = tmp_path / "ioq_fuzz"
+    flags = ["-fsanitize=address,undefined", "-fno-sanitize-recover=all"]
+    probe = tmp_path / "probe.c"
+    probe.write_text("int main(void) { return 0; }\n")
+    if gcc(*flags, probe, "-o", tmp_path / "probe").returncode != 0:
+        pytest.skip("gcc cannot link with -fsanitize=address,undefined (libasan missing)")
+    built = gcc(
+        "-std=gnu11",
+        "-g",
+        "-O1",
+        "-fno-omit-frame-pointer",
+        "-Wall",
+        "-Wextra",
+        "-Werror",
+        *flags,
+        "-I",
+        NATIVE,
+        *SOURCES,
+        DRIVER,
+        "-o",
+        exe,
+    )
+    assert built.returncode == 0, built.stderr
+    run = subprocess.run(
+        [str(exe), "20000"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={"ASAN_OPTIONS": "detect_leaks=1:abort_on_error=0", "PATH": "/usr/bin:/bin"},
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "AddressSanitizer" not in run.stderr and "runtime error" not in run.stderr
+    assert run.stdout.rstrip().endswith("ok")
