@@ -1,0 +1,212 @@
+"""The Python surface of vbusfs.ioq: argument checks, errors, zero-copy views, trio waits."""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import Iterator
+
+import pytest
+import trio
+
+from vbusfs import ioq
+from vbusfs.ioq import Ioq, IoqClosed, IoqEmpty, IoqError, IoqFull
+
+
+@pytest.fixture
+def tx() -> Iterator[tuple[Ioq, Ioq]]:
+    north = Ioq.create(4, 32)
+    south = Ioq.attach(north.fds, direction="to_south")
+    yield north, south
+    south.close()
+    north.close()
+
+
+def test_ioq_public_names_are_few() -> None:
+    assert sorted(ioq.__all__) == [
+        "Descriptor",
+        "Ioq",
+        "IoqClosed",
+        "IoqEmpty",
+        "IoqError",
+        "IoqFault",
+        "IoqFds",
+        "IoqFull",
+    ]
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"count": 0},
+        {"count": 65537},
+        {"slot_size": 0},
+        {"count": 1024, "slot_size": 2**21},
+        {"direction": "sideways"},
+    ],
+)
+def test_ioq_create_checks_arguments_before_c(kwargs: dict[str, object]) -> None:
+    with pytest.raises(ValueError):
+        Ioq.create(**kwargs)  # type: ignore[arg-type]
+
+
+def test_ioq_errors_carry_an_errno(tx: tuple[Ioq, Ioq]) -> None:
+    north, south = tx
+    with pytest.raises(IoqEmpty) as empty:
+        south.receive_nowait()
+    assert empty.value.errno == errno.EAGAIN
+    for _ in range(4):
+        north.send_nowait(b"x")
+    with pytest.raises(IoqFull) as full:
+        north.send_nowait(b"x")
+    assert full.value.errno == errno.ENOBUFS
+    assert isinstance(full.value, IoqError) and isinstance(full.value, OSError)
+
+
+def test_ioq_wrong_side_is_refused_with_eperm(tx: tuple[Ioq, Ioq]) -> None:
+    north, south = tx
+    with pytest.raises(IoqError) as info:
+        south.send_nowait(b"x")
+    assert info.value.errno == errno.EPERM
+    with pytest.raises(IoqError):
+        north.receive_nowait()
+    with pytest.raises(IoqError):
+        south.push("both", 1, 0, 1)
+    with pytest.raises(IoqError):
+        north.pop("inuse")
+    with pytest.raises(ValueError):
+        north.pop("both")
+
+
+def test_ioq_send_refuses_a_message_longer_than_a_slot(tx: tuple[Ioq, Ioq]) -> None:
+    north, south = tx
+    with pytest.raises(ValueError):
+        north.send_nowait(b"x" * 33)
+    north.send_nowait(b"x" * 32)
+    assert south.receive_nowait() == b"x" * 32
+
+
+def test_ioq_large_messages_arrive_intact() -> None:
+    with Ioq.create(4, 65536) as north, Ioq.attach(north.fds, direction="to_south") as south:
+        big = os.urandom(65536)
+        north.send_nowait(bytearray(big))
+        north.send_nowait(memoryview(big)[:40000])
+        assert south.receive_nowait() == big  # past the small-message buffer
+        assert south.receive_batch_nowait() == [big[:40000]]
+
+
+def test_ioq_closed_handle_raises_closed(tx: tuple[Ioq, Ioq]) -> None:
+    _, south = tx
+    south.close()
+    south.close()  # idempotent
+    assert south.closed
+    with pytest.raises(IoqClosed):
+        south.receive_nowait()
+    with pytest.raises(IoqClosed):
+        south.wait_receivable(0)
+
+
+def test_ioq_views_die_at_commit(tx: tuple[Ioq, Ioq]) -> None:
+    north, south = tx
+    views = north.acquire_nowait(2)
+    assert [len(v) for v in views] == [32, 32]
+    views[0][:3] = b"abc"
+    views[1][:2] = b"de"
+    north.commit(2, [3, 2])
+    with pytest.raises(ValueError):
+        views[0][0]  # released: the slot belongs to south now
+    got = south.acquire_nowait()
+    assert [bytes(v) for v in got] == [b"abc", b"de"]
+    south.commit(1)
+    assert south.receive_nowait() == b"de"
+
+
+def test_ioq_commit_checks_lengths(tx: tuple[Ioq, Ioq]) -> None:
+    north, _ = tx
+    north.acquire_nowait(1)
+    with pytest.raises(ValueError):
+        north.commit(1, [33])
+    with pytest.raises(ValueError):
+        north.commit(2, [1, 1])
+
+
+def test_ioq_close_with_live_views_keeps_memory_valid(tx: tuple[Ioq, Ioq]) -> None:
+    north, _ = tx
+    data = north.data
+    north.close()
+    data[0] = 1  # the Python mapping outlives the handle while a view exists
+    data.release()
+
+
+def test_ioq_blocking_receive_times_out(tx: tuple[Ioq, Ioq]) -> None:
+    _, south = tx
+    with pytest.raises(TimeoutError):
+        south.receive(timeout=0.01)
+    with pytest.raises(TimeoutError):
+        south.receive(timeout=0.01, spin_us=100)
+
+
+def test_ioq_send_batch_blocks_until_everything_is_sent(tx: tuple[Ioq, Ioq]) -> None:
+    north, _ = tx
+    north.send_batch([b"a", b"b", b"c"], timeout=0)
+    with pytest.raises(TimeoutError):
+        north.send_batch([b"d", b"e"], timeout=0.01)
+
+
+def test_ioq_trio_wait_wakes_when_the_peer_sends(tx: tuple[Ioq, Ioq]) -> None:
+    north, south = tx
+
+    async def main() -> list[bytes]:
+        got: list[bytes] = []
+        async with trio.open_nursery() as nursery:
+
+            async def sender() -> None:
+                for i in range(20):
+                    await trio.sleep(0.001)
+                    await north.send_async(bytes([i]))
+
+            nursery.start_soon(sender)
+            with trio.fail_after(10):
+                while len(got) < 20:
+                    got.extend(await south.receive_batch_async(8))
+        return got
+
+    assert trio.run(main) == [bytes([i]) for i in range(20)]
+
+
+def test_ioq_trio_wait_is_cancellable(tx: tuple[Ioq, Ioq]) -> None:
+    _, south = tx
+
+    async def main() -> bool:
+        with trio.move_on_after(0.05) as scope:
+            await south.wait_receivable_async()
+        return scope.cancelled_caught
+
+    assert trio.run(main)
+    with pytest.raises(IoqEmpty):
+        south.receive_nowait()
+
+
+def test_ioq_trio_send_waits_for_room(tx: tuple[Ioq, Ioq]) -> None:
+    north, south = tx
+
+    async def main() -> None:
+        for _ in range(4):
+            north.send_nowait(b"x")
+        async with trio.open_nursery() as nursery:
+
+            async def drain() -> None:
+                await trio.sleep(0.01)
+                south.receive_batch_nowait()
+
+            nursery.start_soon(drain)
+            with trio.fail_after(10):
+                await north.send_async(b"y", spin_us=10)
+
+    trio.run(main)
+    assert south.receive_nowait() == b"y"
+
+
+def test_ioq_signal_is_a_no_op_while_the_peer_is_not_waiting(tx: tuple[Ioq, Ioq]) -> None:
+    north, _ = tx
+    assert north.signal() is False
