@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -11,7 +12,7 @@ import pytest
 from vbusfs.fuse import read_mountinfo
 
 VBUSFS = [sys.executable, "-m", "vbusfs"]
-COMMANDS = ["mount", "umount", "demo"]
+COMMANDS = ["mount", "umount", "run", "demo"]
 
 
 def run(*args: str, **kwargs) -> subprocess.CompletedProcess[str]:
@@ -44,7 +45,11 @@ def body(text: str) -> list[str]:
     """The walkthrough itself, without the lines that say where it ran."""
     lines = text.splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith("# "))
-    kept = [line for line in lines[start:] if not line.startswith("unmounted ")]
+    kept = [
+        re.sub(r"\(\d+\)", "(PID)", line)
+        for line in lines[start:]
+        if not line.startswith("unmounted ")
+    ]
     while kept and not kept[-1]:
         kept.pop()
     return kept

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import TextIO
 
 from vbusfs import views
+from vbusfs._procfs import ProcFs
 from vbusfs.classes import default_model
 from vbusfs.model import Vbus, VbusError
 
@@ -34,7 +35,7 @@ class Step:
 
 def _write(path: views.Path, value: str) -> Callable[[Vbus], str]:
     def act(vbus: Vbus) -> str:
-        found = views.node(vbus, path)
+        found = views.node(vbus, views.resolve(vbus, path, os.getpid()), os.getpid())
         assert isinstance(found, views.FileNode) and found.store is not None
         found.store(value)
         return ""
@@ -44,7 +45,7 @@ def _write(path: views.Path, value: str) -> Callable[[Vbus], str]:
 
 def _read(path: views.Path) -> Callable[[Vbus], str]:
     def act(vbus: Vbus) -> str:
-        found = views.node(vbus, path)
+        found = views.node(vbus, views.resolve(vbus, path, os.getpid()), os.getpid())
         assert isinstance(found, views.FileNode)
         return found.show() + "\n"
 
@@ -72,7 +73,18 @@ TYPE_FILE = (*views.CONFIG_DEVICES, DEVICE, "type")
 BUS_DIR = (*views.CONFIG_INSTANCES, BUS)
 
 
+def _join(vbus: Vbus) -> str:
+    pid = os.getpid()
+    _write(("proc", "self", "vbus"), BUS)(vbus)
+    text = _read(("proc", "self", "vbus"))(vbus)
+    members = views.children(vbus, ("sys", "vbus", "instances", BUS, "members"))
+    if str(pid) in members:
+        text += f"this shell ({pid}) is listed in sys/vbus/instances/{BUS}/members\n"
+    return text
+
+
 def _teardown(vbus: Vbus) -> None:
+    _write(("proc", "self", "vbus"), "0")(vbus)
     views.unlink(vbus, BUS_DIR, DEVICE)
     views.rmdir(vbus, views.CONFIG_DEVICES, DEVICE)
     views.rmdir(vbus, views.CONFIG_INSTANCES, BUS)
@@ -134,13 +146,22 @@ STEPS = (
         show_tree=False,
     ),
     Step(
+        "Join the bus: this shell, and every process it starts from now on, is a member:",
+        f"echo {BUS} > proc/self/vbus && cat proc/self/vbus && "
+        f"test -d sys/vbus/instances/{BUS}/members/$$ && "
+        f'echo "this shell ($$) is listed in sys/vbus/instances/{BUS}/members"',
+        _join,
+        show_tree=False,
+    ),
+    Step(
         "A device a bus links to cannot be removed (EBUSY):",
         f"rmdir config/vbus/devices/{DEVICE}",
         _call(lambda v: views.rmdir(v, views.CONFIG_DEVICES, DEVICE)),
         show_tree=False,
     ),
     Step(
-        "Tear down in reverse: unlink, then remove the device and the bus:",
+        "Tear down in reverse: leave the bus, unlink, remove the device and the bus:",
+        f"echo 0 > proc/self/vbus && "
         f"rm config/vbus/instances/{BUS}/{DEVICE} && rmdir config/vbus/devices/{DEVICE} "
         f"&& rmdir config/vbus/instances/{BUS}",
         _call(_teardown),
@@ -184,7 +205,7 @@ def run_on_mount(mountpoint: str, out: TextIO) -> None:
 
 
 def run_on_model(out: TextIO) -> None:
-    vbus = default_model()
+    vbus = default_model(processes=ProcFs())
     for step in STEPS:
         _banner(out, step)
         try:

@@ -10,6 +10,7 @@ from vbusfs import __version__
 
 
 def _mount(args: argparse.Namespace) -> int:
+    from vbusfs._procfs import ProcFs
     from vbusfs.classes import default_model
     from vbusfs.fuse import MountError, ready_fd_reporter, serve, spawn
     from vbusfs.model import VbusError
@@ -27,7 +28,7 @@ def _mount(args: argparse.Namespace) -> int:
     )
     ready = ready_fd_reporter(args.ready_fd) if args.ready_fd is not None else None
     try:
-        vbus = default_model(tuple(args.load))
+        vbus = default_model(tuple(args.load), processes=ProcFs())
     except (ImportError, AttributeError, TypeError, ValueError, VbusError) as exc:
         message = f"cannot load a deviceclass: {exc}"
         print(f"vbusfs mount: {message}", file=sys.stderr)
@@ -46,6 +47,20 @@ def _umount(args: argparse.Namespace) -> int:
         print(f"vbusfs umount: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from vbusfs._run import RunError, run
+    from vbusfs.fuse import MountError
+
+    command = args.command
+    if command and command[0] == "--":
+        command = command[1:]
+    try:
+        return run(command, args.mount)
+    except (RunError, MountError) as exc:
+        print(f"vbusfs run: {exc}", file=sys.stderr)
+        return 125
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -96,6 +111,20 @@ def parser() -> argparse.ArgumentParser:
     )
     umount.add_argument("mountpoint")
     umount.set_defaults(run=_umount)
+
+    run = commands.add_parser(
+        "run",
+        help="run a command where the trees are at /config/vbus, /sys/vbus, /run/vbus/proc",
+        description="Run COMMAND in a private mount namespace in which the trees also appear "
+        "at /config/vbus and /sys/vbus (the rest of /sys stays usable) and the proc tree at "
+        "/run/vbus/proc, so the original vbus walkthrough runs verbatim (write to "
+        "/run/vbus/proc/self/vbus where it wrote /proc/self/vbus). Without --mount a fresh "
+        "vbusfs is mounted for the command's lifetime and unmounted after. Exits with the "
+        "command's status, or 125 if the namespace cannot be made.",
+    )
+    run.add_argument("--mount", metavar="MOUNTPOINT", help="use this live vbusfs mount")
+    run.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND [ARG...]")
+    run.set_defaults(run=_run)
 
     demo = commands.add_parser(
         "demo",

@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from importlib.metadata import entry_points
 
-from vbusfs.model import DeviceClass, Vbus
+from vbusfs.model import DeviceClass, Membership, ProcessTable, Vbus
 
 from ._venet import (
     BUILTIN_CLASSES,
@@ -48,9 +48,12 @@ def import_class(spec: str) -> type[DeviceClass]:
     return cls
 
 
-def default_model(extra: tuple[str, ...] = ()) -> Vbus:
-    """A model with every discovered deviceclass loaded, plus `extra` import specs."""
-    vbus = Vbus()
+def default_model(extra: tuple[str, ...] = (), processes: ProcessTable | None = None) -> Vbus:
+    """A model with every discovered deviceclass loaded, plus `extra` import specs.
+
+    With a process table the model also keeps bus membership.
+    """
+    vbus = Vbus(membership=Membership(processes) if processes is not None else None)
     for cls in discover().values():
         vbus.load_class(cls())
     for spec in extra:

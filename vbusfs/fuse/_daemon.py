@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import pyfuse3
 import trio
 
+from vbusfs._procfs import ProcFs
 from vbusfs.classes import default_model
 from vbusfs.model import Vbus
 
@@ -170,7 +171,7 @@ def serve(
 ) -> int:
     """Mount and serve until unmounted or signalled. `ready` hears "ok" or an error."""
     mountpoint = canonical_mountpoint(mountpoint)
-    vbus = vbus if vbus is not None else default_model()
+    vbus = vbus if vbus is not None else default_model(processes=ProcFs())
     operations = VbusOperations(vbus)
     try:
         if not os.path.exists("/dev/fuse"):
@@ -195,7 +196,7 @@ def serve(
         operations.locations.mount_point = mountpoint
         state.save()
         log.info("serving %s (pid %d)", mountpoint, os.getpid())
-        trio.run(_serve_until_done, ready)
+        trio.run(_serve_until_done, vbus, ready)
     finally:
         pyfuse3.close(unmount=True)
         vbus.clear()
@@ -204,13 +205,30 @@ def serve(
     return 0
 
 
-async def _serve_until_done(ready: Callable[[str], None] | None) -> None:
+async def _serve_until_done(vbus: Vbus, ready: Callable[[str], None] | None) -> None:
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_terminate_on_signal)
+        nursery.start_soon(_sweep_members, vbus)
         if ready is not None:
             ready(READY)
         await pyfuse3.main()
         nursery.cancel_scope.cancel()
+
+
+SWEEP_INTERVAL = 0.5
+
+
+async def _sweep_members(vbus: Vbus) -> None:
+    """Remember inherited memberships while parents live; forget exited processes."""
+    membership = vbus.membership
+    if membership is None:
+        return
+    while True:
+        await trio.sleep(SWEEP_INTERVAL)
+        try:
+            membership.sweep()
+        except Exception:
+            log.exception("internal error in the membership sweep")
 
 
 async def _terminate_on_signal() -> None:

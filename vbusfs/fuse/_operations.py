@@ -75,6 +75,7 @@ def _name(raw: bytes) -> str:
 @dataclass(eq=False)
 class _DirHandle:
     path: Path
+    caller: int | None
     names: Sequence[str] = ()
     # set after the first reply, so a rewind (offset 0) takes a fresh listing
     read: bool = False
@@ -129,8 +130,14 @@ class VbusOperations(pyfuse3.Operations):
             raise _fail(errno.ENOENT)
         return path
 
-    def _node(self, path: Path) -> Node:
-        found = views.node(self.vbus, path)
+    def _caller(self, path: Path, ctx: pyfuse3.RequestContext | None) -> int | None:
+        """The process asking, where the answer depends on it (proc/self)."""
+        if ctx is None or path[:1] != ("proc",) or self.vbus.membership is None:
+            return None
+        return self.vbus.membership.table.tgid(ctx.pid)
+
+    def _node(self, path: Path, ctx: pyfuse3.RequestContext | None = None) -> Node:
+        found = views.node(self.vbus, path, self._caller(path, ctx))
         if found is None:
             raise _fail(errno.ENOENT)
         return found
@@ -154,7 +161,7 @@ class VbusOperations(pyfuse3.Operations):
             entry.st_mode = stat.S_IFREG | found.mode
             entry.st_nlink = 1
             entry.st_size = ATTRIBUTE_SIZE
-        entry.st_uid = self._uid
+        entry.st_uid = found.uid if found.uid is not None else self._uid
         entry.st_gid = self._gid
         entry.st_rdev = 0
         entry.st_blksize = 4096
@@ -162,9 +169,11 @@ class VbusOperations(pyfuse3.Operations):
         entry.st_atime_ns = entry.st_mtime_ns = entry.st_ctime_ns = self._time_ns
         return entry
 
-    def _entry(self, path: Path) -> pyfuse3.EntryAttributes:
+    def _entry(
+        self, path: Path, ctx: pyfuse3.RequestContext | None = None
+    ) -> pyfuse3.EntryAttributes:
         """Attributes of `path` for a reply that gives the kernel a reference."""
-        found = self._node(path)
+        found = self._node(path, ctx)
         return self._attributes(self.inodes.remember(path), found)
 
     # -- lookups and attributes -------------------------------------------
@@ -181,11 +190,11 @@ class VbusOperations(pyfuse3.Operations):
             path = parent[:-1]
         else:
             path = (*parent, text)
-        return self._entry(path)
+        return self._entry(path, ctx)
 
     @_answers_errno
     async def getattr(self, inode: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
-        return self._attributes(inode, self._node(self._path(inode)))
+        return self._attributes(inode, self._node(self._path(inode), ctx))
 
     @_answers_errno
     async def setattr(
@@ -196,7 +205,7 @@ class VbusOperations(pyfuse3.Operations):
         fh: int | None,
         ctx: pyfuse3.RequestContext,
     ) -> pyfuse3.EntryAttributes:
-        found = self._node(self._path(inode))
+        found = self._node(self._path(inode), ctx)
         if fields.update_mode or fields.update_uid or fields.update_gid:
             raise _fail(errno.EPERM)
         if fields.update_size:
@@ -218,7 +227,7 @@ class VbusOperations(pyfuse3.Operations):
 
     @_answers_errno
     async def readlink(self, inode: int, ctx: pyfuse3.RequestContext) -> bytes:
-        found = self._node(self._path(inode))
+        found = self._node(self._path(inode), ctx)
         if not isinstance(found, LinkNode):
             raise _fail(errno.EINVAL)
         return os.fsencode(found.target)
@@ -238,9 +247,10 @@ class VbusOperations(pyfuse3.Operations):
     @_answers_errno
     async def opendir(self, inode: int, ctx: pyfuse3.RequestContext) -> int:
         path = self._path(inode)
-        if not isinstance(self._node(path), DirNode):
+        if not isinstance(self._node(path, ctx), DirNode):
             raise _fail(errno.ENOTDIR)
-        return self._handles.add(_DirHandle(path, views.children(self.vbus, path)))
+        caller = self._caller((*path, "self"), ctx)
+        return self._handles.add(_DirHandle(path, caller, views.children(self.vbus, path)))
 
     @_answers_errno
     async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
@@ -263,7 +273,10 @@ class VbusOperations(pyfuse3.Operations):
         for index in range(max(start_id - 2, 0), len(names)):
             name = names[index]
             path = (*handle.path, name)
-            found = views.node(self.vbus, path)
+            try:
+                found = views.node(self.vbus, path, handle.caller)
+            except VbusError:
+                found = None  # a process that exited since the listing was taken
             if found is None:
                 continue  # removed since the listing was taken
             ino = self.inodes.inode(path)
@@ -350,7 +363,7 @@ class VbusOperations(pyfuse3.Operations):
 
     @_answers_errno
     async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
-        found = self._node(self._path(inode))
+        found = self._node(self._path(inode), ctx)
         if isinstance(found, DirNode):
             raise _fail(errno.EISDIR)
         if not isinstance(found, FileNode):

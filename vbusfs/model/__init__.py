@@ -22,20 +22,23 @@ from ._errors import (
     NotPermitted,
     VbusError,
 )
+from ._membership import Change, Membership, ProcessInfo, ProcessTable
 from ._names import LEAVE_TOKEN, NAME_MAX, check_bus_name, check_name
 from ._objects import Bus, Device, Interface
-from ._vbus import MAX_INTERFACE_IDS, Event, Listener, Vbus
+from ._vbus import MAX_INTERFACE_IDS, NO_BUS, Event, Listener, Vbus
 
 __all__ = [
     "LEAVE_TOKEN",
     "MAX_INTERFACE_IDS",
     "NAME_MAX",
+    "NO_BUS",
     "AccessDenied",
     "AlreadyExists",
     "Attribute",
     "AttributeTable",
     "Bus",
     "Busy",
+    "Change",
     "Device",
     "DeviceClass",
     "Event",
@@ -44,6 +47,7 @@ __all__ = [
     "InvalidValue",
     "IsADirectory",
     "Listener",
+    "Membership",
     "NameTooLong",
     "NoDevice",
     "NoSpace",
@@ -52,6 +56,8 @@ __all__ = [
     "NotEmpty",
     "NotFound",
     "NotPermitted",
+    "ProcessInfo",
+    "ProcessTable",
     "Vbus",
     "VbusError",
     "check_bus_name",

@@ -20,10 +20,12 @@ from ._errors import (
     InvalidValue,
     NoDevice,
     NoSpace,
+    NoSuchProcess,
     NotEmpty,
     NotFound,
 )
-from ._names import check_bus_name, check_name
+from ._membership import Membership
+from ._names import LEAVE_TOKEN, check_bus_name, check_name
 from ._objects import Bus, Device, Interface, interface_name
 
 # Interface ids are u32 on the wire of the original; one bus can hand out this many.
@@ -31,6 +33,9 @@ MAX_INTERFACE_IDS = 1 << 32
 
 # Entry names the sys view gives a device and an interface directory for itself;
 # a class attribute may not take them.
+# What proc/<pid>/vbus reads for a process that is on no bus.
+NO_BUS = "<none>"
+
 RESERVED_DEVICE_ENTRIES = frozenset({"class", "interfaces"})
 RESERVED_INTERFACE_ENTRIES = frozenset({"device", "type"})
 
@@ -52,15 +57,20 @@ Listener = Callable[[Event], None]
 class Vbus:
     """The whole model: three namespaces (classes, devices, buses) and their links."""
 
-    def __init__(self, *, max_interface_ids: int = MAX_INTERFACE_IDS) -> None:
+    def __init__(
+        self,
+        *,
+        max_interface_ids: int = MAX_INTERFACE_IDS,
+        membership: Membership | None = None,
+    ) -> None:
         self.classes: dict[str, DeviceClass] = {}
         self.devices: dict[str, Device] = {}
         self.buses: dict[str, Bus] = {}
         self._max_interface_ids = max_interface_ids
         # typed devices per class name, so unloading a class costs O(1)
         self._typed: dict[str, int] = {}
-        # bus name -> number of live members; kept by the membership layer
-        self._members: dict[str, int] = {}
+        # None: this model has no processes (an in-process model without /proc)
+        self.membership = membership
         self._listeners: list[Listener] = []
         self._attr_index: dict[str, dict[str, Attribute]] = {}
         self._iface_attr_index: dict[str, dict[str, Attribute]] = {}
@@ -158,18 +168,40 @@ class Vbus:
         bus = self.bus(name)
         if bus.links:
             raise NotEmpty(f"bus {name} still links {len(bus.links)} device(s)")
-        if self._members.get(name, 0):
-            raise Busy(f"bus {name} still has {self._members[name]} live member(s)")
+        if self.membership is not None:
+            members = self.membership.members_of(name)
+            if members:
+                raise Busy(f"bus {name} still has {len(members)} live member(s)")
         del self.buses[name]
-        self._members.pop(name, None)
         bus.alive = False
 
-    def set_member_count(self, bus_name: str, count: int) -> None:
-        """Kept up to date by the membership layer; a bus with members cannot go."""
-        if count:
-            self._members[bus_name] = count
-        else:
-            self._members.pop(bus_name, None)
+    # -- membership ------------------------------------------------------
+
+    def _membership(self) -> Membership:
+        if self.membership is None:
+            raise NoSuchProcess("this model has no process table")
+        return self.membership
+
+    def bus_of(self, pid: int) -> str | None:
+        """Which bus process `pid` is a member of, now (None: no bus)."""
+        return self._membership().bus_of(pid)
+
+    def show_membership(self, pid: int) -> str:
+        """What proc/<pid>/vbus reads: the bus name or <none>."""
+        membership = self._membership()
+        bus = membership.current(membership.process(pid))
+        return bus if bus is not None else NO_BUS
+
+    def set_membership(self, pid: int, value: str) -> None:
+        """What a write to proc/<pid>/vbus does: join a bus, or leave with "0"."""
+        membership = self._membership()
+        info = membership.process(pid)
+        if value == LEAVE_TOKEN:
+            membership.change(info, None)
+            return
+        if value not in self.buses:
+            raise NotFound(f"no bus {value!r}")
+        membership.change(info, value)
 
     # -- links (interfaces) ----------------------------------------------
 
@@ -273,9 +305,9 @@ class Vbus:
                 self.unlink(bus.name, link_name)
         for name in list(self.devices):
             self.remove_device(name)
-        self._members.clear()
-        for name in list(self.buses):
-            self.remove_bus(name)
+        for bus in self.buses.values():
+            bus.alive = False
+        self.buses.clear()
 
     # -- inspection ------------------------------------------------------
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from vbusfs.model import Attribute, Device, Interface, Vbus
+from vbusfs.model import Attribute, Device, Interface, NoSuchProcess, Vbus
 
 Path = tuple[str, ...]
 
@@ -28,12 +28,14 @@ LINK_MODE = 0o777
 @dataclass(frozen=True, slots=True)
 class DirNode:
     mode: int = DIR_MODE
+    uid: int | None = None  # None: the daemon's own
 
 
 @dataclass(frozen=True, slots=True)
 class LinkNode:
     target: str
     mode: int = LINK_MODE
+    uid: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +44,7 @@ class FileNode:
 
     show: Callable[[], str]
     store: Callable[[str], None] | None = None
+    uid: int | None = None
 
     @property
     def mode(self) -> int:
@@ -121,8 +124,10 @@ def _bus_interface(vbus: Vbus, bus_name: str, id_text: str) -> Interface | None:
     return bus.interfaces.get(int(id_text))
 
 
-def node(vbus: Vbus, path: Path) -> Node | None:
-    """What is at `path`, or None."""
+def node(vbus: Vbus, path: Path, caller: int | None = None) -> Node | None:
+    """What is at `path`, or None. `caller` is the process asking (for proc/self)."""
+    if path[:1] == ("proc",):
+        return _proc_node(vbus, path, caller)
     match path:
         case () | ("config",) | ("config", "vbus") | ("sys",) | ("sys", "vbus"):
             return DIR
@@ -176,6 +181,8 @@ def node(vbus: Vbus, path: Path) -> Node | None:
             return DIR if b in vbus.buses else None
         case ("sys", "vbus", "instances", b, "devices", i):
             return DIR if _bus_interface(vbus, b, i) is not None else None
+        case ("sys", "vbus", "instances", b, "members", pid):
+            return DIR if b in vbus.buses and _member(vbus, pid) == b else None
         case ("sys", "vbus", "instances", b, "devices", i, name):
             interface = _bus_interface(vbus, b, i)
             if interface is None:
@@ -189,11 +196,55 @@ def node(vbus: Vbus, path: Path) -> Node | None:
     return None
 
 
+def _pid(text: str) -> int | None:
+    """A process id as procfs spells it, or None."""
+    if not text.isdigit() or (text[0] == "0") or len(text) > 10:
+        return None
+    return int(text)
+
+
+def _member(vbus: Vbus, text: str) -> str | None:
+    pid = _pid(text)
+    if pid is None or vbus.membership is None:
+        return None
+    try:
+        return vbus.bus_of(pid)
+    except NoSuchProcess:
+        return None
+
+
+def _proc_node(vbus: Vbus, path: Path, caller: int | None) -> Node | None:
+    membership = vbus.membership
+    if membership is None:
+        return None
+    if path == ("proc",):
+        return DIR
+    if path == ("proc", "self"):
+        return LinkNode(str(caller)) if caller is not None else None
+    pid = _pid(path[1])
+    if pid is None or len(path) > 3 or (len(path) == 3 and path[2] != "vbus"):
+        return None
+    info = membership.process(pid)  # NoSuchProcess (ESRCH) for a process that is gone
+    if len(path) == 2:
+        return DirNode(uid=info.uid)
+
+    def store(value: str) -> None:
+        vbus.set_membership(pid, value)
+
+    return FileNode(lambda: vbus.show_membership(pid), store, uid=info.uid)
+
+
 def children(vbus: Vbus, path: Path) -> Sequence[str]:
     """The entry names of the directory at `path`, in a stable order (empty if none)."""
     match path:
         case ():
-            return ("config", "sys")
+            return ("config", "sys", "proc") if vbus.membership is not None else ("config", "sys")
+        case ("proc",):
+            if vbus.membership is None:
+                return ()
+            return ["self", *(str(pid) for pid in sorted(vbus.membership.members()))]
+        case ("proc", _):
+            return ("vbus",)
         case ("config",) | ("sys",):
             return ("vbus",)
         case ("config", "vbus"):
@@ -230,6 +281,10 @@ def children(vbus: Vbus, path: Path) -> Sequence[str]:
         case ("sys", "vbus", "instances", b, "devices"):
             bus = vbus.buses.get(b)
             return [str(i) for i in bus.interfaces] if bus is not None else ()
+        case ("sys", "vbus", "instances", b, "members"):
+            if b not in vbus.buses or vbus.membership is None:
+                return ()
+            return [str(pid) for pid in vbus.membership.members_of(b)]
         case ("sys", "vbus", "instances", b, "devices", i):
             interface = _bus_interface(vbus, b, i)
             if interface is None:

@@ -50,6 +50,8 @@ def mkdir(vbus: Vbus, parent: Path, name: str) -> None:
 
 
 def rmdir(vbus: Vbus, parent: Path, name: str) -> None:
+    if parent[:1] == ("proc",):
+        raise NotPermitted("nothing in proc can be removed")
     path = (*parent, name)
     found = node(vbus, path)
     if found is None:
@@ -65,6 +67,8 @@ def rmdir(vbus: Vbus, parent: Path, name: str) -> None:
 
 
 def unlink(vbus: Vbus, parent: Path, name: str) -> None:
+    if parent[:1] == ("proc",):
+        raise NotPermitted("nothing in proc can be removed")
     found = node(vbus, (*parent, name))
     if found is None:
         raise NotFound(f"no entry {name}")
@@ -86,6 +90,8 @@ def symlink(vbus: Vbus, parent: Path, name: str, target: Path | None) -> None:
     if target is None or target[:2] != CONFIG_VBUS:
         raise NotPermitted("a link must point inside this mount's config/vbus")
     resolved = resolve(vbus, target)
+    if isinstance(node(vbus, resolved), FileNode):
+        raise NotADirectory(f"{'/'.join(resolved)} is not a directory")
     if resolved[:3] != CONFIG_DEVICES or len(resolved) != 4:
         raise InvalidValue(f"{'/'.join(resolved)} is not a device")
     vbus.link(parent[3], name, resolved[3])
@@ -110,7 +116,7 @@ def join(directory: Path, text: str) -> Path | None:
     return tuple(parts)
 
 
-def resolve(vbus: Vbus, path: Path) -> Path:
+def resolve(vbus: Vbus, path: Path, caller: int | None = None) -> Path:
     """Follow links along `path` inside the trees, as a path walk would.
 
     Raises NotFound for a missing component, NotADirectory for a component
@@ -121,7 +127,7 @@ def resolve(vbus: Vbus, path: Path) -> Path:
     rest = list(path)
     while rest:
         here = (*done, rest.pop(0))
-        found = node(vbus, here)
+        found = node(vbus, here, caller)
         if found is None:
             raise NotFound(f"{'/'.join(here)} does not exist")
         if isinstance(found, LinkNode):
@@ -136,6 +142,4 @@ def resolve(vbus: Vbus, path: Path) -> Path:
         if isinstance(found, FileNode) and rest:
             raise NotADirectory(f"{'/'.join(here)} is not a directory")
         done = here
-    if isinstance(node(vbus, done), FileNode):
-        raise NotADirectory(f"{'/'.join(done)} is not a directory")
     return done
