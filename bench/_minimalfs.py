@@ -11,6 +11,8 @@ never removable), which the kernel may cache for `--fixed-timeout` seconds.
 
 Usage: python bench/_minimalfs.py MOUNTPOINT [--ready-fd FD]
                                   [--fixed a/b ...] [--fixed-timeout SECONDS]
+Without a mount point (as `make bench` runs every script in bench/) it only
+says what it is.
 
 It writes "ok\\n" to FD once mounted (or "error: ..." and exits), serves until
 unmounted (`fusermount3 -u MOUNTPOINT`) or sent SIGTERM/SIGINT/SIGHUP, and
@@ -311,11 +313,15 @@ def _report(fd: int | None, message: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="A minimal dict-backed pyfuse3 filesystem.")
-    parser.add_argument("mountpoint")
+    parser.add_argument("mountpoint", nargs="?")
     parser.add_argument("--ready-fd", type=int, metavar="FD")
     parser.add_argument("--fixed", action="append", default=[], metavar="DIR")
     parser.add_argument("--fixed-timeout", type=float, default=0.0, metavar="SECONDS")
     args = parser.parse_args(argv)
+    if args.mountpoint is None:
+        # `make bench` runs every script in bench/; this one is a helper of control.py.
+        print("bench/_minimalfs.py: the floor filesystem of bench/control.py; nothing to run alone")
+        return 0
     operations = MinimalOperations(args.fixed, args.fixed_timeout)
     try:
         pyfuse3.init(operations, args.mountpoint, mount_options())

@@ -28,9 +28,13 @@ Noise: the machine is small and shared. Within a round the six peers (three
 filesystems at two scales) take turns in short slices (a few milliseconds of
 one operation), in an order that rotates, so a burst of noise hits them all
 alike; each rate is the best slice over all rounds, as timeit takes the best
-repeat. Trust the ratios more than the absolute rates.
+repeat. The bench and every daemon are pinned to one CPU (the idlest), so
+that all peers pay the same: left to the scheduler, each daemon lands on
+either CPU, pays a cross-CPU wake-up (~20 us each way) or not, and keeps its
+luck for seconds, which skewed single peers by up to 1.6x in trial runs
+(`--no-pin` shows it). Trust the ratios more than the absolute rates.
 
-Usage: .venv/bin/python bench/control.py [--quick] [--rounds R] [--scales 1000,10000]
+Usage: .venv/bin/python bench/control.py [--quick] [--no-pin] [--rounds R] [--scales A,B]
 """
 
 from __future__ import annotations
@@ -740,12 +744,34 @@ def print_growth(results: Results, small: int, large: int) -> list[str]:
 
 
 NOISE = (
-    "noise caveat: 2 shared vCPUs in a VM; a FUSE request wakes its daemon, often on the other\n"
-    "  CPU (~20 us each way), so absolute rates move by tens of percent from run to run. The\n"
-    "  peers take short turns, alternating, and the best turn is kept, so noise hits them alike:\n"
-    "  trust ratios over rates, and read scale ratios within about "
-    f"+-{GROWTH_LIMIT - 1:.0%} of 1.00 as flat."
+    "noise caveat: 2 shared vCPUs in a VM, other work running alongside; absolute rates move\n"
+    "  by tens of percent from run to run. The peers take short turns, alternating, and the best\n"
+    "  turn is kept, so noise hits them alike: trust ratios over rates, and read scale ratios\n"
+    f"  within about +-{GROWTH_LIMIT - 1:.0%} of 1.00 as flat."
 )
+
+
+def pin_to_idlest_cpu() -> int | None:
+    """Pin this process (and the daemons it will start) to the idlest allowed CPU."""
+    allowed = sorted(os.sched_getaffinity(0))
+    if len(allowed) < 2:
+        return None
+
+    def idle() -> dict[int, int]:
+        found = {}
+        with open("/proc/stat", encoding="ascii") as f:
+            for line in f:
+                name, *fields = line.split()
+                if name.startswith("cpu") and name[3:].isdigit():
+                    found[int(name[3:])] = int(fields[3]) + int(fields[4])  # idle + iowait
+        return found
+
+    before = idle()
+    time.sleep(0.3)
+    after = idle()
+    cpu = max(allowed, key=lambda c: after.get(c, 0) - before.get(c, 0))
+    os.sched_setaffinity(0, {cpu})
+    return cpu
 
 
 # -- main ------------------------------------------------------------------------------------
@@ -759,11 +785,17 @@ def _on_sigterm(signum: int, frame: object) -> None:
     raise _Terminated()
 
 
-def parse_args(argv: list[str] | None) -> Settings:
+def parse_args(argv: list[str] | None) -> tuple[Settings, bool]:
     parser = argparse.ArgumentParser(
         description="Control-plane costs of vbusfs, a minimal pyfuse3 fs and tmpfs."
     )
     parser.add_argument("--quick", action="store_true", help="a ~30 s smoke run at small scales")
+    parser.add_argument(
+        "--no-pin",
+        dest="pin",
+        action="store_false",
+        help="let the scheduler place the bench and the daemons (noisier)",
+    )
     parser.add_argument("--rounds", type=int, help="rounds (the best is kept)")
     parser.add_argument("--scales", help="the two populations, e.g. 1000,10000")
     args = parser.parse_args(argv)
@@ -775,16 +807,23 @@ def parse_args(argv: list[str] | None) -> Settings:
         if len(scales) != 2 or scales[0] >= scales[1] or scales[0] < 10 * DEVICES_PER_BUS:
             parser.error("--scales takes two increasing populations of at least 100")
         settings = replace(settings, scales=(scales[0], scales[1]))
-    return replace(settings, sample=min(settings.sample, settings.scales[0]))
+    return replace(settings, sample=min(settings.sample, settings.scales[0])), args.pin
 
 
-def run(settings: Settings, mounts: Mounts, workdir: str) -> int:
+def run(settings: Settings, pin: bool, mounts: Mounts, workdir: str) -> int:
     started = time.monotonic()
     print("vbusfs control-plane bench: vbusfs vs a minimal pyfuse3 filesystem vs tmpfs")
     print(f"  {os.cpu_count()} CPUs, Linux {platform.release()}, "
           f"Python {platform.python_version()}, load {os.getloadavg()[0]:.2f}")  # fmt: skip
     if os.getloadavg()[0] > 0.7 * (os.cpu_count() or 1):
         print("  warning: other work is running; expect more noise than usual")
+    cpu = pin_to_idlest_cpu() if pin else None
+    if cpu is not None:
+        print(f"  bench and daemons pinned to CPU {cpu} (--no-pin: scheduler's choice)")
+    else:
+        print(
+            "  not pinned: each daemon pays cross-CPU wake-ups or not, as the scheduler places it"
+        )
     peers, tmpfs_where = start_all(mounts, workdir, settings.scales)
     print(f"  mounted 2 x vbusfs, 2 x minimal under {workdir}; tmpfs: {tmpfs_where}")
     fixed, fixed_timeout = vbusfs_cache_policy()
@@ -832,7 +871,7 @@ def run(settings: Settings, mounts: Mounts, workdir: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    settings = parse_args(argv)
+    settings, pin = parse_args(argv)
     if not shutil.which("fusermount3") or not os.path.exists("/dev/fuse"):
         print("control.py: needs /dev/fuse and fusermount3 (run `make setup`)", file=sys.stderr)
         return 2
@@ -841,7 +880,7 @@ def main(argv: list[str] | None = None) -> int:
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     status = 1
     try:
-        status = run(settings, mounts, workdir)
+        status = run(settings, pin, mounts, workdir)
     except (Failure, RuntimeError) as exc:
         print(f"\nFAILED: {exc}", file=sys.stderr)
         for name, path in mounts.logs.items():
