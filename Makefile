@@ -50,7 +50,7 @@ test: setup lint typecheck pytest
 
 bench: setup
 	$(VPY) bench/control.py
-	@for b in bench/*.py; do [ "$$b" = bench/control.py ] || $(VPY) $$b; done
+	@for b in bench/[!_]*.py; do [ "$$b" = bench/control.py ] || $(VPY) $$b; done
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis

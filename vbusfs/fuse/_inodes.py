@@ -39,6 +39,10 @@ class InodeTable:
         self._lookups[ino] = self._lookups.get(ino, 0) + 1
         return ino
 
+    def remember_inode(self, ino: int) -> None:
+        """`remember` for a number just taken from `inode()`."""
+        self._lookups[ino] = self._lookups.get(ino, 0) + 1
+
     def path(self, ino: int) -> Path | None:
         """The path behind `ino`, or None if it was detached or never existed."""
         return self._by_inode.get(ino)

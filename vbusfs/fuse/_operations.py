@@ -142,11 +142,15 @@ class VbusOperations(pyfuse3.Operations):
             raise _fail(errno.ENOENT)
         return found
 
-    def _attributes(self, ino: int, found: Node) -> pyfuse3.EntryAttributes:
+    def _attributes(
+        self, ino: int, found: Node, path: Path | None = None
+    ) -> pyfuse3.EntryAttributes:
         entry = pyfuse3.EntryAttributes()
         entry.st_ino = ino
         entry.generation = 0
-        fixed = self.inodes.path(ino) in views.FIXED_PATHS
+        if path is None:
+            path = self.inodes.path(ino)
+        fixed = path is not None and len(path) <= 3 and path in views.FIXED_PATHS
         entry.entry_timeout = entry.attr_timeout = FIXED_TIMEOUT if fixed else 0
         if isinstance(found, DirNode):
             entry.st_mode = stat.S_IFDIR | found.mode
@@ -174,7 +178,7 @@ class VbusOperations(pyfuse3.Operations):
     ) -> pyfuse3.EntryAttributes:
         """Attributes of `path` for a reply that gives the kernel a reference."""
         found = self._node(path, ctx)
-        return self._attributes(self.inodes.remember(path), found)
+        return self._attributes(self.inodes.remember(path), found, path)
 
     # -- lookups and attributes -------------------------------------------
 
@@ -281,12 +285,12 @@ class VbusOperations(pyfuse3.Operations):
                 continue  # removed since the listing was taken
             ino = self.inodes.inode(path)
             if not pyfuse3.readdir_reply(
-                token, os.fsencode(name), self._attributes(ino, found), index + 3
+                token, os.fsencode(name), self._attributes(ino, found, path), index + 3
             ):
                 if not self.inodes.lookups(ino):
                     self.inodes.forget(ino, 0)
                 return
-            self.inodes.remember(path)
+            self.inodes.remember_inode(ino)
 
     @_answers_errno
     async def releasedir(self, fh: int) -> None:
