@@ -57,6 +57,7 @@ never be used by two threads or tasks at once.
 
 from __future__ import annotations
 
+import array
 import contextlib
 import errno
 import importlib
@@ -66,7 +67,7 @@ import select
 import socket
 import time
 from collections.abc import Sequence
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple, NoReturn
 
 __all__ = [
     "Descriptor",
@@ -110,9 +111,12 @@ _SEND = _lib.IOQ_WAIT_SEND
 _RECV = _lib.IOQ_WAIT_RECV
 _MAX_COUNT = _lib.IOQ_MAX_COUNT
 _MAX_DATA = _lib.IOQ_MAX_DATA
-# messages up to this size are received through one C call into a private
-# buffer; larger ones are copied once, straight out of the data segment
-_SMALL = 4096
+_E_FULL = _lib.IOQ_E_FULL
+_E_EMPTY = _lib.IOQ_E_EMPTY
+# Receives go through one C call into this private buffer, then each message is
+# cut from it (two copies: cheaper than a second call into C for small ones);
+# a message that does not fit is copied once, straight from the data segment.
+_RX = 16384
 
 
 class IoqError(OSError):
@@ -175,11 +179,23 @@ def _check(rc: int) -> int:
     """The one place a C return code becomes an exception."""
     if rc >= 0:
         return rc
+    _raise(rc)
+
+
+def _raise(rc: int) -> NoReturn:
     known = _ERRORS.get(rc)
     if known is not None:
         cls, code, text = known
         raise cls(code, text)
     raise OSError(-rc, os.strerror(-rc))
+
+
+def _deadline(timeout: float | None) -> float | None:
+    return None if timeout is None else time.monotonic() + max(timeout, 0.0)
+
+
+def _remaining(deadline: float | None) -> float | None:
+    return None if deadline is None else max(0.0, deadline - time.monotonic())
 
 
 def _hup_events(peer: int | socket.socket) -> tuple[int, int]:
@@ -210,7 +226,8 @@ class Ioq:
             self._data_len // self.count if self.side == "north" else self._data_len
         )
         self._mm = mmap.mmap(self.fds.data, self._data_len)
-        self._rx = _ffi.new("char[]", _SMALL)
+        self._rx = _ffi.new("char[]", _RX)
+        self._rx_buf = _ffi.buffer(self._rx)
         self._offs = _ffi.new("uint64_t[]", self.count)
         self._lens = _ffi.new("uint32_t[]", self.count)
         self._views: list[memoryview] = []
@@ -304,52 +321,93 @@ class Ioq:
 
     # ---- data path, never blocking -------------------------------------------
 
-    def send_nowait(self, message: bytes | bytearray | memoryview) -> None:
-        """Send one message (one copy, into the data segment); IoqFull if no room."""
+    def _send1(self, message: bytes | bytearray | memoryview) -> int:
+        # the C return code, unchecked: the blocking form waits on IOQ_E_FULL
+        # without paying for an exception
         h = self._handle()
         n = len(message)
         if n > self.max_message:
             raise ValueError(f"message of {n} bytes exceeds {self.max_message}")
         buf = message if type(message) is bytes else _ffi.from_buffer(message)
-        _check(_lib.ioq_send_one(h, buf, n, 1))
+        return _lib.ioq_send_one(h, buf, n, 1)
+
+    def send_nowait(self, message: bytes | bytearray | memoryview) -> None:
+        """Send one message (one copy, into the data segment); IoqFull if no room."""
+        _check(self._send1(message))
+
+    def _send_packed(self, packed: bytes, lengths: Any, n: int) -> int:
+        return _lib.ioq_send_batch(self._handle(), packed, lengths, min(n, self.count), 1)
 
     def send_batch_nowait(self, messages: Sequence[bytes]) -> int:
         """Send as many of ``messages`` as fit, in order, for one call into C.
 
         Returns how many were sent; IoqFull if none could be.
         """
-        return self.send_packed_nowait(b"".join(messages), [len(m) for m in messages])
+        lengths = [len(m) for m in messages]
+        if not lengths:
+            raise ValueError("no messages")
+        if max(lengths) > self.max_message:
+            raise ValueError(f"every message must be at most {self.max_message} bytes")
+        return _check(self._send_packed(b"".join(messages), lengths, len(lengths)))
 
-    def send_packed_nowait(self, packed: bytes, lengths: Sequence[int]) -> int:
-        """Like :meth:`send_batch_nowait` for messages already laid back to back in ``packed``."""
-        h = self._handle()
+    def send_packed_nowait(self, packed: bytes, lengths: Sequence[int] | array.array[int]) -> int:
+        """Like :meth:`send_batch_nowait` for messages already laid back to back in ``packed``.
+
+        ``lengths`` as an ``array.array("I")`` is passed to C without conversion.
+        """
         n = len(lengths)
         if n == 0:
             raise ValueError("no messages")
         if sum(lengths) != len(packed):
+            # C trusts this sum: it decides how far into packed it reads
             raise ValueError("lengths do not add up to len(packed)")
         if max(lengths) > self.max_message or min(lengths) < 0:
             raise ValueError(f"every length must be 0..{self.max_message}")
-        return _check(_lib.ioq_send_batch(h, packed, lengths, min(n, self.count), 1))
+        if isinstance(lengths, array.array) and lengths.typecode == "I" and lengths.itemsize == 4:
+            lens: Any = _ffi.from_buffer("uint32_t[]", lengths)
+        else:
+            lens = list(lengths)
+        return _check(self._send_packed(packed, lens, n))
 
-    def receive_nowait(self) -> bytes:
-        """Receive one message; IoqEmpty if there is none."""
+    def _recv1(self) -> bytes | int:
         h = self._handle()
-        rc = _lib.ioq_recv_one(h, self._rx, _SMALL, 1)
+        rc = _lib.ioq_recv_one(h, self._rx, _RX, 1)
         if rc >= 0:
             return _ffi.unpack(self._rx, rc)
         if rc != _lib.IOQ_E_MSGSIZE:
-            _check(rc)
-        return self.receive_batch_nowait(1)[0]
+            return rc
+        got = self._recv_large(1)
+        return got if isinstance(got, int) else got[0]
 
-    def receive_batch_nowait(self, max_messages: int = 64) -> list[bytes]:
-        """Receive up to ``max_messages`` messages, each copied once; IoqEmpty if none."""
-        h = self._handle()
+    def receive_nowait(self) -> bytes:
+        """Receive one message; IoqEmpty if there is none."""
+        got = self._recv1()
+        if isinstance(got, int):
+            _raise(got)
+        return got
+
+    def _recv_many(self, max_messages: int) -> list[bytes] | int:
         if max_messages < 1:
             raise ValueError("max_messages must be >= 1")
-        k = _check(
-            _lib.ioq_acquire(h, _RECV, min(max_messages, self.count), self._offs, self._lens)
-        )
+        h = self._handle()
+        k = _lib.ioq_recv_batch(h, self._rx, _RX, self._lens, min(max_messages, self.count), 1)
+        if k < 0:
+            return self._recv_large(max_messages) if k == _lib.IOQ_E_MSGSIZE else k
+        # small messages: one call into C copies the batch out, then each is cut from it
+        rx = self._rx_buf
+        out = []
+        o = 0
+        for n in _ffi.unpack(self._lens, k):
+            out.append(rx[o : o + n])
+            o += n
+        return out
+
+    def _recv_large(self, max_messages: int) -> list[bytes] | int:
+        # large messages are copied once, straight out of the data segment
+        h = self._handle()
+        k = _lib.ioq_acquire(h, _RECV, min(max_messages, self.count), self._offs, self._lens)
+        if k < 0:
+            return k
         mm = self._mm
         out = [
             mm[o : o + n]
@@ -358,12 +416,20 @@ class Ioq:
         _check(_lib.ioq_commit(h, _RECV, k, _ffi.NULL, 1))
         return out
 
+    def receive_batch_nowait(self, max_messages: int = 64) -> list[bytes]:
+        """Receive up to ``max_messages`` messages in one call into C; IoqEmpty if none."""
+        got = self._recv_many(max_messages)
+        if isinstance(got, int):
+            _raise(got)
+        return got
+
     def receive_into_nowait(
         self, buffer: bytearray | memoryview, max_messages: int = 64
     ) -> list[int]:
         """Copy up to ``max_messages`` messages back to back into ``buffer``; return their lengths.
 
         The fastest batched form: one call into C, one copy, no object per message.
+        IoqEmpty if there is none; an IoqError (EMSGSIZE) if the first does not fit.
         """
         h = self._handle()
         if max_messages < 1:
@@ -465,41 +531,43 @@ class Ioq:
         *,
         spin_us: int = 0,
     ) -> None:
-        """Send one message, waiting for room."""
-        while True:
-            try:
-                return self.send_nowait(message)
-            except IoqFull:
-                self.wait_sendable(timeout, spin_us=spin_us)
+        """Send one message, waiting for room (``timeout`` bounds the whole call)."""
+        deadline = _deadline(timeout)
+        while (rc := self._send1(message)) == _E_FULL:
+            self._wait(_SEND, _remaining(deadline), spin_us)
+        _check(rc)
 
     def send_batch(
         self, messages: Sequence[bytes], timeout: float | None = None, *, spin_us: int = 0
     ) -> None:
         """Send every message, in order, waiting for room as often as needed."""
+        deadline = _deadline(timeout)
         done = 0
         while done < len(messages):
             try:
                 done += self.send_batch_nowait(messages[done : done + self.count])
             except IoqFull:
-                self.wait_sendable(timeout, spin_us=spin_us)
+                self._wait(_SEND, _remaining(deadline), spin_us)
 
     def receive(self, timeout: float | None = None, *, spin_us: int = 0) -> bytes:
         """Receive one message, waiting for it."""
-        while True:
-            try:
-                return self.receive_nowait()
-            except IoqEmpty:
-                self.wait_receivable(timeout, spin_us=spin_us)
+        deadline = _deadline(timeout)
+        while (got := self._recv1()) == _E_EMPTY:
+            self._wait(_RECV, _remaining(deadline), spin_us)
+        if isinstance(got, int):
+            _raise(got)
+        return got
 
     def receive_batch(
         self, max_messages: int = 64, timeout: float | None = None, *, spin_us: int = 0
     ) -> list[bytes]:
         """Receive between 1 and ``max_messages`` messages, waiting for the first."""
-        while True:
-            try:
-                return self.receive_batch_nowait(max_messages)
-            except IoqEmpty:
-                self.wait_receivable(timeout, spin_us=spin_us)
+        deadline = _deadline(timeout)
+        while (got := self._recv_many(max_messages)) == _E_EMPTY:
+            self._wait(_RECV, _remaining(deadline), spin_us)
+        if isinstance(got, int):
+            _raise(got)
+        return got
 
     # ---- trio ------------------------------------------------------------
 

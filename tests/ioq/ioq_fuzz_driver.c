@@ -87,12 +87,24 @@ static void hostile(int direction, long iterations)
     CHECK(ioq_south_attach(fds[0], fds[1], fds[2], fds[3], direction, &s) == 0);
     uint8_t *ring = ioq_ring(n);
     uint64_t ring_len = ioq_ring_bytes(16);
+    int ready[2];
+    CHECK(pipe(ready) == 0);
     pid_t pid = fork();
     CHECK(pid >= 0);
     if (pid == 0) {
         /* the hostile north: random bytes, random places, forever */
         rng ^= 0x1234567;
-        for (;;) {
+        for (unsigned burst = 0;; burst++) {
+            /* bursts and pauses: south meets fresh and settled garbage,
+             * and can re-attach between bursts */
+            if (burst % 256 == 255) {
+                if (burst == 255) {
+                    /* the parent starts once garbage is really flowing */
+                    ssize_t w = write(ready[1], "g", 1);
+                    (void)w;
+                }
+                usleep(200);
+            }
             uint64_t r = next_rand();
             uint64_t off = 8 + r % (ring_len - 8);
             if ((r >> 40) % 4 == 0) {
@@ -109,6 +121,10 @@ static void hostile(int direction, long iterations)
             }
         }
     }
+    char go;
+    CHECK(read(ready[0], &go, 1) == 1);
+    close(ready[0]);
+    close(ready[1]);
     char buf[16 * 128];
     uint32_t lens[16];
     uint64_t offs[16];
@@ -159,7 +175,8 @@ static void hostile(int direction, long iterations)
             faults++;
             ioq_close(s);
             r = ioq_south_attach(fds[0], fds[1], fds[2], fds[3], direction, &s);
-            while (r != 0) {
+            for (long tries = 0; r != 0; tries++) {
+                CHECK(tries < 1000000);
                 /* the hostile child broke the head itself: attach must say
                  * so; repair the constant fields (as a fresh honest north
                  * would have them) so the fuzz can go on */
