@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -92,7 +93,11 @@ static void hostile(int direction, long iterations)
     pid_t pid = fork();
     CHECK(pid >= 0);
     if (pid == 0) {
-        /* the hostile north: random bytes, random places, forever */
+        /* the hostile north: random bytes, random places, until the parent
+         * goes away (even if it is killed) */
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() == 1)
+            _exit(0);
         rng ^= 0x1234567;
         for (unsigned burst = 0;; burst++) {
             /* bursts and pauses: south meets fresh and settled garbage,

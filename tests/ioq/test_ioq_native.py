@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
+import signal
 import subprocess
 from pathlib import Path
 
@@ -93,14 +96,21 @@ def test_native_ring_survives_a_hostile_peer_under_asan(tmp_path: Path) -> None:
         exe,
     )
     assert built.returncode == 0, built.stderr
-    run = subprocess.run(
+    # its own session, so a timeout can end the driver and its hostile child together
+    proc = subprocess.Popen(
         [str(exe), "20000"],
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=60,
-        check=False,
+        start_new_session=True,
         env={"ASAN_OPTIONS": "detect_leaks=1:abort_on_error=0", "PATH": "/usr/bin:/bin"},
     )
-    assert run.returncode == 0, run.stdout + run.stderr
-    assert "AddressSanitizer" not in run.stderr and "runtime error" not in run.stderr
-    assert run.stdout.rstrip().endswith("ok")
+    try:
+        out, err = proc.communicate(timeout=60)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert proc.returncode == 0, out + err
+    assert "AddressSanitizer" not in err and "runtime error" not in err
+    assert out.rstrip().endswith("ok")
