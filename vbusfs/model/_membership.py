@@ -121,17 +121,7 @@ class Membership:
 
     def members_of(self, bus: str) -> list[int]:
         """Every live member of `bus`, by pid; forgets dead processes on the way."""
-        members = []
-        live: set[Key] = set()
-        for pid in self.table.pids():
-            info = self.table.info(pid)
-            if info is None:
-                continue
-            live.add(_key(info))
-            if self.current(info) == bus:
-                members.append(info.pid)
-        self._forget_all_but(live)
-        return sorted(members)
+        return sorted(pid for pid, joined in self.members().items() if joined == bus)
 
     def members(self) -> dict[int, str]:
         """Every live member of any bus, with its bus; forgets dead processes."""
