@@ -37,6 +37,12 @@ SPIN_US = 50  # adaptive polling before sleeping (throughput runs and the adapti
 MSG = b"m" * SMALL
 BIG_MSG = b"b" * BIG
 
+# Every pair runs on two different CPUs, as a daemon and its client usually do:
+# otherwise the scheduler may stack both on one CPU for one transport and not
+# for the next, and spinning would only steal time from the peer it waits for.
+_cpus = sorted(os.sched_getaffinity(0))
+PIN = (_cpus[0], _cpus[1]) if len(_cpus) >= 2 else None
+
 try:
     import zmq
 except ImportError:  # pragma: no cover - pyzmq is in the bench extra
@@ -325,6 +331,8 @@ def forked(fn: Callable[[], None]) -> Iterator[int]:
     if pid == 0:  # pragma: no cover - the child
         code = 1
         try:
+            if PIN:
+                os.sched_setaffinity(0, {PIN[1]})
             fn()
             code = 0
         finally:
@@ -383,7 +391,10 @@ def main() -> None:
     if zmq is not None:
         peers["zmq ipc"] = zmq_factory
     started = time.monotonic()
-    print(f"ioq bench: {os.cpu_count()} CPUs, two processes per number; noisy on a shared machine")
+    if PIN:
+        os.sched_setaffinity(0, {PIN[0]})
+    where = f"pinned to CPUs {PIN[0]} and {PIN[1]}" if PIN else "one CPU"
+    print(f"ioq bench: two processes per number, {where}; noisy on a shared machine")
     rows: dict[str, dict[str, float]] = {}
 
     def run(metric: str, name: str, factory: Factory, size: int, count: int, c: Any, p: Any):

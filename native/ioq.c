@@ -945,3 +945,23 @@ int ioq_wait(struct ioq *q, int op, int timeout_ms, int spin_us, int hup_fd, int
             return IOQ_E_TIMEDOUT;
     }
 }
+
+int ioq_send_one_wait(struct ioq *q, const char *buf, uint32_t len, int timeout_ms, int spin_us,
+                      int hup_fd, int hup_events)
+{
+    int r = ioq_send_one(q, buf, len, 1);
+    if (r != IOQ_E_FULL)
+        return r;
+    r = ioq_wait(q, IOQ_WAIT_SEND, timeout_ms, spin_us, hup_fd, hup_events);
+    return r < 0 ? r : ioq_send_one(q, buf, len, 1);
+}
+
+int ioq_recv_one_wait(struct ioq *q, char *buf, uint32_t cap, int timeout_ms, int spin_us,
+                      int hup_fd, int hup_events)
+{
+    int r = ioq_recv_one(q, buf, cap, 1);
+    if (r != IOQ_E_EMPTY)
+        return r;
+    r = ioq_wait(q, IOQ_WAIT_RECV, timeout_ms, spin_us, hup_fd, hup_events);
+    return r < 0 ? r : ioq_recv_one(q, buf, cap, 1);
+}

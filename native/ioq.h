@@ -28,7 +28,7 @@
 
 /* Bumped whenever this header's layout or any prototype changes; compiled
  * into the module and compared by vbusfs/ioq.py at import. */
-#define IOQ_ABI_VERSION 1
+#define IOQ_ABI_VERSION 2
 
 #define IOQ_RING_MAGIC 0x47fa2fe4
 #define IOQ_RING_VER 4
@@ -216,6 +216,14 @@ int ioq_ready(struct ioq *q, int op);
  * IOQ_E_CLOSED once nothing is ready.  Returns 0 when ready. */
 int ioq_wait(struct ioq *q, int op, int timeout_ms, int spin_us, int hup_fd,
              int hup_events);
+
+/* One message, waiting for it (or for room) as ioq_wait would: one crossing
+ * for a blocking send or receive.  Same returns as ioq_send_one/ioq_recv_one,
+ * plus ioq_wait's. */
+int ioq_send_one_wait(struct ioq *q, const char *buf, uint32_t len,
+                      int timeout_ms, int spin_us, int hup_fd, int hup_events);
+int ioq_recv_one_wait(struct ioq *q, char *buf, uint32_t cap, int timeout_ms,
+                      int spin_us, int hup_fd, int hup_events);
 
 /* shm-signal (shm_signal.c), for callers that drive the protocol
  * themselves (the trio integration).  inject: wake the peer's side.

@@ -39,10 +39,11 @@ Method naming follows trio's rules: ``*_nowait`` methods never block and raise
 ``*_async`` forms wait through ``trio.lowlevel.wait_readable`` on the
 eventfd.  ``spin_us`` makes a wait poll the ring for that many microseconds
 before it sleeps (adaptive polling: far lower latency, at the price of CPU).
-Batched forms move up to N messages for one crossing into C.  Messages are
-copied once (``send_nowait`` copies into the data segment; ``receive_*``
-copies out of it); :meth:`Ioq.acquire_nowait` and :meth:`Ioq.commit` give
-zero-copy memoryviews onto the data segment instead.  The low-level ring
+Batched forms move up to N messages for one crossing into C (two for a
+receive).  Messages are copied once: into the data segment on send, out of it
+on receive (a single small message is received through a private buffer, one
+extra copy that costs less than a second call into C).  :meth:`Ioq.acquire_nowait`
+and :meth:`Ioq.commit` give zero-copy memoryviews onto the data segment instead.  The low-level ring
 operations (``push``, ``pop``, ``count``, ``seek`` ...) act on the ``valid``
 and ``inuse`` indices directly.
 
@@ -81,7 +82,7 @@ __all__ = [
 ]
 
 #: The ABI this module was written against; must equal IOQ_ABI_VERSION in native/ioq.h.
-ABI_VERSION = 1
+ABI_VERSION = 2
 
 _cffi: Any = importlib.import_module("vbusfs._ioq_cffi")
 _ffi: Any = _cffi.ffi
@@ -113,10 +114,13 @@ _MAX_COUNT = _lib.IOQ_MAX_COUNT
 _MAX_DATA = _lib.IOQ_MAX_DATA
 _E_FULL = _lib.IOQ_E_FULL
 _E_EMPTY = _lib.IOQ_E_EMPTY
-# Receives go through one C call into this private buffer, then each message is
-# cut from it (two copies: cheaper than a second call into C for small ones);
-# a message that does not fit is copied once, straight from the data segment.
+_EINTR = -errno.EINTR
+# A single receive goes through one C call into this private buffer, then to
+# bytes (two copies: cheaper than a second call into C for small messages); a
+# message that does not fit, and every batch, is copied once from the data segment.
 _RX = 16384
+# the array typecode of C's uint32_t (unsigned int on every Linux ABI we build for)
+_U32 = "I" if array.array("I").itemsize == 4 else "L"
 
 
 class IoqError(OSError):
@@ -198,6 +202,13 @@ def _remaining(deadline: float | None) -> float | None:
     return None if deadline is None else max(0.0, deadline - time.monotonic())
 
 
+def _ms(deadline: float | None) -> int:
+    """Milliseconds left until deadline, rounded up; -1 for none."""
+    if deadline is None:
+        return -1
+    return max(0, int((deadline - time.monotonic()) * 1000 + 0.999))
+
+
 def _hup_events(peer: int | socket.socket) -> tuple[int, int]:
     if isinstance(peer, socket.socket):
         return peer.fileno(), select.POLLRDHUP | select.POLLHUP
@@ -227,7 +238,6 @@ class Ioq:
         )
         self._mm = mmap.mmap(self.fds.data, self._data_len)
         self._rx = _ffi.new("char[]", _RX)
-        self._rx_buf = _ffi.buffer(self._rx)
         self._offs = _ffi.new("uint64_t[]", self.count)
         self._lens = _ffi.new("uint32_t[]", self.count)
         self._views: list[memoryview] = []
@@ -343,12 +353,16 @@ class Ioq:
 
         Returns how many were sent; IoqFull if none could be.
         """
-        lengths = [len(m) for m in messages]
+        return _check(self._send_many(messages))
+
+    def _send_many(self, messages: Sequence[bytes]) -> int:
+        lengths = array.array(_U32, map(len, messages))
         if not lengths:
             raise ValueError("no messages")
         if max(lengths) > self.max_message:
             raise ValueError(f"every message must be at most {self.max_message} bytes")
-        return _check(self._send_packed(b"".join(messages), lengths, len(lengths)))
+        lens = _ffi.from_buffer("uint32_t[]", lengths)
+        return self._send_packed(b"".join(messages), lens, len(lengths))
 
     def send_packed_nowait(self, packed: bytes, lengths: Sequence[int] | array.array[int]) -> int:
         """Like :meth:`send_batch_nowait` for messages already laid back to back in ``packed``.
@@ -363,7 +377,7 @@ class Ioq:
             raise ValueError("lengths do not add up to len(packed)")
         if max(lengths) > self.max_message or min(lengths) < 0:
             raise ValueError(f"every length must be 0..{self.max_message}")
-        if isinstance(lengths, array.array) and lengths.typecode == "I" and lengths.itemsize == 4:
+        if isinstance(lengths, array.array) and lengths.itemsize == 4 and lengths.typecode in "IL":
             lens: Any = _ffi.from_buffer("uint32_t[]", lengths)
         else:
             lens = list(lengths)
@@ -387,23 +401,13 @@ class Ioq:
         return got
 
     def _recv_many(self, max_messages: int) -> list[bytes] | int:
+        # each message is copied once, straight out of the data segment: two calls
+        # into C per batch, and cheaper per message than cutting up a copy
         if max_messages < 1:
             raise ValueError("max_messages must be >= 1")
-        h = self._handle()
-        k = _lib.ioq_recv_batch(h, self._rx, _RX, self._lens, min(max_messages, self.count), 1)
-        if k < 0:
-            return self._recv_large(max_messages) if k == _lib.IOQ_E_MSGSIZE else k
-        # small messages: one call into C copies the batch out, then each is cut from it
-        rx = self._rx_buf
-        out = []
-        o = 0
-        for n in _ffi.unpack(self._lens, k):
-            out.append(rx[o : o + n])
-            o += n
-        return out
+        return self._recv_large(max_messages)
 
     def _recv_large(self, max_messages: int) -> list[bytes] | int:
-        # large messages are copied once, straight out of the data segment
         h = self._handle()
         k = _lib.ioq_acquire(h, _RECV, min(max_messages, self.count), self._offs, self._lens)
         if k < 0:
@@ -504,13 +508,11 @@ class Ioq:
     def _wait(self, op: int, timeout: float | None, spin_us: int) -> None:
         if spin_us < 0:
             raise ValueError("spin_us must be >= 0")
-        deadline = None if timeout is None else time.monotonic() + max(timeout, 0.0)
+        deadline = _deadline(timeout)
         while True:
-            if deadline is None:
-                ms = -1
-            else:
-                ms = max(0, int((deadline - time.monotonic()) * 1000 + 0.999))
-            rc = _lib.ioq_wait(self._handle(), op, ms, spin_us, self._hup_fd, self._hup_events)
+            rc = _lib.ioq_wait(
+                self._handle(), op, _ms(deadline), spin_us, self._hup_fd, self._hup_events
+            )
             if rc != -errno.EINTR:
                 _check(rc)
                 return
@@ -532,39 +534,71 @@ class Ioq:
         spin_us: int = 0,
     ) -> None:
         """Send one message, waiting for room (``timeout`` bounds the whole call)."""
+        h = self._handle()
+        n = len(message)
+        if n > self.max_message:
+            raise ValueError(f"message of {n} bytes exceeds {self.max_message}")
+        if spin_us < 0:
+            raise ValueError("spin_us must be >= 0")
+        buf = message if type(message) is bytes else _ffi.from_buffer(message)
         deadline = _deadline(timeout)
-        while (rc := self._send1(message)) == _E_FULL:
-            self._wait(_SEND, _remaining(deadline), spin_us)
-        _check(rc)
+        while True:
+            # one crossing: try, wait if full, try again
+            rc = _lib.ioq_send_one_wait(
+                h, buf, n, _ms(deadline), spin_us, self._hup_fd, self._hup_events
+            )
+            if rc >= 0:
+                return
+            if rc not in (_E_FULL, _EINTR):
+                _raise(rc)
 
     def send_batch(
         self, messages: Sequence[bytes], timeout: float | None = None, *, spin_us: int = 0
     ) -> None:
         """Send every message, in order, waiting for room as often as needed."""
-        deadline = _deadline(timeout)
+        deadline = None
         done = 0
         while done < len(messages):
-            try:
-                done += self.send_batch_nowait(messages[done : done + self.count])
-            except IoqFull:
+            rc = self._send_many(messages[done : done + self.count])
+            if rc >= 0:
+                done += rc
+            elif rc == _E_FULL:
+                if deadline is None:
+                    deadline = _deadline(timeout)
                 self._wait(_SEND, _remaining(deadline), spin_us)
+            else:
+                _raise(rc)
 
     def receive(self, timeout: float | None = None, *, spin_us: int = 0) -> bytes:
-        """Receive one message, waiting for it."""
+        """Receive one message, waiting for it (``timeout`` bounds the whole call)."""
+        h = self._handle()
+        if spin_us < 0:
+            raise ValueError("spin_us must be >= 0")
         deadline = _deadline(timeout)
-        while (got := self._recv1()) == _E_EMPTY:
-            self._wait(_RECV, _remaining(deadline), spin_us)
-        if isinstance(got, int):
-            _raise(got)
-        return got
+        while True:
+            rc = _lib.ioq_recv_one_wait(
+                h, self._rx, _RX, _ms(deadline), spin_us, self._hup_fd, self._hup_events
+            )
+            if rc >= 0:
+                return _ffi.unpack(self._rx, rc)
+            if rc == _lib.IOQ_E_MSGSIZE:
+                got = self._recv_large(1)
+                if isinstance(got, int):
+                    _raise(got)
+                return got[0]
+            if rc not in (_E_EMPTY, _EINTR):
+                _raise(rc)
 
     def receive_batch(
         self, max_messages: int = 64, timeout: float | None = None, *, spin_us: int = 0
     ) -> list[bytes]:
         """Receive between 1 and ``max_messages`` messages, waiting for the first."""
-        deadline = _deadline(timeout)
-        while (got := self._recv_many(max_messages)) == _E_EMPTY:
-            self._wait(_RECV, _remaining(deadline), spin_us)
+        got = self._recv_many(max_messages)
+        if got == _E_EMPTY:
+            deadline = _deadline(timeout)
+            while got == _E_EMPTY:
+                self._wait(_RECV, _remaining(deadline), spin_us)
+                got = self._recv_many(max_messages)
         if isinstance(got, int):
             _raise(got)
         return got
