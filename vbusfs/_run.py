@@ -18,7 +18,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 
 from vbusfs.fuse import FSTYPE, MountError, canonical_mountpoint, mount_at, spawn, unmount
@@ -28,71 +27,58 @@ class RunError(Exception):
     """`vbusfs run` cannot work here; the message says why."""
 
 
-def _mount(*args: str) -> None:
-    done = subprocess.run(["mount", *args], capture_output=True, text=True)
-    if done.returncode != 0:
-        raise RunError(f"mount {' '.join(args)}: {done.stderr.strip()}")
-
-
-def _private_tmpfs(prefix: str) -> str:
-    path = tempfile.mkdtemp(prefix=prefix)
-    _mount("-t", "tmpfs", "-o", "mode=0755", "vbusfs", path)
-    return path
-
-
-def graft(directory: str, name: str, source: str) -> None:
-    """Make `source` appear as `directory/name`, keeping everything `directory` holds."""
-    target = os.path.join(directory, name)
-    if os.path.isdir(target):
-        _mount("--rbind", source, target)
+# Runs inside the new namespace as `sh -c NAMESPACE_SCRIPT vbusfs-run MOUNTPOINT COMMAND...`.
+# It is shell, not Python, so the namespace needs nothing but util-linux and a shell:
+# an unprivileged user's namespace may not reach the interpreter vbusfs runs on.
+NAMESPACE_SCRIPT = r"""
+set -e
+mnt=$1; shift
+fail() { echo "vbusfs run: $*" >&2; exit 125; }
+graft() {  # make $3 appear as $1/$2, keeping everything $1 holds
+    dir=$1 name=$2 src=$3
+    if [ -d "$dir/$name" ]; then
+        mount --rbind "$src" "$dir/$name" || fail "cannot bind $src on $dir/$name"
         return
-    staging = _private_tmpfs("vbusfs-graft-")
-    try:
-        for entry in os.scandir(directory):
-            copy = os.path.join(staging, entry.name)
-            if entry.is_symlink():
-                os.symlink(os.readlink(entry.path), copy)
-            elif entry.is_dir():
-                os.mkdir(copy)
-                _mount("--rbind", entry.path, copy)
-            else:
-                open(copy, "w").close()
-                _mount("--bind", entry.path, copy)
-        os.mkdir(os.path.join(staging, name))
-        _mount("--rbind", source, os.path.join(staging, name))
-        _mount("--move", staging, directory)
-    finally:
-        os.rmdir(staging)  # the mount has moved on (or failed): the directory is empty
-
-
-def enter(mountpoint: str, command: list[str]) -> None:
-    """Inside the new namespace: put the trees in place, then become `command`."""
-    if not os.path.isdir("/config"):
-        if os.getuid() != 0 or _in_user_namespace():
-            raise RunError(
-                "/config does not exist and only root can create it: run "
-                "`mkdir /config` once as root, or run vbusfs run as root"
-            )
-        os.mkdir("/config", 0o755)
-    graft("/config", "vbus", os.path.join(mountpoint, "config/vbus"))
-    graft("/sys", "vbus", os.path.join(mountpoint, "sys/vbus"))
-    if os.path.isdir("/run/vbus"):
-        graft("/run/vbus", "proc", os.path.join(mountpoint, "proc"))
-    else:
-        holder = _private_tmpfs("vbusfs-run-")
-        try:
-            os.mkdir(os.path.join(holder, "proc"))
-            _mount("--bind", os.path.join(mountpoint, "proc"), os.path.join(holder, "proc"))
-            graft("/run", "vbus", holder)
-        finally:
-            subprocess.run(["umount", "-l", holder], capture_output=True, check=False)
-            os.rmdir(holder)
-    os.execvp(command[0], command)
-
-
-def _in_user_namespace() -> bool:
-    with open("/proc/self/uid_map", encoding="ascii") as f:
-        return f.read().split() != ["0", "0", "4294967295"]
+    fi
+    st=$(mktemp -d /tmp/vbusfs-graft-XXXXXX)
+    mount -t tmpfs -o mode=0755 vbusfs "$st" || fail "cannot mount a tmpfs to graft $dir/$name"
+    for e in "$dir"/* "$dir"/.[!.]* "$dir"/..?*; do
+        [ -e "$e" ] || [ -L "$e" ] || continue
+        b=${e##*/}
+        if [ -L "$e" ]; then ln -s "$(readlink "$e")" "$st/$b"
+        elif [ -d "$e" ]; then mkdir "$st/$b"; mount --rbind "$e" "$st/$b"
+        else : > "$st/$b"; mount --bind "$e" "$st/$b"; fi
+    done
+    mkdir "$st/$name"
+    mount --rbind "$src" "$st/$name"
+    mount --rbind "$st" "$dir" || fail "cannot put the graft on $dir"
+    umount -l "$st"
+    rmdir "$st"
+}
+if [ ! -d /config ]; then
+    read -r inside outside count < /proc/self/uid_map
+    if [ "$(id -u)" = 0 ] && [ "$outside" = 0 ] && [ "$count" = 4294967295 ]; then
+        mkdir -m 0755 /config
+    else
+        fail "/config does not exist and only root can create it:" \
+             "run 'mkdir /config' once as root, or run vbusfs run as root"
+    fi
+fi
+graft /config vbus "$mnt/config/vbus"
+graft /sys vbus "$mnt/sys/vbus"
+if [ -d /run/vbus ]; then
+    graft /run/vbus proc "$mnt/proc"
+else
+    holder=$(mktemp -d /tmp/vbusfs-run-proc-XXXXXX)
+    mount -t tmpfs -o mode=0755 vbusfs "$holder"
+    mkdir "$holder/proc"
+    mount --rbind "$mnt/proc" "$holder/proc"
+    graft /run vbus "$holder"
+    umount -l "$holder"
+    rmdir "$holder"
+fi
+exec "$@"
+"""
 
 
 def namespace_prefix() -> list[str]:
@@ -125,24 +111,9 @@ def run(command: list[str], mountpoint: str | None = None) -> int:
         if entry is None or entry.fstype != FSTYPE:
             raise RunError(f"{mountpoint} is not a vbusfs mount")
     try:
-        inner = [sys.executable, "-m", "vbusfs._run", mountpoint, "--", *command]
+        inner = ["sh", "-c", NAMESPACE_SCRIPT, "vbusfs-run", mountpoint, *command]
         return subprocess.run([*prefix, *inner]).returncode
     finally:
         if made is not None:
             unmount(made)
             os.rmdir(made)
-
-
-def _main(argv: list[str]) -> int:
-    mountpoint, separator, *command = argv
-    assert separator == "--"
-    try:
-        enter(mountpoint, command)
-    except (RunError, OSError) as exc:
-        print(f"vbusfs run: {exc}", file=sys.stderr)
-        return 125
-    return 0  # not reached: enter() becomes the command
-
-
-if __name__ == "__main__":
-    raise SystemExit(_main(sys.argv[1:]))
