@@ -33,6 +33,8 @@ class RunError(Exception):
 NAMESPACE_SCRIPT = r"""
 set -e
 mnt=$1; shift
+scratch=""  # a directory of ours in /tmp, removed if we fail half-way
+trap '[ -z "$scratch" ] || { umount -l "$scratch" 2>/dev/null; rmdir "$scratch"; }' EXIT
 fail() { echo "vbusfs run: $*" >&2; exit 125; }
 graft() {  # make $3 appear as $1/$2, keeping everything $1 holds
     dir=$1 name=$2 src=$3
@@ -41,6 +43,7 @@ graft() {  # make $3 appear as $1/$2, keeping everything $1 holds
         return
     fi
     st=$(mktemp -d /tmp/vbusfs-graft-XXXXXX)
+    scratch=$st
     mount -t tmpfs -o mode=0755 vbusfs "$st" || fail "cannot mount a tmpfs to graft $dir/$name"
     for e in "$dir"/* "$dir"/.[!.]* "$dir"/..?*; do
         [ -e "$e" ] || [ -L "$e" ] || continue
@@ -54,6 +57,7 @@ graft() {  # make $3 appear as $1/$2, keeping everything $1 holds
     mount --rbind "$st" "$dir" || fail "cannot put the graft on $dir"
     umount -l "$st"
     rmdir "$st"
+    scratch=""
 }
 if [ ! -d /config ]; then
     read -r inside outside count < /proc/self/uid_map
