@@ -85,7 +85,7 @@ static struct ioq *ioq_alloc(uint32_t count)
     struct ioq *q = calloc(1, sizeof(*q));
     if (!q)
         return NULL;
-    q->ring_fd = q->data_fd = q->efd[0] = q->efd[1] = -1;
+    q->ring_fd = q->data_fd = q->efd[0] = q->efd[1] = q->hup_fd = -1;
     q->acq_off = calloc(count, sizeof(*q->acq_off));
     q->acq_len = calloc(count, sizeof(*q->acq_len));
     if (!q->acq_off || !q->acq_len) {
@@ -888,8 +888,15 @@ static int64_t now_ns(void)
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
-int ioq_wait(struct ioq *q, int op, int timeout_ms, int spin_us, int hup_fd, int hup_events)
+void ioq_watch(struct ioq *q, int hup_fd, int hup_events)
 {
+    q->hup_fd = hup_fd;
+    q->hup_events = hup_events;
+}
+
+int ioq_wait(struct ioq *q, int op, int timeout_ms, int spin_us)
+{
+    int hup_fd = q->hup_fd, hup_events = q->hup_events;
     int r = ioq_ready(q, op);
     if (r != 0)
         return r < 0 ? r : IOQ_OK;
@@ -946,22 +953,20 @@ int ioq_wait(struct ioq *q, int op, int timeout_ms, int spin_us, int hup_fd, int
     }
 }
 
-int ioq_send_one_wait(struct ioq *q, const char *buf, uint32_t len, int timeout_ms, int spin_us,
-                      int hup_fd, int hup_events)
+int ioq_send_one_wait(struct ioq *q, const char *buf, uint32_t len, int timeout_ms, int spin_us)
 {
     int r = ioq_send_one(q, buf, len, 1);
     if (r != IOQ_E_FULL)
         return r;
-    r = ioq_wait(q, IOQ_WAIT_SEND, timeout_ms, spin_us, hup_fd, hup_events);
+    r = ioq_wait(q, IOQ_WAIT_SEND, timeout_ms, spin_us);
     return r < 0 ? r : ioq_send_one(q, buf, len, 1);
 }
 
-int ioq_recv_one_wait(struct ioq *q, char *buf, uint32_t cap, int timeout_ms, int spin_us,
-                      int hup_fd, int hup_events)
+int ioq_recv_one_wait(struct ioq *q, char *buf, uint32_t cap, int timeout_ms, int spin_us)
 {
     int r = ioq_recv_one(q, buf, cap, 1);
     if (r != IOQ_E_EMPTY)
         return r;
-    r = ioq_wait(q, IOQ_WAIT_RECV, timeout_ms, spin_us, hup_fd, hup_events);
+    r = ioq_wait(q, IOQ_WAIT_RECV, timeout_ms, spin_us);
     return r < 0 ? r : ioq_recv_one(q, buf, cap, 1);
 }

@@ -28,7 +28,7 @@
 
 /* Bumped whenever this header's layout or any prototype changes; compiled
  * into the module and compared by vbusfs/ioq.py at import. */
-#define IOQ_ABI_VERSION 2
+#define IOQ_ABI_VERSION 3
 
 #define IOQ_RING_MAGIC 0x47fa2fe4
 #define IOQ_RING_VER 4
@@ -209,21 +209,23 @@ int ioq_commit(struct ioq *q, int op, uint32_t k, const uint32_t *lens,
 /* Readiness without blocking: 1 ready, 0 not yet, or a negative code. */
 int ioq_ready(struct ioq *q, int op);
 
+/* Watch a peer: waits also poll hup_fd for hup_events (a pidfd: POLLIN; a
+ * socket: POLLRDHUP) and end with IOQ_E_CLOSED once it fires and nothing is
+ * ready.  hup_fd < 0 stops watching.  The caller keeps the fd open. */
+void ioq_watch(struct ioq *q, int hup_fd, int hup_events);
+
 /* Block (GIL released by cffi) until op is ready: spin for spin_us
  * microseconds, then arm the shm-signal and sleep on the eventfd.
- * timeout_ms < 0 waits forever.  hup_fd >= 0 is polled for hup_events
- * (a pidfd: POLLIN; a socket: POLLRDHUP) and ends the wait with
- * IOQ_E_CLOSED once nothing is ready.  Returns 0 when ready. */
-int ioq_wait(struct ioq *q, int op, int timeout_ms, int spin_us, int hup_fd,
-             int hup_events);
+ * timeout_ms < 0 waits forever.  Returns 0 when ready. */
+int ioq_wait(struct ioq *q, int op, int timeout_ms, int spin_us);
 
 /* One message, waiting for it (or for room) as ioq_wait would: one crossing
  * for a blocking send or receive.  Same returns as ioq_send_one/ioq_recv_one,
  * plus ioq_wait's. */
 int ioq_send_one_wait(struct ioq *q, const char *buf, uint32_t len,
-                      int timeout_ms, int spin_us, int hup_fd, int hup_events);
+                      int timeout_ms, int spin_us);
 int ioq_recv_one_wait(struct ioq *q, char *buf, uint32_t cap, int timeout_ms,
-                      int spin_us, int hup_fd, int hup_events);
+                      int spin_us);
 
 /* shm-signal (shm_signal.c), for callers that drive the protocol
  * themselves (the trio integration).  inject: wake the peer's side.

@@ -98,6 +98,7 @@ struct ioq {
     size_t data_map_len;
     int ring_fd, data_fd;
     int efd[2]; /* [IOQ_NORTH] wakes north, [IOQ_SOUTH] wakes south */
+    int hup_fd, hup_events; /* the watched peer (ioq_watch), not owned */
     /* private shadows of the shared fields this side writes: the only
      * writer never needs to read its own fields back from shared memory */
     uint32_t head_idx[2];

@@ -62,6 +62,7 @@ import array
 import contextlib
 import errno
 import importlib
+import math
 import mmap
 import os
 import select
@@ -82,7 +83,7 @@ __all__ = [
 ]
 
 #: The ABI this module was written against; must equal IOQ_ABI_VERSION in native/ioq.h.
-ABI_VERSION = 2
+ABI_VERSION = 3
 
 _cffi: Any = importlib.import_module("vbusfs._ioq_cffi")
 _ffi: Any = _cffi.ffi
@@ -115,6 +116,11 @@ _MAX_DATA = _lib.IOQ_MAX_DATA
 _E_FULL = _lib.IOQ_E_FULL
 _E_EMPTY = _lib.IOQ_E_EMPTY
 _EINTR = -errno.EINTR
+_E_MSGSIZE = _lib.IOQ_E_MSGSIZE
+# bound once: the per-message paths skip the attribute lookups
+_send_one_wait = _lib.ioq_send_one_wait
+_recv_one_wait = _lib.ioq_recv_one_wait
+_unpack = _ffi.unpack
 # A single receive goes through one C call into this private buffer, then to
 # bytes (two copies: cheaper than a second call into C for small messages); a
 # message that does not fit, and every batch, is copied once from the data segment.
@@ -206,7 +212,7 @@ def _ms(deadline: float | None) -> int:
     """Milliseconds left until deadline, rounded up; -1 for none."""
     if deadline is None:
         return -1
-    return max(0, int((deadline - time.monotonic()) * 1000 + 0.999))
+    return max(0, math.ceil((deadline - time.monotonic()) * 1000))
 
 
 def _hup_events(peer: int | socket.socket) -> tuple[int, int]:
@@ -290,6 +296,7 @@ class Ioq:
             self._hup_fd, self._hup_events = -1, 0
         else:
             self._hup_fd, self._hup_events = _hup_events(peer)
+        _lib.ioq_watch(self._handle(), self._hup_fd, self._hup_events)
 
     @property
     def closed(self) -> bool:
@@ -510,9 +517,7 @@ class Ioq:
             raise ValueError("spin_us must be >= 0")
         deadline = _deadline(timeout)
         while True:
-            rc = _lib.ioq_wait(
-                self._handle(), op, _ms(deadline), spin_us, self._hup_fd, self._hup_events
-            )
+            rc = _lib.ioq_wait(self._handle(), op, _ms(deadline), spin_us)
             if rc != -errno.EINTR:
                 _check(rc)
                 return
@@ -534,22 +539,20 @@ class Ioq:
         spin_us: int = 0,
     ) -> None:
         """Send one message, waiting for room (``timeout`` bounds the whole call)."""
-        h = self._handle()
+        # the hot path of a synchronous client: one crossing, few lookups
+        h = self._h
+        if h is None:
+            raise IoqClosed(errno.EBADF, "ioq is closed")
         n = len(message)
-        if n > self.max_message:
-            raise ValueError(f"message of {n} bytes exceeds {self.max_message}")
-        if spin_us < 0:
-            raise ValueError("spin_us must be >= 0")
+        if n > self.max_message or spin_us < 0:
+            raise ValueError(f"message of {n} bytes exceeds {self.max_message} or spin_us < 0")
         buf = message if type(message) is bytes else _ffi.from_buffer(message)
-        deadline = _deadline(timeout)
+        deadline = None if timeout is None else time.monotonic() + max(timeout, 0.0)
         while True:
-            # one crossing: try, wait if full, try again
-            rc = _lib.ioq_send_one_wait(
-                h, buf, n, _ms(deadline), spin_us, self._hup_fd, self._hup_events
-            )
+            rc = _send_one_wait(h, buf, n, _ms(deadline), spin_us)
             if rc >= 0:
                 return
-            if rc not in (_E_FULL, _EINTR):
+            if rc != _E_FULL and rc != _EINTR:
                 _raise(rc)
 
     def send_batch(
@@ -571,22 +574,23 @@ class Ioq:
 
     def receive(self, timeout: float | None = None, *, spin_us: int = 0) -> bytes:
         """Receive one message, waiting for it (``timeout`` bounds the whole call)."""
-        h = self._handle()
+        h = self._h
+        if h is None:
+            raise IoqClosed(errno.EBADF, "ioq is closed")
         if spin_us < 0:
             raise ValueError("spin_us must be >= 0")
-        deadline = _deadline(timeout)
+        deadline = None if timeout is None else time.monotonic() + max(timeout, 0.0)
+        rx = self._rx
         while True:
-            rc = _lib.ioq_recv_one_wait(
-                h, self._rx, _RX, _ms(deadline), spin_us, self._hup_fd, self._hup_events
-            )
+            rc = _recv_one_wait(h, rx, _RX, _ms(deadline), spin_us)
             if rc >= 0:
-                return _ffi.unpack(self._rx, rc)
-            if rc == _lib.IOQ_E_MSGSIZE:
+                return _unpack(rx, rc)
+            if rc == _E_MSGSIZE:
                 got = self._recv_large(1)
                 if isinstance(got, int):
                     _raise(got)
                 return got[0]
-            if rc not in (_E_EMPTY, _EINTR):
+            if rc != _E_EMPTY and rc != _EINTR:
                 _raise(rc)
 
     def receive_batch(
@@ -635,7 +639,7 @@ class Ioq:
             return
         if spin_us:
             # spinning holds the event loop for at most spin_us
-            rc = _lib.ioq_wait(h, op, 0, spin_us, -1, 0)
+            rc = _lib.ioq_wait(h, op, 0, spin_us)
             if rc != _lib.IOQ_E_TIMEDOUT:
                 _check(rc)
                 await trio.lowlevel.checkpoint()

@@ -161,8 +161,7 @@ static void hostile(int direction, long iterations)
             r = ioq_count(s, 1 + (int)(next_rand() % 2));
             break;
         case 3:
-            r = ioq_wait(s, direction == IOQ_TO_SOUTH ? IOQ_WAIT_RECV : IOQ_WAIT_SEND, 0, 5,
-                         -1, 0);
+            r = ioq_wait(s, direction == IOQ_TO_SOUTH ? IOQ_WAIT_RECV : IOQ_WAIT_SEND, 0, 5);
             break;
         case 4: {
             struct ioq_desc d;
