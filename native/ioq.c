@@ -278,6 +278,9 @@ int ioq_south_attach(int ring_fd, int data_fd, int efd_to_south,
             err = IOQ_E_BADRING;
         q->head_idx[IOQ_INUSE] = h;
     }
+    if (!err && (fcntl(q->efd[IOQ_SOUTH], F_SETFL, O_NONBLOCK) < 0 ||
+                 fcntl(q->efd[IOQ_NORTH], F_SETFL, O_NONBLOCK) < 0))
+        err = -errno;
     if (err) {
         ioq_close(q);
         return err;

@@ -26,14 +26,14 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
-static void eventfd_kick(const struct ioq *q, int fd)
+static void eventfd_kick(int fd)
 {
     uint64_t one = 1;
-    /* south restores O_NONBLOCK in case north cleared it on the shared file
-     * description: a counter north pushed near its maximum must not block
-     * the daemon */
-    if (q->side == IOQ_SOUTH)
-        fcntl(fd, F_SETFL, O_NONBLOCK);
+    /* The eventfds are created (and on attach re-set) O_NONBLOCK, so a
+     * counter north pushed to its maximum fails this write with EAGAIN
+     * instead of blocking.  Residual risk, accepted: north shares the file
+     * description and could clear O_NONBLOCK again; re-setting it here
+     * would cost a syscall per wake-up and still leave a window. */
     ssize_t r = write(fd, &one, sizeof(one));
     (void)r; /* EAGAIN means the counter is already nonzero: still woken */
 }
@@ -51,7 +51,7 @@ int shm_signal_inject(struct ioq *q)
         return 0;
     if (XCHG_SC(&irq->pending, (uint8_t)1))
         return 0;
-    eventfd_kick(q, q->efd[peer]);
+    eventfd_kick(q->efd[peer]);
     return 1;
 }
 
