@@ -18,6 +18,7 @@ from vbusfs.model import Attribute, Busy, DeviceClass, InterfaceInfo
 
 from ._tap import TapInterface
 from ._values import format_mac, parse_bool, parse_mac, parse_u32, random_mac
+from ._venet_link import VERSION, LoopbackConnection
 
 VIRTUAL_ETHERNET = "virtual-ethernet"
 DEFAULT_BURSTTHRESH_US = 20
@@ -155,8 +156,13 @@ class VenetLoopback(_VenetBase):
         HOST_MAC,
     )
 
+    versions = frozenset({VERSION})
+
     def create(self, device_name: str) -> VenetState:
         return VenetState(device_name, random_mac(self._rng), random_mac(self._rng))
+
+    def open(self, state: VenetState, interface_state: Any, version: int) -> LoopbackConnection:
+        return LoopbackConnection(state)
 
 
 @dataclass(eq=False)

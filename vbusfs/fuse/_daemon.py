@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import json
 import logging
 import os
@@ -30,6 +31,7 @@ import trio
 
 from vbusfs._procfs import ProcFs
 from vbusfs.classes import default_model
+from vbusfs.connector import Connector
 from vbusfs.model import Vbus
 
 from ._mountinfo import mount_at
@@ -66,6 +68,21 @@ def runtime_dir() -> str:
     if xdg:
         return os.path.join(xdg, "vbusfs")
     return f"/tmp/vbusfs-{os.getuid()}"
+
+
+def connector_path(mountpoint: str) -> str:
+    """The connector socket of the daemon serving `mountpoint` (short: sun_path is 108 bytes)."""
+    digest = hashlib.sha256(canonical_mountpoint(mountpoint).encode()).hexdigest()[:20]
+    return os.path.join(runtime_dir(), "connectors", f"{digest}.sock")
+
+
+def _prepare_connector_dir(path: str) -> None:
+    # Members of any user must reach the socket: the folders are world-searchable.
+    folder = os.path.dirname(path)
+    os.makedirs(folder, exist_ok=True)
+    for directory in (os.path.dirname(folder), folder):
+        if os.stat(directory).st_uid == os.getuid():
+            os.chmod(directory, 0o755)
 
 
 def state_path(mountpoint: str) -> str:
@@ -195,8 +212,10 @@ def serve(
         operations.locations.device = entry.device if entry is not None else None
         operations.locations.mount_point = mountpoint
         state.save()
-        log.info("serving %s (pid %d)", mountpoint, os.getpid())
-        trio.run(_serve_until_done, vbus, ready)
+        socket_path = connector_path(mountpoint)
+        _prepare_connector_dir(socket_path)
+        log.info("serving %s (pid %d), connector at %s", mountpoint, os.getpid(), socket_path)
+        trio.run(_serve_until_done, vbus, operations, socket_path, ready)
     finally:
         pyfuse3.close(unmount=True)
         vbus.clear()
@@ -205,10 +224,18 @@ def serve(
     return 0
 
 
-async def _serve_until_done(vbus: Vbus, ready: Callable[[str], None] | None) -> None:
+async def _serve_until_done(
+    vbus: Vbus,
+    operations: VbusOperations,
+    socket_path: str,
+    ready: Callable[[str], None] | None,
+) -> None:
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_terminate_on_signal)
         nursery.start_soon(_sweep_members, vbus)
+        if vbus.membership is not None:
+            await nursery.start(Connector(vbus, socket_path).serve)
+            operations.connector_path = socket_path
         if ready is not None:
             ready(READY)
         await pyfuse3.main()

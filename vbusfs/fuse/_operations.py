@@ -27,10 +27,11 @@ from typing import Any, TypeVar
 import pyfuse3
 
 from vbusfs import views
+from vbusfs.connector import XATTR
 from vbusfs.model import Vbus, VbusError
 from vbusfs.views import DirNode, FileNode, LinkNode, Node, Path
 
-from ._inodes import InodeTable
+from ._inodes import ROOT_INODE, InodeTable
 from ._mountinfo import MountLocations
 
 log = logging.getLogger("vbusfs.fuse")
@@ -115,6 +116,8 @@ class VbusOperations(pyfuse3.Operations):
     def __init__(self, vbus: Vbus, locations: MountLocations | None = None) -> None:
         super().__init__()
         self.vbus = vbus
+        # where member processes reach the connector (the root's XATTR), once it listens
+        self.connector_path: str | None = None
         self.inodes = InodeTable()
         self.locations = locations if locations is not None else MountLocations()
         self._handles = _Handles()
@@ -245,6 +248,30 @@ class VbusOperations(pyfuse3.Operations):
         data.f_ffree = data.f_favail = 0
         data.f_namemax = 255
         return data
+
+    # -- extended attributes: how clients find the connector -------------
+
+    @_answers_errno
+    async def getxattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> bytes:
+        if inode == ROOT_INODE and name == XATTR.encode() and self.connector_path:
+            return os.fsencode(self.connector_path)
+        raise _fail(pyfuse3.ENOATTR)
+
+    @_answers_errno
+    async def listxattr(self, inode: int, ctx: pyfuse3.RequestContext) -> Sequence[bytes]:
+        if inode == ROOT_INODE and self.connector_path:
+            return [XATTR.encode()]
+        return []
+
+    @_answers_errno
+    async def setxattr(
+        self, inode: int, name: bytes, value: bytes, ctx: pyfuse3.RequestContext
+    ) -> None:
+        raise _fail(errno.EPERM)
+
+    @_answers_errno
+    async def removexattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+        raise _fail(errno.EPERM)
 
     # -- directories ---------------------------------------------------
 

@@ -5,7 +5,7 @@ nothing here does I/O (deviceclass plugins may, inside their own steps).
 """
 
 from ._attributes import Attribute, AttributeTable
-from ._deviceclass import DeviceClass, InterfaceInfo
+from ._deviceclass import DeviceClass, DeviceConnection, InterfaceInfo
 from ._errors import (
     AccessDenied,
     AlreadyExists,
@@ -41,6 +41,7 @@ __all__ = [
     "Change",
     "Device",
     "DeviceClass",
+    "DeviceConnection",
     "Event",
     "Interface",
     "InterfaceInfo",

@@ -10,10 +10,12 @@ state) and `interface_attributes` (owner: the interface state).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from ._attributes import AttributeTable
+from ._errors import InvalidValue, NotPermitted
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +25,35 @@ class InterfaceInfo:
     bus: str
     id: int
     name: str
+
+
+class DeviceConnection:
+    """One client's open of one interface: device calls, queues, the data mover.
+
+    Made by `DeviceClass.open`; the connector calls `close` exactly once, when
+    the client closes it, the client goes away, or the interface is dropped.
+    """
+
+    def call(self, function: int, data: bytes) -> bytes:
+        """A device call: function number and bytes in, bytes out (VbusError on failure)."""
+        raise InvalidValue(f"function {function} is not supported")
+
+    def attach_queue(self, index: int, fds: Sequence[int]) -> None:
+        """Take the ring, data segment and eventfds the client made for queue `index`.
+
+        The fds stay the caller's: keep duplicates if they must outlive the call.
+        """
+        raise InvalidValue(f"this device has no queue {index}")
+
+    async def run(self) -> None:
+        """Move data until cancelled (runs in the daemon's event loop)."""
+
+    def stats(self) -> dict[str, int]:
+        """Counters a client may read (frames moved, dropped, ...)."""
+        return {}
+
+    def close(self) -> None:
+        """Release everything the connection holds. Must not fail."""
 
 
 class DeviceClass:
@@ -53,6 +84,13 @@ class DeviceClass:
 
     def detach(self, state: Any, interface_state: Any) -> None:
         """Release the per-interface state. Must not fail."""
+
+    #: interface versions a client may open; empty: devices of this class cannot be opened
+    versions: ClassVar[frozenset[int]] = frozenset()
+
+    def open(self, state: Any, interface_state: Any, version: int) -> DeviceConnection:
+        """Open the device for one client; raise a VbusError (EBUSY, ...) to refuse."""
+        raise NotPermitted(f"devices of class {self.name} cannot be opened")
 
     def __repr__(self) -> str:
         return f"<deviceclass {self.name}>"

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ._attributes import Attribute, table_index
-from ._deviceclass import DeviceClass, InterfaceInfo
+from ._deviceclass import DeviceClass, DeviceConnection, InterfaceInfo
 from ._errors import (
     AlreadyExists,
     Busy,
@@ -244,6 +244,23 @@ class Vbus:
         assert device.deviceclass is not None
         device.deviceclass.detach(device.state, interface.state)
         self._emit(Event("drop", bus_name, interface.id, interface.type, device.name))
+
+    # -- clients ---------------------------------------------------------
+
+    def open_interface(self, bus_name: str, interface_id: int, version: int) -> DeviceConnection:
+        """Open interface `interface_id` of `bus_name` for one client."""
+        bus = self.bus(bus_name)
+        interface = bus.interfaces.get(interface_id)
+        if interface is None:
+            raise NotFound(f"bus {bus_name} has no interface {interface_id}")
+        deviceclass = interface.device.deviceclass
+        assert deviceclass is not None
+        if version not in deviceclass.versions:
+            supported = ", ".join(map(str, sorted(deviceclass.versions))) or "none"
+            raise InvalidValue(
+                f"{interface.type} version {version} is not supported (supported: {supported})"
+            )
+        return deviceclass.open(interface.device.state, interface.state, version)
 
     # -- attributes ----------------------------------------------------
 

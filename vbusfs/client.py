@@ -1,0 +1,273 @@
+"""The client side of the connector: open the devices on your bus and move frames.
+
+A process that is a member of a bus (see `proc/<pid>/vbus`) connects with
+nothing but the mount point::
+
+    from vbusfs import client
+
+    with client.connect("/mnt/vbus") as bus:
+        print(bus.name, bus.interfaces())
+        with bus.open_venet(0) as nic:
+            nic.send(frame)
+            reply = nic.recv(timeout=1.0)
+
+The daemon learns who is calling from the kernel, so a process that is on no
+bus is refused (`PermissionError`), and a client sees only its own bus. Device
+add and drop events arrive as they happen (`Client.events()`,
+`Client.wait_event()`). Everything is released when the client closes or
+exits, however it exits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import socket
+import time
+from collections import deque
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+from vbusfs.connector._wire import (
+    MAX_MESSAGE,
+    XATTR,
+    WireError,
+    decode,
+    encode,
+    pack_bytes,
+    unpack_bytes,
+)
+from vbusfs.ioq import Ioq
+
+LINKUP, LINKDOWN, MACQUERY, NEGCAP, FLUSHRX = range(5)
+RX_QUEUE, TX_QUEUE = 0, 1
+VENET_VERSION = 1
+MAX_FRAME = 1514
+
+
+class ConnectorError(OSError):
+    """The daemon refused a request; `errno` says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class InterfaceInfo:
+    id: int
+    type: str
+
+
+@dataclass(frozen=True, slots=True)
+class BusEvent:
+    kind: str  # "add" or "drop"
+    id: int
+    type: str
+
+
+def connector_path(mountpoint: str) -> str:
+    """Where the daemon serving `mountpoint` listens (read from the mount's root)."""
+    try:
+        return os.fsdecode(os.getxattr(mountpoint, XATTR))
+    except OSError as exc:
+        raise ConnectorError(
+            exc.errno, f"{mountpoint} is not a live vbusfs mount with a connector ({exc.strerror})"
+        ) from None
+
+
+def connect(mountpoint: str) -> Client:
+    """Connect the calling process to the devices of its bus."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+    try:
+        sock.connect(connector_path(mountpoint))
+        hello = decode(sock.recv(MAX_MESSAGE))
+    except BaseException:
+        sock.close()
+        raise
+    if "errno" in hello:
+        sock.close()
+        raise ConnectorError(hello["errno"], hello.get("message", "refused"))
+    return Client(sock, hello["hello"])
+
+
+class Client:
+    """A connection to the daemon on behalf of this process's bus."""
+
+    def __init__(self, sock: socket.socket, hello: dict[str, Any]) -> None:
+        self._sock = sock
+        self.name: str = hello["bus"]
+        self._seq = 0
+        self._events: deque[BusEvent] = deque()
+
+    # -- requests ----------------------------------------------------------
+
+    def request(self, op: str, fds: tuple[int, ...] = (), **fields: Any) -> dict[str, Any]:
+        self._seq += 1
+        seq = self._seq
+        data = encode({"op": op, "seq": seq, **fields})
+        if fds:
+            socket.send_fds(self._sock, [data], list(fds))
+        else:
+            self._sock.send(data)
+        while True:
+            message = self._read(None)
+            if message is None:
+                raise ConnectorError(0, "the daemon closed the connection")
+            if message.get("seq") == seq:
+                if "errno" in message:
+                    raise ConnectorError(message["errno"], message.get("message", ""))
+                return message
+
+    def _read(self, timeout: float | None) -> dict[str, Any] | None:
+        """The next reply; events met on the way are queued. None on hang-up."""
+        while True:
+            if timeout is not None and not select.select([self._sock], [], [], timeout)[0]:
+                raise TimeoutError("no message from the daemon")
+            data = self._sock.recv(MAX_MESSAGE)
+            if not data:
+                return None
+            message = decode(data)
+            if "event" in message:
+                self._events.append(BusEvent(message["event"], message["id"], message["type"]))
+                if timeout is not None:
+                    return message
+                continue
+            return message
+
+    # -- the bus -----------------------------------------------------------
+
+    def interfaces(self) -> list[InterfaceInfo]:
+        return [InterfaceInfo(i["id"], i["type"]) for i in self.request("list")["interfaces"]]
+
+    def open(self, interface_id: int, version: int) -> Device:
+        handle = self.request("open", id=interface_id, version=version)["handle"]
+        return Device(self, handle, interface_id)
+
+    def open_venet(self, interface_id: int, *, slots: int = 256) -> Venet:
+        return Venet(self.open(interface_id, VENET_VERSION), slots=slots)
+
+    def events(self) -> list[BusEvent]:
+        """The add and drop events heard so far (without waiting)."""
+        while select.select([self._sock], [], [], 0)[0]:
+            if self._read(0) is None:
+                break
+        taken = list(self._events)
+        self._events.clear()
+        return taken
+
+    def wait_event(self, timeout: float | None = None) -> BusEvent:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self._events:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if self._read(left if left is not None else 3600.0) is None:
+                raise ConnectorError(0, "the daemon closed the connection")
+        return self._events.popleft()
+
+    def close(self) -> None:
+        self._sock.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+class Device:
+    """One open interface."""
+
+    def __init__(self, client: Client, handle: int, interface_id: int) -> None:
+        self.client = client
+        self.handle = handle
+        self.id = interface_id
+        self._open = True
+
+    def call(self, function: int, data: bytes = b"") -> bytes:
+        reply = self.client.request(
+            "call", handle=self.handle, function=function, data=pack_bytes(data)
+        )
+        return unpack_bytes(reply["data"])
+
+    def attach_queue(self, index: int, ioq: Ioq) -> None:
+        self.client.request("queue", tuple(ioq.fds), handle=self.handle, index=index)
+
+    def stats(self) -> dict[str, int]:
+        stats: dict[str, int] = self.client.request("stats", handle=self.handle)["stats"]
+        return stats
+
+    def close(self) -> None:
+        if self._open:
+            self._open = False
+            # dropped or disconnected: nothing is left to release
+            with contextlib.suppress(ConnectorError, OSError):
+                self.client.request("close", handle=self.handle)
+
+    def __enter__(self) -> Device:
+        return self
+
+    def __exit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+class Venet:
+    """A virtual-ethernet driver: two ioqs and the venet calls."""
+
+    def __init__(self, device: Device, *, slots: int = 256) -> None:
+        self.device = device
+        self.rx = Ioq.create(slots, 2048, direction="to_north")
+        self.tx = Ioq.create(slots, 2048, direction="to_south")
+        try:
+            device.attach_queue(RX_QUEUE, self.rx)
+            device.attach_queue(TX_QUEUE, self.tx)
+            device.call(LINKUP)
+        except BaseException:
+            self.close()
+            raise
+
+    @property
+    def mac(self) -> bytes:
+        return self.device.call(MACQUERY)
+
+    def send(self, frame: bytes, timeout: float | None = None) -> None:
+        self.tx.send(frame, timeout)
+
+    def send_batch(self, frames: list[bytes], timeout: float | None = None) -> None:
+        self.tx.send_batch(frames, timeout)
+
+    def recv(self, timeout: float | None = None) -> bytes:
+        return self.rx.receive(timeout)
+
+    def recv_batch(self, max_frames: int = 64, timeout: float | None = None) -> list[bytes]:
+        return self.rx.receive_batch(max_frames, timeout)
+
+    def stats(self) -> dict[str, int]:
+        return self.device.stats()
+
+    def close(self) -> None:
+        self.device.close()
+        self.rx.close()
+        self.tx.close()
+
+    def __enter__(self) -> Venet:
+        return self
+
+    def __exit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+__all__ = [
+    "BusEvent",
+    "Client",
+    "ConnectorError",
+    "Device",
+    "InterfaceInfo",
+    "Venet",
+    "WireError",
+    "connect",
+    "connector_path",
+]
