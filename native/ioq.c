@@ -920,9 +920,12 @@ int ioq_wait(struct ioq *q, int op, int timeout_ms, int spin_us)
         }
     }
     for (;;) {
-        /* arm, then re-check: a peer that published before seeing
-         * enabled is caught here, one that publishes after writes the
-         * eventfd */
+        /* Reset the eventfd and dirty left by earlier wake-ups here, before
+         * arming, rather than right after waking: that keeps the read off
+         * the latency path.  Then arm and re-check: a peer that published
+         * before seeing enabled is caught by the re-check, one that
+         * publishes after writes the eventfd. */
+        shm_signal_drain(q);
         shm_signal_enable(q);
         if ((r = ioq_ready(q, op)) != 0) {
             shm_signal_disable(q);
@@ -944,7 +947,6 @@ int ioq_wait(struct ioq *q, int op, int timeout_ms, int spin_us)
         int e = errno;
         /* mitigation: no wake-ups while our caller drains the ring */
         shm_signal_disable(q);
-        shm_signal_drain(q);
         if (pr < 0)
             return -e;
         if ((r = ioq_ready(q, op)) != 0)

@@ -645,7 +645,9 @@ class Ioq:
                 await trio.lowlevel.checkpoint()
                 return
         while True:
+            # the same steps as ioq_wait in C: reset, arm, re-check, sleep, disarm
             h = self._handle()
+            _lib.shm_signal_drain(h)
             _lib.shm_signal_enable(h)
             if _check(_lib.ioq_ready(h, op)):
                 _lib.shm_signal_disable(h)
@@ -656,7 +658,6 @@ class Ioq:
             finally:
                 if self._h is not None:
                     _lib.shm_signal_disable(self._h)
-                    _lib.shm_signal_drain(self._h)
             if _check(_lib.ioq_ready(self._handle(), op)):
                 return
             if self._peer_gone():
