@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import array
 import errno
 import os
 from collections.abc import Iterator
@@ -210,3 +211,40 @@ def test_ioq_trio_send_waits_for_room(tx: tuple[Ioq, Ioq]) -> None:
 def test_ioq_signal_is_a_no_op_while_the_peer_is_not_waiting(tx: tuple[Ioq, Ioq]) -> None:
     north, _ = tx
     assert north.signal() is False
+
+
+def test_ioq_send_packed_refuses_lengths_that_overrun_the_buffer(tx: tuple[Ioq, Ioq]) -> None:
+    north, south = tx
+    # C trusts the sum of the lengths: Python must refuse a sum past the buffer
+    with pytest.raises(ValueError):
+        north.send_packed_nowait(b"abc", [2, 2])
+    with pytest.raises(ValueError):
+        north.send_packed_nowait(b"a" * 40, [40])
+    assert north.send_packed_nowait(b"abcde", array.array("I", [2, 3])) == 2
+    assert south.receive_batch_nowait() == [b"ab", b"cde"]
+
+
+def test_ioq_receive_into_a_too_small_buffer_keeps_the_message(tx: tuple[Ioq, Ioq]) -> None:
+    north, south = tx
+    north.send_nowait(b"x" * 10)
+    with pytest.raises(IoqError) as info:
+        south.receive_into_nowait(bytearray(4))
+    assert info.value.errno == errno.EMSGSIZE
+    assert south.receive_nowait() == b"x" * 10
+
+
+def test_ioq_seek_and_descriptor_follow_the_ring(tx: tuple[Ioq, Ioq]) -> None:
+    north, south = tx
+    north.send_batch_nowait([b"a", b"bb", b"ccc"])
+    assert south.seek("inuse", "head") == 0
+    assert south.seek("inuse", "tail") == 3
+    assert south.seek("inuse", "set", 2) == 2
+    assert south.seek("inuse", "next") == 3
+    assert south.seek("inuse", "next") == 0  # wraps at count
+    assert south.seek("inuse", "prev") == 3
+    d = south.descriptor(2)
+    assert (d.ptr, d.len, d.valid, d.sown) == (2 * 32, 3, True, True)
+    with pytest.raises(ValueError):
+        south.seek("inuse", "set", 4)
+    with pytest.raises(ValueError):
+        south.descriptor(4)
