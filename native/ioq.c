@@ -775,11 +775,13 @@ int ioq_commit(struct ioq *q, int op, uint32_t k, const uint32_t *lens, int sign
                 l[i] = lens[done + i];
             }
             r = push_batch(q, IOQ_IDX_BOTH, m, c, p, l);
+            /* acquire found these slots free; only south can have taken
+             * them back since */
+            if (r == IOQ_E_FULL || (r >= 0 && (uint32_t)r < m))
+                return ioq_fault(q);
             if (r < 0)
                 return r;
             done += (uint32_t)r;
-            if ((uint32_t)r < m)
-                break;
         }
     } else {
         /* reclaim what was read and post the same slots again, empty */
@@ -794,11 +796,11 @@ int ioq_commit(struct ioq *q, int op, uint32_t k, const uint32_t *lens, int sign
                 l[i] = q->slot;
             }
             r = push_batch(q, IOQ_IDX_BOTH, m, c, p, l);
+            if (r == IOQ_E_FULL || (r >= 0 && (uint32_t)r < m))
+                return ioq_fault(q);
             if (r < 0)
                 return r;
             done += (uint32_t)r;
-            if ((uint32_t)r < m)
-                break;
         }
     }
     if (signal)
