@@ -1,0 +1,281 @@
+"""Member processes reach their bus's devices through the connector, end to end."""
+
+from __future__ import annotations
+
+import errno
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from vbusfs import client
+
+pytestmark = pytest.mark.mount
+
+SETUP = (
+    "mkdir config/vbus/instances/B config/vbus/instances/C "
+    "config/vbus/devices/L config/vbus/devices/M && "
+    "echo venet-loopback > config/vbus/devices/L/type && "
+    "echo venet-loopback > config/vbus/devices/M/type && "
+    "echo 1 > sys/vbus/devices/L/enabled && echo 1 > sys/vbus/devices/M/enabled && "
+    "ln -s ../../devices/L config/vbus/instances/B/ && "
+    "ln -s ../../devices/M config/vbus/instances/C/"
+)
+
+
+def frame(n: int, size: int = 60) -> bytes:
+    return (
+        bytes([0x02, 0, 0, 0, 0, 1, 0x02, 0, 0, 0, 0, 2, 0x88, 0xB5])
+        + n.to_bytes(4, "little")
+        + bytes(size - 18)
+    )
+
+
+@pytest.fixture
+def setup(mnt):
+    mnt.sh(SETUP, check=True)
+    return mnt
+
+
+def join(mnt, bus: str, pid: int | str = "self") -> None:
+    with open(mnt.join("proc", str(pid), "vbus"), "w") as f:
+        f.write(bus)
+
+
+def run_child(mnt, code: str, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(code), mnt.path, *args],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_a_process_on_no_bus_is_refused(setup):
+    with pytest.raises(client.ConnectorError) as info:
+        client.connect(setup.path)
+    assert info.value.errno == errno.EACCES
+    assert "not a member" in str(info.value)
+
+
+def test_not_a_mount_is_a_clear_error(tmp_path):
+    with pytest.raises(client.ConnectorError) as info:
+        client.connect(str(tmp_path))
+    assert "not a live vbusfs mount" in str(info.value)
+
+
+def test_loopback_returns_every_frame_in_order(setup):
+    join(setup, "B")
+    with client.connect(setup.path) as bus:
+        assert bus.name == "B"
+        assert bus.interfaces() == [client.InterfaceInfo(0, "virtual-ethernet")]
+        with bus.open_venet(0) as nic:
+            sent = [frame(i, random.Random(i).randint(18, 1514)) for i in range(2000)]
+            received: list[bytes] = []
+            for start in range(0, len(sent), 100):
+                nic.send_batch(sent[start : start + 100])
+                while len(received) < start + 100:
+                    received += nic.recv_batch(64, timeout=5)
+            assert received == sent
+            assert nic.stats()["rx_frames"] == 2000
+
+
+def test_venet_calls_and_oversized_frames(setup):
+    join(setup, "B")
+    with client.connect(setup.path) as bus, bus.open_venet(0) as nic:
+        mac = setup.sh("cat sys/vbus/devices/L/client_mac").stdout.strip()
+        assert nic.mac == bytes.fromhex(mac.replace(":", ""))
+        dev = nic.device
+        assert dev.call(client.NEGCAP, (7).to_bytes(4, "little")) == bytes(4)
+        assert dev.call(client.LINKDOWN) == b"" and dev.call(client.FLUSHRX) == b""
+        for bad in (5, 99, -1):
+            with pytest.raises(client.ConnectorError) as info:
+                dev.call(bad)
+            assert info.value.errno == errno.EINVAL
+        busy = setup.sh("echo 02:00:00:00:00:09 > sys/vbus/devices/L/client_mac")
+        assert "Device or resource busy" in busy.stderr
+        nic.send(bytes(1515))
+        nic.send(bytes(13))
+        nic.send(frame(1))
+        assert nic.recv(timeout=5) == frame(1)
+        assert nic.stats()["oversize"] == 2
+    setup.sh("echo 02:00:00:00:00:09 > sys/vbus/devices/L/client_mac", check=True)
+
+
+def test_open_errors(setup):
+    join(setup, "B")
+    with client.connect(setup.path) as bus:
+        for interface_id, version, code in [(5, 1, errno.ENOENT), (0, 2, errno.EINVAL)]:
+            with pytest.raises(client.ConnectorError) as info:
+                bus.open(interface_id, version)
+            assert info.value.errno == code
+        with bus.open_venet(0), pytest.raises(client.ConnectorError) as info:
+            bus.open(0, 1)
+        assert info.value.errno == errno.EBUSY
+        with bus.open_venet(0):  # released by the close above
+            pass
+
+
+def test_a_member_of_another_bus_sees_only_its_own(setup):
+    with run_child(
+        setup,
+        """
+        import sys
+        from vbusfs import client
+        m = sys.argv[1]
+        open(f"{m}/proc/self/vbus", "w").write("C")
+        with client.connect(m) as bus:
+            print(bus.name, [(i.id, i.type) for i in bus.interfaces()], flush=True)
+        """,
+    ) as child:
+        out, err = child.communicate(timeout=30)
+    assert out.strip() == "C [(0, 'virtual-ethernet')]", err
+    join(setup, "B")
+    with client.connect(setup.path) as bus:
+        setup.sh("rm config/vbus/instances/C/M", check=True)
+        assert bus.interfaces() == [client.InterfaceInfo(0, "virtual-ethernet")]
+        assert bus.events() == []  # C's changes are not B's business
+
+
+def test_events_on_link_and_unlink(setup):
+    join(setup, "B")
+    with client.connect(setup.path) as bus:
+        setup.sh(
+            "rm config/vbus/instances/C/M && ln -s ../../devices/M config/vbus/instances/B/",
+            check=True,
+        )
+        assert bus.wait_event(5) == client.BusEvent("add", 1, "virtual-ethernet")
+        setup.sh("rm config/vbus/instances/B/M", check=True)
+        assert bus.wait_event(5) == client.BusEvent("drop", 1, "virtual-ethernet")
+
+
+def test_an_interface_unlinked_while_open_is_dropped(setup):
+    join(setup, "B")
+    with client.connect(setup.path) as bus:
+        nic = bus.open_venet(0)
+        setup.sh("rm config/vbus/instances/B/L", check=True)
+        assert bus.wait_event(5) == client.BusEvent("drop", 0, "virtual-ethernet")
+        with pytest.raises(client.ConnectorError) as info:
+            nic.device.call(client.MACQUERY)
+        assert info.value.errno == errno.ENODEV
+        nic.close()
+        # the device is free again: relink and open it anew
+        setup.sh(
+            "ln -s ../../devices/L config/vbus/instances/B/ && rmdir config/vbus/devices/M || true",
+            check=True,
+        )
+        (info_,) = bus.interfaces()
+        with bus.open_venet(info_.id) as again:
+            again.send(frame(3))
+            assert again.recv(timeout=5) == frame(3)
+
+
+HOLDER = """
+    import sys, time
+    from vbusfs import client
+    m = sys.argv[1]
+    open(f"{m}/proc/self/vbus", "w").write("B")
+    bus = client.connect(m)
+    nic = bus.open_venet(0)
+    nic.send(b"x" * 60)
+    print("holding", flush=True)
+    time.sleep(60)
+"""
+
+
+def test_kill_9_releases_everything_within_a_second(setup):
+    with run_child(setup, HOLDER) as child:
+        _kill_9_then_reopen(setup, child)
+
+
+def _kill_9_then_reopen(setup, child) -> None:
+    try:
+        assert child.stdout is not None
+        assert child.stdout.readline().strip() == "holding"
+        join(setup, "B")
+        with client.connect(setup.path) as bus:
+            with pytest.raises(client.ConnectorError):
+                bus.open(0, 1)
+            child.send_signal(signal.SIGKILL)
+            child.wait(10)
+            deadline = time.monotonic() + 1.0
+            while True:
+                try:
+                    with bus.open_venet(0) as nic:
+                        nic.send(frame(9))
+                        assert nic.recv(timeout=5) == frame(9)
+                    break
+                except client.ConnectorError as exc:
+                    assert exc.errno == errno.EBUSY and time.monotonic() < deadline
+                    time.sleep(0.01)
+    finally:
+        child.kill()
+        child.wait()
+
+
+HOSTILE = """
+    import mmap, random, sys
+    from vbusfs import client
+    m = sys.argv[1]
+    open(f"{m}/proc/self/vbus", "w").write("B")
+    bus = client.connect(m)
+    nic = bus.open_venet(0)
+    ring = mmap.mmap(nic.tx.fds.ring, 0)
+    seed = int(sys.argv[2])
+    rng = random.Random(seed)
+    if seed == 0:  # every descriptor points far outside the data segment: a sure fault
+        nic.tx.send_nowait(b"y" * 60)
+        for at in range(56, len(ring) - 31, 32):
+            ring[at + 8 : at + 16] = (1 << 60).to_bytes(8, "little")
+        nic.tx.send_nowait(b"y" * 60)
+        nic.tx.signal()
+    for _ in range(200 if seed else 0):
+        try:
+            nic.tx.send_nowait(b"y" * 60)
+        except OSError:
+            pass  # its own side of the ring is as broken as it made it
+        at = rng.randrange(8, len(ring))
+        ring[at] = rng.randrange(256)
+    print("done", flush=True)
+    sys.stdin.read()
+"""
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_a_hostile_client_is_dropped_and_others_are_served(setup, seed):
+    """Seed 0 breaks the indices for sure; the others scribble at random."""
+    with run_child(setup, HOSTILE, str(seed)) as child:
+        _others_are_served(setup, child, must_fault=seed == 0)
+
+
+def _others_are_served(setup, child, must_fault: bool) -> None:
+    try:
+        assert child.stdout is not None
+        line = child.stdout.readline().strip()
+        assert line == "done", child.stderr.read() if child.stderr else ""
+        if must_fault:
+            deadline = time.monotonic() + 5
+            while "broke queue protocol" not in setup.log:
+                assert time.monotonic() < deadline, "the daemon never noticed the corruption"
+                time.sleep(0.05)
+        # the others are served, whatever the hostile client did to its own rings
+        join(setup, "C")
+        with client.connect(setup.path) as bus, bus.open_venet(0) as nic:
+            for i in range(100):
+                nic.send(frame(i))
+                assert nic.recv(timeout=5) == frame(i)
+        if must_fault:
+            join(setup, "B")
+            with client.connect(setup.path) as bus, bus.open_venet(0) as nic:
+                # the hostile client was dropped, so its device is free again
+                nic.send(frame(7))
+                assert nic.recv(timeout=5) == frame(7)
+        assert setup.sh("cat sys/vbus/version").stdout == "1\n"
+    finally:
+        child.kill()
+        child.wait()
