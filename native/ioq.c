@@ -911,7 +911,8 @@ int ioq_wait(struct ioq *q, int op, int timeout_ms, int spin_us)
         /* adaptive: polling the ring for a few microseconds beats a
          * cross-CPU wake-up (~20 us each way on the target machine) */
         int64_t spin_end = start + (int64_t)spin_us * 1000;
-        if (spin_end > deadline)
+        /* timeout 0 means "poll, never sleep": the spin still runs */
+        if (timeout_ms > 0 && spin_end > deadline)
             spin_end = deadline;
         for (unsigned i = 1;; i++) {
             if ((r = ioq_ready(q, op)) != 0)

@@ -216,7 +216,8 @@ void ioq_watch(struct ioq *q, int hup_fd, int hup_events);
 
 /* Block (GIL released by cffi) until op is ready: spin for spin_us
  * microseconds, then arm the shm-signal and sleep on the eventfd.
- * timeout_ms < 0 waits forever.  Returns 0 when ready. */
+ * timeout_ms < 0 waits forever; 0 spins (if asked) and never sleeps.
+ * Returns 0 when ready. */
 int ioq_wait(struct ioq *q, int op, int timeout_ms, int spin_us);
 
 /* One message, waiting for it (or for room) as ioq_wait would: one crossing

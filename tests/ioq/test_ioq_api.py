@@ -248,3 +248,21 @@ def test_ioq_seek_and_descriptor_follow_the_ring(tx: tuple[Ioq, Ioq]) -> None:
         south.seek("inuse", "set", 4)
     with pytest.raises(ValueError):
         south.descriptor(4)
+
+
+def test_ioq_trio_adaptive_wait_spins_then_sleeps(tx: tuple[Ioq, Ioq]) -> None:
+    north, south = tx
+
+    async def main() -> bytes:
+        async with trio.open_nursery() as nursery:
+
+            async def later() -> None:
+                await trio.sleep(0.02)  # longer than the spin: the eventfd must wake us
+                north.send_nowait(b"late")
+
+            nursery.start_soon(later)
+            with trio.fail_after(10):
+                return await south.receive_async(spin_us=200)
+        raise AssertionError("unreachable")
+
+    assert trio.run(main) == b"late"
