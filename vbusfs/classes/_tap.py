@@ -6,10 +6,13 @@ descriptor, so closing the descriptor (or the daemon exiting) removes it.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import socket
 import struct
+
+import trio
 
 from vbusfs.model import VbusError
 
@@ -47,8 +50,32 @@ class TapInterface:
             ) from exc
         return cls(fd, name)
 
+    def write_batch(self, frames: list[bytes]) -> int:
+        """Write frames to the host side; returns how many it took (a full queue drops)."""
+        written = 0
+        for frame in frames:
+            try:
+                os.write(self.fd, frame)
+            except (BlockingIOError, OSError):
+                continue
+            written += 1
+        return written
+
+    def read_batch(self, max_frames: int) -> list[bytes]:
+        """The frames the host sent, up to `max_frames`, without waiting."""
+        frames = []
+        for _ in range(max_frames):
+            try:
+                frames.append(os.read(self.fd, 65536))
+            except (BlockingIOError, OSError):
+                break
+        return frames
+
     def close(self) -> None:
         if self.fd >= 0:
+            # A task may be waiting for this fd to turn readable: tell it first.
+            with contextlib.suppress(RuntimeError):
+                trio.lowlevel.notify_closing(self.fd)
             os.close(self.fd)
             self.fd = -1
 

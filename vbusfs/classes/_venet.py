@@ -18,7 +18,7 @@ from vbusfs.model import Attribute, Busy, DeviceClass, InterfaceInfo
 
 from ._tap import TapInterface
 from ._values import format_mac, parse_bool, parse_mac, parse_u32, random_mac
-from ._venet_link import VERSION, LoopbackConnection
+from ._venet_link import VERSION, LoopbackConnection, SwitchConnection, TapConnection
 
 VIRTUAL_ETHERNET = "virtual-ethernet"
 DEFAULT_BURSTTHRESH_US = 20
@@ -129,6 +129,11 @@ class VenetTap(_VenetBase):
         super().__init__(rng)
         self._open_tap = open_tap if open_tap is not None else TapInterface.open
 
+    versions = frozenset({VERSION})
+
+    def open(self, state: VenetTapState, interface_state: Any, version: int) -> TapConnection:
+        return TapConnection(state)
+
     def create(self, device_name: str) -> VenetTapState:
         return VenetTapState(
             device_name,
@@ -178,6 +183,10 @@ class SwitchPort:
 class SwitchState:
     name: str
     ports: dict[str, SwitchPort] = field(default_factory=dict)
+    # port name -> the client connected to it
+    connections: dict[str, Any] = field(default_factory=dict)
+    # MAC address -> port name it was last seen on
+    learned: dict[bytes, str] = field(default_factory=dict)
 
 
 class VenetSwitch(_VenetBase):
@@ -205,6 +214,13 @@ class VenetSwitch(_VenetBase):
 
     def detach(self, state: SwitchState, interface_state: SwitchPort) -> None:
         state.ports.pop(interface_state.name, None)
+        for mac in [m for m, port in state.learned.items() if port == interface_state.name]:
+            del state.learned[mac]
+
+    versions = frozenset({VERSION})
+
+    def open(self, state: SwitchState, interface_state: SwitchPort, version: int) -> Any:
+        return SwitchConnection(state, interface_state)
 
 
 BUILTIN_CLASSES: tuple[type[DeviceClass], ...] = (VenetTap, VenetLoopback, VenetSwitch)

@@ -133,3 +133,85 @@ class LoopbackConnection(VenetConnection):
                 self.counters["dropped"] += len(frames)
                 continue
             await self.deliver(frames)
+
+
+class TapConnection(VenetConnection):
+    """Frames between the client and the host TAP interface (while `enabled` is 1)."""
+
+    async def move(self) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._to_host)
+            nursery.start_soon(self._from_host)
+
+    async def _to_host(self) -> None:
+        while True:
+            frames = await self.transmitted()
+            tap = self.owner.tap
+            if tap is None:
+                self.counters["dropped"] += len(frames)
+                continue
+            self.counters["dropped"] += len(frames) - tap.write_batch(frames)
+
+    async def _from_host(self) -> None:
+        while True:
+            tap = self.owner.tap
+            if tap is None:
+                await trio.sleep(0.05)  # disabled: the host side has no interface yet
+                continue
+            try:
+                await trio.lowlevel.wait_readable(tap.fd)
+            except (trio.ClosedResourceError, OSError):
+                continue  # disabled while waiting
+            frames = tap.read_batch(BATCH)
+            if frames and self.link_up:
+                await self.deliver(frames)
+
+
+class SwitchConnection(VenetConnection):
+    """One port's client: frames are switched to the other ports by learned MAC."""
+
+    OUTBOX = 256  # batches a slow port may fall behind before the switch drops for it
+
+    def __init__(self, switch: Any, port: Any) -> None:
+        super().__init__(port)
+        self.switch = switch
+        self.port = port
+        self.outbox_in, self.outbox_out = trio.open_memory_channel[list[bytes]](self.OUTBOX)
+        switch.connections[port.name] = self
+
+    async def move(self) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._switch)
+            nursery.start_soon(self._drain)
+
+    async def _switch(self) -> None:
+        table = self.switch.learned
+        while True:
+            frames = await self.transmitted()
+            out: dict[str, list[bytes]] = {}
+            others = [name for name in self.switch.connections if name != self.port.name]
+            for frame in frames:
+                table[frame[6:12]] = self.port.name
+                destination = frame[:6]
+                target = None if destination[0] & 1 else table.get(destination)
+                if target is None:  # broadcast, multicast or unknown: flood
+                    for name in others:
+                        out.setdefault(name, []).append(frame)
+                elif target != self.port.name and target in self.switch.connections:
+                    out.setdefault(target, []).append(frame)
+            for name, batch in out.items():
+                peer = self.switch.connections.get(name)
+                try:
+                    peer.outbox_in.send_nowait(batch)
+                except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
+                    peer.counters["dropped"] += len(batch)
+
+    async def _drain(self) -> None:
+        async for batch in self.outbox_out:
+            await self.deliver(batch)
+
+    def close(self) -> None:
+        if self.switch.connections.get(self.port.name) is self:
+            del self.switch.connections[self.port.name]
+        self.outbox_in.close()
+        super().close()

@@ -1,0 +1,154 @@
+"""venet-switch and venet-tap carrying real frames between real processes."""
+
+from __future__ import annotations
+
+import struct
+import subprocess
+import sys
+import textwrap
+import threading
+
+import pytest
+
+from vbusfs import client
+from vbusfs.testing import LiveMount, netns_available
+
+pytestmark = pytest.mark.mount
+
+BROADCAST = b"\xff" * 6
+ETH_TEST = b"\x88\xb5"
+
+ECHO_ON_C = """
+    import sys
+    from vbusfs import client
+    m = sys.argv[1]
+    open(f"{m}/proc/self/vbus", "w").write("C")
+    with client.connect(m) as bus, bus.open_venet(0) as nic:
+        me = nic.mac
+        print(me.hex(), flush=True)
+        while True:
+            frame = nic.recv(timeout=10)
+            if frame[12:14] == b"\\x88\\xb5" and frame[14:18] == b"stop":
+                break
+            # answer every frame to its sender, from our own address
+            nic.send(frame[6:12] + me + frame[12:14] + b"re:" + frame[14:])
+"""
+
+
+def eth(dst: bytes, src: bytes, payload: bytes) -> bytes:
+    return dst + src + ETH_TEST + payload.ljust(46, b"\0")
+
+
+def test_switch_between_two_buses_learns_and_never_echoes(mnt):
+    mnt.sh(
+        "mkdir config/vbus/instances/B config/vbus/instances/C config/vbus/devices/S && "
+        "echo venet-switch > config/vbus/devices/S/type && "
+        "ln -s ../../devices/S config/vbus/instances/B/ && "
+        "ln -s ../../devices/S config/vbus/instances/C/",
+        check=True,
+    )
+    with subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(ECHO_ON_C), mnt.path],
+        stdout=subprocess.PIPE,
+        text=True,
+    ) as echo:
+        assert echo.stdout is not None
+        peer = bytes.fromhex(echo.stdout.readline().strip())
+        with open(mnt.join("proc/self/vbus"), "w") as f:
+            f.write("B")
+        with client.connect(mnt.path) as bus, bus.open_venet(0) as nic:
+            me = nic.mac
+            nic.send(eth(BROADCAST, me, b"hello all"))
+            answer = nic.recv(timeout=5)
+            assert answer[:6] == me and answer[6:12] == peer  # flooded, then answered
+            assert answer[14:26] == b"re:hello all"
+            for i in range(50):  # the peer is learned now: unicast both ways
+                nic.send(eth(peer, me, b"n%d" % i))
+                assert nic.recv(timeout=5)[14:].startswith(b"re:n%d" % i)
+            with pytest.raises(TimeoutError):
+                nic.recv(timeout=0.2)  # nothing ever comes back to its sender
+            assert mnt.sh("cat sys/vbus/devices/S/ports").stdout == "B.0 C.0\n"
+            nic.send(eth(peer, me, b"stop"))
+        assert echo.wait(10) == 0
+
+
+def _checksum(data: bytes) -> int:
+    if len(data) % 2:
+        data += b"\0"
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+def answer_arp_and_ping(nic: client.Venet, ip: bytes, stop: threading.Event) -> None:
+    """The client side of a host: answers ARP for `ip` and ICMP echo to it."""
+    me = nic.mac
+    while not stop.is_set():
+        try:
+            frame = nic.recv(timeout=0.2)
+        except TimeoutError:
+            continue
+        kind = frame[12:14]
+        if kind == b"\x08\x06" and frame[20:22] == b"\x00\x01" and frame[38:42] == ip:
+            sender_mac, sender_ip = frame[22:28], frame[28:32]
+            arp = b"\x00\x01\x08\x00\x06\x04\x00\x02" + me + ip + sender_mac + sender_ip
+            nic.send(sender_mac + me + b"\x08\x06" + arp)
+        elif kind == b"\x08\x00" and frame[23] == 1 and frame[30:34] == ip:
+            header = (frame[14] & 0x0F) * 4
+            ip_header = bytearray(frame[14 : 14 + header])
+            ip_header[12:16], ip_header[16:20] = frame[30:34], frame[26:30]
+            icmp = bytearray(frame[14 + header :])
+            if icmp[0] != 8:
+                continue
+            icmp[0] = 0
+            icmp[2:4] = b"\0\0"
+            icmp[2:4] = _checksum(bytes(icmp)).to_bytes(2, "big")
+            nic.send(frame[6:12] + me + b"\x08\x00" + bytes(ip_header) + bytes(icmp))
+
+
+@pytest.mark.root
+@pytest.mark.skipif(not netns_available(), reason="needs unshare and root")
+def test_ping_from_the_host_side_reaches_the_client(tmp_path_factory):
+    mount = LiveMount(str(tmp_path_factory.mktemp("m")), private_netns=True).start()
+    stop = threading.Event()
+    try:
+        mount.sh(
+            "mkdir config/vbus/instances/B config/vbus/devices/T && "
+            "echo venet-tap > config/vbus/devices/T/type && "
+            "echo 1 > sys/vbus/devices/T/enabled && "
+            "ln -s ../../devices/T config/vbus/instances/B/ && echo B > proc/self/vbus",
+            check=True,
+        )
+        ifname = mount.sh("cat sys/vbus/devices/T/ifname").stdout.strip()
+        inside = ["nsenter", "-t", str(mount.pid), "-n"]
+        for command in (
+            ["ip", "link", "set", "lo", "up"],
+            ["ip", "addr", "add", "10.213.0.1/24", "dev", ifname],
+            ["ip", "link", "set", ifname, "up"],
+        ):
+            subprocess.run([*inside, *command], check=True, capture_output=True)
+        with open(mount.join("proc/self/vbus"), "w") as f:
+            f.write("B")
+        with client.connect(mount.path) as bus, bus.open_venet(0) as nic:
+            host = threading.Thread(
+                target=answer_arp_and_ping, args=(nic, bytes([10, 213, 0, 2]), stop)
+            )
+            host.start()
+            try:
+                ping = subprocess.run(
+                    [*inside, "ping", "-c", "3", "-i", "0.2", "-W", "2", "10.213.0.2"],
+                    capture_output=True,
+                    text=True,
+                    timeout=30,
+                )
+            finally:
+                stop.set()
+                host.join()
+            assert ping.returncode == 0, ping.stdout + ping.stderr
+            assert "3 received" in ping.stdout
+            assert nic.stats()["rx_frames"] >= 4  # an ARP request and three echo requests
+    finally:
+        stop.set()
+        log = mount.stop()
+    assert "Traceback" not in log, log
