@@ -20,6 +20,7 @@ exits, however it exits.
 
 from __future__ import annotations
 
+import array
 import contextlib
 import os
 import select
@@ -260,7 +261,143 @@ class Venet:
         self.close()
 
 
+# -- trio ------------------------------------------------------------------
+
+
+async def connect_async(mountpoint: str) -> AsyncClient:
+    """`connect` for trio programs: the same protocol on a trio socket."""
+    import trio
+
+    path = connector_path(mountpoint)
+    sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    try:
+        await sock.connect(path)
+        hello = decode(await sock.recv(MAX_MESSAGE))
+    except BaseException:
+        sock.close()
+        raise
+    if "errno" in hello:
+        sock.close()
+        raise ConnectorError(hello["errno"], hello.get("message", "refused"))
+    return AsyncClient(sock, hello["hello"])
+
+
+class AsyncClient:
+    """`Client` for trio: requests await their reply; events queue up meanwhile.
+
+    One task at a time may make requests on one AsyncClient.
+    """
+
+    def __init__(self, sock: Any, hello: dict[str, Any]) -> None:
+        self._sock = sock
+        self.name: str = hello["bus"]
+        self._seq = 0
+        self._events: deque[BusEvent] = deque()
+
+    async def request(self, op: str, fds: tuple[int, ...] = (), **fields: Any) -> dict[str, Any]:
+        self._seq += 1
+        seq = self._seq
+        data = encode({"op": op, "seq": seq, **fields})
+        if fds:
+            await self._sock.sendmsg(
+                [data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))]
+            )
+        else:
+            await self._sock.send(data)
+        while True:
+            message = await self._next()
+            if message.get("seq") == seq:
+                if "errno" in message:
+                    raise ConnectorError(message["errno"], message.get("message", ""))
+                return message
+
+    async def _next(self) -> dict[str, Any]:
+        while True:
+            data = await self._sock.recv(MAX_MESSAGE)
+            if not data:
+                raise ConnectorError(0, "the daemon closed the connection")
+            message = decode(data)
+            if "event" not in message:
+                return message
+            self._events.append(BusEvent(message["event"], message["id"], message["type"]))
+
+    async def interfaces(self) -> list[InterfaceInfo]:
+        reply = await self.request("list")
+        return [InterfaceInfo(i["id"], i["type"]) for i in reply["interfaces"]]
+
+    async def open_venet(self, interface_id: int, *, slots: int = 256) -> AsyncVenet:
+        handle = (await self.request("open", id=interface_id, version=VENET_VERSION))["handle"]
+        venet = AsyncVenet(self, handle, slots)
+        try:
+            await self.request("queue", tuple(venet.rx.fds), handle=handle, index=RX_QUEUE)
+            await self.request("queue", tuple(venet.tx.fds), handle=handle, index=TX_QUEUE)
+            await self.request("call", handle=handle, function=LINKUP, data="")
+        except BaseException:
+            await venet.aclose()
+            raise
+        return venet
+
+    async def wait_event(self) -> BusEvent:
+        """The next add or drop event (call it while no request is under way)."""
+        while not self._events:
+            data = await self._sock.recv(MAX_MESSAGE)
+            if not data:
+                raise ConnectorError(0, "the daemon closed the connection")
+            message = decode(data)
+            if "event" in message:
+                self._events.append(BusEvent(message["event"], message["id"], message["type"]))
+        return self._events.popleft()
+
+    async def aclose(self) -> None:
+        self._sock.close()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
+class AsyncVenet:
+    """`Venet` for trio: sends and receives wait on the ring's eventfd."""
+
+    def __init__(self, client: AsyncClient, handle: int, slots: int) -> None:
+        self.client = client
+        self.handle = handle
+        self.rx = Ioq.create(slots, 2048, direction="to_north")
+        self.tx = Ioq.create(slots, 2048, direction="to_south")
+
+    async def call(self, function: int, data: bytes = b"") -> bytes:
+        reply = await self.client.request(
+            "call", handle=self.handle, function=function, data=pack_bytes(data)
+        )
+        return unpack_bytes(reply["data"])
+
+    async def send(self, frame: bytes) -> None:
+        await self.tx.send_async(frame)
+
+    async def recv(self) -> bytes:
+        return await self.rx.receive_async()
+
+    async def recv_batch(self, max_frames: int = 64) -> list[bytes]:
+        return await self.rx.receive_batch_async(max_frames)
+
+    async def aclose(self) -> None:
+        with contextlib.suppress(ConnectorError, OSError):
+            await self.client.request("close", handle=self.handle)
+        self.rx.close()
+        self.tx.close()
+
+    async def __aenter__(self) -> AsyncVenet:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
 __all__ = [
+    "AsyncClient",
+    "AsyncVenet",
     "BusEvent",
     "Client",
     "ConnectorError",
@@ -269,5 +406,6 @@ __all__ = [
     "Venet",
     "WireError",
     "connect",
+    "connect_async",
     "connector_path",
 ]

@@ -279,3 +279,32 @@ def _others_are_served(setup, child, must_fault: bool) -> None:
     finally:
         child.kill()
         child.wait()
+
+
+def test_trio_clients_move_frames_and_hear_events(setup):
+    import trio
+
+    join(setup, "B")
+
+    async def main() -> None:
+        async with await client.connect_async(setup.path) as bus:
+            assert bus.name == "B"
+            assert await bus.interfaces() == [client.InterfaceInfo(0, "virtual-ethernet")]
+            async with await bus.open_venet(0) as nic:
+                for i in range(20):
+                    await nic.send(frame(i))
+                got: list[bytes] = []
+                with trio.fail_after(5):
+                    while len(got) < 20:
+                        got += await nic.recv_batch()
+                assert got == [frame(i) for i in range(20)]
+                mac = setup.sh("cat sys/vbus/devices/L/client_mac").stdout.strip()
+                assert (await nic.call(client.MACQUERY)).hex(":") == mac
+            await trio.to_thread.run_sync(
+                setup.sh,
+                "rm config/vbus/instances/C/M && ln -s ../../devices/M config/vbus/instances/B/",
+            )
+            with trio.fail_after(5):
+                assert await bus.wait_event() == client.BusEvent("add", 1, "virtual-ethernet")
+
+    trio.run(main)
