@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import struct
 import subprocess
 import sys
 import textwrap
@@ -11,7 +10,7 @@ import threading
 import pytest
 
 from vbusfs import client
-from vbusfs.testing import LiveMount, netns_available
+from vbusfs.testing import LiveMount, netns_available, serve_host
 
 pytestmark = pytest.mark.mount
 
@@ -72,41 +71,6 @@ def test_switch_between_two_buses_learns_and_never_echoes(mnt):
         assert echo.wait(10) == 0
 
 
-def _checksum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
-
-
-def answer_arp_and_ping(nic: client.Venet, ip: bytes, stop: threading.Event) -> None:
-    """The client side of a host: answers ARP for `ip` and ICMP echo to it."""
-    me = nic.mac
-    while not stop.is_set():
-        try:
-            frame = nic.recv(timeout=0.2)
-        except TimeoutError:
-            continue
-        kind = frame[12:14]
-        if kind == b"\x08\x06" and frame[20:22] == b"\x00\x01" and frame[38:42] == ip:
-            sender_mac, sender_ip = frame[22:28], frame[28:32]
-            arp = b"\x00\x01\x08\x00\x06\x04\x00\x02" + me + ip + sender_mac + sender_ip
-            nic.send(sender_mac + me + b"\x08\x06" + arp)
-        elif kind == b"\x08\x00" and frame[23] == 1 and frame[30:34] == ip:
-            header = (frame[14] & 0x0F) * 4
-            ip_header = bytearray(frame[14 : 14 + header])
-            ip_header[12:16], ip_header[16:20] = frame[30:34], frame[26:30]
-            icmp = bytearray(frame[14 + header :])
-            if icmp[0] != 8:
-                continue
-            icmp[0] = 0
-            icmp[2:4] = b"\0\0"
-            icmp[2:4] = _checksum(bytes(icmp)).to_bytes(2, "big")
-            nic.send(frame[6:12] + me + b"\x08\x00" + bytes(ip_header) + bytes(icmp))
-
-
 @pytest.mark.root
 @pytest.mark.skipif(not netns_available(), reason="needs unshare and root")
 def test_ping_from_the_host_side_reaches_the_client(tmp_path_factory):
@@ -131,9 +95,7 @@ def test_ping_from_the_host_side_reaches_the_client(tmp_path_factory):
         with open(mount.join("proc/self/vbus"), "w") as f:
             f.write("B")
         with client.connect(mount.path) as bus, bus.open_venet(0) as nic:
-            host = threading.Thread(
-                target=answer_arp_and_ping, args=(nic, bytes([10, 213, 0, 2]), stop)
-            )
+            host = threading.Thread(target=serve_host, args=(nic, bytes([10, 213, 0, 2]), stop))
             host.start()
             try:
                 ping = subprocess.run(
