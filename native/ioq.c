@@ -491,15 +491,20 @@ static int push_batch(struct ioq *q, int which, uint32_t n,
     }
     if (pi) {
         struct ioq_ring_idx *u = &q->head->idx[IOQ_INUSE];
-        STORE_SC(&u->tail, q->tail_idx[IOQ_INUSE]);
-        uint32_t h = 0;
-        int r = peer_index(q, &u->head, &h);
-        if (r)
-            return r;
-        /* the flag is a published status; see ioq.h for why it cannot
-         * decide anything */
-        if (h == q->tail_idx[IOQ_INUSE])
-            STORE_REL(&u->full, (uint8_t)1);
+        STORE_REL(&u->tail, q->tail_idx[IOQ_INUSE]);
+        /* inuse holds a subset of valid, so it can only have become full
+         * when valid is: only then is south's head worth a (cross-CPU)
+         * read.  The flag is a published status; see ioq.h for why it
+         * cannot decide anything. */
+        if (q->full_idx[IOQ_VALID]) {
+            atomic_thread_fence(memory_order_seq_cst);
+            uint32_t h = 0;
+            int r = peer_index(q, &u->head, &h);
+            if (r)
+                return r;
+            if (h == q->tail_idx[IOQ_INUSE])
+                STORE_REL(&u->full, (uint8_t)1);
+        }
     }
     return (int)done;
 }
