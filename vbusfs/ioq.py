@@ -40,12 +40,20 @@ Method naming follows trio's rules: ``*_nowait`` methods never block and raise
 eventfd.  ``spin_us`` makes a wait poll the ring for that many microseconds
 before it sleeps (adaptive polling: far lower latency, at the price of CPU).
 Batched forms move up to N messages for one crossing into C (two for a
-receive).  Messages are copied once: into the data segment on send, out of it
-on receive (a single small message is received through a private buffer, one
-extra copy that costs less than a second call into C).  :meth:`Ioq.acquire_nowait`
-and :meth:`Ioq.commit` give zero-copy memoryviews onto the data segment instead.  The low-level ring
-operations (``push``, ``pop``, ``count``, ``seek`` ...) act on the ``valid``
-and ``inuse`` indices directly.
+receive): the Python call boundary, not the ring, is what limits throughput.
+``send_packed_nowait`` and ``receive_into_nowait`` go further and create no
+object per message.  Messages are copied once: into the data segment on send,
+out of it on receive (a single small message is received through a private
+buffer, one extra copy that costs less than a second call into C).
+:meth:`Ioq.acquire_nowait` and :meth:`Ioq.commit` give zero-copy memoryviews
+onto the data segment instead.  The low-level ring operations (``push``,
+``pop``, ``count_of``, ``seek`` ...) act on the ``valid`` and ``inuse``
+indices directly: north pushes on either or both, south pops ``inuse``,
+north pops ``valid``.
+
+Peer death: pass a pidfd or the connection socket to :meth:`Ioq.watch_peer`,
+and every wait ends with :class:`IoqClosed` once the peer is gone and nothing
+is left to receive.
 
 This is the only module that imports the compiled ``vbusfs._ioq_cffi``.  It
 checks arguments before calling C, turns every C return code into an
