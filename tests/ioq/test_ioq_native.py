@@ -114,3 +114,40 @@ def test_native_ring_survives_a_hostile_peer_under_asan(tmp_path: Path) -> None:
     assert proc.returncode == 0, out + err
     assert "AddressSanitizer" not in err and "runtime error" not in err
     assert out.rstrip().endswith("ok")
+
+
+@needs_gcc
+@pytest.mark.skipif(shutil.which("valgrind") is None, reason="valgrind is not installed")
+def test_native_ring_survives_a_hostile_peer_under_valgrind(tmp_path: Path) -> None:
+    exe = tmp_path / "ioq_fuzz_plain"
+    built = gcc(
+        "-std=gnu11",
+        "-g",
+        "-O1",
+        "-Wall",
+        "-Wextra",
+        "-Werror",
+        "-I",
+        NATIVE,
+        *SOURCES,
+        DRIVER,
+        "-o",
+        exe,
+    )
+    assert built.returncode == 0, built.stderr
+    proc = subprocess.Popen(
+        ["valgrind", "-q", "--error-exitcode=99", "--leak-check=full", str(exe), "2000"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        out, err = proc.communicate(timeout=120)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    # 99: valgrind found an invalid access or a leak; 2: a check in the driver failed
+    assert proc.returncode == 0, out + err
+    assert out.rstrip().endswith("ok")
