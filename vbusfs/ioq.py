@@ -557,7 +557,7 @@ class Ioq:
         buf = message if type(message) is bytes else _ffi.from_buffer(message)
         deadline = None if timeout is None else time.monotonic() + max(timeout, 0.0)
         while True:
-            rc = _send_one_wait(h, buf, n, _ms(deadline), spin_us)
+            rc = _send_one_wait(h, buf, n, -1 if deadline is None else _ms(deadline), spin_us)
             if rc >= 0:
                 return
             if rc != _E_FULL and rc != _EINTR:
@@ -566,16 +566,14 @@ class Ioq:
     def send_batch(
         self, messages: Sequence[bytes], timeout: float | None = None, *, spin_us: int = 0
     ) -> None:
-        """Send every message, in order, waiting for room as often as needed."""
-        deadline = None
+        """Send every message, in order, waiting for room (``timeout`` bounds the whole call)."""
+        deadline = _deadline(timeout)
         done = 0
         while done < len(messages):
             rc = self._send_many(messages[done : done + self.count])
             if rc >= 0:
                 done += rc
             elif rc == _E_FULL:
-                if deadline is None:
-                    deadline = _deadline(timeout)
                 self._wait(_SEND, _remaining(deadline), spin_us)
             else:
                 _raise(rc)
@@ -590,7 +588,7 @@ class Ioq:
         deadline = None if timeout is None else time.monotonic() + max(timeout, 0.0)
         rx = self._rx
         while True:
-            rc = _recv_one_wait(h, rx, _RX, _ms(deadline), spin_us)
+            rc = _recv_one_wait(h, rx, _RX, -1 if deadline is None else _ms(deadline), spin_us)
             if rc >= 0:
                 return _unpack(rx, rc)
             if rc == _E_MSGSIZE:
