@@ -236,8 +236,9 @@ class Ioq:
     """
 
     def __init__(self, handle: Any, direction: Direction) -> None:
-        # private: use create() or attach()
-        self._h = handle
+        # private: use create() or attach().  A handle dropped without close()
+        # is still unmapped and its fds closed, by cffi when it is collected.
+        self._h = _ffi.gc(handle, _lib.ioq_close)
         self.direction: Direction = direction
         self.side: Side = "north" if _lib.ioq_side(handle) == _lib.IOQ_NORTH else "south"
         self.count: int = _lib.ioq_count_slots(handle)
@@ -315,7 +316,7 @@ class Ioq:
         if self._h is None:
             return
         self._release_views()
-        _lib.ioq_close(self._h)
+        _ffi.release(self._h)  # runs ioq_close now, and never again
         self._h = None
         if self._epoll is not None:
             self._epoll.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import array
 import errno
+import gc
 import os
 from collections.abc import Iterator
 
@@ -266,3 +267,13 @@ def test_ioq_trio_adaptive_wait_spins_then_sleeps(tx: tuple[Ioq, Ioq]) -> None:
         raise AssertionError("unreachable")
 
     assert trio.run(main) == b"late"
+
+
+def test_ioq_dropped_without_close_releases_its_fds() -> None:
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(20):
+        north = Ioq.create(4, 32)
+        Ioq.attach(north.fds, direction="to_south")  # dropped at once
+        del north
+    gc.collect()
+    assert len(os.listdir("/proc/self/fd")) <= before + 2
