@@ -1,0 +1,112 @@
+"""Every example runs as a new user would run it, in a subprocess, and cleans up after itself."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.mount
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+LOOPBACK = os.path.join(ROOT, "examples", "venet_loopback.py")
+
+
+def vbusfs_mounts() -> list[str]:
+    """Mount points of every vbusfs mount this process can see (/proc/self/mountinfo)."""
+    found = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            separator = fields.index("-")
+            if fields[separator + 1] == "fuse.vbusfs":
+                found.append(fields[4])
+    return found
+
+
+def run_example(*args: str) -> subprocess.CompletedProcess[str]:
+    with subprocess.Popen(
+        [sys.executable, LOOPBACK, *args],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    ) as process:
+        try:
+            stdout, stderr = process.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            stdout, stderr = process.communicate()
+        return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+
+def check_loopback_output(stdout: str) -> None:
+    assert "0: virtual-ethernet" in stdout
+    mac = re.search(r"opened interface 0 as venet, MAC ((?:[0-9a-f]{2}:){5}[0-9a-f]{2})", stdout)
+    assert mac is not None, stdout
+    echoed = re.findall(
+        rf"{mac.group(1)} -> ff:ff:ff:ff:ff:ff type 0x88b5 \d+ bytes: 'hello vbus, frame (\d)'",
+        stdout,
+    )
+    assert echoed == ["0", "1", "2", "3", "4"], stdout
+    assert "every frame came back unchanged" in stdout
+    assert "rx_frames=5" in stdout and "tx_frames=5" in stdout
+    assert stdout.rstrip().endswith("done")
+
+
+def test_venet_loopback_mounts_its_own_vbusfs_and_leaves_no_mount():
+    result = run_example()
+    assert result.returncode == 0, result.stdout + result.stderr
+    check_loopback_output(result.stdout)
+    mounted = re.search(r"mounted vbusfs on (\S+)", result.stdout)
+    assert mounted is not None
+    assert f"unmounted {mounted.group(1)}" in result.stdout
+    # other tests may mount and unmount vbusfs meanwhile: look for this example's mount
+    assert mounted.group(1) not in vbusfs_mounts()
+    assert not os.path.exists(mounted.group(1))
+
+
+def test_venet_loopback_on_a_given_mount_leaves_it_as_it_found_it(mnt):
+    listing = {
+        tree: sorted(os.listdir(mnt.join(tree)))
+        for tree in ("config/vbus/devices", "config/vbus/instances", "sys/vbus/devices")
+    }
+    result = run_example(mnt.path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    check_loopback_output(result.stdout)
+    assert "mounted vbusfs" not in result.stdout
+    assert mnt.mounted()
+    assert {tree: sorted(os.listdir(mnt.join(tree))) for tree in listing} == listing
+
+
+def test_venet_loopback_refuses_a_bad_command_line():
+    result = run_example("--help-me", "extra")
+    assert result.returncode == 2
+    assert "usage:" in result.stderr
+
+
+def test_venet_bench_runs_both_transports_and_cleans_up():
+    bench = os.path.join(ROOT, "bench", "venet.py")
+    with subprocess.Popen(
+        [sys.executable, bench, "--rounds", "1", "--seconds", "0.05"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    ) as process:
+        stdout, stderr = process.communicate(timeout=60)
+    assert process.returncode == 0, stdout + stderr
+    for size in (64, 1500):
+        for name in ("vbusfs", "socketpair"):
+            assert re.search(rf"^ +{size} \| {name} +\| +[\d,]+ \|", stdout, re.M), stdout
+    assert "target (issue 5)" in stdout
+    mounted = re.search(r"vbusfs mounted on (\S+) \(daemon pid (\d+)\)", stdout)
+    assert mounted is not None, stdout
+    assert mounted.group(1) not in vbusfs_mounts()
+    assert not os.path.exists(mounted.group(1))
+    assert not os.path.exists(f"/proc/{mounted.group(2)}")  # the daemon is gone and reaped
