@@ -34,7 +34,7 @@ BIG = 64 * 1024
 BATCH = 64
 RUN_S = 0.5  # seconds per throughput measurement
 RTT_S = 0.3  # seconds per latency measurement
-TRIES = 2  # runs per number, the best one reported
+TRIES = 3  # runs per number, the best one reported
 SPIN_US = 50  # adaptive polling before sleeping (throughput runs and the adaptive RTT)
 MSG = b"m" * SMALL
 BIG_MSG = b"b" * BIG
@@ -366,7 +366,7 @@ def forked(fn: Callable[[], None]) -> Iterator[int]:
 
 
 def measure(factory: Factory, size: int, count: int, child: Any, parent: Any) -> float:
-    # best of two short runs: the machine is shared, and a run that lost its CPU
+    # best of TRIES short runs: the machine is shared, and a run that lost its CPU
     # to someone else says nothing about the transport
     results = []
     for _ in range(TRIES):

@@ -891,6 +891,22 @@ int ioq_ready(struct ioq *q, int op)
     return LOAD_ACQ(&q->desc[q->head_idx[IOQ_VALID]].sown) != 1;
 }
 
+/* The spin phase of a wait for room on a full ring waits for a quarter of
+ * the ring to come back, not the first slot: polling the descriptor the
+ * peer is writing right now would pull its cache line away on every poll
+ * and slow the peer down.  Slots come back in ring order, so the later one
+ * being back means all before it are. */
+static int spin_ready(struct ioq *q, int op)
+{
+    int r = ioq_ready(q, op);
+    if (r != 0 || op != IOQ_WAIT_SEND || q->count < 8)
+        return r;
+    uint32_t ahead = q->count / 4;
+    if (q->side == IOQ_NORTH)
+        return LOAD_ACQ(&q->desc[(q->head_idx[IOQ_VALID] + ahead) % q->count].sown) == 0;
+    return LOAD_ACQ(&q->desc[(q->head_idx[IOQ_INUSE] + ahead) % q->count].sown) != 0;
+}
+
 static int64_t now_ns(void)
 {
     struct timespec ts;
@@ -920,10 +936,13 @@ int ioq_wait(struct ioq *q, int op, int timeout_ms, int spin_us)
         if (timeout_ms > 0 && spin_end > deadline)
             spin_end = deadline;
         for (unsigned i = 1;; i++) {
-            if ((r = ioq_ready(q, op)) != 0)
+            if ((r = spin_ready(q, op)) != 0)
                 return r < 0 ? r : IOQ_OK;
-            cpu_relax();
-            if ((i & 63) == 0 && now_ns() >= spin_end)
+            /* a few pauses between polls: each poll of a line the peer
+             * owns costs it a transfer */
+            for (int k = 0; k < 4; k++)
+                cpu_relax();
+            if ((i & 15) == 0 && now_ns() >= spin_end)
                 break;
         }
     }
