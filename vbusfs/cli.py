@@ -4,20 +4,34 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
+from collections.abc import Callable
 
 from vbusfs import __version__
 
 
 def _mount(args: argparse.Namespace) -> int:
+    from vbusfs._admin import load_config
     from vbusfs._procfs import ProcFs
     from vbusfs.classes import default_model
     from vbusfs.fuse import MountError, ready_fd_reporter, serve, spawn
-    from vbusfs.model import VbusError
+    from vbusfs.model import VbusError, restore_config
 
     if not args.foreground:
+        extra: tuple[str, ...] = ()
+        if args.restore:
+            extra = ("--restore", os.path.abspath(args.restore))
+            if args.empty_on_bad_restore:
+                extra += ("--empty-on-bad-restore",)
         try:
-            spawn(args.mountpoint, log_path=args.log, debug=args.debug, load=tuple(args.load))
+            spawn(
+                args.mountpoint,
+                log_path=args.log,
+                debug=args.debug,
+                load=tuple(args.load),
+                extra=extra,
+            )
         except MountError as exc:
             print(f"vbusfs mount: {exc}", file=sys.stderr)
             return 1
@@ -30,12 +44,22 @@ def _mount(args: argparse.Namespace) -> int:
     try:
         vbus = default_model(tuple(args.load), processes=ProcFs())
     except (ImportError, AttributeError, TypeError, ValueError, VbusError) as exc:
-        message = f"cannot load a deviceclass: {exc}"
-        print(f"vbusfs mount: {message}", file=sys.stderr)
-        if ready is not None:
-            ready(f"error: {message}")
-        return 1
+        return _refuse(f"cannot load a deviceclass: {exc}", ready)
+    if args.restore:
+        try:
+            restore_config(vbus, load_config(args.restore))
+        except (OSError, ValueError, VbusError) as exc:
+            if not args.empty_on_bad_restore:
+                return _refuse(f"cannot restore {args.restore}: {exc}", ready)
+            logging.getLogger("vbusfs").warning("starting empty: %s", exc)
     return serve(args.mountpoint, vbus=vbus, ready=ready, log_path=args.log)
+
+
+def _refuse(message: str, ready: Callable[[str], None] | None) -> int:
+    print(f"vbusfs mount: {message}", file=sys.stderr)
+    if ready is not None:
+        ready(f"error: {message}")
+    return 1
 
 
 def _umount(args: argparse.Namespace) -> int:
@@ -61,6 +85,25 @@ def _run(args: argparse.Namespace) -> int:
     except (RunError, MountError) as exc:
         print(f"vbusfs run: {exc}", file=sys.stderr)
         return 125
+
+
+def _admin(args: argparse.Namespace) -> int:
+    from vbusfs import _admin
+    from vbusfs.client import ConnectorError
+
+    try:
+        if args.command_name == "save":
+            _admin.save(args.mountpoint, args.file)
+        elif args.command_name == "modprobe":
+            print(_admin.modprobe(args.mountpoint, args.deviceclass))
+        elif args.command_name == "rmmod":
+            _admin.rmmod(args.mountpoint, args.deviceclass)
+        else:
+            _admin.tree(args.mountpoint, sys.stdout)
+    except (ConnectorError, OSError) as exc:
+        print(f"vbusfs {args.command_name}: {exc}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -102,6 +145,17 @@ def parser() -> argparse.ArgumentParser:
         help="also load this deviceclass (importable as MODULE, a DeviceClass subclass); "
         "repeatable",
     )
+    mount.add_argument(
+        "--restore",
+        metavar="FILE",
+        help="rebuild the configuration saved in FILE (by vbusfs save), interface ids included; "
+        "a file that cannot be restored stops the mount with a message saying why",
+    )
+    mount.add_argument(
+        "--empty-on-bad-restore",
+        action="store_true",
+        help="with --restore: start empty (and log why) instead of refusing to mount",
+    )
     mount.set_defaults(run=_mount)
 
     umount = commands.add_parser(
@@ -125,6 +179,49 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--mount", metavar="MOUNTPOINT", help="use this live vbusfs mount")
     run.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND [ARG...]")
     run.set_defaults(run=_run)
+
+    save = commands.add_parser(
+        "save",
+        help="write a mount's configuration to a JSON file",
+        description="Write the whole configuration of the vbusfs at MOUNTPOINT (classes, "
+        "devices with their types and writable attributes, buses, links with their interface "
+        "ids; never members) to FILE, atomically: a temporary file, fsync, rename. Restore it "
+        "with vbusfs mount --restore FILE. Root or the daemon's owner only.",
+    )
+    save.add_argument("mountpoint")
+    save.add_argument("file")
+    save.set_defaults(run=_admin, command_name="save")
+
+    modprobe = commands.add_parser(
+        "modprobe",
+        help="load a deviceclass into a live mount",
+        description="Load DEVICECLASS into the vbusfs at MOUNTPOINT: a name registered in the "
+        "vbusfs.deviceclasses entry-point group, or MODULE:CLASS importable by the daemon. "
+        "It appears under sys/vbus/deviceclass. Root or the daemon's owner only.",
+    )
+    modprobe.add_argument("mountpoint")
+    modprobe.add_argument("deviceclass")
+    modprobe.set_defaults(run=_admin, command_name="modprobe")
+
+    rmmod = commands.add_parser(
+        "rmmod",
+        help="unload a deviceclass from a live mount",
+        description="Unload DEVICECLASS from the vbusfs at MOUNTPOINT; refused with EBUSY while "
+        "any device of that class exists. Root or the daemon's owner only.",
+    )
+    rmmod.add_argument("mountpoint")
+    rmmod.add_argument("deviceclass")
+    rmmod.set_defaults(run=_admin, command_name="rmmod")
+
+    tree = commands.add_parser(
+        "tree",
+        help="print buses, devices, interfaces and members",
+        description="Print the topology of the vbusfs at MOUNTPOINT as any process sees it: "
+        "each bus with its interfaces (id, type, device) and its member processes, then every "
+        "device with its class and the buses it is on, then the loaded deviceclasses.",
+    )
+    tree.add_argument("mountpoint")
+    tree.set_defaults(run=_admin, command_name="tree")
 
     demo = commands.add_parser(
         "demo",

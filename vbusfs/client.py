@@ -95,7 +95,9 @@ class Client:
 
     def __init__(self, sock: socket.socket, hello: dict[str, Any]) -> None:
         self._sock = sock
-        self.name: str = hello["bus"]
+        #: the bus this process is a member of (None: an administrator on no bus)
+        self.name: str | None = hello["bus"]
+        self.admin: bool = hello.get("admin", False)
         self._seq = 0
         self._events: deque[BusEvent] = deque()
 
@@ -145,6 +147,22 @@ class Client:
 
     def open_venet(self, interface_id: int, *, slots: int = 256) -> Venet:
         return Venet(self.open(interface_id, VENET_VERSION), slots=slots)
+
+    # -- administration (root or the daemon's owner) -------------------------
+
+    def save(self) -> dict[str, Any]:
+        """The whole configuration, as `vbusfs save` writes it."""
+        config: dict[str, Any] = self.request("save")["config"]
+        return config
+
+    def modprobe(self, deviceclass: str) -> str:
+        """Load a deviceclass by name (or `module:Class`); returns its name."""
+        name: str = self.request("modprobe", deviceclass=deviceclass)["deviceclass"]
+        return name
+
+    def rmmod(self, deviceclass: str) -> None:
+        """Unload a deviceclass (EBUSY while devices of it exist)."""
+        self.request("rmmod", deviceclass=deviceclass)
 
     def events(self) -> list[BusEvent]:
         """The add and drop events heard so far (without waiting)."""
@@ -232,17 +250,23 @@ class Venet:
     def mac(self) -> bytes:
         return self.device.call(MACQUERY)
 
-    def send(self, frame: bytes, timeout: float | None = None) -> None:
-        self.tx.send(frame, timeout)
+    # spin_us: poll this long before sleeping (lower latency, at the price of CPU)
 
-    def send_batch(self, frames: list[bytes], timeout: float | None = None) -> None:
-        self.tx.send_batch(frames, timeout)
+    def send(self, frame: bytes, timeout: float | None = None, *, spin_us: int = 0) -> None:
+        self.tx.send(frame, timeout, spin_us=spin_us)
 
-    def recv(self, timeout: float | None = None) -> bytes:
-        return self.rx.receive(timeout)
+    def send_batch(
+        self, frames: list[bytes], timeout: float | None = None, *, spin_us: int = 0
+    ) -> None:
+        self.tx.send_batch(frames, timeout, spin_us=spin_us)
 
-    def recv_batch(self, max_frames: int = 64, timeout: float | None = None) -> list[bytes]:
-        return self.rx.receive_batch(max_frames, timeout)
+    def recv(self, timeout: float | None = None, *, spin_us: int = 0) -> bytes:
+        return self.rx.receive(timeout, spin_us=spin_us)
+
+    def recv_batch(
+        self, max_frames: int = 64, timeout: float | None = None, *, spin_us: int = 0
+    ) -> list[bytes]:
+        return self.rx.receive_batch(max_frames, timeout, spin_us=spin_us)
 
     def stats(self) -> dict[str, int]:
         return self.device.stats()
@@ -290,7 +314,7 @@ class AsyncClient:
 
     def __init__(self, sock: Any, hello: dict[str, Any]) -> None:
         self._sock = sock
-        self.name: str = hello["bus"]
+        self.name: str | None = hello["bus"]
         self._seq = 0
         self._events: deque[BusEvent] = deque()
 

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import errno
+import os
 import random
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 
 import pytest
 
 from vbusfs import client
+from vbusfs.testing import LiveMount
 
 pytestmark = pytest.mark.mount
 
@@ -57,10 +60,42 @@ def run_child(mnt, code: str, *args: str) -> subprocess.Popen[str]:
 
 
 def test_a_process_on_no_bus_is_refused(setup):
-    with pytest.raises(client.ConnectorError) as info:
-        client.connect(setup.path)
-    assert info.value.errno == errno.EACCES
-    assert "not a member" in str(info.value)
+    # root (an administrator) may connect, but has no bus to use
+    with client.connect(setup.path) as admin:
+        assert admin.name is None and admin.admin
+        with pytest.raises(client.ConnectorError) as info:
+            admin.interfaces()
+        assert info.value.errno == errno.EACCES
+
+
+@pytest.mark.root
+def test_anyone_else_on_no_bus_is_refused_at_once():
+    top = tempfile.mkdtemp(prefix="vbusfs-refuse-")
+    os.chmod(top, 0o755)
+    mount = LiveMount(top).start()
+    try:
+        code = "from vbusfs import client; import sys; client.connect(sys.argv[1])"
+        as_nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+        done = subprocess.run(
+            [*as_nobody, sys.executable, "-c", code, top], capture_output=True, text=True
+        )
+        assert done.returncode != 0
+        assert "not a member of any bus" in done.stderr
+        # nor may they administer the daemon once they are members of a bus
+        mount.sh("mkdir config/vbus/instances/B", check=True)
+        code = (
+            "from vbusfs import client; import sys; m = sys.argv[1]\n"
+            "open(f'{m}/proc/self/vbus', 'w').write('B')\n"
+            "c = client.connect(m); print(c.name)\n"
+            "try:\n    c.save()\nexcept client.ConnectorError as e:\n    print(e.errno)\n"
+        )
+        done = subprocess.run(
+            [*as_nobody, sys.executable, "-c", code, top], capture_output=True, text=True
+        )
+        assert done.stdout.split() == ["B", str(errno.EPERM)], done.stderr
+    finally:
+        mount.stop()
+        os.rmdir(top)
 
 
 def test_not_a_mount_is_a_clear_error(tmp_path):

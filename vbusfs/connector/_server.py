@@ -26,8 +26,9 @@ from typing import Any
 
 import trio
 
+from vbusfs.classes import discover, import_class
 from vbusfs.ioq import IoqError, IoqFault
-from vbusfs.model import DeviceConnection, Event, Vbus, VbusError
+from vbusfs.model import DeviceConnection, Event, Vbus, VbusError, dump_config
 
 from ._wire import (
     MAX_FDS,
@@ -66,6 +67,8 @@ class Connector:
         self.vbus = vbus
         self.path = path
         self.clients = 0
+        # the daemon's owner (and root) may administer it: save, modprobe, rmmod
+        self.owner = os.getuid()
 
     async def serve(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         with contextlib.suppress(FileNotFoundError):
@@ -88,14 +91,15 @@ class Connector:
 
     async def _client(self, sock: trio.socket.SocketType) -> None:
         with sock:
-            pid, _uid, _gid = _CREDS.unpack(
+            pid, uid, _gid = _CREDS.unpack(
                 sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _CREDS.size)
             )
             try:
                 bus = self.vbus.bus_of(pid)
             except VbusError:
                 bus = None
-            if bus is None or bus not in self.vbus.buses:
+            admin = uid in (0, self.owner)
+            if bus is None and not admin:
                 await _send(
                     sock,
                     {"errno": errno.EACCES, "message": f"process {pid} is not a member of any bus"},
@@ -103,7 +107,7 @@ class Connector:
                 return
             self.clients += 1
             try:
-                await _Session(self.vbus, sock, pid, bus).run()
+                await _Session(self.vbus, sock, pid, bus, admin).run()
             except Exception:
                 # A bug serving one client ends that client, never the daemon.
                 log.exception("internal error serving client %d", pid)
@@ -112,11 +116,14 @@ class Connector:
 
 
 class _Session:
-    def __init__(self, vbus: Vbus, sock: trio.socket.SocketType, pid: int, bus: str) -> None:
+    def __init__(
+        self, vbus: Vbus, sock: trio.socket.SocketType, pid: int, bus: str | None, admin: bool
+    ) -> None:
         self.vbus = vbus
         self.sock = sock
         self.pid = pid
         self.bus = bus
+        self.admin = admin
         self.opens: dict[int, _Open] = {}
         self.next_handle = 1
         self.send_lock = trio.Lock()
@@ -136,7 +143,8 @@ class _Session:
             async with trio.open_nursery() as nursery:
                 self.nursery = nursery
                 nursery.start_soon(self._forward_events)
-                await self.send({"hello": {"bus": self.bus, "pid": self.pid, "protocol": PROTOCOL}})
+                hello = {"bus": self.bus, "pid": self.pid, "admin": self.admin}
+                await self.send({"hello": {**hello, "protocol": PROTOCOL}})
                 try:
                     await self._requests()
                 except ClientFault as exc:
@@ -182,6 +190,12 @@ class _Session:
 
     def _dispatch(self, request: dict[str, Any], fds: list[int]) -> dict[str, Any]:
         op = request.get("op")
+        if op in _ADMIN_OPS:
+            if not self.admin:
+                raise VbusError("only root or the daemon's owner may do that", errno=errno.EPERM)
+            return _ADMIN_OPS[op](self.vbus, request)
+        if self.bus is None:
+            raise VbusError(f"process {self.pid} is not a member of any bus", errno=errno.EACCES)
         if op == "list":
             bus = self.vbus.bus(self.bus)
             return {"interfaces": [{"id": i.id, "type": i.type} for i in bus.interfaces.values()]}
@@ -242,6 +256,34 @@ class _Session:
 def _release(opened: _Open) -> None:
     opened.scope.cancel()
     opened.connection.close()
+
+
+def _save(vbus: Vbus, request: dict[str, Any]) -> dict[str, Any]:
+    return {"config": dump_config(vbus)}
+
+
+def _modprobe(vbus: Vbus, request: dict[str, Any]) -> dict[str, Any]:
+    name = request.get("deviceclass")
+    if not isinstance(name, str):
+        raise WireError("modprobe needs a class name")
+    offered = discover()
+    try:
+        cls = offered[name] if name in offered else import_class(name)
+    except (ImportError, AttributeError, TypeError, ValueError) as exc:
+        raise VbusError(f"no deviceclass {name!r}: {exc}", errno=errno.ENOENT) from None
+    vbus.load_class(cls())
+    return {"deviceclass": cls.name}
+
+
+def _rmmod(vbus: Vbus, request: dict[str, Any]) -> dict[str, Any]:
+    name = request.get("deviceclass")
+    if not isinstance(name, str):
+        raise WireError("rmmod needs a class name")
+    vbus.unload_class(name)
+    return {}
+
+
+_ADMIN_OPS = {"save": _save, "modprobe": _modprobe, "rmmod": _rmmod}
 
 
 def _int(request: dict[str, Any], key: str) -> int:

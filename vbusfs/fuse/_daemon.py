@@ -45,6 +45,10 @@ SPAWN_TIMEOUT = 30.0
 EXIT_TIMEOUT = 10.0
 
 
+# Daemons this process started and has not reaped yet, by pid.
+_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
+
+
 class MountError(Exception):
     """A mount or unmount that cannot be done, with a message for the user."""
 
@@ -280,7 +284,12 @@ def ready_fd_reporter(fd: int) -> Callable[[str], None]:
 
 
 def daemon_command(
-    mountpoint: str, ready_fd: int, *, debug: bool = False, load: tuple[str, ...] = ()
+    mountpoint: str,
+    ready_fd: int,
+    *,
+    debug: bool = False,
+    load: tuple[str, ...] = (),
+    extra: tuple[str, ...] = (),
 ) -> list[str]:
     command = [sys.executable, "-m", "vbusfs", "mount", "--foreground"]
     command += ["--ready-fd", str(ready_fd)]
@@ -288,7 +297,7 @@ def daemon_command(
         command.append("--debug")
     for spec in load:
         command += ["--load", spec]
-    return [*command, mountpoint]
+    return [*command, *extra, mountpoint]
 
 
 def wait_ready(fd: int, timeout: float = SPAWN_TIMEOUT) -> str:
@@ -312,6 +321,7 @@ def spawn(
     log_path: str | None = None,
     debug: bool = False,
     load: tuple[str, ...] = (),
+    extra: tuple[str, ...] = (),
     prefix: tuple[str, ...] = (),
 ) -> int:
     """Start a daemon in the background; return its pid once the mount is live.
@@ -325,7 +335,10 @@ def spawn(
     read_end, write_end = os.pipe()
     try:
         with open(log_path, "ab") as log_file:
-            command = [*prefix, *daemon_command(mountpoint, write_end, debug=debug, load=load)]
+            command = [
+                *prefix,
+                *daemon_command(mountpoint, write_end, debug=debug, load=load, extra=extra),
+            ]
             command += ["--log", log_path]
             process = subprocess.Popen(
                 command,
@@ -348,6 +361,7 @@ def spawn(
         process.wait(EXIT_TIMEOUT)
         detail = answer.removeprefix("error: ") if answer else _tail(log_path)
         raise MountError(detail or f"the daemon exited with status {process.returncode}")
+    _CHILDREN[process.pid] = process
     return process.pid
 
 
@@ -388,6 +402,9 @@ def unmount(mountpoint: str, *, timeout: float = EXIT_TIMEOUT) -> None:
         if time.monotonic() > deadline:
             raise MountError(f"the daemon (pid {state.pid}) did not exit after unmounting")
         time.sleep(0.02)
+    child = _CHILDREN.pop(state.pid, None)
+    if child is not None:
+        child.wait()  # it was our own child: reap it
 
 
 def _is_daemon(pid: int) -> bool:

@@ -5,6 +5,9 @@ nothing here does I/O (deviceclass plugins may, inside their own steps).
 """
 
 from ._attributes import Attribute, AttributeTable
+from ._config import ConfigError
+from ._config import dump as dump_config
+from ._config import restore as restore_config
 from ._deviceclass import DeviceClass, DeviceConnection, InterfaceInfo
 from ._errors import (
     AccessDenied,
@@ -39,6 +42,7 @@ __all__ = [
     "Bus",
     "Busy",
     "Change",
+    "ConfigError",
     "Device",
     "DeviceClass",
     "DeviceConnection",
@@ -63,4 +67,6 @@ __all__ = [
     "VbusError",
     "check_bus_name",
     "check_name",
+    "dump_config",
+    "restore_config",
 ]

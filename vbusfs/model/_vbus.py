@@ -205,7 +205,10 @@ class Vbus:
 
     # -- links (interfaces) ----------------------------------------------
 
-    def link(self, bus_name: str, link_name: str, device_name: str) -> Interface:
+    def link(
+        self, bus_name: str, link_name: str, device_name: str, *, interface_id: int | None = None
+    ) -> Interface:
+        """Put a device on a bus. `interface_id` (restore only) takes an id not yet handed out."""
         bus = self.bus(bus_name)
         device = self.device(device_name)
         check_name(link_name, "link")
@@ -219,13 +222,16 @@ class Vbus:
                 raise Busy(f"device {device_name} ({deviceclass.name}) is already on a bus")
             if any(i.bus is bus for i in device.interfaces.values()):
                 raise Busy(f"device {device_name} is already on bus {bus_name}")
-        if bus.next_id >= self._max_interface_ids:
-            raise NoSpace(f"bus {bus_name} has used all its interface ids")
-        interface_id = bus.next_id
+        if interface_id is None:
+            if bus.next_id >= self._max_interface_ids:
+                raise NoSpace(f"bus {bus_name} has used all its interface ids")
+            interface_id = bus.next_id
+        elif interface_id < bus.next_id or interface_id >= self._max_interface_ids:
+            raise InvalidValue(f"interface id {interface_id} was already handed out on {bus_name}")
         name = interface_name(device, bus_name, interface_id)
         state = deviceclass.attach(device.state, InterfaceInfo(bus_name, interface_id, name))
         interface = Interface(bus, device, interface_id, link_name, state)
-        bus.next_id += 1
+        bus.next_id = interface_id + 1
         bus.links[link_name] = interface
         bus.interfaces[interface_id] = interface
         device.interfaces[name] = interface
