@@ -7,7 +7,12 @@ multiprocessing.Pipe, os.pipe, socket.socketpair and pyzmq PAIR over ipc:// (if
 importable); the memcpy bandwidth of this machine is the physical reference.
 
 It is a measurement, not a test: it asserts nothing, and its numbers move with
-whatever else the machine is doing.  It must never leave a child behind: every
+whatever else the machine is doing (each number is the best of TRIES rounds,
+every round running every transport once, so a slow spell hits all alike).
+The two processes of every pair are pinned to two different CPUs.  The ioq
+throughput rows poll SPIN_US before sleeping; "ioq packed" sends and receives
+with send_packed_nowait / receive_into_nowait (no Python object per message),
+the "ioq" column with lists of bytes, as the peers do.  It must never leave a child behind: every
 child is killed and reaped by pid, even when a measurement fails.
 """
 
@@ -366,14 +371,9 @@ def forked(fn: Callable[[], None]) -> Iterator[int]:
 
 
 def measure(factory: Factory, size: int, count: int, child: Any, parent: Any) -> float:
-    # best of TRIES short runs: the machine is shared, and a run that lost its CPU
-    # to someone else says nothing about the transport
-    results = []
-    for _ in range(TRIES):
-        make_parent, make_child = factory(size, count)
-        with forked(lambda: child(make_child())):  # noqa: B023 - called before the loop moves on
-            results.append(float(parent(make_parent())))
-    return min(results) if parent is parent_ping else max(results)
+    make_parent, make_child = factory(size, count)
+    with forked(lambda: child(make_child())):
+        return float(parent(make_parent()))
 
 
 def memcpy_bandwidth(size: int, total: int) -> float:
@@ -422,35 +422,45 @@ def main() -> None:
     print(f"ioq bench: two processes per number, {where}; noisy on a shared machine")
     rows: dict[str, dict[str, float]] = {}
 
-    def run(metric: str, name: str, factory: Factory, size: int, count: int, c: Any, p: Any):
-        try:
-            rows.setdefault(metric, {})[name] = measure(factory, size, count, c, p)
-        except Exception as e:  # a peer that fails is reported, not fatal
-            print(f"  {name} {metric}: failed: {e!r}")
-
     ioq_spin = ioq_factory(SPIN_US)
     ioq_sleep = ioq_factory(0)
+    jobs: list[tuple[str, str, Factory, int, int, Any, Any]] = []
     for metric, size, count, mode in (
         ("64B msgs/s, one per call", SMALL, 256, "one"),
         ("64B msgs/s, batched", SMALL, 256, "batch"),
         ("64KiB MB/s", BIG, 16, "big"),
     ):
-        run(metric, "ioq", ioq_spin, size, count, child_sender(mode), parent_receiver(mode))
-        for name, factory in peers.items():
-            run(metric, name, factory, size, count, child_sender(mode), parent_receiver(mode))
-    run(
-        "64B msgs/s, batched",
-        "ioq packed",
-        ioq_spin,
-        SMALL,
-        256,
-        child_sender("packed"),
-        parent_receiver("packed"),
+        sender, receiver = child_sender(mode), parent_receiver(mode)
+        jobs.append((metric, "ioq", ioq_spin, size, count, sender, receiver))
+        jobs += [(metric, n, f, size, count, sender, receiver) for n, f in peers.items()]
+    jobs.append(
+        (
+            "64B msgs/s, batched",
+            "ioq packed",
+            ioq_spin,
+            SMALL,
+            256,
+            child_sender("packed"),
+            parent_receiver("packed"),
+        )
     )
-    run("RTT us, signalling", "ioq", ioq_sleep, SMALL, 4, child_echo, parent_ping)
-    run("RTT us, adaptive", "ioq", ioq_spin, SMALL, 4, child_echo, parent_ping)
-    for name, factory in peers.items():
-        run("RTT us, signalling", name, factory, SMALL, 4, child_echo, parent_ping)
+    jobs.append(("RTT us, signalling", "ioq", ioq_sleep, SMALL, 4, child_echo, parent_ping))
+    jobs.append(("RTT us, adaptive", "ioq", ioq_spin, SMALL, 4, child_echo, parent_ping))
+    jobs += [
+        ("RTT us, signalling", n, f, SMALL, 4, child_echo, parent_ping) for n, f in peers.items()
+    ]
+    # Best of TRIES rounds, each round running every job once: the machine is
+    # shared, and a slow spell should hit every transport alike, not one.
+    for _ in range(TRIES):
+        for metric, name, factory, size, count, child, parent in jobs:
+            try:
+                got = measure(factory, size, count, child, parent)
+            except Exception as e:  # a peer that fails is reported, not fatal
+                print(f"  {name} {metric}: failed: {e!r}")
+                continue
+            row = rows.setdefault(metric, {})
+            better = min if parent is parent_ping else max
+            row[name] = better(row.get(name, got), got)
     mem_hot = memcpy_bandwidth(BIG, 2 << 30)
     mem_cold = memcpy_bandwidth(64 << 20, 1 << 30)
 
