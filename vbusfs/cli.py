@@ -101,7 +101,9 @@ def _admin(args: argparse.Namespace) -> int:
         else:
             _admin.tree(args.mountpoint, sys.stdout)
     except (ConnectorError, OSError) as exc:
-        print(f"vbusfs {args.command_name}: {exc}", file=sys.stderr)
+        reason = os.strerror(exc.errno) if exc.errno else "failed"
+        detail = f"{exc.strerror} ({reason})" if exc.strerror and exc.strerror != reason else reason
+        print(f"vbusfs {args.command_name}: {detail}", file=sys.stderr)
         return 1
     return 0
 

@@ -71,7 +71,7 @@ def connector_path(mountpoint: str) -> str:
         return os.fsdecode(os.getxattr(mountpoint, XATTR))
     except OSError as exc:
         raise ConnectorError(
-            exc.errno, f"{mountpoint} is not a live vbusfs mount with a connector ({exc.strerror})"
+            exc.errno, f"{mountpoint} is not a live vbusfs mount with a connector"
         ) from None
 
 

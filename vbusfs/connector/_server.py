@@ -181,7 +181,7 @@ class _Session:
             except WireError as exc:
                 raise ClientFault(str(exc)) from None
             except VbusError as exc:
-                reply = {"errno": exc.errno, "message": str(exc)}
+                reply = {"errno": exc.errno, "message": exc.args[0] if exc.args else ""}
             finally:
                 for fd in fds:
                     os.close(fd)

@@ -50,11 +50,13 @@ class LiveMount:
         *,
         private_netns: bool = False,
         load: tuple[str, ...] = (),
+        extra: tuple[str, ...] = (),
         debug: bool = True,
     ) -> None:
         self.path = canonical_mountpoint(path)
         self.private_netns = private_netns
         self.load = load
+        self.extra = extra  # more `vbusfs mount` options (--restore FILE, ...)
         self.debug = debug
         self.process: subprocess.Popen[bytes] | None = None
         fd, self.log_path = tempfile.mkstemp(prefix="vbusfs-daemon-", suffix=".log")
@@ -68,7 +70,12 @@ class LiveMount:
     def start(self) -> LiveMount:
         read_end, write_end = os.pipe()
         prefix = ["unshare", "-n", "--"] if self.private_netns else []
-        command = [*prefix, *daemon_command(self.path, write_end, debug=self.debug, load=self.load)]
+        command = [
+            *prefix,
+            *daemon_command(
+                self.path, write_end, debug=self.debug, load=self.load, extra=self.extra
+            ),
+        ]
         try:
             with open(self.log_path, "ab") as log:
                 self.process = subprocess.Popen(

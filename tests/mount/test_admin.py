@@ -1,0 +1,135 @@
+"""vbusfs save / mount --restore / modprobe / rmmod / tree on live mounts."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from vbusfs.fuse import mount_at
+from vbusfs.testing import LiveMount
+
+pytestmark = pytest.mark.mount
+
+VBUSFS = [sys.executable, "-m", "vbusfs"]
+PLUGINS = str(pathlib.Path(__file__).parent / "plugins")
+BUILD = (
+    "mkdir config/vbus/instances/B config/vbus/instances/C "
+    "config/vbus/devices/x config/vbus/devices/y config/vbus/devices/z "
+    "config/vbus/devices/s config/vbus/devices/u && "
+    "echo venet-loopback > config/vbus/devices/x/type && "
+    "echo venet-tap > config/vbus/devices/y/type && "
+    "echo venet-loopback > config/vbus/devices/z/type && "
+    "echo venet-switch > config/vbus/devices/s/type && "
+    "echo 02:00:00:00:00:0a > sys/vbus/devices/x/client_mac && "
+    "echo 77 > sys/vbus/devices/y/burstthresh && "
+    "ln -s ../../devices/x config/vbus/instances/B/ && "
+    "ln -s ../../devices/y config/vbus/instances/B/ && "
+    "ln -s ../../devices/z config/vbus/instances/B/zed && "
+    "ln -s ../../devices/s config/vbus/instances/B/ && "
+    "ln -s ../../devices/s config/vbus/instances/C/ && "
+    "echo 02:00:00:00:00:0c > sys/vbus/instances/C/devices/0/client_mac && "
+    "rm config/vbus/instances/B/y"
+)
+
+
+def vbusfs(*args: str, **kwargs) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*VBUSFS, *args], capture_output=True, text=True, timeout=60, **kwargs)
+
+
+def picture(mount: LiveMount) -> str:
+    listing = mount.sh(
+        "find config sys/vbus/instances sys/vbus/devices -printf '%p %l\\n' | sort; "
+        "cat sys/vbus/devices/x/client_mac sys/vbus/devices/y/burstthresh "
+        "sys/vbus/instances/C/devices/0/client_mac"
+    )
+    return listing.stdout
+
+
+def test_save_then_restore_rebuilds_everything(mnt, tmp_path, tmp_path_factory):
+    mnt.sh(BUILD, check=True)
+    saved = tmp_path / "vbus.json"
+    done = vbusfs("save", mnt.path, str(saved))
+    assert done.returncode == 0, done.stderr
+    data = json.loads(saved.read_text())
+    assert data["format"] == "vbusfs-config" and not list(tmp_path.glob(".vbusfs-save-*"))
+    with LiveMount(str(tmp_path_factory.mktemp("r")), extra=("--restore", str(saved))) as again:
+        assert picture(again) == picture(mnt)
+        # the bus goes on counting where it was: y had id 1, s has 3
+        again.sh("ln -s ../../devices/y config/vbus/instances/B/", check=True)
+        assert sorted(os.listdir(again.join("sys/vbus/instances/B/devices")), key=int) == [
+            "0",
+            "2",
+            "3",
+            "4",
+        ]
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ('{"format": "vbusfs-config", "version": 1, "classes": [', "not valid JSON"),
+        ("[]", "not a JSON object"),
+        (
+            '{"format": "vbusfs-config", "version": 1, "classes": ["nope"], "devices": [], '
+            '"buses": []}',
+            "not loaded here: nope",
+        ),
+    ],
+)
+def test_a_bad_file_stops_the_mount_unless_asked_to_start_empty(tmp_path, content, message):
+    saved = tmp_path / "bad.json"
+    saved.write_text(content)
+    mountpoint = tmp_path / "m"
+    mountpoint.mkdir()
+    done = vbusfs("mount", "--restore", str(saved), str(mountpoint))
+    assert done.returncode == 1 and message in done.stderr, done.stderr
+    assert mount_at(str(mountpoint)) is None
+    done = vbusfs("mount", "--restore", str(saved), "--empty-on-bad-restore", str(mountpoint))
+    try:
+        assert done.returncode == 0, done.stderr
+        assert os.listdir(mountpoint / "config/vbus/devices") == []
+    finally:
+        assert vbusfs("umount", str(mountpoint)).returncode == 0
+
+
+def test_modprobe_and_rmmod(mnt, monkeypatch):
+    gone = vbusfs("rmmod", mnt.path, "venet-switch")
+    assert gone.returncode == 0, gone.stderr
+    assert "venet-switch" not in os.listdir(mnt.join("sys/vbus/deviceclass"))
+    bad = mnt.sh("mkdir config/vbus/devices/d && echo venet-switch > config/vbus/devices/d/type")
+    assert "No such file or directory" in bad.stderr
+    back = vbusfs("modprobe", mnt.path, "venet-switch")
+    assert back.returncode == 0 and back.stdout == "venet-switch\n", back.stderr
+    mnt.sh("echo venet-switch > config/vbus/devices/d/type", check=True)
+    busy = vbusfs("rmmod", mnt.path, "venet-switch")
+    assert busy.returncode == 1 and "Device or resource busy" in busy.stderr
+    missing = vbusfs("modprobe", mnt.path, "no-such-class")
+    assert missing.returncode == 1 and "no deviceclass" in missing.stderr
+    again = vbusfs("modprobe", mnt.path, "venet-tap")
+    assert again.returncode == 1 and "File exists" in again.stderr
+
+
+def test_modprobe_a_class_by_module_path(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("PYTHONPATH", PLUGINS)
+    with LiveMount(str(tmp_path_factory.mktemp("m"))) as mount:
+        done = vbusfs("modprobe", mount.path, "buggy:Buggy")
+        assert done.returncode == 0, done.stderr
+        assert "buggy" in os.listdir(mount.join("sys/vbus/deviceclass"))
+
+
+def test_tree_prints_the_topology(mnt):
+    mnt.sh(BUILD, check=True)
+    done = vbusfs("tree", mnt.path)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert "bus B" in lines and "bus C" in lines
+    assert "  interface 0: virtual-ethernet -> device x" in lines
+    assert "  interface 2: virtual-ethernet -> device z" in lines
+    assert "device u (untyped)" in lines
+    assert "device s (venet-switch) on B/devices/3, C/devices/0" in lines
+    assert lines[-1] == "deviceclasses: venet-loopback venet-switch venet-tap"
