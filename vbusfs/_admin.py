@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import subprocess
 import tempfile
 from typing import Any, TextIO
 
@@ -69,30 +71,87 @@ def _ls(path: str) -> list[str]:
     return sorted(os.listdir(path), key=lambda n: (len(n), n) if n.isdigit() else (0, n))
 
 
-def tree(mountpoint: str, out: TextIO) -> None:
-    """Buses with their interfaces and members, then devices and classes, readably."""
+def topology(mountpoint: str) -> dict[str, Any]:
+    """Buses (with interfaces and members), devices and classes, read from the mount."""
     sys_vbus = os.path.join(mountpoint, "sys", "vbus")
-    buses = _ls(os.path.join(sys_vbus, "instances"))
-    for bus in buses:
+    buses = {}
+    for bus in _ls(os.path.join(sys_vbus, "instances")):
         base = os.path.join(sys_vbus, "instances", bus)
-        out.write(f"bus {bus}\n")
+        interfaces = []
         for interface in sorted(os.listdir(os.path.join(base, "devices")), key=int):
             folder = os.path.join(base, "devices", interface)
             device = os.path.basename(os.readlink(os.path.join(folder, "device")))
-            kind = _read(os.path.join(folder, "type"))
-            out.write(f"  interface {interface}: {kind} -> device {device}\n")
-        members = sorted(os.listdir(os.path.join(base, "members")), key=int)
-        out.write(f"  members: {' '.join(members) if members else '(none)'}\n")
+            interfaces.append((int(interface), _read(os.path.join(folder, "type")), device))
+        members = sorted(int(p) for p in os.listdir(os.path.join(base, "members")))
+        buses[bus] = {"interfaces": interfaces, "members": members}
+    devices = {}
     for device in _ls(os.path.join(sys_vbus, "devices")):
-        folder = os.path.join(sys_vbus, "devices", device)
         try:
-            kind = os.path.basename(os.readlink(os.path.join(folder, "class")))
+            kind = os.path.basename(os.readlink(os.path.join(sys_vbus, "devices", device, "class")))
         except FileNotFoundError:
-            kind = "untyped"
-        on = sorted(os.listdir(os.path.join(folder, "interfaces")))
-        where = ", ".join(
-            os.readlink(os.path.join(folder, "interfaces", i)).split("/instances/")[1] for i in on
-        )
-        out.write(f"device {device} ({kind})" + (f" on {where}" if where else "") + "\n")
-    classes = _ls(os.path.join(sys_vbus, "deviceclass"))
-    out.write(f"deviceclasses: {' '.join(classes)}\n")
+            kind = None
+        devices[device] = kind
+    return {
+        "buses": buses,
+        "devices": devices,
+        "classes": _ls(os.path.join(sys_vbus, "deviceclass")),
+    }
+
+
+def _escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace('"', '\\"')
+
+
+def dot(mountpoint: str) -> str:
+    """The topology as a Graphviz graph: buses and devices as nodes, interfaces as edges."""
+    picture = topology(mountpoint)
+    lines = ["graph vbus {", "  rankdir=LR;", '  node [fontname="sans-serif"];']
+    for bus, info in picture["buses"].items():
+        members = len(info["members"])
+        label = f"bus {_escape(bus)}" + (f"\\n{members} member(s)" if members else "")
+        lines.append(f'  "bus:{_escape(bus)}" [shape=box, style=rounded, label="{label}"];')
+    for device, kind in picture["devices"].items():
+        label = f"{_escape(device)}\\n{_escape(kind or 'untyped')}"
+        lines.append(f'  "device:{_escape(device)}" [shape=ellipse, label="{label}"];')
+    for bus, info in picture["buses"].items():
+        for interface, kind, device in info["interfaces"]:
+            edge = f'"bus:{_escape(bus)}" -- "device:{_escape(device)}"'
+            lines.append(f'  {edge} [label="{interface}: {_escape(kind)}"];')
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def graph(mountpoint: str, output: str) -> None:
+    """Draw the topology to `output`: .dot as text, .svg or .png through Graphviz's dot."""
+    text = dot(mountpoint)
+    kind = os.path.splitext(output)[1].lstrip(".").lower()
+    if kind == "dot":
+        write_atomically(output, text)
+        return
+    if kind not in ("svg", "png"):
+        raise ValueError(f"{output}: the picture must end in .svg, .png or .dot")
+    program = shutil.which("dot")
+    if program is None:
+        raise ValueError("Graphviz's dot program is not installed (apt-get install graphviz)")
+    done = subprocess.run(
+        [program, f"-T{kind}", "-o", output], input=text.encode(), capture_output=True
+    )
+    if done.returncode != 0:
+        raise ValueError(f"dot failed: {done.stderr.decode(errors='replace').strip()}")
+
+
+def tree(mountpoint: str, out: TextIO) -> None:
+    """Buses with their interfaces and members, then devices and classes, readably."""
+    picture = topology(mountpoint)
+    on: dict[str, list[str]] = {}
+    for bus, info in picture["buses"].items():
+        out.write(f"bus {bus}\n")
+        for interface, kind, device in info["interfaces"]:
+            out.write(f"  interface {interface}: {kind} -> device {device}\n")
+            on.setdefault(device, []).append(f"{bus}/devices/{interface}")
+        members = " ".join(map(str, info["members"])) or "(none)"
+        out.write(f"  members: {members}\n")
+    for device, kind in picture["devices"].items():
+        where = f" on {', '.join(on[device])}" if device in on else ""
+        out.write(f"device {device} ({kind or 'untyped'}){where}\n")
+    out.write(f"deviceclasses: {' '.join(picture['classes'])}\n")

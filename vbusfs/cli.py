@@ -98,8 +98,13 @@ def _admin(args: argparse.Namespace) -> int:
             print(_admin.modprobe(args.mountpoint, args.deviceclass))
         elif args.command_name == "rmmod":
             _admin.rmmod(args.mountpoint, args.deviceclass)
+        elif args.command_name == "graph":
+            _admin.graph(args.mountpoint, args.output)
         else:
             _admin.tree(args.mountpoint, sys.stdout)
+    except ValueError as exc:
+        print(f"vbusfs {args.command_name}: {exc}", file=sys.stderr)
+        return 1
     except (ConnectorError, OSError) as exc:
         reason = os.strerror(exc.errno) if exc.errno else "failed"
         detail = f"{exc.strerror} ({reason})" if exc.strerror and exc.strerror != reason else reason
@@ -224,6 +229,18 @@ def parser() -> argparse.ArgumentParser:
     )
     tree.add_argument("mountpoint")
     tree.set_defaults(run=_admin, command_name="tree")
+
+    graph = commands.add_parser(
+        "graph",
+        help="draw buses, devices and their links as a picture",
+        description="Draw the topology of the vbusfs at MOUNTPOINT: buses as boxes, devices as "
+        "ellipses with their class, and one line per interface labelled with its id and type. "
+        "The output's extension picks the format: .svg or .png (drawn by Graphviz's dot "
+        "program, which make setup installs) or .dot (the Graphviz source).",
+    )
+    graph.add_argument("mountpoint")
+    graph.add_argument("-o", "--output", required=True, metavar="FILE")
+    graph.set_defaults(run=_admin, command_name="graph")
 
     demo = commands.add_parser(
         "demo",

@@ -133,3 +133,41 @@ def test_tree_prints_the_topology(mnt):
     assert "device u (untyped)" in lines
     assert "device s (venet-switch) on B/devices/3, C/devices/0" in lines
     assert lines[-1] == "deviceclasses: venet-loopback venet-switch venet-tap"
+
+
+@pytest.mark.parametrize("kind", ["svg", "dot", "png"])
+def test_graph_draws_every_bus_and_device(mnt, tmp_path, kind):
+    import shutil
+    import xml.etree.ElementTree as ET
+
+    if kind != "dot" and shutil.which("dot") is None:
+        pytest.skip("Graphviz is not installed")
+    mnt.sh(BUILD + ' && mkdir "config/vbus/devices/odd \\"name\\""', check=True)
+    out = tmp_path / f"vbus.{kind}"
+    done = vbusfs("graph", mnt.path, "-o", str(out))
+    assert done.returncode == 0, done.stderr
+    if kind == "png":
+        assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        return
+    text = out.read_text()
+    if kind == "svg":
+        root = ET.fromstring(text)
+        assert root.tag.endswith("svg")
+        text = " ".join(t for t in root.itertext())
+    for name in (
+        "bus B",
+        "bus C",
+        "x",
+        "y",
+        "z",
+        "s",
+        "u",
+        'odd "name"' if kind == "svg" else "odd",
+    ):
+        assert name in text
+    assert "venet-switch" in text and "3: virtual-ethernet" in text
+
+
+def test_graph_refuses_an_unknown_format(mnt, tmp_path):
+    done = vbusfs("graph", mnt.path, "-o", str(tmp_path / "x.gif"))
+    assert done.returncode == 1 and ".svg, .png or .dot" in done.stderr
