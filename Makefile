@@ -4,7 +4,7 @@ PY ?= python3
 VENV := .venv
 VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-APT_PACKAGES := fuse3 libfuse3-dev pkg-config tree iproute2 util-linux graphviz valgrind iputils-ping
+APT_PACKAGES := fuse3 libfuse3-dev pkg-config tree iproute2 util-linux graphviz valgrind iputils-ping gcc-multilib
 HYPOTHESIS_PROFILE ?= ci
 PYTEST_ARGS ?=
 
