@@ -1,0 +1,41 @@
+"""The README's deviceclass example is real code that works as the README says."""
+
+from __future__ import annotations
+
+import errno
+import pathlib
+
+import pytest
+
+from vbusfs.model import Vbus, VbusError
+
+README = pathlib.Path(__file__).parents[1] / "README.md"
+
+
+def python_blocks() -> list[str]:
+    text = README.read_text()
+    return [part.split("```", 1)[0] for part in text.split("```python\n")[1:]]
+
+
+def test_the_deviceclass_example_works():
+    (example,) = [b for b in python_blocks() if "class Blinker(DeviceClass)" in b]
+    namespace: dict[str, object] = {}
+    exec(compile(example, "README.md", "exec"), namespace)
+    vbus = Vbus()
+    vbus.load_class(namespace["Blinker"]())  # type: ignore[operator]
+    vbus.create_device("d")
+    vbus.set_device_type("d", "blinker")
+    device = vbus.devices["d"]
+    vbus.store_attribute(device, "rate", "5")
+    assert vbus.show_attribute(device, "rate") == "5"
+    with pytest.raises(VbusError) as info:
+        vbus.store_attribute(device, "rate", "fast")
+    assert info.value.errno == errno.EINVAL and vbus.show_attribute(device, "rate") == "5"
+    with pytest.raises(VbusError) as info:
+        vbus.store_attribute(device, "model", "b-2")
+    assert info.value.errno == errno.EACCES
+
+
+def test_the_readme_opens_with_the_two_commands():
+    head = README.read_text().split("## ", 1)[0]
+    assert "make demo" in head and "make test" in head
