@@ -22,6 +22,7 @@
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -871,6 +872,91 @@ int ioq_recv_one(struct ioq *q, char *buf, uint32_t cap, int signal)
     uint32_t len = 0;
     int r = ioq_recv_batch(q, buf, cap, &len, 1, signal);
     return r < 0 ? r : (int)len;
+}
+
+/* ---- between a ring and a file descriptor ----------------------------- */
+
+int ioq_recv_to_fd(struct ioq *q, int fd, uint32_t max, uint32_t min_len, uint32_t max_len,
+                   struct ioq_fd_counts *counts)
+{
+    counts->dropped = counts->bad_size = 0;
+    if (max == 0 || fd < 0 || min_len > max_len)
+        return IOQ_E_INVAL;
+    if (q->side != IOQ_SOUTH)
+        return IOQ_E_SIDE;
+    /* acquire reads every descriptor once and checks ptr + len against the
+     * segment; from here on only its private copies are used */
+    int k = ioq_acquire(q, IOQ_WAIT_RECV, max, NULL, NULL);
+    if (k < 0)
+        return k;
+    for (uint32_t i = 0; i < (uint32_t)k; i++) {
+        uint32_t len = q->acq_len[i];
+        if (len < min_len || len > max_len) {
+            counts->bad_size++;
+            continue;
+        }
+        ssize_t w;
+        do
+            w = write(fd, q->data + q->acq_off[i], len);
+        while (w < 0 && errno == EINTR);
+        /* a TAP takes one frame per write and drops nothing silently: a
+         * failed or short write is a dropped frame, never a retry that
+         * would stall the ring behind a full host queue */
+        if (w != (ssize_t)len)
+            counts->dropped++;
+    }
+    return ioq_commit(q, IOQ_WAIT_RECV, (uint32_t)k, NULL, 1);
+}
+
+int ioq_send_from_fd(struct ioq *q, int fd, uint32_t max, uint32_t max_len,
+                     struct ioq_fd_counts *counts)
+{
+    counts->dropped = counts->bad_size = 0;
+    if (max == 0 || fd < 0)
+        return IOQ_E_INVAL;
+    if (q->side != IOQ_SOUTH)
+        return IOQ_E_SIDE;
+    /* the lengths for commit live on the stack, so one call's batch is
+     * bounded, as the ring's own chunked send paths are */
+    uint32_t lens[IOQ_FD_BATCH] = {0};
+    if (max > IOQ_FD_BATCH)
+        max = IOQ_FD_BATCH;
+    int k = ioq_acquire(q, IOQ_WAIT_SEND, max, NULL, NULL);
+    if (k < 0)
+        return k;
+    uint32_t sent = 0;
+    int err = 0;
+    for (uint32_t reads = 0; sent < (uint32_t)k && reads < max; reads++) {
+        uint32_t cap = q->acq_len[sent] < max_len ? q->acq_len[sent] : max_len;
+        uint8_t spare;
+        struct iovec iov[2] = {
+            {.iov_base = q->data + q->acq_off[sent], .iov_len = cap},
+            {.iov_base = &spare, .iov_len = 1},
+        };
+        ssize_t n;
+        do
+            n = readv(fd, iov, 2);
+        while (n < 0 && errno == EINTR);
+        if (n < 0) {
+            if (errno != EAGAIN && errno != EWOULDBLOCK)
+                err = -errno;
+            break;
+        }
+        if (n == 0) {
+            err = IOQ_E_CLOSED;
+            break;
+        }
+        if ((uint64_t)n > cap) {
+            /* the frame did not fit: reuse this buffer for the next one */
+            counts->bad_size++;
+            continue;
+        }
+        lens[sent++] = (uint32_t)n;
+    }
+    int r = ioq_commit(q, IOQ_WAIT_SEND, sent, lens, 1);
+    if (r < 0)
+        return r;
+    return sent == 0 && err ? err : (int)sent;
 }
 
 /* ---- readiness and waiting -------------------------------------------- */

@@ -28,7 +28,7 @@
 
 /* Bumped whenever this header's layout or any prototype changes; compiled
  * into the module and compared by vbusfs/ioq.py at import. */
-#define IOQ_ABI_VERSION 3
+#define IOQ_ABI_VERSION 4
 
 #define IOQ_RING_MAGIC 0x47fa2fe4
 #define IOQ_RING_VER 4
@@ -66,6 +66,9 @@
 /* ioq_wait: what the caller waits for */
 #define IOQ_WAIT_RECV 0
 #define IOQ_WAIT_SEND 1
+
+/* Most messages one ioq_send_from_fd call moves (a larger max is clamped). */
+#define IOQ_FD_BATCH 64
 
 /* Return codes: >= 0 is success (often a count).  Negative values below
  * -1000 are IOQ conditions; any other negative value is -errno from the
@@ -205,6 +208,40 @@ int ioq_acquire(struct ioq *q, int op, uint32_t n, uint64_t *offs,
                 uint32_t *lens);
 int ioq_commit(struct ioq *q, int op, uint32_t k, const uint32_t *lens,
                int signal);
+
+/* South only: messages between the ring and a file descriptor (a TAP, a
+ * SOCK_SEQPACKET socket), one write() or read() per message straight from
+ * or into the validated data segment, nothing copied through the caller.
+ * What did not go through is counted in *counts (zeroed first). */
+struct ioq_fd_counts {
+    uint32_t dropped;  /* recv_to_fd: write() failed (EAGAIN, ENOBUFS, any
+                          error) or wrote less than the whole message */
+    uint32_t bad_size; /* recv_to_fd: message outside min_len..max_len,
+                          consumed and not written.  send_from_fd: frame
+                          longer than max_len or than the posted buffer,
+                          read (so removed from fd) and discarded */
+};
+/* To-south ring: pop up to max messages and write each to fd.  Every popped
+ * message is consumed, written or not.  Returns the number consumed (> 0),
+ * IOQ_E_EMPTY if there was none, IOQ_E_FAULT on a bad ring; signals north
+ * once that its buffers are free. */
+int ioq_recv_to_fd(struct ioq *q, int fd, uint32_t max, uint32_t min_len,
+                   uint32_t max_len, struct ioq_fd_counts *counts);
+/* To-north ring: for up to max frames, read() one from the non-blocking fd
+ * into the next buffer north posted, then publish them all and signal north
+ * once.  Each read offers min(buffer capacity, max_len) bytes in the buffer
+ * plus one spare byte in private memory (readv): a read that reaches the
+ * spare byte was a longer frame, truncated by the kernel, and is discarded
+ * (bad_size) without touching memory past the buffer.  Stops at EAGAIN,
+ * after max reads, or when no posted buffer is left: frames still in fd
+ * stay there for the next call.  Returns the number sent (0 when fd had
+ * none or only discarded ones); IOQ_E_FULL, reading nothing, when no buffer
+ * is posted; IOQ_E_CLOSED when read() returns 0 (end of file) and nothing
+ * was sent; -errno when read() fails otherwise and nothing was sent (a
+ * failure after some frames returns their count; the next call sees it);
+ * IOQ_E_FAULT on a bad ring. */
+int ioq_send_from_fd(struct ioq *q, int fd, uint32_t max, uint32_t max_len,
+                     struct ioq_fd_counts *counts);
 
 /* Readiness without blocking: 1 ready, 0 not yet, or a negative code. */
 int ioq_ready(struct ioq *q, int op);

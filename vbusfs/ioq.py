@@ -81,6 +81,7 @@ from typing import Any, Literal, NamedTuple, NoReturn
 
 __all__ = [
     "Descriptor",
+    "FdBatch",
     "Ioq",
     "IoqClosed",
     "IoqEmpty",
@@ -91,7 +92,7 @@ __all__ = [
 ]
 
 #: The ABI this module was written against; must equal IOQ_ABI_VERSION in native/ioq.h.
-ABI_VERSION = 3
+ABI_VERSION = 4
 
 _cffi: Any = importlib.import_module("vbusfs._ioq_cffi")
 _ffi: Any = _cffi.ffi
@@ -125,6 +126,8 @@ _E_FULL = _lib.IOQ_E_FULL
 _E_EMPTY = _lib.IOQ_E_EMPTY
 _EINTR = -errno.EINTR
 _E_MSGSIZE = _lib.IOQ_E_MSGSIZE
+_FD_BATCH = _lib.IOQ_FD_BATCH
+_U32_MAX = 2**32 - 1
 # bound once: the per-message paths skip the attribute lookups
 _send_one_wait = _lib.ioq_send_one_wait
 _recv_one_wait = _lib.ioq_recv_one_wait
@@ -180,6 +183,14 @@ class Descriptor(NamedTuple):
     sown: bool
 
 
+class FdBatch(NamedTuple):
+    """What one call between a ring and a file descriptor did."""
+
+    messages: int  # consumed from the ring (receive_to_fd) or sent on it (send_from_fd)
+    dropped: int  # receive_to_fd: consumed, but write() failed or was short
+    bad_size: int  # consumed or read, discarded: length outside the allowed range
+
+
 _ERRORS: dict[int, tuple[type[OSError], int, str]] = {
     _lib.IOQ_E_FULL: (IoqFull, errno.ENOBUFS, "ioq full"),
     _lib.IOQ_E_EMPTY: (IoqEmpty, errno.EAGAIN, "ioq empty"),
@@ -223,6 +234,12 @@ def _ms(deadline: float | None) -> int:
     return max(0, math.ceil((deadline - time.monotonic()) * 1000))
 
 
+def _fileno(fd: int) -> int:
+    if isinstance(fd, bool) or not isinstance(fd, int) or fd < 0:
+        raise ValueError(f"fd must be an open file descriptor (an int >= 0), not {fd!r}")
+    return fd
+
+
 def _hup_events(peer: int | socket.socket) -> tuple[int, int]:
     if isinstance(peer, socket.socket):
         return peer.fileno(), select.POLLRDHUP | select.POLLHUP
@@ -255,6 +272,7 @@ class Ioq:
         self._rx = _ffi.new("char[]", _RX)
         self._offs = _ffi.new("uint64_t[]", self.count)
         self._lens = _ffi.new("uint32_t[]", self.count)
+        self._fd_counts = _ffi.new("struct ioq_fd_counts *")
         self._views: list[memoryview] = []
         self._hup_fd = -1
         self._hup_events = 0
@@ -458,6 +476,59 @@ class Ioq:
         buf = _ffi.from_buffer(buffer, require_writable=True)
         got = _check(_lib.ioq_recv_batch(h, buf, len(buf), self._lens, k, 1))
         return _ffi.unpack(self._lens, got)
+
+    def receive_to_fd_nowait(
+        self,
+        fd: int,
+        max_messages: int = 64,
+        *,
+        min_length: int = 0,
+        max_length: int | None = None,
+    ) -> FdBatch:
+        """South, to-south ring: write up to ``max_messages`` messages to ``fd``, one write each.
+
+        Each goes straight from the data segment to ``fd`` (no copy through Python).
+        Every message taken is consumed: one whose write fails (a full TAP queue, any
+        error) is counted as dropped, one outside ``min_length..max_length`` as bad_size.
+        IoqEmpty if there was none.
+        """
+        h = self._handle()
+        if max_messages < 1:
+            raise ValueError("max_messages must be >= 1")
+        upper = _U32_MAX if max_length is None else max_length
+        if not 0 <= min_length <= upper <= _U32_MAX:
+            raise ValueError(f"lengths must satisfy 0 <= min_length <= max_length <= {_U32_MAX}")
+        fd = _fileno(fd)
+        counts = self._fd_counts
+        got = _check(
+            _lib.ioq_recv_to_fd(h, fd, min(max_messages, self.count), min_length, upper, counts)
+        )
+        return FdBatch(got, counts.dropped, counts.bad_size)
+
+    def send_from_fd_nowait(
+        self, fd: int, max_messages: int = 64, *, max_length: int | None = None
+    ) -> FdBatch:
+        """South, to-north ring: read up to ``max_messages`` frames from ``fd`` into posted buffers.
+
+        One read() per frame straight into the data segment, then one signal to north.
+        ``fd`` must be non-blocking and keep message boundaries (a TAP, a SOCK_SEQPACKET
+        socket).  A frame longer than ``max_length`` or than its buffer is read and
+        discarded (bad_size).  Stops when ``fd`` has no more frames (``messages`` may be 0)
+        or no posted buffer is left (frames stay in ``fd``); IoqFull, reading nothing,
+        when no buffer is posted at all; IoqClosed at end of file.  At most 64 per call.
+        """
+        h = self._handle()
+        if max_messages < 1:
+            raise ValueError("max_messages must be >= 1")
+        upper = _U32_MAX if max_length is None else max_length
+        if not 0 <= upper <= _U32_MAX:
+            raise ValueError(f"max_length must be 0..{_U32_MAX}")
+        fd = _fileno(fd)
+        counts = self._fd_counts
+        got = _check(
+            _lib.ioq_send_from_fd(h, fd, min(max_messages, self.count, _FD_BATCH), upper, counts)
+        )
+        return FdBatch(got, counts.dropped, counts.bad_size)
 
     def acquire_nowait(self, max_buffers: int = 64) -> list[memoryview]:
         """Zero-copy: views onto the data segment, released by :meth:`commit`.
