@@ -12,6 +12,7 @@ import os
 import socket
 import struct
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -297,7 +298,7 @@ def forge(north: Ioq, fmt: str, offset: int, *values: int) -> None:
         ring.close()
 
 
-FORGERIES = {
+FORGERIES: dict[str, tuple[Any, ...]] = {
     "ptr-past-end": ("<Q", HEAD + 8, COUNT * SLOT),
     "len-past-end": ("<Q", HEAD + 16, COUNT * SLOT + 1),
     "ptr-plus-len-past-end": ("<QQ", HEAD + 8, COUNT * SLOT - 4, 5),
