@@ -1,14 +1,165 @@
-"""Tools for testing with vbusfs: live mounts that always clean up, a tiny IPv4 host."""
+"""vbusfs.testing: the public kit for testing with and against vbusfs.
 
+Live mounts (`_mount`): `LiveMount(path, private_netns=..., load=...)` starts a
+daemon for one mount and always cleans up (`stop()`, or use it as a context
+manager); `fuse_problem()` says why no FUSE mount can be made here (or None);
+`netns_available()`; `stop_all()` stops every LiveMount still running.
+
+In-process models (`_fakes`): `host_free_model(load=(), taps=None)` is a
+`Vbus` with every discovered deviceclass, venet-tap on a `FakeTapFactory`
+(`FakeTap`), so nothing touches the host.
+
+pytest fixtures (`_plugin`, registered as the `vbusfs` pytest11 plugin, so
+installing vbusfs is enough): `vbus_model`, `vbus_mount`, and the
+overridable `vbus_load` and `vbus_tap_factory`.
+
+hypothesis strategies (`_strategies`): `names`, `invalid_names` (`InvalidName`),
+`mac_addresses`, `mac_bytes`, `canonical_mac`, `invalid_mac_addresses`;
+attribute values as `AttributeValues` tables (`attribute_values`,
+`interface_attribute_values`, `choice_values`, `integer_values`, `MAC_VALUES`,
+`BOOL_VALUES`, `U32_VALUES`); topologies (`topology_plans` drawing a `Plan` of
+`CreateBus`, `CreateDevice`, `SetType`, `StoreAttribute`, `Link`,
+`StoreInterfaceAttribute` steps; `apply_plan`, `apply_plan_to_mount`,
+`topologies`).
+
+The conformance machine (`_conformance`): `DeviceClassConformance`, a
+`RuleBasedStateMachine` a deviceclass author subclasses to check the
+contract of their class.
+
+A tiny IPv4 host for data-path tests (`_host`): `serve_host`, `reply_to`, `checksum`.
+
+Each module's docstring documents its part in full. The strategies and the
+conformance machine need hypothesis (the `test` extra): they are imported on
+first use, so `import vbusfs.testing` and the pytest plugin work without it.
+"""
+
+from typing import TYPE_CHECKING, Any
+
+from ._fakes import FakeTap, FakeTapFactory, host_free_model
 from ._host import checksum, reply_to, serve_host
 from ._mount import LiveMount, fuse_problem, netns_available, stop_all
 
+if TYPE_CHECKING:
+    from ._conformance import DeviceClassConformance
+    from ._strategies import (
+        BOOL_VALUES,
+        MAC_VALUES,
+        SIMPLE_NAME_ALPHABET,
+        U32_VALUES,
+        AttributeValues,
+        CreateBus,
+        CreateDevice,
+        InvalidName,
+        Link,
+        Plan,
+        SetType,
+        Step,
+        StoreAttribute,
+        StoreInterfaceAttribute,
+        apply_plan,
+        apply_plan_to_mount,
+        attribute_values,
+        canonical_mac,
+        choice_values,
+        integer_values,
+        interface_attribute_values,
+        invalid_mac_addresses,
+        invalid_names,
+        mac_addresses,
+        mac_bytes,
+        names,
+        topologies,
+        topology_plans,
+    )
+
+# public name -> the private module (needing hypothesis) that defines it
+_LAZY = {"DeviceClassConformance": "_conformance"}
+_LAZY.update(
+    dict.fromkeys(
+        [
+            "BOOL_VALUES",
+            "MAC_VALUES",
+            "SIMPLE_NAME_ALPHABET",
+            "U32_VALUES",
+            "AttributeValues",
+            "CreateBus",
+            "CreateDevice",
+            "InvalidName",
+            "Link",
+            "Plan",
+            "SetType",
+            "Step",
+            "StoreAttribute",
+            "StoreInterfaceAttribute",
+            "apply_plan",
+            "apply_plan_to_mount",
+            "attribute_values",
+            "canonical_mac",
+            "choice_values",
+            "integer_values",
+            "interface_attribute_values",
+            "invalid_mac_addresses",
+            "invalid_names",
+            "mac_addresses",
+            "mac_bytes",
+            "names",
+            "topologies",
+            "topology_plans",
+        ],
+        "_strategies",
+    )
+)
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
 __all__ = [
+    "BOOL_VALUES",
+    "MAC_VALUES",
+    "SIMPLE_NAME_ALPHABET",
+    "U32_VALUES",
+    "AttributeValues",
+    "CreateBus",
+    "CreateDevice",
+    "DeviceClassConformance",
+    "FakeTap",
+    "FakeTapFactory",
+    "InvalidName",
+    "Link",
     "LiveMount",
+    "Plan",
+    "SetType",
+    "Step",
+    "StoreAttribute",
+    "StoreInterfaceAttribute",
+    "apply_plan",
+    "apply_plan_to_mount",
+    "attribute_values",
+    "canonical_mac",
     "checksum",
+    "choice_values",
     "fuse_problem",
+    "host_free_model",
+    "integer_values",
+    "interface_attribute_values",
+    "invalid_mac_addresses",
+    "invalid_names",
+    "mac_addresses",
+    "mac_bytes",
+    "names",
     "netns_available",
     "reply_to",
     "serve_host",
     "stop_all",
+    "topologies",
+    "topology_plans",
 ]

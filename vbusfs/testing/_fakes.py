@@ -1,0 +1,81 @@
+"""In-process models for tests: every discovered deviceclass, and no host side effects.
+
+`host_free_model()` builds a `Vbus` like `vbusfs.classes.default_model()`
+(the built-in classes, every class registered in the `vbusfs.deviceclasses`
+entry-point group, plus import specs), except that venet-tap devices get
+their host interface from a `FakeTapFactory` instead of `/dev/net/tun`:
+writing `1` to `enabled` then needs no root and changes nothing on the
+machine, and the factory counts the interfaces still open, so a test can
+check that removing devices releases them all.
+
+This module never opens `/dev/net/tun` and never mounts anything.
+"""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+from vbusfs.classes import VenetTap, discover, import_class
+from vbusfs.model import Vbus
+
+
+class FakeTap:
+    """What a venet-tap device holds as its host interface in a host-free model."""
+
+    def __init__(self, factory: FakeTapFactory, name: str) -> None:
+        self.factory = factory
+        self.name = name
+        self.fd = -1  # no descriptor: the data path cannot run over a fake
+        self.closed = False
+
+    def write_batch(self, frames: list[bytes]) -> int:
+        return 0
+
+    def read_batch(self, max_frames: int) -> list[bytes]:
+        return []
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.factory.live.discard(self)
+
+
+class FakeTapFactory:
+    """A venet-tap `open_tap` factory: `factory(mac)` makes a `FakeTap` named `fake<n>`.
+
+    `live` holds the taps made and not yet closed; `opened` counts every tap made.
+    """
+
+    def __init__(self) -> None:
+        self.live: set[FakeTap] = set()
+        self.opened = 0
+
+    def __call__(self, mac: bytes) -> FakeTap:
+        tap = FakeTap(self, f"fake{self.opened}")
+        self.opened += 1
+        self.live.add(tap)
+        return tap
+
+
+def host_free_model(load: tuple[str, ...] = (), *, taps: FakeTapFactory | None = None) -> Vbus:
+    """A `Vbus` with every discovered deviceclass loaded, and venet-tap on fake taps.
+
+    `load` adds deviceclasses named as `package.module:ClassName` (the form of
+    `vbusfs mount --load`); one whose class is already loaded is skipped, so
+    naming an installed plugin's class is harmless. `taps` is the factory
+    venet-tap devices use (a new `FakeTapFactory` when not given).
+    """
+    factory = taps if taps is not None else FakeTapFactory()
+    vbus = Vbus()
+    for cls in discover().values():
+        if cls is VenetTap:
+            # VenetTap types its factory as making TapInterface; a FakeTap has the same face
+            vbus.load_class(VenetTap(open_tap=cast(Any, factory)))
+        else:
+            vbus.load_class(cls())
+    for spec in load:
+        cls = import_class(spec)
+        if type(vbus.classes.get(cls.name)) is cls:
+            continue
+        vbus.load_class(cls())
+    return vbus
