@@ -27,6 +27,7 @@ def tx() -> Iterator[tuple[Ioq, Ioq]]:
 def test_ioq_public_names_are_few() -> None:
     assert sorted(ioq.__all__) == [
         "Descriptor",
+        "FdBatch",
         "Ioq",
         "IoqClosed",
         "IoqEmpty",
