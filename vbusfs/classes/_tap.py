@@ -50,26 +50,14 @@ class TapInterface:
             ) from exc
         return cls(fd, name)
 
-    def write_batch(self, frames: list[bytes]) -> int:
-        """Write frames to the host side; returns how many it took (a full queue drops)."""
-        written = 0
-        for frame in frames:
+    def discard(self, max_frames: int) -> int:
+        """Read and drop up to `max_frames` frames the host sent, without waiting."""
+        for dropped in range(max_frames):
             try:
-                os.write(self.fd, frame)
-            except (BlockingIOError, OSError):
-                continue
-            written += 1
-        return written
-
-    def read_batch(self, max_frames: int) -> list[bytes]:
-        """The frames the host sent, up to `max_frames`, without waiting."""
-        frames = []
-        for _ in range(max_frames):
-            try:
-                frames.append(os.read(self.fd, 65536))
-            except (BlockingIOError, OSError):
-                break
-        return frames
+                os.read(self.fd, 65536)
+            except OSError:
+                return dropped
+        return max_frames
 
     def close(self) -> None:
         if self.fd >= 0:

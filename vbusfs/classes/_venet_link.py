@@ -13,7 +13,7 @@ from typing import Any
 
 import trio
 
-from vbusfs.ioq import Ioq, IoqEmpty, IoqError, IoqFull
+from vbusfs.ioq import Ioq, IoqEmpty, IoqError, IoqFault, IoqFull
 from vbusfs.model import Busy, DeviceConnection, InvalidValue
 
 LINKUP, LINKDOWN, MACQUERY, NEGCAP, FLUSHRX = range(5)
@@ -180,35 +180,73 @@ class LoopbackConnection(VenetConnection):
 
 
 class TapConnection(VenetConnection):
-    """Frames between the client and the host TAP interface (while `enabled` is 1)."""
+    """Frames between the client and the host TAP interface (while `enabled` is 1).
+
+    Frames move between the rings and the TAP's descriptor in C, a batch per
+    call (one write or read per frame, straight from or into the data
+    segment); Python only waits and counts.
+    """
 
     async def move(self) -> None:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._to_host)
             nursery.start_soon(self._from_host)
 
+    def _tap_fd(self) -> int:
+        """The host interface's descriptor, or -1 while there is none (disabled)."""
+        tap = self.owner.tap
+        return -1 if tap is None else int(tap.fd)
+
     async def _to_host(self) -> None:
+        assert self.tx is not None
         while True:
-            frames = await self.transmitted()
-            tap = self.owner.tap
-            if tap is None:
-                self.counters["dropped"] += len(frames)
+            await self.tx.wait_receivable_async(spin_us=SPIN_US)
+            fd = self._tap_fd()
+            try:
+                if fd < 0:
+                    frames = self.tx.receive_batch_nowait(BATCH)
+                    self.counters["tx_frames"] += len(frames)
+                    self.counters["dropped"] += len(self._take(frames))
+                    continue
+                got = self.tx.receive_to_fd_nowait(
+                    fd, BATCH, min_length=HEADER, max_length=MAX_FRAME
+                )
+            except IoqEmpty:
                 continue
-            self.counters["dropped"] += len(frames) - tap.write_batch(frames)
+            self.counters["tx_frames"] += got.messages
+            self.counters["oversize"] += got.bad_size
+            self.counters["dropped"] += got.dropped
 
     async def _from_host(self) -> None:
+        assert self.rx is not None
         while True:
             tap = self.owner.tap
-            if tap is None:
+            fd = self._tap_fd()
+            if fd < 0:
                 await trio.sleep(0.05)  # disabled: the host side has no interface yet
                 continue
             try:
-                await trio.lowlevel.wait_readable(tap.fd)
+                await trio.lowlevel.wait_readable(fd)
             except (trio.ClosedResourceError, OSError):
                 continue  # disabled while waiting
-            frames = tap.read_batch(BATCH)
-            if frames and self.link_up:
-                await self.deliver(frames)
+            if self.owner.tap is not tap or tap.fd != fd:
+                continue  # disabled or replaced while waiting
+            if not self.link_up:
+                tap.discard(BATCH)  # the client is not listening: the host's frames go nowhere
+                continue
+            try:
+                got = self.rx.send_from_fd_nowait(fd, BATCH, max_length=MAX_FRAME)
+            except IoqFull:
+                # no buffer posted: the frames wait in the TAP's queue meanwhile
+                await self.rx.wait_sendable_async(spin_us=SPIN_US)
+                continue
+            except IoqFault:
+                raise
+            except OSError:
+                await trio.sleep(0.05)  # the TAP refused a read (being torn down)
+                continue
+            self.counters["rx_frames"] += got.messages
+            self.counters["oversize"] += got.bad_size
 
 
 class SwitchConnection(VenetConnection):
