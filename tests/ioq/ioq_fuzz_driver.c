@@ -8,11 +8,13 @@
  * Exit status 0 means every check held.
  */
 #define _GNU_SOURCE
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -130,13 +132,28 @@ static void hostile(int direction, long iterations)
     CHECK(read(ready[0], &go, 1) == 1);
     close(ready[0]);
     close(ready[1]);
-    char buf[16 * 128];
+    char buf[16 * 128] = {0};
     uint32_t lens[16];
     uint64_t offs[16];
     long faults = 0, moved = 0;
+    /* the fd transfers write to /dev/null and read frames a socket pair holds */
+    int devnull = open("/dev/null", O_WRONLY | O_CLOEXEC), sp[2];
+    CHECK(devnull >= 0);
+    CHECK(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sp) == 0);
     for (long i = 0; i < iterations; i++) {
-        int op = (int)(next_rand() % 6), r;
+        int op = (int)(next_rand() % 7), r;
         switch (op) {
+        case 6: {
+            struct ioq_fd_counts c;
+            if (direction == IOQ_TO_SOUTH) {
+                r = ioq_recv_to_fd(s, devnull, 16, 0, UINT32_MAX, &c);
+            } else {
+                ssize_t w = send(sp[1], buf, 1 + next_rand() % 300, 0);
+                (void)w;
+                r = ioq_send_from_fd(s, sp[0], 16, 128, &c);
+            }
+            break;
+        }
         case 0:
             r = direction == IOQ_TO_SOUTH
                     ? ioq_recv_batch(s, buf, sizeof(buf), lens, 16, 1)
@@ -197,6 +214,9 @@ static void hostile(int direction, long iterations)
             moved++;
         }
     }
+    close(devnull);
+    close(sp[0]);
+    close(sp[1]);
     kill(pid, SIGKILL);
     waitpid(pid, NULL, 0);
     printf("direction %d: %ld iterations, %ld faults, %ld moved\n", direction, iterations,
