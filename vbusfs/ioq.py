@@ -46,7 +46,11 @@ object per message.  Messages are copied once: into the data segment on send,
 out of it on receive (a single small message is received through a private
 buffer, one extra copy that costs less than a second call into C).
 :meth:`Ioq.acquire_nowait` and :meth:`Ioq.commit` give zero-copy memoryviews
-onto the data segment instead.  The low-level ring operations (``push``,
+onto the data segment instead.  A south side moving messages to or from a file
+descriptor (a TAP) uses :meth:`Ioq.receive_to_fd_nowait` and
+:meth:`Ioq.send_from_fd_nowait`: one ``write``/``read`` per message, straight
+between the descriptor and the data segment, a batch per call into C.
+The low-level ring operations (``push``,
 ``pop``, ``count_of``, ``seek`` ...) act on the ``valid`` and ``inuse``
 indices directly: north pushes on either or both, south pops ``inuse``,
 north pops ``valid``.
