@@ -80,14 +80,19 @@ def connect(mountpoint: str) -> Client:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
     try:
         sock.connect(connector_path(mountpoint))
-        hello = decode(sock.recv(MAX_MESSAGE))
+        return Client(sock, _welcome(sock.recv(MAX_MESSAGE)))
     except BaseException:
         sock.close()
         raise
+
+
+def _welcome(data: bytes) -> dict[str, Any]:
+    """The daemon's first message: who we are to it, or why it refuses us."""
+    hello = decode(data)
     if "errno" in hello:
-        sock.close()
         raise ConnectorError(hello["errno"], hello.get("message", "refused"))
-    return Client(sock, hello["hello"])
+    welcome: dict[str, Any] = hello["hello"]
+    return welcome
 
 
 class Client:
@@ -296,14 +301,10 @@ async def connect_async(mountpoint: str) -> AsyncClient:
     sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     try:
         await sock.connect(path)
-        hello = decode(await sock.recv(MAX_MESSAGE))
+        return AsyncClient(sock, _welcome(await sock.recv(MAX_MESSAGE)))
     except BaseException:
         sock.close()
         raise
-    if "errno" in hello:
-        sock.close()
-        raise ConnectorError(hello["errno"], hello.get("message", "refused"))
-    return AsyncClient(sock, hello["hello"])
 
 
 class AsyncClient:
