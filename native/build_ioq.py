@@ -20,7 +20,7 @@ def make_builder(native_dir: str) -> FFI:
     builder.set_source(
         "vbusfs._ioq_cffi",
         '#include "ioq_private.h"\n',
-        sources=[f"{native_dir}/ioq.c", f"{native_dir}/shm_signal.c"],
+        sources=[f"{native_dir}/{name}" for name in ("ioq.c", "shm_signal.c", "vswitch.c")],
         include_dirs=[native_dir],
         extra_compile_args=["-std=gnu11"],
         depends=[f"{native_dir}/{p.name}" for p in sorted(NATIVE.glob("*.[ch]"))],

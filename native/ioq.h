@@ -28,7 +28,7 @@
 
 /* Bumped whenever this header's layout or any prototype changes; compiled
  * into the module and compared by vbusfs/ioq.py at import. */
-#define IOQ_ABI_VERSION 4
+#define IOQ_ABI_VERSION 5
 
 #define IOQ_RING_MAGIC 0x47fa2fe4
 #define IOQ_RING_VER 4
@@ -275,3 +275,70 @@ int shm_signal_enable(struct ioq *q);
 void shm_signal_disable(struct ioq *q);
 int shm_signal_drain(struct ioq *q);
 int shm_signal_eventfd(const struct ioq *q);
+
+/*
+ * The venet-switch data path (vswitch.c): frames from one port's to-south
+ * ring are copied, in C and a batch per call, straight from that ring's data
+ * segment into buffers the other ports' clients posted on their to-north
+ * rings, by a learned MAC table.  Ports are small indices chosen by the
+ * caller (0 .. VSWITCH_MAX_PORTS - 1).
+ */
+#define VSWITCH_MAX_PORTS 256
+/* Learning table: open addressing over VSWITCH_TABLE slots.  Once it holds
+ * VSWITCH_LEARN_MAX addresses it learns no new ones (counted in unlearned);
+ * frames to addresses it does not know are flooded, so a full table costs
+ * bandwidth, never connectivity.  Known addresses still move between ports. */
+#define VSWITCH_TABLE 4096
+#define VSWITCH_LEARN_MAX 3072
+/* Frames outside VSWITCH_MIN_FRAME..VSWITCH_MAX_FRAME bytes are dropped. */
+#define VSWITCH_MIN_FRAME 14
+#define VSWITCH_MAX_FRAME 1514
+/* Most frames one vswitch_forward call takes (a larger max is clamped). */
+#define VSWITCH_BATCH 64
+
+struct vswitch;
+
+/* What one vswitch_forward call did (zeroed first). */
+struct vswitch_counts {
+    uint32_t frames;    /* consumed from the source ring (the return value) */
+    uint32_t bad_size;  /* consumed, dropped: outside MIN_FRAME..MAX_FRAME */
+    uint32_t flooded;   /* broadcast, multicast or unknown destination */
+    uint32_t filtered;  /* destination learned on the sender's own port */
+    uint32_t unlearned; /* a new source address the full table refused */
+    uint32_t delivered; /* copies published, over all destinations */
+    uint32_t dropped;   /* copies not made, over all destinations */
+    uint32_t faulted;   /* destination rings that faulted (see per_port) */
+};
+
+/* Per destination port, when the caller asks for it (zeroed first). */
+struct vswitch_port_counts {
+    uint32_t delivered; /* copies published on this port's ring */
+    uint32_t dropped;   /* no posted buffer left, a buffer too small for the
+                           frame, or the ring faulted */
+    uint32_t faulted;   /* 1: this port's ring broke the protocol (its own
+                           client's fault, never the sender's): drop it */
+};
+
+int vswitch_new(struct vswitch **out);
+void vswitch_free(struct vswitch *sw);
+/* Forget every address learned on port; returns how many were forgotten. */
+int vswitch_forget_port(struct vswitch *sw, uint32_t port);
+/* The port mac (6 bytes) was learned on, or -1. */
+int vswitch_lookup(const struct vswitch *sw, const uint8_t *mac);
+/* How many addresses the table holds. */
+int vswitch_learned(const struct vswitch *sw);
+/* South: take up to max frames from src_tx (port src_port's to-south ring)
+ * and copy each to the to-north rings in ports_rx[0..nports-1] (NULL: a
+ * port with no client): learned unicast to its port only, the rest to every
+ * port but the sender's; never back to the sender.  A destination with no
+ * posted buffer left drops that copy.  Publishes and signals each
+ * destination once, and the source once.  Returns the frames consumed,
+ * IOQ_E_EMPTY if there was none, IOQ_E_FAULT if the source ring is bad
+ * (nothing consumed or copied), IOQ_E_INVAL / IOQ_E_SIDE for bad arguments
+ * (nothing read).  A bad destination ring is never an error of the call: it
+ * is marked faulted (ioq_faulted), skipped, and reported in counts->faulted
+ * and per_port[i].faulted.  per_port may be NULL, else has nports entries. */
+int vswitch_forward(struct vswitch *sw, uint32_t src_port, struct ioq *src_tx,
+                    struct ioq **ports_rx, uint32_t nports, uint32_t max,
+                    struct vswitch_counts *counts,
+                    struct vswitch_port_counts *per_port);

@@ -93,10 +93,12 @@ __all__ = [
     "IoqFault",
     "IoqFds",
     "IoqFull",
+    "Switch",
+    "SwitchCounts",
 ]
 
 #: The ABI this module was written against; must equal IOQ_ABI_VERSION in native/ioq.h.
-ABI_VERSION = 4
+ABI_VERSION = 5
 
 _cffi: Any = importlib.import_module("vbusfs._ioq_cffi")
 _ffi: Any = _cffi.ffi
@@ -842,3 +844,121 @@ class Ioq:
         out = _ffi.new("struct ioq_desc *")
         _check(_lib.ioq_desc_at(h, pos, out))
         return Descriptor(out.cookie, out.ptr, out.len, bool(out.valid), bool(out.sown))
+
+
+class SwitchCounts(NamedTuple):
+    """What one :meth:`Switch.forward` call did."""
+
+    frames: int  # consumed from the source ring
+    bad_size: int  # consumed and dropped: shorter than 14 or longer than 1514 bytes
+    flooded: int  # broadcast, multicast or unknown destination: sent to every other port
+    filtered: int  # the destination was learned on the sender's own port: dropped
+    unlearned: int  # new source addresses the full table could not learn
+    delivered: tuple[int, ...]  # per port: copies published on its ring
+    dropped: tuple[int, ...]  # per port: copies lost (no posted buffer, too small, faulted)
+    faulted: tuple[int, ...]  # ports whose ring broke the protocol: drop their clients
+
+
+class Switch:
+    """The venet-switch data path: a MAC learning table and forwarding in C.
+
+    Ports are small indices (0 .. :attr:`MAX_PORTS` - 1) the caller keeps stable for as
+    long as a client is connected, and forgets (:meth:`forget_port`) when it goes.  Frames
+    are copied once, in C, from the sender's data segment into the buffers the other
+    ports' clients posted; nothing is created in Python per frame.  The table learns at
+    most :attr:`LEARN_MAX` addresses; frames to addresses it does not know are flooded.
+    """
+
+    MAX_PORTS: int = _lib.VSWITCH_MAX_PORTS
+    LEARN_MAX: int = _lib.VSWITCH_LEARN_MAX
+    BATCH: int = _lib.VSWITCH_BATCH
+
+    def __init__(self) -> None:
+        out = _ffi.new("struct vswitch **")
+        _check(_lib.vswitch_new(out))
+        self._sw = _ffi.gc(out[0], _lib.vswitch_free)
+        self._rings = _ffi.new("struct ioq *[]", self.MAX_PORTS)
+        self._counts = _ffi.new("struct vswitch_counts *")
+        self._per_port = _ffi.new("struct vswitch_port_counts[]", self.MAX_PORTS)
+        self._mac = _ffi.new("uint8_t[6]")
+
+    def __len__(self) -> int:
+        """How many addresses the table holds."""
+        return int(_lib.vswitch_learned(self._sw))
+
+    def lookup(self, mac: bytes) -> int | None:
+        """The port ``mac`` was last seen on as a source, or None."""
+        if len(mac) != 6:
+            raise ValueError("a MAC address is 6 bytes")
+        self._mac[0:6] = bytes(mac)
+        port = _lib.vswitch_lookup(self._sw, self._mac)
+        return None if port < 0 else int(port)
+
+    def forget_port(self, index: int) -> int:
+        """Forget every address learned on port ``index``; returns how many."""
+        if not 0 <= index < self.MAX_PORTS:
+            raise ValueError(f"port must be 0..{self.MAX_PORTS - 1}")
+        return int(_lib.vswitch_forget_port(self._sw, index))
+
+    def forward(
+        self, src_port: int, src: Ioq, ports: Sequence[Ioq | None], max_messages: int = 64
+    ) -> SwitchCounts:
+        """Take up to ``max_messages`` frames from ``src`` (port ``src_port``'s to-south
+        ring) and copy each to the to-north rings in ``ports`` (indexed by port, None for
+        a port without a client): a learned unicast destination gets it alone, the rest is
+        flooded; never back to ``src_port``.  A ring with no posted buffer left drops its
+        copy.  Each destination is signalled once.
+
+        IoqEmpty if ``src`` had nothing; IoqFault if ``src`` broke the protocol (the
+        sender's fault, nothing copied).  A destination ring that broke the protocol is
+        skipped and listed in ``faulted``: that is its own client's fault, not the sender's.
+        """
+        if not 1 <= len(ports) <= self.MAX_PORTS:
+            raise ValueError(f"1..{self.MAX_PORTS} ports")
+        if not 0 <= src_port < len(ports):
+            raise ValueError(f"src_port must be 0..{len(ports) - 1}")
+        if max_messages < 1:
+            raise ValueError("max_messages must be >= 1")
+        if src.side != "south" or src.direction != "to_south":
+            raise ValueError("the source must be the south side of a to_south ring")
+        if src._views:
+            raise ValueError("the source ring has acquired buffers outstanding")
+        rings = self._rings
+        seen: set[int] = set()
+        for i, ring in enumerate(ports):
+            if ring is None:
+                rings[i] = _ffi.NULL
+                continue
+            if ring.side != "south" or ring.direction != "to_north":
+                raise ValueError(f"port {i}: not the south side of a to_north ring")
+            if id(ring) in seen:
+                raise ValueError(f"port {i}: the same ring is on two ports")
+            if ring._views:
+                raise ValueError(f"port {i}: the ring has acquired buffers outstanding")
+            seen.add(id(ring))
+            rings[i] = ring._handle()
+        n = len(ports)
+        counts, per_port = self._counts, self._per_port
+        _check(
+            _lib.vswitch_forward(
+                self._sw,
+                src_port,
+                src._handle(),
+                rings,
+                n,
+                min(max_messages, self.BATCH),
+                counts,
+                per_port,
+            )
+        )
+        entries = _ffi.unpack(per_port, n)
+        return SwitchCounts(
+            counts.frames,
+            counts.bad_size,
+            counts.flooded,
+            counts.filtered,
+            counts.unlearned,
+            tuple(e.delivered for e in entries),
+            tuple(e.dropped for e in entries),
+            tuple(i for i, e in enumerate(entries) if e.faulted) if counts.faulted else (),
+        )

@@ -35,6 +35,8 @@ def test_ioq_public_names_are_few() -> None:
         "IoqFault",
         "IoqFds",
         "IoqFull",
+        "Switch",
+        "SwitchCounts",
     ]
 
 

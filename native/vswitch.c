@@ -1,0 +1,251 @@
+/*
+ * The venet-switch data path: a MAC learning table and the forwarding of a
+ * batch of frames from one port's to-south ring into the other ports'
+ * posted to-north buffers, one copy per frame and destination, straight
+ * between the two data segments.
+ *
+ * It must never trust shared memory: the source ring's descriptors and the
+ * destination rings' posted buffers are all taken through ioq_acquire, which
+ * reads each descriptor once and checks it against its segment; only those
+ * private copies are used here.  A bad source ring fails the call before
+ * anything is copied; a bad destination ring is that destination's fault
+ * alone: it is marked faulted, skipped, and reported, never blamed on the
+ * sender.  Frame bytes themselves may change under us (north owns them);
+ * the two addresses are copied out once before they are used.
+ */
+#include "ioq_private.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+_Static_assert((VSWITCH_TABLE & (VSWITCH_TABLE - 1)) == 0, "table is a power of two");
+_Static_assert(VSWITCH_LEARN_MAX < VSWITCH_TABLE, "a free slot always ends a probe");
+
+/* key: the 48-bit address with bit 63 set; 0 is an empty slot */
+struct vswitch_entry {
+    uint64_t key;
+    uint32_t port;
+};
+
+/* One destination within one forward call. */
+enum { DST_UNTRIED, DST_READY, DST_NONE, DST_FAULTED };
+struct vswitch_dst {
+    int state;
+    uint32_t avail; /* buffers acquired */
+    uint32_t used;  /* of those, filled */
+    uint32_t lens[VSWITCH_BATCH];
+};
+
+struct vswitch {
+    uint32_t learned;
+    struct vswitch_entry table[VSWITCH_TABLE];
+    struct vswitch_entry scratch[VSWITCH_TABLE]; /* forget_port's rebuild */
+    struct vswitch_dst dst[VSWITCH_MAX_PORTS];
+};
+
+int vswitch_new(struct vswitch **out)
+{
+    struct vswitch *sw = calloc(1, sizeof(*sw));
+    if (!sw)
+        return -ENOMEM;
+    *out = sw;
+    return IOQ_OK;
+}
+
+void vswitch_free(struct vswitch *sw) { free(sw); }
+
+static uint64_t mac_key(const uint8_t *mac)
+{
+    uint64_t k = 0;
+    for (int i = 0; i < 6; i++)
+        k = (k << 8) | mac[i];
+    return k | (1ull << 63);
+}
+
+static uint32_t slot_of(uint64_t key)
+{
+    /* Fibonacci hashing: the top bits of the product mix all address bytes */
+    return (uint32_t)((key * 0x9E3779B97F4A7C15ull) >> 52) & (VSWITCH_TABLE - 1);
+}
+
+static struct vswitch_entry *find(struct vswitch_entry *table, uint64_t key)
+{
+    uint32_t i = slot_of(key);
+    /* the table is never full (LEARN_MAX < TABLE), so this ends */
+    while (table[i].key && table[i].key != key)
+        i = (i + 1) & (VSWITCH_TABLE - 1);
+    return &table[i];
+}
+
+/* 1 if learned or moved, 0 if already there, -1 if the table is full. */
+static int learn(struct vswitch *sw, const uint8_t *mac, uint32_t port)
+{
+    if (mac[0] & 1)
+        return 0; /* a group address is never a source */
+    struct vswitch_entry *e = find(sw->table, mac_key(mac));
+    if (e->key) {
+        if (e->port == port)
+            return 0;
+        e->port = port;
+        return 1;
+    }
+    if (sw->learned >= VSWITCH_LEARN_MAX)
+        return -1;
+    e->key = mac_key(mac);
+    e->port = port;
+    sw->learned++;
+    return 1;
+}
+
+int vswitch_lookup(const struct vswitch *sw, const uint8_t *mac)
+{
+    uint64_t key = mac_key(mac);
+    uint32_t i = slot_of(key);
+    while (sw->table[i].key) {
+        if (sw->table[i].key == key)
+            return (int)sw->table[i].port;
+        i = (i + 1) & (VSWITCH_TABLE - 1);
+    }
+    return -1;
+}
+
+int vswitch_learned(const struct vswitch *sw) { return (int)sw->learned; }
+
+int vswitch_forget_port(struct vswitch *sw, uint32_t port)
+{
+    /* linear probing cannot simply clear a slot (it would cut the probe
+     * chains through it): rebuild from the entries that stay */
+    memcpy(sw->scratch, sw->table, sizeof(sw->table));
+    memset(sw->table, 0, sizeof(sw->table));
+    uint32_t before = sw->learned;
+    sw->learned = 0;
+    for (uint32_t i = 0; i < VSWITCH_TABLE; i++) {
+        const struct vswitch_entry *e = &sw->scratch[i];
+        if (e->key && e->port != port) {
+            *find(sw->table, e->key) = *e;
+            sw->learned++;
+        }
+    }
+    return (int)(before - sw->learned);
+}
+
+/* Copy one frame into the next posted buffer of destination p. */
+static void copy_to(struct vswitch *sw, struct ioq **ports_rx, uint32_t p,
+                    const uint8_t *frame, uint32_t len, uint32_t remaining,
+                    struct vswitch_counts *counts, struct vswitch_port_counts *per_port)
+{
+    struct vswitch_dst *d = &sw->dst[p];
+    struct ioq *q = ports_rx[p];
+    if (d->state == DST_UNTRIED) {
+        /* at most one buffer per frame still to come, this one included */
+        int r = ioq_acquire(q, IOQ_WAIT_SEND, remaining, NULL, NULL);
+        if (r > 0) {
+            d->state = DST_READY;
+            d->avail = (uint32_t)r;
+        } else if (r == IOQ_E_FULL) {
+            d->state = DST_NONE;
+        } else {
+            d->state = DST_FAULTED;
+            counts->faulted++;
+            if (per_port)
+                per_port[p].faulted = 1;
+        }
+    }
+    /* acquire checked each buffer's offset and capacity against q's segment */
+    if (d->state != DST_READY || d->used == d->avail || len > q->acq_len[d->used]) {
+        counts->dropped++;
+        if (per_port)
+            per_port[p].dropped++;
+        return;
+    }
+    memcpy(q->data + q->acq_off[d->used], frame, len);
+    d->lens[d->used++] = len;
+    counts->delivered++;
+    if (per_port)
+        per_port[p].delivered++;
+}
+
+int vswitch_forward(struct vswitch *sw, uint32_t src_port, struct ioq *src_tx,
+                    struct ioq **ports_rx, uint32_t nports, uint32_t max,
+                    struct vswitch_counts *counts, struct vswitch_port_counts *per_port)
+{
+    if (!counts)
+        return IOQ_E_INVAL;
+    memset(counts, 0, sizeof(*counts));
+    if (!sw || !src_tx || !ports_rx || nports > VSWITCH_MAX_PORTS || src_port >= nports ||
+        max == 0)
+        return IOQ_E_INVAL;
+    if (per_port)
+        memset(per_port, 0, sizeof(*per_port) * nports);
+    if (src_tx->side != IOQ_SOUTH || src_tx->direction != IOQ_TO_SOUTH)
+        return IOQ_E_SIDE;
+    for (uint32_t p = 0; p < nports; p++) {
+        struct ioq *q = ports_rx[p];
+        if (!q)
+            continue;
+        if (q->side != IOQ_SOUTH || q->direction != IOQ_TO_NORTH)
+            return IOQ_E_SIDE;
+        /* one ring twice would have its acquired buffers handed out twice */
+        for (uint32_t o = 0; o < p; o++)
+            if (ports_rx[o] == q)
+                return IOQ_E_INVAL;
+    }
+    if (max > VSWITCH_BATCH)
+        max = VSWITCH_BATCH;
+    /* reads every source descriptor once and checks it: from here on only
+     * the private offsets and lengths are used */
+    int k = ioq_acquire(src_tx, IOQ_WAIT_RECV, max, NULL, NULL);
+    if (k < 0)
+        return k;
+    for (uint32_t p = 0; p < nports; p++) {
+        sw->dst[p].state = DST_UNTRIED;
+        sw->dst[p].avail = sw->dst[p].used = 0;
+    }
+    for (uint32_t i = 0; i < (uint32_t)k; i++) {
+        uint32_t len = src_tx->acq_len[i];
+        if (len < VSWITCH_MIN_FRAME || len > VSWITCH_MAX_FRAME) {
+            counts->bad_size++;
+            continue;
+        }
+        const uint8_t *frame = src_tx->data + src_tx->acq_off[i];
+        uint8_t dst_mac[6], src_mac[6];
+        memcpy(dst_mac, frame, 6);
+        memcpy(src_mac, frame + 6, 6);
+        if (learn(sw, src_mac, src_port) < 0)
+            counts->unlearned++;
+        int target = (dst_mac[0] & 1) ? -1 : vswitch_lookup(sw, dst_mac);
+        uint32_t remaining = (uint32_t)k - i;
+        if (target >= 0 && (uint32_t)target == src_port) {
+            counts->filtered++; /* the destination is on the sender's side */
+        } else if (target >= 0 && (uint32_t)target < nports && ports_rx[target]) {
+            copy_to(sw, ports_rx, (uint32_t)target, frame, len, remaining, counts, per_port);
+        } else {
+            /* group, unknown, or learned on a port that has no client now */
+            counts->flooded++;
+            for (uint32_t p = 0; p < nports; p++)
+                if (p != src_port && ports_rx[p])
+                    copy_to(sw, ports_rx, p, frame, len, remaining, counts, per_port);
+        }
+    }
+    for (uint32_t p = 0; p < nports; p++) {
+        struct vswitch_dst *d = &sw->dst[p];
+        if (d->state != DST_READY)
+            continue;
+        /* publishes the filled buffers (none: just ends the acquire) and
+         * signals north once */
+        int r = ioq_commit(ports_rx[p], IOQ_WAIT_SEND, d->used, d->lens, 1);
+        if (r < 0) {
+            counts->faulted++;
+            counts->delivered -= d->used;
+            counts->dropped += d->used;
+            if (per_port) {
+                per_port[p].faulted = 1;
+                per_port[p].delivered -= d->used;
+                per_port[p].dropped += d->used;
+            }
+        }
+    }
+    counts->frames = (uint32_t)k;
+    return ioq_commit(src_tx, IOQ_WAIT_RECV, (uint32_t)k, NULL, 1);
+}
