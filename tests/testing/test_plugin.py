@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import errno
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -106,8 +108,8 @@ def test_a_new_users_project_uses_the_fixtures_and_strategies(pytester: pytest.P
 
 def test_vbus_mount_skips_with_the_reason_where_fuse_is_unusable(pytester: pytest.Pytester):
     pytester.makeconftest(
-        "import vbusfs.testing._plugin as plugin\n"
-        "plugin.fuse_problem = lambda: '/dev/fuse does not exist'\n"
+        "import vbusfs.testing._mount as mounts\n"
+        "mounts.fuse_problem = lambda: '/dev/fuse does not exist'\n"
     )
     pytester.makepyfile("def test_needs_a_mount(vbus_mount):\n    raise AssertionError\n")
     result = run(pytester)
@@ -138,6 +140,17 @@ def test_the_plugin_can_be_disabled(pytester: pytest.Pytester):
     result = run(pytester, "-p", "no:vbusfs")
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(["*fixture 'vbus_model' not found*"])
+
+
+def test_loading_the_plugin_imports_nothing_heavy():
+    code = (
+        "import sys, vbusfs.testing._plugin\n"
+        "print(sorted(m.split('.')[0] for m in sys.modules"
+        " if m.startswith(('hypothesis', 'pyfuse3', 'trio', 'cffi', 'vbusfs.'))"
+        " and not m.startswith('vbusfs.testing')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
 
 
 # -- the fixtures in this suite (which loads the plugin too) --------------------

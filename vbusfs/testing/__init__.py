@@ -28,19 +28,21 @@ contract of their class.
 
 A tiny IPv4 host for data-path tests (`_host`): `serve_host`, `reply_to`, `checksum`.
 
-Each module's docstring documents its part in full. The strategies and the
-conformance machine need hypothesis (the `test` extra): they are imported on
-first use, so `import vbusfs.testing` and the pytest plugin work without it.
+Each module's docstring documents its part in full. Every name but the tiny
+host's is imported on first use: the strategies and the conformance machine
+need hypothesis (the `test` extra), the fakes and mounts the daemon's code, and
+the pytest plugin, loaded into every pytest run of the environment, should
+cost nothing and fail for no test that does not use it.
 """
 
 from typing import TYPE_CHECKING, Any
 
-from ._fakes import FakeTap, FakeTapFactory, host_free_model
 from ._host import checksum, reply_to, serve_host
-from ._mount import LiveMount, fuse_problem, netns_available, stop_all
 
 if TYPE_CHECKING:
     from ._conformance import DeviceClassConformance
+    from ._fakes import FakeTap, FakeTapFactory, host_free_model
+    from ._mount import LiveMount, fuse_problem, netns_available, stop_all
     from ._strategies import (
         BOOL_VALUES,
         MAC_VALUES,
@@ -72,8 +74,12 @@ if TYPE_CHECKING:
         topology_plans,
     )
 
-# public name -> the private module (needing hypothesis) that defines it
+# public name -> the private module that defines it, imported on first use: the
+# strategies and the machine need hypothesis, the fakes and mounts load the daemon's
+# code; so `import vbusfs.testing` (done by the pytest plugin in every run) stays cheap
 _LAZY = {"DeviceClassConformance": "_conformance"}
+_LAZY.update(dict.fromkeys(["FakeTap", "FakeTapFactory", "host_free_model"], "_fakes"))
+_LAZY.update(dict.fromkeys(["LiveMount", "fuse_problem", "netns_available", "stop_all"], "_mount"))
 _LAZY.update(
     dict.fromkeys(
         [

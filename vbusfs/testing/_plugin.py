@@ -23,19 +23,25 @@ draw a model from `topologies()` or call `host_free_model()` in the body.
 
 The plugin registers no hypothesis profile and changes no global setting; its
 only hook stops, at the end of the session, any mount a crashed test left.
+Being loaded into every pytest run of the environment, it imports only
+pytest itself: the rest of vbusfs is imported when a fixture is first used,
+so a broken vbusfs build breaks only the tests that use it.
 """
 
 from __future__ import annotations
 
 import pathlib
+import sys
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 
-from vbusfs.model import Vbus
+if TYPE_CHECKING:
+    from vbusfs.model import Vbus
 
-from ._fakes import FakeTapFactory, host_free_model
-from ._mount import LiveMount, fuse_problem, netns_available, stop_all
+    from ._fakes import FakeTapFactory
+    from ._mount import LiveMount
 
 
 @pytest.fixture
@@ -47,18 +53,24 @@ def vbus_load() -> tuple[str, ...]:
 @pytest.fixture
 def vbus_tap_factory() -> FakeTapFactory:
     """The fake TAP factory venet-tap devices of `vbus_model` use."""
+    from ._fakes import FakeTapFactory
+
     return FakeTapFactory()
 
 
 @pytest.fixture
 def vbus_model(vbus_load: tuple[str, ...], vbus_tap_factory: FakeTapFactory) -> Vbus:
     """A fresh in-process vbus with every discovered deviceclass loaded (no FUSE)."""
+    from ._fakes import host_free_model
+
     return host_free_model(vbus_load, taps=vbus_tap_factory)
 
 
 @pytest.fixture
 def vbus_mount(tmp_path: pathlib.Path, vbus_load: tuple[str, ...]) -> Iterator[LiveMount]:
     """A live vbusfs mount for one test, unmounted and stopped at teardown."""
+    from ._mount import LiveMount, fuse_problem, netns_available
+
     problem = fuse_problem()
     if problem is not None:
         pytest.skip(f"vbus_mount needs a usable FUSE: {problem}")
@@ -75,5 +87,7 @@ def vbus_mount(tmp_path: pathlib.Path, vbus_load: tuple[str, ...]) -> Iterator[L
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    # Whatever a crashed or interrupted test left mounted goes now.
-    stop_all()
+    # Whatever a crashed or interrupted test left mounted goes now (if any was made).
+    mounts = sys.modules.get("vbusfs.testing._mount")
+    if mounts is not None:
+        mounts.stop_all()
