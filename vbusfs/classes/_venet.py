@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from vbusfs.ioq import Switch
 from vbusfs.model import Attribute, Busy, DeviceClass, InterfaceInfo
 
 from ._tap import TapInterface
@@ -185,8 +186,10 @@ class SwitchState:
     ports: dict[str, SwitchPort] = field(default_factory=dict)
     # port name -> the client connected to it
     connections: dict[str, Any] = field(default_factory=dict)
-    # MAC address -> port name it was last seen on
-    learned: dict[bytes, str] = field(default_factory=dict)
+    # port name -> the small index its client has in `switch` (while connected)
+    indices: dict[str, int] = field(default_factory=dict)
+    # the data path: learned MAC -> port index, and forwarding in C
+    switch: Switch = field(default_factory=Switch)
 
 
 class VenetSwitch(_VenetBase):
@@ -214,8 +217,9 @@ class VenetSwitch(_VenetBase):
 
     def detach(self, state: SwitchState, interface_state: SwitchPort) -> None:
         state.ports.pop(interface_state.name, None)
-        for mac in [m for m, port in state.learned.items() if port == interface_state.name]:
-            del state.learned[mac]
+        index = state.indices.get(interface_state.name)
+        if index is not None:  # its client is dropped too; nothing goes there meanwhile
+            state.switch.forget_port(index)
 
     versions = frozenset({VERSION})
 

@@ -8,12 +8,13 @@ into C; nothing here touches a frame per frame in a system call.
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Sequence
 from typing import Any
 
 import trio
 
-from vbusfs.ioq import Ioq, IoqEmpty, IoqError, IoqFault, IoqFull
+from vbusfs.ioq import Ioq, IoqEmpty, IoqError, IoqFault, IoqFull, Switch
 from vbusfs.model import Busy, DeviceConnection, InvalidValue
 
 LINKUP, LINKDOWN, MACQUERY, NEGCAP, FLUSHRX = range(5)
@@ -250,50 +251,78 @@ class TapConnection(VenetConnection):
 
 
 class SwitchConnection(VenetConnection):
-    """One port's client: frames are switched to the other ports by learned MAC."""
+    """One port's client: frames are switched to the other ports by learned MAC.
 
-    OUTBOX = 256  # batches a slow port may fall behind before the switch drops for it
+    The switching itself is C's (:class:`vbusfs.ioq.Switch`): a batch per call goes from
+    this client's transmit ring straight into the buffers the other clients posted on
+    their receive rings. Python only waits, hands over the rings and counts. Each
+    connected port has a small index, stable while its client stays (``indices``).
+    """
 
     def __init__(self, switch: Any, port: Any) -> None:
         super().__init__(port)
+        used = set(switch.indices.values())
+        free = [i for i in range(Switch.MAX_PORTS) if i not in used]
+        if not free:
+            port.clients -= 1  # undo super().__init__'s claim
+            raise Busy(f"the switch has {Switch.MAX_PORTS} clients already")
         self.switch = switch
         self.port = port
-        self.outbox_in, self.outbox_out = trio.open_memory_channel[list[bytes]](self.OUTBOX)
+        self.index = free[0]
+        switch.indices[port.name] = self.index
         switch.connections[port.name] = self
+        # set by another port's forward when this client's receive ring is found broken
+        self._rx_broken = False
+        self._wake = trio.CancelScope()
+
+    def _peers(self) -> list[SwitchConnection | None]:
+        """The connected clients, by port index."""
+        indices = self.switch.indices
+        peers: list[SwitchConnection | None] = [None] * (max(indices.values()) + 1)
+        for name, index in indices.items():
+            peers[index] = self.switch.connections.get(name)
+        return peers
+
+    def _break_rx(self) -> None:
+        """This client's receive ring broke the protocol: its own run ends with IoqFault."""
+        self._rx_broken = True
+        self._wake.cancel()
 
     async def move(self) -> None:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._switch)
-            nursery.start_soon(self._drain)
-
-    async def _switch(self) -> None:
-        table = self.switch.learned
+        assert self.tx is not None
+        forward = self.switch.switch.forward
         while True:
-            frames = await self.transmitted()
-            out: dict[str, list[bytes]] = {}
-            others = [name for name in self.switch.connections if name != self.port.name]
-            for frame in frames:
-                table[frame[6:12]] = self.port.name
-                destination = frame[:6]
-                target = None if destination[0] & 1 else table.get(destination)
-                if target is None:  # broadcast, multicast or unknown: flood
-                    for name in others:
-                        out.setdefault(name, []).append(frame)
-                elif target != self.port.name and target in self.switch.connections:
-                    out.setdefault(target, []).append(frame)
-            for name, batch in out.items():
-                peer = self.switch.connections.get(name)
-                try:
-                    peer.outbox_in.send_nowait(batch)
-                except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
-                    peer.counters["dropped"] += len(batch)
-
-    async def _drain(self) -> None:
-        async for batch in self.outbox_out:
-            await self.deliver(batch)
+            if self._rx_broken:
+                raise IoqFault(errno.EPROTO, "the receive queue broke the protocol")
+            self._wake = trio.CancelScope()
+            with self._wake:
+                await self.tx.wait_receivable_async(spin_us=SPIN_US)
+            if self._rx_broken:
+                continue
+            peers = self._peers()
+            rings = [
+                None if p is None or p.rx is None or p.rx.closed or p.rx.faulted else p.rx
+                for p in peers
+            ]
+            try:
+                # IoqFault here is this client's transmit ring: it goes, the others stay
+                got = forward(self.index, self.tx, rings, BATCH)
+            except IoqEmpty:
+                continue
+            self.counters["tx_frames"] += got.frames
+            self.counters["oversize"] += got.bad_size
+            for peer, delivered, dropped in zip(peers, got.delivered, got.dropped, strict=True):
+                if peer is not None and (delivered or dropped):
+                    peer.counters["rx_frames"] += delivered
+                    peer.counters["dropped"] += dropped
+            for index in got.faulted:
+                peer = peers[index]
+                if peer is not None:
+                    peer._break_rx()
 
     def close(self) -> None:
         if self.switch.connections.get(self.port.name) is self:
             del self.switch.connections[self.port.name]
-        self.outbox_in.close()
+            del self.switch.indices[self.port.name]
+            self.switch.switch.forget_port(self.index)
         super().close()
