@@ -140,9 +140,39 @@ static void hostile(int direction, long iterations)
     int devnull = open("/dev/null", O_WRONLY | O_CLOEXEC), sp[2];
     CHECK(devnull >= 0);
     CHECK(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sp) == 0);
+    /* the switch: the hostile ring is its source (to-south) or a destination
+     * (to-north); the other port is an honest pair in this process */
+    struct vswitch *sw;
+    CHECK(vswitch_new(&sw) == 0);
+    int honest_dir = direction == IOQ_TO_SOUTH ? IOQ_TO_NORTH : IOQ_TO_SOUTH;
+    struct ioq *hn, *hs;
+    CHECK(ioq_north_create(16, 16 * 2048, honest_dir, &hn) == 0);
+    int hfds[4];
+    ioq_fds(hn, hfds);
+    CHECK(ioq_south_attach(hfds[0], hfds[1], hfds[2], hfds[3], honest_dir, &hs) == 0);
+    static char frame[64];
+    memset(frame, 0xff, 6); /* broadcast: every frame floods */
     for (long i = 0; i < iterations; i++) {
-        int op = (int)(next_rand() % 7), r;
+        int op = (int)(next_rand() % 8), r;
         switch (op) {
+        case 7: {
+            struct vswitch_counts c;
+            struct vswitch_port_counts pc[2];
+            frame[11] = (char)(next_rand() % 4); /* a few sources to learn */
+            if (direction == IOQ_TO_SOUTH) {
+                struct ioq *ports[2] = {NULL, hs};
+                r = vswitch_forward(sw, 0, s, ports, 2, 16, &c, pc);
+                CHECK(c.faulted == 0); /* the honest destination is never blamed */
+                ioq_recv_batch(hn, buf, sizeof(buf), lens, 16, 0);
+            } else {
+                struct ioq *ports[2] = {NULL, s};
+                ioq_send_one(hn, frame, (uint32_t)(14 + next_rand() % 50), 0);
+                int f = vswitch_forward(sw, 0, hs, ports, 2, 16, &c, pc);
+                CHECK(f != IOQ_E_FAULT); /* the honest source is never blamed */
+                r = pc[1].faulted ? IOQ_E_FAULT : f;
+            }
+            break;
+        }
         case 6: {
             struct ioq_fd_counts c;
             if (direction == IOQ_TO_SOUTH) {
@@ -214,6 +244,9 @@ static void hostile(int direction, long iterations)
             moved++;
         }
     }
+    ioq_close(hs);
+    ioq_close(hn);
+    vswitch_free(sw);
     close(devnull);
     close(sp[0]);
     close(sp[1]);
