@@ -69,9 +69,16 @@ def _check_kind(kind: str) -> None:
         raise ValueError(f"kind must be one of {', '.join(KINDS)}, not {kind!r}")
 
 
+# Every bus directory in config holds `perms/`: a link by that name is EEXIST through a
+# mount, although the model alone would take it.
+BUS_DIRECTORY_ENTRIES = frozenset({"perms"})
+
+
 def _acceptable(kind: str) -> Callable[[str], bool]:
     def acceptable(name: str) -> bool:
         if not name or name in (".", ".."):
+            return False
+        if kind == "link" and name in BUS_DIRECTORY_ENTRIES:
             return False
         return not (kind == "bus" and name == LEAVE_TOKEN)
 
@@ -87,7 +94,8 @@ def names(
     """Names the model accepts for `kind` ('bus', 'device', 'link' or 'deviceclass').
 
     By default any character but `/` and NUL, and now and then a name of
-    exactly 255 bytes (multi-byte characters included). Give `alphabet`
+    exactly 255 bytes (multi-byte characters included). Link names are never
+    `perms`, the entry every bus directory already holds. Give `alphabet`
     (e.g. `SIMPLE_NAME_ALPHABET`) and `max_size` (in characters) for small names.
     """
     _check_kind(kind)
@@ -388,6 +396,7 @@ def topology_plans(
             on = draw(st.lists(st.sampled_from(buses), max_size=1))
         for bus in on:
             taken = {s.link for s in steps if isinstance(s, Link) and s.bus == bus}
+            taken |= BUS_DIRECTORY_ENTRIES
             link = device if device not in taken else f"{device}.{next_id[bus]}"
             if link in taken:
                 continue
