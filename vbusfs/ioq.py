@@ -50,6 +50,8 @@ onto the data segment instead.  A south side moving messages to or from a file
 descriptor (a TAP) uses :meth:`Ioq.receive_to_fd_nowait` and
 :meth:`Ioq.send_from_fd_nowait`: one ``write``/``read`` per message, straight
 between the descriptor and the data segment, a batch per call into C.
+:class:`Switch` is the venet-switch's data path: a MAC learning table and the
+forwarding of a batch from one port's ring into the others' posted buffers, in C.
 The low-level ring operations (``push``,
 ``pop``, ``count_of``, ``seek`` ...) act on the ``valid`` and ``inuse``
 indices directly: north pushes on either or both, south pops ``inuse``,
