@@ -52,7 +52,8 @@ class VenetSwitchConformance(DeviceClassConformance):
         state: SwitchState = device.state
         assert set(state.ports) == set(device.interfaces)
         assert self.vbus.show_attribute(device, "ports").split() == list(device.interfaces)
-        assert not state.connections  # the machine closes every connection it opens
+        # the machine closes every connection it opens: no client, no data-path index
+        assert not state.connections and not state.indices
 
 
 # A step of these machines costs well under a millisecond: ask for more than the ci

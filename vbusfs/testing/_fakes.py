@@ -28,11 +28,8 @@ class FakeTap:
         self.fd = -1  # no descriptor: the data path cannot run over a fake
         self.closed = False
 
-    def write_batch(self, frames: list[bytes]) -> int:
+    def discard(self, max_frames: int) -> int:
         return 0
-
-    def read_batch(self, max_frames: int) -> list[bytes]:
-        return []
 
     def close(self) -> None:
         if not self.closed:
