@@ -11,11 +11,13 @@ from importlib.metadata import entry_points
 
 from vbusfs.model import DeviceClass, Membership, ProcessTable, Vbus
 
+from ._tap import TapInterface
 from ._venet import (
     BUILTIN_CLASSES,
     VIRTUAL_ETHERNET,
     SwitchPort,
     SwitchState,
+    TapFactory,
     VenetLoopback,
     VenetState,
     VenetSwitch,
@@ -67,6 +69,8 @@ __all__ = [
     "VIRTUAL_ETHERNET",
     "SwitchPort",
     "SwitchState",
+    "TapFactory",
+    "TapInterface",
     "VenetLoopback",
     "VenetState",
     "VenetSwitch",

@@ -37,6 +37,8 @@ MAX_INTERFACE_IDS = 1 << 32
 NO_BUS = "<none>"
 
 RESERVED_DEVICE_ENTRIES = frozenset({"class", "interfaces"})
+# Entries every bus directory holds besides its links (configfs's perms group).
+BUS_ENTRIES = frozenset({"perms"})
 RESERVED_INTERFACE_ENTRIES = frozenset({"device", "type"})
 
 
@@ -212,7 +214,7 @@ class Vbus:
         bus = self.bus(bus_name)
         device = self.device(device_name)
         check_name(link_name, "link")
-        if link_name in bus.links:
+        if link_name in bus.links or link_name in BUS_ENTRIES:
             raise AlreadyExists(f"bus {bus_name} already has an entry {link_name}")
         deviceclass = device.deviceclass
         if deviceclass is None:
