@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import errno
+import io
 import pathlib
+import sys
+import types
+import unittest
 
 import pytest
+from hypothesis import settings
 
 from vbusfs.model import Vbus, VbusError
 
@@ -34,6 +39,26 @@ def test_the_deviceclass_example_works():
     with pytest.raises(VbusError) as info:
         vbus.store_attribute(device, "model", "b-2")
     assert info.value.errno == errno.EACCES
+
+
+def test_the_readme_conformance_example_passes_on_the_readme_class():
+    (example,) = [b for b in python_blocks() if "class Blinker(DeviceClass)" in b]
+    (check,) = [b for b in python_blocks() if "class BlinkerConformance" in b]
+    namespace: dict[str, object] = {}
+    exec(compile(example, "README.md", "exec"), namespace)
+    module = types.ModuleType("my_package")
+    module.Blinker = namespace["Blinker"]  # type: ignore[attr-defined]
+    sys.modules["my_package"] = module
+    try:
+        scope: dict[str, object] = {}
+        exec(compile(check.split("def test_on_a_live_mount")[0], "README.md", "exec"), scope)
+        test_case = scope["TestBlinker"]
+        test_case.settings = settings(max_examples=10, stateful_step_count=10, deadline=None)
+        suite = unittest.defaultTestLoader.loadTestsFromTestCase(test_case)
+        result = unittest.TextTestRunner(stream=io.StringIO()).run(suite)
+        assert result.testsRun == 1 and result.wasSuccessful(), result.failures + result.errors
+    finally:
+        del sys.modules["my_package"]
 
 
 def test_the_readme_opens_with_the_two_commands():

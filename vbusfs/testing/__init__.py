@@ -30,7 +30,7 @@ A tiny IPv4 host for data-path tests (`_host`): `serve_host`, `reply_to`, `check
 
 Each module's docstring documents its part in full. Every name but the tiny
 host's is imported on first use: the strategies and the conformance machine
-need hypothesis (the `test` extra), the fakes and mounts the daemon's code, and
+need hypothesis, the fakes and mounts the daemon's code, and
 the pytest plugin, loaded into every pytest run of the environment, should
 cost nothing and fail for no test that does not use it.
 """
