@@ -86,6 +86,31 @@ def connect(mountpoint: str) -> Client:
         raise
 
 
+_ANCILLARY = socket.CMSG_SPACE(4 * 4)
+
+
+def _receive(received: tuple[bytes, list[Any], int, Any]) -> tuple[bytes, list[int]]:
+    """A message and the file descriptors that came with it."""
+    data, ancillary, _flags, _address = received
+    fds: list[int] = []
+    for level, kind, payload in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            got = array.array("i")
+            got.frombytes(payload[: len(payload) - len(payload) % got.itemsize])
+            fds.extend(got)
+    return data, fds
+
+
+def _hangup(reply: dict[str, Any]) -> socket.socket:
+    """The hang-up socket an `open` reply carries."""
+    fds = reply.pop("_fds", [])
+    if len(fds) != 1:
+        for fd in fds:
+            os.close(fd)
+        raise ConnectorError(0, "the daemon's open reply carried no hang-up socket")
+    return socket.socket(fileno=fds[0])
+
+
 def _welcome(data: bytes) -> dict[str, Any]:
     """The daemon's first message: who we are to it, or why it refuses us."""
     hello = decode(data)
@@ -130,10 +155,12 @@ class Client:
         while True:
             if timeout is not None and not select.select([self._sock], [], [], timeout)[0]:
                 raise TimeoutError("no message from the daemon")
-            data = self._sock.recv(MAX_MESSAGE)
+            data, fds = _receive(self._sock.recvmsg(MAX_MESSAGE, _ANCILLARY))
             if not data:
                 return None
             message = decode(data)
+            if fds:
+                message["_fds"] = fds
             if "event" in message:
                 self._events.append(BusEvent(message["event"], message["id"], message["type"]))
                 if timeout is not None:
@@ -147,8 +174,8 @@ class Client:
         return [InterfaceInfo(i["id"], i["type"]) for i in self.request("list")["interfaces"]]
 
     def open(self, interface_id: int, version: int) -> Device:
-        handle = self.request("open", id=interface_id, version=version)["handle"]
-        return Device(self, handle, interface_id)
+        reply = self.request("open", id=interface_id, version=version)
+        return Device(self, reply["handle"], interface_id, _hangup(reply))
 
     def open_venet(self, interface_id: int, *, slots: int = 256) -> Venet:
         return Venet(self.open(interface_id, VENET_VERSION), slots=slots)
@@ -199,12 +226,20 @@ class Client:
 
 
 class Device:
-    """One open interface."""
+    """One open interface.
 
-    def __init__(self, client: Client, handle: int, interface_id: int) -> None:
+    `hangup` is a socket the daemon closes when it lets go of the device (a drop, a
+    close, or the daemon going away): the device's rings watch it, so no wait on them
+    can hang once the device is gone.
+    """
+
+    def __init__(
+        self, client: Client, handle: int, interface_id: int, hangup: socket.socket
+    ) -> None:
         self.client = client
         self.handle = handle
         self.id = interface_id
+        self.hangup = hangup
         self._open = True
 
     def call(self, function: int, data: bytes = b"") -> bytes:
@@ -226,6 +261,7 @@ class Device:
             # dropped or disconnected: nothing is left to release
             with contextlib.suppress(ConnectorError, OSError):
                 self.client.request("close", handle=self.handle)
+            self.hangup.close()
 
     def __enter__(self) -> Device:
         return self
@@ -243,6 +279,8 @@ class Venet:
         self.device = device
         self.rx = Ioq.create(slots, 2048, direction="to_north")
         self.tx = Ioq.create(slots, 2048, direction="to_south")
+        for ioq in (self.rx, self.tx):
+            ioq.watch_peer(device.hangup)  # a dropped device ends waits with IoqClosed
         try:
             device.attach_queue(RX_QUEUE, self.rx)
             device.attach_queue(TX_QUEUE, self.tx)
@@ -338,10 +376,12 @@ class AsyncClient:
 
     async def _next(self) -> dict[str, Any]:
         while True:
-            data = await self._sock.recv(MAX_MESSAGE)
+            data, fds = _receive(await self._sock.recvmsg(MAX_MESSAGE, _ANCILLARY))
             if not data:
                 raise ConnectorError(0, "the daemon closed the connection")
             message = decode(data)
+            if fds:
+                message["_fds"] = fds
             if "event" not in message:
                 return message
             self._events.append(BusEvent(message["event"], message["id"], message["type"]))
@@ -351,8 +391,9 @@ class AsyncClient:
         return [InterfaceInfo(i["id"], i["type"]) for i in reply["interfaces"]]
 
     async def open_venet(self, interface_id: int, *, slots: int = 256) -> AsyncVenet:
-        handle = (await self.request("open", id=interface_id, version=VENET_VERSION))["handle"]
-        venet = AsyncVenet(self, handle, slots)
+        reply = await self.request("open", id=interface_id, version=VENET_VERSION)
+        handle = reply["handle"]
+        venet = AsyncVenet(self, handle, slots, _hangup(reply))
         try:
             await self.request("queue", tuple(venet.rx.fds), handle=handle, index=RX_QUEUE)
             await self.request("queue", tuple(venet.tx.fds), handle=handle, index=TX_QUEUE)
@@ -386,11 +427,14 @@ class AsyncClient:
 class AsyncVenet:
     """`Venet` for trio: sends and receives wait on the ring's eventfd."""
 
-    def __init__(self, client: AsyncClient, handle: int, slots: int) -> None:
+    def __init__(self, client: AsyncClient, handle: int, slots: int, hangup: socket.socket) -> None:
         self.client = client
         self.handle = handle
+        self.hangup = hangup
         self.rx = Ioq.create(slots, 2048, direction="to_north")
         self.tx = Ioq.create(slots, 2048, direction="to_south")
+        for ioq in (self.rx, self.tx):
+            ioq.watch_peer(hangup)
 
     async def call(self, function: int, data: bytes = b"") -> bytes:
         reply = await self.client.request(
@@ -412,6 +456,7 @@ class AsyncVenet:
             await self.client.request("close", handle=self.handle)
         self.rx.close()
         self.tx.close()
+        self.hangup.close()
 
     async def __aenter__(self) -> AsyncVenet:
         return self

@@ -343,3 +343,27 @@ def test_trio_clients_move_frames_and_hear_events(setup):
                 assert await bus.wait_event() == client.BusEvent("add", 1, "virtual-ethernet")
 
     trio.run(main)
+
+
+def test_a_wait_on_a_dropped_device_ends_instead_of_hanging(setup):
+    import threading
+
+    from vbusfs.ioq import IoqClosed
+
+    join(setup, "B")
+    with client.connect(setup.path) as bus, bus.open_venet(0) as nic:
+        outcome: list[BaseException] = []
+
+        def wait_forever() -> None:
+            try:
+                nic.recv()  # no timeout: only the drop can end it
+            except BaseException as exc:
+                outcome.append(exc)
+
+        waiter = threading.Thread(target=wait_forever)
+        waiter.start()
+        time.sleep(0.2)
+        setup.sh("rm config/vbus/instances/B/L", check=True)
+        waiter.join(5)
+        assert not waiter.is_alive(), "the wait hung after its device was dropped"
+        assert len(outcome) == 1 and isinstance(outcome[0], IoqClosed)

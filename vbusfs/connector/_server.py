@@ -56,6 +56,9 @@ class _Open:
 
     interface_id: int
     connection: DeviceConnection
+    # our end of a socketpair whose other end the client's rings watch: closing it
+    # wakes every wait on this device's queues, so a drop or a release never hangs them
+    hangup: socket.socket | None = None
     scope: trio.CancelScope = field(default_factory=trio.CancelScope)
     dropped: bool = False
 
@@ -129,9 +132,9 @@ class _Session:
         self.send_lock = trio.Lock()
         self.events_in, self.events_out = trio.open_memory_channel[Event](math.inf)
 
-    async def send(self, message: dict[str, Any]) -> None:
+    async def send(self, message: dict[str, Any], fds: list[int] | None = None) -> None:
         async with self.send_lock:
-            await _send(self.sock, message)
+            await _send(self.sock, message, fds)
 
     def _heard(self, event: Event) -> None:
         if event.bus == self.bus:
@@ -177,19 +180,45 @@ class _Session:
             try:
                 request = decode(data)
                 seq = request.get("seq")
-                reply = self._dispatch(request, fds)
+                reply, out_fds = self._dispatch(request, fds)
             except WireError as exc:
                 raise ClientFault(str(exc)) from None
             except VbusError as exc:
                 reply = {"errno": exc.errno, "message": exc.args[0] if exc.args else ""}
+                out_fds = []
             finally:
                 for fd in fds:
                     os.close(fd)
             reply["seq"] = seq
-            await self.send(reply)
+            try:
+                await self.send(reply, out_fds)
+            finally:
+                for fd in out_fds:
+                    os.close(fd)
 
-    def _dispatch(self, request: dict[str, Any], fds: list[int]) -> dict[str, Any]:
+    def _dispatch(
+        self, request: dict[str, Any], fds: list[int]
+    ) -> tuple[dict[str, Any], list[int]]:
+        """The reply to one request, and file descriptors to send beside it."""
         op = request.get("op")
+        if op == "open":
+            return self._open(request)
+        return self._reply(op, request, fds), []
+
+    def _open(self, request: dict[str, Any]) -> tuple[dict[str, Any], list[int]]:
+        if self.bus is None:
+            raise VbusError(f"process {self.pid} is not a member of any bus", errno=errno.EACCES)
+        interface_id, version = _int(request, "id"), _int(request, "version")
+        connection = self.vbus.open_interface(self.bus, interface_id, version)
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        handle = self.next_handle
+        self.next_handle += 1
+        opened = _Open(interface_id, connection, hangup=ours)
+        self.opens[handle] = opened
+        self.nursery.start_soon(self._run_device, handle, opened)
+        return {"handle": handle}, [theirs.detach()]
+
+    def _reply(self, op: Any, request: dict[str, Any], fds: list[int]) -> dict[str, Any]:
         if op in _ADMIN_OPS:
             if not self.admin:
                 raise VbusError("only root or the daemon's owner may do that", errno=errno.EPERM)
@@ -199,15 +228,6 @@ class _Session:
         if op == "list":
             bus = self.vbus.bus(self.bus)
             return {"interfaces": [{"id": i.id, "type": i.type} for i in bus.interfaces.values()]}
-        if op == "open":
-            interface_id, version = _int(request, "id"), _int(request, "version")
-            connection = self.vbus.open_interface(self.bus, interface_id, version)
-            handle = self.next_handle
-            self.next_handle += 1
-            opened = _Open(interface_id, connection)
-            self.opens[handle] = opened
-            self.nursery.start_soon(self._run_device, handle, opened)
-            return {"handle": handle}
         opened, handle = self._handle(request)
         if op == "call":
             function = _int(request, "function")
@@ -256,6 +276,8 @@ class _Session:
 def _release(opened: _Open) -> None:
     opened.scope.cancel()
     opened.connection.close()
+    if opened.hangup is not None:
+        opened.hangup.close()
 
 
 def _save(vbus: Vbus, request: dict[str, Any]) -> dict[str, Any]:
@@ -293,8 +315,15 @@ def _int(request: dict[str, Any], key: str) -> int:
     return value
 
 
-async def _send(sock: trio.socket.SocketType, message: dict[str, Any]) -> None:
-    await sock.send(encode(message))
+async def _send(
+    sock: trio.socket.SocketType, message: dict[str, Any], fds: list[int] | None = None
+) -> None:
+    data = encode(message)
+    if fds:
+        rights = array.array("i", fds).tobytes()
+        await sock.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, rights)])
+    else:
+        await sock.send(data)
 
 
 async def _receive(sock: trio.socket.SocketType) -> tuple[bytes, list[int]]:
