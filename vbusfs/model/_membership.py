@@ -138,9 +138,6 @@ class Membership:
         self._forget_all_but(live)
         return found
 
-    def has_members(self, bus: str) -> bool:
-        return bool(self.members_of(bus))
-
     def sweep(self) -> None:
         """Remember every live process's inheritance and forget the dead (periodic)."""
         if self._changes or self._inherited:
