@@ -6,6 +6,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 
 import pytest
 
@@ -115,3 +116,60 @@ def test_ping_from_the_host_side_reaches_the_client(tmp_path_factory):
         stop.set()
         log = mount.stop()
     assert "Traceback" not in log, log
+
+
+CORRUPT_RX_ON_D = """
+    import mmap, sys
+    from vbusfs import client
+    m = sys.argv[1]
+    open(f"{m}/proc/self/vbus", "w").write("D")
+    with client.connect(m) as bus, bus.open_venet(0) as nic:
+        ring = mmap.mmap(nic.rx.fds.ring, 0)
+        for at in range(56, len(ring) - 31, 32):  # every posted buffer points far away
+            ring[at + 8 : at + 16] = (1 << 60).to_bytes(8, "little")
+        print("broken", flush=True)
+        sys.stdin.read()
+"""
+
+
+def test_a_switch_client_that_breaks_its_receive_ring_is_dropped_alone(mnt):
+    mnt.sh(
+        "mkdir config/vbus/devices/S && echo venet-switch > config/vbus/devices/S/type && "
+        "for b in B C D; do mkdir config/vbus/instances/$b && "
+        "ln -s ../../devices/S config/vbus/instances/$b/; done",
+        check=True,
+    )
+    with (
+        subprocess.Popen(
+            [sys.executable, "-c", textwrap.dedent(ECHO_ON_C), mnt.path],
+            stdout=subprocess.PIPE,
+            text=True,
+        ) as echo,
+        subprocess.Popen(
+            [sys.executable, "-c", textwrap.dedent(CORRUPT_RX_ON_D), mnt.path],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        ) as vandal,
+    ):
+        assert echo.stdout is not None and vandal.stdout is not None and vandal.stdin
+        peer = bytes.fromhex(echo.stdout.readline().strip())
+        assert vandal.stdout.readline().strip() == "broken"
+        with open(mnt.join("proc/self/vbus"), "w") as f:
+            f.write("B")
+        with client.connect(mnt.path) as bus, bus.open_venet(0) as nic:
+            me = nic.mac
+            nic.send(eth(BROADCAST, me, b"to all"))  # floods to C and to the broken D
+            assert nic.recv(timeout=5)[14:20] == b"re:to "
+            deadline = time.monotonic() + 5
+            while "broke queue protocol" not in mnt.log:
+                assert time.monotonic() < deadline, "the broken receive ring went unnoticed"
+                time.sleep(0.05)
+            for i in range(20):  # the sender and the healthy peer go on as before
+                nic.send(eth(peer, me, b"m%d" % i))
+                assert nic.recv(timeout=5)[14:].startswith(b"re:m%d" % i)
+            assert nic.stats()["oversize"] == 0
+            nic.send(eth(peer, me, b"stop"))
+            assert echo.wait(10) == 0
+        vandal.stdin.close()
+        vandal.wait(10)
