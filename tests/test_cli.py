@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import re
 import shutil
 import subprocess
@@ -9,10 +10,14 @@ import sys
 
 import pytest
 
+from vbusfs.cli import parser
 from vbusfs.fuse import read_mountinfo
 
 VBUSFS = [sys.executable, "-m", "vbusfs"]
-COMMANDS = ["mount", "umount", "run", "demo"]
+# every command the parser knows, so a new one cannot go without its help text
+COMMANDS = sorted(
+    next(a for a in parser()._actions if isinstance(a, argparse._SubParsersAction)).choices
+)
 
 
 def run(*args: str, **kwargs) -> subprocess.CompletedProcess[str]:
@@ -21,6 +26,12 @@ def run(*args: str, **kwargs) -> subprocess.CompletedProcess[str]:
 
 def vbusfs_mounts() -> list[str]:
     return [e.mount_point for e in read_mountinfo() if e.fstype == "fuse.vbusfs"]
+
+
+def test_the_commands_the_issues_name_all_exist():
+    assert {"mount", "umount", "run", "demo", "save", "modprobe", "rmmod", "tree", "graph"} <= set(
+        COMMANDS
+    )
 
 
 def test_top_level_help_lists_every_command():

@@ -217,23 +217,8 @@ def run_on_model(out: TextIO) -> None:
             out.write(views.render_tree(vbus, views.SYS_VBUS, "sys/vbus"))
 
 
-def fuse_problem() -> str | None:
-    """Why a FUSE mount cannot work here, with the fix; None if nothing is known wrong."""
-    if not os.path.exists("/dev/fuse"):
-        return (
-            "/dev/fuse does not exist. On a host: modprobe fuse. In a container: "
-            "run it with --device /dev/fuse --cap-add SYS_ADMIN "
-            "(and --security-opt apparmor:unconfined on AppArmor hosts)."
-        )
-    if not os.access("/dev/fuse", os.R_OK | os.W_OK):
-        return "/dev/fuse is not readable and writable by this user (check its mode and group)."
-    if shutil.which("fusermount3") is None:
-        return "fusermount3 is missing: apt-get install fuse3 (make setup does it)."
-    return None
-
-
 def main(out: TextIO = sys.stdout) -> int:
-    from vbusfs.fuse import MountError, spawn, unmount
+    from vbusfs.fuse import MountError, fuse_problem, spawn, unmount
 
     problem = fuse_problem()
     if problem is None:

@@ -53,6 +53,21 @@ class MountError(Exception):
     """A mount or unmount that cannot be done, with a message for the user."""
 
 
+def fuse_problem() -> str | None:
+    """Why a FUSE mount cannot be made here, with the fix; None if nothing is known wrong."""
+    if not os.path.exists("/dev/fuse"):
+        return (
+            "/dev/fuse does not exist. On a host: modprobe fuse. In a container: "
+            "run it with --device /dev/fuse --cap-add SYS_ADMIN "
+            "(and --security-opt apparmor:unconfined on AppArmor hosts)."
+        )
+    if not os.access("/dev/fuse", os.R_OK | os.W_OK):
+        return "/dev/fuse is not readable and writable by this user (check its mode and group)."
+    if shutil.which("fusermount3") is None:
+        return "fusermount3 is missing: apt-get install fuse3 (make setup does it)."
+    return None
+
+
 def canonical_mountpoint(path: str) -> str:
     """The absolute path of a mount point without touching the mount itself.
 
@@ -195,8 +210,9 @@ def serve(
     vbus = vbus if vbus is not None else default_model(processes=ProcFs())
     operations = VbusOperations(vbus)
     try:
-        if not os.path.exists("/dev/fuse"):
-            raise MountError("/dev/fuse does not exist (load the fuse module or pass the device)")
+        problem = fuse_problem()
+        if problem is not None:
+            raise MountError(problem)
         clear_stale(mountpoint)  # first: a stale mount point is not even a directory
         if not os.path.isdir(mountpoint):
             raise MountError(f"{mountpoint} is not a directory")
@@ -332,29 +348,12 @@ def spawn(
     if log_path is None:
         log_path = state_path(mountpoint)[: -len(".json")] + ".log"
     os.makedirs(os.path.dirname(log_path), mode=0o700, exist_ok=True)
-    read_end, write_end = os.pipe()
-    try:
-        with open(log_path, "ab") as log_file:
-            command = [
-                *prefix,
-                *daemon_command(mountpoint, write_end, debug=debug, load=load, extra=extra),
-            ]
-            command += ["--log", log_path]
-            process = subprocess.Popen(
-                command,
-                pass_fds=(write_end,),
-                stdin=subprocess.DEVNULL,
-                stdout=log_file,
-                stderr=log_file,
-                start_new_session=True,
-            )
-        os.close(write_end)
-        write_end = -1
-        answer = wait_ready(read_end)
-    finally:
-        os.close(read_end)
-        if write_end >= 0:
-            os.close(write_end)
+
+    def command(ready_fd: int) -> list[str]:
+        daemon = daemon_command(mountpoint, ready_fd, debug=debug, load=load, extra=extra)
+        return [*prefix, *daemon, "--log", log_path]
+
+    process, answer = start_daemon(command, log_path, new_session=True)
     if answer != READY:
         if process.poll() is None:
             process.terminate()
@@ -363,6 +362,38 @@ def spawn(
         raise MountError(detail or f"the daemon exited with status {process.returncode}")
     _CHILDREN[process.pid] = process
     return process.pid
+
+
+def start_daemon(
+    command: Callable[[int], list[str]], log_path: str, *, new_session: bool = False
+) -> tuple[subprocess.Popen[bytes], str]:
+    """Start the daemon `command(ready_fd)` logging to `log_path`; return it and the line
+    it reported (READY, "error: ...", or "" if it died first). A daemon still starting
+    when this is interrupted is ended, never left behind."""
+    read_end, write_end = os.pipe()
+    try:
+        with open(log_path, "ab") as log_file:
+            process = subprocess.Popen(
+                command(write_end),
+                pass_fds=(write_end,),
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=log_file,
+                start_new_session=new_session,
+            )
+        os.close(write_end)
+        write_end = -1
+        try:
+            answer = wait_ready(read_end)
+        except BaseException:
+            process.kill()
+            process.wait()
+            raise
+    finally:
+        os.close(read_end)
+        if write_end >= 0:
+            os.close(write_end)
+    return process, answer
 
 
 def _tail(path: str, lines: int = 5) -> str:

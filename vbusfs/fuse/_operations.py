@@ -280,7 +280,7 @@ class VbusOperations(pyfuse3.Operations):
         path = self._path(inode)
         if not isinstance(self._node(path, ctx), DirNode):
             raise _fail(errno.ENOTDIR)
-        caller = self._caller((*path, "self"), ctx)
+        caller = self._caller(path, ctx)  # listing proc shows proc/self
         return self._handles.add(_DirHandle(path, caller, views.children(self.vbus, path)))
 
     @_answers_errno

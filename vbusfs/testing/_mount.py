@@ -17,20 +17,18 @@ import subprocess
 import tempfile
 from types import TracebackType
 
-from vbusfs.fuse import canonical_mountpoint, daemon_command, lazy_unmount, mount_at, wait_ready
+from vbusfs.fuse import (
+    canonical_mountpoint,
+    daemon_command,
+    fuse_problem,
+    lazy_unmount,
+    mount_at,
+    start_daemon,
+)
+
+__all__ = ["LiveMount", "fuse_problem", "netns_available", "stop_all"]
 
 _LIVE: set[LiveMount] = set()
-
-
-def fuse_problem() -> str | None:
-    """Why a FUSE mount cannot be made here, or None."""
-    if not os.path.exists("/dev/fuse"):
-        return "/dev/fuse does not exist"
-    if not os.access("/dev/fuse", os.R_OK | os.W_OK):
-        return "/dev/fuse is not readable and writable by this user"
-    if shutil.which("fusermount3") is None:
-        return "fusermount3 is not installed (apt-get install fuse3)"
-    return None
 
 
 def netns_available() -> bool:
@@ -68,31 +66,16 @@ class LiveMount:
         return self.process.pid
 
     def start(self) -> LiveMount:
-        read_end, write_end = os.pipe()
         prefix = ["unshare", "-n", "--"] if self.private_netns else []
-        command = [
-            *prefix,
-            *daemon_command(
-                self.path, write_end, debug=self.debug, load=self.load, extra=self.extra
-            ),
-        ]
-        try:
-            with open(self.log_path, "ab") as log:
-                self.process = subprocess.Popen(
-                    command,
-                    pass_fds=(write_end,),
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=log,
-                )
-            _LIVE.add(self)
-            os.close(write_end)
-            write_end = -1
-            answer = wait_ready(read_end)
-        finally:
-            os.close(read_end)
-            if write_end >= 0:
-                os.close(write_end)
+
+        def command(ready_fd: int) -> list[str]:
+            daemon = daemon_command(
+                self.path, ready_fd, debug=self.debug, load=self.load, extra=self.extra
+            )
+            return [*prefix, *daemon]
+
+        self.process, answer = start_daemon(command, self.log_path)
+        _LIVE.add(self)
         if answer != "ok":
             self.stop()
             raise RuntimeError(f"vbusfs did not mount: {answer or 'no answer'}\n{self.log}")
