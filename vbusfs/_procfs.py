@@ -49,7 +49,7 @@ class ProcFs:
         return None
 
     def pids(self) -> Iterable[int]:
-        return [int(name) for name in os.listdir(self.root) if name.isdigit()]
+        return [int(name) for name in os.listdir(self.root) if name.isascii() and name.isdigit()]
 
     def children(self, pid: int) -> Iterable[int]:
         found: list[int] = []

@@ -36,6 +36,10 @@ def fake_install(site: pathlib.Path) -> None:
     (dist / "entry_points.txt").write_text("\n".join(lines) + "\n")
 
 
+# under the ci profile the example's own tests draw the same examples on every run too
+SEED = ["--hypothesis-seed=0"] if os.environ.get("HYPOTHESIS_PROFILE") == "ci" else []
+
+
 def run(
     args: list[str], tmp_path: pathlib.Path, *paths: pathlib.Path
 ) -> subprocess.CompletedProcess:
@@ -77,7 +81,7 @@ def test_the_example_plugins_own_tests_pass(tmp_path, installed):
     site = tmp_path / "site"
     if installed:
         fake_install(site)
-    args = ["-m", "pytest", "-q", "-p", "no:cacheprovider", str(PLUGIN)]
+    args = ["-m", "pytest", "-q", "-p", "no:cacheprovider", *SEED, str(PLUGIN)]
     result = run(args, tmp_path, *([site] if installed else []))
     assert result.returncode == 0, result.stdout + result.stderr
     assert " passed" in result.stdout and "failed" not in result.stdout

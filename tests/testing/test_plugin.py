@@ -92,9 +92,13 @@ TestLoopback.settings = settings(max_examples=10, stateful_step_count=10)
 """
 
 
+# under the ci profile the throwaway projects draw the same examples on every run too
+SEED = ["--hypothesis-seed=0"] if os.environ.get("HYPOTHESIS_PROFILE") == "ci" else []
+
+
 def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
     pytester.makefile(".ini", pytest=STRICT_INI)
-    return pytester.runpytest_subprocess(*args, timeout=120)
+    return pytester.runpytest_subprocess(*SEED, *args, timeout=120)
 
 
 def test_a_new_users_project_uses_the_fixtures_and_strategies(pytester: pytest.Pytester):

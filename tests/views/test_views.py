@@ -8,8 +8,9 @@ import random
 import pytest
 
 from vbusfs import views
+from vbusfs._procfs import ProcFs
 from vbusfs.classes import VenetLoopback, VenetSwitch, VenetTap
-from vbusfs.model import Vbus, VbusError
+from vbusfs.model import Membership, Vbus, VbusError
 from vbusfs.views import DirNode, FileNode, LinkNode
 
 B = ("config", "vbus", "instances", "B")
@@ -118,8 +119,16 @@ def test_interface_ids_need_canonical_numbers(vbus):
     views.mkdir(vbus, views.CONFIG_DEVICES, "D")
     views.node(vbus, ("config", "vbus", "devices", "D", "type")).store("venet-tap")
     views.symlink(vbus, B, "D", ("config", "vbus", "devices", "D"))
-    for alias in ("00", "+0", "-0", " 0", "0x0"):
+    # non-ASCII digits too: int("\u0660") is 0, but procfs and sysfs spell numbers in ASCII
+    for alias in ("00", "+0", "-0", " 0", "0x0", "\u0660", "\uff10", "\u2070"):
         assert views.node(vbus, ("sys", "vbus", "instances", "B", "devices", alias)) is None
+
+
+def test_proc_pids_need_ascii_digits():
+    vbus = Vbus(membership=Membership(ProcFs()))
+    assert views.node(vbus, ("proc", "1"), caller=1) is not None
+    for alias in ("\u0661", "\u00b9", "\uff11"):
+        assert views.node(vbus, ("proc", alias), caller=1) is None
 
 
 @pytest.mark.parametrize(

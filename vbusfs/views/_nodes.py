@@ -117,9 +117,14 @@ def config_link_target(device_name: str) -> str:
     return f"../../../vbus/devices/{device_name}"
 
 
+def _is_decimal(text: str) -> bool:
+    """ASCII digits only: str.isdigit() also takes Arabic-Indic or superscript digits."""
+    return text.isascii() and text.isdigit()
+
+
 def _bus_interface(vbus: Vbus, bus_name: str, id_text: str) -> Interface | None:
     bus = vbus.buses.get(bus_name)
-    if bus is None or not id_text.isdigit() or (id_text != "0" and id_text[0] == "0"):
+    if bus is None or not _is_decimal(id_text) or (id_text != "0" and id_text[0] == "0"):
         return None
     return bus.interfaces.get(int(id_text))
 
@@ -198,7 +203,7 @@ def node(vbus: Vbus, path: Path, caller: int | None = None) -> Node | None:
 
 def _pid(text: str) -> int | None:
     """A process id as procfs spells it, or None."""
-    if not text.isdigit() or (text[0] == "0") or len(text) > 10:
+    if not _is_decimal(text) or (text[0] == "0") or len(text) > 10:
         return None
     return int(text)
 
