@@ -81,7 +81,8 @@ def test_demo_on_a_mount_matches_the_model_replay():
         "class -> ../../deviceclass/venet-tap",
     ):
         assert expected in out
-    assert vbusfs_mounts() == before
+    # nothing the demo mounted is left (other test runs on the machine may mount and unmount)
+    assert set(vbusfs_mounts()) <= set(before)
     if shutil.which("tree") is None:
         pytest.skip("tree is not installed: the trees cannot be compared")
     replay = subprocess.run(
