@@ -30,9 +30,10 @@ A tiny IPv4 host for data-path tests (`_host`): `serve_host`, `reply_to`, `check
 
 Each module's docstring documents its part in full. Every name but the tiny
 host's is imported on first use: the strategies and the conformance machine
-need hypothesis, the fakes and mounts the daemon's code, and
-the pytest plugin, loaded into every pytest run of the environment, should
-cost nothing and fail for no test that does not use it.
+need hypothesis (the `vbusfs[testing]` extra; without it, using one of their
+names raises ModuleNotFoundError saying what to install), the fakes and mounts
+the daemon's code, and the pytest plugin, loaded into every pytest run of the
+environment, should cost nothing and fail for no test that does not use it.
 """
 
 from typing import TYPE_CHECKING, Any
@@ -123,7 +124,18 @@ def __getattr__(name: str) -> Any:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     import importlib
 
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    try:
+        imported = importlib.import_module(f"{__name__}.{module}")
+    except ModuleNotFoundError as error:
+        if error.name != "hypothesis" and not str(error.name).startswith("hypothesis."):
+            raise
+        raise ModuleNotFoundError(
+            f"vbusfs.testing.{name} needs hypothesis, which is not installed here: "
+            "pip install 'vbusfs[testing]' (the pytest fixtures vbus_model and vbus_mount "
+            "work without it)",
+            name="hypothesis",
+        ) from error
+    value = getattr(imported, name)
     globals()[name] = value
     return value
 
