@@ -227,7 +227,7 @@ def main(out: TextIO = sys.stdout) -> int:
             try:
                 spawn(mountpoint)
             except MountError as exc:
-                problem = f"mounting failed: {exc}"
+                problem = str(exc)  # the daemon's message already says what failed and why
             else:
                 out.write(
                     f"vbusfs is mounted at {mountpoint}; every step runs in that directory.\n"

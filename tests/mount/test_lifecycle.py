@@ -70,7 +70,8 @@ def test_background_mount_then_umount(tmp_path, runtime):
 
 def test_mount_errors_are_reported(tmp_path, runtime):
     missing = vbusfs("mount", str(tmp_path / "nope"))
-    assert missing.returncode == 1 and "not a directory" in missing.stderr
+    assert missing.returncode == 1 and "does not exist" in missing.stderr
+    assert f"mkdir -p {tmp_path / 'nope'}" in missing.stderr  # the fix, too
     not_mounted = vbusfs("umount", str(tmp_path))
     assert not_mounted.returncode == 1 and "not mounted" in not_mounted.stderr
     bad_class = vbusfs("mount", "--load", "no.such.module:Thing", str(tmp_path))

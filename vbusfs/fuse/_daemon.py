@@ -18,12 +18,14 @@ import os
 import select
 import shutil
 import signal
+import stat
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import pyfuse3
@@ -53,19 +55,147 @@ class MountError(Exception):
     """A mount or unmount that cannot be done, with a message for the user."""
 
 
-def fuse_problem() -> str | None:
-    """Why a FUSE mount cannot be made here, with the fix; None if nothing is known wrong."""
-    if not os.path.exists("/dev/fuse"):
+FUSE_DEVICE = "/dev/fuse"
+# The FUSE character device's numbers (Documentation/admin-guide/devices.txt: 10 229).
+FUSE_MAJOR, FUSE_MINOR = 10, 229
+_CONTAINER_FIX = (
+    "In a container: run it with --device /dev/fuse --cap-add SYS_ADMIN "
+    "(and --security-opt apparmor:unconfined on AppArmor hosts)."
+)
+
+
+def fuse_problem(device: str = FUSE_DEVICE) -> str | None:
+    """Why a FUSE mount cannot be made here, with the fix; None if nothing is known wrong.
+
+    `device` is where the FUSE device is looked for (tests point it elsewhere).
+    """
+    try:
+        found = os.stat(device)
+    except FileNotFoundError:
+        return f"{device} does not exist. On a host: modprobe fuse. {_CONTAINER_FIX}"
+    except OSError as exc:
+        return f"{device} cannot be examined ({exc.strerror}). {_CONTAINER_FIX}"
+    if not stat.S_ISCHR(found.st_mode) or found.st_rdev != os.makedev(FUSE_MAJOR, FUSE_MINOR):
         return (
-            "/dev/fuse does not exist. On a host: modprobe fuse. In a container: "
-            "run it with --device /dev/fuse --cap-add SYS_ADMIN "
-            "(and --security-opt apparmor:unconfined on AppArmor hosts)."
+            f"{device} is not the FUSE device (character device {FUSE_MAJOR}:{FUSE_MINOR}) "
+            f"but {_describe(found)}. On a host: rm {device} && "
+            f"mknod -m 0666 {device} c {FUSE_MAJOR} {FUSE_MINOR} (or modprobe fuse, "
+            f"which makes it). {_CONTAINER_FIX}"
         )
-    if not os.access("/dev/fuse", os.R_OK | os.W_OK):
-        return "/dev/fuse is not readable and writable by this user (check its mode and group)."
+    if not os.access(device, os.R_OK | os.W_OK):
+        return (
+            f"{device} is not readable and writable by this user (mode "
+            f"{stat.S_IMODE(found.st_mode):04o}): run as root, or chmod 0666 {device} "
+            "(Debian's default)."
+        )
     if shutil.which("fusermount3") is None:
         return "fusermount3 is missing: apt-get install fuse3 (make setup does it)."
     return None
+
+
+def _describe(found: os.stat_result) -> str:
+    """What kind of file a stat result is, for a message."""
+    if stat.S_ISCHR(found.st_mode):
+        return f"character device {os.major(found.st_rdev)}:{os.minor(found.st_rdev)}"
+    if stat.S_ISBLK(found.st_mode):
+        return f"block device {os.major(found.st_rdev)}:{os.minor(found.st_rdev)}"
+    kinds = [
+        (stat.S_ISREG, "a regular file"),
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISFIFO, "a fifo"),
+        (stat.S_ISSOCK, "a socket"),
+    ]
+    return next((name for test, name in kinds if test(found.st_mode)), "another kind of file")
+
+
+def mountpoint_problem(mountpoint: str) -> str | None:
+    """Why `mountpoint` cannot be mounted on, with the fix; None if it is a directory."""
+    try:
+        found = os.stat(mountpoint)
+    except FileNotFoundError:
+        return f"{mountpoint} does not exist: create the directory first (mkdir -p {mountpoint})"
+    except OSError as exc:
+        return f"{mountpoint} cannot be examined ({exc.strerror})"
+    if not stat.S_ISDIR(found.st_mode):
+        return f"{mountpoint} is {_describe(found)}, not a directory: mount on a directory"
+    return None
+
+
+# What libfuse's own complaint (on stderr) means, and how to fix it; first match wins.
+_LIBFUSE_FIXES = (
+    (
+        "user_allow_other",
+        "add the line user_allow_other to /etc/fuse.conf, or mount as root",
+    ),
+    (
+        "no write access to mountpoint",
+        "mount on a directory this user owns and may write to, or mount as root",
+    ),
+    (
+        "Operation not permitted",
+        "mounting needs CAP_SYS_ADMIN or a working setuid-root fusermount3: run the daemon "
+        "as root with that capability (in a container: --cap-add SYS_ADMIN), and check that "
+        "fusermount3 is installed setuid root (apt-get install --reinstall fuse3)",
+    ),
+    (
+        "Permission denied",
+        f"this user may not open {FUSE_DEVICE} or the mount point: run as root, or give the "
+        f"user read and write access to {FUSE_DEVICE} and a mount point it owns",
+    ),
+    (
+        "modprobe fuse",
+        f"modprobe fuse on the host. {_CONTAINER_FIX}",
+    ),
+    (
+        "fusermount3",
+        "fusermount3 failed or is missing: apt-get install fuse3 (make setup does it)",
+    ),
+)
+
+
+def explain_mount_failure(mountpoint: str, libfuse_said: str) -> str:
+    """The message for a mount libfuse refused: what failed, libfuse's reason, the fix."""
+    reasons = [
+        line.strip()
+        for line in libfuse_said.splitlines()
+        if line.strip().startswith(("fuse:", "fusermount3:", "fusermount:"))
+    ]
+    reason = "; ".join(reasons) if reasons else "libfuse gave no reason"
+    # A problem with the device or the mount point outranks libfuse's guess.
+    probed = fuse_problem() or mountpoint_problem(mountpoint)
+    if probed is not None:
+        fix = probed
+    else:
+        fix = next(
+            (fix for clue, fix in _LIBFUSE_FIXES if clue in reason),
+            "see the daemon's log and the troubleshooting section of the README",
+        )
+    return f"libfuse could not mount {mountpoint} ({reason}). Fix: {fix}"
+
+
+@contextlib.contextmanager
+def _stderr_captured() -> Iterator[list[str]]:
+    """Collect what is written to fd 2 (libfuse and fusermount3 print their reasons there)
+    inside the block, then write it to the real fd 2 as well, so the log keeps it."""
+    said: list[str] = []
+    sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+    except OSError:  # no fd 2 at all: nothing to capture, and nowhere it would have gone
+        yield said
+        return
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield said
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            text = captured.read()
+            os.write(2, text)
+            said.append(text.decode(errors="replace"))
 
 
 def canonical_mountpoint(path: str) -> str:
@@ -174,10 +304,16 @@ def clear_stale(mountpoint: str) -> None:
     if entry is None:
         return
     if entry.fstype != FSTYPE:
-        raise MountError(f"{mountpoint} is already a mount point ({entry.fstype})")
+        raise MountError(
+            f"{mountpoint} is already a mount point ({entry.fstype}): mount vbusfs on "
+            "another directory"
+        )
     problem = _stat_with_timeout(mountpoint, 5.0)
     if problem is None:
-        raise MountError(f"{mountpoint} is already served by a running vbusfs daemon")
+        raise MountError(
+            f"{mountpoint} is already served by a running vbusfs daemon: use it, or "
+            f"`vbusfs umount {mountpoint}` first"
+        )
     if problem.errno in (errno.ENOTCONN, errno.ECONNABORTED, errno.ENXIO):
         log.warning("clearing the stale mount a killed daemon left at %s", mountpoint)
         lazy_unmount(mountpoint)
@@ -214,13 +350,20 @@ def serve(
         if problem is not None:
             raise MountError(problem)
         clear_stale(mountpoint)  # first: a stale mount point is not even a directory
-        if not os.path.isdir(mountpoint):
-            raise MountError(f"{mountpoint} is not a directory")
-        pyfuse3.init(operations, mountpoint, mount_options())
-    except (MountError, RuntimeError, OSError) as exc:
+        problem = mountpoint_problem(mountpoint)
+        if problem is not None:
+            raise MountError(problem)
+        with _stderr_captured() as libfuse_said:
+            try:
+                pyfuse3.init(operations, mountpoint, mount_options())
+            except RuntimeError:
+                failed = True  # pyfuse3 says only which call failed; libfuse said why
+            else:
+                failed = False
+        if failed:
+            raise MountError(explain_mount_failure(mountpoint, "".join(libfuse_said)))
+    except (MountError, OSError) as exc:
         message = str(exc) or type(exc).__name__
-        if isinstance(exc, RuntimeError):
-            message = f"mounting failed: {message} (see the troubleshooting section of the README)"
         log.error("%s", message)
         if ready is not None:
             ready(f"error: {message}")
@@ -419,7 +562,10 @@ def unmount(mountpoint: str, *, timeout: float = EXIT_TIMEOUT) -> None:
     mountpoint = canonical_mountpoint(mountpoint)
     entry = mount_at(mountpoint)
     if entry is None:
-        raise MountError(f"{mountpoint} is not mounted")
+        raise MountError(
+            f"{mountpoint} is not mounted: no vbusfs daemon serves it, so there is nothing "
+            "to unmount"
+        )
     if entry.fstype != FSTYPE:
         raise MountError(f"{mountpoint} is not a vbusfs mount ({entry.fstype})")
     state = MountState.load(mountpoint)

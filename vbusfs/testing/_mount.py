@@ -39,7 +39,9 @@ class LiveMount:
     """A vbusfs mount served by a daemon this process started.
 
     `private_netns` runs the daemon in a new network namespace (`unshare -n`),
-    so the TAP interfaces it creates never touch the machine's own.
+    so the TAP interfaces it creates never touch the machine's own. `prefix` runs
+    it under another command that ends by exec'ing it (so `pid` stays the
+    daemon's), `setpriv --bounding-set=-net_admin --`, say.
     """
 
     def __init__(
@@ -50,13 +52,16 @@ class LiveMount:
         load: tuple[str, ...] = (),
         extra: tuple[str, ...] = (),
         debug: bool = True,
+        prefix: tuple[str, ...] = (),
     ) -> None:
         self.path = canonical_mountpoint(path)
         self.private_netns = private_netns
         self.load = load
         self.extra = extra  # more `vbusfs mount` options (--restore FILE, ...)
         self.debug = debug
+        self.prefix = prefix
         self.process: subprocess.Popen[bytes] | None = None
+        self._final_log = ""  # the log's text once stop() has removed the file
         fd, self.log_path = tempfile.mkstemp(prefix="vbusfs-daemon-", suffix=".log")
         os.close(fd)
 
@@ -67,6 +72,7 @@ class LiveMount:
 
     def start(self) -> LiveMount:
         prefix = ["unshare", "-n", "--"] if self.private_netns else []
+        prefix += self.prefix
 
         def command(ready_fd: int) -> list[str]:
             daemon = daemon_command(
@@ -77,14 +83,19 @@ class LiveMount:
         self.process, answer = start_daemon(command, self.log_path)
         _LIVE.add(self)
         if answer != "ok":
-            self.stop()
-            raise RuntimeError(f"vbusfs did not mount: {answer or 'no answer'}\n{self.log}")
+            log = self.stop()  # stop() removes the log file: keep what it returns
+            reason = answer.removeprefix("error: ") or "the daemon exited without an answer"
+            raise RuntimeError(f"vbusfs did not mount {self.path}: {reason}\ndaemon log:\n{log}")
         return self
 
     @property
     def log(self) -> str:
-        with open(self.log_path, encoding="utf-8", errors="replace") as f:
-            return f.read()
+        """The daemon's log so far (after `stop()`, all of it)."""
+        try:
+            with open(self.log_path, encoding="utf-8", errors="replace") as f:
+                return f.read()
+        except FileNotFoundError:
+            return self._final_log
 
     def mounted(self) -> bool:
         return mount_at(self.path) is not None
@@ -106,7 +117,7 @@ class LiveMount:
         if self.mounted():
             lazy_unmount(self.path)
         _LIVE.discard(self)
-        log = self.log
+        self._final_log = log = self.log
         with contextlib.suppress(OSError):
             os.unlink(self.log_path)
         return log
