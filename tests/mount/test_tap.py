@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 
 import pytest
@@ -78,3 +79,27 @@ def test_sigterm_with_an_enabled_tap_exits_cleanly(tmp_path_factory):
     assert mount.process.wait(10) == 0
     log = mount.stop()
     assert "Traceback" not in log and "unmounted" in log
+
+
+@pytest.mark.skipif(shutil.which("setpriv") is None, reason="needs setpriv")
+def test_enabling_without_cap_net_admin_is_refused_and_the_log_says_why(tmp_path_factory):
+    # The daemon keeps CAP_SYS_ADMIN (it must mount) but loses CAP_NET_ADMIN for good.
+    no_net_admin = ("setpriv", "--inh-caps=-net_admin", "--bounding-set=-net_admin", "--")
+    mount = LiveMount(
+        str(tmp_path_factory.mktemp("m")), private_netns=True, prefix=no_net_admin, debug=False
+    ).start()
+    try:
+        mount.sh("mkdir config/vbus/devices/D && echo venet-tap > config/vbus/devices/D/type")
+        done = mount.sh("echo 1 > sys/vbus/devices/D/enabled")
+        assert done.returncode != 0
+        assert "Operation not permitted" in done.stderr  # EPERM, what TUNSETIFF answered
+        assert mount.sh("cat sys/vbus/devices/D/enabled").stdout == "0\n"  # nothing changed
+        assert mount.sh("cat sys/vbus/devices/D/ifname").stdout == "<disabled>\n"
+    finally:
+        log = mount.stop()
+    assert "Traceback" not in log, log
+    reasons = [line for line in log.splitlines() if "CAP_NET_ADMIN" in line]
+    assert len(reasons) == 1, log  # one line, at warning level (the daemon ran without --debug)
+    assert "WARNING device D: cannot enable: creating a TAP interface" in reasons[0]
+    assert "needs CAP_NET_ADMIN in the daemon's network namespace" in reasons[0]
+    assert "run the daemon as root or with that capability" in reasons[0]

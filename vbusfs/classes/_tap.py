@@ -7,6 +7,7 @@ descriptor, so closing the descriptor (or the daemon exiting) removes it.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import socket
@@ -37,7 +38,10 @@ class TapInterface:
         try:
             fd = os.open(TUN_PATH, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
         except OSError as exc:
-            raise VbusError(f"cannot open {TUN_PATH}: {exc.strerror}", errno=exc.errno) from exc
+            fix = "modprobe tun on the host; in a container: --device /dev/net/tun"
+            raise VbusError(
+                f"cannot open {TUN_PATH} ({exc.strerror}): {fix}", errno=exc.errno
+            ) from exc
         try:
             request = struct.pack("16sH22x", pattern.encode(), _IFF_TAP | _IFF_NO_PI)
             reply = fcntl.ioctl(fd, _TUNSETIFF, request)
@@ -45,9 +49,7 @@ class TapInterface:
             set_hardware_address(name, mac)
         except OSError as exc:
             os.close(fd)
-            raise VbusError(
-                f"cannot create a TAP interface: {exc.strerror}", errno=exc.errno
-            ) from exc
+            raise VbusError(_creation_failure(pattern, exc), errno=exc.errno) from exc
         return cls(fd, name)
 
     def discard(self, max_frames: int) -> int:
@@ -66,6 +68,16 @@ class TapInterface:
                 trio.lowlevel.notify_closing(self.fd)
             os.close(self.fd)
             self.fd = -1
+
+
+def _creation_failure(pattern: str, exc: OSError) -> str:
+    if exc.errno in (errno.EPERM, errno.EACCES):
+        # TUNSETIFF (and setting the address) check CAP_NET_ADMIN over the netns.
+        return (
+            f"creating a TAP interface ({pattern}) needs CAP_NET_ADMIN in the daemon's network "
+            f"namespace ({exc.strerror}); run the daemon as root or with that capability"
+        )
+    return f"cannot create a TAP interface ({pattern}): {exc.strerror}"
 
 
 def set_hardware_address(ifname: str, mac: bytes) -> None:

@@ -9,17 +9,20 @@ the device is destroyed).
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from vbusfs.ioq import Switch
-from vbusfs.model import Attribute, Busy, DeviceClass, InterfaceInfo
+from vbusfs.model import Attribute, Busy, DeviceClass, InterfaceInfo, VbusError
 
 from ._tap import TapInterface
 from ._values import format_mac, parse_bool, parse_mac, parse_u32, random_mac
 from ._venet_link import VERSION, LoopbackConnection, SwitchConnection, TapConnection
+
+log = logging.getLogger("vbusfs.venet")
 
 VIRTUAL_ETHERNET = "virtual-ethernet"
 DEFAULT_BURSTTHRESH_US = 20
@@ -62,7 +65,12 @@ def _store_tap_enabled(state: VenetTapState, text: str) -> None:
     if enable == state.enabled:
         return
     if enable:
-        state.tap = state.open_tap(state.host_mac)  # refuses with the host's errno
+        try:
+            state.tap = state.open_tap(state.host_mac)  # refuses with the host's errno
+        except VbusError as exc:
+            # The writer sees only the errno: the daemon's log says why (a host problem).
+            log.warning("device %s: cannot enable: %s", state.name, exc)
+            raise
         state.enabled = True
     else:
         _close_tap(state)
