@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shutil
 import subprocess
@@ -116,3 +117,67 @@ def test_demo_without_dev_fuse_explains_and_replays_on_the_model():
     assert "--device /dev/fuse --cap-add SYS_ADMIN" in done.stdout
     assert "virtual-ethernet" in done.stdout
     assert "7 directories, 1 file" in done.stdout
+
+
+MISSING_CLASS = ("--load", "vbusfs_no_such_module:Nothing")
+
+
+def test_ready_fd_is_hidden_from_help_but_still_works(tmp_path):
+    d = str(tmp_path)
+    assert "--ready-fd" not in run("mount", "--help").stdout
+    read_end, write_end = os.pipe()
+    try:
+        # a deviceclass that cannot load: the daemon answers on the fd without mounting
+        with subprocess.Popen(
+            [*VBUSFS, "mount", "--foreground", "--ready-fd", str(write_end), *MISSING_CLASS, d],
+            pass_fds=(write_end,),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        ) as daemon:
+            os.close(write_end)
+            write_end = -1
+            assert daemon.wait(60) == 1
+        answer = os.read(read_end, 4096).decode()
+    finally:
+        os.close(read_end)
+        if write_end >= 0:
+            os.close(write_end)
+    assert answer.startswith("error: cannot load a deviceclass: ")
+    assert "vbusfs_no_such_module" in answer
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["graph", "{d}", "-o", "{d}/picture.svg"],
+        ["tree", "{d}"],
+        ["save", "{d}", "{d}/saved.json"],
+        ["modprobe", "{d}", "venet-tap"],
+        ["rmmod", "{d}", "venet-tap"],
+    ],
+    ids=lambda command: command[0],
+)
+def test_commands_on_a_plain_directory_say_it_is_not_a_vbusfs_mount(tmp_path, command):
+    done = run(*(arg.format(d=tmp_path) for arg in command))
+    assert done.returncode == 1
+    assert done.stderr == (
+        f"vbusfs {command[0]}: {tmp_path} is not a vbusfs mount (no daemon answers there); "
+        f"mount one with `vbusfs mount {tmp_path}`\n"
+    )
+    assert os.listdir(tmp_path) == []  # nothing written
+
+
+def test_commands_on_a_missing_directory_say_it_does_not_exist(tmp_path):
+    done = run("tree", str(tmp_path / "missing"))
+    assert done.returncode == 1
+    assert f"{tmp_path / 'missing'} does not exist" in done.stderr
+    assert "No such file or directory" not in done.stderr
+
+
+def test_umount_of_a_plain_directory_says_nothing_is_mounted(tmp_path):
+    done = run("umount", str(tmp_path))
+    assert done.returncode == 1
+    assert done.stderr == (
+        f"vbusfs umount: {tmp_path} is not mounted: no vbusfs daemon serves it, "
+        "so there is nothing to unmount\n"
+    )

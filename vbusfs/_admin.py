@@ -17,6 +17,33 @@ from typing import Any, TextIO
 from vbusfs import client
 
 
+def require_mount(mountpoint: str) -> None:
+    """Refuse, with the fix, a path where no vbusfs daemon answers (ValueError says why)."""
+    from vbusfs.fuse import FSTYPE, canonical_mountpoint, mount_at
+
+    where = canonical_mountpoint(mountpoint)
+    mount_it = f"mount one with `vbusfs mount {mountpoint}`"
+    if not os.path.exists(where) and not os.path.islink(where):
+        raise ValueError(f"{mountpoint} does not exist; create the directory and {mount_it}")
+    entry = mount_at(where)
+    if entry is None:
+        raise ValueError(
+            f"{mountpoint} is not a vbusfs mount (no daemon answers there); {mount_it}"
+        )
+    if entry.fstype != FSTYPE:
+        raise ValueError(
+            f"{mountpoint} is a {entry.fstype} mount, not a vbusfs mount; "
+            "mount one on an empty directory with `vbusfs mount DIRECTORY`"
+        )
+    try:
+        os.statvfs(where)  # reaches the daemon past the kernel's caches
+    except OSError as exc:
+        raise ValueError(
+            f"{mountpoint} is a vbusfs mount whose daemon does not answer ({exc.strerror}); "
+            f"`vbusfs mount {mountpoint}` clears it and mounts afresh"
+        ) from None
+
+
 def save(mountpoint: str, path: str) -> None:
     """Write the mount's configuration to `path` atomically (temporary file, fsync, rename)."""
     with client.connect(mountpoint) as admin:

@@ -113,7 +113,10 @@ def run(command: list[str], mountpoint: str | None = None) -> int:
         mountpoint = canonical_mountpoint(mountpoint)
         entry = mount_at(mountpoint)
         if entry is None or entry.fstype != FSTYPE:
-            raise RunError(f"{mountpoint} is not a vbusfs mount")
+            raise RunError(
+                f"{mountpoint} is not a vbusfs mount (no daemon answers there); mount one with "
+                f"`vbusfs mount {mountpoint}`, or leave out --mount to use a fresh one"
+            )
     try:
         inner = ["sh", "-c", NAMESPACE_SCRIPT, "vbusfs-run", mountpoint, *command]
         return subprocess.run([*prefix, *inner]).returncode

@@ -92,6 +92,7 @@ def _admin(args: argparse.Namespace) -> int:
     from vbusfs.client import ConnectorError
 
     try:
+        _admin.require_mount(args.mountpoint)
         if args.command_name == "save":
             _admin.save(args.mountpoint, args.file)
         elif args.command_name == "modprobe":
@@ -142,7 +143,9 @@ def parser() -> argparse.ArgumentParser:
         "--ready-fd",
         type=int,
         metavar="FD",
-        help="with --foreground: write 'ok' (or 'error: ...') to FD once mounted, then close it",
+        # internal, for spawn() and LiveMount: with --foreground, write 'ok' (or
+        # 'error: ...') to FD once mounted, then close it; users never pass it
+        help=argparse.SUPPRESS,
     )
     mount.add_argument(
         "--load",
