@@ -1,0 +1,107 @@
+"""The vbus data path: IOQ shared-memory rings with shm-signal notification.
+
+An *ioq* is one ring of descriptors (the vbus IOQ version 4 layout, SPEC 7.2)
+plus a data segment the descriptors point into, and one *shm-signal* eventfd
+per direction (SPEC 7.3).  The *north* side (a client, in a member process)
+allocates both in sealed memfds; the *south* side (a device, in the vbusfs
+daemon) attaches to the file descriptors north hands over, validates the
+ring once and afterwards trusts nothing in shared memory: a peer that breaks
+the protocol makes the south side raise :class:`IoqFault`, never crash, hang
+or touch memory outside the two segments.
+
+Each ioq carries data one way, chosen when north creates it:
+
+``"to_south"``
+    north sends, south receives (a venet transmit queue).
+``"to_north"``
+    south sends into buffers north posted, north receives (a venet receive
+    queue: north posts every slot as an empty buffer at creation and reposts
+    each one as soon as it has read it).
+
+Typical use::
+
+    # north, in the member process
+    q = Ioq.create(count=64, slot_size=2048, direction="to_south")
+    pass_fds_to_the_daemon(q.fds)               # SCM_RIGHTS or inheritance
+    q.send(b"frame")                            # blocks while the ring is full
+
+    # south, in the daemon (under trio)
+    q = Ioq.attach(fds, direction="to_south")
+    q.watch_peer(connection_socket)             # hang-up ends waits with IoqClosed
+    while True:
+        await q.wait_receivable_async()
+        for frame in q.receive_batch_nowait(64):
+            ...
+
+Method naming follows trio's rules: ``*_nowait`` methods never block and raise
+:class:`IoqFull` or :class:`IoqEmpty` when they cannot proceed; the plain
+``send``/``receive`` forms block (the GIL released) with an optional timeout;
+``*_async`` forms wait through ``trio.lowlevel.wait_readable`` on the
+eventfd.  ``spin_us`` makes a wait poll the ring for that many microseconds
+before it sleeps (adaptive polling: far lower latency, at the price of CPU).
+Batched forms move up to N messages for one crossing into C (two for a
+receive): the Python call boundary, not the ring, is what limits throughput.
+``send_packed_nowait`` and ``receive_into_nowait`` go further and create no
+object per message.  Messages are copied once: into the data segment on send,
+out of it on receive (a single small message is received through a private
+buffer, one extra copy that costs less than a second call into C).
+:meth:`Ioq.acquire_nowait` and :meth:`Ioq.commit` give zero-copy memoryviews
+onto the data segment instead.  A south side moving messages to or from a file
+descriptor (a TAP) uses :meth:`Ioq.receive_to_fd_nowait` and
+:meth:`Ioq.send_from_fd_nowait`: one ``write``/``read`` per message, straight
+between the descriptor and the data segment, a batch per call into C.
+:class:`Switch` is the venet-switch's data path: a MAC learning table and the
+forwarding of a batch from one port's ring into the others' posted buffers, in C.
+The low-level ring operations (:mod:`vbusfs.ioq.lowlevel`: ``push``, ``pop``,
+``count_of``, ``seek`` ..., also methods of :class:`Ioq`) act on the ``valid``
+and ``inuse`` indices directly: north pushes on either or both, south pops
+``inuse``, north pops ``valid``.
+
+Peer death: pass a pidfd or the connection socket to :meth:`Ioq.watch_peer`,
+and every wait ends with :class:`IoqClosed` once the peer is gone and nothing
+is left to receive.
+
+The package is layered like cryptography's bindings:
+
+``_binding``
+    the only importer of the compiled ``vbusfs._ioq_cffi`` (typed by
+    ``vbusfs/_ioq_cffi.pyi``): the ABI check at import, the constants, and the
+    one table that turns every C return code into an exception.
+``_ring``
+    :class:`Ioq`'s non-waiting half: lifetime, the data path, zero-copy, fds.
+``_ioq``
+    :class:`Ioq` itself: the ring plus its blocking and trio waiting faces.
+``_switch``
+    :class:`Switch`, which hands whole rings to C and never touches their indices.
+``lowlevel``
+    raw index operations (push, pop, seek ...), for tests and tools.
+
+Arguments are checked before C is called.  Nothing here may hand out a pointer
+into shared memory that can outlive the mapping, and an :class:`Ioq` must never
+be used by two threads or tasks at once.
+"""
+
+from ._binding import ABI_VERSION as ABI_VERSION
+from ._errors import IoqClosed, IoqEmpty, IoqError, IoqFault, IoqFull
+from ._ioq import Ioq
+from ._ring import Direction as Direction
+from ._ring import FdBatch, IoqFds
+from ._ring import Side as Side
+from ._switch import Switch, SwitchCounts
+from .lowlevel import Descriptor
+from .lowlevel import Index as Index
+from .lowlevel import Whence as Whence
+
+__all__ = [
+    "Descriptor",
+    "FdBatch",
+    "Ioq",
+    "IoqClosed",
+    "IoqEmpty",
+    "IoqError",
+    "IoqFault",
+    "IoqFds",
+    "IoqFull",
+    "Switch",
+    "SwitchCounts",
+]

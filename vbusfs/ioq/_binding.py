@@ -1,0 +1,90 @@
+"""The binding: the only module that imports the compiled ``vbusfs._ioq_cffi``.
+
+It checks at import that the compiled ABI number is the one this package was
+written against, names the C constants the rest of the package uses, and turns
+every C return code into an exception in one place (:func:`check`,
+:func:`raise_code`).  It must never grow logic of its own: the ring, the switch
+and the low-level operations call C through ``lib`` and ``ffi`` from here.
+"""
+
+from __future__ import annotations
+
+import array
+import errno
+import importlib
+import os
+from typing import Any, NoReturn
+
+from ._errors import IoqClosed, IoqEmpty, IoqError, IoqFault, IoqFull
+
+#: The ABI this package was written against; must equal IOQ_ABI_VERSION in native/ioq.h.
+ABI_VERSION = 5
+
+_cffi: Any = importlib.import_module("vbusfs._ioq_cffi")
+ffi: Any = _cffi.ffi
+lib: Any = _cffi.lib
+
+
+def check_abi(compiled: int) -> None:
+    """ImportError unless ``compiled`` (the module's ABI number) is :data:`ABI_VERSION`."""
+    if compiled != ABI_VERSION:
+        raise ImportError(
+            f"vbusfs._ioq_cffi has ABI {compiled}, vbusfs.ioq expects "
+            f"{ABI_VERSION}: rebuild the package (make setup)"
+        )
+
+
+check_abi(lib.ioq_abi_version())
+
+DIRECTIONS = {"to_south": lib.IOQ_TO_SOUTH, "to_north": lib.IOQ_TO_NORTH}
+INDICES = {"valid": lib.IOQ_IDX_VALID, "inuse": lib.IOQ_IDX_INUSE, "both": lib.IOQ_IDX_BOTH}
+WHENCE = {
+    "head": lib.IOQ_SEEK_HEAD,
+    "tail": lib.IOQ_SEEK_TAIL,
+    "next": lib.IOQ_SEEK_NEXT,
+    "prev": lib.IOQ_SEEK_PREV,
+    "set": lib.IOQ_SEEK_SET,
+}
+NORTH: int = lib.IOQ_NORTH
+SEND: int = lib.IOQ_WAIT_SEND
+RECV: int = lib.IOQ_WAIT_RECV
+MAX_COUNT: int = lib.IOQ_MAX_COUNT
+MAX_DATA: int = lib.IOQ_MAX_DATA
+FD_BATCH: int = lib.IOQ_FD_BATCH
+E_FULL: int = lib.IOQ_E_FULL
+E_EMPTY: int = lib.IOQ_E_EMPTY
+E_CLOSED: int = lib.IOQ_E_CLOSED
+E_TIMEDOUT: int = lib.IOQ_E_TIMEDOUT
+E_MSGSIZE: int = lib.IOQ_E_MSGSIZE
+EINTR = -errno.EINTR
+U32_MAX = 2**32 - 1
+#: the array typecode of C's uint32_t (unsigned int on every Linux ABI we build for)
+U32 = "I" if array.array("I").itemsize == 4 else "L"
+
+ERRORS: dict[int, tuple[type[OSError], int, str]] = {
+    lib.IOQ_E_FULL: (IoqFull, errno.ENOBUFS, "ioq full"),
+    lib.IOQ_E_EMPTY: (IoqEmpty, errno.EAGAIN, "ioq empty"),
+    lib.IOQ_E_FAULT: (IoqFault, errno.EPROTO, "ioq peer broke the protocol"),
+    lib.IOQ_E_CLOSED: (IoqClosed, errno.EPIPE, "ioq peer hung up"),
+    lib.IOQ_E_TIMEDOUT: (TimeoutError, errno.ETIMEDOUT, "ioq wait timed out"),
+    lib.IOQ_E_INVAL: (IoqError, errno.EINVAL, "invalid ioq operation"),
+    lib.IOQ_E_BADRING: (IoqError, errno.EINVAL, "not a valid ioq (magic/version/size/seals)"),
+    lib.IOQ_E_MSGSIZE: (IoqError, errno.EMSGSIZE, "message longer than the buffer"),
+    lib.IOQ_E_SIDE: (IoqError, errno.EPERM, "not allowed on this side of this ioq"),
+}
+
+
+def check(rc: int) -> int:
+    """The one place a C return code becomes an exception: ``rc`` itself when >= 0."""
+    if rc >= 0:
+        return rc
+    raise_code(rc)
+
+
+def raise_code(rc: int) -> NoReturn:
+    """Raise the exception for the negative C return code ``rc`` (-errno or IOQ_E_*)."""
+    known = ERRORS.get(rc)
+    if known is not None:
+        cls, code, text = known
+        raise cls(code, text)
+    raise OSError(-rc, os.strerror(-rc))
