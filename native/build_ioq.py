@@ -19,7 +19,8 @@ def make_builder(native_dir: str) -> FFI:
     builder.cdef((NATIVE / "ioq.h").read_text())
     builder.set_source(
         "vbusfs._ioq_cffi",
-        '#include "ioq_private.h"\n',
+        # the module sees the public header only, never the handle's fields
+        '#include "ioq_abi.h"\n',
         sources=[f"{native_dir}/{name}" for name in ("ioq.c", "shm_signal.c", "vswitch.c")],
         include_dirs=[native_dir],
         extra_compile_args=["-std=gnu11"],

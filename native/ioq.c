@@ -86,7 +86,7 @@ static struct ioq *ioq_alloc(uint32_t count)
     struct ioq *q = calloc(1, sizeof(*q));
     if (!q)
         return NULL;
-    q->ring_fd = q->data_fd = q->efd[0] = q->efd[1] = q->hup_fd = -1;
+    q->ring_fd = q->data_fd = q->sig.efd[0] = q->sig.efd[1] = q->hup_fd = -1;
     q->acq_off = calloc(count, sizeof(*q->acq_off));
     q->acq_len = calloc(count, sizeof(*q->acq_len));
     if (!q->acq_off || !q->acq_len) {
@@ -107,7 +107,7 @@ void ioq_close(struct ioq *q)
         munmap(q->ring_map, q->ring_map_len);
     if (q->data_map)
         munmap(q->data_map, q->data_map_len);
-    int fds[4] = {q->ring_fd, q->data_fd, q->efd[0], q->efd[1]};
+    int fds[4] = {q->ring_fd, q->data_fd, q->sig.efd[0], q->sig.efd[1]};
     for (int i = 0; i < 4; i++)
         if (fds[i] >= 0)
             close(fds[i]);
@@ -148,7 +148,7 @@ int ioq_north_create(uint32_t count, uint64_t data_len, int direction,
     struct ioq *q = ioq_alloc(count);
     if (!q)
         return -ENOMEM;
-    q->side = IOQ_NORTH;
+    q->side = q->sig.side = IOQ_NORTH;
     q->direction = direction;
     q->slot = (uint32_t)(data_len / count);
     q->ring_len = ioq_ring_bytes(count);
@@ -156,8 +156,8 @@ int ioq_north_create(uint32_t count, uint64_t data_len, int direction,
     int err = 0;
     if ((q->ring_fd = make_memfd("vbusfs-ioq-ring", q->ring_len)) < 0 ||
         (q->data_fd = make_memfd("vbusfs-ioq-data", data_len)) < 0 ||
-        (q->efd[IOQ_NORTH] = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) < 0 ||
-        (q->efd[IOQ_SOUTH] = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) < 0)
+        (q->sig.efd[IOQ_NORTH] = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) < 0 ||
+        (q->sig.efd[IOQ_SOUTH] = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) < 0)
         err = -errno;
     if (!err) {
         q->head = map_guarded(q->ring_fd, q->ring_len, &q->ring_map, &q->ring_map_len);
@@ -174,6 +174,7 @@ int ioq_north_create(uint32_t count, uint64_t data_len, int direction,
         return err;
     }
     q->desc = (struct ioq_ring_desc *)((uint8_t *)q->head + IOQ_HEAD_SIZE);
+    q->sig.desc = &q->head->signal;
     /* memfds start zeroed: every descriptor FREE, every index empty. */
     q->head->count = count;
     q->head->signal.magic = SHM_SIGNAL_MAGIC;
@@ -241,15 +242,15 @@ int ioq_south_attach(int ring_fd, int data_fd, int efd_to_south,
     struct ioq *q = ioq_alloc(count);
     if (!q)
         return -ENOMEM;
-    q->side = IOQ_SOUTH;
+    q->side = q->sig.side = IOQ_SOUTH;
     q->direction = direction;
     q->ring_len = ring_len;
     q->data_len = data_len;
     int err = 0;
     if ((q->ring_fd = fcntl(ring_fd, F_DUPFD_CLOEXEC, 0)) < 0 ||
         (q->data_fd = fcntl(data_fd, F_DUPFD_CLOEXEC, 0)) < 0 ||
-        (q->efd[IOQ_SOUTH] = fcntl(efd_to_south, F_DUPFD_CLOEXEC, 0)) < 0 ||
-        (q->efd[IOQ_NORTH] = fcntl(efd_to_north, F_DUPFD_CLOEXEC, 0)) < 0)
+        (q->sig.efd[IOQ_SOUTH] = fcntl(efd_to_south, F_DUPFD_CLOEXEC, 0)) < 0 ||
+        (q->sig.efd[IOQ_NORTH] = fcntl(efd_to_north, F_DUPFD_CLOEXEC, 0)) < 0)
         err = -errno;
     if (!err) {
         q->head = map_guarded(q->ring_fd, ring_len, &q->ring_map, &q->ring_map_len);
@@ -279,14 +280,15 @@ int ioq_south_attach(int ring_fd, int data_fd, int efd_to_south,
             err = IOQ_E_BADRING;
         q->head_idx[IOQ_INUSE] = h;
     }
-    if (!err && (fcntl(q->efd[IOQ_SOUTH], F_SETFL, O_NONBLOCK) < 0 ||
-                 fcntl(q->efd[IOQ_NORTH], F_SETFL, O_NONBLOCK) < 0))
+    if (!err && (fcntl(q->sig.efd[IOQ_SOUTH], F_SETFL, O_NONBLOCK) < 0 ||
+                 fcntl(q->sig.efd[IOQ_NORTH], F_SETFL, O_NONBLOCK) < 0))
         err = -errno;
     if (err) {
         ioq_close(q);
         return err;
     }
     q->desc = (struct ioq_ring_desc *)((uint8_t *)q->head + IOQ_HEAD_SIZE);
+    q->sig.desc = &q->head->signal;
     *out = q;
     return IOQ_OK;
 }
@@ -295,15 +297,13 @@ void ioq_fds(const struct ioq *q, int *fds)
 {
     fds[0] = q->ring_fd;
     fds[1] = q->data_fd;
-    fds[2] = q->efd[IOQ_SOUTH];
-    fds[3] = q->efd[IOQ_NORTH];
+    fds[2] = q->sig.efd[IOQ_SOUTH];
+    fds[3] = q->sig.efd[IOQ_NORTH];
 }
 
 int ioq_side(const struct ioq *q) { return q->side; }
 uint32_t ioq_count_slots(const struct ioq *q) { return q->count; }
 uint64_t ioq_data_len(const struct ioq *q) { return q->data_len; }
-uint8_t *ioq_data(const struct ioq *q) { return q->data; }
-uint8_t *ioq_ring(const struct ioq *q) { return (uint8_t *)q->head; }
 int ioq_faulted(const struct ioq *q) { return q->faulted; }
 
 /* ---- indices ---------------------------------------------------------- */
@@ -770,15 +770,23 @@ int ioq_commit(struct ioq *q, int op, uint32_t k, const uint32_t *lens, int sign
         return 0;
     if (q->side == IOQ_SOUTH) {
         south_release(q, k, op == IOQ_WAIT_SEND ? lens : NULL);
-    } else if (op == IOQ_WAIT_SEND) {
-        /* in chunks of 64, to keep the stack small */
+    } else {
+        /* north posts k slots on both indices: a send the acquired slots
+         * with the lengths written into them; a receive first reclaims what
+         * was read, then posts the same slots again, empty.  In chunks of
+         * 64, to keep the stack small. */
+        int send = op == IOQ_WAIT_SEND;
+        if (!send)
+            north_reclaim(q, k);
         uint64_t c[64], p[64], l[64];
         for (uint32_t done = 0; done < k;) {
             uint32_t m = k - done > 64 ? 64 : k - done;
             for (uint32_t i = 0; i < m; i++) {
-                c[i] = q->acq_off[done + i] / q->slot;
-                p[i] = q->acq_off[done + i];
-                l[i] = lens[done + i];
+                uint32_t pos = send ? (uint32_t)(q->acq_off[done + i] / q->slot)
+                                    : (q->tail_idx[IOQ_VALID] + i) % q->count;
+                c[i] = pos;
+                p[i] = (uint64_t)pos * q->slot;
+                l[i] = send ? lens[done + i] : q->slot;
             }
             r = push_batch(q, IOQ_IDX_BOTH, m, c, p, l);
             /* acquire found these slots free; only south can have taken
@@ -789,28 +797,9 @@ int ioq_commit(struct ioq *q, int op, uint32_t k, const uint32_t *lens, int sign
                 return r;
             done += (uint32_t)r;
         }
-    } else {
-        /* reclaim what was read and post the same slots again, empty */
-        north_reclaim(q, k);
-        uint64_t c[64], p[64], l[64];
-        for (uint32_t done = 0; done < k;) {
-            uint32_t m = k - done > 64 ? 64 : k - done;
-            for (uint32_t i = 0; i < m; i++) {
-                uint32_t pos = (q->tail_idx[IOQ_VALID] + i) % q->count;
-                c[i] = pos;
-                p[i] = (uint64_t)pos * q->slot;
-                l[i] = q->slot;
-            }
-            r = push_batch(q, IOQ_IDX_BOTH, m, c, p, l);
-            if (r == IOQ_E_FULL || (r >= 0 && (uint32_t)r < m))
-                return ioq_fault(q);
-            if (r < 0)
-                return r;
-            done += (uint32_t)r;
-        }
     }
     if (signal)
-        shm_signal_inject(q);
+        shm_signal_inject(&q->sig);
     return (int)k;
 }
 
@@ -1006,9 +995,43 @@ void ioq_watch(struct ioq *q, int hup_fd, int hup_events)
     q->hup_events = hup_events;
 }
 
+int ioq_wake_fd(const struct ioq *q) { return q->sig.efd[q->side]; }
+
+int ioq_signal(struct ioq *q) { return shm_signal_inject(&q->sig); }
+
+/* Has the watched peer hung up?  Never blocks. */
+static int peer_gone(const struct ioq *q)
+{
+    if (q->hup_fd < 0)
+        return 0;
+    struct pollfd pfd = {.fd = q->hup_fd, .events = (short)q->hup_events};
+    return poll(&pfd, 1, 0) > 0;
+}
+
+int ioq_wait_arm(struct ioq *q, int op, int arm)
+{
+    int r;
+    if (arm) {
+        /* Reset the eventfd and dirty left by earlier wake-ups here, before
+         * arming, rather than right after waking: that keeps the read off
+         * the latency path.  Then arm and re-check: a peer that published
+         * before seeing enabled is caught by the re-check, one that
+         * publishes after writes the eventfd. */
+        shm_signal_drain(&q->sig);
+        shm_signal_enable(&q->sig);
+        if ((r = ioq_ready(q, op)) != 0)
+            shm_signal_disable(&q->sig);
+        return r;
+    }
+    /* mitigation: no wake-ups while our caller drains the ring */
+    shm_signal_disable(&q->sig);
+    if ((r = ioq_ready(q, op)) != 0)
+        return r;
+    return peer_gone(q) ? IOQ_E_CLOSED : 0;
+}
+
 int ioq_wait(struct ioq *q, int op, int timeout_ms, int spin_us)
 {
-    int hup_fd = q->hup_fd, hup_events = q->hup_events;
     int r = ioq_ready(q, op);
     if (r != 0)
         return r < 0 ? r : IOQ_OK;
@@ -1033,20 +1056,12 @@ int ioq_wait(struct ioq *q, int op, int timeout_ms, int spin_us)
         }
     }
     for (;;) {
-        /* Reset the eventfd and dirty left by earlier wake-ups here, before
-         * arming, rather than right after waking: that keeps the read off
-         * the latency path.  Then arm and re-check: a peer that published
-         * before seeing enabled is caught by the re-check, one that
-         * publishes after writes the eventfd. */
-        shm_signal_drain(q);
-        shm_signal_enable(q);
-        if ((r = ioq_ready(q, op)) != 0) {
-            shm_signal_disable(q);
+        if ((r = ioq_wait_arm(q, op, 1)) != 0)
             return r < 0 ? r : IOQ_OK;
-        }
+        /* the peer's hang-up wakes the poll too; ioq_wait_arm tells it */
         struct pollfd pfd[2] = {
-            {.fd = q->efd[q->side], .events = POLLIN},
-            {.fd = hup_fd, .events = (short)hup_events},
+            {.fd = ioq_wake_fd(q), .events = POLLIN},
+            {.fd = q->hup_fd, .events = (short)q->hup_events},
         };
         int64_t now = now_ns();
         int wait_ms;
@@ -1056,16 +1071,13 @@ int ioq_wait(struct ioq *q, int op, int timeout_ms, int spin_us)
             wait_ms = 0;
         else
             wait_ms = (int)((deadline - now + 999999) / 1000000);
-        int pr = poll(pfd, hup_fd >= 0 ? 2 : 1, wait_ms);
+        int pr = poll(pfd, q->hup_fd >= 0 ? 2 : 1, wait_ms);
         int e = errno;
-        /* mitigation: no wake-ups while our caller drains the ring */
-        shm_signal_disable(q);
+        r = ioq_wait_arm(q, op, 0);
         if (pr < 0)
             return -e;
-        if ((r = ioq_ready(q, op)) != 0)
+        if (r != 0)
             return r < 0 ? r : IOQ_OK;
-        if (hup_fd >= 0 && pfd[1].revents)
-            return IOQ_E_CLOSED;
         if (now_ns() >= deadline)
             return IOQ_E_TIMEDOUT;
     }

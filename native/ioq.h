@@ -5,10 +5,13 @@
  * This header is cdef-safe: the cffi build script feeds it, unchanged, to
  * ffi.cdef(), so it holds nothing but integer #defines, enums, structs and
  * prototypes (no include guards, no #include, no macros with bodies).  The
- * C files include <stdint.h> and <stddef.h> first, through ioq_private.h.
+ * C files include it through ioq_abi.h, which adds <stdint.h> and a guard.
  * It must never grow a declaration whose meaning depends on the machine:
  * every shared field is a fixed-width integer at an offset pinned by
- * _Static_assert in ioq_private.h and by tests/ioq/test_abi.py.
+ * _Static_assert in ioq_private.h and shm_signal.h and by
+ * tests/ioq/test_ioq_abi.py.  Every prototype here is one Python may call,
+ * and is declared again, typed, in vbusfs/_ioq_cffi.pyi; what only C (or
+ * the C tests) may use lives in ioq_private.h or shm_signal.h.
  *
  * Sides.  "north" is the client (a member process): it allocates the ring
  * and the data segment and is the only side that fills descriptors.
@@ -27,8 +30,10 @@
  */
 
 /* Bumped whenever this header's layout or any prototype changes; compiled
- * into the module and compared by vbusfs/ioq.py at import. */
-#define IOQ_ABI_VERSION 5
+ * into the module and compared by vbusfs/ioq/_binding.py at import.
+ * 6: the shm-signal steps left the cdef (ioq_wait_arm, ioq_wake_fd and
+ *    ioq_signal replace them), and so did ioq_data, ioq_ring, ioq_ring_bytes. */
+#define IOQ_ABI_VERSION 6
 
 #define IOQ_RING_MAGIC 0x47fa2fe4
 #define IOQ_RING_VER 4
@@ -72,7 +77,7 @@
 
 /* Return codes: >= 0 is success (often a count).  Negative values below
  * -1000 are IOQ conditions; any other negative value is -errno from the
- * kernel.  vbusfs/ioq.py turns each into one exception class. */
+ * kernel.  vbusfs/ioq/_binding.py turns each into one exception class. */
 enum ioq_status {
     IOQ_OK = 0,
     IOQ_E_FULL = -1001,     /* nothing can be pushed or sent now */
@@ -152,7 +157,6 @@ struct ioq_desc {
 struct ioq;
 
 int ioq_abi_version(void);
-uint64_t ioq_ring_bytes(uint32_t count);
 
 /* North: create ring + data memfds and both eventfds.  data_len must be a
  * multiple of count (slot i of the data segment belongs to descriptor i in
@@ -171,8 +175,6 @@ void ioq_fds(const struct ioq *q, int *fds);
 int ioq_side(const struct ioq *q);
 uint32_t ioq_count_slots(const struct ioq *q);
 uint64_t ioq_data_len(const struct ioq *q);
-uint8_t *ioq_data(const struct ioq *q);
-uint8_t *ioq_ring(const struct ioq *q);
 int ioq_faulted(const struct ioq *q);
 
 /* Ring operations (one descriptor).  which: IOQ_IDX_*. */
@@ -265,16 +267,22 @@ int ioq_send_one_wait(struct ioq *q, const char *buf, uint32_t len,
 int ioq_recv_one_wait(struct ioq *q, char *buf, uint32_t cap, int timeout_ms,
                       int spin_us);
 
-/* shm-signal (shm_signal.c), for callers that drive the protocol
- * themselves (the trio integration).  inject: wake the peer's side.
- * enable: arm our side, returns 1 if work may be pending (re-check).
- * disable: stop wake-ups while draining.  drain: clear our eventfd and
- * dirty flag after a wake-up. */
-int shm_signal_inject(struct ioq *q);
-int shm_signal_enable(struct ioq *q);
-void shm_signal_disable(struct ioq *q);
-int shm_signal_drain(struct ioq *q);
-int shm_signal_eventfd(const struct ioq *q);
+/* The sleeping half of a wait, for callers that sleep in their own event
+ * loop (the trio face); ioq_wait is built on it too, so the shm-signal
+ * protocol (drain, arm, re-check; disarm) exists once.
+ * arm != 0: reset our eventfd and dirty flag, enable wake-ups, re-check op:
+ *   1 when op is ready already (wake-ups off again: do not sleep); 0 when
+ *   armed: sleep until ioq_wake_fd is readable (or the watched peer's fd
+ *   fires), then disarm.
+ * arm == 0: disable wake-ups (the caller drains the ring without them) and
+ *   check op: 1 ready; IOQ_E_CLOSED when not ready and the watched peer has
+ *   hung up; 0 otherwise (arm again before sleeping again).
+ * Negative: a code (IOQ_E_FAULT, IOQ_E_SIDE, IOQ_E_INVAL). */
+int ioq_wait_arm(struct ioq *q, int op, int arm);
+/* The eventfd that wakes this side (owned by the handle). */
+int ioq_wake_fd(const struct ioq *q);
+/* Inject the peer's shm-signal by hand; 1 if its eventfd was written. */
+int ioq_signal(struct ioq *q);
 
 /*
  * The venet-switch data path (vswitch.c): frames from one port's to-south

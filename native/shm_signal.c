@@ -14,12 +14,17 @@
  * means that either the sender sees enabled (and writes the eventfd), or
  * the receiver's re-check sees the published descriptor: nothing is lost.
  *
+ * It knows nothing of rings: the ring embeds a struct shm_signal and decides
+ * when to arm and re-check (ioq_wait_arm in ioq.c).
+ *
  * It must never block: the eventfd is read with RWF_NOWAIT (the peer shares
  * the file description and could clear O_NONBLOCK), and a hostile peer's
  * flag bytes only decide whether a harmless eventfd write happens.
  */
 #define _GNU_SOURCE
-#include "ioq_private.h"
+#include "shm_signal.h"
+
+#include "shm_atomic.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -38,10 +43,10 @@ static void eventfd_kick(int fd)
     (void)r; /* EAGAIN means the counter is already nonzero: still woken */
 }
 
-int shm_signal_inject(struct ioq *q)
+int shm_signal_inject(struct shm_signal *s)
 {
-    int peer = q->side == IOQ_NORTH ? IOQ_SOUTH : IOQ_NORTH;
-    struct shm_signal_irq *irq = &q->head->signal.irq[peer];
+    int peer = s->side == IOQ_NORTH ? IOQ_SOUTH : IOQ_NORTH;
+    struct shm_signal_irq *irq = &s->desc->irq[peer];
     /* skip the store when already dirty: it saves a cache-line transfer
      * on every batch while the peer is busy */
     if (!LOAD_RLX(&irq->dirty))
@@ -51,13 +56,13 @@ int shm_signal_inject(struct ioq *q)
         return 0;
     if (XCHG_SC(&irq->pending, (uint8_t)1))
         return 0;
-    eventfd_kick(q->efd[peer]);
+    eventfd_kick(s->efd[peer]);
     return 1;
 }
 
-int shm_signal_enable(struct ioq *q)
+int shm_signal_enable(struct shm_signal *s)
 {
-    struct shm_signal_irq *irq = &q->head->signal.irq[q->side];
+    struct shm_signal_irq *irq = &s->desc->irq[s->side];
     /* pending must be clear before enabled is seen, or the peer would
      * think an eventfd write is already on its way */
     STORE_SC(&irq->pending, (uint8_t)0);
@@ -66,23 +71,21 @@ int shm_signal_enable(struct ioq *q)
     return LOAD_RLX(&irq->dirty) != 0;
 }
 
-void shm_signal_disable(struct ioq *q)
+void shm_signal_disable(struct shm_signal *s)
 {
-    STORE_RLX(&q->head->signal.irq[q->side].enabled, (uint8_t)0);
+    STORE_RLX(&s->desc->irq[s->side].enabled, (uint8_t)0);
 }
 
-int shm_signal_drain(struct ioq *q)
+int shm_signal_drain(struct shm_signal *s)
 {
     uint64_t v = 0;
     struct iovec iov = {.iov_base = &v, .iov_len = sizeof(v)};
-    ssize_t r = preadv2(q->efd[q->side], &iov, 1, -1, RWF_NOWAIT);
+    ssize_t r = preadv2(s->efd[s->side], &iov, 1, -1, RWF_NOWAIT);
     if (r < 0 && (errno == EOPNOTSUPP || errno == EINVAL)) {
         /* kernels before 5.12 lack RWF_NOWAIT on eventfds */
-        fcntl(q->efd[q->side], F_SETFL, O_NONBLOCK);
-        r = read(q->efd[q->side], &v, sizeof(v));
+        fcntl(s->efd[s->side], F_SETFL, O_NONBLOCK);
+        r = read(s->efd[s->side], &v, sizeof(v));
     }
-    STORE_RLX(&q->head->signal.irq[q->side].dirty, (uint8_t)0);
+    STORE_RLX(&s->desc->irq[s->side].dirty, (uint8_t)0);
     return r == (ssize_t)sizeof(v) ? 1 : 0;
 }
-
-int shm_signal_eventfd(const struct ioq *q) { return q->efd[q->side]; }

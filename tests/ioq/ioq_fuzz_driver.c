@@ -18,7 +18,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "ioq_private.h"
+#include "ioq_testing.h"
 
 #define CHECK(c)                                                        \
     do {                                                                \

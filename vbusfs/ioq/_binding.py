@@ -18,7 +18,7 @@ from typing import Any, NoReturn
 from ._errors import IoqClosed, IoqEmpty, IoqError, IoqFault, IoqFull
 
 #: The ABI this package was written against; must equal IOQ_ABI_VERSION in native/ioq.h.
-ABI_VERSION = 5
+ABI_VERSION = 6
 
 _cffi: Any = importlib.import_module("vbusfs._ioq_cffi")
 ffi: Any = _cffi.ffi

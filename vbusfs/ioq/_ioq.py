@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING
 
 from . import lowlevel
 from ._binding import (
-    E_CLOSED,
     E_EMPTY,
     E_FULL,
     E_MSGSIZE,
@@ -162,9 +161,9 @@ class Ioq(Ring):
     # ---- trio ------------------------------------------------------------
 
     def _wake_fd(self) -> int:
-        efd = lib.shm_signal_eventfd(self._handle())
+        efd = lib.ioq_wake_fd(self._handle())
         if self._hup_fd < 0:
-            return int(efd)
+            return efd
         if self._epoll is None:
             # one fd trio can wait on for both the eventfd and the peer's hang-up
             ep = select.epoll()
@@ -172,13 +171,6 @@ class Ioq(Ring):
             ep.register(self._hup_fd, self._hup_events)
             self._epoll = ep
         return self._epoll.fileno()
-
-    def _peer_gone(self) -> bool:
-        if self._hup_fd < 0:
-            return False
-        p = select.poll()
-        p.register(self._hup_fd, self._hup_events)
-        return bool(p.poll(0))
 
     async def _wait_async(self, op: int, spin_us: int) -> None:
         import trio
@@ -197,23 +189,20 @@ class Ioq(Ring):
                 await trio.lowlevel.checkpoint()
                 return
         while True:
-            # the same steps as ioq_wait in C: reset, arm, re-check, sleep, disarm
-            h = self._handle()
-            lib.shm_signal_drain(h)
-            lib.shm_signal_enable(h)
-            if check(lib.ioq_ready(h, op)):
-                lib.shm_signal_disable(h)
+            # ioq_wait's own steps, in C: arm (drain, enable, re-check), sleep here
+            # in trio instead of in poll(), disarm (disable, re-check, peer gone?)
+            if check(lib.ioq_wait_arm(self._handle(), op, 1)):
                 await trio.lowlevel.checkpoint()
                 return
             try:
                 await trio.lowlevel.wait_readable(self._wake_fd())
             finally:
-                if self._h is not None:
-                    lib.shm_signal_disable(self._h)
-            if check(lib.ioq_ready(self._handle(), op)):
+                # disarmed even when cancelled; a handle closed meanwhile has none
+                rc = None if self._h is None else lib.ioq_wait_arm(self._h, op, 0)
+            if rc is None:
+                self._handle()  # raises IoqClosed
+            elif check(rc):
                 return
-            if self._peer_gone():
-                raise_code(E_CLOSED)
 
     async def wait_sendable_async(self, *, spin_us: int = 0) -> None:
         """Wait (trio) until a send can proceed; cancel with a trio cancel scope."""

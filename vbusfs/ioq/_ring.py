@@ -432,4 +432,4 @@ class Ring:
 
     def signal(self) -> bool:
         """Inject the peer's shm-signal by hand; True if its eventfd was written."""
-        return bool(lib.shm_signal_inject(self._handle()))
+        return bool(lib.ioq_signal(self._handle()))
