@@ -3,7 +3,8 @@
 It checks at import that the compiled ABI number is the one this package was
 written against, names the C constants the rest of the package uses, and turns
 every C return code into an exception in one place (:func:`check`,
-:func:`raise_code`).  It must never grow logic of its own: the ring, the switch
+:func:`raise_code`).  ``vbusfs/_ioq_cffi.pyi`` types ``ffi`` and ``lib``, so mypy
+checks every C call made through them.  It must never grow logic of its own: the ring, the switch
 and the low-level operations call C through ``lib`` and ``ffi`` from here.
 """
 
@@ -11,18 +12,22 @@ from __future__ import annotations
 
 import array
 import errno
-import importlib
 import os
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, NoReturn
+
+# re-exported: the rest of the package calls C through these two names
+from vbusfs._ioq_cffi import ffi as ffi
+from vbusfs._ioq_cffi import lib as lib
 
 from ._errors import IoqClosed, IoqEmpty, IoqError, IoqFault, IoqFull
 
+if TYPE_CHECKING:
+    # the C types, for annotations elsewhere in the package (they exist only in the stub)
+    from vbusfs._ioq_cffi import IoqPtr as IoqPtr
+    from vbusfs._ioq_cffi import U32Array as U32Array
+
 #: The ABI this package was written against; must equal IOQ_ABI_VERSION in native/ioq.h.
 ABI_VERSION = 6
-
-_cffi: Any = importlib.import_module("vbusfs._ioq_cffi")
-ffi: Any = _cffi.ffi
-lib: Any = _cffi.lib
 
 
 def check_abi(compiled: int) -> None:

@@ -198,10 +198,10 @@ class Ioq(Ring):
                 await trio.lowlevel.wait_readable(self._wake_fd())
             finally:
                 # disarmed even when cancelled; a handle closed meanwhile has none
-                rc = None if self._h is None else lib.ioq_wait_arm(self._h, op, 0)
-            if rc is None:
+                woke = None if self._h is None else lib.ioq_wait_arm(self._h, op, 0)
+            if woke is None:
                 self._handle()  # raises IoqClosed
-            elif check(rc):
+            elif check(woke):
                 return
 
     async def wait_sendable_async(self, *, spin_us: int = 0) -> None:

@@ -20,7 +20,7 @@ import mmap
 import select
 import socket
 from collections.abc import Sequence
-from typing import Any, Literal, NamedTuple, Self
+from typing import TYPE_CHECKING, Literal, NamedTuple, Self
 
 from ._binding import (
     DIRECTIONS,
@@ -39,6 +39,9 @@ from ._binding import (
     raise_code,
 )
 from ._errors import IoqClosed
+
+if TYPE_CHECKING:
+    from ._binding import IoqPtr, U32Array
 
 Side = Literal["north", "south"]
 Direction = Literal["to_south", "to_north"]
@@ -78,7 +81,7 @@ def _hup_events(peer: int | socket.socket) -> tuple[int, int]:
     return peer, select.POLLIN  # a pidfd turns readable when its process exits
 
 
-def c_handle(ring: Ring) -> Any:
+def c_handle(ring: Ring) -> IoqPtr:
     """The C handle of an open ring, for the package's other C calls (the switch,
     the low-level operations); IoqClosed once it is closed."""
     h = ring._h
@@ -93,10 +96,10 @@ class Ring:
     Make one with :meth:`create` (north) or :meth:`attach` (south).
     """
 
-    def __init__(self, handle: Any, direction: Direction) -> None:
+    def __init__(self, handle: IoqPtr, direction: Direction) -> None:
         # private: use create() or attach().  A handle dropped without close()
         # is still unmapped and its fds closed, by cffi when it is collected.
-        self._h: Any = ffi.gc(handle, lib.ioq_close)
+        self._h: IoqPtr | None = ffi.gc(handle, lib.ioq_close)
         self.direction: Direction = direction
         self.side: Side = "north" if lib.ioq_side(handle) == NORTH else "south"
         self.count: int = lib.ioq_count_slots(handle)
@@ -189,7 +192,7 @@ class Ring:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _handle(self) -> Any:
+    def _handle(self) -> IoqPtr:
         return c_handle(self)
 
     @property
@@ -223,7 +226,7 @@ class Ring:
         """Send one message (one copy, into the data segment); IoqFull if no room."""
         check(self._send1(message))
 
-    def _send_packed(self, packed: bytes, lengths: Any, n: int) -> int:
+    def _send_packed(self, packed: bytes, lengths: U32Array | list[int], n: int) -> int:
         return lib.ioq_send_batch(self._handle(), packed, lengths, min(n, self.count), 1)
 
     def send_batch_nowait(self, messages: Sequence[bytes]) -> int:
@@ -256,7 +259,7 @@ class Ring:
         if max(lengths) > self.max_message or min(lengths) < 0:
             raise ValueError(f"every length must be 0..{self.max_message}")
         if isinstance(lengths, array.array) and lengths.itemsize == 4 and lengths.typecode in "IL":
-            lens: Any = ffi.from_buffer("uint32_t[]", lengths)
+            lens: U32Array | list[int] = ffi.from_buffer("uint32_t[]", lengths)
         else:
             lens = list(lengths)
         return check(self._send_packed(packed, lens, n))
