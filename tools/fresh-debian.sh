@@ -104,7 +104,8 @@ say "unpacking $TARBALL into $ROOT"
 tar --numeric-owner -C "$ROOT" -xf "$TARBALL"
 
 # The project: a fresh clone, never the developer's work tree with its .venv and build outputs.
-DEST=$ROOT/root/vbusfs
+# In /src, readable by all: some tests run commands as nobody with the project on sys.path.
+DEST=$ROOT/src/vbusfs
 if [ -n "$SOURCE" ] && [ -d "$SOURCE" ]; then
   say "cloning $SOURCE"
   git clone --quiet --no-hardlinks "$SOURCE" "$DEST"
@@ -134,6 +135,7 @@ inner=$(
   cat <<'EOF'
 set -eu
 R=$1 TARGET=$2
+mount --bind "$R" "$R"        # the root a mount point: unshare --propagation in it needs one
 mount -t proc proc "$R/proc"
 mount --rbind /sys "$R/sys"
 mount --rbind /dev "$R/dev"   # with /dev/pts, /dev/shm, /dev/fuse and /dev/net/tun
@@ -150,7 +152,7 @@ echo "[fresh-debian] make and python3 installed in $(( $(date +%s) - t )) s:" \
   "$(in_root sh -c 'make --version | head -n1; python3 -V' | tr '\n' ' ')"
 t=$(date +%s)
 rc=0
-in_root sh -c "cd /root/vbusfs && exec make $TARGET" || rc=$?
+in_root sh -c "cd /src/vbusfs && exec make $TARGET" || rc=$?
 echo "[fresh-debian] make $TARGET took $(( $(date +%s) - t )) s and exited $rc"
 exit $rc
 EOF
