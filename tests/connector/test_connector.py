@@ -108,7 +108,7 @@ def test_loopback_returns_every_frame_in_order(setup):
     join(setup, "B")
     with client.connect(setup.path) as bus:
         assert bus.name == "B"
-        assert bus.interfaces() == [client.InterfaceInfo(0, "virtual-ethernet")]
+        assert bus.interfaces() == [client.InterfaceEntry(0, "virtual-ethernet")]
         with bus.open_venet(0) as nic:
             sent = [frame(i, random.Random(i).randint(18, 1514)) for i in range(2000)]
             received: list[bytes] = []
@@ -125,7 +125,7 @@ def test_venet_calls_and_oversized_frames(setup):
     with client.connect(setup.path) as bus, bus.open_venet(0) as nic:
         mac = setup.sh("cat sys/vbus/devices/L/client_mac").stdout.strip()
         assert nic.mac == bytes.fromhex(mac.replace(":", ""))
-        dev = nic.device
+        dev = nic.interface
         assert dev.call(client.NEGCAP, (7).to_bytes(4, "little")) == bytes(4)
         assert dev.call(client.LINKDOWN) == b"" and dev.call(client.FLUSHRX) == b""
         for bad in (5, 99, -1):
@@ -173,7 +173,7 @@ def test_a_member_of_another_bus_sees_only_its_own(setup):
     join(setup, "B")
     with client.connect(setup.path) as bus:
         setup.sh("rm config/vbus/instances/C/M", check=True)
-        assert bus.interfaces() == [client.InterfaceInfo(0, "virtual-ethernet")]
+        assert bus.interfaces() == [client.InterfaceEntry(0, "virtual-ethernet")]
         assert bus.events() == []  # C's changes are not B's business
 
 
@@ -184,9 +184,9 @@ def test_events_on_link_and_unlink(setup):
             "rm config/vbus/instances/C/M && ln -s ../../devices/M config/vbus/instances/B/",
             check=True,
         )
-        assert bus.wait_event(5) == client.BusEvent("add", 1, "virtual-ethernet")
+        assert bus.wait_event(5) == client.Event("add", 1, "virtual-ethernet")
         setup.sh("rm config/vbus/instances/B/M", check=True)
-        assert bus.wait_event(5) == client.BusEvent("drop", 1, "virtual-ethernet")
+        assert bus.wait_event(5) == client.Event("drop", 1, "virtual-ethernet")
 
 
 def test_an_interface_unlinked_while_open_is_dropped(setup):
@@ -194,9 +194,9 @@ def test_an_interface_unlinked_while_open_is_dropped(setup):
     with client.connect(setup.path) as bus:
         nic = bus.open_venet(0)
         setup.sh("rm config/vbus/instances/B/L", check=True)
-        assert bus.wait_event(5) == client.BusEvent("drop", 0, "virtual-ethernet")
+        assert bus.wait_event(5) == client.Event("drop", 0, "virtual-ethernet")
         with pytest.raises(client.ConnectorError) as info:
-            nic.device.call(client.MACQUERY)
+            nic.interface.call(client.MACQUERY)
         assert info.value.errno == errno.ENODEV
         nic.close()
         # the device is free again: relink and open it anew
@@ -324,7 +324,7 @@ def test_trio_clients_move_frames_and_hear_events(setup):
     async def main() -> None:
         async with await client.connect_async(setup.path) as bus:
             assert bus.name == "B"
-            assert await bus.interfaces() == [client.InterfaceInfo(0, "virtual-ethernet")]
+            assert await bus.interfaces() == [client.InterfaceEntry(0, "virtual-ethernet")]
             async with await bus.open_venet(0) as nic:
                 for i in range(20):
                     await nic.send(frame(i))
@@ -340,7 +340,7 @@ def test_trio_clients_move_frames_and_hear_events(setup):
                 "rm config/vbus/instances/C/M && ln -s ../../devices/M config/vbus/instances/B/",
             )
             with trio.fail_after(5):
-                assert await bus.wait_event() == client.BusEvent("add", 1, "virtual-ethernet")
+                assert await bus.wait_event() == client.Event("add", 1, "virtual-ethernet")
 
     trio.run(main)
 

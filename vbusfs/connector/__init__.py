@@ -1,9 +1,80 @@
 """The connector: how member processes reach the devices on their bus.
 
-`Connector` is the daemon side; the client side is `vbusfs.client`.
+`_protocol` is the pure protocol core both roles share (no I/O); `_rights`
+builds and parses the fds beside a datagram; `venet` holds the venet ABI
+numbers. `Connector`, the daemon side, is loaded only when asked for, so
+`vbusfs.client` (the client side) can import this package without the
+daemon's trio, deviceclasses and model.
 """
 
-from ._server import ClientFault, Connector
-from ._wire import MAX_MESSAGE, PROTOCOL, XATTR, WireError
+from __future__ import annotations
 
-__all__ = ["MAX_MESSAGE", "PROTOCOL", "XATTR", "ClientFault", "Connector", "WireError"]
+from typing import TYPE_CHECKING, Any
+
+from ._protocol import (
+    CLOSED,
+    MAX_FDS,
+    MAX_MESSAGE,
+    PROTOCOL,
+    XATTR,
+    ClientConnection,
+    Closed,
+    ConnectorError,
+    DaemonConnection,
+    Datagram,
+    Event,
+    Heard,
+    InterfaceEntry,
+    Reply,
+    Request,
+    Stray,
+    Welcome,
+    WireError,
+    error_fields,
+    interface_entries,
+    pack_bytes,
+    unpack_bytes,
+)
+from ._rights import RECEIVE, received, rights
+
+if TYPE_CHECKING:
+    from ._server import ClientFault, Connector
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("ClientFault", "Connector"):
+        from . import _server
+
+        return getattr(_server, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = [
+    "CLOSED",
+    "MAX_FDS",
+    "MAX_MESSAGE",
+    "PROTOCOL",
+    "RECEIVE",
+    "XATTR",
+    "ClientConnection",
+    "ClientFault",
+    "Closed",
+    "Connector",
+    "ConnectorError",
+    "DaemonConnection",
+    "Datagram",
+    "Event",
+    "Heard",
+    "InterfaceEntry",
+    "Reply",
+    "Request",
+    "Stray",
+    "Welcome",
+    "WireError",
+    "error_fields",
+    "interface_entries",
+    "pack_bytes",
+    "received",
+    "rights",
+    "unpack_bytes",
+]

@@ -9,11 +9,13 @@ When a client closes, dies (even by SIGKILL: its socket closes), or breaks
 the ring protocol, everything it opened is closed and its devices can be
 opened again at once. When an interface a client has open is unlinked, the
 client hears a `drop` event and its next operation on it fails with ENODEV.
+
+This is the I/O shell: what a datagram means and what a reply or an event
+looks like on the wire is `_protocol`'s business (`DaemonConnection`).
 """
 
 from __future__ import annotations
 
-import array
 import contextlib
 import errno
 import logging
@@ -21,6 +23,7 @@ import math
 import os
 import socket
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,16 +33,15 @@ from vbusfs.classes import discover, import_class
 from vbusfs.ioq import IoqError, IoqFault
 from vbusfs.model import DeviceConnection, Event, Vbus, VbusError, dump_config
 
-from ._wire import (
-    MAX_FDS,
-    MAX_MESSAGE,
-    PROTOCOL,
+from ._protocol import (
+    Closed,
+    DaemonConnection,
+    Request,
     WireError,
-    decode,
-    encode,
+    error_fields,
     pack_bytes,
-    unpack_bytes,
 )
+from ._rights import RECEIVE, received, rights
 
 log = logging.getLogger("vbusfs.connector")
 
@@ -103,10 +105,8 @@ class Connector:
                 bus = None
             admin = uid in (0, self.owner)
             if bus is None and not admin:
-                await _send(
-                    sock,
-                    {"errno": errno.EACCES, "message": f"process {pid} is not a member of any bus"},
-                )
+                why = f"process {pid} is not a member of any bus"
+                await sock.send(DaemonConnection().refuse(errno.EACCES, why))
                 return
             self.clients += 1
             try:
@@ -127,14 +127,15 @@ class _Session:
         self.pid = pid
         self.bus = bus
         self.admin = admin
+        self.protocol = DaemonConnection()
         self.opens: dict[int, _Open] = {}
         self.next_handle = 1
         self.send_lock = trio.Lock()
         self.events_in, self.events_out = trio.open_memory_channel[Event](math.inf)
 
-    async def send(self, message: dict[str, Any], fds: list[int] | None = None) -> None:
+    async def send(self, data: bytes, fds: Sequence[int] = ()) -> None:
         async with self.send_lock:
-            await _send(self.sock, message, fds)
+            await self.sock.sendmsg([data], rights(fds))
 
     def _heard(self, event: Event) -> None:
         if event.bus == self.bus:
@@ -146,8 +147,7 @@ class _Session:
             async with trio.open_nursery() as nursery:
                 self.nursery = nursery
                 nursery.start_soon(self._forward_events)
-                hello = {"bus": self.bus, "pid": self.pid, "admin": self.admin}
-                await self.send({"hello": {**hello, "protocol": PROTOCOL}})
+                await self.send(self.protocol.hello(self.bus, self.pid, self.admin))
                 try:
                     await self._requests()
                 except ClientFault as exc:
@@ -166,49 +166,45 @@ class _Session:
                         opened.dropped = True
                         _release(opened)
             await self.send(
-                {"event": event.kind, "id": event.interface_id, "type": event.interface_type}
+                self.protocol.event(event.kind, event.interface_id, event.interface_type)
             )
 
     async def _requests(self) -> None:
         while True:
             try:
-                data, fds = await _receive(self.sock)
+                datagram = received(await self.sock.recvmsg(*RECEIVE))
             except OSError:
                 return
-            if not data:
-                return  # the client closed or died
+            out_fds: list[int] = []
             try:
-                request = decode(data)
-                seq = request.get("seq")
-                reply, out_fds = self._dispatch(request, fds)
+                request = self.protocol.receive(datagram)
+                if isinstance(request, Closed):
+                    return  # the client closed or died
+                try:
+                    fields, out_fds = self._dispatch(request)
+                except VbusError as exc:
+                    fields = error_fields(exc.errno, exc.args[0] if exc.args else "")
             except WireError as exc:
                 raise ClientFault(str(exc)) from None
-            except VbusError as exc:
-                reply = {"errno": exc.errno, "message": exc.args[0] if exc.args else ""}
-                out_fds = []
             finally:
-                for fd in fds:
+                for fd in datagram.fds:
                     os.close(fd)
-            reply["seq"] = seq
             try:
-                await self.send(reply, out_fds)
+                await self.send(self.protocol.reply(request, fields), out_fds)
             finally:
                 for fd in out_fds:
                     os.close(fd)
 
-    def _dispatch(
-        self, request: dict[str, Any], fds: list[int]
-    ) -> tuple[dict[str, Any], list[int]]:
+    def _dispatch(self, request: Request) -> tuple[dict[str, Any], list[int]]:
         """The reply to one request, and file descriptors to send beside it."""
-        op = request.get("op")
-        if op == "open":
+        if request.op == "open":
             return self._open(request)
-        return self._reply(op, request, fds), []
+        return self._reply(request), []
 
-    def _open(self, request: dict[str, Any]) -> tuple[dict[str, Any], list[int]]:
+    def _open(self, request: Request) -> tuple[dict[str, Any], list[int]]:
         if self.bus is None:
             raise VbusError(f"process {self.pid} is not a member of any bus", errno=errno.EACCES)
-        interface_id, version = _int(request, "id"), _int(request, "version")
+        interface_id, version = request.integer("id"), request.integer("version")
         connection = self.vbus.open_interface(self.bus, interface_id, version)
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         handle = self.next_handle
@@ -218,7 +214,8 @@ class _Session:
         self.nursery.start_soon(self._run_device, handle, opened)
         return {"handle": handle}, [theirs.detach()]
 
-    def _reply(self, op: Any, request: dict[str, Any], fds: list[int]) -> dict[str, Any]:
+    def _reply(self, request: Request) -> dict[str, Any]:
+        op = request.op
         if op in _ADMIN_OPS:
             if not self.admin:
                 raise VbusError("only root or the daemon's owner may do that", errno=errno.EPERM)
@@ -230,13 +227,13 @@ class _Session:
             return {"interfaces": [{"id": i.id, "type": i.type} for i in bus.interfaces.values()]}
         opened, handle = self._handle(request)
         if op == "call":
-            function = _int(request, "function")
-            out = opened.connection.call(function, unpack_bytes(request.get("data", "")))
+            function = request.integer("function")
+            out = opened.connection.call(function, request.data())
             return {"data": pack_bytes(out)}
         if op == "queue":
-            if len(fds) != 4:
+            if len(request.fds) != 4:
                 raise VbusError("a queue takes 4 file descriptors", errno=errno.EINVAL)
-            opened.connection.attach_queue(_int(request, "index"), fds)
+            opened.connection.attach_queue(request.integer("index"), list(request.fds))
             return {}
         if op == "stats":
             return {"stats": opened.connection.stats()}
@@ -245,8 +242,8 @@ class _Session:
             return {}
         raise WireError(f"unknown operation {op!r}")
 
-    def _handle(self, request: dict[str, Any]) -> tuple[_Open, int]:
-        handle = _int(request, "handle")
+    def _handle(self, request: Request) -> tuple[_Open, int]:
+        handle = request.integer("handle")
         opened = self.opens.get(handle)
         if opened is None:
             raise VbusError(f"no open handle {handle}", errno=errno.EBADF)
@@ -280,14 +277,12 @@ def _release(opened: _Open) -> None:
         opened.hangup.close()
 
 
-def _save(vbus: Vbus, request: dict[str, Any]) -> dict[str, Any]:
+def _save(vbus: Vbus, request: Request) -> dict[str, Any]:
     return {"config": dump_config(vbus)}
 
 
-def _modprobe(vbus: Vbus, request: dict[str, Any]) -> dict[str, Any]:
-    name = request.get("deviceclass")
-    if not isinstance(name, str):
-        raise WireError("modprobe needs a class name")
+def _modprobe(vbus: Vbus, request: Request) -> dict[str, Any]:
+    name = request.text("deviceclass", "modprobe needs a class name")
     offered = discover()
     try:
         cls = offered[name] if name in offered else import_class(name)
@@ -297,45 +292,10 @@ def _modprobe(vbus: Vbus, request: dict[str, Any]) -> dict[str, Any]:
     return {"deviceclass": cls.name}
 
 
-def _rmmod(vbus: Vbus, request: dict[str, Any]) -> dict[str, Any]:
-    name = request.get("deviceclass")
-    if not isinstance(name, str):
-        raise WireError("rmmod needs a class name")
+def _rmmod(vbus: Vbus, request: Request) -> dict[str, Any]:
+    name = request.text("deviceclass", "rmmod needs a class name")
     vbus.unload_class(name)
     return {}
 
 
 _ADMIN_OPS = {"save": _save, "modprobe": _modprobe, "rmmod": _rmmod}
-
-
-def _int(request: dict[str, Any], key: str) -> int:
-    value = request.get(key)
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise WireError(f"{key} must be an integer")
-    return value
-
-
-async def _send(
-    sock: trio.socket.SocketType, message: dict[str, Any], fds: list[int] | None = None
-) -> None:
-    data = encode(message)
-    if fds:
-        rights = array.array("i", fds).tobytes()
-        await sock.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, rights)])
-    else:
-        await sock.send(data)
-
-
-async def _receive(sock: trio.socket.SocketType) -> tuple[bytes, list[int]]:
-    data, ancillary, flags, _ = await sock.recvmsg(MAX_MESSAGE, socket.CMSG_SPACE(MAX_FDS * 4))
-    fds: list[int] = []
-    for level, kind, payload in ancillary:
-        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-            received = array.array("i")
-            received.frombytes(payload[: len(payload) - len(payload) % 4])
-            fds.extend(received)
-    if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
-        for fd in fds:
-            os.close(fd)
-        raise ClientFault("a message was too long")
-    return data, fds

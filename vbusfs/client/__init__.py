@@ -1,0 +1,89 @@
+"""The client side of the connector: open the devices on your bus and move frames.
+
+A process that is a member of a bus (see `proc/<pid>/vbus`) connects with
+nothing but the mount point::
+
+    from vbusfs import client
+
+    with client.connect("/mnt/vbus") as bus:
+        print(bus.name, bus.interfaces())
+        with bus.open_venet(0) as nic:
+            nic.send(frame)
+            reply = nic.recv(timeout=1.0)
+
+The daemon learns who is calling from the kernel, so a process that is on no
+bus is refused (`PermissionError`), and a client sees only its own bus. Device
+add and drop events arrive as they happen (`Client.events()`,
+`Client.wait_event()`). Everything is released when the client closes or
+exits, however it exits.
+
+Two faces over one protocol core (`vbusfs.connector`): the sync face here, and
+a trio face (`connect_async`, `AsyncClient`, `AsyncVenet`) imported on first
+use. Importing this package must never load trio, pyfuse3, the daemon's
+connector server, the deviceclasses or the model: every member process pays
+for what it imports.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from vbusfs.connector import ConnectorError, Event, InterfaceEntry, WireError
+from vbusfs.connector.venet import (
+    FLUSHRX,
+    LINKDOWN,
+    LINKUP,
+    MACQUERY,
+    MAX_FRAME,
+    NEGCAP,
+    RX_QUEUE,
+    TX_QUEUE,
+)
+from vbusfs.connector.venet import VERSION as VENET_VERSION
+
+from ._common import find_connector
+from ._sync import Client, OpenInterface, Venet, connect
+
+if TYPE_CHECKING:
+    from ._trio import AsyncClient, AsyncVenet
+
+
+async def connect_async(mountpoint: str) -> AsyncClient:
+    """`connect` for trio programs: the same protocol on a trio socket."""
+    from ._trio import connect_async
+
+    return await connect_async(mountpoint)
+
+
+def __getattr__(name: str) -> Any:
+    # the trio face, loaded (with trio) only when a program asks for it
+    if name in ("AsyncClient", "AsyncVenet"):
+        from . import _trio
+
+        return getattr(_trio, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = [
+    "FLUSHRX",
+    "LINKDOWN",
+    "LINKUP",
+    "MACQUERY",
+    "MAX_FRAME",
+    "NEGCAP",
+    "RX_QUEUE",
+    "TX_QUEUE",
+    "VENET_VERSION",
+    "AsyncClient",
+    "AsyncVenet",
+    "Client",
+    "ConnectorError",
+    "Event",
+    "InterfaceEntry",
+    "OpenInterface",
+    "Venet",
+    "WireError",
+    "connect",
+    "connect_async",
+    "find_connector",
+]

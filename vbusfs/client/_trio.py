@@ -1,0 +1,155 @@
+"""The client's trio face: the same protocol core on a trio socket.
+
+Imported on first use (`vbusfs.client.connect_async`), so a member process
+that never uses trio never loads it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+from typing import Any
+
+import trio
+
+from vbusfs.connector import (
+    CLOSED,
+    RECEIVE,
+    ClientConnection,
+    Closed,
+    ConnectorError,
+    Datagram,
+    Event,
+    Heard,
+    InterfaceEntry,
+    Reply,
+    Stray,
+    interface_entries,
+    pack_bytes,
+    received,
+    rights,
+    unpack_bytes,
+)
+from vbusfs.connector import venet as abi
+from vbusfs.ioq import Ioq
+
+from ._common import close_fds, find_connector, hangup_of
+
+
+async def connect_async(mountpoint: str) -> AsyncClient:
+    """`connect` for trio programs: the same protocol on a trio socket."""
+    path = find_connector(mountpoint)
+    sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    try:
+        await sock.connect(path)
+        protocol = ClientConnection()
+        protocol.receive_welcome(received(await sock.recvmsg(*RECEIVE)))
+        return AsyncClient(sock, protocol)
+    except BaseException:
+        sock.close()
+        raise
+
+
+class AsyncClient:
+    """`Client` for trio: requests await their reply; events queue up meanwhile.
+
+    One task at a time may make requests on one AsyncClient.
+    """
+
+    def __init__(self, sock: trio.socket.SocketType, protocol: ClientConnection) -> None:
+        assert protocol.welcome is not None
+        self._sock = sock
+        self._protocol = protocol
+        self.name: str | None = protocol.welcome.bus
+
+    async def request(self, op: str, fds: tuple[int, ...] = (), **fields: Any) -> dict[str, Any]:
+        return (await self._exchange(op, fds, **fields)).result()
+
+    async def _exchange(self, op: str, fds: tuple[int, ...] = (), **fields: Any) -> Reply:
+        await self._send(self._protocol.send_request(op, fds, **fields))
+        while not isinstance(heard := await self._receive(), Reply):
+            pass
+        return heard
+
+    async def _send(self, datagram: Datagram) -> None:
+        await self._sock.sendmsg([datagram.data], rights(datagram.fds))
+
+    async def _receive(self) -> Heard:
+        heard = self._protocol.receive(received(await self._sock.recvmsg(*RECEIVE)))
+        if isinstance(heard, Stray | Closed):
+            close_fds(heard.fds)  # nobody waits for them
+        if isinstance(heard, Closed):
+            raise ConnectorError(0, CLOSED)
+        return heard
+
+    async def interfaces(self) -> list[InterfaceEntry]:
+        return interface_entries(await self.request("list"))
+
+    async def open_venet(self, interface_id: int, *, slots: int = 256) -> AsyncVenet:
+        reply = await self._exchange("open", id=interface_id, version=abi.VERSION)
+        handle = reply.result()["handle"]
+        venet = AsyncVenet(self, handle, slots, hangup_of(reply))
+        try:
+            await self.request("queue", tuple(venet.rx.fds), handle=handle, index=abi.RX_QUEUE)
+            await self.request("queue", tuple(venet.tx.fds), handle=handle, index=abi.TX_QUEUE)
+            await venet.call(abi.LINKUP)
+        except BaseException:
+            await venet.aclose()
+            raise
+        return venet
+
+    async def wait_event(self) -> Event:
+        """The next add or drop event (call it while no request is under way)."""
+        while (event := self._protocol.next_event_nowait()) is None:
+            await self._receive()
+        return event
+
+    async def aclose(self) -> None:
+        self._sock.close()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
+class AsyncVenet:
+    """`Venet` for trio: sends and receives wait on the ring's eventfd."""
+
+    def __init__(self, client: AsyncClient, handle: int, slots: int, hangup: socket.socket) -> None:
+        self.client = client
+        self.handle = handle
+        self.hangup = hangup
+        self.rx = Ioq.create(slots, 2048, direction="to_north")
+        self.tx = Ioq.create(slots, 2048, direction="to_south")
+        for ioq in (self.rx, self.tx):
+            ioq.watch_peer(hangup)
+
+    async def call(self, function: int, data: bytes = b"") -> bytes:
+        reply = await self.client.request(
+            "call", handle=self.handle, function=function, data=pack_bytes(data)
+        )
+        return unpack_bytes(reply["data"])
+
+    async def send(self, frame: bytes) -> None:
+        await self.tx.send_async(frame)
+
+    async def recv(self) -> bytes:
+        return await self.rx.receive_async()
+
+    async def recv_batch(self, max_frames: int = 64) -> list[bytes]:
+        return await self.rx.receive_batch_async(max_frames)
+
+    async def aclose(self) -> None:
+        with contextlib.suppress(ConnectorError, OSError):
+            await self.client.request("close", handle=self.handle)
+        self.rx.close()
+        self.tx.close()
+        self.hangup.close()
+
+    async def __aenter__(self) -> AsyncVenet:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
