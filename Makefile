@@ -19,7 +19,7 @@ TEST_PACKAGES := iproute2 util-linux procps graphviz valgrind iputils-ping gcc-m
 INSTALL_INPUTS := pyproject.toml setup.py MANIFEST.in $(wildcard native/*) requirements/build.txt
 LOCK := $(VENV)/bin/uv pip compile --universal --python-version 3.11 --generate-hashes --quiet --no-header
 
-.PHONY: setup setup-runtime demo test test-fast lint typecheck pytest bench lock dist check-dist image \
+.PHONY: setup setup-runtime demo test test-fast lint typecheck pytest bench lock dist check-dist test-lowest image \
         clean .demo-packages .test-packages .venv-ok
 
 setup: .test-packages .venv-ok
@@ -115,6 +115,20 @@ lock: setup
 	$(LOCK) --upgrade pyproject.toml --all-extras requirements/build.in requirements/tools.in -o requirements/dev.txt
 	$(LOCK) requirements/build.in -c requirements/dev.txt -o requirements/build.txt
 	$(LOCK) pyproject.toml -c requirements/dev.txt -o requirements/runtime.txt
+
+# The floors in pyproject.toml, tested: the lowest releases they allow, in a venv of their own
+# and a copy of the checkout's tracked files (so the two builds of the C ring never meet).
+LOWEST ?= /tmp/vbusfs-lowest
+test-lowest: setup
+	rm -rf $(LOWEST) && mkdir -p $(LOWEST)
+	git ls-files -z | xargs -0 cp -a --parents -t $(LOWEST)
+	$(VENV)/bin/uv pip compile --python-version 3.11 --resolution lowest-direct --quiet --no-header \
+	  pyproject.toml --extra test -o $(LOWEST)/lowest.txt
+	grep '==' $(LOWEST)/lowest.txt
+	cd $(LOWEST) && $(PY) -m venv .venv && .venv/bin/pip install -q --require-hashes --no-deps -r requirements/build.txt
+	cd $(LOWEST) && .venv/bin/pip install -q --no-deps --no-build-isolation -r lowest.txt
+	cd $(LOWEST) && .venv/bin/pip install -q --no-deps --no-build-isolation -e .
+	cd $(LOWEST) && HYPOTHESIS_PROFILE=$(HYPOTHESIS_PROFILE) .venv/bin/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 bench: setup
 	$(VPY) bench/control.py

@@ -4,7 +4,7 @@ Run by `make check-dist` and CI, with the development venv's Python (the locked 
 tools). In a temporary directory outside the checkout it:
 
 1. builds the sdist, then the wheel from the sdist (`python -m build`), and checks the wheel:
-   tagged cp311-abi3, carrying py.typed, the LICENSE, classifiers, project URLs, the version
+   tagged cp311-abi3, carrying py.typed, the ring's .pyi stub, the LICENSE, classifiers, project URLs, the version
    of vbusfs.__version__, hypothesis only behind the `testing` extra;
 2. builds a wheelhouse of the locked runtime dependencies (pyfuse3 from its sdist, once);
 3. installs the wheel into a fresh venv with no hypothesis, runs `vbusfs demo` there, and a
@@ -83,7 +83,8 @@ def check_wheel(wheel: pathlib.Path, version: str) -> None:
         info = next(n for n in names if n.endswith(".dist-info/METADATA"))
         metadata = email.parser.Parser().parsestr(archive.read(info).decode())
     wanted = {
-        "vbusfs/py.typed": any(n == "vbusfs/py.typed" for n in names),
+        "vbusfs/py.typed": "vbusfs/py.typed" in names,
+        "the ring's stub": "vbusfs/_ioq_cffi.pyi" in names,
         "LICENSE": any(n.endswith(".dist-info/licenses/LICENSE") for n in names),
         "abi3 ring": any(re.fullmatch(r"vbusfs/_ioq_cffi\.abi3\.so", n) for n in names),
         "classifiers": len(metadata.get_all("Classifier") or []) >= 5,
