@@ -4,8 +4,8 @@ Run by `make check-dist` and CI, with the development venv's Python (the locked 
 tools). In a temporary directory outside the checkout it:
 
 1. builds the sdist, then the wheel from the sdist (`python -m build`), and checks the wheel:
-   tagged cp311-abi3, carrying py.typed, the ring's .pyi stub, the LICENSE, classifiers, project URLs, the version
-   of vbusfs.__version__, hypothesis only behind the `testing` extra;
+   tagged cp311-abi3, carrying py.typed, the ring's .pyi stub, the LICENSE, classifiers,
+   project URLs, the version of vbusfs.__version__, hypothesis only behind `testing`;
 2. builds a wheelhouse of the locked runtime dependencies (pyfuse3 from its sdist, once);
 3. installs the wheel into a fresh venv with no hypothesis, runs `vbusfs demo` there, and a
    throwaway pytest project whose test uses the `vbus_mount` fixture;
