@@ -263,11 +263,12 @@ HOSTILE = """
     ring = mmap.mmap(nic.tx.fds.ring, 0)
     seed = int(sys.argv[2])
     rng = random.Random(seed)
-    if seed == 0:  # every descriptor points far outside the data segment: a sure fault
+    if seed == 0:  # a sure fault, however fast the daemon pops
         nic.tx.send_nowait(b"y" * 60)
-        for at in range(56, len(ring) - 31, 32):
+        for at in range(56, len(ring) - 31, 32):  # descriptors point outside the segment
             ring[at + 8 : at + 16] = (1 << 60).to_bytes(8, "little")
-        nic.tx.send_nowait(b"y" * 60)
+        nic.tx.send_nowait(b"y" * 60)  # (a push rewrites its own descriptor's ptr)
+        ring[28:32] = (0xFFFFFFFF).to_bytes(4, "little")  # valid tail out of range, for good
         nic.tx.signal()
     for _ in range(200 if seed else 0):
         try:
