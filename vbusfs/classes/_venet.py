@@ -15,16 +15,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from vbusfs.connector.venet import INTERFACE_TYPE as VIRTUAL_ETHERNET
+from vbusfs.connector.venet import VERSION
 from vbusfs.ioq import Switch
 from vbusfs.model import Attribute, Busy, DeviceClass, InterfaceInfo, VbusError
 
 from ._tap import TapInterface
 from ._values import format_mac, parse_bool, parse_mac, parse_u32, random_mac
-from ._venet_link import VERSION, LoopbackConnection, SwitchConnection, TapConnection
+from ._venet_link import LoopbackConnection, SwitchConnection, TapConnection
 
 log = logging.getLogger("vbusfs.venet")
 
-VIRTUAL_ETHERNET = "virtual-ethernet"
 DEFAULT_BURSTTHRESH_US = 20
 
 TapFactory = Callable[[bytes], TapInterface]

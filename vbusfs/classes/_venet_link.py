@@ -14,16 +14,21 @@ from typing import Any
 
 import trio
 
+from vbusfs.connector.venet import (
+    FLUSHRX,
+    HEADER,
+    LINKDOWN,
+    LINKUP,
+    MACQUERY,
+    MAX_FRAME,
+    NEGCAP,
+    RX_QUEUE,
+    TX_QUEUE,
+)
 from vbusfs.ioq import Ioq, IoqEmpty, IoqError, IoqFault, IoqFull, Switch
 from vbusfs.model import Busy, DeviceConnection, InvalidValue
 
-LINKUP, LINKDOWN, MACQUERY, NEGCAP, FLUSHRX = range(5)
-RX_QUEUE, TX_QUEUE = 0, 1
-MTU = 1500
-HEADER = 14
-MAX_FRAME = MTU + HEADER
 BATCH = 64
-VERSION = 1
 # Poll a ring this long before sleeping on its eventfd: a wake-up across the
 # two vCPUs costs about 20 us each way (FIELD-NOTES), more than a short poll.
 SPIN_US = 20
