@@ -70,13 +70,13 @@ endef
 $(RUNTIME_STAMP): $(INSTALL_INPUTS) requirements/runtime.txt
 	$(PIP) install -q --require-hashes --no-deps -r requirements/build.txt
 	$(PIP) install -q --require-hashes --no-deps --no-build-isolation -r requirements/runtime.txt
-	$(PIP) install -q --no-deps --no-build-isolation -e .
+	PYTHONWARNINGS="ignore:Editable installation" $(PIP) install -q --no-deps --no-build-isolation -e .
 	@touch $@
 
 $(DEV_STAMP): $(INSTALL_INPUTS) requirements/dev.txt
 	$(PIP) install -q --require-hashes --no-deps -r requirements/build.txt
 	$(PIP) install -q --require-hashes --no-deps --no-build-isolation -r requirements/dev.txt
-	$(PIP) install -q --no-deps --no-build-isolation -e .
+	PYTHONWARNINGS="ignore:Editable installation" $(PIP) install -q --no-deps --no-build-isolation -e .
 	$(PIP) check
 	@touch $@ $(RUNTIME_STAMP)
 
@@ -127,8 +127,18 @@ test-lowest: setup
 	grep '==' $(LOWEST)/lowest.txt
 	cd $(LOWEST) && $(PY) -m venv .venv && .venv/bin/pip install -q --require-hashes --no-deps -r requirements/build.txt
 	cd $(LOWEST) && .venv/bin/pip install -q --no-deps --no-build-isolation -r lowest.txt
-	cd $(LOWEST) && .venv/bin/pip install -q --no-deps --no-build-isolation -e .
+	cd $(LOWEST) && PYTHONWARNINGS="ignore:Editable installation" .venv/bin/pip install -q --no-deps --no-build-isolation -e .
 	cd $(LOWEST) && HYPOTHESIS_PROFILE=$(HYPOTHESIS_PROFILE) .venv/bin/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+# The container image (examples/container): podman or docker, whichever is installed.
+# BASE: the Debian bookworm image to build on (e.g. one made by examples/container/debian-base.sh).
+IMAGE ?= vbusfs
+BASE ?=
+image:
+	@engine=$$(command -v podman || command -v docker) || \
+	  { echo "make image needs podman or docker (Debian: apt-get install podman runc)"; exit 1; }; \
+	set -x; $$engine build -f examples/container/Containerfile -t $(IMAGE) \
+	  $(if $(BASE),--build-arg BASE=$(BASE)) .
 
 bench: setup
 	$(VPY) bench/control.py
