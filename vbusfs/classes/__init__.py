@@ -1,5 +1,10 @@
 """Built-in deviceclasses and the discovery of third-party ones.
 
+One module per class holds its type, attribute table and data path together
+(``_venet_tap``, ``_venet_loopback``, ``_venet_switch``), over the pieces the
+venet family shares (``_venet_common``: values, the MAC attributes, the client
+connection); ``_tap`` makes the host's TAP interfaces.
+
 Third-party classes register in the `vbusfs.deviceclasses` entry-point group;
 each entry names a `DeviceClass` subclass that can be built with no arguments.
 """
@@ -12,18 +17,12 @@ from importlib.metadata import entry_points
 from vbusfs.model import DeviceClass, Membership, ProcessTable, Vbus
 
 from ._tap import TapInterface
-from ._venet import (
-    BUILTIN_CLASSES,
-    VIRTUAL_ETHERNET,
-    SwitchPort,
-    SwitchState,
-    TapFactory,
-    VenetLoopback,
-    VenetState,
-    VenetSwitch,
-    VenetTap,
-    VenetTapState,
-)
+from ._venet_common import VIRTUAL_ETHERNET, VenetState
+from ._venet_loopback import VenetLoopback
+from ._venet_switch import SwitchPort, SwitchState, VenetSwitch
+from ._venet_tap import HostTap, TapFactory, VenetTap, VenetTapState
+
+BUILTIN_CLASSES: tuple[type[DeviceClass], ...] = (VenetTap, VenetLoopback, VenetSwitch)
 
 ENTRY_POINT_GROUP = "vbusfs.deviceclasses"
 
@@ -67,6 +66,7 @@ __all__ = [
     "BUILTIN_CLASSES",
     "ENTRY_POINT_GROUP",
     "VIRTUAL_ETHERNET",
+    "HostTap",
     "SwitchPort",
     "SwitchState",
     "TapFactory",
