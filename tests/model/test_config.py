@@ -62,7 +62,7 @@ def topologies(draw: st.DrawFn) -> Vbus:
         except Exception:
             continue
         if interface.device.deviceclass.name == "venet-switch":
-            vbus.store_interface_attribute(interface, "client_mac", draw(MACS))
+            vbus.store_attribute(interface, "client_mac", draw(MACS))
         if unlink_after:
             vbus.unlink(bus, device)  # leaves a gap in the ids
     return vbus

@@ -107,7 +107,7 @@ def test_invalid_mac_addresses_are_refused(mac):
 def test_attribute_values_cover_every_writable_attribute(kind, data):
     vbus, device = typed_device(kind)
     table = attribute_values(kind)
-    writable = {n for n, a in vbus.device_attributes(device).items() if a.writable}
+    writable = {n for n, a in vbus.attributes(device).items() if a.writable}
     assert set(table) == writable
     iface = {a.name for a in vbus.classes[kind].interface_attributes if a.writable}
     assert set(interface_attribute_values(kind)) == iface

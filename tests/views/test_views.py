@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import os
 import random
 
 import pytest
@@ -129,6 +130,19 @@ def test_proc_pids_need_ascii_digits():
     assert views.node(vbus, ("proc", "1"), caller=1) is not None
     for alias in ("\u0661", "\u00b9", "\uff11"):
         assert views.node(vbus, ("proc", alias), caller=1) is None
+
+
+def test_proc_membership_file_reads_the_bus_or_none():
+    vbus = Vbus(membership=Membership(ProcFs()))
+    vbus.create_bus("B")
+    pid = os.getpid()
+    membership = views.node(vbus, ("proc", str(pid), "vbus"), caller=pid)
+    assert isinstance(membership, FileNode) and membership.writable
+    assert membership.show() == views.NO_BUS == "<none>"
+    membership.store("B")
+    assert membership.show() == "B" and vbus.membership_of(pid) == "B"
+    membership.store("0")
+    assert membership.show() == "<none>" and vbus.membership_of(pid) is None
 
 
 @pytest.mark.parametrize(

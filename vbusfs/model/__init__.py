@@ -4,7 +4,7 @@ Pure and synchronous: nothing here imports pyfuse3, trio, os or cffi, and
 nothing here does I/O (deviceclass plugins may, inside their own steps).
 """
 
-from ._attributes import Attribute, AttributeTable
+from ._attributes import Attribute, AttributeTable, attribute_mode
 from ._config import ConfigError
 from ._config import dump as dump_config
 from ._config import restore as restore_config
@@ -26,18 +26,39 @@ from ._errors import (
     VbusError,
 )
 from ._membership import Change, Membership, ProcessInfo, ProcessTable
-from ._names import LEAVE_TOKEN, NAME_MAX, check_bus_name, check_name
-from ._objects import Bus, Device, Interface
-from ._vbus import MAX_INTERFACE_IDS, NO_BUS, Event, Listener, Vbus
+from ._names import (
+    BUS_ENTRIES,
+    CLASS_ENTRY,
+    DEVICE_ENTRIES,
+    DEVICE_ENTRY,
+    INTERFACE_ENTRIES,
+    INTERFACES_ENTRY,
+    LEAVE_TOKEN,
+    NAME_MAX,
+    PERMS_ENTRY,
+    TYPE_ENTRY,
+    check_bus_name,
+    check_name,
+)
+from ._objects import AttributeOwner, Bus, Device, Interface
+from ._vbus import MAX_INTERFACE_IDS, Event, Listener, Vbus
 
 __all__ = [
+    "BUS_ENTRIES",
+    "CLASS_ENTRY",
+    "DEVICE_ENTRIES",
+    "DEVICE_ENTRY",
+    "INTERFACES_ENTRY",
+    "INTERFACE_ENTRIES",
     "LEAVE_TOKEN",
     "MAX_INTERFACE_IDS",
     "NAME_MAX",
-    "NO_BUS",
+    "PERMS_ENTRY",
+    "TYPE_ENTRY",
     "AccessDenied",
     "AlreadyExists",
     "Attribute",
+    "AttributeOwner",
     "AttributeTable",
     "Bus",
     "Busy",
@@ -65,6 +86,7 @@ __all__ = [
     "ProcessTable",
     "Vbus",
     "VbusError",
+    "attribute_mode",
     "check_bus_name",
     "check_name",
     "dump_config",

@@ -3,7 +3,8 @@
 A deviceclass declares its attributes once; the sys view, the validation and
 the documentation all come from that declaration. `show` renders the value
 without the trailing newline; `store` validates, then changes state, and
-raises a `VbusError` (changing nothing) when the value is refused.
+raises a `VbusError` (changing nothing) when the value is refused. Both
+receive the state of the attribute's owner (a device or an interface).
 """
 
 from __future__ import annotations
@@ -18,6 +19,11 @@ Show = Callable[[Any], str]
 Store = Callable[[Any, str], None]
 
 
+def attribute_mode(writable: bool) -> int:
+    """An attribute file's mode (SPEC section 3): 0644 when it stores, else 0444."""
+    return 0o644 if writable else 0o444
+
+
 @dataclass(frozen=True, slots=True)
 class Attribute:
     """One attribute file: `mode` is 0o644 when `store` is given, else 0o444."""
@@ -29,16 +35,16 @@ class Attribute:
 
     @property
     def mode(self) -> int:
-        return 0o644 if self.store is not None else 0o444
+        return attribute_mode(self.writable)
 
     @property
     def writable(self) -> bool:
         return self.store is not None
 
-    def write(self, owner: Any, value: str) -> None:
+    def write(self, state: Any, value: str) -> None:
         if self.store is None:
             raise AccessDenied(f"{self.name} is read-only")
-        self.store(owner, value)
+        self.store(state, value)
 
 
 AttributeTable = tuple[Attribute, ...]

@@ -12,10 +12,25 @@ from __future__ import annotations
 from typing import Any
 
 from ._errors import InvalidValue, VbusError
+from ._objects import AttributeOwner
 from ._vbus import Vbus
 
 FORMAT = "vbusfs-config"
 VERSION = 1
+
+
+def _stored_values(vbus: Vbus, owner: AttributeOwner) -> dict[str, str]:
+    """What a device's or an interface's writable attributes read: what restore stores."""
+    return {
+        name: attr.show(owner.state)
+        for name, attr in vbus.attributes(owner).items()
+        if attr.writable
+    }
+
+
+def _store_values(vbus: Vbus, owner: AttributeOwner, values: dict[str, Any]) -> None:
+    for name, value in values.items():
+        vbus.store_attribute(owner, name, str(value))
 
 
 def dump(vbus: Vbus) -> dict[str, Any]:
@@ -24,11 +39,7 @@ def dump(vbus: Vbus) -> dict[str, Any]:
         entry: dict[str, Any] = {"name": device.name, "type": None}
         if device.deviceclass is not None:
             entry["type"] = device.deviceclass.name
-            entry["attributes"] = {
-                name: attr.show(device.state)
-                for name, attr in vbus.device_attributes(device).items()
-                if attr.writable
-            }
+            entry["attributes"] = _stored_values(vbus, device)
         devices.append(entry)
     buses = []
     for bus in vbus.buses.values():
@@ -39,11 +50,7 @@ def dump(vbus: Vbus) -> dict[str, Any]:
                 "device": interface.device.name,
                 "id": interface.id,
             }
-            attrs = {
-                name: attr.show(interface.state)
-                for name, attr in vbus.interface_attributes(interface).items()
-                if attr.writable
-            }
+            attrs = _stored_values(vbus, interface)
             if attrs:
                 link["attributes"] = attrs
             links.append(link)
@@ -121,16 +128,14 @@ def restore(vbus: Vbus, data: Any) -> None:
             vbus.create_device(device["name"])
             if device["type"] is not None:
                 vbus.set_device_type(device["name"], device["type"])
-                for name, value in device.get("attributes", {}).items():
-                    vbus.store_attribute(vbus.devices[device["name"]], name, str(value))
+                _store_values(vbus, vbus.devices[device["name"]], device.get("attributes", {}))
         for bus in data["buses"]:
             vbus.create_bus(bus["name"])
             for link in sorted(bus["links"], key=lambda item: item["id"]):
                 interface = vbus.link(
                     bus["name"], link["name"], link["device"], interface_id=link["id"]
                 )
-                for name, value in link.get("attributes", {}).items():
-                    vbus.store_interface_attribute(interface, name, str(value))
+                _store_values(vbus, interface, link.get("attributes", {}))
             vbus.buses[bus["name"]].next_id = bus["next_id"]
     except VbusError as exc:
         vbus.clear()

@@ -4,8 +4,11 @@ A deviceclass is registered once per model. Setting a device's type calls
 `create`, which builds the class's private per-device state (or refuses with a
 `VbusError`); linking the device into a bus calls `attach` for the new
 interface. `destroy` and `detach` are the drop steps and cannot fail, as in
-configfs. Attributes live in two tables: `attributes` (owner: the device
-state) and `interface_attributes` (owner: the interface state).
+configfs. Attributes live in two tables, one per attribute owner:
+`attributes` (of the device; show and store receive the device state) and
+`interface_attributes` (of each interface; they receive the interface state).
+No attribute may take a name the trees reserve (`DEVICE_ENTRIES`,
+`INTERFACE_ENTRIES`).
 """
 
 from __future__ import annotations

@@ -1,4 +1,9 @@
-"""Rules for the names of buses, devices and deviceclasses (three namespaces)."""
+"""Rules for the names of buses, devices and deviceclasses (three namespaces).
+
+Also the entry names the trees give a directory for itself (reserved: no
+attribute and no link may take them), spelled here once for the model, the
+views and the testing kit.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,22 @@ NAME_MAX = 255
 
 # The membership file reads this token as "leave", so no bus may be called it.
 LEAVE_TOKEN = "0"
+
+# Entries the trees give a directory for itself, whatever the model holds.
+CLASS_ENTRY = "class"  # sys/vbus/devices/<D>/class -> ../../deviceclass/<class>
+INTERFACES_ENTRY = "interfaces"  # sys/vbus/devices/<D>/interfaces/
+DEVICE_ENTRY = "device"  # sys/vbus/instances/<B>/devices/<id>/device -> the device
+# config/vbus/devices/<D>/type reads the deviceclass; sys/.../devices/<id>/type the
+# interface type (SPEC section 3 names both files `type`)
+TYPE_ENTRY = "type"
+PERMS_ENTRY = "perms"  # config/vbus/instances/<B>/perms/
+
+# Reserved per directory, in the order the views list them: a device's sys
+# directory, an interface's sys directory (no attribute may take these), and a
+# bus's config directory (no link may take these).
+DEVICE_ENTRIES = (CLASS_ENTRY, INTERFACES_ENTRY)
+INTERFACE_ENTRIES = (DEVICE_ENTRY, TYPE_ENTRY)
+BUS_ENTRIES = (PERMS_ENTRY,)
 
 
 def check_name(name: str, what: str) -> None:

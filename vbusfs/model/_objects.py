@@ -1,20 +1,59 @@
 """The model's nouns: device, bus, interface. Plain state, no behaviour of note.
 
-The root model (`Vbus`) is the only code that changes these objects; views
-and adapters read them.
+Devices and interfaces are both attribute owners: their deviceclass declares
+a table of attributes for each, whose show and store receive the owner's
+`state`. The root model (`Vbus`) is the only code that changes these
+objects; views and adapters read them.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
+from ._attributes import AttributeTable
 from ._deviceclass import DeviceClass
+from ._names import DEVICE_ENTRIES, INTERFACE_ENTRIES
+
+
+class AttributeOwner:
+    """What attribute files hang off (a configfs item): a `Device` or an `Interface`.
+
+    `Vbus.attributes(owner)`, `Vbus.show_attribute(owner, name)` and
+    `Vbus.store_attribute(owner, name, value)` serve both alike.
+    """
+
+    #: "device" or "interface": the owner's noun in messages and indexes
+    noun: ClassVar[str]
+    #: the entries the sys view gives the owner's directory; no attribute may take them
+    entries: ClassVar[tuple[str, ...]]
+    #: what the deviceclass's show and store steps receive
+    state: Any
+    #: False once the owner is removed: its open attribute files answer ENODEV
+    alive: bool
+
+    @property
+    def owner_class(self) -> DeviceClass | None:
+        """The deviceclass that declares the owner's attributes (None: untyped)."""
+        raise NotImplementedError
+
+    @property
+    def label(self) -> str:
+        """How messages name the owner: `device D` or `interface B/id`."""
+        raise NotImplementedError
+
+    @staticmethod
+    def declared_attributes(deviceclass: DeviceClass) -> AttributeTable:
+        """The table of `deviceclass` that declares attributes of this kind of owner."""
+        raise NotImplementedError
 
 
 @dataclass(eq=False)
-class Device:
+class Device(AttributeOwner):
     """A root-level device: untyped until a deviceclass name is stored in `type`."""
+
+    noun: ClassVar[str] = "device"
+    entries: ClassVar[tuple[str, ...]] = DEVICE_ENTRIES
 
     name: str
     deviceclass: DeviceClass | None = None
@@ -26,6 +65,18 @@ class Device:
     @property
     def typed(self) -> bool:
         return self.deviceclass is not None
+
+    @property
+    def owner_class(self) -> DeviceClass | None:
+        return self.deviceclass
+
+    @property
+    def label(self) -> str:
+        return f"{self.noun} {self.name}"
+
+    @staticmethod
+    def declared_attributes(deviceclass: DeviceClass) -> AttributeTable:
+        return deviceclass.attributes
 
     def __repr__(self) -> str:
         kind = self.deviceclass.name if self.deviceclass else "untyped"
@@ -50,8 +101,11 @@ class Bus:
 
 
 @dataclass(eq=False)
-class Interface:
+class Interface(AttributeOwner):
     """The presence of one device on one bus, created by a link."""
+
+    noun: ClassVar[str] = "interface"
+    entries: ClassVar[tuple[str, ...]] = INTERFACE_ENTRIES
 
     bus: Bus
     device: Device
@@ -69,6 +123,18 @@ class Interface:
     def name(self) -> str:
         """The entry name under the device's `interfaces/`."""
         return interface_name(self.device, self.bus.name, self.id)
+
+    @property
+    def owner_class(self) -> DeviceClass | None:
+        return self.device.deviceclass
+
+    @property
+    def label(self) -> str:
+        return f"{self.noun} {self.bus.name}/{self.id}"
+
+    @staticmethod
+    def declared_attributes(deviceclass: DeviceClass) -> AttributeTable:
+        return deviceclass.interface_attributes
 
     def __repr__(self) -> str:
         return f"<interface {self.bus.name}/{self.id} -> {self.device.name}>"

@@ -8,7 +8,7 @@ module does no I/O; deviceclass plugins may, inside their own steps.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,21 +25,14 @@ from ._errors import (
     NotFound,
 )
 from ._membership import Membership
-from ._names import LEAVE_TOKEN, check_bus_name, check_name
-from ._objects import Bus, Device, Interface, interface_name
+from ._names import BUS_ENTRIES, LEAVE_TOKEN, check_bus_name, check_name
+from ._objects import AttributeOwner, Bus, Device, Interface, interface_name
+
+# The two kinds of attribute owner; a deviceclass declares a table for each.
+OWNER_TYPES: tuple[type[AttributeOwner], ...] = (Device, Interface)
 
 # Interface ids are u32 on the wire of the original; one bus can hand out this many.
 MAX_INTERFACE_IDS = 1 << 32
-
-# Entry names the sys view gives a device and an interface directory for itself;
-# a class attribute may not take them.
-# What proc/<pid>/vbus reads for a process that is on no bus.
-NO_BUS = "<none>"
-
-RESERVED_DEVICE_ENTRIES = frozenset({"class", "interfaces"})
-# Entries every bus directory holds besides its links (configfs's perms group).
-BUS_ENTRIES = frozenset({"perms"})
-RESERVED_INTERFACE_ENTRIES = frozenset({"device", "type"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,8 +67,8 @@ class Vbus:
         # None: this model has no processes (an in-process model without /proc)
         self.membership = membership
         self._listeners: list[Listener] = []
-        self._attr_index: dict[str, dict[str, Attribute]] = {}
-        self._iface_attr_index: dict[str, dict[str, Attribute]] = {}
+        # (class name, owner noun) -> attribute name -> attribute
+        self._attr_index: dict[tuple[str, str], dict[str, Attribute]] = {}
 
     # -- deviceclasses -------------------------------------------------
 
@@ -86,17 +79,16 @@ class Vbus:
             raise InvalidValue(f"deviceclass {name} declares no interface type")
         if name in self.classes:
             raise AlreadyExists(f"deviceclass {name} is already loaded")
-        attrs = table_index(deviceclass.attributes)
-        iface_attrs = table_index(deviceclass.interface_attributes)
-        clash = (attrs.keys() & RESERVED_DEVICE_ENTRIES) | (
-            iface_attrs.keys() & RESERVED_INTERFACE_ENTRIES
-        )
+        indexes = {
+            owner.noun: table_index(owner.declared_attributes(deviceclass)) for owner in OWNER_TYPES
+        }
+        clash = set().union(*(indexes[owner.noun].keys() & owner.entries for owner in OWNER_TYPES))
         if clash:
             raise InvalidValue(f"deviceclass {name} uses reserved attribute names {sorted(clash)}")
         self.classes[name] = deviceclass
         self._typed[name] = 0
-        self._attr_index[name] = attrs
-        self._iface_attr_index[name] = iface_attrs
+        for noun, index in indexes.items():
+            self._attr_index[name, noun] = index
 
     def unload_class(self, name: str) -> DeviceClass:
         deviceclass = self.classes.get(name)
@@ -105,7 +97,8 @@ class Vbus:
         if self._typed[name]:
             raise Busy(f"deviceclass {name} has {self._typed[name]} device(s)")
         del self.classes[name], self._typed[name]
-        del self._attr_index[name], self._iface_attr_index[name]
+        for owner in OWNER_TYPES:
+            del self._attr_index[name, owner.noun]
         return deviceclass
 
     def class_in_use(self, name: str) -> int:
@@ -185,14 +178,16 @@ class Vbus:
         return self.membership
 
     def bus_of(self, pid: int) -> str | None:
-        """Which bus process `pid` is a member of, now (None: no bus)."""
+        """The bus process `pid` (a process id, not a thread's) is on now (None: no bus)."""
         return self._membership().bus_of(pid)
 
-    def show_membership(self, pid: int) -> str:
-        """What proc/<pid>/vbus reads: the bus name or <none>."""
+    def membership_of(self, pid: int) -> str | None:
+        """The bus of process `pid`, or of the process of thread `pid` (None: no bus).
+
+        What proc/<pid>/vbus shows; the views render None as `<none>`.
+        """
         membership = self._membership()
-        bus = membership.current(membership.process(pid))
-        return bus if bus is not None else NO_BUS
+        return membership.current(membership.process(pid))
 
     def set_membership(self, pid: int, value: str) -> None:
         """What a write to proc/<pid>/vbus does: join a bus, or leave with "0"."""
@@ -272,41 +267,27 @@ class Vbus:
 
     # -- attributes ----------------------------------------------------
 
-    def device_attributes(self, device: Device) -> dict[str, Attribute]:
-        if device.deviceclass is None:
+    def attributes(self, owner: AttributeOwner) -> Mapping[str, Attribute]:
+        """The attributes of a device or an interface, in declaration order."""
+        deviceclass = owner.owner_class
+        if deviceclass is None:
             return {}
-        return self._attr_index[device.deviceclass.name]
+        return self._attr_index[deviceclass.name, owner.noun]
 
-    def interface_attributes(self, interface: Interface) -> dict[str, Attribute]:
-        assert interface.device.deviceclass is not None
-        return self._iface_attr_index[interface.device.deviceclass.name]
+    def show_attribute(self, owner: AttributeOwner, name: str) -> str:
+        """The value of attribute `name` of a device or an interface (no newline)."""
+        return self._attribute(owner, name).show(owner.state)
 
-    def show_attribute(self, device: Device, name: str) -> str:
-        return self._attribute(device, name).show(device.state)
+    def store_attribute(self, owner: AttributeOwner, name: str, value: str) -> None:
+        """Store `value` in attribute `name` of a device or an interface."""
+        self._attribute(owner, name).write(owner.state, value)
 
-    def store_attribute(self, device: Device, name: str, value: str) -> None:
-        self._attribute(device, name).write(device.state, value)
-
-    def show_interface_attribute(self, interface: Interface, name: str) -> str:
-        return self._interface_attribute(interface, name).show(interface.state)
-
-    def store_interface_attribute(self, interface: Interface, name: str, value: str) -> None:
-        self._interface_attribute(interface, name).write(interface.state, value)
-
-    def _attribute(self, device: Device, name: str) -> Attribute:
-        if not device.alive:
-            raise NoDevice(f"device {device.name} was removed")
-        attr = self.device_attributes(device).get(name)
+    def _attribute(self, owner: AttributeOwner, name: str) -> Attribute:
+        if not owner.alive:
+            raise NoDevice(f"{owner.label} was removed")
+        attr = self.attributes(owner).get(name)
         if attr is None:
-            raise NotFound(f"device {device.name} has no attribute {name}")
-        return attr
-
-    def _interface_attribute(self, interface: Interface, name: str) -> Attribute:
-        if not interface.alive:
-            raise NoDevice(f"interface {interface.bus.name}/{interface.id} was removed")
-        attr = self.interface_attributes(interface).get(name)
-        if attr is None:
-            raise NotFound(f"interface has no attribute {name}")
+            raise NotFound(f"{owner.label} has no attribute {name}")
         return attr
 
     # -- events ----------------------------------------------------------

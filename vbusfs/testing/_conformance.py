@@ -57,12 +57,15 @@ from hypothesis.stateful import (
     rule,
 )
 
-from vbusfs.model import Device, DeviceClass, Interface, Vbus, VbusError
+from vbusfs.model import AttributeOwner, Device, DeviceClass, Interface, Vbus, VbusError
 
 from ._strategies import AttributeValues
 
 # A value plus its newline fits in one page, as a sysfs show must.
 MAX_SHOW_BYTES = 4095
+
+# The machine's table of values for each kind of attribute owner.
+_VALUES_FIELD = {Device.noun: "values", Interface.noun: "interface_values"}
 
 _ANY_TEXT = st.text(max_size=32)
 
@@ -113,11 +116,10 @@ class DeviceClassConformance(RuleBasedStateMachine):
         self.expected: dict[tuple[Any, ...], str] = {}
 
     def _check_tables(self) -> None:
-        for table, given, what in (
-            (self.instance.attributes, self.values, "values"),
-            (self.instance.interface_attributes, self.interface_values, "interface_values"),
-        ):
-            writable = {a.name for a in table if a.writable}
+        for owner in (Device, Interface):
+            what = _VALUES_FIELD[owner.noun]
+            given = getattr(self, what)
+            writable = {a.name for a in owner.declared_attributes(self.instance) if a.writable}
             missing = writable - set(given)
             extra = set(given) - writable
             if missing or extra:
@@ -135,17 +137,28 @@ class DeviceClassConformance(RuleBasedStateMachine):
     def _interfaces(self) -> list[Interface]:
         return [i for d in self._devices() for i in d.interfaces.values()]
 
+    def _owners(self) -> list[AttributeOwner]:
+        return [*self._devices(), *self._interfaces()]
+
+    def _values(self, owner: AttributeOwner) -> Mapping[str, AttributeValues]:
+        values: Mapping[str, AttributeValues] = getattr(self, _VALUES_FIELD[owner.noun])
+        return values
+
+    @staticmethod
+    def _key(owner: AttributeOwner, name: str) -> tuple[Any, ...]:
+        """(device, attribute) or (bus, id, attribute): where `expected` keeps a value."""
+        if isinstance(owner, Interface):
+            return (owner.bus.name, owner.id, name)
+        assert isinstance(owner, Device)
+        return (owner.name, name)
+
     def readout(self) -> dict[tuple[Any, ...], str]:
         """Every attribute of every device and interface of the class, as it reads now."""
-        out: dict[tuple[Any, ...], str] = {}
-        for device in self._devices():
-            for name in self.vbus.device_attributes(device):
-                out[(device.name, name)] = self.vbus.show_attribute(device, name)
-        for interface in self._interfaces():
-            for name in self.vbus.interface_attributes(interface):
-                key = (interface.bus.name, interface.id, name)
-                out[key] = self.vbus.show_interface_attribute(interface, name)
-        return out
+        return {
+            self._key(owner, name): self.vbus.show_attribute(owner, name)
+            for owner in self._owners()
+            for name in self.vbus.attributes(owner)
+        }
 
     def picture(self) -> tuple[Any, ...]:
         """All the machine compares to say "nothing changed"."""
@@ -309,79 +322,60 @@ class DeviceClassConformance(RuleBasedStateMachine):
     @precondition(lambda self: self._has_devices() and bool(self.values))
     @rule(data=st.data())
     def store_valid(self, data: st.DataObject) -> None:
-        device = self._draw_device(data)
-        name = data.draw(st.sampled_from(sorted(self.values)))
-        spec = self.values[name]
-        value = data.draw(spec.valid, label="value")
-        self.vbus.store_attribute(device, name, value)
-        expected = spec.shows(value)
-        shown = self.vbus.show_attribute(device, name)
-        assert shown == expected, f"{name} reads {shown!r} after storing {value!r}"
-        self.expected[(device.name, name)] = expected
+        self._store_valid(data, self._draw_device(data))
 
     @precondition(lambda self: self._has_devices() and bool(self.values))
     @rule(data=st.data())
     def store_invalid(self, data: st.DataObject) -> None:
-        device = self._draw_device(data)
-        name = data.draw(st.sampled_from(sorted(self.values)))
-        value = data.draw(self.values[name].invalid, label="value")
-        self._expect_refusal(
-            errno.EINVAL, lambda: self.vbus.store_attribute(device, name, value), name, value
-        )
+        self._store_invalid(data, self._draw_device(data))
 
     @precondition(_has_devices)
     @rule(data=st.data())
     def store_read_only(self, data: st.DataObject) -> None:
-        device = self._draw_device(data)
-        read_only = sorted(a.name for a in self.instance.attributes if not a.writable)
-        if not read_only:
-            return
-        name = data.draw(st.sampled_from(read_only))
-        value = data.draw(_ANY_TEXT, label="value")
-        self._expect_refusal(
-            errno.EACCES, lambda: self.vbus.store_attribute(device, name, value), name, value
-        )
+        self._store_read_only(data, self._draw_device(data))
 
     @precondition(lambda self: self._has_interfaces() and bool(self.interface_values))
     @rule(data=st.data())
     def store_interface_valid(self, data: st.DataObject) -> None:
-        interface = self._draw_interface(data)
-        name = data.draw(st.sampled_from(sorted(self.interface_values)))
-        spec = self.interface_values[name]
-        value = data.draw(spec.valid, label="value")
-        self.vbus.store_interface_attribute(interface, name, value)
-        expected = spec.shows(value)
-        shown = self.vbus.show_interface_attribute(interface, name)
-        assert shown == expected, f"{name} reads {shown!r} after storing {value!r}"
-        self.expected[(interface.bus.name, interface.id, name)] = expected
+        self._store_valid(data, self._draw_interface(data))
 
     @precondition(lambda self: self._has_interfaces() and bool(self.interface_values))
     @rule(data=st.data())
     def store_interface_invalid(self, data: st.DataObject) -> None:
-        interface = self._draw_interface(data)
-        name = data.draw(st.sampled_from(sorted(self.interface_values)))
-        value = data.draw(self.interface_values[name].invalid, label="value")
-        self._expect_refusal(
-            errno.EINVAL,
-            lambda: self.vbus.store_interface_attribute(interface, name, value),
-            name,
-            value,
-        )
+        self._store_invalid(data, self._draw_interface(data))
 
     @precondition(_has_interfaces)
     @rule(data=st.data())
     def store_interface_read_only(self, data: st.DataObject) -> None:
-        interface = self._draw_interface(data)
-        read_only = sorted(a.name for a in self.instance.interface_attributes if not a.writable)
+        self._store_read_only(data, self._draw_interface(data))
+
+    def _store_valid(self, data: st.DataObject, owner: AttributeOwner) -> None:
+        values = self._values(owner)
+        name = data.draw(st.sampled_from(sorted(values)))
+        spec = values[name]
+        value = data.draw(spec.valid, label="value")
+        self.vbus.store_attribute(owner, name, value)
+        expected = spec.shows(value)
+        shown = self.vbus.show_attribute(owner, name)
+        assert shown == expected, f"{name} reads {shown!r} after storing {value!r}"
+        self.expected[self._key(owner, name)] = expected
+
+    def _store_invalid(self, data: st.DataObject, owner: AttributeOwner) -> None:
+        values = self._values(owner)
+        name = data.draw(st.sampled_from(sorted(values)))
+        value = data.draw(values[name].invalid, label="value")
+        self._expect_refusal(
+            errno.EINVAL, lambda: self.vbus.store_attribute(owner, name, value), name, value
+        )
+
+    def _store_read_only(self, data: st.DataObject, owner: AttributeOwner) -> None:
+        read_only = sorted(n for n, a in self.vbus.attributes(owner).items() if not a.writable)
         if not read_only:
             return
         name = data.draw(st.sampled_from(read_only))
         value = data.draw(_ANY_TEXT, label="value")
         self._expect_refusal(
-            errno.EACCES,
-            lambda: self.vbus.store_interface_attribute(interface, name, value),
-            name,
-            value,
+            errno.EACCES, lambda: self.vbus.store_attribute(owner, name, value), name, value
         )
 
     def _expect_refusal(self, want: int, store: Any, name: str, value: str) -> None:

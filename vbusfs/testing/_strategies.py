@@ -43,7 +43,7 @@ from typing import NamedTuple
 from hypothesis import strategies as st
 
 from vbusfs.classes import BUILTIN_CLASSES
-from vbusfs.model import LEAVE_TOKEN, NAME_MAX, DeviceClass, Vbus
+from vbusfs.model import BUS_ENTRIES, LEAVE_TOKEN, NAME_MAX, DeviceClass, Vbus
 
 from ._fakes import host_free_model
 
@@ -69,16 +69,11 @@ def _check_kind(kind: str) -> None:
         raise ValueError(f"kind must be one of {', '.join(KINDS)}, not {kind!r}")
 
 
-# Every bus directory in config holds `perms/`: a link by that name is EEXIST through a
-# mount, although the model alone would take it.
-BUS_DIRECTORY_ENTRIES = frozenset({"perms"})
-
-
 def _acceptable(kind: str) -> Callable[[str], bool]:
     def acceptable(name: str) -> bool:
         if not name or name in (".", ".."):
             return False
-        if kind == "link" and name in BUS_DIRECTORY_ENTRIES:
+        if kind == "link" and name in BUS_ENTRIES:
             return False
         return not (kind == "bus" and name == LEAVE_TOKEN)
 
@@ -396,7 +391,7 @@ def topology_plans(
             on = draw(st.lists(st.sampled_from(buses), max_size=1))
         for bus in on:
             taken = {s.link for s in steps if isinstance(s, Link) and s.bus == bus}
-            taken |= BUS_DIRECTORY_ENTRIES
+            taken.update(BUS_ENTRIES)
             link = device if device not in taken else f"{device}.{next_id[bus]}"
             if link in taken:
                 continue
@@ -426,8 +421,7 @@ def apply_plan(vbus: Vbus, plan: Plan) -> Vbus:
                 if interface.id != interface_id:
                     raise ValueError(f"{step} made interface {interface.id}: was the bus empty?")
             case StoreInterfaceAttribute(bus, interface_id, attribute, value):
-                interface = vbus.bus(bus).interfaces[interface_id]
-                vbus.store_interface_attribute(interface, attribute, value)
+                vbus.store_attribute(vbus.bus(bus).interfaces[interface_id], attribute, value)
     return vbus
 
 

@@ -12,7 +12,23 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from vbusfs.model import Attribute, Device, Interface, NoSuchProcess, Vbus
+from vbusfs.model import (
+    BUS_ENTRIES,
+    CLASS_ENTRY,
+    DEVICE_ENTRIES,
+    DEVICE_ENTRY,
+    INTERFACE_ENTRIES,
+    INTERFACES_ENTRY,
+    PERMS_ENTRY,
+    TYPE_ENTRY,
+    Attribute,
+    AttributeOwner,
+    Device,
+    Interface,
+    NoSuchProcess,
+    Vbus,
+    attribute_mode,
+)
 
 Path = tuple[str, ...]
 
@@ -21,6 +37,8 @@ CONFIG_DEVICES: Path = ("config", "vbus", "devices")
 CONFIG_INSTANCES: Path = ("config", "vbus", "instances")
 SYS_VBUS: Path = ("sys", "vbus")
 SYS_VERSION = "1"
+# What proc/<pid>/vbus reads for a process that is on no bus.
+NO_BUS = "<none>"
 DIR_MODE = 0o755
 LINK_MODE = 0o777
 
@@ -48,7 +66,7 @@ class FileNode:
 
     @property
     def mode(self) -> int:
-        return 0o644 if self.store is not None else 0o444
+        return attribute_mode(self.writable)
 
     @property
     def writable(self) -> bool:
@@ -81,23 +99,18 @@ def _constant(value: str) -> FileNode:
     return FileNode(lambda: value)
 
 
-def _device_attribute(vbus: Vbus, device: Device, attr: Attribute) -> FileNode:
+def _attribute_file(vbus: Vbus, owner: AttributeOwner, attr: Attribute) -> FileNode:
+    """The file of attribute `attr` of a device or an interface."""
+
     def store(value: str) -> None:
-        vbus.store_attribute(device, attr.name, value)
+        vbus.store_attribute(owner, attr.name, value)
 
-    return FileNode(
-        lambda: vbus.show_attribute(device, attr.name), store if attr.writable else None
-    )
+    return FileNode(lambda: vbus.show_attribute(owner, attr.name), store if attr.writable else None)
 
 
-def _interface_attribute(vbus: Vbus, interface: Interface, attr: Attribute) -> FileNode:
-    def store(value: str) -> None:
-        vbus.store_interface_attribute(interface, attr.name, value)
-
-    return FileNode(
-        lambda: vbus.show_interface_attribute(interface, attr.name),
-        store if attr.writable else None,
-    )
+def _attribute_node(vbus: Vbus, owner: AttributeOwner, name: str) -> FileNode | None:
+    attr = vbus.attributes(owner).get(name)
+    return _attribute_file(vbus, owner, attr) if attr is not None else None
 
 
 def _type_file(vbus: Vbus, device: Device) -> FileNode:
@@ -140,7 +153,7 @@ def node(vbus: Vbus, path: Path, caller: int | None = None) -> Node | None:
             return DIR
         case ("config", "vbus", "devices", d):
             return DIR if d in vbus.devices else None
-        case ("config", "vbus", "devices", d, "type"):
+        case ("config", "vbus", "devices", d, name) if name == TYPE_ENTRY:
             device = vbus.devices.get(d)
             return _type_file(vbus, device) if device is not None else None
         case ("config", "vbus", "instances", b):
@@ -149,7 +162,7 @@ def node(vbus: Vbus, path: Path, caller: int | None = None) -> Node | None:
             bus = vbus.buses.get(b)
             if bus is None:
                 return None
-            if name == "perms":
+            if name == PERMS_ENTRY:
                 return DIR
             interface = bus.links.get(name)
             return LinkNode(config_link_target(interface.device.name)) if interface else None
@@ -161,25 +174,22 @@ def node(vbus: Vbus, path: Path, caller: int | None = None) -> Node | None:
             return DIR if c in vbus.classes else None
         case ("sys", "vbus", "devices", d):
             return DIR if d in vbus.devices else None
-        case ("sys", "vbus", "devices", d, "interfaces"):
+        case ("sys", "vbus", "devices", d, name) if name == INTERFACES_ENTRY:
             return DIR if d in vbus.devices else None
-        case ("sys", "vbus", "devices", d, "interfaces", i):
+        case ("sys", "vbus", "devices", d, name, i) if name == INTERFACES_ENTRY:
             device = vbus.devices.get(d)
             interface = device.interfaces.get(i) if device is not None else None
             if interface is None:
                 return None
             return LinkNode(f"../../../instances/{interface.bus.name}/devices/{interface.id}")
-        case ("sys", "vbus", "devices", d, "class"):
+        case ("sys", "vbus", "devices", d, name) if name == CLASS_ENTRY:
             device = vbus.devices.get(d)
             if device is None or device.deviceclass is None:
                 return None
             return LinkNode(f"../../deviceclass/{device.deviceclass.name}")
         case ("sys", "vbus", "devices", d, name):
             device = vbus.devices.get(d)
-            if device is None:
-                return None
-            attr = vbus.device_attributes(device).get(name)
-            return _device_attribute(vbus, device, attr) if attr is not None else None
+            return _attribute_node(vbus, device, name) if device is not None else None
         case ("sys", "vbus", "instances", b):
             return DIR if b in vbus.buses else None
         case ("sys", "vbus", "instances", b, "devices" | "members"):
@@ -192,12 +202,11 @@ def node(vbus: Vbus, path: Path, caller: int | None = None) -> Node | None:
             interface = _bus_interface(vbus, b, i)
             if interface is None:
                 return None
-            if name == "device":
+            if name == DEVICE_ENTRY:
                 return LinkNode(f"../../../../devices/{interface.device.name}")
-            if name == "type":
+            if name == TYPE_ENTRY:
                 return _constant(interface.type)
-            attr = vbus.interface_attributes(interface).get(name)
-            return _interface_attribute(vbus, interface, attr) if attr is not None else None
+            return _attribute_node(vbus, interface, name)
     return None
 
 
@@ -233,10 +242,14 @@ def _proc_node(vbus: Vbus, path: Path, caller: int | None) -> Node | None:
     if len(path) == 2:
         return DirNode(uid=info.uid)
 
+    def show() -> str:
+        bus = vbus.membership_of(pid)
+        return bus if bus is not None else NO_BUS
+
     def store(value: str) -> None:
         vbus.set_membership(pid, value)
 
-    return FileNode(lambda: vbus.show_membership(pid), store, uid=info.uid)
+    return FileNode(show, store, uid=info.uid)
 
 
 def children(vbus: Vbus, path: Path) -> Sequence[str]:
@@ -257,12 +270,12 @@ def children(vbus: Vbus, path: Path) -> Sequence[str]:
         case ("config", "vbus", "devices"):
             return list(vbus.devices)
         case ("config", "vbus", "devices", d):
-            return ("type",) if d in vbus.devices else ()
+            return (TYPE_ENTRY,) if d in vbus.devices else ()
         case ("config", "vbus", "instances"):
             return list(vbus.buses)
         case ("config", "vbus", "instances", b):
             bus = vbus.buses.get(b)
-            return ["perms", *bus.links] if bus is not None else ()
+            return [*BUS_ENTRIES, *bus.links] if bus is not None else ()
         case ("sys", "vbus"):
             return ("deviceclass", "devices", "instances", "version")
         case ("sys", "vbus", "deviceclass"):
@@ -274,9 +287,9 @@ def children(vbus: Vbus, path: Path) -> Sequence[str]:
             if device is None:
                 return ()
             if device.deviceclass is None:
-                return ("interfaces",)
-            return ("class", "interfaces", *vbus.device_attributes(device))
-        case ("sys", "vbus", "devices", d, "interfaces"):
+                return (INTERFACES_ENTRY,)
+            return (*DEVICE_ENTRIES, *vbus.attributes(device))
+        case ("sys", "vbus", "devices", d, name) if name == INTERFACES_ENTRY:
             device = vbus.devices.get(d)
             return list(device.interfaces) if device is not None else ()
         case ("sys", "vbus", "instances"):
@@ -294,5 +307,5 @@ def children(vbus: Vbus, path: Path) -> Sequence[str]:
             interface = _bus_interface(vbus, b, i)
             if interface is None:
                 return ()
-            return ("device", "type", *vbus.interface_attributes(interface))
+            return (*INTERFACE_ENTRIES, *vbus.attributes(interface))
     return ()
