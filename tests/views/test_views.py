@@ -12,7 +12,7 @@ from vbusfs import views
 from vbusfs._procfs import ProcFs
 from vbusfs.classes import VenetLoopback, VenetSwitch, VenetTap
 from vbusfs.model import Membership, Vbus, VbusError
-from vbusfs.views import DirNode, FileNode, LinkNode
+from vbusfs.views import DirNode, FileNode, SymlinkNode
 
 B = ("config", "vbus", "instances", "B")
 
@@ -35,7 +35,7 @@ def walk(vbus: Vbus, path=()) -> dict[str, str]:
         if isinstance(found, DirNode):
             out[key] = "dir"
             out.update(walk(vbus, child))
-        elif isinstance(found, LinkNode):
+        elif isinstance(found, SymlinkNode):
             out[key] = f"link {found.target}"
         else:
             assert isinstance(found, FileNode)

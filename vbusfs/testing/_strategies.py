@@ -43,7 +43,7 @@ from typing import NamedTuple
 from hypothesis import strategies as st
 
 from vbusfs.classes import BUILTIN_CLASSES
-from vbusfs.model import BUS_ENTRIES, LEAVE_TOKEN, NAME_MAX, DeviceClass, Vbus
+from vbusfs.model import BUS_ENTRIES, LEAVE_TOKEN, NAME_MAX, TYPE_ENTRY, DeviceClass, Vbus
 
 from ._fakes import host_free_model
 
@@ -376,16 +376,16 @@ def topology_plans(
     next_id = dict.fromkeys(buses, 0)
     for device in devices:
         steps.append(CreateDevice(device))
-        kind = draw(st.sampled_from(class_choices)) if class_choices else None
-        if kind is None:
+        class_name = draw(st.sampled_from(class_choices)) if class_choices else None
+        if class_name is None:
             continue
-        steps.append(SetType(device, kind))
-        for attribute, spec in sorted(device_values.get(kind, {}).items()):
-            if (kind, attribute) not in skip_attributes and draw(st.booleans()):
+        steps.append(SetType(device, class_name))
+        for attribute, spec in sorted(device_values.get(class_name, {}).items()):
+            if (class_name, attribute) not in skip_attributes and draw(st.booleans()):
                 steps.append(StoreAttribute(device, attribute, draw(spec.valid)))
         if not buses:
             continue
-        if by_name[kind].multi_bus:
+        if by_name[class_name].multi_bus:
             on = draw(st.lists(st.sampled_from(buses), unique=True))
         else:
             on = draw(st.lists(st.sampled_from(buses), max_size=1))
@@ -396,8 +396,8 @@ def topology_plans(
             if link in taken:
                 continue
             steps.append(Link(bus, link, device, next_id[bus]))
-            for attribute, spec in sorted(iface_values.get(kind, {}).items()):
-                if (kind, attribute) not in skip_attributes and draw(st.booleans()):
+            for attribute, spec in sorted(iface_values.get(class_name, {}).items()):
+                if (class_name, attribute) not in skip_attributes and draw(st.booleans()):
                     value = draw(spec.valid)
                     steps.append(StoreInterfaceAttribute(bus, next_id[bus], attribute, value))
             next_id[bus] += 1
@@ -412,8 +412,8 @@ def apply_plan(vbus: Vbus, plan: Plan) -> Vbus:
                 vbus.create_bus(name)
             case CreateDevice(name):
                 vbus.create_device(name)
-            case SetType(device, kind):
-                vbus.set_device_type(device, kind)
+            case SetType(device, class_name):
+                vbus.set_device_type(device, class_name)
             case StoreAttribute(device, attribute, value):
                 vbus.store_attribute(vbus.device(device), attribute, value)
             case Link(bus, link, device, interface_id):
@@ -446,8 +446,8 @@ def apply_plan_to_mount(root: str, plan: Plan) -> None:
                 os.mkdir(os.path.join(config, "instances", name))
             case CreateDevice(name):
                 os.mkdir(os.path.join(config, "devices", name))
-            case SetType(device, kind):
-                _write(os.path.join(config, "devices", device, "type"), kind)
+            case SetType(device, class_name):
+                _write(os.path.join(config, "devices", device, TYPE_ENTRY), class_name)
             case StoreAttribute(device, attribute, value):
                 _write(os.path.join(sys_vbus, "devices", device, attribute), value)
             case Link(bus, link, device, _):

@@ -16,11 +16,12 @@ from ._nodes import (
     LinkNode,
     Node,
     Path,
+    SymlinkNode,
     children,
     config_link_target,
     node,
 )
-from ._ops import TooManyLinks, join, mkdir, resolve, rmdir, symlink, unlink
+from ._ops import TooManySymlinks, join, mkdir, resolve, rmdir, symlink, unlink
 from ._render import render_tree
 
 __all__ = [
@@ -35,7 +36,8 @@ __all__ = [
     "LinkNode",
     "Node",
     "Path",
-    "TooManyLinks",
+    "SymlinkNode",
+    "TooManySymlinks",
     "children",
     "config_link_target",
     "join",

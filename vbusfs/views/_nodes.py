@@ -40,7 +40,7 @@ SYS_VERSION = "1"
 # What proc/<pid>/vbus reads for a process that is on no bus.
 NO_BUS = "<none>"
 DIR_MODE = 0o755
-LINK_MODE = 0o777
+SYMLINK_MODE = 0o777
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,10 +50,17 @@ class DirNode:
 
 
 @dataclass(frozen=True, slots=True)
-class LinkNode:
+class SymlinkNode:
+    """A symlink of the trees: a bus's link (config) or a sys symlink; `target` is its text."""
+
     target: str
-    mode: int = LINK_MODE
+    mode: int = SYMLINK_MODE
     uid: int | None = None
+
+
+# The old name, until vbusfs/fuse/_operations.py, vbusfs/cli/_demo.py and
+# tests/mount/test_differential.py say SymlinkNode ("link" is a bus's link only).
+LinkNode = SymlinkNode
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +80,7 @@ class FileNode:
         return self.store is not None
 
 
-Node = DirNode | LinkNode | FileNode
+Node = DirNode | SymlinkNode | FileNode
 DIR = DirNode()
 
 # The skeleton of the trees: these paths exist, with the same attributes,
@@ -165,7 +172,7 @@ def node(vbus: Vbus, path: Path, caller: int | None = None) -> Node | None:
             if name == PERMS_ENTRY:
                 return DIR
             interface = bus.links.get(name)
-            return LinkNode(config_link_target(interface.device.name)) if interface else None
+            return SymlinkNode(config_link_target(interface.device.name)) if interface else None
         case ("sys", "vbus", "version"):
             return _constant(SYS_VERSION)
         case ("sys", "vbus", "deviceclass" | "devices" | "instances"):
@@ -181,12 +188,12 @@ def node(vbus: Vbus, path: Path, caller: int | None = None) -> Node | None:
             interface = device.interfaces.get(i) if device is not None else None
             if interface is None:
                 return None
-            return LinkNode(f"../../../instances/{interface.bus.name}/devices/{interface.id}")
+            return SymlinkNode(f"../../../instances/{interface.bus.name}/devices/{interface.id}")
         case ("sys", "vbus", "devices", d, name) if name == CLASS_ENTRY:
             device = vbus.devices.get(d)
             if device is None or device.deviceclass is None:
                 return None
-            return LinkNode(f"../../deviceclass/{device.deviceclass.name}")
+            return SymlinkNode(f"../../deviceclass/{device.deviceclass.name}")
         case ("sys", "vbus", "devices", d, name):
             device = vbus.devices.get(d)
             return _attribute_node(vbus, device, name) if device is not None else None
@@ -203,7 +210,7 @@ def node(vbus: Vbus, path: Path, caller: int | None = None) -> Node | None:
             if interface is None:
                 return None
             if name == DEVICE_ENTRY:
-                return LinkNode(f"../../../../devices/{interface.device.name}")
+                return SymlinkNode(f"../../../../devices/{interface.device.name}")
             if name == TYPE_ENTRY:
                 return _constant(interface.type)
             return _attribute_node(vbus, interface, name)
@@ -234,7 +241,7 @@ def _proc_node(vbus: Vbus, path: Path, caller: int | None) -> Node | None:
     if path == ("proc",):
         return DIR
     if path == ("proc", "self"):
-        return LinkNode(str(caller)) if caller is not None else None
+        return SymlinkNode(str(caller)) if caller is not None else None
     pid = _pid(path[1])
     if pid is None or len(path) > 3 or (len(path) == 3 and path[2] != "vbus"):
         return None

@@ -28,15 +28,15 @@ from ._nodes import (
     CONFIG_VBUS,
     DirNode,
     FileNode,
-    LinkNode,
     Path,
+    SymlinkNode,
     node,
 )
 
-MAX_LINK_HOPS = 40
+MAX_SYMLINK_HOPS = 40
 
 
-class TooManyLinks(VbusError):
+class TooManySymlinks(VbusError):
     errno = _errno.ELOOP
 
 
@@ -74,7 +74,7 @@ def unlink(vbus: Vbus, parent: Path, name: str) -> None:
         raise NotFound(f"no entry {name}")
     if isinstance(found, DirNode):
         raise IsADirectory(f"{name} is a directory")
-    if isinstance(found, LinkNode) and _is_bus_dir(parent):
+    if isinstance(found, SymlinkNode) and _is_bus_dir(parent):
         vbus.unlink(parent[3], name)
         return
     raise NotPermitted(f"{name} cannot be removed")
@@ -117,10 +117,10 @@ def join(directory: Path, text: str) -> Path | None:
 
 
 def resolve(vbus: Vbus, path: Path, caller: int | None = None) -> Path:
-    """Follow links along `path` inside the trees, as a path walk would.
+    """Follow symlinks along `path` inside the trees, as a path walk would.
 
     Raises NotFound for a missing component, NotADirectory for a component
-    that is a file, NotPermitted for a link leading outside the mount.
+    that is a file, NotPermitted for a symlink leading outside the mount.
     """
     hops = 0
     done: Path = ()
@@ -130,13 +130,13 @@ def resolve(vbus: Vbus, path: Path, caller: int | None = None) -> Path:
         found = node(vbus, here, caller)
         if found is None:
             raise NotFound(f"{'/'.join(here)} does not exist")
-        if isinstance(found, LinkNode):
+        if isinstance(found, SymlinkNode):
             hops += 1
-            if hops > MAX_LINK_HOPS:
-                raise TooManyLinks("too many levels of links")
+            if hops > MAX_SYMLINK_HOPS:
+                raise TooManySymlinks("too many levels of symbolic links")
             joined = join(done, found.target)
             if joined is None:
-                raise NotPermitted("a link leads outside the mount")
+                raise NotPermitted("a symlink leads outside the mount")
             done, rest = (), [*joined, *rest]
             continue
         if isinstance(found, FileNode) and rest:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from vbusfs.model import Vbus, VbusError
 
-from ._nodes import DirNode, LinkNode, Path, children, node
+from ._nodes import DirNode, Path, SymlinkNode, children, node
 from ._ops import resolve
 
 # tree(1) draws the vertical line followed by two no-break spaces in UTF-8 locales.
@@ -35,9 +35,9 @@ def _walk(vbus: Vbus, path: Path, prefix: str, lines: list[str], counts: dict[st
         child = (*path, name)
         found = node(vbus, child)
         branch = "└── " if last else "├── "
-        if isinstance(found, LinkNode):
+        if isinstance(found, SymlinkNode):
             lines.append(f"{prefix}{branch}{name} -> {found.target}")
-            # tree counts a link by what it points at, without descending into it
+            # tree counts a symlink by what it points at, without descending into it
             counts["dirs" if _points_to_dir(vbus, child) else "files"] += 1
         elif isinstance(found, DirNode):
             lines.append(f"{prefix}{branch}{name}")
