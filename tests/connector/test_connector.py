@@ -269,7 +269,7 @@ HOSTILE = """
             ring[at + 8 : at + 16] = (1 << 60).to_bytes(8, "little")
         nic.tx.send_nowait(b"y" * 60)  # (a push rewrites its own descriptor's ptr)
         ring[28:32] = (0xFFFFFFFF).to_bytes(4, "little")  # valid tail out of range, for good
-        nic.tx.signal()
+        nic.tx.inject()
     for _ in range(200 if seed else 0):
         try:
             nic.tx.send_nowait(b"y" * 60)

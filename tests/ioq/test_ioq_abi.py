@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from vbusfs.ioq import ABI_VERSION, Ioq, IoqError
+from vbusfs.ioq import ABI_VERSION, Ioq, IoqError, lowlevel
 
 HEAD = 56
 DESC = 32
@@ -72,15 +72,15 @@ def test_ring_index_fields_move_at_spec_offsets(pair: tuple[Ioq, Ioq]) -> None:
 def test_descriptor_fields_sit_at_spec_offsets(pair: tuple[Ioq, Ioq]) -> None:
     north, south = pair
     m = raw(north.fds.ring)
-    north.push("both", cookie=0x1122334455667788, ptr=256, length=100)
+    lowlevel.push(north, "both", cookie=0x1122334455667788, ptr=256, length=100)
     d = HEAD + 0 * DESC
     assert struct.unpack_from("<QQQBB", m, d) == (0x1122334455667788, 256, 100, 1, 1)
     assert m[d + 26 : d + 32] == b"\0" * 6
-    south.pop("inuse")
+    lowlevel.pop(south, "inuse")
     assert m[d + 25] == 0  # sown cleared by south
-    north.pop("valid")
+    lowlevel.pop(north, "valid")
     assert m[d + 24] == 0  # valid cleared by north
-    north.push("valid", cookie=7, ptr=0, length=1)
+    lowlevel.push(north, "valid", cookie=7, ptr=0, length=1)
     d1 = HEAD + 1 * DESC
     assert struct.unpack_from("<QQQBB", m, d1) == (7, 0, 1, 1, 0)
     m.close()

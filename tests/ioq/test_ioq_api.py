@@ -5,6 +5,7 @@ from __future__ import annotations
 import array
 import errno
 import gc
+import inspect
 import os
 from collections.abc import Iterator
 
@@ -12,7 +13,7 @@ import pytest
 import trio
 
 from vbusfs import ioq
-from vbusfs.ioq import Ioq, IoqClosed, IoqEmpty, IoqError, IoqFull
+from vbusfs.ioq import AsyncIoq, Ioq, IoqClosed, IoqEmpty, IoqError, IoqFull, lowlevel
 
 
 @pytest.fixture
@@ -24,8 +25,19 @@ def tx() -> Iterator[tuple[Ioq, Ioq]]:
     north.close()
 
 
+@pytest.fixture
+def atx() -> Iterator[tuple[AsyncIoq, AsyncIoq]]:
+    """The same ring as `tx`, both ends with the trio face."""
+    north = AsyncIoq.create(4, 32)
+    south = AsyncIoq.attach(north.fds, direction="to_south")
+    yield north, south
+    south.close()
+    north.close()
+
+
 def test_ioq_public_names_are_few() -> None:
     assert sorted(ioq.__all__) == [
+        "AsyncIoq",
         "Descriptor",
         "FdBatch",
         "Ioq",
@@ -68,6 +80,26 @@ def test_ioq_errors_carry_an_errno(tx: tuple[Ioq, Ioq]) -> None:
     assert isinstance(full.value, IoqError) and isinstance(full.value, OSError)
 
 
+def test_ioq_faces_follow_the_naming_rules() -> None:
+    # trio's rules (vbusfs.ioq's docstring): the trio face awaits with plain names, no
+    # name carries _async, *_nowait never waits, raw index operations are lowlevel's
+    waits = ("send", "receive", "receive_batch", "wait_sendable", "wait_receivable")
+    for name in waits:
+        assert inspect.iscoroutinefunction(getattr(AsyncIoq, name)), name
+        assert not inspect.iscoroutinefunction(getattr(Ioq, name)), name
+    for face in (Ioq, AsyncIoq):
+        names = [n for n in dir(face) if not n.startswith("_")]
+        assert not [n for n in names if n.endswith("_async")]
+        assert not [
+            n
+            for n in names
+            if n.endswith("_nowait") and inspect.iscoroutinefunction(getattr(face, n))
+        ]
+        raw = {"push", "pop", "count_of", "remain", "is_full", "is_empty", "seek", "descriptor"}
+        assert raw.isdisjoint(names) and raw <= set(lowlevel.__all__)
+        assert "inject" in names and "signal" not in names
+
+
 def test_ioq_wrong_side_is_refused_with_eperm(tx: tuple[Ioq, Ioq]) -> None:
     north, south = tx
     with pytest.raises(IoqError) as info:
@@ -76,11 +108,11 @@ def test_ioq_wrong_side_is_refused_with_eperm(tx: tuple[Ioq, Ioq]) -> None:
     with pytest.raises(IoqError):
         north.receive_nowait()
     with pytest.raises(IoqError):
-        south.push("both", 1, 0, 1)
+        lowlevel.push(south, "both", 1, 0, 1)
     with pytest.raises(IoqError):
-        north.pop("inuse")
+        lowlevel.pop(north, "inuse")
     with pytest.raises(ValueError):
-        north.pop("both")
+        lowlevel.pop(north, "both")
 
 
 def test_ioq_send_refuses_a_message_longer_than_a_slot(tx: tuple[Ioq, Ioq]) -> None:
@@ -158,8 +190,8 @@ def test_ioq_send_batch_blocks_until_everything_is_sent(tx: tuple[Ioq, Ioq]) -> 
         north.send_batch([b"d", b"e"], timeout=0.01)
 
 
-def test_ioq_trio_wait_wakes_when_the_peer_sends(tx: tuple[Ioq, Ioq]) -> None:
-    north, south = tx
+def test_ioq_trio_wait_wakes_when_the_peer_sends(atx: tuple[AsyncIoq, AsyncIoq]) -> None:
+    north, south = atx
 
     async def main() -> list[bytes]:
         got: list[bytes] = []
@@ -168,23 +200,23 @@ def test_ioq_trio_wait_wakes_when_the_peer_sends(tx: tuple[Ioq, Ioq]) -> None:
             async def sender() -> None:
                 for i in range(20):
                     await trio.sleep(0.001)
-                    await north.send_async(bytes([i]))
+                    await north.send(bytes([i]))
 
             nursery.start_soon(sender)
             with trio.fail_after(10):
                 while len(got) < 20:
-                    got.extend(await south.receive_batch_async(8))
+                    got.extend(await south.receive_batch(8))
         return got
 
     assert trio.run(main) == [bytes([i]) for i in range(20)]
 
 
-def test_ioq_trio_wait_is_cancellable(tx: tuple[Ioq, Ioq]) -> None:
-    _, south = tx
+def test_ioq_trio_wait_is_cancellable(atx: tuple[AsyncIoq, AsyncIoq]) -> None:
+    _, south = atx
 
     async def main() -> bool:
         with trio.move_on_after(0.05) as scope:
-            await south.wait_receivable_async()
+            await south.wait_receivable()
         return scope.cancelled_caught
 
     assert trio.run(main)
@@ -192,8 +224,8 @@ def test_ioq_trio_wait_is_cancellable(tx: tuple[Ioq, Ioq]) -> None:
         south.receive_nowait()
 
 
-def test_ioq_trio_send_waits_for_room(tx: tuple[Ioq, Ioq]) -> None:
-    north, south = tx
+def test_ioq_trio_send_waits_for_room(atx: tuple[AsyncIoq, AsyncIoq]) -> None:
+    north, south = atx
 
     async def main() -> None:
         for _ in range(4):
@@ -206,15 +238,15 @@ def test_ioq_trio_send_waits_for_room(tx: tuple[Ioq, Ioq]) -> None:
 
             nursery.start_soon(drain)
             with trio.fail_after(10):
-                await north.send_async(b"y", spin_us=10)
+                await north.send(b"y", spin_us=10)
 
     trio.run(main)
     assert south.receive_nowait() == b"y"
 
 
-def test_ioq_signal_is_a_no_op_while_the_peer_is_not_waiting(tx: tuple[Ioq, Ioq]) -> None:
+def test_ioq_inject_is_a_no_op_while_the_peer_is_not_waiting(tx: tuple[Ioq, Ioq]) -> None:
     north, _ = tx
-    assert north.signal() is False
+    assert north.inject() is False
 
 
 def test_ioq_send_packed_refuses_lengths_that_overrun_the_buffer(tx: tuple[Ioq, Ioq]) -> None:
@@ -240,22 +272,22 @@ def test_ioq_receive_into_a_too_small_buffer_keeps_the_message(tx: tuple[Ioq, Io
 def test_ioq_seek_and_descriptor_follow_the_ring(tx: tuple[Ioq, Ioq]) -> None:
     north, south = tx
     north.send_batch_nowait([b"a", b"bb", b"ccc"])
-    assert south.seek("inuse", "head") == 0
-    assert south.seek("inuse", "tail") == 3
-    assert south.seek("inuse", "set", 2) == 2
-    assert south.seek("inuse", "next") == 3
-    assert south.seek("inuse", "next") == 0  # wraps at count
-    assert south.seek("inuse", "prev") == 3
-    d = south.descriptor(2)
+    assert lowlevel.seek(south, "inuse", "head") == 0
+    assert lowlevel.seek(south, "inuse", "tail") == 3
+    assert lowlevel.seek(south, "inuse", "set", 2) == 2
+    assert lowlevel.seek(south, "inuse", "next") == 3
+    assert lowlevel.seek(south, "inuse", "next") == 0  # wraps at count
+    assert lowlevel.seek(south, "inuse", "prev") == 3
+    d = lowlevel.descriptor(south, 2)
     assert (d.ptr, d.len, d.valid, d.sown) == (2 * 32, 3, True, True)
     with pytest.raises(ValueError):
-        south.seek("inuse", "set", 4)
+        lowlevel.seek(south, "inuse", "set", 4)
     with pytest.raises(ValueError):
-        south.descriptor(4)
+        lowlevel.descriptor(south, 4)
 
 
-def test_ioq_trio_adaptive_wait_spins_then_sleeps(tx: tuple[Ioq, Ioq]) -> None:
-    north, south = tx
+def test_ioq_trio_adaptive_wait_spins_then_sleeps(atx: tuple[AsyncIoq, AsyncIoq]) -> None:
+    north, south = atx
 
     async def main() -> bytes:
         async with trio.open_nursery() as nursery:
@@ -266,7 +298,7 @@ def test_ioq_trio_adaptive_wait_spins_then_sleeps(tx: tuple[Ioq, Ioq]) -> None:
 
             nursery.start_soon(later)
             with trio.fail_after(10):
-                return await south.receive_async(spin_us=200)
+                return await south.receive(spin_us=200)
         raise AssertionError("unreachable")
 
     assert trio.run(main) == b"late"

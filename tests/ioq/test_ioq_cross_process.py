@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import trio
 
-from vbusfs.ioq import Ioq, IoqClosed, IoqFds
+from vbusfs.ioq import AsyncIoq, Ioq, IoqClosed, IoqFds, lowlevel
 
 
 def numbered(i: int, size: int) -> bytes:
@@ -189,10 +189,10 @@ def test_ioq_trio_south_receives_from_another_process_then_sees_exit(children: A
             for i in range(0, total, 50):
                 north.send_batch([numbered(i + k, 32) for k in range(50)], timeout=10)
                 time.sleep(0.001)  # let the receiver go to sleep between bursts
-            while north.count_of("inuse"):
+            while lowlevel.count_of(north, "inuse"):
                 time.sleep(0.001)
 
-        south = Ioq.attach(fds, direction="to_south")
+        south = AsyncIoq.attach(fds, direction="to_south")
         pid = children.fork(north_side)
         pidfd = os.pidfd_open(pid)
         south.watch_peer(pidfd)
@@ -202,7 +202,7 @@ def test_ioq_trio_south_receives_from_another_process_then_sees_exit(children: A
             with trio.fail_after(20):
                 try:
                     while True:
-                        await south.wait_receivable_async()
+                        await south.wait_receivable()
                         got = check_numbered(south.receive_batch_nowait(64), got)
                 except IoqClosed:
                     return got

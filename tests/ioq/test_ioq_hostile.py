@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from vbusfs.ioq import Ioq, IoqEmpty, IoqError, IoqFault, IoqFull
+from vbusfs.ioq import Ioq, IoqEmpty, IoqError, IoqFault, IoqFull, lowlevel
 
 HEAD, DESC = 56, 32
 COUNT, SLOT = 8, 64
@@ -44,7 +44,7 @@ RECEIVES: dict[str, Callable[[Ioq], Any]] = {
     "batch": lambda q: q.receive_batch_nowait(8),
     "into": lambda q: q.receive_into_nowait(bytearray(DATA)),
     "views": lambda q: q.acquire_nowait(8),
-    "pop": lambda q: q.pop("inuse"),
+    "pop": lambda q: lowlevel.pop(q, "inuse"),
 }
 
 FORGERIES = {
@@ -85,7 +85,7 @@ def test_south_faults_on_an_index_out_of_range(tx: tuple[Ioq, Ioq, mmap.mmap], f
     _, south, ring = tx
     forge(ring, "<I", field, COUNT)
     with pytest.raises(IoqFault):
-        south.count_of("valid" if field == 24 else "inuse")
+        lowlevel.count_of(south, "valid" if field == 24 else "inuse")
 
 
 def test_south_ignores_its_own_index_forged_by_north(tx: tuple[Ioq, Ioq, mmap.mmap]) -> None:
@@ -173,13 +173,15 @@ def south_fuzzer(fds: Any, direction: str, iterations: int, report: int) -> Call
                     assert all(len(v) <= DATA for v in views)
                     q.commit(len(views), [0] * len(views) if q.sender else None)
                 elif op == 2:
-                    q.count_of(rnd.choice(("valid", "inuse")))
+                    lowlevel.count_of(q, rnd.choice(("valid", "inuse")))
                 elif op == 3:
                     (q.wait_sendable if q.sender else q.wait_receivable)(0.001)
                 elif op == 4 and not q.sender:
-                    q.pop("inuse")
+                    lowlevel.pop(q, "inuse")
                 else:
-                    q.seek(rnd.choice(("valid", "inuse")), rnd.choice(("head", "tail")), 3)
+                    lowlevel.seek(
+                        q, rnd.choice(("valid", "inuse")), rnd.choice(("head", "tail")), 3
+                    )
                 moved += 1
             except IoqFault:
                 faults += 1

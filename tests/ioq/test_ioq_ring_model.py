@@ -18,7 +18,7 @@ from hypothesis.stateful import (
     rule,
 )
 
-from vbusfs.ioq import Ioq, IoqEmpty, IoqFull
+from vbusfs.ioq import Ioq, IoqEmpty, IoqFull, lowlevel
 
 
 class DataPath(RuleBasedStateMachine):
@@ -138,12 +138,12 @@ class DataPath(RuleBasedStateMachine):
         # while north keeps every slot valid (it reposts each one as soon as it reads it)
         inuse = n if self.sender is self.north else self.count - n
         for q in (self.north, self.south):
-            assert q.count_of("inuse") == inuse
-            assert q.is_full("inuse") == (inuse == self.count)
-            assert q.is_empty("inuse") == (inuse == 0)
-            assert q.remain("inuse") == self.count - inuse
+            assert lowlevel.count_of(q, "inuse") == inuse
+            assert lowlevel.is_full(q, "inuse") == (inuse == self.count)
+            assert lowlevel.is_empty(q, "inuse") == (inuse == 0)
+            assert lowlevel.remain(q, "inuse") == self.count - inuse
             if self.sender is self.south:
-                assert q.count_of("valid") == self.count
+                assert lowlevel.count_of(q, "valid") == self.count
         assert self.sender.sendable() == (n < self.count)
         assert self.receiver.receivable() == (n > 0)
 
@@ -178,9 +178,9 @@ class RawRing(RuleBasedStateMachine):
         self.cookie += 1
         if not ok:
             with pytest.raises(IoqFull):
-                self.north.push(index, self.cookie, 0, 16)  # type: ignore[arg-type]
+                lowlevel.push(self.north, index, self.cookie, 0, 16)  # type: ignore[arg-type]
             return
-        self.north.push(index, self.cookie, 0, 16)  # type: ignore[arg-type]
+        lowlevel.push(self.north, index, self.cookie, 0, 16)  # type: ignore[arg-type]
 
     @rule()
     def push_both(self) -> None:
@@ -208,7 +208,7 @@ class RawRing(RuleBasedStateMachine):
         if ok:
             # an inuse push hands over the oldest valid-only descriptor, whose cookie stays
             cookie = self.valid[len(self.valid) - self.not_inuse]
-            self.north.push("inuse", cookie, 0, 16)
+            lowlevel.push(self.north, "inuse", cookie, 0, 16)
             self.inuse.append(cookie)
             self.not_inuse -= 1
             self.itail = (self.itail + 1) % self.n
@@ -219,9 +219,9 @@ class RawRing(RuleBasedStateMachine):
     def pop_inuse(self) -> None:
         if not self.inuse:
             with pytest.raises(IoqEmpty):
-                self.south.pop("inuse")
+                lowlevel.pop(self.south, "inuse")
             return
-        d = self.south.pop("inuse")
+        d = lowlevel.pop(self.south, "inuse")
         assert d.cookie == self.inuse.popleft()
         assert (d.valid, d.sown) == (True, False)
         self.ihead = (self.ihead + 1) % self.n
@@ -231,9 +231,9 @@ class RawRing(RuleBasedStateMachine):
         settled = len(self.valid) - self.not_inuse
         if settled == 0 or (self.inuse and self.inuse[0] == self.valid[0]):
             with pytest.raises(IoqEmpty):
-                self.north.pop("valid")
+                lowlevel.pop(self.north, "valid")
             return
-        d = self.north.pop("valid")
+        d = lowlevel.pop(self.north, "valid")
         assert d.cookie == self.valid.popleft()
         assert (d.valid, d.sown) == (False, False)
         self.vhead = (self.vhead + 1) % self.n
@@ -249,10 +249,10 @@ class RawRing(RuleBasedStateMachine):
         for index in ("valid", "inuse"):
             base = want[(index, whence)]
             for q in (self.north, self.south):
-                pos = q.seek(index, whence, offset)  # type: ignore[arg-type]
+                pos = lowlevel.seek(q, index, whence, offset)  # type: ignore[arg-type]
                 assert pos == (base + offset) % self.n
-                assert q.seek(index, "next") == (pos + 1) % self.n  # type: ignore[arg-type]
-                assert q.seek(index, "prev") == pos  # type: ignore[arg-type]
+                assert lowlevel.seek(q, index, "next") == (pos + 1) % self.n  # type: ignore[arg-type]
+                assert lowlevel.seek(q, index, "prev") == pos  # type: ignore[arg-type]
 
     @invariant()
     def counts_agree(self) -> None:
@@ -260,10 +260,10 @@ class RawRing(RuleBasedStateMachine):
             return
         for index, model in (("valid", self.valid), ("inuse", self.inuse)):
             for q in (self.north, self.south):
-                c = q.count_of(index)  # type: ignore[arg-type]
+                c = lowlevel.count_of(q, index)  # type: ignore[arg-type]
                 assert c == len(model), (index, q.side)
-                assert q.is_full(index) == (c == self.n)  # type: ignore[arg-type]
-                assert q.is_empty(index) == (c == 0)  # type: ignore[arg-type]
+                assert lowlevel.is_full(q, index) == (c == self.n)  # type: ignore[arg-type]
+                assert lowlevel.is_empty(q, index) == (c == 0)  # type: ignore[arg-type]
 
 
 TestRawRing = RawRing.TestCase
@@ -276,7 +276,7 @@ def test_ring_wraps_many_times_without_loss(count: int, rounds: int) -> None:
         for _ in range(rounds * 3):
             batch = [i.to_bytes(8, "little") for i in range(sent, sent + count)]
             sent += north.send_batch_nowait(batch)
-            assert north.count_of("inuse") == count
+            assert lowlevel.count_of(north, "inuse") == count
             for m in south.receive_batch_nowait(count):
                 assert int.from_bytes(m, "little") == received
                 received += 1
@@ -285,7 +285,7 @@ def test_ring_wraps_many_times_without_loss(count: int, rounds: int) -> None:
 
 def test_push_both_refused_while_valid_runs_ahead_of_inuse() -> None:
     with Ioq.create(4, 16) as north:
-        north.push("valid", 1, 0, 16)
+        lowlevel.push(north, "valid", 1, 0, 16)
         with pytest.raises(Exception) as info:
-            north.push("both", 2, 0, 16)
+            lowlevel.push(north, "both", 2, 0, 16)
         assert getattr(info.value, "errno", None) == 22

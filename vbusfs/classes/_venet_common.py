@@ -36,7 +36,7 @@ from vbusfs.connector.venet import (
     VERSION,
 )
 from vbusfs.connector.venet import INTERFACE_TYPE as VIRTUAL_ETHERNET
-from vbusfs.ioq import Ioq, IoqEmpty, IoqError, IoqFull
+from vbusfs.ioq import AsyncIoq, IoqEmpty, IoqError, IoqFull
 from vbusfs.model import Attribute, Busy, DeviceClass, DeviceConnection, InvalidValue
 
 BATCH = 64
@@ -161,8 +161,8 @@ class VenetConnection(DeviceConnection, Generic[End]):
         owner.clients += 1
         self.owner: End = owner
         self.link_up = False
-        self.rx: Ioq | None = None  # device -> client
-        self.tx: Ioq | None = None  # client -> device
+        self.rx: AsyncIoq | None = None  # device -> client
+        self.tx: AsyncIoq | None = None  # client -> device
         self.counters = {"tx_frames": 0, "rx_frames": 0, "oversize": 0, "dropped": 0}
         self._ready = trio.Event()
         self._closed = False
@@ -190,7 +190,7 @@ class VenetConnection(DeviceConnection, Generic[End]):
         if (self.rx if index == RX_QUEUE else self.tx) is not None:
             raise Busy(f"queue {index} is already attached")
         try:
-            ioq = Ioq.attach(fds, direction="to_north" if index == RX_QUEUE else "to_south")
+            ioq = AsyncIoq.attach(fds, direction="to_north" if index == RX_QUEUE else "to_south")
         except (IoqError, ValueError) as exc:
             raise InvalidValue(f"queue {index}: {exc}") from None
         if index == RX_QUEUE:
@@ -223,7 +223,7 @@ class VenetConnection(DeviceConnection, Generic[End]):
             try:
                 sent = self.rx.send_batch_nowait(frames)
             except IoqFull:
-                await self.rx.wait_sendable_async(spin_us=SPIN_US)
+                await self.rx.wait_sendable(spin_us=SPIN_US)
                 continue
             self.counters["rx_frames"] += sent
             frames = frames[sent:]
@@ -232,7 +232,7 @@ class VenetConnection(DeviceConnection, Generic[End]):
         """The next batch of frames the client sent."""
         assert self.tx is not None
         while True:
-            await self.tx.wait_receivable_async(spin_us=SPIN_US)
+            await self.tx.wait_receivable(spin_us=SPIN_US)
             try:
                 frames = self.tx.receive_batch_nowait(BATCH)
             except IoqEmpty:
@@ -245,7 +245,7 @@ class VenetConnection(DeviceConnection, Generic[End]):
         per frame. Returns the frames' lengths."""
         assert self.tx is not None
         while True:
-            await self.tx.wait_receivable_async(spin_us=SPIN_US)
+            await self.tx.wait_receivable(spin_us=SPIN_US)
             try:
                 lengths = self.tx.receive_into_nowait(buffer, BATCH)
             except IoqEmpty:
@@ -265,7 +265,7 @@ class VenetConnection(DeviceConnection, Generic[End]):
                 packed = bytes(view[offset:end])
                 sent = self.rx.send_packed_nowait(packed, lengths[first:])
             except IoqFull:
-                await self.rx.wait_sendable_async(spin_us=SPIN_US)
+                await self.rx.wait_sendable(spin_us=SPIN_US)
                 continue
             offset += sum(lengths[first : first + sent])
             first += sent

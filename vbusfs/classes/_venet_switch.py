@@ -124,7 +124,7 @@ class SwitchConnection(VenetConnection[SwitchPort]):
                 raise IoqFault(errno.EPROTO, "the receive queue broke the protocol")
             self._wake = trio.CancelScope()
             with self._wake:
-                await self.tx.wait_receivable_async(spin_us=SPIN_US)
+                await self.tx.wait_receivable(spin_us=SPIN_US)
             if self._rx_broken:
                 continue
             peers = self._peers()

@@ -163,7 +163,7 @@ class TapConnection(VenetConnection[VenetTapState]):
     async def _to_host(self) -> None:
         assert self.tx is not None
         while True:
-            await self.tx.wait_receivable_async(spin_us=SPIN_US)
+            await self.tx.wait_receivable(spin_us=SPIN_US)
             fd = self._tap_fd()
             try:
                 if fd < 0:
@@ -201,7 +201,7 @@ class TapConnection(VenetConnection[VenetTapState]):
                 got = self.rx.send_from_fd_nowait(fd, BATCH, max_length=MAX_FRAME)
             except IoqFull:
                 # no buffer posted: the frames wait in the TAP's queue meanwhile
-                await self.rx.wait_sendable_async(spin_us=SPIN_US)
+                await self.rx.wait_sendable(spin_us=SPIN_US)
                 continue
             except IoqFault:
                 raise

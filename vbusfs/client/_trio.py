@@ -31,7 +31,7 @@ from vbusfs.connector import (
     unpack_bytes,
 )
 from vbusfs.connector import venet as abi
-from vbusfs.ioq import Ioq
+from vbusfs.ioq import AsyncIoq
 
 from ._common import close_fds, find_connector, hangup_of
 
@@ -121,8 +121,8 @@ class AsyncVenet:
         self.client = client
         self.handle = handle
         self.hangup = hangup
-        self.rx = Ioq.create(slots, 2048, direction="to_north")
-        self.tx = Ioq.create(slots, 2048, direction="to_south")
+        self.rx = AsyncIoq.create(slots, 2048, direction="to_north")
+        self.tx = AsyncIoq.create(slots, 2048, direction="to_south")
         for ioq in (self.rx, self.tx):
             ioq.watch_peer(hangup)
 
@@ -133,13 +133,13 @@ class AsyncVenet:
         return unpack_bytes(reply["data"])
 
     async def send(self, frame: bytes) -> None:
-        await self.tx.send_async(frame)
+        await self.tx.send(frame)
 
     async def recv(self) -> bytes:
-        return await self.rx.receive_async()
+        return await self.rx.receive()
 
     async def recv_batch(self, max_frames: int = 64) -> list[bytes]:
-        return await self.rx.receive_batch_async(max_frames)
+        return await self.rx.receive_batch(max_frames)
 
     async def aclose(self) -> None:
         with contextlib.suppress(ConnectorError, OSError):

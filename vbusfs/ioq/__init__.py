@@ -18,26 +18,42 @@ Each ioq carries data one way, chosen when north creates it:
     queue: north posts every slot as an empty buffer at creation and reposts
     each one as soon as it has read it).
 
+Each side holds its end through one of two faces over the same ring (both
+made with ``create`` on north or ``attach`` on south): :class:`Ioq` for
+synchronous programs, :class:`AsyncIoq` for trio programs and the daemon.
+
 Typical use::
 
-    # north, in the member process
+    # north, in a synchronous member process
     q = Ioq.create(count=64, slot_size=2048, direction="to_south")
     pass_fds_to_the_daemon(q.fds)               # SCM_RIGHTS or inheritance
     q.send(b"frame")                            # blocks while the ring is full
 
     # south, in the daemon (under trio)
-    q = Ioq.attach(fds, direction="to_south")
+    q = AsyncIoq.attach(fds, direction="to_south")
     q.watch_peer(connection_socket)             # hang-up ends waits with IoqClosed
     while True:
-        await q.wait_receivable_async()
+        await q.wait_receivable()
         for frame in q.receive_batch_nowait(64):
             ...
 
-Method naming follows trio's rules: ``*_nowait`` methods never block and raise
-:class:`IoqFull` or :class:`IoqEmpty` when they cannot proceed; the plain
-``send``/``receive`` forms block (the GIL released) with an optional timeout;
-``*_async`` forms wait through ``trio.lowlevel.wait_readable`` on the
-eventfd.  ``spin_us`` makes a wait poll the ring for that many microseconds
+Naming follows trio's rules:
+
+- ``X_nowait`` (``send_nowait``, ``send_batch_nowait``, ``receive_nowait``,
+  ``receive_batch_nowait`` ...) never blocks, on either face, and raises
+  :class:`IoqFull` or :class:`IoqEmpty` when it cannot proceed.  So do the
+  methods that cannot wait at all: ``sendable``, ``receivable``, ``inject``,
+  ``commit``, ``watch_peer``, ``close``.
+- On :class:`Ioq`, the plain ``X`` (``send``, ``send_batch``, ``receive``,
+  ``receive_batch``) and ``wait_sendable``/``wait_receivable`` block the
+  calling thread, the GIL released, with an optional ``timeout``; each
+  docstring says so.
+- On :class:`AsyncIoq`, ``send``, ``receive``, ``receive_batch``,
+  ``wait_sendable`` and ``wait_receivable`` are ``async def``: they wait in trio
+  (``trio.lowlevel.wait_readable`` on the eventfd) and a cancel scope ends them.
+  No name carries an ``_async`` suffix.
+
+``spin_us`` makes a wait poll the ring for that many microseconds
 before it sleeps (adaptive polling: far lower latency, at the price of CPU).
 Batched forms move up to N messages for one crossing into C (two for a
 receive): the Python call boundary, not the ring, is what limits throughput.
@@ -45,17 +61,18 @@ receive): the Python call boundary, not the ring, is what limits throughput.
 object per message.  Messages are copied once: into the data segment on send,
 out of it on receive (a single small message is received through a private
 buffer, one extra copy that costs less than a second call into C).
-:meth:`Ioq.acquire_nowait` and :meth:`Ioq.commit` give zero-copy memoryviews
-onto the data segment instead.  A south side moving messages to or from a file
-descriptor (a TAP) uses :meth:`Ioq.receive_to_fd_nowait` and
-:meth:`Ioq.send_from_fd_nowait`: one ``write``/``read`` per message, straight
-between the descriptor and the data segment, a batch per call into C.
-:class:`Switch` is the venet-switch's data path: a MAC learning table and the
-forwarding of a batch from one port's ring into the others' posted buffers, in C.
-The low-level ring operations (:mod:`vbusfs.ioq.lowlevel`: ``push``, ``pop``,
-``count_of``, ``seek`` ..., also methods of :class:`Ioq`) act on the ``valid``
-and ``inuse`` indices directly: north pushes on either or both, south pops
-``inuse``, north pops ``valid``.
+``acquire_nowait`` and ``commit`` give zero-copy memoryviews onto the data
+segment instead.  A south side moving messages to or from a file descriptor
+(a TAP) uses ``receive_to_fd_nowait`` and ``send_from_fd_nowait``: one
+``write``/``read`` per message, straight between the descriptor and the data
+segment, a batch per call into C.  ``inject`` writes the peer's shm-signal by
+hand.  :class:`Switch` is the venet-switch's data path: a MAC learning table
+and the forwarding of a batch from one port's ring into the others' posted
+buffers, in C.  The raw ring operations are functions of
+:mod:`vbusfs.ioq.lowlevel` (``push``, ``pop``, ``count_of``, ``remain``,
+``is_full``, ``is_empty``, ``seek``, ``descriptor``), not methods: they act on
+the ``valid`` and ``inuse`` indices directly (north pushes on either or both,
+south pops ``inuse``, north pops ``valid``) and take either face.
 
 Peer death: pass a pidfd or the connection socket to :meth:`Ioq.watch_peer`,
 and every wait ends with :class:`IoqClosed` once the peer is gone and nothing
@@ -68,16 +85,18 @@ The package is layered like cryptography's bindings:
     ``vbusfs/_ioq_cffi.pyi``): the ABI check at import, the constants, and the
     one table that turns every C return code into an exception.
 ``_ring``
-    :class:`Ioq`'s non-waiting half: lifetime, the data path, zero-copy, fds.
+    the non-waiting half both faces share: lifetime, the data path, zero-copy, fds.
 ``_ioq``
-    :class:`Ioq` itself: the ring plus its blocking and trio waiting faces.
+    :class:`Ioq`: the ring plus its blocking face.
+``_trio``
+    :class:`AsyncIoq`: the ring plus its trio face (trio imported on first wait).
 ``_switch``
     :class:`Switch`, which hands whole rings to C and never touches their indices.
 ``lowlevel``
     raw index operations (push, pop, seek ...), for tests and tools.
 
 Arguments are checked before C is called.  Nothing here may hand out a pointer
-into shared memory that can outlive the mapping, and an :class:`Ioq` must never
+into shared memory that can outlive the mapping, and a handle must never
 be used by two threads or tasks at once.
 """
 
@@ -88,11 +107,13 @@ from ._ring import Direction as Direction
 from ._ring import FdBatch, IoqFds
 from ._ring import Side as Side
 from ._switch import Switch, SwitchCounts
+from ._trio import AsyncIoq
 from .lowlevel import Descriptor
 from .lowlevel import Index as Index
 from .lowlevel import Whence as Whence
 
 __all__ = [
+    "AsyncIoq",
     "Descriptor",
     "FdBatch",
     "Ioq",

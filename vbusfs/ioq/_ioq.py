@@ -1,27 +1,23 @@
-"""Ioq: the ring with its two waiting faces, blocking (sync programs) and trio.
+"""Ioq: the ring with its blocking face, for synchronous programs.
 
-The blocking forms sleep in C (the GIL released) through ``ioq_wait`` and the
-one-crossing ``ioq_*_one_wait`` calls; the ``*_async`` forms sleep in trio on
-the shm-signal eventfd.  Both arm and re-check through the same C steps; neither
-touches the ring's indices.  The raw index operations (``push``, ``pop`` ...) are
-kept here as methods for existing callers and live in :mod:`vbusfs.ioq.lowlevel`.
+Its waiting methods sleep in C with the GIL released, through ``ioq_wait`` and
+the one-crossing ``ioq_*_one_wait`` calls; each says in its docstring that it
+blocks, and takes a ``timeout``.  They arm and re-check through the same C steps
+as the trio face (``_trio``); neither touches the ring's indices.  It must never
+wait anywhere but in C: a thread blocked here holds no Python lock.
 """
 
 from __future__ import annotations
 
 import errno
 import math
-import select
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
-from . import lowlevel
 from ._binding import (
     E_EMPTY,
     E_FULL,
     E_MSGSIZE,
-    E_TIMEDOUT,
     EINTR,
     RECV,
     SEND,
@@ -30,11 +26,8 @@ from ._binding import (
     lib,
     raise_code,
 )
-from ._errors import IoqClosed, IoqEmpty, IoqFull
+from ._errors import IoqClosed
 from ._ring import RX, Ring
-
-if TYPE_CHECKING:
-    from .lowlevel import Descriptor, Index, Whence
 
 # bound once: the per-message paths skip the attribute lookups
 _send_one_wait = lib.ioq_send_one_wait
@@ -58,12 +51,13 @@ def _ms(deadline: float | None) -> int:
 
 
 class Ioq(Ring):
-    """One side's handle on an ioq: a ring, its data segment and a shm-signal pair.
+    """One side's handle on an ioq, blocking face: a ring, its data segment, a shm-signal pair.
 
-    Make one with :meth:`create` (north) or :meth:`attach` (south).
+    Make one with :meth:`create` (north) or :meth:`attach` (south).  The ``*_nowait``
+    methods never block; ``send``, ``send_batch``, ``receive``, ``receive_batch`` and
+    ``wait_*`` block the calling thread (the GIL released) until they can proceed or
+    ``timeout`` passes.  Trio programs use :class:`~vbusfs.ioq.AsyncIoq` instead.
     """
-
-    # ---- blocking (synchronous programs) --------------------------------------
 
     def _wait(self, op: int, timeout: float | None, spin_us: int) -> None:
         if spin_us < 0:
@@ -77,11 +71,11 @@ class Ioq(Ring):
             # a signal arrived: its Python handler has run by now; retry (PEP 475)
 
     def wait_sendable(self, timeout: float | None = None, *, spin_us: int = 0) -> None:
-        """Block until a send can proceed; TimeoutError, IoqClosed or IoqFault otherwise."""
+        """Block (GIL released) until a send can proceed; TimeoutError, IoqClosed or IoqFault."""
         self._wait(SEND, timeout, spin_us)
 
     def wait_receivable(self, timeout: float | None = None, *, spin_us: int = 0) -> None:
-        """Block until a receive can proceed; TimeoutError, IoqClosed or IoqFault otherwise."""
+        """Block (GIL released) until a receive can proceed; TimeoutError, IoqClosed or IoqFault."""
         self._wait(RECV, timeout, spin_us)
 
     def send(
@@ -91,7 +85,7 @@ class Ioq(Ring):
         *,
         spin_us: int = 0,
     ) -> None:
-        """Send one message, waiting for room (``timeout`` bounds the whole call)."""
+        """Send one message, blocking (GIL released) for room; ``timeout`` bounds the call."""
         # the hot path of a synchronous client: one crossing, few lookups
         h = self._h
         if h is None:
@@ -111,7 +105,8 @@ class Ioq(Ring):
     def send_batch(
         self, messages: Sequence[bytes], timeout: float | None = None, *, spin_us: int = 0
     ) -> None:
-        """Send every message, in order, waiting for room (``timeout`` bounds the whole call)."""
+        """Send every message, in order, blocking (GIL released) for room; ``timeout`` bounds
+        the whole call."""
         deadline = _deadline(timeout)
         done = 0
         while done < len(messages):
@@ -124,7 +119,8 @@ class Ioq(Ring):
                 raise_code(rc)
 
     def receive(self, timeout: float | None = None, *, spin_us: int = 0) -> bytes:
-        """Receive one message, waiting for it (``timeout`` bounds the whole call)."""
+        """Receive one message, blocking (GIL released) until there is one; ``timeout``
+        bounds the call."""
         h = self._h
         if h is None:
             raise IoqClosed(errno.EBADF, "ioq is closed")
@@ -147,7 +143,8 @@ class Ioq(Ring):
     def receive_batch(
         self, max_messages: int = 64, timeout: float | None = None, *, spin_us: int = 0
     ) -> list[bytes]:
-        """Receive between 1 and ``max_messages`` messages, waiting for the first."""
+        """Receive between 1 and ``max_messages`` messages, blocking (GIL released) for the
+        first; ``timeout`` bounds the wait."""
         got = self._recv_many(max_messages)
         if got == E_EMPTY:
             deadline = _deadline(timeout)
@@ -157,111 +154,3 @@ class Ioq(Ring):
         if isinstance(got, int):
             raise_code(got)
         return got
-
-    # ---- trio ------------------------------------------------------------
-
-    def _wake_fd(self) -> int:
-        efd = lib.ioq_wake_fd(self._handle())
-        if self._hup_fd < 0:
-            return efd
-        if self._epoll is None:
-            # one fd trio can wait on for both the eventfd and the peer's hang-up
-            ep = select.epoll()
-            ep.register(efd, select.EPOLLIN)
-            ep.register(self._hup_fd, self._hup_events)
-            self._epoll = ep
-        return self._epoll.fileno()
-
-    async def _wait_async(self, op: int, spin_us: int) -> None:
-        import trio
-
-        if spin_us < 0:
-            raise ValueError("spin_us must be >= 0")
-        h = self._handle()
-        if check(lib.ioq_ready(h, op)):
-            await trio.lowlevel.checkpoint()
-            return
-        if spin_us:
-            # spinning holds the event loop for at most spin_us
-            rc = lib.ioq_wait(h, op, 0, spin_us)
-            if rc != E_TIMEDOUT:
-                check(rc)
-                await trio.lowlevel.checkpoint()
-                return
-        while True:
-            # ioq_wait's own steps, in C: arm (drain, enable, re-check), sleep here
-            # in trio instead of in poll(), disarm (disable, re-check, peer gone?)
-            if check(lib.ioq_wait_arm(self._handle(), op, 1)):
-                await trio.lowlevel.checkpoint()
-                return
-            try:
-                await trio.lowlevel.wait_readable(self._wake_fd())
-            finally:
-                # disarmed even when cancelled; a handle closed meanwhile has none
-                woke = None if self._h is None else lib.ioq_wait_arm(self._h, op, 0)
-            if woke is None:
-                self._handle()  # raises IoqClosed
-            elif check(woke):
-                return
-
-    async def wait_sendable_async(self, *, spin_us: int = 0) -> None:
-        """Wait (trio) until a send can proceed; cancel with a trio cancel scope."""
-        await self._wait_async(SEND, spin_us)
-
-    async def wait_receivable_async(self, *, spin_us: int = 0) -> None:
-        """Wait (trio) until a receive can proceed; cancel with a trio cancel scope."""
-        await self._wait_async(RECV, spin_us)
-
-    async def send_async(
-        self, message: bytes | bytearray | memoryview, *, spin_us: int = 0
-    ) -> None:
-        while True:
-            try:
-                return self.send_nowait(message)
-            except IoqFull:
-                await self.wait_sendable_async(spin_us=spin_us)
-
-    async def receive_async(self, *, spin_us: int = 0) -> bytes:
-        while True:
-            try:
-                return self.receive_nowait()
-            except IoqEmpty:
-                await self.wait_receivable_async(spin_us=spin_us)
-
-    async def receive_batch_async(self, max_messages: int = 64, *, spin_us: int = 0) -> list[bytes]:
-        while True:
-            try:
-                return self.receive_batch_nowait(max_messages)
-            except IoqEmpty:
-                await self.wait_receivable_async(spin_us=spin_us)
-
-    # ---- raw index operations (vbusfs.ioq.lowlevel) ----------------------------
-
-    def push(self, index: Index, cookie: int, ptr: int, length: int) -> None:
-        """North: push one descriptor (see :func:`vbusfs.ioq.lowlevel.push`)."""
-        lowlevel.push(self, index, cookie, ptr, length)
-
-    def pop(self, index: Index) -> Descriptor:
-        """Pop at the head of ``index`` (see :func:`vbusfs.ioq.lowlevel.pop`)."""
-        return lowlevel.pop(self, index)
-
-    def count_of(self, index: Index) -> int:
-        """Descriptors between head and tail of ``index``."""
-        return lowlevel.count_of(self, index)
-
-    def remain(self, index: Index) -> int:
-        return lowlevel.remain(self, index)
-
-    def is_full(self, index: Index) -> bool:
-        return lowlevel.is_full(self, index)
-
-    def is_empty(self, index: Index) -> bool:
-        return lowlevel.is_empty(self, index)
-
-    def seek(self, index: Index, whence: Whence, offset: int = 0) -> int:
-        """Move this side's cursor on ``index`` (see :func:`vbusfs.ioq.lowlevel.seek`)."""
-        return lowlevel.seek(self, index, whence, offset)
-
-    def descriptor(self, pos: int) -> Descriptor:
-        """A snapshot of descriptor ``pos`` as it is in shared memory (unvalidated)."""
-        return lowlevel.descriptor(self, pos)

@@ -3,8 +3,8 @@
 Lifetime (create on north, attach on south, close, peer watching), the data
 path that never blocks (single, batched and packed sends and receives, the
 transfers between a ring and a file descriptor), zero-copy acquire/commit and
-readiness.  The waiting faces (blocking and trio) build on it in ``_ioq``; the
-raw index operations live in ``lowlevel``.
+readiness.  The waiting faces build on it: blocking in ``_ioq``, trio in
+``_trio``; the raw index operations live in ``lowlevel``.
 
 It must never hand out a pointer into shared memory that can outlive the
 mapping (views come from a Python mmap, which refuses to unmap while they
@@ -91,7 +91,8 @@ def c_handle(ring: Ring) -> IoqPtr:
 
 
 class Ring:
-    """One side's handle on an ioq, without the waiting faces (see :class:`vbusfs.ioq.Ioq`).
+    """One side's handle on an ioq, without a waiting face: the base of
+    :class:`vbusfs.ioq.Ioq` (blocking) and :class:`vbusfs.ioq.AsyncIoq` (trio).
 
     Make one with :meth:`create` (north) or :meth:`attach` (south).
     """
@@ -433,6 +434,6 @@ class Ring:
         """True when a send would find a free buffer (never blocks)."""
         return bool(check(lib.ioq_ready(self._handle(), SEND)))
 
-    def signal(self) -> bool:
-        """Inject the peer's shm-signal by hand; True if its eventfd was written."""
+    def inject(self) -> bool:
+        """Inject the peer's shm-signal by hand (never blocks); True if its eventfd was written."""
         return bool(lib.ioq_signal(self._handle()))

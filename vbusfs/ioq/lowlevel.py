@@ -4,8 +4,9 @@ These act on the IOQ version 4 indices directly, one descriptor per call, the
 way the original vbus driver did: north pushes on ``valid``, ``inuse`` or both,
 south pops ``inuse``, north pops ``valid``; cursors move with :func:`seek`.  They
 exist for protocol tests and tools that need to put a ring into a particular
-state.  A program that moves messages wants :class:`vbusfs.ioq.Ioq`'s send and
-receive methods instead: these bypass the data segment's slot layout, and mixing
+state.  They take either face (:class:`vbusfs.ioq.Ioq` or :class:`vbusfs.ioq.AsyncIoq`)
+and are not its methods: a program that moves messages wants the faces' send and
+receive methods instead.  These bypass the data segment's slot layout, and mixing
 them with the data path is only safe if you keep the protocol yourself.
 
 Every function checks its arguments before calling C and raises through the

@@ -1,0 +1,102 @@
+"""AsyncIoq: the ring with its trio face, for programs (and the daemon) under trio.
+
+Its waiting methods are ``async def`` and sleep in trio on the shm-signal
+eventfd (with the watched peer's hang-up, through one epoll fd); a trio cancel
+scope ends them.  They arm and re-check through the same C steps as the
+blocking face (``_ioq``) and never touch the ring's indices.  trio is imported
+on the first wait, so importing :mod:`vbusfs.ioq` never loads it; nothing here
+may block the thread beyond a wait's ``spin_us``.
+"""
+
+from __future__ import annotations
+
+import select
+
+from ._binding import E_TIMEDOUT, RECV, SEND, check, lib
+from ._errors import IoqEmpty, IoqFull
+from ._ring import Ring
+
+
+class AsyncIoq(Ring):
+    """One side's handle on an ioq, trio face: a ring, its data segment, a shm-signal pair.
+
+    Make one with :meth:`create` (north) or :meth:`attach` (south).  The ``*_nowait``
+    methods never block; ``send``, ``receive``, ``receive_batch`` and ``wait_*`` are
+    ``async def`` and wait in trio.  Synchronous programs use :class:`~vbusfs.ioq.Ioq`.
+    """
+
+    def _wake_fd(self) -> int:
+        efd = lib.ioq_wake_fd(self._handle())
+        if self._hup_fd < 0:
+            return efd
+        if self._epoll is None:
+            # one fd trio can wait on for both the eventfd and the peer's hang-up
+            ep = select.epoll()
+            ep.register(efd, select.EPOLLIN)
+            ep.register(self._hup_fd, self._hup_events)
+            self._epoll = ep
+        return self._epoll.fileno()
+
+    async def _wait(self, op: int, spin_us: int) -> None:
+        import trio
+
+        if spin_us < 0:
+            raise ValueError("spin_us must be >= 0")
+        h = self._handle()
+        if check(lib.ioq_ready(h, op)):
+            await trio.lowlevel.checkpoint()
+            return
+        if spin_us:
+            # spinning holds the event loop for at most spin_us
+            rc = lib.ioq_wait(h, op, 0, spin_us)
+            if rc != E_TIMEDOUT:
+                check(rc)
+                await trio.lowlevel.checkpoint()
+                return
+        while True:
+            # ioq_wait's own steps, in C: arm (drain, enable, re-check), sleep here
+            # in trio instead of in poll(), disarm (disable, re-check, peer gone?)
+            if check(lib.ioq_wait_arm(self._handle(), op, 1)):
+                await trio.lowlevel.checkpoint()
+                return
+            try:
+                await trio.lowlevel.wait_readable(self._wake_fd())
+            finally:
+                # disarmed even when cancelled; a handle closed meanwhile has none
+                woke = None if self._h is None else lib.ioq_wait_arm(self._h, op, 0)
+            if woke is None:
+                self._handle()  # raises IoqClosed
+            elif check(woke):
+                return
+
+    async def wait_sendable(self, *, spin_us: int = 0) -> None:
+        """Wait (trio) until a send can proceed; cancel with a trio cancel scope."""
+        await self._wait(SEND, spin_us)
+
+    async def wait_receivable(self, *, spin_us: int = 0) -> None:
+        """Wait (trio) until a receive can proceed; cancel with a trio cancel scope."""
+        await self._wait(RECV, spin_us)
+
+    async def send(self, message: bytes | bytearray | memoryview, *, spin_us: int = 0) -> None:
+        """Send one message, waiting (trio) for room."""
+        while True:
+            try:
+                return self.send_nowait(message)
+            except IoqFull:
+                await self.wait_sendable(spin_us=spin_us)
+
+    async def receive(self, *, spin_us: int = 0) -> bytes:
+        """Receive one message, waiting (trio) until there is one."""
+        while True:
+            try:
+                return self.receive_nowait()
+            except IoqEmpty:
+                await self.wait_receivable(spin_us=spin_us)
+
+    async def receive_batch(self, max_messages: int = 64, *, spin_us: int = 0) -> list[bytes]:
+        """Receive between 1 and ``max_messages`` messages, waiting (trio) for the first."""
+        while True:
+            try:
+                return self.receive_batch_nowait(max_messages)
+            except IoqEmpty:
+                await self.wait_receivable(spin_us=spin_us)
