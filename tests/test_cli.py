@@ -90,7 +90,7 @@ def test_demo_on_a_mount_matches_the_model_replay():
         [
             sys.executable,
             "-c",
-            "import vbusfs._demo as d; d.run_on_model(__import__('sys').stdout)",
+            "import vbusfs.cli._demo as d; d.run_on_model(__import__('sys').stdout)",
         ],
         capture_output=True,
         text=True,

@@ -15,7 +15,8 @@ import sys
 
 import pytest
 
-from vbusfs.fuse import explain_mount_failure, fuse_problem, mount_at
+from vbusfs.daemon import explain_mount_failure, fuse_problem
+from vbusfs.fuse import mount_at
 from vbusfs.testing import LiveMount
 
 VBUSFS = [sys.executable, "-m", "vbusfs"]

@@ -13,7 +13,8 @@ import time
 
 import pytest
 
-from vbusfs.fuse import mount_at, state_path
+from vbusfs.daemon import state_path
+from vbusfs.fuse import mount_at
 from vbusfs.testing import LiveMount
 
 pytestmark = pytest.mark.mount

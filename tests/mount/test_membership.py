@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from vbusfs._procfs import ProcFs
+from vbusfs.daemon import ProcFs
 from vbusfs.model import Membership
 from vbusfs.testing import LiveMount
 

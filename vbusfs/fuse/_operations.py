@@ -20,14 +20,13 @@ import logging
 import os
 import stat
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import pyfuse3
 
 from vbusfs import views
-from vbusfs.connector import XATTR
 from vbusfs.model import Vbus, VbusError
 from vbusfs.views import DirNode, FileNode, LinkNode, Node, Path
 
@@ -113,11 +112,18 @@ class VbusOperations(pyfuse3.Operations):
     enable_writeback_cache = False
     enable_acl = False
 
-    def __init__(self, vbus: Vbus, locations: MountLocations | None = None) -> None:
+    def __init__(
+        self,
+        vbus: Vbus,
+        locations: MountLocations | None = None,
+        *,
+        root_xattrs: Mapping[bytes, bytes] | None = None,
+    ) -> None:
         super().__init__()
         self.vbus = vbus
-        # where member processes reach the connector (the root's XATTR), once it listens
-        self.connector_path: str | None = None
+        # the root's read-only extended attributes, given by whoever composes the daemon
+        # (it names the connector's socket there, so member processes can find it)
+        self.root_xattrs = dict(root_xattrs or {})
         self.inodes = InodeTable()
         self.locations = locations if locations is not None else MountLocations()
         self._handles = _Handles()
@@ -249,18 +255,18 @@ class VbusOperations(pyfuse3.Operations):
         data.f_namemax = 255
         return data
 
-    # -- extended attributes: how clients find the connector -------------
+    # -- extended attributes: the root's, as given; nothing else has any ---
 
     @_answers_errno
     async def getxattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> bytes:
-        if inode == ROOT_INODE and name == XATTR.encode() and self.connector_path:
-            return os.fsencode(self.connector_path)
+        if inode == ROOT_INODE and name in self.root_xattrs:
+            return self.root_xattrs[name]
         raise _fail(pyfuse3.ENOATTR)
 
     @_answers_errno
     async def listxattr(self, inode: int, ctx: pyfuse3.RequestContext) -> Sequence[bytes]:
-        if inode == ROOT_INODE and self.connector_path:
-            return [XATTR.encode()]
+        if inode == ROOT_INODE:
+            return list(self.root_xattrs)
         return []
 
     @_answers_errno

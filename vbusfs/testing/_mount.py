@@ -3,7 +3,8 @@
 `LiveMount` starts a daemon in the foreground as a child process (so its pid
 is known), waits until the mount is live, and on `stop()` unmounts and waits
 for the daemon to exit, escalating to SIGTERM, SIGKILL and a lazy unmount
-only for its own daemon. Every LiveMount still running is stopped by
+only for its own daemon (`vbusfs.daemon.start_daemon` and `stop_daemon`, the
+machinery the CLI and the benchmarks use too). Every LiveMount still running is stopped by
 `stop_all()`, which the pytest plugin calls at session end.
 """
 
@@ -12,19 +13,19 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import signal
 import subprocess
 import tempfile
 from types import TracebackType
 
-from vbusfs.fuse import (
+from vbusfs.daemon import (
+    READY,
     canonical_mountpoint,
     daemon_command,
     fuse_problem,
-    lazy_unmount,
-    mount_at,
     start_daemon,
+    stop_daemon,
 )
+from vbusfs.fuse import mount_at
 
 __all__ = ["LiveMount", "fuse_problem", "netns_available", "stop_all"]
 
@@ -82,7 +83,7 @@ class LiveMount:
 
         self.process, answer = start_daemon(command, self.log_path)
         _LIVE.add(self)
-        if answer != "ok":
+        if answer != READY:
             log = self.stop()  # stop() removes the log file: keep what it returns
             reason = answer.removeprefix("error: ") or "the daemon exited without an answer"
             raise RuntimeError(f"vbusfs did not mount {self.path}: {reason}\ndaemon log:\n{log}")
@@ -102,20 +103,7 @@ class LiveMount:
 
     def stop(self, timeout: float = 10.0) -> str:
         """Unmount, end the daemon, and return its log."""
-        process = self.process
-        if process is not None and process.poll() is None:
-            subprocess.run(["fusermount3", "-u", self.path], capture_output=True, check=False)
-            try:
-                process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                process.send_signal(signal.SIGTERM)
-                try:
-                    process.wait(5)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
-        if self.mounted():
-            lazy_unmount(self.path)
+        stop_daemon(self.process, self.path, timeout=timeout)
         _LIVE.discard(self)
         self._final_log = log = self.log
         with contextlib.suppress(OSError):

@@ -1,4 +1,4 @@
-"""The `vbusfs` command: mount, umount, demo."""
+"""The command line: the parser and a handler per command, each importing what it needs."""
 
 from __future__ import annotations
 
@@ -6,17 +6,12 @@ import argparse
 import logging
 import os
 import sys
-from collections.abc import Callable
 
 from vbusfs import __version__
 
 
 def _mount(args: argparse.Namespace) -> int:
-    from vbusfs._admin import load_config
-    from vbusfs._procfs import ProcFs
-    from vbusfs.classes import default_model
-    from vbusfs.fuse import MountError, ready_fd_reporter, serve, spawn
-    from vbusfs.model import VbusError, restore_config
+    from vbusfs.daemon import MountError, run_daemon, spawn
 
     if not args.foreground:
         extra: tuple[str, ...] = ()
@@ -40,30 +35,18 @@ def _mount(args: argparse.Namespace) -> int:
         level=logging.DEBUG if args.debug else logging.INFO,
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
     )
-    ready = ready_fd_reporter(args.ready_fd) if args.ready_fd is not None else None
-    try:
-        vbus = default_model(tuple(args.load), processes=ProcFs())
-    except (ImportError, AttributeError, TypeError, ValueError, VbusError) as exc:
-        return _refuse(f"cannot load a deviceclass: {exc}", ready)
-    if args.restore:
-        try:
-            restore_config(vbus, load_config(args.restore))
-        except (OSError, ValueError, VbusError) as exc:
-            if not args.empty_on_bad_restore:
-                return _refuse(f"cannot restore {args.restore}: {exc}", ready)
-            logging.getLogger("vbusfs").warning("starting empty: %s", exc)
-    return serve(args.mountpoint, vbus=vbus, ready=ready, log_path=args.log)
-
-
-def _refuse(message: str, ready: Callable[[str], None] | None) -> int:
-    print(f"vbusfs mount: {message}", file=sys.stderr)
-    if ready is not None:
-        ready(f"error: {message}")
-    return 1
+    return run_daemon(
+        args.mountpoint,
+        load=tuple(args.load),
+        restore=args.restore,
+        empty_on_bad_restore=args.empty_on_bad_restore,
+        ready_fd=args.ready_fd,
+        log_path=args.log,
+    )
 
 
 def _umount(args: argparse.Namespace) -> int:
-    from vbusfs.fuse import MountError, unmount
+    from vbusfs.daemon import MountError, unmount
 
     try:
         unmount(args.mountpoint)
@@ -74,8 +57,9 @@ def _umount(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from vbusfs._run import RunError, run
-    from vbusfs.fuse import MountError
+    from vbusfs.daemon import MountError
+
+    from ._run import RunError, run
 
     command = args.command
     if command and command[0] == "--":
@@ -88,8 +72,9 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _admin(args: argparse.Namespace) -> int:
-    from vbusfs import _admin
     from vbusfs.client import ConnectorError
+
+    from . import _admin
 
     try:
         _admin.require_mount(args.mountpoint)
@@ -115,7 +100,7 @@ def _admin(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from vbusfs._demo import main as demo
+    from ._demo import main as demo
 
     return demo()
 

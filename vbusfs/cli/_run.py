@@ -20,7 +20,8 @@ import shutil
 import subprocess
 import tempfile
 
-from vbusfs.fuse import FSTYPE, MountError, canonical_mountpoint, mount_at, spawn, unmount
+from vbusfs.daemon import MountError, canonical_mountpoint, spawn, unmount
+from vbusfs.fuse import FSTYPE, mount_at
 
 
 class RunError(Exception):

@@ -19,7 +19,8 @@ from vbusfs import client
 
 def require_mount(mountpoint: str) -> None:
     """Refuse, with the fix, a path where no vbusfs daemon answers (ValueError says why)."""
-    from vbusfs.fuse import FSTYPE, canonical_mountpoint, mount_at
+    from vbusfs.daemon import canonical_mountpoint
+    from vbusfs.fuse import FSTYPE, mount_at
 
     where = canonical_mountpoint(mountpoint)
     mount_it = f"mount one with `vbusfs mount {mountpoint}`"
@@ -68,15 +69,6 @@ def write_atomically(path: str, text: str) -> None:
         os.fsync(directory)
     finally:
         os.close(directory)
-
-
-def load_config(path: str) -> Any:
-    """Read a saved configuration; ValueError says what is wrong with the file."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path} is not valid JSON (truncated or corrupt?): {exc}") from None
 
 
 def modprobe(mountpoint: str, deviceclass: str) -> str:

@@ -17,8 +17,6 @@ from dataclasses import dataclass
 from typing import TextIO
 
 from vbusfs import views
-from vbusfs._procfs import ProcFs
-from vbusfs.classes import default_model
 from vbusfs.model import Vbus, VbusError
 
 BUS = "client-bus"
@@ -205,7 +203,9 @@ def run_on_mount(mountpoint: str, out: TextIO) -> None:
 
 
 def run_on_model(out: TextIO) -> None:
-    vbus = default_model(processes=ProcFs())
+    from vbusfs.daemon import build_model
+
+    vbus = build_model()  # the daemon's own model, served by no mount
     for step in STEPS:
         _banner(out, step)
         try:
@@ -218,7 +218,7 @@ def run_on_model(out: TextIO) -> None:
 
 
 def main(out: TextIO = sys.stdout) -> int:
-    from vbusfs.fuse import MountError, fuse_problem, spawn, unmount
+    from vbusfs.daemon import MountError, fuse_problem, spawn, unmount
 
     problem = fuse_problem()
     if problem is None:

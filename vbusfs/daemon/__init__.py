@@ -1,0 +1,38 @@
+"""The vbusfs daemon: the one composition root, and how daemons are started and stopped.
+
+Only this package puts vbusfs together: the model with its deviceclasses
+(`vbusfs.classes`), the membership backend over /proc (`ProcFs`), the connector,
+the FUSE adapter, the membership sweep and the signal handling (`build_model`,
+`serve`, `run_daemon`, which `vbusfs mount --foreground` runs).
+
+Process plumbing, for the CLI, the testing kit and the benchmarks alike:
+`spawn`/`unmount` start a background daemon and stop it again; `start_daemon`/
+`stop_daemon` run and end any daemon that reports readiness on an inherited pipe
+(`daemon_command` is a vbusfs daemon's command line); `fuse_problem` and
+`explain_mount_failure` say why a mount cannot be made, and `MountError` carries
+that to the user; `canonical_mountpoint` and `state_path` name a mount's daemon.
+"""
+
+from ._problems import MountError, explain_mount_failure, fuse_problem
+from ._process import READY, daemon_command, spawn, start_daemon, stop_daemon, unmount
+from ._procfs import ProcFs
+from ._runtime import canonical_mountpoint, state_path
+from ._serve import build_model, run_daemon, serve
+
+__all__ = [
+    "READY",
+    "MountError",
+    "ProcFs",
+    "build_model",
+    "canonical_mountpoint",
+    "daemon_command",
+    "explain_mount_failure",
+    "fuse_problem",
+    "run_daemon",
+    "serve",
+    "spawn",
+    "start_daemon",
+    "state_path",
+    "stop_daemon",
+    "unmount",
+]

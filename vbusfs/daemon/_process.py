@@ -1,0 +1,294 @@
+"""Starting, watching and stopping daemons: the spawn/ready/stop machinery in one place.
+
+A daemon reports readiness on an inherited pipe: one line, READY ("ok") once its
+mount is live or "error: ..." saying why not; an empty answer means it died first.
+`start_daemon()` runs any command that speaks this protocol and `stop_daemon()` ends
+it, so the CLI (`spawn`, `unmount`), the testing kit and the benchmarks share them.
+`clear_stale()` is how a new daemon tells a mount a killed daemon left from a live one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+
+from vbusfs.fuse import FSTYPE, mount_at
+
+from ._problems import MountError
+from ._runtime import MountState, canonical_mountpoint, state_path
+
+log = logging.getLogger("vbusfs.daemon")
+
+READY = "ok"
+SPAWN_TIMEOUT = 30.0
+EXIT_TIMEOUT = 10.0
+
+# Daemons this process started and has not reaped yet, by pid.
+_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
+
+
+def _stat_with_timeout(path: str, timeout: float) -> OSError | None:
+    """stat() a path that may be a hung mount; returns the error, None if fine."""
+    outcome: list[OSError | None] = []
+
+    def probe() -> None:
+        try:
+            os.stat(path)
+            outcome.append(None)
+        except OSError as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if not outcome:
+        return OSError(errno.ETIMEDOUT, "no answer")
+    return outcome[0]
+
+
+def lazy_unmount(mountpoint: str) -> None:
+    if shutil.which("fusermount3"):
+        done = subprocess.run(
+            ["fusermount3", "-u", "-z", mountpoint], capture_output=True, text=True
+        )
+        if done.returncode == 0:
+            return
+    if os.getuid() == 0:
+        subprocess.run(["umount", "-l", mountpoint], capture_output=True, check=False)
+
+
+def clear_stale(mountpoint: str) -> None:
+    """Unmount what a killed daemon left at `mountpoint`; refuse a live mount."""
+    entry = mount_at(mountpoint)
+    if entry is None:
+        return
+    if entry.fstype != FSTYPE:
+        raise MountError(
+            f"{mountpoint} is already a mount point ({entry.fstype}): mount vbusfs on "
+            "another directory"
+        )
+    problem = _stat_with_timeout(mountpoint, 5.0)
+    if problem is None:
+        raise MountError(
+            f"{mountpoint} is already served by a running vbusfs daemon: use it, or "
+            f"`vbusfs umount {mountpoint}` first"
+        )
+    if problem.errno in (errno.ENOTCONN, errno.ECONNABORTED, errno.ENXIO):
+        log.warning("clearing the stale mount a killed daemon left at %s", mountpoint)
+        lazy_unmount(mountpoint)
+        if mount_at(mountpoint) is not None and mount_at(mountpoint) == entry:
+            raise MountError(f"cannot clear the stale mount at {mountpoint}")
+        return
+    raise MountError(
+        f"{mountpoint} is a vbusfs mount whose daemon does not answer ({problem.strerror}); "
+        f"clear it with: fusermount3 -uz {mountpoint}"
+    )
+
+
+def ready_fd_reporter(fd: int) -> Callable[[str], None]:
+    """Report readiness to the spawning process through an inherited pipe."""
+
+    def report(message: str) -> None:
+        try:
+            os.write(fd, (message + "\n").encode())
+        finally:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+    return report
+
+
+def daemon_command(
+    mountpoint: str,
+    ready_fd: int,
+    *,
+    debug: bool = False,
+    load: tuple[str, ...] = (),
+    extra: tuple[str, ...] = (),
+) -> list[str]:
+    """The command line of a vbusfs daemon serving `mountpoint` in the foreground,
+    reporting readiness on `ready_fd`; `extra` adds `vbusfs mount` options."""
+    command = [sys.executable, "-m", "vbusfs", "mount", "--foreground"]
+    command += ["--ready-fd", str(ready_fd)]
+    if debug:
+        command.append("--debug")
+    for spec in load:
+        command += ["--load", spec]
+    return [*command, *extra, mountpoint]
+
+
+def wait_ready(fd: int, timeout: float = SPAWN_TIMEOUT) -> str:
+    """Read the daemon's readiness line; an empty answer means it died first."""
+    chunks = b""
+    deadline = time.monotonic() + timeout
+    while not chunks.endswith(b"\n"):
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            return "error: the daemon did not report readiness in time"
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            break
+        chunks += chunk
+    return chunks.decode(errors="replace").strip()
+
+
+def spawn(
+    mountpoint: str,
+    *,
+    log_path: str | None = None,
+    debug: bool = False,
+    load: tuple[str, ...] = (),
+    extra: tuple[str, ...] = (),
+    prefix: tuple[str, ...] = (),
+) -> int:
+    """Start a daemon in the background; return its pid once the mount is live.
+
+    `prefix` runs the daemon under another command (`unshare -n`, say).
+    """
+    mountpoint = canonical_mountpoint(mountpoint)
+    if log_path is None:
+        log_path = state_path(mountpoint)[: -len(".json")] + ".log"
+    os.makedirs(os.path.dirname(log_path), mode=0o700, exist_ok=True)
+
+    def command(ready_fd: int) -> list[str]:
+        daemon = daemon_command(mountpoint, ready_fd, debug=debug, load=load, extra=extra)
+        return [*prefix, *daemon, "--log", log_path]
+
+    process, answer = start_daemon(command, log_path, new_session=True)
+    if answer != READY:
+        if process.poll() is None:
+            process.terminate()
+        process.wait(EXIT_TIMEOUT)
+        detail = answer.removeprefix("error: ") if answer else _tail(log_path)
+        raise MountError(detail or f"the daemon exited with status {process.returncode}")
+    _CHILDREN[process.pid] = process
+    return process.pid
+
+
+def start_daemon(
+    command: Callable[[int], list[str]],
+    log_path: str,
+    *,
+    new_session: bool = False,
+    env: dict[str, str] | None = None,
+) -> tuple[subprocess.Popen[bytes], str]:
+    """Start the daemon `command(ready_fd)` logging to `log_path`; return it and the line
+    it reported (READY, "error: ...", or "" if it died first). A daemon still starting
+    when this is interrupted is ended, never left behind. `new_session` keeps a Ctrl-C
+    meant for this process from reaching the daemon; `env` replaces the environment."""
+    read_end, write_end = os.pipe()
+    try:
+        with open(log_path, "ab") as log_file:
+            process = subprocess.Popen(
+                command(write_end),
+                pass_fds=(write_end,),
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=log_file,
+                start_new_session=new_session,
+                env=env,
+            )
+        os.close(write_end)
+        write_end = -1
+        try:
+            answer = wait_ready(read_end)
+        except BaseException:
+            process.kill()
+            process.wait()
+            raise
+    finally:
+        os.close(read_end)
+        if write_end >= 0:
+            os.close(write_end)
+    return process, answer
+
+
+def stop_daemon(
+    process: subprocess.Popen[bytes] | None, mountpoint: str, *, timeout: float = EXIT_TIMEOUT
+) -> None:
+    """Unmount `mountpoint` and end `process`, the daemon this process started for it.
+
+    A daemon that does not exit within `timeout` of the unmount gets SIGTERM, then
+    SIGKILL; whatever is still mounted at `mountpoint` then is unmounted lazily.
+    Only `process` is ever signalled.
+    """
+    if process is not None and process.poll() is None:
+        subprocess.run(["fusermount3", "-u", mountpoint], capture_output=True, check=False)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.send_signal(signal.SIGTERM)  # a daemon unmounts on SIGTERM
+            try:
+                process.wait(5)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+    if mount_at(mountpoint) is not None:
+        lazy_unmount(mountpoint)
+
+
+def _tail(path: str, lines: int = 5) -> str:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return "".join(f.readlines()[-lines:]).strip()
+    except OSError:
+        return ""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def unmount(mountpoint: str, *, timeout: float = EXIT_TIMEOUT) -> None:
+    """Unmount a vbusfs and wait for its daemon to finish releasing everything."""
+    mountpoint = canonical_mountpoint(mountpoint)
+    entry = mount_at(mountpoint)
+    if entry is None:
+        raise MountError(
+            f"{mountpoint} is not mounted: no vbusfs daemon serves it, so there is nothing "
+            "to unmount"
+        )
+    if entry.fstype != FSTYPE:
+        raise MountError(f"{mountpoint} is not a vbusfs mount ({entry.fstype})")
+    state = MountState.load(mountpoint)
+    done = subprocess.run(["fusermount3", "-u", mountpoint], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise MountError(done.stderr.strip() or f"fusermount3 -u {mountpoint} failed")
+    if state is None:
+        return
+    deadline = time.monotonic() + timeout
+    while _alive(state.pid) and _is_daemon(state.pid):
+        if time.monotonic() > deadline:
+            raise MountError(f"the daemon (pid {state.pid}) did not exit after unmounting")
+        time.sleep(0.02)
+    child = _CHILDREN.pop(state.pid, None)
+    if child is not None:
+        child.wait()  # it was our own child: reap it
+
+
+def _is_daemon(pid: int) -> bool:
+    """True while `pid` is still a vbusfs daemon (not a recycled pid or a zombie)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="utf-8") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            cmdline = f.read()
+    except OSError:
+        return False
+    return state != "Z" and b"vbusfs" in cmdline

@@ -1,0 +1,49 @@
+"""The one pyfuse3 session of a process: mount options, mount, the request loop, close.
+
+pyfuse3 keeps one session per process in module state; these functions are the
+only way the rest of vbusfs touches it, so pyfuse3 stays imported here and in
+`_operations` alone. What to mount, when, and what to do about failures is the
+daemon's business, never this module's.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pyfuse3
+
+from ._operations import VbusOperations
+
+# The kernel's type for our mounts: "fuse." plus the subtype in `mount_options()`.
+FSTYPE = "fuse.vbusfs"
+
+
+def mount_options() -> set[str]:
+    options = set(pyfuse3.default_options) | {"fsname=vbusfs", "subtype=vbusfs"}
+    if os.getuid() == 0:
+        # Members and other users must reach the trees; permission bits still apply.
+        options.add("allow_other")
+    return options
+
+
+def mount(operations: VbusOperations, mountpoint: str) -> None:
+    """Mount `operations` at `mountpoint`; requests are answered once `handle_requests` runs.
+
+    Raises RuntimeError when libfuse refuses; libfuse writes its reason to fd 2.
+    """
+    pyfuse3.init(operations, mountpoint, mount_options())
+
+
+async def handle_requests() -> None:
+    """Answer requests until the filesystem is unmounted or `terminate()` is called."""
+    await pyfuse3.main()
+
+
+def terminate() -> None:
+    """End `handle_requests()` (from within the same trio run)."""
+    pyfuse3.terminate()
+
+
+def close() -> None:
+    """Unmount and release the session; it belongs in a `finally` after `mount()`."""
+    pyfuse3.close(unmount=True)
