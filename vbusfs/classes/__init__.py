@@ -49,6 +49,12 @@ def import_class(spec: str) -> type[DeviceClass]:
     return cls
 
 
+def find_class(name: str) -> type[DeviceClass]:
+    """A deviceclass by registered name, else by `package.module:ClassName` spec."""
+    offered = discover()
+    return offered[name] if name in offered else import_class(name)
+
+
 def default_model(extra: tuple[str, ...] = (), processes: ProcessTable | None = None) -> Vbus:
     """A model with every discovered deviceclass loaded, plus `extra` import specs.
 
@@ -78,5 +84,6 @@ __all__ = [
     "VenetTapState",
     "default_model",
     "discover",
+    "find_class",
     "import_class",
 ]

@@ -23,15 +23,14 @@ import math
 import os
 import socket
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import trio
 
-from vbusfs.classes import discover, import_class
 from vbusfs.ioq import IoqError, IoqFault
-from vbusfs.model import DeviceConnection, Event, Vbus, VbusError, dump_config
+from vbusfs.model import DeviceClass, DeviceConnection, Event, Vbus, VbusError, dump_config
 
 from ._protocol import (
     Closed,
@@ -42,6 +41,9 @@ from ._protocol import (
     pack_bytes,
 )
 from ._rights import RECEIVE, received, rights
+
+# a deviceclass by registered name or `module:Class` spec (raises ImportError, ...)
+FindClass = Callable[[str], type[DeviceClass]]
 
 log = logging.getLogger("vbusfs.connector")
 
@@ -68,9 +70,12 @@ class _Open:
 class Connector:
     """Listens on a Unix socket and serves member processes."""
 
-    def __init__(self, vbus: Vbus, path: str) -> None:
+    def __init__(self, vbus: Vbus, path: str, find_class: FindClass) -> None:
         self.vbus = vbus
         self.path = path
+        # modprobe's lookup of a class by name or import spec, given by the daemon: the
+        # connector knows no deviceclass of its own
+        self.find_class = find_class
         self.clients = 0
         # the daemon's owner (and root) may administer it: save, modprobe, rmmod
         self.owner = os.getuid()
@@ -110,7 +115,7 @@ class Connector:
                 return
             self.clients += 1
             try:
-                await _Session(self.vbus, sock, pid, bus, admin).run()
+                await _Session(self, sock, pid, bus, admin).run()
             except Exception:
                 # A bug serving one client ends that client, never the daemon.
                 log.exception("internal error serving client %d", pid)
@@ -120,9 +125,15 @@ class Connector:
 
 class _Session:
     def __init__(
-        self, vbus: Vbus, sock: trio.socket.SocketType, pid: int, bus: str | None, admin: bool
+        self,
+        connector: Connector,
+        sock: trio.socket.SocketType,
+        pid: int,
+        bus: str | None,
+        admin: bool,
     ) -> None:
-        self.vbus = vbus
+        self.vbus = connector.vbus
+        self.find_class = connector.find_class
         self.sock = sock
         self.pid = pid
         self.bus = bus
@@ -219,7 +230,7 @@ class _Session:
         if op in _ADMIN_OPS:
             if not self.admin:
                 raise VbusError("only root or the daemon's owner may do that", errno=errno.EPERM)
-            return _ADMIN_OPS[op](self.vbus, request)
+            return _ADMIN_OPS[op](self.vbus, request, self.find_class)
         if self.bus is None:
             raise VbusError(f"process {self.pid} is not a member of any bus", errno=errno.EACCES)
         if op == "list":
@@ -277,22 +288,21 @@ def _release(opened: _Open) -> None:
         opened.hangup.close()
 
 
-def _save(vbus: Vbus, request: Request) -> dict[str, Any]:
+def _save(vbus: Vbus, request: Request, find_class: FindClass) -> dict[str, Any]:
     return {"config": dump_config(vbus)}
 
 
-def _modprobe(vbus: Vbus, request: Request) -> dict[str, Any]:
+def _modprobe(vbus: Vbus, request: Request, find_class: FindClass) -> dict[str, Any]:
     name = request.text("deviceclass", "modprobe needs a class name")
-    offered = discover()
     try:
-        cls = offered[name] if name in offered else import_class(name)
+        cls = find_class(name)
     except (ImportError, AttributeError, TypeError, ValueError) as exc:
         raise VbusError(f"no deviceclass {name!r}: {exc}", errno=errno.ENOENT) from None
     vbus.load_class(cls())
     return {"deviceclass": cls.name}
 
 
-def _rmmod(vbus: Vbus, request: Request) -> dict[str, Any]:
+def _rmmod(vbus: Vbus, request: Request, find_class: FindClass) -> dict[str, Any]:
     name = request.text("deviceclass", "rmmod needs a class name")
     vbus.unload_class(name)
     return {}

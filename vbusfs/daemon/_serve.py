@@ -21,7 +21,7 @@ from typing import Any
 import trio
 
 from vbusfs import fuse
-from vbusfs.classes import default_model
+from vbusfs.classes import default_model, find_class
 from vbusfs.connector import XATTR, Connector
 from vbusfs.model import Vbus, VbusError, restore_config
 
@@ -156,7 +156,7 @@ async def _serve_until_done(
         nursery.start_soon(_terminate_on_signal)
         nursery.start_soon(_sweep_members, vbus)
         if vbus.membership is not None:
-            await nursery.start(Connector(vbus, socket_path).serve)
+            await nursery.start(Connector(vbus, socket_path, find_class).serve)
         if ready is not None:
             ready(READY)
         await fuse.handle_requests()
