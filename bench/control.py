@@ -34,19 +34,20 @@ either CPU, pays a cross-CPU wake-up (~20 us each way) or not, and keeps its
 luck for seconds, which skewed single peers by up to 1.6x in trial runs
 (`--no-pin` shows it). Trust the ratios more than the absolute rates.
 
+Daemons are started and stopped with the library's own machinery
+(`vbusfs.daemon.start_daemon`/`stop_daemon`, as the CLI and the testing kit do);
+the peers, operations and timing live in `_control_measure.py`, the tables in
+`_control_report.py`.
+
 Usage: .venv/bin/python bench/control.py [--quick] [--no-pin] [--rounds R] [--scales A,B]
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import gc
 import math
 import os
 import platform
-import random
-import select
 import shutil
 import signal
 import subprocess
@@ -54,129 +55,39 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
+
+from _control_measure import (
+    DEVICES_PER_BUS,
+    FULL,
+    OPS,
+    QUICK,
+    TYPE_BYTES,
+    Failure,
+    Peer,
+    Results,
+    Settings,
+    bus_of,
+    measure_round,
+    write_file,
+)
+from _control_report import NOISE, print_growth, print_rates
+
+from vbusfs.daemon import READY, daemon_command, start_daemon, stop_daemon
+from vbusfs.fuse import mount_at
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 MINIMAL_FS = os.path.join(HERE, "_minimalfs.py")
-KINDS = ("vbusfs", "minimal", "tmpfs")
-VBUSFS_MOUNT = ("mount", "--foreground", "--ready-fd")
-DEVICES_PER_BUS = 10
-TYPE_BYTES = "venet-loopback\n"
-READY_TIMEOUT = 30.0
-EXIT_TIMEOUT = 10.0
-# A vbusfs scale ratio above this (and above the minimal filesystem's own) is flagged.
-GROWTH_LIMIT = 1.3
 
 
-@dataclass(frozen=True)
-class Settings:
-    scales: tuple[int, int]
-    rounds: int
-    batch: int  # devices made and removed again per round and peer
-    chunks: int  # the batch is made in this many turns, alternating the peers
-    sample: int  # existing devices that stat and read cycle through
-    turns: int  # turns per round for stat and read
-    turn_time: float  # seconds per turn for stat and read
-    listing_turns: int
-    listing_time: float
-    scandir_turns: int
-
-
-FULL = Settings(
-    scales=(1_000, 10_000),
-    rounds=4,
-    batch=120,
-    chunks=6,
-    sample=300,
-    turns=6,
-    turn_time=0.02,
-    listing_turns=4,
-    listing_time=0.05,
-    scandir_turns=2,
-)
-QUICK = replace(
-    FULL,
-    scales=(300, 3_000),
-    rounds=3,
-    batch=40,
-    chunks=4,
-    sample=100,
-    turns=4,
-    listing_turns=2,
-    scandir_turns=1,
-)
-
-
-# -- the peers ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Peer:
-    """One filesystem at one population: where its trees live.
-
-    vbusfs computes `type`, `sys/vbus/devices/D/` and its attributes from the
-    model; the other kinds get plain files and directories at the same paths.
-    """
-
-    kind: str
-    scale: int
-    root: str
-
-    @property
-    def computed(self) -> bool:
-        return self.kind == "vbusfs"
-
-    @property
-    def label(self) -> str:
-        return f"{self.kind}@{self.scale}"
-
-    def device(self, d: str) -> str:
-        return f"{self.root}/config/vbus/devices/{d}"
-
-    def bus(self, b: str) -> str:
-        return f"{self.root}/config/vbus/instances/{b}"
-
-    def type_file(self, d: str) -> str:
-        return f"{self.root}/config/vbus/devices/{d}/type"
-
-    def sys_device(self, d: str) -> str:
-        return f"{self.root}/sys/vbus/devices/{d}"
-
-    def attribute(self, d: str) -> str:
-        return f"{self.root}/sys/vbus/devices/{d}/enabled"
-
-    def devices_dir(self) -> str:
-        return f"{self.root}/config/vbus/devices"
+# -- the mounts --------------------------------------------------------------------------
 
 
 def _mounted(path: str) -> bool:
     """Whether `path` is a mount point, from mountinfo (never touching the mount)."""
-    wanted = path.encode()
-    with open("/proc/self/mountinfo", "rb") as f:
-        for line in f:
-            point = line.split()[4]
-            for escaped, plain in ((b"\\040", b" "), (b"\\011", b"\t"), (b"\\012", b"\n")):
-                point = point.replace(escaped, plain)
-            if point.replace(b"\\134", b"\\") == wanted:
-                return True
-    return False
-
-
-def _read_ready(fd: int, timeout: float) -> str:
-    """The readiness line a daemon writes to its pipe; "" if it died first."""
-    data = b""
-    deadline = time.monotonic() + timeout
-    while not data.endswith(b"\n"):
-        left = deadline - time.monotonic()
-        if left <= 0 or not select.select([fd], [], [], left)[0]:
-            return "error: no readiness report in time"
-        chunk = os.read(fd, 4096)
-        if not chunk:
-            break
-        data += chunk
-    return data.decode(errors="replace").strip()
+    return mount_at(path) is not None
 
 
 def _tail(path: str, lines: int = 8) -> str:
@@ -202,30 +113,14 @@ class Mounts:
         """Run a FUSE daemon in its own session; return once it says it is mounted."""
         log_path = os.path.join(self.workdir, f"{name}.log")
         self.logs[name] = log_path
-        read_end, write_end = os.pipe()
-        try:
-            with open(log_path, "ab") as log:
-                process = subprocess.Popen(
-                    command(write_end),
-                    pass_fds=(write_end,),
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=log,
-                    start_new_session=True,  # Ctrl-C reaches the bench, which unmounts
-                    env=env,
-                )
-        except BaseException:
-            os.close(read_end)
-            raise
-        finally:
-            os.close(write_end)
-        self._undo.append((f"stop {name}", lambda: _stop_fuse(process, mountpoint)))
+        started: list[subprocess.Popen[bytes]] = []
+        # registered first: a daemon killed while starting may leave its mount behind
+        self._undo.append((f"stop {name}", lambda: _stop_fuse(started, mountpoint)))
+        # its own session: Ctrl-C reaches the bench, which unmounts
+        process, answer = start_daemon(command, log_path, new_session=True, env=env)
+        started.append(process)
         self.pids[name] = process.pid
-        try:
-            answer = _read_ready(read_end, READY_TIMEOUT)
-        finally:
-            os.close(read_end)
-        if answer != "ok":
+        if answer != READY:
             detail = answer or _tail(log_path) or f"exit status {process.poll()}"
             raise RuntimeError(f"{name} did not mount: {detail}")
 
@@ -261,20 +156,8 @@ class Mounts:
         return problems
 
 
-def _stop_fuse(process: subprocess.Popen[bytes], mountpoint: str) -> None:
-    if _mounted(mountpoint):
-        subprocess.run(["fusermount3", "-u", mountpoint], capture_output=True, check=False)
-    try:
-        process.wait(EXIT_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        process.terminate()  # both daemons unmount on SIGTERM
-        try:
-            process.wait(EXIT_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-    if _mounted(mountpoint):
-        subprocess.run(["fusermount3", "-u", "-z", mountpoint], capture_output=True, check=False)
+def _stop_fuse(started: list[subprocess.Popen[bytes]], mountpoint: str) -> None:
+    stop_daemon(started[0] if started else None, mountpoint)  # both daemons unmount on SIGTERM
     if _mounted(mountpoint):
         raise RuntimeError(f"{mountpoint} is still mounted")
 
@@ -316,10 +199,7 @@ def start_all(mounts: Mounts, workdir: str, scales: Sequence[int]) -> tuple[list
         vbusfs = os.path.join(workdir, f"vbusfs-{scale}")
         os.mkdir(vbusfs)
         mounts.start_fuse(
-            f"vbusfs-{scale}",
-            vbusfs,
-            lambda fd, mnt=vbusfs: [python, "-m", "vbusfs", *VBUSFS_MOUNT, str(fd), mnt],
-            env,
+            f"vbusfs-{scale}", vbusfs, lambda fd, mnt=vbusfs: daemon_command(mnt, fd), env
         )
         minimal = os.path.join(workdir, f"minimal-{scale}")
         os.mkdir(minimal)
@@ -344,18 +224,6 @@ def start_all(mounts: Mounts, workdir: str, scales: Sequence[int]) -> tuple[list
 # -- populating ----------------------------------------------------------------------------
 
 
-def _write(path: str, text: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        os.write(fd, text.encode())
-    finally:
-        os.close(fd)
-
-
-def bus_of(index: int) -> str:
-    return f"b{index // DEVICES_PER_BUS}"
-
-
 def populate(peer: Peer, stop: threading.Event) -> float:
     """Devices d0..d<scale-1>, typed and linked, DEVICES_PER_BUS per bus; seconds taken."""
     began = time.monotonic()
@@ -367,12 +235,12 @@ def populate(peer: Peer, stop: threading.Event) -> float:
         d = f"d{i}"
         os.mkdir(peer.device(d))
         if peer.computed:
-            _write(peer.type_file(d), TYPE_BYTES)
+            write_file(peer.type_file(d), TYPE_BYTES)
         else:
             # The peers' `type` only matters for new devices (made in each round);
             # their sys side is a directory holding the attribute file.
             os.mkdir(peer.sys_device(d))
-            _write(peer.attribute(d), "0\n")
+            write_file(peer.attribute(d), "0\n")
         os.symlink(f"../../devices/{d}", f"{peer.bus(bus_of(i))}/{d}")
     return time.monotonic() - began
 
@@ -387,242 +255,6 @@ def populate_all(peers: Sequence[Peer]) -> dict[str, float]:
         except BaseException:
             stop.set()  # the pool's exit waits for the threads, each within one device
             raise
-
-
-# -- timing --------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def _quiet_gc() -> Iterator[None]:
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
-
-
-class Failure(Exception):
-    """An operation failed: which peer, which operation, which path."""
-
-
-Action = Callable[[str], object]
-
-
-def _guarded(peer: Peer, op: str, action: Action) -> Action:
-    def run(path: str) -> object:
-        try:
-            return action(path)
-        except OSError as exc:
-            raise Failure(f"{peer.label}: {op} {path}: {exc}") from exc
-
-    return run
-
-
-def _rotated(peers: Sequence[Peer], turn: int) -> list[Peer]:
-    shift = turn % len(peers)
-    return [*peers[shift:], *peers[:shift]]
-
-
-Samples = dict[Peer, list[float]]
-
-
-def time_batches(
-    peers: Sequence[Peer], items: dict[Peer, list[str]], action: dict[Peer, Action], chunks: int
-) -> Samples:
-    """Seconds per item of each turn: each peer's items done once in `chunks` alternating turns."""
-    samples: Samples = {peer: [] for peer in peers}
-    with _quiet_gc():
-        for turn in range(chunks):
-            for peer in _rotated(peers, turn):
-                act = action[peer]
-                part = items[peer][turn::chunks]
-                start = time.perf_counter()
-                for item in part:
-                    act(item)
-                samples[peer].append((time.perf_counter() - start) / len(part))
-    return samples
-
-
-def time_turns(
-    peers: Sequence[Peer],
-    items: dict[Peer, list[str]],
-    action: dict[Peer, Action],
-    turns: int,
-    turn_time: float,
-) -> Samples:
-    """Seconds per item of each turn: peers take `turns` alternating turns of `turn_time`.
-
-    Every turn does at least one item, so a slow listing runs once per turn.
-    """
-    samples: Samples = {peer: [] for peer in peers}
-    done = dict.fromkeys(peers, 0)
-    clock = time.perf_counter
-    with _quiet_gc():
-        for turn in range(turns):
-            for peer in _rotated(peers, turn):
-                act = action[peer]
-                cycle = items[peer]
-                position = done[peer]
-                start = clock()
-                now = start
-                while now - start < turn_time or position == done[peer]:
-                    act(cycle[position % len(cycle)])
-                    position += 1
-                    now = clock()
-                samples[peer].append((now - start) / (position - done[peer]))
-                done[peer] = position
-    return samples
-
-
-def _type_write(path: str) -> None:
-    with open(path, "w") as f:
-        f.write(TYPE_BYTES)
-
-
-def _read_small(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.read(fd, 4096)
-    finally:
-        os.close(fd)
-
-
-def _listdir(path: str) -> None:
-    os.listdir(path)
-
-
-def _scandir_stat(path: str) -> None:
-    # Through a directory descriptor, each stat is one fstatat() relative to it,
-    # as find(1) does, so the cost is the entry's and not the path's depth.
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        with os.scandir(fd) as entries:
-            for entry in entries:
-                entry.stat()
-    finally:
-        os.close(fd)
-
-
-@dataclass(frozen=True)
-class Op:
-    key: str
-    label: str
-    per_entry: bool = False  # a listing: compared per directory entry
-
-
-OPS = (
-    Op("mkdir", "mkdir device"),
-    Op("type", "type write"),
-    Op("link_abs", "link, absolute target"),
-    Op("link_rel", "link, relative target"),
-    Op("unlink", "unlink link"),
-    Op("rmdir", "rmdir device"),
-    Op("stat_dir", "stat device dir"),
-    Op("stat_file", "stat attribute file"),
-    Op("read", "attr open+read+close"),
-    Op("listdir", "listdir", per_entry=True),
-    Op("scandir", "scandir + stat each", per_entry=True),
-)
-OP_BY_KEY = {op.key: op for op in OPS}
-
-
-@dataclass
-class Results:
-    # (kind, scale, op key) -> seconds per op (per listing for listings), one per turn
-    runs: dict[tuple[str, int, str], list[float]] = field(default_factory=dict)
-    entries: dict[int, int] = field(default_factory=dict)  # scale -> entries per listing
-
-    def add(self, op: str, measured: Samples) -> None:
-        for peer, samples in measured.items():
-            self.runs.setdefault((peer.kind, peer.scale, op), []).extend(samples)
-
-    def turns(self, op: str) -> int:
-        return min((len(v) for (_, _, key), v in self.runs.items() if key == op), default=0)
-
-    def best(self, kind: str, scale: int, op: str) -> float | None:
-        runs = self.runs.get((kind, scale, op))
-        return min(runs) if runs else None
-
-    def per_item(self, kind: str, scale: int, op: str) -> float | None:
-        best = self.best(kind, scale, op)
-        if best is None or not OP_BY_KEY[op].per_entry:
-            return best
-        return best / self.entries[scale]
-
-
-def measure_round(
-    peers: Sequence[Peer], round_no: int, settings: Settings, results: Results
-) -> None:
-    """One round: every operation on every peer, peers alternating within each operation."""
-    order = _rotated(peers, round_no)
-    names = [f"m{round_no}n{i}" for i in range(settings.batch)]
-    half = len(names) // 2
-
-    def bus_for(peer: Peer, index: int) -> str:
-        return peer.bus(f"b{(index * 7919) % (peer.scale // DEVICES_PER_BUS)}")
-
-    def batch(
-        op: str, paths: Callable[[Peer], list[str]], action: Callable[[Peer], Action]
-    ) -> None:
-        items = {peer: paths(peer) for peer in order}
-        guarded = {peer: _guarded(peer, op, action(peer)) for peer in order}
-        results.add(op, time_batches(order, items, guarded, settings.chunks))
-
-    def links(peer: Peer, part: range) -> list[str]:
-        return [f"{bus_for(peer, i)}/{names[i]}" for i in part]
-
-    def symlink_to(peer: Peer, relative: bool) -> Action:
-        def action(link: str) -> None:
-            name = link.rsplit("/", 1)[1]
-            os.symlink(f"../../devices/{name}" if relative else peer.device(name), link)
-
-        return action
-
-    # Devices made in this round are removed again at its end: each peer keeps
-    # exactly its population for the stats and listings.
-    batch("mkdir", lambda p: [p.device(m) for m in names], lambda p: os.mkdir)
-    for peer in peers:
-        if not peer.computed:  # vbusfs makes `type` with the device; the peers get a file
-            for m in names:
-                _write(peer.type_file(m), "\n")
-    batch("type", lambda p: [p.type_file(m) for m in names], lambda p: _type_write)
-    batch("link_abs", lambda p: links(p, range(half)), lambda p: symlink_to(p, False))
-    batch("link_rel", lambda p: links(p, range(half, len(names))), lambda p: symlink_to(p, True))
-    batch("unlink", lambda p: links(p, range(len(names))), lambda p: os.unlink)
-    for peer in peers:
-        if not peer.computed:
-            for m in names:
-                os.unlink(peer.type_file(m))
-    batch("rmdir", lambda p: [p.device(m) for m in names], lambda p: os.rmdir)
-
-    def turns(op: str, paths: Callable[[Peer], list[str]], action: Action, listing: bool) -> None:
-        items = {peer: paths(peer) for peer in order}
-        guarded = {peer: _guarded(peer, op, action) for peer in order}
-        count = settings.listing_turns if listing else settings.turns
-        seconds = settings.listing_time if listing else settings.turn_time
-        results.add(op, time_turns(order, items, guarded, count, seconds))
-
-    samples = {
-        peer: [f"d{i}" for i in random.Random(round_no).sample(range(peer.scale), settings.sample)]
-        for peer in peers
-    }
-    turns("stat_dir", lambda p: [p.device(d) for d in samples[p]], os.stat, False)
-    turns("stat_file", lambda p: [p.attribute(d) for d in samples[p]], os.stat, False)
-    turns("read", lambda p: [p.attribute(d) for d in samples[p]], _read_small, False)
-    turns("listdir", lambda p: [p.devices_dir()], _listdir, True)
-    # one pass per turn: a pass over 10,000 entries takes most of a second on FUSE
-    results.add(
-        "scandir",
-        time_turns(
-            order,
-            {peer: [peer.devices_dir()] for peer in order},
-            {peer: _guarded(peer, "scandir", _scandir_stat) for peer in order},
-            settings.scandir_turns,
-            0.0,
-        ),
-    )
 
 
 # -- checks ----------------------------------------------------------------------------------
@@ -681,74 +313,7 @@ def log_errors(name: str, path: str) -> list[str]:
     return [f"{name} log: {line}" for line in lines if any(mark in line for mark in marks)]
 
 
-# -- report ----------------------------------------------------------------------------------
-
-
-def _rate(seconds: float | None) -> str:
-    if seconds is None or seconds <= 0:
-        return "-"
-    rate = 1 / seconds
-    return f"{rate:,.0f}" if rate >= 100 else f"{rate:,.1f}"
-
-
-def _ratio(a: float | None, b: float | None) -> str:
-    if a is None or b is None or b <= 0:
-        return "-"
-    return f"{a / b:.2f}" if a / b < 100 else f"{a / b:,.0f}"
-
-
-def _us(seconds: float | None) -> str:
-    return "-" if seconds is None else f"{seconds * 1e6:,.1f}"
-
-
-def print_rates(results: Results, scale: int) -> None:
-    buses = scale // DEVICES_PER_BUS
-    entries = results.entries[scale]
-    print(f"\n{scale:,} devices on {buses:,} buses: ops/s of the best turn "
-          f"(listings: listings/s of {entries:,} entries)")  # fmt: skip
-    print(f"  {'operation':<23}{'vbusfs':>10}{'minimal':>10}{'tmpfs':>11}{'vbusfs us':>12}"
-          f"{'vbus/minimal':>14}{'vbus/tmpfs':>12}")  # fmt: skip
-    for op in OPS:
-        v, m, t = (results.best(kind, scale, op.key) for kind in KINDS)
-        print(f"  {op.label:<23}{_rate(v):>10}{_rate(m):>10}{_rate(t):>11}{_us(v):>12}"
-              f"{_ratio(v, m):>14}{_ratio(v, t):>12}")  # fmt: skip
-    print("  (vbus/minimal, vbus/tmpfs: cost of one vbusfs operation over the peer's)")
-
-
-def print_growth(results: Results, small: int, large: int) -> list[str]:
-    """The scale ratios; returns the vbusfs operations whose cost grows."""
-    print(f"\nscale ratio: cost of one operation with {large:,} objects / with {small:,}"
-          " (1.00 = flat; listings per entry)")  # fmt: skip
-    print(f"  {'operation':<27}{f'vbusfs us@{small}':>15}{f'vbusfs us@{large}':>16}"
-          f"{'vbusfs':>8}{'minimal':>9}{'tmpfs':>8}")  # fmt: skip
-    growing = []
-    for op in OPS:
-        cost = {
-            (kind, scale): results.per_item(kind, scale, op.key)
-            for kind in KINDS
-            for scale in (small, large)
-        }
-        small_v, large_v = cost["vbusfs", small], cost["vbusfs", large]
-        flag = ""
-        if small_v and large_v and large_v / small_v > GROWTH_LIMIT:
-            small_m, large_m = cost["minimal", small], cost["minimal", large]
-            floor = large_m / small_m if small_m and large_m else 1.0
-            if large_v / small_v > GROWTH_LIMIT * max(floor, 1.0):
-                flag = "  <- grows"
-                growing.append(op.label)
-        label = op.label + (" /entry" if op.per_entry else "")
-        ratios = [_ratio(cost[kind, large], cost[kind, small]) for kind in KINDS]
-        print(f"  {label:<27}{_us(small_v):>15}{_us(large_v):>16}{ratios[0]:>8}{ratios[1]:>9}"
-              f"{ratios[2]:>8}{flag}")  # fmt: skip
-    return growing
-
-
-NOISE = (
-    "noise caveat: 2 shared vCPUs in a VM, other work running alongside; absolute rates move\n"
-    "  by tens of percent from run to run. The peers take short turns, alternating, and the best\n"
-    "  turn is kept, so noise hits them alike: trust ratios over rates, and read scale ratios\n"
-    f"  within about +-{GROWTH_LIMIT - 1:.0%} of 1.00 as flat."
-)
+# -- main ------------------------------------------------------------------------------------
 
 
 def pin_to_idlest_cpu() -> int | None:
@@ -772,9 +337,6 @@ def pin_to_idlest_cpu() -> int | None:
     cpu = max(allowed, key=lambda c: after.get(c, 0) - before.get(c, 0))
     os.sched_setaffinity(0, {cpu})
     return cpu
-
-
-# -- main ------------------------------------------------------------------------------------
 
 
 class _Terminated(Exception):

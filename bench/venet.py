@@ -39,7 +39,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from vbusfs import client
-from vbusfs.fuse import mount_at, spawn, unmount
+from vbusfs.testing import LiveMount
 
 SIZES = (64, 1500)
 WINDOW = 128  # frames in flight
@@ -211,23 +211,16 @@ def write(path: str, value: str) -> None:
 
 @contextlib.contextmanager
 def vbusfs_mount() -> Iterator[tuple[str, int]]:
-    """A fresh vbusfs on a temporary directory, and its daemon's pid; always unmounted."""
+    """A fresh vbusfs on a temporary directory, and its daemon's pid; always unmounted.
+
+    The library's LiveMount: a daemon child of ours, stopped (and reaped) on the way out.
+    """
     path = tempfile.mkdtemp(prefix="vbusfs-bench-")
-    pid = -1
     try:
-        pid = spawn(path)
-        yield path, pid
+        with LiveMount(path, debug=False) as mount:
+            yield path, mount.pid
     finally:
-        try:
-            if mount_at(path) is not None:
-                unmount(path)
-        finally:
-            if pid > 0:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)  # only if unmounting left it behind
-                with contextlib.suppress(ChildProcessError):
-                    os.waitpid(pid, 0)
-            os.rmdir(path)
+        os.rmdir(path)
 
 
 @contextlib.contextmanager
