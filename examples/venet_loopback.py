@@ -26,7 +26,7 @@ import tempfile
 from collections.abc import Iterator
 
 from vbusfs import client
-from vbusfs.fuse import spawn, unmount
+from vbusfs.daemon import spawn, unmount
 
 BUS = "example-bus"
 DEVICE = "loop0"

@@ -1,5 +1,5 @@
 /*
- * shm-signal: the notification half of an IOQ (SPEC 7.3).  One eventfd per
+ * shm-signal: the notification half of an IOQ (behaviour §7.3).  One eventfd per
  * direction; irq[IOQ_NORTH] is north's receive state, irq[IOQ_SOUTH]
  * south's.  The owner of an irq writes `enabled` and clears `dirty` and
  * `pending`; the peer sets `dirty` and `pending`.

@@ -1,5 +1,5 @@
 /*
- * Private to native/: the shm-signal (SPEC 7.3), the notification half of an
+ * Private to native/: the shm-signal (behaviour §7.3), the notification half of an
  * IOQ, as its own object.  It knows one signal descriptor in shared memory
  * (whose layout, struct shm_signal_desc, is part of the IOQ ABI in ioq.h),
  * which side it is, and the two eventfds; it knows nothing of rings.  The

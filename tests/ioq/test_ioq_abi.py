@@ -1,4 +1,4 @@
-"""The shared-memory layout of SPEC 7.2, pinned byte by byte from outside C."""
+"""The shared-memory layout of behaviour §7.2, pinned byte by byte from outside C."""
 
 from __future__ import annotations
 

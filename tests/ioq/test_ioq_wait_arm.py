@@ -2,7 +2,7 @@
 
 The blocking wait (ioq_wait) and the trio face both sleep between its two calls, so
 the shm-signal protocol exists once, in C.  These tests drive it directly and watch
-the irq bytes of SPEC 7.3 (south's irq at ring offset 19: enabled, pending, dirty).
+the irq bytes of behaviour §7.3 (south's irq at ring offset 19: enabled, pending, dirty).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Attribute files (SPEC section 4): one value per open, one store per write(2)."""
+"""Attribute files (behaviour §4): one value per open, one store per write(2)."""
 
 from __future__ import annotations
 

@@ -212,7 +212,7 @@ class Differential(RuleBasedStateMachine):
             if isinstance(found, views.DirNode):
                 out[key] = "dir"
                 out.update(self._model_tree(child))
-            elif isinstance(found, views.LinkNode):
+            elif isinstance(found, views.SymlinkNode):
                 out[key] = f"link {found.target}"
             else:
                 assert isinstance(found, views.FileNode)

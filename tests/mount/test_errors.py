@@ -1,4 +1,4 @@
-"""Every errno of SPEC section 5 that config/ and sys/ answer, through real syscalls."""
+"""Every errno of behaviour §5 that config/ and sys/ answer, through real syscalls."""
 
 from __future__ import annotations
 

@@ -9,8 +9,8 @@ import random
 import pytest
 
 from vbusfs import views
-from vbusfs._procfs import ProcFs
 from vbusfs.classes import VenetLoopback, VenetSwitch, VenetTap
+from vbusfs.daemon import ProcFs
 from vbusfs.model import Membership, Vbus, VbusError
 from vbusfs.views import DirNode, FileNode, SymlinkNode
 

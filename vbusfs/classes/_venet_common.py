@@ -1,7 +1,7 @@
 """What the venet deviceclasses share: values, the MAC attributes, the client connection.
 
 venet-tap, venet-loopback and venet-switch all present the `virtual-ethernet`
-interface type and speak the venet protocol (SPEC 7.4) to their clients. Their
+interface type and speak the venet protocol (behaviour §7.4) to their clients. Their
 values are parsed strictly (EINVAL on junk, and a refused value changes
 nothing); a class's own state, attribute table and data path live in its own
 module (``_venet_tap``, ``_venet_loopback``, ``_venet_switch``).

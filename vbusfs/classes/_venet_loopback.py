@@ -1,6 +1,6 @@
 """venet-loopback: every frame a client transmits comes back on its receive queue.
 
-Its type, attribute table (SPEC 4, "other built-in classes") and data path sit
+Its type, attribute table (behaviour §4, "other built-in classes") and data path sit
 here together. It touches nothing on the host; `enabled` only says whether
 frames come back (0: they are dropped and counted).
 """

@@ -1,6 +1,6 @@
 """venet-switch: one device on several buses, frames switched between them by MAC.
 
-Its type, attribute tables (SPEC 4, "other built-in classes") and data path sit
+Its type, attribute tables (behaviour §4, "other built-in classes") and data path sit
 here together. Each link into a bus is a port with its own `client_mac`; the
 device's `ports` lists them. The switching is C's (:class:`vbusfs.ioq.Switch`):
 a batch per call goes from one client's transmit ring straight into the buffers

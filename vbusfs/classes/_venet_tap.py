@@ -1,6 +1,6 @@
 """venet-tap: a virtual Ethernet device whose host side is a Linux TAP interface.
 
-Its type, attribute table (SPEC 4, "venet-tap attributes") and data path sit
+Its type, attribute table (behaviour §4, "venet-tap attributes") and data path sit
 here together. It is the only built-in class that touches the host: a TAP
 interface is made (through the class's `open_tap` factory, ``_tap`` by default)
 when `enabled` goes 0 -> 1, and removed on 1 -> 0 or when the device is

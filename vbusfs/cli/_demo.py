@@ -53,7 +53,7 @@ def _read(path: views.Path) -> Callable[[Vbus], str]:
 def _readlink(path: views.Path) -> Callable[[Vbus], str]:
     def act(vbus: Vbus) -> str:
         found = views.node(vbus, path)
-        assert isinstance(found, views.LinkNode)
+        assert isinstance(found, views.SymlinkNode)
         return found.target + "\n"
 
     return act

@@ -1,4 +1,4 @@
-"""The venet ABI (SPEC 7.4): the numbers a venet device and its driver agree on.
+"""The venet ABI (behaviour §7.4): the numbers a venet device and its driver agree on.
 
 Data only, imported by the device side (`vbusfs.classes`) and the driver side
 (`vbusfs.client`) alike, so the two cannot drift apart. It must import nothing.

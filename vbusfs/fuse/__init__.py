@@ -26,14 +26,3 @@ __all__ = [
     "read_mountinfo",
     "terminate",
 ]
-
-
-def __getattr__(name: str) -> object:
-    # Transitional, and against this package's layering: examples/venet_loopback.py
-    # still imports spawn and unmount from here. Delete this function once it imports
-    # them from vbusfs.daemon.
-    if name in ("spawn", "unmount"):
-        from vbusfs import daemon
-
-        return getattr(daemon, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

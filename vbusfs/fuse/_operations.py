@@ -28,7 +28,7 @@ import pyfuse3
 
 from vbusfs import views
 from vbusfs.model import Vbus, VbusError
-from vbusfs.views import DirNode, FileNode, LinkNode, Node, Path
+from vbusfs.views import DirNode, FileNode, Node, Path, SymlinkNode
 
 from ._inodes import ROOT_INODE, InodeTable
 from ._mountinfo import MountLocations
@@ -166,7 +166,7 @@ class VbusOperations(pyfuse3.Operations):
             # 1 tells find(1) and friends that the subdirectory count is unknown
             entry.st_nlink = 1
             entry.st_size = 0
-        elif isinstance(found, LinkNode):
+        elif isinstance(found, SymlinkNode):
             entry.st_mode = stat.S_IFLNK | found.mode
             entry.st_nlink = 1
             entry.st_size = len(os.fsencode(found.target))
@@ -241,7 +241,7 @@ class VbusOperations(pyfuse3.Operations):
     @_answers_errno
     async def readlink(self, inode: int, ctx: pyfuse3.RequestContext) -> bytes:
         found = self._node(self._path(inode), ctx)
-        if not isinstance(found, LinkNode):
+        if not isinstance(found, SymlinkNode):
             raise _fail(errno.EINVAL)
         return os.fsencode(found.target)
 

@@ -1,8 +1,8 @@
 """The vbus data path: IOQ shared-memory rings with shm-signal notification.
 
-An *ioq* is one ring of descriptors (the vbus IOQ version 4 layout, SPEC 7.2)
+An *ioq* is one ring of descriptors (the vbus IOQ version 4 layout, behaviour §7.2)
 plus a data segment the descriptors point into, and one *shm-signal* eventfd
-per direction (SPEC 7.3).  The *north* side (a client, in a member process)
+per direction (behaviour §7.3).  The *north* side (a client, in a member process)
 allocates both in sealed memfds; the *south* side (a device, in the vbusfs
 daemon) attaches to the file descriptors north hands over, validates the
 ring once and afterwards trusts nothing in shared memory: a peer that breaks

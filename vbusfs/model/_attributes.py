@@ -20,7 +20,7 @@ Store = Callable[[Any, str], None]
 
 
 def attribute_mode(writable: bool) -> int:
-    """An attribute file's mode (SPEC section 3): 0644 when it stores, else 0444."""
+    """An attribute file's mode (behaviour §3): 0644 when it stores, else 0444."""
     return 0o644 if writable else 0o444
 
 

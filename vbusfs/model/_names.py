@@ -19,7 +19,7 @@ CLASS_ENTRY = "class"  # sys/vbus/devices/<D>/class -> ../../deviceclass/<class>
 INTERFACES_ENTRY = "interfaces"  # sys/vbus/devices/<D>/interfaces/
 DEVICE_ENTRY = "device"  # sys/vbus/instances/<B>/devices/<id>/device -> the device
 # config/vbus/devices/<D>/type reads the deviceclass; sys/.../devices/<id>/type the
-# interface type (SPEC section 3 names both files `type`)
+# interface type (behaviour §3 names both files `type`)
 TYPE_ENTRY = "type"
 PERMS_ENTRY = "perms"  # config/vbus/instances/<B>/perms/
 

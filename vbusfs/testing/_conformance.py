@@ -6,7 +6,7 @@ random programs of the operations an administrator and a client perform:
 create a device and set its type, create and remove buses, link and unlink,
 store valid, invalid and read-only attribute values, open and close an
 interface, unload the class, and tear everything down. After every step it
-checks the contract of SPEC sections 4 and 5 as it concerns a class:
+checks the contract of behaviour §4 and §5 as it concerns a class:
 
 - an attribute reads what was last stored in it (`AttributeValues.shows`),
   as text with no trailing newline and at most 4095 bytes;

@@ -13,8 +13,6 @@ This module never opens `/dev/net/tun` and never mounts anything.
 
 from __future__ import annotations
 
-from typing import Any, cast
-
 from vbusfs.classes import VenetTap, discover, import_class
 from vbusfs.model import Vbus
 
@@ -66,8 +64,7 @@ def host_free_model(load: tuple[str, ...] = (), *, taps: FakeTapFactory | None =
     vbus = Vbus()
     for cls in discover().values():
         if cls is VenetTap:
-            # VenetTap types its factory as making TapInterface; a FakeTap has the same face
-            vbus.load_class(VenetTap(open_tap=cast(Any, factory)))
+            vbus.load_class(VenetTap(open_tap=factory))
         else:
             vbus.load_class(cls())
     for spec in load:

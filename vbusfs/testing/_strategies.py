@@ -1,13 +1,13 @@
 """Hypothesis strategies for vbus names, MAC addresses, attribute values and topologies.
 
-Names (SPEC section 2): `names(kind)` draws names the model accepts for a bus,
+Names (behaviour §2): `names(kind)` draws names the model accepts for a bus,
 a device, a link or a deviceclass (1 to 255 UTF-8 bytes, no `/` or NUL, not
 `.` or `..`, and for a bus not the reserved `0`); `invalid_names(kind)` draws
 `InvalidName(text, errno)` pairs the model refuses with that errno. Only the
 too-long names and the bus name `0` reach vbusfs unchanged through a mount
 (`InvalidName.through_mount`); the kernel answers the others itself.
 
-MAC addresses (SPEC section 4): `mac_addresses()` draws every text form a
+MAC addresses (behaviour §4): `mac_addresses()` draws every text form a
 `client_mac` accepts (six hex octets of one or two digits, either case,
 separated by `:`); `canonical_mac(text)` is what the attribute then reads;
 `invalid_mac_addresses()` draws forms it refuses with EINVAL.

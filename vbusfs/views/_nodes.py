@@ -58,11 +58,6 @@ class SymlinkNode:
     uid: int | None = None
 
 
-# The old name, until vbusfs/fuse/_operations.py, vbusfs/cli/_demo.py and
-# tests/mount/test_differential.py say SymlinkNode ("link" is a bus's link only).
-LinkNode = SymlinkNode
-
-
 @dataclass(frozen=True, slots=True)
 class FileNode:
     """An attribute file: `show` renders the value (no newline), `store` stores one."""

@@ -1,7 +1,7 @@
 """Filesystem operations on the trees: which path allows what, with which errno.
 
 These functions turn mkdir, rmdir, unlink and symlink at a path into model
-operations, and refuse everything else with the errno of SPEC section 5.
+operations, and refuse everything else with the errno of behaviour §5.
 They are pure: the FUSE adapter resolves what the caller typed into a path
 inside the mount before calling them.
 """
