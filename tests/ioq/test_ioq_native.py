@@ -72,6 +72,7 @@ def test_native_layout_asserts_hold_on_32_bit(tmp_path: Path) -> None:
 
 
 @needs_gcc
+@pytest.mark.slow
 def test_native_ring_survives_a_hostile_peer_under_asan(tmp_path: Path) -> None:
     exe = tmp_path / "ioq_fuzz"
     flags = ["-fsanitize=address,undefined", "-fno-sanitize-recover=all"]
@@ -117,6 +118,7 @@ def test_native_ring_survives_a_hostile_peer_under_asan(tmp_path: Path) -> None:
 
 
 @needs_gcc
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("valgrind") is None, reason="valgrind is not installed")
 def test_native_ring_survives_a_hostile_peer_under_valgrind(tmp_path: Path) -> None:
     exe = tmp_path / "ioq_fuzz_plain"
