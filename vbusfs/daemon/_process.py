@@ -37,13 +37,18 @@ EXIT_TIMEOUT = 10.0
 _CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
 
 
-def _stat_with_timeout(path: str, timeout: float) -> OSError | None:
-    """stat() a path that may be a hung mount; returns the error, None if fine."""
+def _statfs_with_timeout(path: str, timeout: float) -> OSError | None:
+    """statvfs() a path that may be a dead or hung mount; returns the error, None if fine.
+
+    statfs, unlike stat, is never answered from the kernel's attribute cache: it always
+    reaches the daemon, so a killed daemon's mount says ENOTCONN however recently its root
+    was looked at (the root's attributes are cached for an hour).
+    """
     outcome: list[OSError | None] = []
 
     def probe() -> None:
         try:
-            os.stat(path)
+            os.statvfs(path)
             outcome.append(None)
         except OSError as exc:
             outcome.append(exc)
@@ -77,7 +82,7 @@ def clear_stale(mountpoint: str) -> None:
             f"{mountpoint} is already a mount point ({entry.fstype}): mount vbusfs on "
             "another directory"
         )
-    problem = _stat_with_timeout(mountpoint, 5.0)
+    problem = _statfs_with_timeout(mountpoint, 5.0)
     if problem is None:
         raise MountError(
             f"{mountpoint} is already served by a running vbusfs daemon: use it, or "
