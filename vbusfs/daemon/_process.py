@@ -25,7 +25,7 @@ from collections.abc import Callable
 from vbusfs.fuse import FSTYPE, mount_at
 
 from ._problems import MountError
-from ._runtime import MountState, canonical_mountpoint, state_path
+from ._runtime import MountState, canonical_mountpoint, ensure_runtime_dir, open_log, state_path
 
 log = logging.getLogger("vbusfs.daemon")
 
@@ -161,9 +161,11 @@ def spawn(
     `prefix` runs the daemon under another command (`unshare -n`, say).
     """
     mountpoint = canonical_mountpoint(mountpoint)
+    ensure_runtime_dir()  # refuses a directory someone else could plant files in
     if log_path is None:
         log_path = state_path(mountpoint)[: -len(".json")] + ".log"
-    os.makedirs(os.path.dirname(log_path), mode=0o700, exist_ok=True)
+    else:
+        os.makedirs(os.path.dirname(os.path.abspath(log_path)), mode=0o700, exist_ok=True)
 
     def command(ready_fd: int) -> list[str]:
         daemon = daemon_command(mountpoint, ready_fd, debug=debug, load=load, extra=extra)
@@ -190,10 +192,12 @@ def start_daemon(
     """Start the daemon `command(ready_fd)` logging to `log_path`; return it and the line
     it reported (READY, "error: ...", or "" if it died first). A daemon still starting
     when this is interrupted is ended, never left behind. `new_session` keeps a Ctrl-C
-    meant for this process from reaching the daemon; `env` replaces the environment."""
+    meant for this process from reaching the daemon; `env` replaces the environment.
+    The log is opened without following a symlink (MountError if it is one)."""
+    log_fd = open_log(log_path)
     read_end, write_end = os.pipe()
     try:
-        with open(log_path, "ab") as log_file:
+        with open(log_fd, "ab") as log_file:
             process = subprocess.Popen(
                 command(write_end),
                 pass_fds=(write_end,),

@@ -34,7 +34,7 @@ from ._problems import (
 )
 from ._process import READY, clear_stale, ready_fd_reporter
 from ._procfs import ProcFs
-from ._runtime import MountState, canonical_mountpoint, connector_path, prepare_connector_dir
+from ._runtime import MountState, canonical_mountpoint, connector_path, ensure_runtime_dir
 
 log = logging.getLogger("vbusfs.daemon")
 
@@ -112,6 +112,7 @@ def serve(
         problem = fuse_problem()
         if problem is not None:
             raise MountError(problem)
+        ensure_runtime_dir()  # before anything is mounted: refused, nothing to undo
         clear_stale(mountpoint)  # first: a stale mount point is not even a directory
         problem = mountpoint_problem(mountpoint)
         if problem is not None:
@@ -138,7 +139,6 @@ def serve(
         operations.locations.device = entry.device if entry is not None else None
         operations.locations.mount_point = mountpoint
         state.save()
-        prepare_connector_dir(socket_path)
         log.info("serving %s (pid %d), connector at %s", mountpoint, os.getpid(), socket_path)
         trio.run(_serve_until_done, vbus, socket_path, ready)
     finally:
