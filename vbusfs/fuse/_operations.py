@@ -443,4 +443,5 @@ class VbusOperations(pyfuse3.Operations):
 
 
 def _render(file: FileNode) -> bytes:
-    return (file.show() + "\n").encode("utf-8")
+    # A name from the kernel came in through fsdecode: show gives back its own bytes.
+    return (file.show() + "\n").encode("utf-8", "surrogateescape")
