@@ -18,6 +18,8 @@ import time
 import pytest
 
 from vbusfs.connector import XATTR
+from vbusfs.fuse import mount_at
+from vbusfs.testing import LiveMount
 
 pytestmark = [
     pytest.mark.mount,
@@ -80,3 +82,24 @@ def test_a_daemon_out_of_fds_refuses_and_survives(mnt):
     assert "refused: Too many open files" in log
     assert log.count("membership sweep skipped until fds are free again") == 1
     assert "membership sweep reads /proc again" in log
+
+
+def test_a_daemon_started_with_too_few_fds_refuses_the_mount_saying_why(tmp_path):
+    """Whichever step runs out (opening /dev/fuse, trio's own, the connector's socket),
+    the mount is refused with the reason; never a daemon that dies without an answer."""
+    refusals = set()
+    for limit in range(5, 13):
+        mountpoint = tmp_path / f"m{limit}"
+        mountpoint.mkdir()
+        mount = LiveMount(str(mountpoint), prefix=("prlimit", f"--nofile={limit}:{limit}", "--"))
+        try:
+            mount.start()
+        except RuntimeError as exc:
+            reason = str(exc).splitlines()[0]
+            assert "Too many open files" in reason, reason
+            assert "exited without an answer" not in reason
+            refusals.add(limit)
+        else:
+            mount.stop()
+        assert mount_at(str(mountpoint)) is None
+    assert refusals  # the smallest limits were refused

@@ -96,6 +96,7 @@ def test_a_runtime_dir_another_user_made_is_refused(base, monkeypatch):
     assert done.returncode == 1
     assert f"the runtime directory {top} is not safe to use" in done.stderr
     assert f"uid {ATTACKER}" in done.stderr and "Fix: point VBUSFS_RUNTIME_DIR" in done.stderr
+    assert f"{top}/vbusfs-" not in done.stderr  # never a directory inside theirs
     # The foreground daemon refuses it too, before mounting anything.
     with pytest.raises(RuntimeError, match=f"runtime directory {top} is not safe"):
         LiveMount(str(mountpoint)).start()

@@ -60,12 +60,17 @@ def _shared_mode() -> int:
     return 0o755 if os.getuid() == 0 else 0o700
 
 
-def _unsafe_fix(directory: str) -> str:
+def _unsafe_fix(directory: str, found: os.stat_result) -> str:
     if os.environ.get("VBUSFS_RUNTIME_DIR"):
+        if directory == runtime_dir() and found.st_mode & stat.S_ISVTX:
+            # A sticky directory like /tmp: a directory of ours inside it stays ours.
+            private = os.path.join(directory, f"vbusfs-{os.getuid()}")
+            return (
+                "point VBUSFS_RUNTIME_DIR at a directory only this user can write, e.g. "
+                f"mkdir -m 0700 {private} and use that"
+            )
         return (
-            "point VBUSFS_RUNTIME_DIR at a directory only this user can write, e.g. "
-            f"mkdir -m 0700 {os.path.join(runtime_dir(), f'vbusfs-{os.getuid()}')} and use "
-            "that"
+            "point VBUSFS_RUNTIME_DIR at a directory only this user can write (mkdir -m 0700 DIR)"
         )
     return (
         f"if this user did not make {directory}, someone else did: remove it "
@@ -100,7 +105,7 @@ def _own_dir(directory: str, mode: int) -> None:
     if why is not None:
         raise MountError(
             f"the runtime directory {directory} is not safe to use: {why}. Fix: "
-            f"{_unsafe_fix(directory)}"
+            f"{_unsafe_fix(directory, found)}"
         )
 
 

@@ -135,13 +135,36 @@ def serve(
         vbus.clear()
         return 1
     state = MountState(os.getpid(), mountpoint, log_path)
+    reported: list[str] = []
+
+    def report(message: str) -> None:
+        # The readiness pipe hears one line: ready() closes it after the first.
+        if ready is not None and not reported:
+            ready(message)
+        reported.append(message)
+
     try:
         entry = fuse.mount_at(mountpoint)
         operations.locations.device = entry.device if entry is not None else None
         operations.locations.mount_point = mountpoint
         state.save()
         log.info("serving %s (pid %d), connector at %s", mountpoint, os.getpid(), socket_path)
-        trio.run(_serve_until_done, vbus, socket_path, ready)
+        trio.run(_serve_until_done, vbus, socket_path, report)
+    except Exception as exc:
+        if reported:
+            raise
+        # Failed before it was ready: the mount is refused, with the reason, not a mystery.
+        if _out_of_fds(exc):
+            message = (
+                f"cannot serve {mountpoint}: out of file descriptors (Too many open files); "
+                "raise the daemon's limit (ulimit -n)"
+            )
+            log.error("%s", message)
+        else:
+            message = f"cannot serve {mountpoint}: {exc!r} (an internal error, see the log)"
+            log.exception("%s", message)
+        report(f"error: {message}")
+        return 1
     finally:
         fuse.close()
         vbus.clear()
@@ -164,10 +187,11 @@ async def _serve_until_done(
         nursery.cancel_scope.cancel()
 
 
-def _out_of_fds(group: BaseExceptionGroup) -> bool:
-    """True if every error in `group` is a lack of file descriptors."""
-    rest = group.split(lambda exc: isinstance(exc, OSError) and exc.errno in OUT_OF_FDS)[1]
-    return rest is None
+def _out_of_fds(error: BaseException) -> bool:
+    """True if `error` (or every error in a group) is a lack of file descriptors."""
+    if isinstance(error, BaseExceptionGroup):
+        return all(_out_of_fds(inner) for inner in error.exceptions)
+    return isinstance(error, OSError) and error.errno in OUT_OF_FDS
 
 
 class _Started:
