@@ -139,3 +139,24 @@ def test_an_internal_error_is_eio_and_the_mount_survives(tmp_path_factory, monke
     finally:
         log = mount.stop()
     assert "internal error in open" in log and "a bug in a deviceclass" in log
+
+
+@pytest.mark.parametrize("look", ["ls -la .", "stat .", "cd . && pwd"])
+def test_a_stale_mount_is_cleared_even_when_its_root_was_cached(tmp_path_factory, runtime, look):
+    mount = LiveMount(str(tmp_path_factory.mktemp("m"))).start()
+    try:
+        # The root's attributes are now in the kernel's cache (for an hour): a stat of the
+        # root after the kill is answered from it, as if the daemon still lived.
+        assert mount.sh(look).returncode == 0
+        os.stat(mount.path)
+        assert mount.process is not None
+        mount.process.kill()
+        mount.process.wait()
+        os.stat(mount.path)  # still answered: only statfs reaches the (dead) daemon
+        done = vbusfs("mount", mount.path)
+        assert done.returncode == 0, done.stderr
+        assert (pathlib.Path(mount.path) / "sys/vbus/version").read_text() == "1\n"
+        assert vbusfs("umount", mount.path).returncode == 0
+        assert mount_at(mount.path) is None
+    finally:
+        mount.stop()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 
@@ -11,7 +10,7 @@ from vbusfs import __version__
 
 
 def _mount(args: argparse.Namespace) -> int:
-    from vbusfs.daemon import MountError, run_daemon, spawn
+    from vbusfs.daemon import MountError, log_to_stderr, run_daemon, spawn
 
     if not args.foreground:
         extra: tuple[str, ...] = ()
@@ -31,10 +30,7 @@ def _mount(args: argparse.Namespace) -> int:
             print(f"vbusfs mount: {exc}", file=sys.stderr)
             return 1
         return 0
-    logging.basicConfig(
-        level=logging.DEBUG if args.debug else logging.INFO,
-        format="%(asctime)s %(name)s %(levelname)s %(message)s",
-    )
+    log_to_stderr(debug=args.debug, log_path=args.log)
     return run_daemon(
         args.mountpoint,
         load=tuple(args.load),

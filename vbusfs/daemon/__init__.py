@@ -10,9 +10,11 @@ Process plumbing, for the CLI, the testing kit and the benchmarks alike:
 `stop_daemon` run and end any daemon that reports readiness on an inherited pipe
 (`daemon_command` is a vbusfs daemon's command line); `fuse_problem` and
 `explain_mount_failure` say why a mount cannot be made, and `MountError` carries
-that to the user; `canonical_mountpoint` and `state_path` name a mount's daemon.
+that to the user; `canonical_mountpoint` and `state_path` name a mount's daemon;
+`log_to_stderr` sets up the daemon's log, kept under `LOG_MAX_BYTES` per file.
 """
 
+from ._logfile import LOG_MAX_BYTES, log_to_stderr
 from ._problems import MountError, explain_mount_failure, fuse_problem
 from ._process import READY, daemon_command, spawn, start_daemon, stop_daemon, unmount
 from ._procfs import ProcFs
@@ -20,6 +22,7 @@ from ._runtime import canonical_mountpoint, state_path
 from ._serve import build_model, run_daemon, serve
 
 __all__ = [
+    "LOG_MAX_BYTES",
     "READY",
     "MountError",
     "ProcFs",
@@ -28,6 +31,7 @@ __all__ = [
     "daemon_command",
     "explain_mount_failure",
     "fuse_problem",
+    "log_to_stderr",
     "run_daemon",
     "serve",
     "spawn",

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from vbusfs.fuse import FSTYPE, mount_at
 
 from ._problems import MountError
-from ._runtime import MountState, canonical_mountpoint, state_path
+from ._runtime import MountState, canonical_mountpoint, ensure_runtime_dir, open_log, state_path
 
 log = logging.getLogger("vbusfs.daemon")
 
@@ -37,13 +37,18 @@ EXIT_TIMEOUT = 10.0
 _CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
 
 
-def _stat_with_timeout(path: str, timeout: float) -> OSError | None:
-    """stat() a path that may be a hung mount; returns the error, None if fine."""
+def _statfs_with_timeout(path: str, timeout: float) -> OSError | None:
+    """statvfs() a path that may be a dead or hung mount; returns the error, None if fine.
+
+    statfs, unlike stat, is never answered from the kernel's attribute cache: it always
+    reaches the daemon, so a killed daemon's mount says ENOTCONN however recently its root
+    was looked at (the root's attributes are cached for an hour).
+    """
     outcome: list[OSError | None] = []
 
     def probe() -> None:
         try:
-            os.stat(path)
+            os.statvfs(path)
             outcome.append(None)
         except OSError as exc:
             outcome.append(exc)
@@ -77,7 +82,7 @@ def clear_stale(mountpoint: str) -> None:
             f"{mountpoint} is already a mount point ({entry.fstype}): mount vbusfs on "
             "another directory"
         )
-    problem = _stat_with_timeout(mountpoint, 5.0)
+    problem = _statfs_with_timeout(mountpoint, 5.0)
     if problem is None:
         raise MountError(
             f"{mountpoint} is already served by a running vbusfs daemon: use it, or "
@@ -156,9 +161,11 @@ def spawn(
     `prefix` runs the daemon under another command (`unshare -n`, say).
     """
     mountpoint = canonical_mountpoint(mountpoint)
+    ensure_runtime_dir()  # refuses a directory someone else could plant files in
     if log_path is None:
         log_path = state_path(mountpoint)[: -len(".json")] + ".log"
-    os.makedirs(os.path.dirname(log_path), mode=0o700, exist_ok=True)
+    else:
+        os.makedirs(os.path.dirname(os.path.abspath(log_path)), mode=0o700, exist_ok=True)
 
     def command(ready_fd: int) -> list[str]:
         daemon = daemon_command(mountpoint, ready_fd, debug=debug, load=load, extra=extra)
@@ -185,10 +192,12 @@ def start_daemon(
     """Start the daemon `command(ready_fd)` logging to `log_path`; return it and the line
     it reported (READY, "error: ...", or "" if it died first). A daemon still starting
     when this is interrupted is ended, never left behind. `new_session` keeps a Ctrl-C
-    meant for this process from reaching the daemon; `env` replaces the environment."""
+    meant for this process from reaching the daemon; `env` replaces the environment.
+    The log is opened without following a symlink (MountError if it is one)."""
+    log_fd = open_log(log_path)
     read_end, write_end = os.pipe()
     try:
-        with open(log_path, "ab") as log_file:
+        with open(log_fd, "ab") as log_file:
             process = subprocess.Popen(
                 command(write_end),
                 pass_fds=(write_end,),

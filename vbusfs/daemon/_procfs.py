@@ -5,10 +5,16 @@ current time from CLOCK_BOOTTIME in the same ticks, so a change's stamp and
 a child's start time compare exactly as the kernel counts them. Zombies
 count as exited. Every read is of procfs, never of a FUSE mount, so it is
 safe inside a request handler.
+
+A read that fails for want of a file descriptor (EMFILE, ENFILE: anyone can use up the
+daemon's fds, through connector connections say) raises that OSError: no verdict about
+the process, so callers refuse the request that needed it (the FUSE adapter answers the
+errno, the connector refuses, the sweep skips a round), never end the daemon.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import time
 from collections.abc import Iterable
@@ -17,6 +23,7 @@ from vbusfs.model import ProcessInfo
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 _NS_PER_TICK = 1_000_000_000 // CLOCK_TICKS
+OUT_OF_FDS = (errno.EMFILE, errno.ENFILE)
 
 
 class ProcFs:

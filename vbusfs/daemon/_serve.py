@@ -16,7 +16,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import trio
 
@@ -33,12 +33,13 @@ from ._problems import (
     stderr_captured,
 )
 from ._process import READY, clear_stale, ready_fd_reporter
-from ._procfs import ProcFs
-from ._runtime import MountState, canonical_mountpoint, connector_path, prepare_connector_dir
+from ._procfs import OUT_OF_FDS, ProcFs
+from ._runtime import MountState, canonical_mountpoint, connector_path, ensure_runtime_dir
 
 log = logging.getLogger("vbusfs.daemon")
 
 SWEEP_INTERVAL = 0.5
+OUT_OF_FDS_RETRY = 1.0  # seconds between tries to serve a connector that ran out of fds
 
 
 def load_config(path: str) -> Any:
@@ -112,6 +113,7 @@ def serve(
         problem = fuse_problem()
         if problem is not None:
             raise MountError(problem)
+        ensure_runtime_dir()  # before anything is mounted: refused, nothing to undo
         clear_stale(mountpoint)  # first: a stale mount point is not even a directory
         problem = mountpoint_problem(mountpoint)
         if problem is not None:
@@ -133,14 +135,36 @@ def serve(
         vbus.clear()
         return 1
     state = MountState(os.getpid(), mountpoint, log_path)
+    reported: list[str] = []
+
+    def report(message: str) -> None:
+        # The readiness pipe hears one line: ready() closes it after the first.
+        if ready is not None and not reported:
+            ready(message)
+        reported.append(message)
+
     try:
         entry = fuse.mount_at(mountpoint)
         operations.locations.device = entry.device if entry is not None else None
         operations.locations.mount_point = mountpoint
         state.save()
-        prepare_connector_dir(socket_path)
         log.info("serving %s (pid %d), connector at %s", mountpoint, os.getpid(), socket_path)
-        trio.run(_serve_until_done, vbus, socket_path, ready)
+        trio.run(_serve_until_done, vbus, socket_path, report)
+    except Exception as exc:
+        if reported:
+            raise
+        # Failed before it was ready: the mount is refused, with the reason, not a mystery.
+        if _out_of_fds(exc):
+            message = (
+                f"cannot serve {mountpoint}: out of file descriptors (Too many open files); "
+                "raise the daemon's limit (ulimit -n)"
+            )
+            log.error("%s", message)
+        else:
+            message = f"cannot serve {mountpoint}: {exc!r} (an internal error, see the log)"
+            log.exception("%s", message)
+        report(f"error: {message}")
+        return 1
     finally:
         fuse.close()
         vbus.clear()
@@ -156,24 +180,85 @@ async def _serve_until_done(
         nursery.start_soon(_terminate_on_signal)
         nursery.start_soon(_sweep_members, vbus)
         if vbus.membership is not None:
-            await nursery.start(Connector(vbus, socket_path, find_class).serve)
+            await nursery.start(_serve_connector, Connector(vbus, socket_path, find_class))
         if ready is not None:
             ready(READY)
         await fuse.handle_requests()
         nursery.cancel_scope.cancel()
 
 
+def _out_of_fds(error: BaseException) -> bool:
+    """True if `error` (or every error in a group) is a lack of file descriptors."""
+    if isinstance(error, BaseExceptionGroup):
+        return all(_out_of_fds(inner) for inner in error.exceptions)
+    return isinstance(error, OSError) and error.errno in OUT_OF_FDS
+
+
+class _Started:
+    """A task status that remembers whether the connector ever started listening."""
+
+    def __init__(self, inner: trio.TaskStatus[None]) -> None:
+        self.inner = inner
+        self.done = False
+
+    def started(self, value: None = None) -> None:
+        if not self.done:
+            self.done = True
+            self.inner.started(value)
+
+
+async def _serve_connector(
+    connector: Connector, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """Serve the connector; if it fails for want of fds once it listened (accept() with
+    EMFILE: every connection costs one), say so and serve it again a little later, so the
+    daemon never ends for it (its clients' connections are closed). One that cannot start
+    at all fails the mount."""
+    status = _Started(task_status)
+    while True:
+        try:
+            await connector.serve(task_status=cast(Any, status))
+            return
+        except BaseExceptionGroup as group:
+            if not status.done or not _out_of_fds(group):
+                raise
+        except OSError as exc:
+            if not status.done or exc.errno not in OUT_OF_FDS:
+                raise
+        log.warning(
+            "the connector is out of file descriptors (too many open connections?); "
+            "serving it again in %.1f s",
+            OUT_OF_FDS_RETRY,
+        )
+        await trio.sleep(OUT_OF_FDS_RETRY)
+
+
 async def _sweep_members(vbus: Vbus) -> None:
-    """Remember inherited memberships while parents live; forget exited processes."""
+    """Remember inherited memberships while parents live; forget exited processes.
+
+    A sweep that cannot read /proc for want of fds is skipped (logged once until one
+    succeeds again): the next one catches up, and nothing was changed by a failed one."""
     membership = vbus.membership
     if membership is None:
         return
+    starved = False
     while True:
         await trio.sleep(SWEEP_INTERVAL)
         try:
             membership.sweep()
+        except OSError as exc:
+            if exc.errno not in OUT_OF_FDS:
+                log.exception("internal error in the membership sweep")
+                continue
+            if not starved:
+                log.warning("membership sweep skipped until fds are free again: %s", exc)
+            starved = True
+            continue
         except Exception:
             log.exception("internal error in the membership sweep")
+        if starved:
+            log.info("membership sweep reads /proc again")
+        starved = False
 
 
 async def _terminate_on_signal() -> None:

@@ -57,6 +57,13 @@ def _answers_errno(handler: F) -> F:
         except VbusError as exc:
             log.debug("%s%r: %s", handler.__name__, args[1:], exc)
             raise pyfuse3.FUSEError(exc.errno) from None
+        except OSError as exc:
+            if exc.errno not in (errno.EMFILE, errno.ENFILE):
+                log.exception("internal error in %s%r", handler.__name__, args[1:])
+                raise pyfuse3.FUSEError(errno.EIO) from None
+            # No fd left (to read /proc with): refuse this request, the next may pass.
+            log.warning("%s refused: %s", handler.__name__, exc.strerror)
+            raise pyfuse3.FUSEError(exc.errno) from None
         except Exception:
             log.exception("internal error in %s%r", handler.__name__, args[1:])
             raise pyfuse3.FUSEError(errno.EIO) from None
@@ -443,4 +450,5 @@ class VbusOperations(pyfuse3.Operations):
 
 
 def _render(file: FileNode) -> bytes:
-    return (file.show() + "\n").encode("utf-8")
+    # A name from the kernel came in through fsdecode: show gives back its own bytes.
+    return (file.show() + "\n").encode("utf-8", "surrogateescape")
