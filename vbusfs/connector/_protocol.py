@@ -36,6 +36,8 @@ MAX_FDS = 8
 PROTOCOL = 1
 
 CLOSED = "the daemon closed the connection"
+#: seconds a client waits for the daemon's answer unless told otherwise
+DEFAULT_TIMEOUT = 5.0
 
 
 class WireError(Exception):
@@ -52,6 +54,13 @@ class WireError(Exception):
 
 class ConnectorError(OSError):
     """The daemon refused a request; `errno` says why."""
+
+
+class ConnectorTimeout(ConnectorError, TimeoutError):
+    """The daemon did not answer in time (stopped, wedged or overloaded): ETIMEDOUT."""
+
+    def __init__(self, what: str, timeout: float) -> None:
+        super().__init__(errno.ETIMEDOUT, f"the daemon did not answer {what} within {timeout:g} s")
 
 
 # -- framing -------------------------------------------------------------------

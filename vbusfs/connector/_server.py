@@ -38,8 +38,7 @@ import trio
 from vbusfs.ioq import IoqError, IoqFault
 from vbusfs.model import DeviceClass, DeviceConnection, Event, Vbus, VbusError, dump_config
 
-from ._limits import Limits as Limits
-from ._limits import LogBudgets
+from ._limits import Limits, LogBudgets
 from ._protocol import (
     Closed,
     DaemonConnection,
@@ -144,7 +143,7 @@ class Connector:
         self, listener: trio.socket.SocketType, spare: int | None, exc: OSError
     ) -> int | None:
         """accept() found no descriptor left: refuse the waiting peer, keep serving."""
-        why = f"the daemon is out of file descriptors ({os.strerror(exc.errno or 0)})"
+        why = _out_of(exc)
         self.complain(0, logging.WARNING, "refusing a connection: %s", why)
         if spare is not None:
             os.close(spare)
@@ -185,7 +184,11 @@ class Connector:
             except VbusError:
                 bus = None
             except OSError as exc:  # no descriptor left to read /proc with, say
-                refusal = exc.errno or errno.EIO, f"cannot tell the bus of process {pid}: {exc}"
+                refusal = (
+                    exc.errno or errno.EIO,
+                    f"cannot tell the bus of process {pid}: "
+                    + (_out_of(exc) if exc.errno in _EXHAUSTED else str(exc)),
+                )
         admin = uid in (0, self.owner)
         if refusal is None and bus is None and not admin:
             refusal = errno.EACCES, f"process {pid} is not a member of any bus"
@@ -206,6 +209,11 @@ class Connector:
             self.by_uid[uid] -= 1
             if not self.by_uid[uid]:
                 del self.by_uid[uid]
+
+
+def _out_of(exc: OSError) -> str:
+    what = "memory" if exc.errno in (errno.ENOMEM, errno.ENOBUFS) else "file descriptors"
+    return f"the daemon is out of {what} ({os.strerror(exc.errno or 0)})"
 
 
 def _spare() -> int | None:
@@ -295,7 +303,9 @@ class _Session:
         """Between requests too: a process that left its bus keeps nothing open on it."""
         while self.revoked is None:
             await trio.sleep(self.connector.limits.recheck_interval)
-            self._recheck()
+            # no descriptor to read /proc with: the verdict waits for the next round
+            with contextlib.suppress(OSError):
+                self._recheck()
 
     def _recheck(self) -> None:
         """Is the connected process still on the bus it connected for? If not, revoke."""
@@ -305,7 +315,7 @@ class _Session:
             now = self.vbus.bus_of(self.pid)
         except VbusError:
             now = None  # the process is gone
-        # an OSError (no descriptor to read /proc with) leaves the verdict for later
+        # an OSError (no descriptor to read /proc with) goes to the caller: no verdict
         if now == self.bus:
             return
         where = "left it" if now is None else f"moved to {now!r}"
@@ -339,7 +349,8 @@ class _Session:
                 self.connector.complain(
                     self.pid, logging.WARNING, "refused client %d: %s", self.pid, exc
                 )
-                reply = self.protocol.refusal(seq, code, f"{os.strerror(code)}: {exc}")
+                why = _out_of(exc) if code in _EXHAUSTED else f"{os.strerror(code)}: {exc}"
+                reply = self.protocol.refusal(seq, code, why)
             finally:
                 for fd in datagram.fds:
                     os.close(fd)
