@@ -29,3 +29,51 @@ def test_log_budgets_forget_the_least_recently_heard_clients():
     for pid in range(10):
         budgets.take(pid, 0.0)
     assert list(budgets._each) == [7, 8, 9]
+
+
+def test_the_total_cap_refuses_with_eagain_and_serves_again_once_one_leaves(tmp_path):
+    """An in-process connector with a cap of 2 (the daemon's is 256: the same code)."""
+    import errno
+    import json
+    import socket
+
+    import trio
+
+    from vbusfs.connector import Connector
+    from vbusfs.testing import host_free_model
+
+    path = str(tmp_path / "connector.sock")
+
+    def no_class(name: str) -> type:
+        raise ImportError(name)
+
+    connector = Connector(host_free_model(), path, no_class, Limits(connections=2))
+
+    async def hello() -> tuple[trio.socket.SocketType, dict]:
+        sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        await sock.connect(path)
+        return sock, json.loads(await sock.recv(65536))
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(connector.serve)
+            with trio.fail_after(5):
+                first, welcome = await hello()
+                second, _ = await hello()
+                assert welcome["hello"]["admin"]  # this process is the daemon's owner
+                third, refusal = await hello()
+                assert refusal == {
+                    "errno": errno.EAGAIN,
+                    "message": "too many connections (at most 2)",
+                }
+                third.close()
+                first.close()
+                while connector.clients > 1:
+                    await trio.sleep(0.01)
+                again, welcome = await hello()
+                assert "hello" in welcome
+                for sock in (second, again):
+                    sock.close()
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)
