@@ -154,6 +154,17 @@ def test_daemon_deep_nesting_is_a_bad_message_not_a_recursion_error():
         assert info.value.errno == errno.EINVAL
 
 
+def test_daemon_fds_cut_short_say_why():
+    request = b'{"op":"list","seq":1}'
+    full = tuple(range(3, 3 + MAX_FDS))
+    with pytest.raises(WireError, match=f"at most {MAX_FDS} file descriptors") as info:
+        daemon.receive(Datagram(request, full, truncated=True, fds_cut=True))
+    assert info.value.errno == errno.EINVAL
+    with pytest.raises(WireError, match="out of file descriptors") as info:
+        daemon.receive(Datagram(request, (3,), truncated=True, fds_cut=True))
+    assert info.value.errno == errno.EMFILE
+
+
 def test_daemon_refusal_names_the_seq_only_when_it_is_one():
     assert json.loads(daemon.refusal(4, errno.EINVAL, "no")) == {
         "errno": errno.EINVAL,
@@ -405,7 +416,10 @@ def test_received_collects_every_fd_and_notices_truncation():
     ]
     assert received((b"{}", ancillary, 0, None)) == Datagram(b"{}", (5, 6, 7))
     assert received((b"{}", [], socket.MSG_CTRUNC, None)).truncated
+    assert received((b"{}", [], socket.MSG_CTRUNC, None)).fds_cut
     assert received((b"{}", [], socket.MSG_TRUNC, None)).truncated
+    both = received((b"{}", [], socket.MSG_TRUNC | socket.MSG_CTRUNC, None))
+    assert both.truncated and not both.fds_cut  # too long first of all
     assert MAX_FDS >= 4  # a queue's four fds fit
 
 

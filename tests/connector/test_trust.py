@@ -103,13 +103,16 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveMount]:
 
 FLOOD = """
 join("B")
+first, _ = raw()  # a connection from before the flood, to ask on once fds run out
 held, refusals = [], {}
 for _ in range(int(sys.argv[2])):
     try:
         held.append(client.connect(m, timeout=5))
     except client.ConnectorError as exc:
         refusals.setdefault(errno.errorcode.get(exc.errno, str(exc.errno)), str(exc))
-done(held=len(held), refusals=refusals)
+with_fds = [os.eventfd(0), os.eventfd(0)]
+asked = ask(first, b'{"op":"list","seq":1}', with_fds) if refusals else None
+done(held=len(held), refusals=refusals, asked=asked)
 """
 
 
@@ -126,6 +129,8 @@ def test_fd_exhaustion_is_a_refusal_and_the_mount_lives():
         assert 0 < result["held"] < 64, result
         assert set(result["refusals"]) == {"EMFILE"}, result
         assert "out of file descriptors" in result["refusals"]["EMFILE"]
+        # a request whose fds the daemon has no room for is refused too, on its connection
+        assert result["asked"]["errno"] == errno.EMFILE, result
         # the connections went with their process: the mount is alive and serves the next
         assert mount.mounted() and mount.sh("cat sys/vbus/version").stdout == "1\n"
         join(mount, "B")
@@ -155,7 +160,7 @@ def test_connections_per_uid_are_capped_with_a_clear_refusal():
         mount.sh(SETUP, check=True)
         nobody = ("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups")
         result = run_child(mount, FLOOD, "70", user=nobody)
-        assert result["held"] == 64, result
+        assert result["held"] == 63, result  # and the one from before the flood
         assert result["refusals"] == {
             "EAGAIN": "[Errno 11] too many connections for uid 65534 (at most 64)"
         }

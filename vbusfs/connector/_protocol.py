@@ -103,15 +103,25 @@ def unpack_bytes(text: Any) -> bytes:
 class Datagram:
     """One datagram as the socket gives or takes it: bytes and the fds beside them.
 
-    `truncated`: the kernel cut the bytes or the fds short (MSG_TRUNC, MSG_CTRUNC).
+    `truncated`: the kernel cut the bytes or the fds short (MSG_TRUNC, MSG_CTRUNC);
+    `fds_cut`: only the fds (MSG_CTRUNC alone): more than MAX_FDS were sent, or the
+    receiver had no descriptor left to take them with.
     """
 
     data: bytes
     fds: tuple[int, ...] = ()
     truncated: bool = False
+    fds_cut: bool = False
 
 
 def _message(datagram: Datagram) -> dict[str, Any]:
+    if datagram.fds_cut:
+        if len(datagram.fds) >= MAX_FDS:
+            raise WireError(f"at most {MAX_FDS} file descriptors travel with a message")
+        # the ancillary buffer had room: the kernel could not install them here
+        raise WireError(
+            "out of file descriptors: the message's could not be received", errno.EMFILE
+        )
     if datagram.truncated:
         raise WireError("a message was too long", errno.EMSGSIZE)
     return decode(datagram.data)
