@@ -62,7 +62,8 @@ _MAP_ERRNOS = {errno.ENOMEM: errno.EFBIG, errno.EOVERFLOW: errno.EFBIG, errno.EN
 
 
 class ClientFault(Exception):
-    """The client broke the protocol: it is disconnected."""
+    """Kept for importers; nothing raises it now. A client's bad request is refused with
+    an errno and its connection kept; only a broken ring (IoqFault) disconnects it."""
 
 
 @dataclass(eq=False)
