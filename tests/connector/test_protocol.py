@@ -120,11 +120,59 @@ def test_daemon_reads_a_request_and_its_fds():
     assert request.integer("handle") == 1 and request.integer("index") == 0
 
 
-def test_daemon_echoes_whatever_seq_the_client_sent():
-    for seq in (1, "x", None, [1]):
+def test_daemon_echoes_the_seq_the_client_sent():
+    for seq in (1, 0, -5, 2**63 - 1):
         request = daemon.receive(Datagram(protocol_module.encode({"op": "list", "seq": seq})))
         assert isinstance(request, Request)
         assert json.loads(daemon.reply(request, {"interfaces": []}))["seq"] == seq
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        {"op": "list", "seq": "x"},
+        {"op": "list", "seq": None},
+        {"op": "list", "seq": [1]},
+        {"op": "list", "seq": True},
+        {"op": "list", "seq": 2**63},
+        {"op": "list"},
+        {"op": 3, "seq": 1},
+        {"seq": 1},
+    ],
+)
+def test_daemon_a_request_needs_an_integer_seq_and_a_text_op(message):
+    # seq is echoed: a structure there would make the reply as big and deep as the request
+    with pytest.raises(WireError) as info:
+        daemon.receive(Datagram(protocol_module.encode(message)))
+    assert info.value.errno == errno.EINVAL
+
+
+def test_daemon_deep_nesting_is_a_bad_message_not_a_recursion_error():
+    for data in (b"[" * 200_000, b'{"a":' * 60_000 + b"1" + b"}" * 60_000):
+        with pytest.raises(WireError, match="nested too deeply") as info:
+            daemon.receive(Datagram(data))
+        assert info.value.errno == errno.EINVAL
+
+
+def test_daemon_fds_cut_short_say_why():
+    request = b'{"op":"list","seq":1}'
+    full = tuple(range(3, 3 + MAX_FDS))
+    with pytest.raises(WireError, match=f"at most {MAX_FDS} file descriptors") as info:
+        daemon.receive(Datagram(request, full, truncated=True, fds_cut=True))
+    assert info.value.errno == errno.EINVAL
+    with pytest.raises(WireError, match="out of file descriptors") as info:
+        daemon.receive(Datagram(request, (3,), truncated=True, fds_cut=True))
+    assert info.value.errno == errno.EMFILE
+
+
+def test_daemon_refusal_names_the_seq_only_when_it_is_one():
+    assert json.loads(daemon.refusal(4, errno.EINVAL, "no")) == {
+        "errno": errno.EINVAL,
+        "message": "no",
+        "seq": 4,
+    }
+    assert json.loads(daemon.refusal([4], errno.EINVAL, "x" * 5000))["seq"] is None
+    assert len(json.loads(daemon.refusal(None, errno.EINVAL, "x" * 5000))["message"]) == 1024
 
 
 def test_daemon_an_empty_datagram_is_a_hang_up():
@@ -134,8 +182,9 @@ def test_daemon_an_empty_datagram_is_a_hang_up():
 def test_daemon_a_truncated_datagram_breaks_the_protocol():
     # the kernel cut it short: too long, however it decodes (even empty)
     for data in (b"", b'{"op":"list","seq":1}'):
-        with pytest.raises(WireError, match="a message was too long"):
+        with pytest.raises(WireError, match="a message was too long") as info:
             daemon.receive(Datagram(data, (3,), truncated=True))
+        assert info.value.errno == errno.EMSGSIZE
 
 
 @pytest.mark.parametrize("value", [None, "1", 1.0, True, [1]])
@@ -367,7 +416,10 @@ def test_received_collects_every_fd_and_notices_truncation():
     ]
     assert received((b"{}", ancillary, 0, None)) == Datagram(b"{}", (5, 6, 7))
     assert received((b"{}", [], socket.MSG_CTRUNC, None)).truncated
+    assert received((b"{}", [], socket.MSG_CTRUNC, None)).fds_cut
     assert received((b"{}", [], socket.MSG_TRUNC, None)).truncated
+    both = received((b"{}", [], socket.MSG_TRUNC | socket.MSG_CTRUNC, None))
+    assert both.truncated and not both.fds_cut  # too long first of all
     assert MAX_FDS >= 4  # a queue's four fds fit
 
 

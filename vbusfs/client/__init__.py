@@ -12,7 +12,9 @@ nothing but the mount point::
             reply = nic.recv(timeout=1.0)
 
 The daemon learns who is calling from the kernel, so a process that is on no
-bus is refused (`PermissionError`), and a client sees only its own bus. Device
+bus is refused (`PermissionError`), and a client sees only its own bus. Every
+request waits for the daemon at most `timeout` seconds (`connect(..., timeout=)`,
+5 by default): a stopped or wedged daemon raises `ConnectorTimeout` (ETIMEDOUT). Device
 add and drop events arrive as they happen (`Client.events()`,
 `Client.wait_event()`). Everything is released when the client closes or
 exits, however it exits.
@@ -28,7 +30,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from vbusfs.connector import ConnectorError, Event, InterfaceEntry, WireError
+from vbusfs.connector import (
+    DEFAULT_TIMEOUT,
+    ConnectorError,
+    ConnectorTimeout,
+    Event,
+    InterfaceEntry,
+    WireError,
+)
 from vbusfs.connector.venet import (
     FLUSHRX,
     LINKDOWN,
@@ -48,11 +57,11 @@ if TYPE_CHECKING:
     from ._trio import AsyncClient, AsyncVenet
 
 
-async def connect_async(mountpoint: str) -> AsyncClient:
+async def connect_async(mountpoint: str, *, timeout: float | None = DEFAULT_TIMEOUT) -> AsyncClient:
     """`connect` for trio programs: the same protocol on a trio socket."""
     from ._trio import connect_async
 
-    return await connect_async(mountpoint)
+    return await connect_async(mountpoint, timeout=timeout)
 
 
 def __getattr__(name: str) -> Any:
@@ -65,6 +74,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "DEFAULT_TIMEOUT",
     "FLUSHRX",
     "LINKDOWN",
     "LINKUP",
@@ -78,6 +88,7 @@ __all__ = [
     "AsyncVenet",
     "Client",
     "ConnectorError",
+    "ConnectorTimeout",
     "Event",
     "InterfaceEntry",
     "OpenInterface",

@@ -5,13 +5,40 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import threading
 from collections.abc import Iterable
 
-from vbusfs.connector import XATTR, ConnectorError, Reply
+from vbusfs.connector import XATTR, ConnectorError, ConnectorTimeout, Reply
 
 
-def find_connector(mountpoint: str) -> str:
-    """Where the daemon serving `mountpoint` listens (read from the mount's root)."""
+def find_connector(mountpoint: str, timeout: float | None = None) -> str:
+    """Where the daemon serving `mountpoint` listens (read from the mount's root).
+
+    Blocks until the daemon answers; with a `timeout`, at most that long
+    (ConnectorTimeout): a stopped daemon leaves the read hanging in the kernel, so
+    it is made on a thread of its own, which ends when the daemon answers or goes.
+    """
+    if timeout is None:
+        return _read_xattr(mountpoint)
+    found: list[str | BaseException] = []
+
+    def read() -> None:
+        try:
+            found.append(_read_xattr(mountpoint))
+        except BaseException as exc:
+            found.append(exc)
+
+    reader = threading.Thread(target=read, name="vbusfs-find-connector", daemon=True)
+    reader.start()
+    reader.join(timeout)
+    if not found:
+        raise ConnectorTimeout(f"a lookup of {mountpoint}'s connector", timeout)
+    if isinstance(found[0], BaseException):
+        raise found[0]
+    return found[0]
+
+
+def _read_xattr(mountpoint: str) -> str:
     try:
         return os.fsdecode(os.getxattr(mountpoint, XATTR))
     except OSError as exc:

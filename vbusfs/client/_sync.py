@@ -1,7 +1,8 @@
 """The client's sync face: a blocking socket over the protocol core.
 
-Every method that talks to the daemon may block until it answers; `events()`
-never blocks, `wait_event()` blocks until an event or its timeout.
+Every method that talks to the daemon may block until it answers, at most the
+client's `timeout` (ConnectorTimeout after that); `events()` never blocks,
+`wait_event()` blocks until an event or its own timeout.
 """
 
 from __future__ import annotations
@@ -15,10 +16,12 @@ from typing import Any
 
 from vbusfs.connector import (
     CLOSED,
+    DEFAULT_TIMEOUT,
     RECEIVE,
     ClientConnection,
     Closed,
     ConnectorError,
+    ConnectorTimeout,
     Datagram,
     Event,
     Heard,
@@ -37,14 +40,25 @@ from vbusfs.ioq import Ioq
 from ._common import close_fds, find_connector, hangup_of
 
 
-def connect(mountpoint: str) -> Client:
-    """Connect the calling process to the devices of its bus (blocks for the daemon's hello)."""
+def connect(mountpoint: str, *, timeout: float | None = DEFAULT_TIMEOUT) -> Client:
+    """Connect the calling process to the devices of its bus.
+
+    Blocks for the daemon's hello, at most `timeout` seconds (None: without end);
+    the client's requests then wait for their replies as long.
+    """
+    path = find_connector(mountpoint, timeout)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
     try:
-        sock.connect(find_connector(mountpoint))
-        protocol = ClientConnection()
-        protocol.receive_welcome(received(sock.recvmsg(*RECEIVE)))
-        return Client(sock, protocol)
+        # a socket timeout bounds connect, sends and receives alike (socket.timeout)
+        sock.settimeout(timeout)
+        try:
+            sock.connect(path)
+            protocol = ClientConnection()
+            protocol.receive_welcome(received(sock.recvmsg(*RECEIVE)))
+        except TimeoutError:
+            assert timeout is not None
+            raise ConnectorTimeout("a connection", timeout) from None
+        return Client(sock, protocol, timeout=timeout)
     except BaseException:
         sock.close()
         raise
@@ -53,13 +67,23 @@ def connect(mountpoint: str) -> Client:
 class Client:
     """A connection to the daemon on behalf of this process's bus.
 
-    Requests block until their reply; add and drop events heard meanwhile queue up.
+    Requests block until their reply, at most `timeout` seconds each (ConnectorTimeout,
+    whose errno is ETIMEDOUT; a late reply is then ignored); add and drop events heard
+    meanwhile queue up.
     """
 
-    def __init__(self, sock: socket.socket, protocol: ClientConnection) -> None:
+    def __init__(
+        self,
+        sock: socket.socket,
+        protocol: ClientConnection,
+        *,
+        timeout: float | None = DEFAULT_TIMEOUT,
+    ) -> None:
         assert protocol.welcome is not None
         self._sock = sock
         self._protocol = protocol
+        #: how long a request waits for its reply (None: without end)
+        self.timeout = timeout
         #: the bus this process is a member of (None: an administrator on no bus)
         self.name: str | None = protocol.welcome.bus
         self.admin: bool = protocol.welcome.admin
@@ -71,15 +95,25 @@ class Client:
         return self._exchange(op, fds, **fields).result()
 
     def _exchange(self, op: str, fds: tuple[int, ...] = (), **fields: Any) -> Reply:
-        self._send(self._protocol.send_request(op, fds, **fields))
-        while True:
-            heard = self._receive(None)
-            if isinstance(heard, Reply):
-                return heard
-            if isinstance(heard, Closed):
-                raise ConnectorError(0, CLOSED)
+        timeout = self.timeout
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            self._send(self._protocol.send_request(op, fds, **fields))
+            while True:
+                left = None if deadline is None else max(0.0, deadline - time.monotonic())
+                heard = self._receive(left)
+                if isinstance(heard, Reply):
+                    return heard
+                if isinstance(heard, Closed):
+                    raise ConnectorError(0, CLOSED)
+        except TimeoutError as exc:
+            if isinstance(exc, ConnectorTimeout):
+                raise
+            assert timeout is not None
+            raise ConnectorTimeout(repr(op), timeout) from None
 
     def _send(self, datagram: Datagram) -> None:
+        self._sock.settimeout(self.timeout)
         self._sock.sendmsg([datagram.data], rights(datagram.fds))
 
     def _receive(self, timeout: float | None) -> Heard:

@@ -7,6 +7,7 @@ that never uses trio never loads it.
 from __future__ import annotations
 
 import contextlib
+import math
 import socket
 from typing import Any
 
@@ -14,10 +15,12 @@ import trio
 
 from vbusfs.connector import (
     CLOSED,
+    DEFAULT_TIMEOUT,
     RECEIVE,
     ClientConnection,
     Closed,
     ConnectorError,
+    ConnectorTimeout,
     Datagram,
     Event,
     Heard,
@@ -36,15 +39,22 @@ from vbusfs.ioq import AsyncIoq
 from ._common import close_fds, find_connector, hangup_of
 
 
-async def connect_async(mountpoint: str) -> AsyncClient:
-    """`connect` for trio programs: the same protocol on a trio socket."""
-    path = find_connector(mountpoint)
+async def connect_async(mountpoint: str, *, timeout: float | None = DEFAULT_TIMEOUT) -> AsyncClient:
+    """`connect` for trio programs: the same protocol on a trio socket.
+
+    Waits for the daemon's hello at most `timeout` seconds (None: without end), and
+    each request then waits for its reply as long (ConnectorTimeout).
+    """
+    path = await trio.to_thread.run_sync(find_connector, mountpoint, timeout)
     sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     try:
-        await sock.connect(path)
-        protocol = ClientConnection()
-        protocol.receive_welcome(received(await sock.recvmsg(*RECEIVE)))
-        return AsyncClient(sock, protocol)
+        with trio.move_on_after(math.inf if timeout is None else timeout) as waited:
+            await sock.connect(path)
+            protocol = ClientConnection()
+            protocol.receive_welcome(received(await sock.recvmsg(*RECEIVE)))
+            return AsyncClient(sock, protocol, timeout=timeout)
+        assert waited.cancelled_caught and timeout is not None
+        raise ConnectorTimeout("a connection", timeout)
     except BaseException:
         sock.close()
         raise
@@ -53,23 +63,36 @@ async def connect_async(mountpoint: str) -> AsyncClient:
 class AsyncClient:
     """`Client` for trio: requests await their reply; events queue up meanwhile.
 
-    One task at a time may make requests on one AsyncClient.
+    One task at a time may make requests on one AsyncClient; each waits for its reply
+    at most `timeout` seconds (ConnectorTimeout).
     """
 
-    def __init__(self, sock: trio.socket.SocketType, protocol: ClientConnection) -> None:
+    def __init__(
+        self,
+        sock: trio.socket.SocketType,
+        protocol: ClientConnection,
+        *,
+        timeout: float | None = DEFAULT_TIMEOUT,
+    ) -> None:
         assert protocol.welcome is not None
         self._sock = sock
         self._protocol = protocol
         self.name: str | None = protocol.welcome.bus
+        #: how long a request waits for its reply (None: without end)
+        self.timeout = timeout
 
     async def request(self, op: str, fds: tuple[int, ...] = (), **fields: Any) -> dict[str, Any]:
         return (await self._exchange(op, fds, **fields)).result()
 
     async def _exchange(self, op: str, fds: tuple[int, ...] = (), **fields: Any) -> Reply:
-        await self._send(self._protocol.send_request(op, fds, **fields))
-        while not isinstance(heard := await self._receive(), Reply):
-            pass
-        return heard
+        timeout = self.timeout
+        with trio.move_on_after(math.inf if timeout is None else timeout):
+            await self._send(self._protocol.send_request(op, fds, **fields))
+            while not isinstance(heard := await self._receive(), Reply):
+                pass
+            return heard
+        assert timeout is not None
+        raise ConnectorTimeout(repr(op), timeout)
 
     async def _send(self, datagram: Datagram) -> None:
         await self._sock.sendmsg([datagram.data], rights(datagram.fds))

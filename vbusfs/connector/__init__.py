@@ -11,8 +11,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ._limits import Limits
 from ._protocol import (
     CLOSED,
+    DEFAULT_TIMEOUT,
     MAX_FDS,
     MAX_MESSAGE,
     PROTOCOL,
@@ -20,6 +22,7 @@ from ._protocol import (
     ClientConnection,
     Closed,
     ConnectorError,
+    ConnectorTimeout,
     DaemonConnection,
     Datagram,
     Event,
@@ -51,6 +54,7 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "CLOSED",
+    "DEFAULT_TIMEOUT",
     "MAX_FDS",
     "MAX_MESSAGE",
     "PROTOCOL",
@@ -61,11 +65,13 @@ __all__ = [
     "Closed",
     "Connector",
     "ConnectorError",
+    "ConnectorTimeout",
     "DaemonConnection",
     "Datagram",
     "Event",
     "Heard",
     "InterfaceEntry",
+    "Limits",
     "Reply",
     "Request",
     "Stray",

@@ -24,6 +24,7 @@ are plain integers handed back to the shell, which sends, keeps or closes them.
 from __future__ import annotations
 
 import base64
+import errno
 import json
 from collections import deque
 from dataclasses import dataclass, field
@@ -35,14 +36,31 @@ MAX_FDS = 8
 PROTOCOL = 1
 
 CLOSED = "the daemon closed the connection"
+#: seconds a client waits for the daemon's answer unless told otherwise
+DEFAULT_TIMEOUT = 5.0
 
 
 class WireError(Exception):
-    """A message that is not one: the peer broke the protocol."""
+    """A message that is not one: the peer broke the protocol.
+
+    `errno` is what the daemon's refusal of such a request carries (EINVAL unless
+    said otherwise, EMSGSIZE for a message over the limit).
+    """
+
+    def __init__(self, message: str, code: int = errno.EINVAL) -> None:
+        super().__init__(message)
+        self.errno = code
 
 
 class ConnectorError(OSError):
     """The daemon refused a request; `errno` says why."""
+
+
+class ConnectorTimeout(ConnectorError, TimeoutError):
+    """The daemon did not answer in time (stopped, wedged or overloaded): ETIMEDOUT."""
+
+    def __init__(self, what: str, timeout: float) -> None:
+        super().__init__(errno.ETIMEDOUT, f"the daemon did not answer {what} within {timeout:g} s")
 
 
 # -- framing -------------------------------------------------------------------
@@ -51,7 +69,7 @@ class ConnectorError(OSError):
 def encode(message: dict[str, Any]) -> bytes:
     data = json.dumps(message, separators=(",", ":")).encode()
     if len(data) > MAX_MESSAGE:
-        raise WireError(f"message of {len(data)} bytes is over {MAX_MESSAGE}")
+        raise WireError(f"message of {len(data)} bytes is over {MAX_MESSAGE}", errno.EMSGSIZE)
     return data
 
 
@@ -60,6 +78,9 @@ def decode(data: bytes) -> dict[str, Any]:
         message = json.loads(data)
     except (UnicodeDecodeError, ValueError) as exc:
         raise WireError(f"not a connector message: {exc}") from None
+    except RecursionError:
+        # json nests by recursion: a deep enough nesting is a bad message, not a bug
+        raise WireError("not a connector message: nested too deeply") from None
     if not isinstance(message, dict):
         raise WireError("a connector message is a JSON object")
     return message
@@ -82,17 +103,27 @@ def unpack_bytes(text: Any) -> bytes:
 class Datagram:
     """One datagram as the socket gives or takes it: bytes and the fds beside them.
 
-    `truncated`: the kernel cut the bytes or the fds short (MSG_TRUNC, MSG_CTRUNC).
+    `truncated`: the kernel cut the bytes or the fds short (MSG_TRUNC, MSG_CTRUNC);
+    `fds_cut`: only the fds (MSG_CTRUNC alone): more than MAX_FDS were sent, or the
+    receiver had no descriptor left to take them with.
     """
 
     data: bytes
     fds: tuple[int, ...] = ()
     truncated: bool = False
+    fds_cut: bool = False
 
 
 def _message(datagram: Datagram) -> dict[str, Any]:
+    if datagram.fds_cut:
+        if len(datagram.fds) >= MAX_FDS:
+            raise WireError(f"at most {MAX_FDS} file descriptors travel with a message")
+        # the ancillary buffer had room: the kernel could not install them here
+        raise WireError(
+            "out of file descriptors: the message's could not be received", errno.EMFILE
+        )
     if datagram.truncated:
-        raise WireError("a message was too long")
+        raise WireError("a message was too long", errno.EMSGSIZE)
     return decode(datagram.data)
 
 
@@ -300,10 +331,20 @@ class DaemonConnection:
         if not datagram.data and not datagram.truncated:
             return Closed(datagram.fds)
         message = _message(datagram)
-        return Request(message.get("op"), message.get("seq"), message, datagram.fds)
+        seq, op = message.get("seq"), message.get("op")
+        # seq is echoed: only a number, so a reply can never be bigger or deeper than asked
+        if not (_is_int(seq) and -(2**63) <= seq < 2**63):
+            raise WireError("seq must be a 64-bit integer")
+        if not isinstance(op, str):
+            raise WireError("op must be a string")
+        return Request(op, seq, message, datagram.fds)
 
     def reply(self, request: Request, fields: dict[str, Any]) -> bytes:
         return encode({**fields, "seq": request.seq})
+
+    def refusal(self, seq: Any, code: int, message: str) -> bytes:
+        """The reply refusing a request (`seq` None when the datagram was no request)."""
+        return encode({**error_fields(code, message[:1024]), "seq": seq if _is_int(seq) else None})
 
     def event(self, kind: str, interface_id: int, interface_type: str) -> bytes:
         return encode({"event": kind, "id": interface_id, "type": interface_type})

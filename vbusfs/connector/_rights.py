@@ -36,4 +36,5 @@ def received(result: tuple[bytes, Iterable[tuple[int, int, bytes]], int, Any]) -
             got.frombytes(payload[: len(payload) - len(payload) % got.itemsize])
             fds.extend(got)
     truncated = bool(flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC))
-    return Datagram(data, tuple(fds), truncated)
+    fds_cut = bool(flags & socket.MSG_CTRUNC) and not flags & socket.MSG_TRUNC
+    return Datagram(data, tuple(fds), truncated, fds_cut)

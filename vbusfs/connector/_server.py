@@ -10,6 +10,13 @@ the ring protocol, everything it opened is closed and its devices can be
 opened again at once. When an interface a client has open is unlinked, the
 client hears a `drop` event and its next operation on it fails with ENODEV.
 
+A client never takes the daemon with it: connections are capped per uid and in
+total (`Limits`), running out of file descriptors refuses that connection or
+request (EMFILE), a bad request is refused with an errno and logged at most a
+few times a second per client, and the caller's bus is re-checked on every
+request and twice a second: a process that left or moved loses what it had
+open and is refused (EACCES).
+
 This is the I/O shell: what a datagram means and what a reply or an event
 looks like on the wire is `_protocol`'s business (`DaemonConnection`).
 """
@@ -19,7 +26,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
-import math
 import os
 import socket
 import struct
@@ -32,12 +38,12 @@ import trio
 from vbusfs.ioq import IoqError, IoqFault
 from vbusfs.model import DeviceClass, DeviceConnection, Event, Vbus, VbusError, dump_config
 
+from ._limits import Limits, LogBudgets
 from ._protocol import (
     Closed,
     DaemonConnection,
     Request,
     WireError,
-    error_fields,
     pack_bytes,
 )
 from ._rights import RECEIVE, received, rights
@@ -49,9 +55,15 @@ log = logging.getLogger("vbusfs.connector")
 
 _CREDS = struct.Struct("3i")
 
+# the errnos of running out of something the kernel gives: a refusal, never a crash
+_EXHAUSTED = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
+# a client's ring or data segment that cannot be mapped: what the refusal says
+_MAP_ERRNOS = {errno.ENOMEM: errno.EFBIG, errno.EOVERFLOW: errno.EFBIG, errno.ENODEV: errno.EINVAL}
+
 
 class ClientFault(Exception):
-    """The client broke the protocol: it is disconnected."""
+    """Kept for importers; nothing raises it now. A client's bad request is refused with
+    an errno and its connection kept; only a broken ring (IoqFault) disconnects it."""
 
 
 @dataclass(eq=False)
@@ -70,20 +82,39 @@ class _Open:
 class Connector:
     """Listens on a Unix socket and serves member processes."""
 
-    def __init__(self, vbus: Vbus, path: str, find_class: FindClass) -> None:
+    def __init__(
+        self, vbus: Vbus, path: str, find_class: FindClass, limits: Limits | None = None
+    ) -> None:
         self.vbus = vbus
         self.path = path
         # modprobe's lookup of a class by name or import spec, given by the daemon: the
         # connector knows no deviceclass of its own
         self.find_class = find_class
+        self.limits = limits if limits is not None else Limits()
         self.clients = 0
+        self.by_uid: dict[int, int] = {}
+        self.log_budgets = LogBudgets(self.limits)
         # the daemon's owner (and root) may administer it: save, modprobe, rmmod
         self.owner = os.getuid()
+
+    def complain(self, pid: int, level: int, text: str, *args: object) -> None:
+        """Log a client's fault, at most a few times a second per client and in total."""
+        held = self.log_budgets.take(pid, trio.current_time())
+        if held is None:
+            return
+        mine, total = held
+        if mine or total:
+            text += " (held back since the last line: %d from this client, %d in all)"
+            args = (*args, mine, total)
+        log.log(level, text, *args)
 
     async def serve(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path)
         listener = trio.socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        # one descriptor kept in reserve: with none left, it is let go for the moment
+        # it takes to accept the waiting connection and tell it why it is refused
+        spare: int | None = _spare()
         try:
             await listener.bind(self.path)
             # Any user may connect; membership, checked per peer, is the authority.
@@ -92,35 +123,105 @@ class Connector:
             task_status.started()
             async with trio.open_nursery() as nursery:
                 while True:
-                    sock, _ = await listener.accept()
+                    try:
+                        sock, _ = await listener.accept()
+                    except OSError as exc:
+                        if exc.errno in _EXHAUSTED:
+                            spare = await self._refuse_exhausted(listener, spare, exc)
+                        else:  # a peer gone before it was accepted, say: never the end
+                            self.complain(0, logging.WARNING, "accept failed: %s", exc)
+                            await trio.sleep(0.01)
+                        continue
                     nursery.start_soon(self._client, sock)
         finally:
             listener.close()
+            if spare is not None:
+                os.close(spare)
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.path)
 
+    async def _refuse_exhausted(
+        self, listener: trio.socket.SocketType, spare: int | None, exc: OSError
+    ) -> int | None:
+        """accept() found no descriptor left: refuse the waiting peer, keep serving."""
+        why = _out_of(exc)
+        self.complain(0, logging.WARNING, "refusing a connection: %s", why)
+        if spare is not None:
+            os.close(spare)
+            with contextlib.suppress(OSError), trio.move_on_after(0.1):
+                refused, _ = await listener.accept()  # at once: the peer just seen waits
+                with refused:
+                    await refused.send(DaemonConnection().refuse(exc.errno or errno.EMFILE, why))
+            spare = _spare()
+        if spare is None:
+            await trio.sleep(0.05)  # nothing to accept with: let the others finish
+        return spare
+
     async def _client(self, sock: trio.socket.SocketType) -> None:
         with sock:
-            pid, uid, _gid = _CREDS.unpack(
-                sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _CREDS.size)
+            try:
+                await self._admit(sock)
+            except Exception:
+                # A bug serving one client ends that client, never the daemon.
+                log.exception("internal error serving a client")
+
+    async def _admit(self, sock: trio.socket.SocketType) -> None:
+        pid, uid, _gid = _CREDS.unpack(
+            sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _CREDS.size)
+        )
+        limits = self.limits
+        refusal: tuple[int, str] | None = None
+        bus: str | None = None
+        if self.clients >= limits.connections:
+            refusal = errno.EAGAIN, f"too many connections (at most {limits.connections})"
+        elif self.by_uid.get(uid, 0) >= limits.connections_per_uid:
+            refusal = (
+                errno.EAGAIN,
+                (f"too many connections for uid {uid} (at most {limits.connections_per_uid})"),
             )
+        else:
             try:
                 bus = self.vbus.bus_of(pid)
             except VbusError:
                 bus = None
-            admin = uid in (0, self.owner)
-            if bus is None and not admin:
-                why = f"process {pid} is not a member of any bus"
-                await sock.send(DaemonConnection().refuse(errno.EACCES, why))
-                return
-            self.clients += 1
-            try:
-                await _Session(self, sock, pid, bus, admin).run()
-            except Exception:
-                # A bug serving one client ends that client, never the daemon.
-                log.exception("internal error serving client %d", pid)
-            finally:
-                self.clients -= 1
+            except OSError as exc:  # no descriptor left to read /proc with, say
+                refusal = (
+                    exc.errno or errno.EIO,
+                    f"cannot tell the bus of process {pid}: "
+                    + (_out_of(exc) if exc.errno in _EXHAUSTED else str(exc)),
+                )
+        admin = uid in (0, self.owner)
+        if refusal is None and bus is None and not admin:
+            refusal = errno.EACCES, f"process {pid} is not a member of any bus"
+        if refusal is not None:
+            if refusal[0] != errno.EACCES:
+                self.complain(pid, logging.WARNING, "refusing process %d: %s", pid, refusal[1])
+            with contextlib.suppress(OSError):
+                await sock.send(DaemonConnection().refuse(*refusal))
+            return
+        self.clients += 1
+        self.by_uid[uid] = self.by_uid.get(uid, 0) + 1
+        try:
+            await _Session(self, sock, pid, bus, admin).run()
+        except Exception:
+            log.exception("internal error serving client %d", pid)
+        finally:
+            self.clients -= 1
+            self.by_uid[uid] -= 1
+            if not self.by_uid[uid]:
+                del self.by_uid[uid]
+
+
+def _out_of(exc: OSError) -> str:
+    what = "memory" if exc.errno in (errno.ENOMEM, errno.ENOBUFS) else "file descriptors"
+    return f"the daemon is out of {what} ({os.strerror(exc.errno or 0)})"
+
+
+def _spare() -> int | None:
+    try:
+        return os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
 
 
 class _Session:
@@ -132,25 +233,36 @@ class _Session:
         bus: str | None,
         admin: bool,
     ) -> None:
+        self.connector = connector
         self.vbus = connector.vbus
         self.find_class = connector.find_class
         self.sock = sock
         self.pid = pid
         self.bus = bus
+        # why this connection no longer speaks for its bus (its process left or moved)
+        self.revoked: str | None = None
         self.admin = admin
         self.protocol = DaemonConnection()
         self.opens: dict[int, _Open] = {}
         self.next_handle = 1
         self.send_lock = trio.Lock()
-        self.events_in, self.events_out = trio.open_memory_channel[Event](math.inf)
+        # bounded: a client that reads no events while its bus changes is dropped,
+        # never buffered without end
+        self.events_in, self.events_out = trio.open_memory_channel[Event](1024)
 
     async def send(self, data: bytes, fds: Sequence[int] = ()) -> None:
         async with self.send_lock:
             await self.sock.sendmsg([data], rights(fds))
 
     def _heard(self, event: Event) -> None:
-        if event.bus == self.bus:
-            self.events_in.send_nowait(event)
+        if event.bus == self.bus and self.revoked is None:
+            try:
+                self.events_in.send_nowait(event)
+            except trio.WouldBlock:
+                self.connector.complain(
+                    self.pid, logging.INFO, "client %d reads no events: dropped", self.pid
+                )
+                self.nursery.cancel_scope.cancel()
 
     async def run(self) -> None:
         unsubscribe = self.vbus.subscribe(self._heard)
@@ -158,11 +270,14 @@ class _Session:
             async with trio.open_nursery() as nursery:
                 self.nursery = nursery
                 nursery.start_soon(self._forward_events)
-                await self.send(self.protocol.hello(self.bus, self.pid, self.admin))
+                if self.bus is not None:
+                    nursery.start_soon(self._watch_bus)
                 try:
+                    await self.send(self.protocol.hello(self.bus, self.pid, self.admin))
                     await self._requests()
-                except ClientFault as exc:
-                    log.warning("dropping client %d: %s", self.pid, exc)
+                except OSError as exc:
+                    # it closed, shut its reading side or died: nothing to tell it
+                    log.debug("client %d went away: %s", self.pid, exc)
                 nursery.cancel_scope.cancel()
         finally:
             unsubscribe()
@@ -176,32 +291,72 @@ class _Session:
                     if opened.interface_id == event.interface_id and not opened.dropped:
                         opened.dropped = True
                         _release(opened)
-            await self.send(
-                self.protocol.event(event.kind, event.interface_id, event.interface_type)
-            )
+            try:
+                await self.send(
+                    self.protocol.event(event.kind, event.interface_id, event.interface_type)
+                )
+            except OSError as exc:
+                log.debug("client %d hears no events: %s", self.pid, exc)
+                self.nursery.cancel_scope.cancel()
+                return
+
+    async def _watch_bus(self) -> None:
+        """Between requests too: a process that left its bus keeps nothing open on it."""
+        while self.revoked is None:
+            await trio.sleep(self.connector.limits.recheck_interval)
+            # no descriptor to read /proc with: the verdict waits for the next round
+            with contextlib.suppress(OSError):
+                self._recheck()
+
+    def _recheck(self) -> None:
+        """Is the connected process still on the bus it connected for? If not, revoke."""
+        if self.bus is None or self.revoked is not None:
+            return
+        try:
+            now = self.vbus.bus_of(self.pid)
+        except VbusError:
+            now = None  # the process is gone
+        # an OSError (no descriptor to read /proc with) goes to the caller: no verdict
+        if now == self.bus:
+            return
+        where = "left it" if now is None else f"moved to {now!r}"
+        self.revoked = f"process {self.pid} is no longer a member of bus {self.bus!r} ({where})"
+        log.info("client %d: %s; what it had open is closed", self.pid, self.revoked)
+        for handle in list(self.opens):
+            self._close(handle)
 
     async def _requests(self) -> None:
         while True:
-            try:
-                datagram = received(await self.sock.recvmsg(*RECEIVE))
-            except OSError:
-                return
+            datagram = received(await self.sock.recvmsg(*RECEIVE))
             out_fds: list[int] = []
+            seq = None
             try:
                 request = self.protocol.receive(datagram)
                 if isinstance(request, Closed):
                     return  # the client closed or died
-                try:
-                    fields, out_fds = self._dispatch(request)
-                except VbusError as exc:
-                    fields = error_fields(exc.errno, exc.args[0] if exc.args else "")
+                seq = request.seq
+                fields, out_fds = self._dispatch(request)
+                reply = self.protocol.reply(request, fields)
+            except VbusError as exc:
+                reply = self.protocol.refusal(seq, exc.errno, exc.args[0] if exc.args else "")
             except WireError as exc:
-                raise ClientFault(str(exc)) from None
+                self.connector.complain(
+                    self.pid, logging.WARNING, "bad request from client %d: %s", self.pid, exc
+                )
+                reply = self.protocol.refusal(seq, exc.errno, str(exc))
+            except OSError as exc:
+                # the daemon ran out of something (descriptors, memory) serving it
+                code = exc.errno or errno.EIO
+                self.connector.complain(
+                    self.pid, logging.WARNING, "refused client %d: %s", self.pid, exc
+                )
+                why = _out_of(exc) if code in _EXHAUSTED else f"{os.strerror(code)}: {exc}"
+                reply = self.protocol.refusal(seq, code, why)
             finally:
                 for fd in datagram.fds:
                     os.close(fd)
             try:
-                await self.send(self.protocol.reply(request, fields), out_fds)
+                await self.send(reply, out_fds)
             finally:
                 for fd in out_fds:
                     os.close(fd)
@@ -212,12 +367,25 @@ class _Session:
             return self._open(request)
         return self._reply(request), []
 
-    def _open(self, request: Request) -> tuple[dict[str, Any], list[int]]:
+    def _bus(self) -> str:
+        """The caller's bus, re-checked now: EACCES if it is on none, or left it."""
+        self._recheck()
+        if self.revoked is not None:
+            raise VbusError(self.revoked, errno=errno.EACCES)
         if self.bus is None:
             raise VbusError(f"process {self.pid} is not a member of any bus", errno=errno.EACCES)
+        return self.bus
+
+    def _open(self, request: Request) -> tuple[dict[str, Any], list[int]]:
+        bus = self._bus()
         interface_id, version = request.integer("id"), request.integer("version")
-        connection = self.vbus.open_interface(self.bus, interface_id, version)
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            connection = self.vbus.open_interface(bus, interface_id, version)
+        except BaseException:
+            ours.close()
+            theirs.close()
+            raise
         handle = self.next_handle
         self.next_handle += 1
         opened = _Open(interface_id, connection, hangup=ours)
@@ -231,11 +399,10 @@ class _Session:
             if not self.admin:
                 raise VbusError("only root or the daemon's owner may do that", errno=errno.EPERM)
             return _ADMIN_OPS[op](self.vbus, request, self.find_class)
-        if self.bus is None:
-            raise VbusError(f"process {self.pid} is not a member of any bus", errno=errno.EACCES)
+        bus = self._bus()
         if op == "list":
-            bus = self.vbus.bus(self.bus)
-            return {"interfaces": [{"id": i.id, "type": i.type} for i in bus.interfaces.values()]}
+            found = self.vbus.bus(bus)
+            return {"interfaces": [{"id": i.id, "type": i.type} for i in found.interfaces.values()]}
         opened, handle = self._handle(request)
         if op == "call":
             function = request.integer("function")
@@ -244,14 +411,14 @@ class _Session:
         if op == "queue":
             if len(request.fds) != 4:
                 raise VbusError("a queue takes 4 file descriptors", errno=errno.EINVAL)
-            opened.connection.attach_queue(request.integer("index"), list(request.fds))
+            _attach_queue(opened, request.integer("index"), request.fds)
             return {}
         if op == "stats":
             return {"stats": opened.connection.stats()}
         if op == "close":
             self._close(handle)
             return {}
-        raise WireError(f"unknown operation {op!r}")
+        raise WireError(f"unknown operation {op[:64]!r}")
 
     def _handle(self, request: Request) -> tuple[_Open, int]:
         handle = request.integer("handle")
@@ -279,6 +446,20 @@ class _Session:
         opened = self.opens.pop(handle)
         if not opened.dropped:
             _release(opened)
+
+
+def _attach_queue(opened: _Open, index: int, fds: Sequence[int]) -> None:
+    """Map the client's ring and data segment: one it cannot map is refused, not a bug."""
+    try:
+        opened.connection.attach_queue(index, list(fds))
+    except OSError as exc:  # read-only, sealed against writes, too big to map, not a memfd
+        code = _MAP_ERRNOS.get(exc.errno or 0, exc.errno or errno.EINVAL)
+        why = exc.strerror or str(exc) or type(exc).__name__
+        raise VbusError(
+            f"queue {index}: cannot map the client's segments: {why}", errno=code
+        ) from None
+    except (ValueError, OverflowError) as exc:
+        raise VbusError(f"queue {index}: {exc}", errno=errno.EINVAL) from None
 
 
 def _release(opened: _Open) -> None:
