@@ -101,6 +101,7 @@ be used by two threads or tasks at once.
 """
 
 from ._binding import ABI_VERSION as ABI_VERSION
+from ._binding import SOUTH_MAX_DATA as SOUTH_MAX_DATA
 from ._errors import IoqClosed, IoqEmpty, IoqError, IoqFault, IoqFull
 from ._ioq import Ioq
 from ._ring import Direction as Direction
