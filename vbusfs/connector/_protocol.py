@@ -32,7 +32,10 @@ from typing import Any, TypeGuard
 XATTR = "user.vbusfs.connector"
 MAX_MESSAGE = 65536
 MAX_FDS = 8
-PROTOCOL = 1
+# 2: a queue's fourth fd (what wakes north) is a Unix datagram socket, not an
+#    eventfd; the third must be an eventfd not in semaphore mode; data segments
+#    over 64 MiB are refused (behaviour §7.2, §7.3)
+PROTOCOL = 2
 
 CLOSED = "the daemon closed the connection"
 
