@@ -1,13 +1,13 @@
 /*
- * shm-signal: the notification half of an IOQ (behaviour §7.3).  One eventfd per
- * direction; irq[IOQ_NORTH] is north's receive state, irq[IOQ_SOUTH]
+ * shm-signal: the notification half of an IOQ (behaviour §7.3).  One wake-up
+ * fd per direction (an eventfd wakes south, a datagram socket north); irq[IOQ_NORTH] is north's receive state, irq[IOQ_SOUTH]
  * south's.  The owner of an irq writes `enabled` and clears `dirty` and
  * `pending`; the peer sets `dirty` and `pending`.
  *
  * Sender (inject): set the peer's dirty; if the peer is enabled and pending
- * was clear, set pending and write the peer's eventfd.
+ * was clear, set pending and write the peer's wake-up fd.
  * Receiver: clear pending and set enabled (enable), re-check the ring, sleep
- * on the eventfd; on wake-up disable, drain (read the eventfd, clear dirty)
+ * on the wake-up fd; on wake-up disable, drain (read it, clear dirty)
  * and process the ring with notifications off (interrupt mitigation); when
  * the ring runs dry, enable again and re-check before sleeping.  A seq_cst
  * fence on each side between "publish" and "look at the other side's flag"

@@ -7,7 +7,7 @@ message, and the errno a refusal carries. The daemon's server (`_server`) and
 both client faces (`vbusfs.client`, sync and trio) are thin I/O shells over it.
 
 The wire: one JSON object per SOCK_SEQPACKET datagram, at most MAX_MESSAGE
-bytes. File descriptors (a queue's ring, data segment and eventfds, an open
+bytes. File descriptors (a queue's ring, data segment and wake-up fds, an open
 interface's hang-up socket) travel beside a message as SCM_RIGHTS; bytes
 (device call data) travel as base64 text. The daemon speaks first: `hello`,
 or an errno and why. Requests carry `op` and a `seq` their reply repeats;

@@ -57,8 +57,8 @@ class IoqFds(NamedTuple):
 
     ring: int
     data: int
-    to_south: int  # eventfd that wakes south
-    to_north: int  # eventfd that wakes north
+    to_south: int  # eventfd that wakes south (not in semaphore mode)
+    to_north: int  # Unix datagram socket south sends on to wake north (behaviour §7.3)
 
 
 class FdBatch(NamedTuple):
@@ -455,5 +455,6 @@ class Ring:
         return bool(check(lib.ioq_ready(self._handle(), SEND)))
 
     def inject(self) -> bool:
-        """Inject the peer's shm-signal by hand (never blocks); True if its eventfd was written."""
+        """Inject the peer's shm-signal by hand (never blocks); True if its wake-up fd
+        was written."""
         return bool(lib.ioq_signal(self._handle()))
