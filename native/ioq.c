@@ -21,6 +21,7 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
 #include <time.h>
@@ -87,6 +88,7 @@ static struct ioq *ioq_alloc(uint32_t count)
     if (!q)
         return NULL;
     q->ring_fd = q->data_fd = q->sig.efd[0] = q->sig.efd[1] = q->hup_fd = -1;
+    q->north_pass_fd = -1;
     q->acq_off = calloc(count, sizeof(*q->acq_off));
     q->acq_len = calloc(count, sizeof(*q->acq_len));
     if (!q->acq_off || !q->acq_len) {
@@ -107,8 +109,9 @@ void ioq_close(struct ioq *q)
         munmap(q->ring_map, q->ring_map_len);
     if (q->data_map)
         munmap(q->data_map, q->data_map_len);
-    int fds[4] = {q->ring_fd, q->data_fd, q->sig.efd[0], q->sig.efd[1]};
-    for (int i = 0; i < 4; i++)
+    int fds[5] = {q->ring_fd, q->data_fd, q->sig.efd[0], q->sig.efd[1],
+                  q->north_pass_fd};
+    for (int i = 0; i < 5; i++)
         if (fds[i] >= 0)
             close(fds[i]);
     free(q->acq_off);
@@ -156,9 +159,17 @@ int ioq_north_create(uint32_t count, uint64_t data_len, int direction,
     int err = 0;
     if ((q->ring_fd = make_memfd("vbusfs-ioq-ring", q->ring_len)) < 0 ||
         (q->data_fd = make_memfd("vbusfs-ioq-data", data_len)) < 0 ||
-        (q->sig.efd[IOQ_NORTH] = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) < 0 ||
         (q->sig.efd[IOQ_SOUTH] = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) < 0)
         err = -errno;
+    /* south wakes north through a datagram socket pair: north sleeps on one
+     * end and hands the other to south, which sends with MSG_DONTWAIT */
+    int sv[2];
+    if (!err && socketpair(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) < 0)
+        err = -errno;
+    if (!err) {
+        q->sig.efd[IOQ_NORTH] = sv[0];
+        q->north_pass_fd = sv[1];
+    }
     if (!err) {
         q->head = map_guarded(q->ring_fd, q->ring_len, &q->ring_map, &q->ring_map_len);
         if (!q->head)
@@ -203,6 +214,42 @@ static int fd_is_eventfd(int fd)
     return strcmp(target, "anon_inode:[eventfd]") == 0;
 }
 
+/* An eventfd in semaphore mode returns 1 per read however large its count:
+ * one read per wake-up would leave it readable, and south would spin.  The
+ * mode is fixed at creation, and shown in fdinfo (kernels without the line
+ * cannot be checked: accepted, see behaviour §7.3). */
+static int eventfd_is_semaphore(int fd)
+{
+    char path[64], buf[512];
+    snprintf(path, sizeof(path), "/proc/self/fdinfo/%d", fd);
+    int f = open(path, O_RDONLY | O_CLOEXEC);
+    if (f < 0)
+        return 1;
+    ssize_t n = read(f, buf, sizeof(buf) - 1);
+    close(f);
+    if (n <= 0)
+        return 1;
+    buf[n] = '\0';
+    return strstr(buf, "eventfd-semaphore: 1") != NULL;
+}
+
+/* South wakes north through this: it must be a Unix datagram socket, which
+ * send(MSG_DONTWAIT) can never block on. */
+static int fd_is_dgram_socket(int fd)
+{
+    struct stat st;
+    int domain = 0, type = 0;
+    socklen_t len = sizeof(int);
+    if (fstat(fd, &st) < 0 || !S_ISSOCK(st.st_mode))
+        return 0;
+    if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len) < 0 || domain != AF_UNIX)
+        return 0;
+    len = sizeof(int);
+    if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) < 0 || type != SOCK_DGRAM)
+        return 0;
+    return 1;
+}
+
 static int memfd_checked(int fd, uint64_t *size)
 {
     struct stat st;
@@ -232,7 +279,11 @@ int ioq_south_attach(int ring_fd, int data_fd, int efd_to_south,
     r = memfd_checked(data_fd, &data_len);
     if (r)
         return r;
-    if (!fd_is_eventfd(efd_to_south) || !fd_is_eventfd(efd_to_north))
+    if (!fd_is_eventfd(efd_to_south) || eventfd_is_semaphore(efd_to_south) ||
+        !fd_is_dgram_socket(efd_to_north))
+        return IOQ_E_BADRING;
+    /* the daemon maps what it is given: bounded here, not by north */
+    if (data_len > IOQ_SOUTH_MAX_DATA)
         return IOQ_E_BADRING;
     if (ring_len < IOQ_HEAD_SIZE + IOQ_DESC_SIZE ||
         ring_len > ioq_ring_bytes(IOQ_MAX_COUNT) ||
@@ -280,9 +331,6 @@ int ioq_south_attach(int ring_fd, int data_fd, int efd_to_south,
             err = IOQ_E_BADRING;
         q->head_idx[IOQ_INUSE] = h;
     }
-    if (!err && (fcntl(q->sig.efd[IOQ_SOUTH], F_SETFL, O_NONBLOCK) < 0 ||
-                 fcntl(q->sig.efd[IOQ_NORTH], F_SETFL, O_NONBLOCK) < 0))
-        err = -errno;
     if (err) {
         ioq_close(q);
         return err;
@@ -298,7 +346,8 @@ void ioq_fds(const struct ioq *q, int *fds)
     fds[0] = q->ring_fd;
     fds[1] = q->data_fd;
     fds[2] = q->sig.efd[IOQ_SOUTH];
-    fds[3] = q->sig.efd[IOQ_NORTH];
+    /* north hands out the sending end and keeps the receiving one */
+    fds[3] = q->side == IOQ_NORTH ? q->north_pass_fd : q->sig.efd[IOQ_NORTH];
 }
 
 int ioq_side(const struct ioq *q) { return q->side; }

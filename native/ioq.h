@@ -32,8 +32,11 @@
 /* Bumped whenever this header's layout or any prototype changes; compiled
  * into the module and compared by vbusfs/ioq/_binding.py at import.
  * 6: the shm-signal steps left the cdef (ioq_wait_arm, ioq_wake_fd and
- *    ioq_signal replace them), and so did ioq_data, ioq_ring, ioq_ring_bytes. */
-#define IOQ_ABI_VERSION 6
+ *    ioq_signal replace them), and so did ioq_data, ioq_ring, ioq_ring_bytes.
+ * 7: the fd that wakes north is a Unix datagram socket, not an eventfd
+ *    (south sends on it with MSG_DONTWAIT: never blocks); attach refuses a
+ *    semaphore eventfd and a data segment over IOQ_SOUTH_MAX_DATA. */
+#define IOQ_ABI_VERSION 7
 
 #define IOQ_RING_MAGIC 0x47fa2fe4
 #define IOQ_RING_VER 4
@@ -47,6 +50,9 @@
 #define IOQ_MAX_COUNT 65536
 /* Largest data segment north creates (lengths must fit an int). */
 #define IOQ_MAX_DATA 1073741824
+/* Largest data segment south attaches (64 MiB): what a client can make the
+ * daemon map per queue. */
+#define IOQ_SOUTH_MAX_DATA 67108864
 
 /* Sides, also the index into shm_signal_desc.irq[]. */
 #define IOQ_NORTH 0
@@ -158,7 +164,8 @@ struct ioq;
 
 int ioq_abi_version(void);
 
-/* North: create ring + data memfds and both eventfds.  data_len must be a
+/* North: create ring + data memfds, the eventfd that wakes south and the
+ * datagram socket pair that wakes north.  data_len must be a
  * multiple of count (slot i of the data segment belongs to descriptor i in
  * the batched send/receive calls). */
 int ioq_north_create(uint32_t count, uint64_t data_len, int direction,
@@ -166,11 +173,12 @@ int ioq_north_create(uint32_t count, uint64_t data_len, int direction,
 /* South: map and validate fds received from north.  The fds are dup'ed;
  * the caller keeps ownership of the ones it passed. */
 int ioq_south_attach(int ring_fd, int data_fd, int efd_to_south,
-                     int efd_to_north, int direction, struct ioq **out);
+                     int sock_to_north, int direction, struct ioq **out);
 void ioq_close(struct ioq *q);
 
-/* fds[0..3] = ring, data, eventfd waking south, eventfd waking north;
- * still owned by the handle. */
+/* fds[0..3] = ring, data, eventfd waking south, socket waking north (on
+ * north: the end south sends on; on south: its copy of it); still owned by
+ * the handle. */
 void ioq_fds(const struct ioq *q, int *fds);
 int ioq_side(const struct ioq *q);
 uint32_t ioq_count_slots(const struct ioq *q);

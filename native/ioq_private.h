@@ -56,6 +56,9 @@ struct ioq {
     int ring_fd, data_fd;
     /* the shm-signal on head->signal; its two eventfds are owned here */
     struct shm_signal sig;
+    /* north only: the sending end of the socket that wakes north, handed
+     * to south (ioq_fds) and otherwise unused here; -1 on south */
+    int north_pass_fd;
     int hup_fd, hup_events; /* the watched peer (ioq_watch), not owned */
     /* private shadows of the shared fields this side writes: the only
      * writer never needs to read its own fields back from shared memory */

@@ -1,13 +1,13 @@
 /*
- * shm-signal: the notification half of an IOQ (behaviour §7.3).  One eventfd per
- * direction; irq[IOQ_NORTH] is north's receive state, irq[IOQ_SOUTH]
+ * shm-signal: the notification half of an IOQ (behaviour §7.3).  One wake-up
+ * fd per direction (an eventfd wakes south, a datagram socket north); irq[IOQ_NORTH] is north's receive state, irq[IOQ_SOUTH]
  * south's.  The owner of an irq writes `enabled` and clears `dirty` and
  * `pending`; the peer sets `dirty` and `pending`.
  *
  * Sender (inject): set the peer's dirty; if the peer is enabled and pending
- * was clear, set pending and write the peer's eventfd.
+ * was clear, set pending and write the peer's wake-up fd.
  * Receiver: clear pending and set enabled (enable), re-check the ring, sleep
- * on the eventfd; on wake-up disable, drain (read the eventfd, clear dirty)
+ * on the wake-up fd; on wake-up disable, drain (read it, clear dirty)
  * and process the ring with notifications off (interrupt mitigation); when
  * the ring runs dry, enable again and re-check before sleeping.  A seq_cst
  * fence on each side between "publish" and "look at the other side's flag"
@@ -17,9 +17,18 @@
  * It knows nothing of rings: the ring embeds a struct shm_signal and decides
  * when to arm and re-check (ioq_wait_arm in ioq.c).
  *
- * It must never block: the eventfd is read with RWF_NOWAIT (the peer shares
- * the file description and could clear O_NONBLOCK), and a hostile peer's
- * flag bytes only decide whether a harmless eventfd write happens.
+ * It must never block, whatever north does to the objects it created and
+ * shares with south (file status flags belong to the shared open file
+ * description, so north can clear O_NONBLOCK under us at any time): every
+ * operation south performs asks for non-blocking behaviour per call, never
+ * through the description.  North wakes south through an eventfd (not in
+ * semaphore mode: checked at attach), which south reads once per wake-up
+ * with RWF_NOWAIT.  South wakes north through a Unix datagram socket, with
+ * send(MSG_DONTWAIT): a full receive queue is EAGAIN, and a queued datagram
+ * already wakes north.  (An eventfd cannot be written without blocking
+ * when its counter is saturated and O_NONBLOCK is cleared:
+ * pwritev2(RWF_NOWAIT) is EOPNOTSUPP on eventfds.)  A hostile peer's flag
+ * bytes only decide whether a harmless wake-up is sent.
  */
 #define _GNU_SOURCE
 #include "shm_signal.h"
@@ -28,19 +37,27 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
+#include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
-static void eventfd_kick(int fd)
+static void kick(int peer, int fd)
 {
+    if (peer == IOQ_NORTH) {
+        /* MSG_DONTWAIT makes this call non-blocking whatever the flags on
+         * the (shared) description; EAGAIN means a datagram is queued
+         * already, so north is woken anyway */
+        char one = 1;
+        ssize_t r = send(fd, &one, 1, MSG_DONTWAIT | MSG_NOSIGNAL);
+        (void)r;
+        return;
+    }
+    /* north writing south's eventfd: north's own fds, created O_NONBLOCK;
+     * a saturated counter is EAGAIN, and south is woken anyway */
     uint64_t one = 1;
-    /* The eventfds are created (and on attach re-set) O_NONBLOCK, so a
-     * counter north pushed to its maximum fails this write with EAGAIN
-     * instead of blocking.  Residual risk, accepted: north shares the file
-     * description and could clear O_NONBLOCK again; re-setting it here
-     * would cost a syscall per wake-up and still leave a window. */
     ssize_t r = write(fd, &one, sizeof(one));
-    (void)r; /* EAGAIN means the counter is already nonzero: still woken */
+    (void)r;
 }
 
 int shm_signal_inject(struct shm_signal *s)
@@ -56,7 +73,7 @@ int shm_signal_inject(struct shm_signal *s)
         return 0;
     if (XCHG_SC(&irq->pending, (uint8_t)1))
         return 0;
-    eventfd_kick(s->efd[peer]);
+    kick(peer, s->efd[peer]);
     return 1;
 }
 
@@ -78,14 +95,33 @@ void shm_signal_disable(struct shm_signal *s)
 
 int shm_signal_drain(struct shm_signal *s)
 {
-    uint64_t v = 0;
-    struct iovec iov = {.iov_base = &v, .iov_len = sizeof(v)};
-    ssize_t r = preadv2(s->efd[s->side], &iov, 1, -1, RWF_NOWAIT);
-    if (r < 0 && (errno == EOPNOTSUPP || errno == EINVAL)) {
-        /* kernels before 5.12 lack RWF_NOWAIT on eventfds */
-        fcntl(s->efd[s->side], F_SETFL, O_NONBLOCK);
-        r = read(s->efd[s->side], &v, sizeof(v));
+    int fd = s->efd[s->side];
+    int got = 0;
+    if (s->side == IOQ_NORTH) {
+        /* our own socket: an honest south queues at most one datagram per
+         * pending flag, so a short bounded loop empties it */
+        char buf[64];
+        for (int i = 0; i < 64; i++) {
+            if (recv(fd, buf, sizeof(buf), MSG_DONTWAIT) <= 0)
+                break;
+            got = 1;
+        }
+    } else {
+        /* one read per wake-up: the eventfd is never in semaphore mode
+         * (attach refuses one), so one read resets any count */
+        uint64_t v = 0;
+        struct iovec iov = {.iov_base = &v, .iov_len = sizeof(v)};
+        ssize_t r = preadv2(fd, &iov, 1, -1, RWF_NOWAIT);
+        if (r < 0 && (errno == EOPNOTSUPP || errno == EINVAL)) {
+            /* kernels before 5.12 lack RWF_NOWAIT on eventfds: poll first;
+             * residual race (north could read the count away between the
+             * poll and the read) documented in behaviour §7.3 */
+            struct pollfd pfd = {.fd = fd, .events = POLLIN};
+            if (poll(&pfd, 1, 0) == 1 && (pfd.revents & POLLIN))
+                r = read(fd, &v, sizeof(v));
+        }
+        got = r == (ssize_t)sizeof(v);
     }
     STORE_RLX(&s->desc->irq[s->side].dirty, (uint8_t)0);
-    return r == (ssize_t)sizeof(v) ? 1 : 0;
+    return got;
 }

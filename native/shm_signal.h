@@ -28,8 +28,10 @@ _Static_assert(offsetof(struct shm_signal_irq, dirty) == 2, "dirty");
 struct shm_signal {
     struct shm_signal_desc *desc; /* in shared memory */
     int side;                     /* IOQ_NORTH or IOQ_SOUTH: irq[side] is ours */
-    int efd[2]; /* [IOQ_NORTH] wakes north, [IOQ_SOUTH] wakes south; owned by
-                   whoever embeds this (the ring), which closes them */
+    int efd[2]; /* [IOQ_NORTH] wakes north: a Unix datagram socket (north
+                   holds the receiving end, south the sending end);
+                   [IOQ_SOUTH] wakes south: an eventfd.  Owned by whoever
+                   embeds this (the ring), which closes them */
 };
 
 /* Sender: wake the peer (set its dirty; write its eventfd if it is enabled

@@ -173,6 +173,7 @@ class _Lib:
     IOQ_IDX_VALID: int
     IOQ_MAX_COUNT: int
     IOQ_MAX_DATA: int
+    IOQ_SOUTH_MAX_DATA: int
     IOQ_NORTH: int
     IOQ_OK: int
     IOQ_RING_MAGIC: int

@@ -5,6 +5,12 @@
  * random bytes over the ring head, indices and descriptors while the south
  * side keeps operating; south must fault cleanly, never crash, never read
  * or write outside its segments (guard pages and ASan would catch it).
+ * Phase 3: hostile signalling objects and sizes (issue 11): attach refuses
+ * a semaphore eventfd, anything but a Unix datagram socket to wake north
+ * and data segments over IOQ_SOUTH_MAX_DATA; with O_NONBLOCK cleared on
+ * every shared description, a full wake-up socket, a saturated eventfd and
+ * north's irq forced to "enabled, nothing pending", no south operation
+ * blocks (an alarm would kill the driver).
  * Exit status 0 means every check held.
  */
 #define _GNU_SOURCE
@@ -13,6 +19,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -259,12 +267,104 @@ static void hostile(int direction, long iterations)
     ioq_close(n);
 }
 
+static int sealed_memfd(uint64_t len)
+{
+    int fd = memfd_create("fuzz-seg", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    CHECK(fd >= 0);
+    CHECK(ftruncate(fd, (off_t)len) == 0);
+    CHECK(fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW) == 0);
+    return fd;
+}
+
+static void blocking(int fd)
+{
+    int fl = fcntl(fd, F_GETFL);
+    CHECK(fl >= 0 && fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) == 0);
+}
+
+static void refused(int ring, int data, int to_south, int to_north)
+{
+    struct ioq *s = NULL;
+    int r = ioq_south_attach(ring, data, to_south, to_north, IOQ_TO_SOUTH, &s);
+    CHECK(r == IOQ_E_BADRING && s == NULL);
+}
+
+static void signals(void)
+{
+    struct ioq *n, *s;
+    CHECK(ioq_north_create(16, 16 * 128, IOQ_TO_NORTH, &n) == 0);
+    int fds[4];
+    ioq_fds(n, fds);
+
+    /* what attach refuses */
+    int sem = eventfd(0, EFD_SEMAPHORE | EFD_CLOEXEC);
+    int efd = eventfd(0, EFD_CLOEXEC);
+    int p[2], st[2];
+    CHECK(sem >= 0 && efd >= 0 && pipe(p) == 0);
+    CHECK(socketpair(AF_UNIX, SOCK_STREAM, 0, st) == 0);
+    refused(fds[0], fds[1], sem, fds[3]);          /* semaphore eventfd */
+    refused(fds[0], fds[1], fds[3], fds[3]);       /* a socket to wake south */
+    refused(fds[0], fds[1], fds[2], efd);          /* an eventfd to wake north */
+    refused(fds[0], fds[1], fds[2], p[1]);         /* a pipe */
+    refused(fds[0], fds[1], fds[2], st[0]);        /* a stream socket */
+    uint64_t sizes[] = {(uint64_t)IOQ_SOUTH_MAX_DATA + 4096, (uint64_t)1 << 42};
+    for (int i = 0; i < 2; i++) {
+        int big = sealed_memfd(sizes[i]);
+        refused(fds[0], big, fds[2], fds[3]);
+        close(big);
+    }
+    int edge = sealed_memfd(IOQ_SOUTH_MAX_DATA); /* the limit itself attaches */
+    CHECK(ioq_south_attach(fds[0], edge, fds[2], fds[3], IOQ_TO_NORTH, &s) == 0);
+    ioq_close(s);
+    close(edge);
+    close(sem), close(efd), close(p[0]), close(p[1]), close(st[0]), close(st[1]);
+
+    /* the wedge: every shared description blocking, the wake-up socket full,
+     * south's eventfd saturated, north's irq enabled with nothing pending */
+    CHECK(ioq_south_attach(fds[0], fds[1], fds[2], fds[3], IOQ_TO_NORTH, &s) == 0);
+    char x = 0;
+    long queued = 0;
+    while (send(fds[3], &x, 1, MSG_DONTWAIT) == 1)
+        queued++;
+    CHECK(queued > 0);
+    blocking(fds[2]);
+    blocking(fds[3]);
+    uint64_t most = UINT64_MAX - 1;
+    CHECK(write(fds[2], &most, sizeof(most)) == sizeof(most));
+    struct ioq_ring_head *head = (struct ioq_ring_head *)ioq_ring(n);
+    alarm(10);
+    char msg[64] = {0};
+    long sent = 0;
+    for (int i = 0; i < 100000; i++) {
+        head->signal.irq[IOQ_NORTH].enabled = 1;
+        head->signal.irq[IOQ_NORTH].pending = 0;
+        if (ioq_send_one(s, msg, sizeof(msg), 1) == 1)
+            sent++;
+        ioq_signal(s);
+        /* south's own wait steps on the saturated, blocking eventfd: one
+         * read empties it; the next finds nothing and returns */
+        CHECK(ioq_wait_arm(s, IOQ_WAIT_SEND, 1) >= 0);
+        CHECK(ioq_wait_arm(s, IOQ_WAIT_SEND, 0) >= 0);
+        if (i % 64 == 0) {
+            char buf[128];
+            while (ioq_recv_one(n, buf, sizeof(buf), 0) > 0)
+                ;
+        }
+    }
+    alarm(0);
+    CHECK(sent > 0);
+    printf("signals: %ld sent to north with its wake-up socket full and blocking\n", sent);
+    ioq_close(s);
+    ioq_close(n);
+}
+
 int main(int argc, char **argv)
 {
     long iterations = argc > 1 ? atol(argv[1]) : 200000;
     honest();
     hostile(IOQ_TO_SOUTH, iterations);
     hostile(IOQ_TO_NORTH, iterations);
+    signals();
     puts("ok");
     return 0;
 }

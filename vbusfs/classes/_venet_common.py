@@ -15,6 +15,7 @@ a frame per frame in a system call.
 
 from __future__ import annotations
 
+import errno
 import random
 import re
 from collections.abc import Sequence
@@ -234,7 +235,9 @@ class VenetConnection(DeviceConnection, Generic[End]):
         while True:
             await self.tx.wait_receivable(spin_us=SPIN_US)
             try:
-                frames = self.tx.receive_batch_nowait(BATCH)
+                # longer frames come back empty (and are counted by _take): a batch
+                # costs at most BATCH * MAX_FRAME bytes whatever the descriptors say
+                frames = self.tx.receive_batch_nowait(BATCH, max_length=MAX_FRAME)
             except IoqEmpty:
                 continue
             self.counters["tx_frames"] += len(frames)
@@ -249,6 +252,15 @@ class VenetConnection(DeviceConnection, Generic[End]):
             try:
                 lengths = self.tx.receive_into_nowait(buffer, BATCH)
             except IoqEmpty:
+                continue
+            except IoqError as exc:
+                if exc.errno != errno.EMSGSIZE:
+                    raise
+                # the first message is longer than the whole buffer: no frame,
+                # dropped uncopied (the buffer never grows with the client's segment)
+                self.tx.discard_nowait(1)
+                self.counters["tx_frames"] += 1
+                self.counters["oversize"] += 1
                 continue
             self.counters["tx_frames"] += len(lengths)
             return lengths

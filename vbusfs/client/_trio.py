@@ -138,7 +138,7 @@ class AsyncClient:
 
 
 class AsyncVenet:
-    """`Venet` for trio: sends and receives wait on the ring's eventfd."""
+    """`Venet` for trio: sends and receives wait on the ring's wake-up fd."""
 
     def __init__(self, client: AsyncClient, handle: int, slots: int, hangup: socket.socket) -> None:
         self.client = client

@@ -7,7 +7,7 @@ message, and the errno a refusal carries. The daemon's server (`_server`) and
 both client faces (`vbusfs.client`, sync and trio) are thin I/O shells over it.
 
 The wire: one JSON object per SOCK_SEQPACKET datagram, at most MAX_MESSAGE
-bytes. File descriptors (a queue's ring, data segment and eventfds, an open
+bytes. File descriptors (a queue's ring, data segment and wake-up fds, an open
 interface's hang-up socket) travel beside a message as SCM_RIGHTS; bytes
 (device call data) travel as base64 text. The daemon speaks first: `hello`,
 or an errno and why. Requests carry `op` and a `seq` their reply repeats;
@@ -33,7 +33,10 @@ from typing import Any, TypeGuard
 XATTR = "user.vbusfs.connector"
 MAX_MESSAGE = 65536
 MAX_FDS = 8
-PROTOCOL = 1
+# 2: a queue's fourth fd (what wakes north) is a Unix datagram socket, not an
+#    eventfd; the third must be an eventfd not in semaphore mode; data segments
+#    over 64 MiB are refused (behaviour §7.2, §7.3)
+PROTOCOL = 2
 
 CLOSED = "the daemon closed the connection"
 #: seconds a client waits for the daemon's answer unless told otherwise

@@ -1,9 +1,10 @@
 """The vbus data path: IOQ shared-memory rings with shm-signal notification.
 
 An *ioq* is one ring of descriptors (the vbus IOQ version 4 layout, behaviour §7.2)
-plus a data segment the descriptors point into, and one *shm-signal* eventfd
-per direction (behaviour §7.3).  The *north* side (a client, in a member process)
-allocates both in sealed memfds; the *south* side (a device, in the vbusfs
+plus a data segment the descriptors point into, and one *shm-signal* wake-up fd
+per direction (behaviour §7.3: an eventfd wakes south, a datagram socket north).
+The *north* side (a client, in a member process) allocates ring and segment in
+sealed memfds; the *south* side (a device, in the vbusfs
 daemon) attaches to the file descriptors north hands over, validates the
 ring once and afterwards trusts nothing in shared memory: a peer that breaks
 the protocol makes the south side raise :class:`IoqFault`, never crash, hang
@@ -101,6 +102,7 @@ be used by two threads or tasks at once.
 """
 
 from ._binding import ABI_VERSION as ABI_VERSION
+from ._binding import SOUTH_MAX_DATA as SOUTH_MAX_DATA
 from ._errors import IoqClosed, IoqEmpty, IoqError, IoqFault, IoqFull
 from ._ioq import Ioq
 from ._ring import Direction as Direction

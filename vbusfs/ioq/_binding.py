@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from vbusfs._ioq_cffi import U32Array as U32Array
 
 #: The ABI this package was written against; must equal IOQ_ABI_VERSION in native/ioq.h.
-ABI_VERSION = 6
+ABI_VERSION = 7
 
 
 def check_abi(compiled: int) -> None:
@@ -55,6 +55,8 @@ SEND: int = lib.IOQ_WAIT_SEND
 RECV: int = lib.IOQ_WAIT_RECV
 MAX_COUNT: int = lib.IOQ_MAX_COUNT
 MAX_DATA: int = lib.IOQ_MAX_DATA
+#: the largest data segment south attaches (behaviour §7.2)
+SOUTH_MAX_DATA: int = lib.IOQ_SOUTH_MAX_DATA
 FD_BATCH: int = lib.IOQ_FD_BATCH
 E_FULL: int = lib.IOQ_E_FULL
 E_EMPTY: int = lib.IOQ_E_EMPTY

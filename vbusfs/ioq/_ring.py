@@ -57,8 +57,8 @@ class IoqFds(NamedTuple):
 
     ring: int
     data: int
-    to_south: int  # eventfd that wakes south
-    to_north: int  # eventfd that wakes north
+    to_south: int  # eventfd that wakes south (not in semaphore mode)
+    to_north: int  # Unix datagram socket south sends on to wake north (behaviour §7.3)
 
 
 class FdBatch(NamedTuple):
@@ -282,32 +282,52 @@ class Ring:
             raise_code(got)
         return got
 
-    def _recv_many(self, max_messages: int) -> list[bytes] | int:
+    def _recv_many(self, max_messages: int, max_length: int | None = None) -> list[bytes] | int:
         # each message is copied once, straight out of the data segment: two calls
         # into C per batch, and cheaper per message than cutting up a copy
         if max_messages < 1:
             raise ValueError("max_messages must be >= 1")
-        return self._recv_large(max_messages)
+        return self._recv_large(max_messages, max_length)
 
-    def _recv_large(self, max_messages: int) -> list[bytes] | int:
+    def _recv_large(self, max_messages: int, max_length: int | None = None) -> list[bytes] | int:
         h = self._handle()
         k = lib.ioq_acquire(h, RECV, min(max_messages, self.count), self._offs, self._lens)
         if k < 0:
             return k
         mm = self._mm
+        # descriptors may overlap: without a cap, k of them spanning the whole
+        # segment would cost k copies of it
+        cap = U32_MAX if max_length is None else max_length
         out = [
-            mm[o : o + n]
+            mm[o : o + n] if n <= cap else b""
             for o, n in zip(ffi.unpack(self._offs, k), ffi.unpack(self._lens, k), strict=True)
         ]
         check(lib.ioq_commit(h, RECV, k, ffi.NULL, 1))
         return out
 
-    def receive_batch_nowait(self, max_messages: int = 64) -> list[bytes]:
-        """Receive up to ``max_messages`` messages in one call into C; IoqEmpty if none."""
-        got = self._recv_many(max_messages)
+    def receive_batch_nowait(
+        self, max_messages: int = 64, *, max_length: int | None = None
+    ) -> list[bytes]:
+        """Receive up to ``max_messages`` messages in one call into C; IoqEmpty if none.
+
+        A message longer than ``max_length`` is consumed uncopied and comes back as
+        ``b""``: what a south side facing a hostile peer asks for, so that a batch
+        never costs more than ``max_messages * max_length`` bytes.
+        """
+        got = self._recv_many(max_messages, max_length)
         if isinstance(got, int):
             raise_code(got)
         return got
+
+    def discard_nowait(self, max_messages: int = 64) -> int:
+        """Consume up to ``max_messages`` received messages without copying them;
+        return how many.  IoqEmpty if there was none."""
+        if max_messages < 1:
+            raise ValueError("max_messages must be >= 1")
+        h = self._handle()
+        k = check(lib.ioq_acquire(h, RECV, min(max_messages, self.count), self._offs, self._lens))
+        check(lib.ioq_commit(h, RECV, k, ffi.NULL, 1))
+        return k
 
     def receive_into_nowait(
         self, buffer: bytearray | memoryview, max_messages: int = 64
@@ -435,5 +455,6 @@ class Ring:
         return bool(check(lib.ioq_ready(self._handle(), SEND)))
 
     def inject(self) -> bool:
-        """Inject the peer's shm-signal by hand (never blocks); True if its eventfd was written."""
+        """Inject the peer's shm-signal by hand (never blocks); True if its wake-up fd
+        was written."""
         return bool(lib.ioq_signal(self._handle()))

@@ -16,6 +16,12 @@ from ._binding import E_TIMEDOUT, RECV, SEND, check, lib
 from ._errors import IoqEmpty, IoqFull
 from ._ring import Ring
 
+#: wake-ups in a row that find nothing ready before a wait starts backing off
+FREE_EMPTY_WAKEUPS = 8
+#: the back-off grows by this per further empty wake-up, up to MAX_BACKOFF (seconds)
+BACKOFF = 0.0005
+MAX_BACKOFF = 0.01
+
 
 class AsyncIoq(Ring):
     """One side's handle on an ioq, trio face: a ring, its data segment, a shm-signal pair.
@@ -53,9 +59,15 @@ class AsyncIoq(Ring):
                 check(rc)
                 await trio.lowlevel.checkpoint()
                 return
+        empty = 0
         while True:
             # ioq_wait's own steps, in C: arm (drain, enable, re-check), sleep here
             # in trio instead of in poll(), disarm (disable, re-check, peer gone?)
+            if empty >= FREE_EMPTY_WAKEUPS:
+                # a peer that keeps waking us with nothing to do (it can write the
+                # eventfd as fast as it likes): back off, so what it costs the loop
+                # is bounded whatever it does; an honest peer never gets here
+                await trio.sleep(min(MAX_BACKOFF, BACKOFF * (empty - FREE_EMPTY_WAKEUPS + 1)))
             if check(lib.ioq_wait_arm(self._handle(), op, 1)):
                 await trio.lowlevel.checkpoint()
                 return
@@ -68,6 +80,7 @@ class AsyncIoq(Ring):
                 self._handle()  # raises IoqClosed
             elif check(woke):
                 return
+            empty += 1
 
     async def wait_sendable(self, *, spin_us: int = 0) -> None:
         """Wait (trio) until a send can proceed; cancel with a trio cancel scope."""

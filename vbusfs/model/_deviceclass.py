@@ -42,7 +42,7 @@ class DeviceConnection:
         raise InvalidValue(f"function {function} is not supported")
 
     def attach_queue(self, index: int, fds: Sequence[int]) -> None:
-        """Take the ring, data segment and eventfds the client made for queue `index`.
+        """Take the ring, data segment and wake-up fds the client made for queue `index`.
 
         The fds stay the caller's: keep duplicates if they must outlive the call.
         """
