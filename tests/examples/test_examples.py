@@ -110,3 +110,20 @@ def test_venet_bench_runs_both_transports_and_cleans_up():
     assert mounted.group(1) not in vbusfs_mounts()
     assert not os.path.exists(mounted.group(1))
     assert not os.path.exists(f"/proc/{mounted.group(2)}")  # the daemon is gone and reaped
+
+
+def test_the_soak_bench_runs_its_eight_workers_and_finds_the_daemon_clean():
+    soak = os.path.join(ROOT, "bench", "soak.py")
+    done = subprocess.run(
+        [sys.executable, soak, "--seconds", "3"],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "internal errors in the daemon's log: 0; workers that failed: []" in done.stdout
+    fds = re.findall(r"^\| (start|end) \| [\d,]+ \| (\d+) \|$", done.stdout, re.M)
+    assert len(fds) == 2 and fds[0][1] == fds[1][1], done.stdout  # fds back to the start
+    assert re.search(r"[\d,]+ frames", done.stdout) and "junk requests" in done.stdout
