@@ -63,7 +63,6 @@ endef
 	fi
 	@if [ ! -e $(VENV) ]; then \
 	  $(PY) -m venv $(VENV) || { rm -rf $(VENV); echo "cannot make a venv with $(PY): on Debian, install python3-venv"; exit 1; }; \
-	  $(PIP) install -q --require-hashes --no-deps -r requirements/build.txt || { rm -rf $(VENV); exit 1; }; \
 	  touch $(VENV)/.created; \
 	fi
 

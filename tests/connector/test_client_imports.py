@@ -11,6 +11,7 @@ NOT_LOADED = [
     "pyfuse3",
     "vbusfs.connector._server",
     "vbusfs.classes",
+    "vbusfs.daemon",
     "vbusfs.fuse",
     "vbusfs.model",
     "vbusfs.views",
