@@ -16,7 +16,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable
-from typing import Any, cast
+from typing import Any
 
 import trio
 
@@ -39,7 +39,6 @@ from ._runtime import MountState, canonical_mountpoint, connector_path, ensure_r
 log = logging.getLogger("vbusfs.daemon")
 
 SWEEP_INTERVAL = 0.5
-OUT_OF_FDS_RETRY = 1.0  # seconds between tries to serve a connector that ran out of fds
 
 
 def load_config(path: str) -> Any:
@@ -180,7 +179,7 @@ async def _serve_until_done(
         nursery.start_soon(_terminate_on_signal)
         nursery.start_soon(_sweep_members, vbus)
         if vbus.membership is not None:
-            await nursery.start(_serve_connector, Connector(vbus, socket_path, find_class))
+            await nursery.start(Connector(vbus, socket_path, find_class).serve)
         if ready is not None:
             ready(READY)
         await fuse.handle_requests()
@@ -192,45 +191,6 @@ def _out_of_fds(error: BaseException) -> bool:
     if isinstance(error, BaseExceptionGroup):
         return all(_out_of_fds(inner) for inner in error.exceptions)
     return isinstance(error, OSError) and error.errno in OUT_OF_FDS
-
-
-class _Started:
-    """A task status that remembers whether the connector ever started listening."""
-
-    def __init__(self, inner: trio.TaskStatus[None]) -> None:
-        self.inner = inner
-        self.done = False
-
-    def started(self, value: None = None) -> None:
-        if not self.done:
-            self.done = True
-            self.inner.started(value)
-
-
-async def _serve_connector(
-    connector: Connector, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
-) -> None:
-    """Serve the connector; if it fails for want of fds once it listened (accept() with
-    EMFILE: every connection costs one), say so and serve it again a little later, so the
-    daemon never ends for it (its clients' connections are closed). One that cannot start
-    at all fails the mount."""
-    status = _Started(task_status)
-    while True:
-        try:
-            await connector.serve(task_status=cast(Any, status))
-            return
-        except BaseExceptionGroup as group:
-            if not status.done or not _out_of_fds(group):
-                raise
-        except OSError as exc:
-            if not status.done or exc.errno not in OUT_OF_FDS:
-                raise
-        log.warning(
-            "the connector is out of file descriptors (too many open connections?); "
-            "serving it again in %.1f s",
-            OUT_OF_FDS_RETRY,
-        )
-        await trio.sleep(OUT_OF_FDS_RETRY)
 
 
 async def _sweep_members(vbus: Vbus) -> None:

@@ -57,14 +57,11 @@ def _answers_errno(handler: F) -> F:
         except VbusError as exc:
             log.debug("%s%r: %s", handler.__name__, args[1:], exc)
             raise pyfuse3.FUSEError(exc.errno) from None
-        except OSError as exc:
-            if exc.errno not in (errno.EMFILE, errno.ENFILE):
-                log.exception("internal error in %s%r", handler.__name__, args[1:])
-                raise pyfuse3.FUSEError(errno.EIO) from None
-            # No fd left (to read /proc with): refuse this request, the next may pass.
-            log.warning("%s refused: %s", handler.__name__, exc.strerror)
-            raise pyfuse3.FUSEError(exc.errno) from None
-        except Exception:
+        except Exception as exc:
+            if isinstance(exc, OSError) and exc.errno in (errno.EMFILE, errno.ENFILE):
+                # No fd left (to read /proc with): refuse this request, the next may pass.
+                log.warning("%s refused: %s", handler.__name__, exc.strerror)
+                raise pyfuse3.FUSEError(exc.errno) from None
             log.exception("internal error in %s%r", handler.__name__, args[1:])
             raise pyfuse3.FUSEError(errno.EIO) from None
 
