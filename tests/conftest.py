@@ -58,3 +58,23 @@ def mnt(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveMount]:
     finally:
         log = mount.stop()
     assert "Traceback" not in log, log
+
+
+@pytest.fixture(
+    params=[
+        pytest.param("cgroup", marks=pytest.mark.root, id="cgroup"),
+        pytest.param("proc", id="proc"),
+    ]
+)
+def mode_mnt(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LiveMount]:
+    """A fresh mount in each membership mode: kept by the kernel (a cgroup per bus,
+    root only) and inferred from /proc. `mode_mnt.membership` says which."""
+    mount = start_mount(tmp_path_factory, extra=("--membership", request.param))
+    mount.membership = request.param  # type: ignore[attr-defined]
+    try:
+        yield mount
+    finally:
+        log = mount.stop()
+    assert "Traceback" not in log, log

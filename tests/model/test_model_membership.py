@@ -1,4 +1,5 @@
-"""Membership decided from a process table: inheritance, start times, exit, threads.
+"""The fallback (`Inferred`): membership decided from a process table, its inheritance,
+start times, exit and threads.
 
 The table here is an in-memory process tree with a clock the test moves, so
 every ordering (same tick, recycled pid, re-parenting) can be set up exactly.
@@ -11,7 +12,7 @@ import errno
 
 import pytest
 
-from vbusfs.model import Membership, NoSuchProcess, ProcessInfo, Vbus, VbusError
+from vbusfs.model import Inferred, NoSuchProcess, ProcessInfo, Vbus, VbusError
 
 
 class FakeTable:
@@ -59,7 +60,7 @@ def table() -> FakeTable:
 
 @pytest.fixture
 def vbus(table) -> Vbus:
-    model = Vbus(membership=Membership(table))
+    model = Vbus(membership=Inferred(table))
     model.create_bus("B")
     model.create_bus("C")
     return model
@@ -206,3 +207,37 @@ def test_model_without_processes_refuses_membership():
     vbus = Vbus()
     with pytest.raises(NoSuchProcess):
         vbus.bus_of(1)
+
+
+def test_kernel_threads_cannot_join(vbus, table):
+    table.procs[2] = ProcessInfo(2, 0, 0, 0, kernel_thread=True)
+    with pytest.raises(VbusError) as info:
+        vbus.set_membership(2, "B")
+    assert info.value.errno == errno.EINVAL
+    assert vbus.bus_of(2) is None and vbus.membership.members_of("B") == []
+
+
+def test_what_is_remembered_does_not_grow_with_changes(vbus, table):
+    """A process that toggles its membership forever costs one entry, not a history."""
+    sh = table.spawn(10, 1)
+    child = table.spawn(11, sh)
+    for round_ in range(1000):
+        vbus.set_membership(sh, "B" if round_ % 2 else "0")
+        table.tick()
+    assert len(vbus.membership) == 2  # the process and its child, pinned at the first
+    assert vbus.bus_of(child) is None  # forked before any join
+
+
+def test_the_sweep_costs_the_members_not_the_process_table(vbus, table):
+    """10,000 unrelated processes: a sweep and a listing never look at them."""
+    for pid in range(1000, 11000):
+        table.spawn(pid, 1)
+    sh = table.spawn(10, 1)
+    vbus.set_membership(sh, "B")
+    looked: list[int] = []
+    info, children = table.info, table.children
+    table.info = lambda pid: (looked.append(pid), info(pid))[1]  # type: ignore[method-assign]
+    table.children = lambda pid: (looked.append(pid), children(pid))[1]  # type: ignore[method-assign]
+    vbus.membership.sweep()
+    assert vbus.membership.members_of("B") == [10]
+    assert set(looked) <= {10}

@@ -11,7 +11,7 @@ import pytest
 from vbusfs import views
 from vbusfs.classes import VenetLoopback, VenetSwitch, VenetTap
 from vbusfs.daemon import ProcFs
-from vbusfs.model import Membership, Vbus, VbusError
+from vbusfs.model import IdentityView, Inferred, Vbus, VbusError
 from vbusfs.views import DirNode, FileNode, SymlinkNode
 
 B = ("config", "vbus", "instances", "B")
@@ -126,17 +126,19 @@ def test_interface_ids_need_canonical_numbers(vbus):
 
 
 def test_proc_pids_need_ascii_digits():
-    vbus = Vbus(membership=Membership(ProcFs()))
-    assert views.node(vbus, ("proc", "1"), caller=1) is not None
+    vbus = Vbus(membership=Inferred(ProcFs()))
+    me = views.Caller(1, 0, IdentityView(1))
+    assert views.node(vbus, ("proc", "1"), me) is not None
     for alias in ("\u0661", "\u00b9", "\uff11"):
-        assert views.node(vbus, ("proc", alias), caller=1) is None
+        assert views.node(vbus, ("proc", alias), me) is None
 
 
 def test_proc_membership_file_reads_the_bus_or_none():
-    vbus = Vbus(membership=Membership(ProcFs()))
+    vbus = Vbus(membership=Inferred(ProcFs()))
     vbus.create_bus("B")
     pid = os.getpid()
-    membership = views.node(vbus, ("proc", str(pid), "vbus"), caller=pid)
+    me = views.Caller(pid, os.getuid(), IdentityView(pid))
+    membership = views.node(vbus, ("proc", str(pid), "vbus"), me)
     assert isinstance(membership, FileNode) and membership.writable
     assert membership.show() == views.NO_BUS == "<none>"
     membership.store("B")

@@ -14,7 +14,7 @@ from __future__ import annotations
 import importlib
 from importlib.metadata import entry_points
 
-from vbusfs.model import DeviceClass, Membership, ProcessTable, Vbus
+from vbusfs.model import DeviceClass, Inferred, MembershipBackend, ProcessTable, Vbus
 
 from ._tap import TapInterface
 from ._venet_common import VIRTUAL_ETHERNET, VenetState
@@ -55,12 +55,20 @@ def find_class(name: str) -> type[DeviceClass]:
     return offered[name] if name in offered else import_class(name)
 
 
-def default_model(extra: tuple[str, ...] = (), processes: ProcessTable | None = None) -> Vbus:
+def default_model(
+    extra: tuple[str, ...] = (),
+    processes: ProcessTable | None = None,
+    *,
+    membership: MembershipBackend | None = None,
+) -> Vbus:
     """A model with every discovered deviceclass loaded, plus `extra` import specs.
 
-    With a process table the model also keeps bus membership.
+    With a membership backend, or a process table to infer membership from, the model
+    also keeps bus membership.
     """
-    vbus = Vbus(membership=Membership(processes) if processes is not None else None)
+    if membership is None and processes is not None:
+        membership = Inferred(processes)
+    vbus = Vbus(membership=membership)
     for cls in discover().values():
         vbus.load_class(cls())
     for spec in extra:

@@ -17,10 +17,14 @@ from dataclasses import dataclass
 from typing import TextIO
 
 from vbusfs import views
-from vbusfs.model import Vbus, VbusError
+from vbusfs.model import IdentityView, Vbus, VbusError
 
 BUS = "client-bus"
 DEVICE = "dev0"
+
+
+# the demo's own process, as the trees see it when no mount is in between
+_ME = views.Caller(os.getpid(), os.getuid(), IdentityView(os.getpid()))
 
 
 @dataclass(frozen=True)
@@ -33,7 +37,7 @@ class Step:
 
 def _write(path: views.Path, value: str) -> Callable[[Vbus], str]:
     def act(vbus: Vbus) -> str:
-        found = views.node(vbus, views.resolve(vbus, path, os.getpid()), os.getpid())
+        found = views.node(vbus, views.resolve(vbus, path, _ME), _ME)
         assert isinstance(found, views.FileNode) and found.store is not None
         found.store(value)
         return ""
@@ -43,7 +47,7 @@ def _write(path: views.Path, value: str) -> Callable[[Vbus], str]:
 
 def _read(path: views.Path) -> Callable[[Vbus], str]:
     def act(vbus: Vbus) -> str:
-        found = views.node(vbus, views.resolve(vbus, path, os.getpid()), os.getpid())
+        found = views.node(vbus, views.resolve(vbus, path, _ME), _ME)
         assert isinstance(found, views.FileNode)
         return found.show() + "\n"
 

@@ -18,6 +18,7 @@ def _mount(args: argparse.Namespace) -> int:
             extra = ("--restore", os.path.abspath(args.restore))
             if args.empty_on_bad_restore:
                 extra += ("--empty-on-bad-restore",)
+        extra += ("--membership", args.membership)
         try:
             spawn(
                 args.mountpoint,
@@ -36,6 +37,7 @@ def _mount(args: argparse.Namespace) -> int:
         load=tuple(args.load),
         restore=args.restore,
         empty_on_bad_restore=args.empty_on_bad_restore,
+        membership=args.membership,
         ready_fd=args.ready_fd,
         log_path=args.log,
     )
@@ -146,6 +148,15 @@ def parser() -> argparse.ArgumentParser:
         "--empty-on-bad-restore",
         action="store_true",
         help="with --restore: start empty (and log why) instead of refusing to mount",
+    )
+    mount.add_argument(
+        "--membership",
+        choices=("auto", "cgroup", "proc"),
+        default="auto",
+        help="who keeps bus membership: 'cgroup', the kernel (each bus a cgroup of a "
+        "hierarchy private to the mount; needs root), 'proc', vbusfs inferring it from "
+        "/proc (see its limits in docs/behaviour.md), or 'auto' (the default): cgroup "
+        "where the daemon may, else proc; `vbusfs status` says which",
     )
     mount.set_defaults(run=_mount)
 

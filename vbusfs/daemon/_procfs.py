@@ -1,9 +1,8 @@
-"""The process table membership is decided from, read from /proc.
+"""The process table the model asks about processes, read from /proc.
 
-Start times come from /proc/<pid>/stat (clock ticks since boot) and the
-current time from CLOCK_BOOTTIME in the same ticks, so a change's stamp and
-a child's start time compare exactly as the kernel counts them. Zombies
-count as exited. Every read is of procfs, never of a FUSE mount, so it is
+A process is its pid and its start time from /proc/<pid>/stat (clock ticks since boot),
+so a recycled pid is another process; the stat flags tell kernel threads. Zombies count
+as exited. Every read is of procfs, never of a FUSE mount, so it is
 safe inside a request handler.
 
 A read that fails for want of a file descriptor (EMFILE, ENFILE: anyone can use up the
@@ -16,14 +15,12 @@ from __future__ import annotations
 
 import errno
 import os
-import time
 from collections.abc import Iterable
 
 from vbusfs.model import ProcessInfo
 
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-_NS_PER_TICK = 1_000_000_000 // CLOCK_TICKS
 OUT_OF_FDS = (errno.EMFILE, errno.ENFILE)
+_PF_KTHREAD = 0x00200000  # the flags field of /proc/<pid>/stat: a kernel thread
 
 
 class ProcFs:
@@ -43,7 +40,8 @@ class ProcFs:
         fields = stat[stat.rindex(b")") + 2 :].split()
         if fields[0] in (b"Z", b"X"):
             return None
-        return ProcessInfo(pid, int(fields[1]), int(fields[19]), uid)
+        kernel_thread = bool(int(fields[6]) & _PF_KTHREAD)
+        return ProcessInfo(pid, int(fields[1]), int(fields[19]), uid, kernel_thread)
 
     def tgid(self, pid: int) -> int | None:
         try:
@@ -54,9 +52,6 @@ class ProcFs:
         except (FileNotFoundError, ProcessLookupError, NotADirectoryError):
             return None
         return None
-
-    def pids(self) -> Iterable[int]:
-        return [int(name) for name in os.listdir(self.root) if name.isascii() and name.isdigit()]
 
     def children(self, pid: int) -> Iterable[int]:
         found: list[int] = []
@@ -71,6 +66,3 @@ class ProcFs:
             except FileNotFoundError:
                 continue
         return found
-
-    def now(self) -> int:
-        return time.clock_gettime_ns(time.CLOCK_BOOTTIME) // _NS_PER_TICK

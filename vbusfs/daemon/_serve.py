@@ -1,10 +1,11 @@
 """The daemon process: the one place where vbusfs is composed and served.
 
-`build_model()` makes the model (the deviceclasses, the membership backend over
-/proc, a restored configuration); `serve()` clears a stale mount left by a killed
-daemon, mounts it through the FUSE adapter, starts the connector and the membership
-sweep, serves until unmounted or signalled (SIGTERM, SIGINT, SIGHUP unmount
-cleanly), then releases everything the model holds. `run_daemon()` is both, as
+`build_model()` makes the model (the deviceclasses, the membership backend: cgroups
+where the daemon may, else inference over /proc; a restored configuration);
+`serve()` clears a stale mount left by a killed daemon, mounts it through the FUSE
+adapter, starts the connector and the membership sweep, serves until unmounted or
+signalled (SIGTERM, SIGINT, SIGHUP unmount cleanly), then releases everything the model
+holds. `run_daemon()` is both, as
 `vbusfs mount --foreground` runs them.
 """
 
@@ -23,8 +24,9 @@ import trio
 from vbusfs import fuse
 from vbusfs.classes import default_model, find_class
 from vbusfs.connector import XATTR, Connector
-from vbusfs.model import Vbus, VbusError, restore_config
+from vbusfs.model import Inferred, MembershipBackend, Vbus, VbusError, restore_config
 
+from ._cgroup import CgroupMembership, CgroupUnavailable
 from ._problems import (
     MountError,
     explain_mount_failure,
@@ -39,6 +41,8 @@ from ._runtime import MountState, canonical_mountpoint, connector_path, ensure_r
 log = logging.getLogger("vbusfs.daemon")
 
 SWEEP_INTERVAL = 0.5
+# the root's extended attribute that says who keeps membership: "cgroup" or "proc"
+MEMBERSHIP_XATTR = "user.vbusfs.membership"
 
 
 def load_config(path: str) -> Any:
@@ -51,23 +55,63 @@ def load_config(path: str) -> Any:
 
 
 def build_model(
-    load: tuple[str, ...] = (), *, restore: str | None = None, empty_on_bad_restore: bool = False
+    load: tuple[str, ...] = (),
+    *,
+    restore: str | None = None,
+    empty_on_bad_restore: bool = False,
+    mountpoint: str | None = None,
+    membership: str = "auto",
 ) -> Vbus:
-    """The daemon's model: every discovered deviceclass plus `load`, membership over /proc,
-    and the configuration saved in `restore`. MountError says what could not be done;
-    with `empty_on_bad_restore` a file that cannot be restored is logged and skipped."""
+    """The daemon's model: every discovered deviceclass plus `load`, a membership backend
+    (`membership_backend`), and the configuration saved in `restore`. MountError says what
+    could not be done; with `empty_on_bad_restore` a file that cannot be restored is
+    logged and skipped. The caller ends the backend with `close_model`."""
+    backend = membership_backend(membership, mountpoint)
     try:
-        vbus = default_model(tuple(load), processes=ProcFs())
+        vbus = default_model(tuple(load), membership=backend)
     except (ImportError, AttributeError, TypeError, ValueError, VbusError) as exc:
+        close_membership(backend)
         raise MountError(f"cannot load a deviceclass: {exc}") from exc
     if restore:
         try:
             restore_config(vbus, load_config(restore))
         except (OSError, ValueError, VbusError) as exc:
             if not empty_on_bad_restore:
+                close_model(vbus)
                 raise MountError(f"cannot restore {restore}: {exc}") from exc
             logging.getLogger("vbusfs").warning("starting empty: %s", exc)
     return vbus
+
+
+def membership_backend(mode: str, mountpoint: str | None) -> MembershipBackend:
+    """Who keeps membership (behaviour §6): "cgroup" (the kernel; MountError if the daemon
+    may not), "proc" (inferred), or "auto": cgroup where the daemon may, else proc, with
+    the reason logged. Without a mount point (a model served by no mount): proc."""
+    table = ProcFs()
+    if mode not in ("auto", "cgroup", "proc"):
+        raise MountError(f"--membership takes auto, cgroup or proc, not {mode!r}")
+    if mode == "proc" or mountpoint is None:
+        return Inferred(table)
+    try:
+        return CgroupMembership(table, mountpoint)
+    except (CgroupUnavailable, OSError) as exc:
+        if mode == "cgroup":
+            raise MountError(f"--membership cgroup: {exc}") from None
+        log.info("membership inferred from /proc: %s", exc)
+        return Inferred(table)
+
+
+def close_membership(backend: MembershipBackend | None) -> None:
+    if isinstance(backend, CgroupMembership):
+        backend.close()
+
+
+def close_model(vbus: Vbus) -> None:
+    """Release everything the model holds: devices, buses, the membership backend."""
+    try:
+        vbus.clear()
+    finally:
+        close_membership(vbus.membership)
 
 
 def run_daemon(
@@ -76,6 +120,7 @@ def run_daemon(
     load: tuple[str, ...] = (),
     restore: str | None = None,
     empty_on_bad_restore: bool = False,
+    membership: str = "auto",
     ready_fd: int | None = None,
     log_path: str | None = None,
 ) -> int:
@@ -85,7 +130,13 @@ def run_daemon(
     """
     ready = ready_fd_reporter(ready_fd) if ready_fd is not None else None
     try:
-        vbus = build_model(load, restore=restore, empty_on_bad_restore=empty_on_bad_restore)
+        vbus = build_model(
+            load,
+            restore=restore,
+            empty_on_bad_restore=empty_on_bad_restore,
+            mountpoint=canonical_mountpoint(mountpoint),
+            membership=membership,
+        )
     except MountError as exc:
         print(f"vbusfs mount: {exc}", file=sys.stderr)
         if ready is not None:
@@ -103,10 +154,13 @@ def serve(
 ) -> int:
     """Mount and serve until unmounted or signalled. `ready` hears "ok" or an error."""
     mountpoint = canonical_mountpoint(mountpoint)
-    vbus = vbus if vbus is not None else build_model()
+    vbus = vbus if vbus is not None else build_model(mountpoint=mountpoint)
     socket_path = connector_path(mountpoint)
     # Requests are answered only once the connector listens, so the root can name it now.
-    xattrs = {XATTR.encode(): os.fsencode(socket_path)} if vbus.membership is not None else {}
+    xattrs = {}
+    if vbus.membership is not None:
+        xattrs[XATTR.encode()] = os.fsencode(socket_path)
+        xattrs[MEMBERSHIP_XATTR.encode()] = vbus.membership.mode.encode()
     operations = fuse.VbusOperations(vbus, root_xattrs=xattrs)
     try:
         problem = fuse_problem()
@@ -131,7 +185,7 @@ def serve(
         log.error("%s", message)
         if ready is not None:
             ready(f"error: {message}")
-        vbus.clear()
+        close_model(vbus)
         return 1
     state = MountState(os.getpid(), mountpoint, log_path)
     reported: list[str] = []
@@ -147,7 +201,13 @@ def serve(
         operations.locations.device = entry.device if entry is not None else None
         operations.locations.mount_point = mountpoint
         state.save()
-        log.info("serving %s (pid %d), connector at %s", mountpoint, os.getpid(), socket_path)
+        log.info(
+            "serving %s (pid %d), connector at %s, membership kept by %s",
+            mountpoint,
+            os.getpid(),
+            socket_path,
+            _keeper(vbus),
+        )
         trio.run(_serve_until_done, vbus, socket_path, report)
     except Exception as exc:
         if reported:
@@ -166,10 +226,18 @@ def serve(
         return 1
     finally:
         fuse.close()
-        vbus.clear()
+        close_model(vbus)
         state.remove()
         log.info("unmounted %s", mountpoint)
     return 0
+
+
+def _keeper(vbus: Vbus) -> str:
+    if vbus.membership is None:
+        return "nobody"
+    if vbus.membership.mode == "cgroup":
+        return "the kernel (a cgroup per bus)"
+    return "inference from /proc"
 
 
 async def _serve_until_done(

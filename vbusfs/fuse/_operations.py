@@ -27,8 +27,8 @@ from typing import Any, TypeVar
 import pyfuse3
 
 from vbusfs import views
-from vbusfs.model import Vbus, VbusError
-from vbusfs.views import DirNode, FileNode, Node, Path, SymlinkNode
+from vbusfs.model import IdentityView, PidView, Vbus, VbusError
+from vbusfs.views import Caller, DirNode, FileNode, Node, Path, SymlinkNode
 
 from ._inodes import ROOT_INODE, InodeTable
 from ._mountinfo import MountLocations
@@ -79,7 +79,7 @@ def _name(raw: bytes) -> str:
 @dataclass(eq=False)
 class _DirHandle:
     path: Path
-    caller: int | None
+    caller: Caller | None
     names: Sequence[str] = ()
     # set after the first reply, so a rewind (offset 0) takes a fresh listing
     read: bool = False
@@ -122,12 +122,16 @@ class VbusOperations(pyfuse3.Operations):
         locations: MountLocations | None = None,
         *,
         root_xattrs: Mapping[bytes, bytes] | None = None,
+        pid_views: Callable[[int], PidView] | None = None,
     ) -> None:
         super().__init__()
         self.vbus = vbus
         # the root's read-only extended attributes, given by whoever composes the daemon
         # (it names the connector's socket there, so member processes can find it)
         self.root_xattrs = dict(root_xattrs or {})
+        # how a caller's pid namespace numbers processes, given its pid in ours (0: the
+        # caller's namespace is not below ours); given by whoever composes the daemon
+        self.pid_views: Callable[[int], PidView] = pid_views or _same_namespace
         self.inodes = InodeTable()
         self.locations = locations if locations is not None else MountLocations()
         self._handles = _Handles()
@@ -143,11 +147,13 @@ class VbusOperations(pyfuse3.Operations):
             raise _fail(errno.ENOENT)
         return path
 
-    def _caller(self, path: Path, ctx: pyfuse3.RequestContext | None) -> int | None:
-        """The process asking, where the answer depends on it (proc/self)."""
-        if ctx is None or path[:1] != ("proc",) or self.vbus.membership is None:
+    def _caller(self, path: Path, ctx: pyfuse3.RequestContext | None) -> Caller | None:
+        """Who asks, where the answer depends on it (proc/, a bus's members/)."""
+        if ctx is None or self.vbus.membership is None or not _caller_dependent(path):
             return None
-        return self.vbus.membership.table.tgid(ctx.pid)
+        # FUSE gives the asking thread's id in our pid namespace, 0 if it has none there
+        tgid = self.vbus.membership.table.tgid(ctx.pid) if ctx.pid > 0 else None
+        return Caller(tgid, ctx.uid, self.pid_views(tgid or 0))
 
     def _node(self, path: Path, ctx: pyfuse3.RequestContext | None = None) -> Node:
         found = views.node(self.vbus, path, self._caller(path, ctx))
@@ -290,14 +296,15 @@ class VbusOperations(pyfuse3.Operations):
         path = self._path(inode)
         if not isinstance(self._node(path, ctx), DirNode):
             raise _fail(errno.ENOTDIR)
-        caller = self._caller(path, ctx)  # listing proc shows proc/self
-        return self._handles.add(_DirHandle(path, caller, views.children(self.vbus, path)))
+        caller = self._caller(path, ctx)  # listings of proc/ and members/ depend on it
+        names = views.children(self.vbus, path, caller)
+        return self._handles.add(_DirHandle(path, caller, names))
 
     @_answers_errno
     async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
         handle: _DirHandle = self._handles.get(fh)
         if start_id == 0 and handle.read:
-            handle.names = views.children(self.vbus, handle.path)
+            handle.names = views.children(self.vbus, handle.path, handle.caller)
         handle.read = True
         # Offsets are positions in this handle's listing (1 and 2 are the dot
         # entries), so they stay valid however the directory changes meanwhile.
@@ -419,6 +426,8 @@ class VbusOperations(pyfuse3.Operations):
     @_answers_errno
     async def read(self, fh: int, off: int, size: int) -> bytes:
         handle: _FileHandle = self._handles.get(fh)
+        if off == 0:  # a read from the start renders afresh (behaviour §4)
+            handle.content = _render(handle.file)
         return handle.content[off : off + size]
 
     @_answers_errno
@@ -431,10 +440,9 @@ class VbusOperations(pyfuse3.Operations):
         store = handle.file.store
         if store is None:
             raise _fail(errno.EACCES)
-        try:
-            text = buf.decode("utf-8")
-        except UnicodeDecodeError:
-            raise _fail(errno.EINVAL) from None
+        # as names from the kernel are: any bytes, so a bus named by bytes can be joined;
+        # a value that is not text fails the attribute's own parse (EINVAL)
+        text = buf.decode("utf-8", "surrogateescape")
         if text.endswith("\n"):
             text = text[:-1]
         store(text)
@@ -449,3 +457,15 @@ class VbusOperations(pyfuse3.Operations):
 def _render(file: FileNode) -> bytes:
     # A name from the kernel came in through fsdecode: show gives back its own bytes.
     return (file.show() + "\n").encode("utf-8", "surrogateescape")
+
+
+def _caller_dependent(path: Path) -> bool:
+    """proc/ and sys/vbus/instances/<B>/members/ answer each caller in its pid namespace."""
+    return path[:1] == ("proc",) or (
+        len(path) >= 5 and path[:3] == ("sys", "vbus", "instances") and path[4] == "members"
+    )
+
+
+def _same_namespace(pid: int) -> PidView:
+    """The pid view when none is given: every caller numbers processes as we do."""
+    return IdentityView(pid or None)

@@ -25,7 +25,7 @@ from ._errors import (
     NotPermitted,
     VbusError,
 )
-from ._membership import Change, Membership, ProcessInfo, ProcessTable
+from ._membership import Inferred, MembershipBackend, ProcessInfo, ProcessTable, process_of
 from ._names import (
     BUS_ENTRIES,
     CLASS_ENTRY,
@@ -35,12 +35,14 @@ from ._names import (
     INTERFACES_ENTRY,
     LEAVE_TOKEN,
     NAME_MAX,
+    NO_BUS,
     PERMS_ENTRY,
     TYPE_ENTRY,
     check_bus_name,
     check_name,
 )
 from ._objects import AttributeOwner, Bus, Device, Interface
+from ._pids import IdentityView, PidView
 from ._vbus import MAX_INTERFACE_IDS, Event, Listener, Vbus
 
 __all__ = [
@@ -53,6 +55,7 @@ __all__ = [
     "LEAVE_TOKEN",
     "MAX_INTERFACE_IDS",
     "NAME_MAX",
+    "NO_BUS",
     "PERMS_ENTRY",
     "TYPE_ENTRY",
     "AccessDenied",
@@ -62,18 +65,19 @@ __all__ = [
     "AttributeTable",
     "Bus",
     "Busy",
-    "Change",
     "ConfigError",
     "Device",
     "DeviceClass",
     "DeviceConnection",
     "Event",
+    "IdentityView",
+    "Inferred",
     "Interface",
     "InterfaceInfo",
     "InvalidValue",
     "IsADirectory",
     "Listener",
-    "Membership",
+    "MembershipBackend",
     "NameTooLong",
     "NoDevice",
     "NoSpace",
@@ -82,6 +86,7 @@ __all__ = [
     "NotEmpty",
     "NotFound",
     "NotPermitted",
+    "PidView",
     "ProcessInfo",
     "ProcessTable",
     "Vbus",
@@ -90,5 +95,6 @@ __all__ = [
     "check_bus_name",
     "check_name",
     "dump_config",
+    "process_of",
     "restore_config",
 ]

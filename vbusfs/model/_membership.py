@@ -1,20 +1,25 @@
-"""Bus membership of processes, decided from the process tree and start times.
+"""Bus membership of processes: the port the model asks, and the inferring fallback.
 
-A process is identified by its pid and its start time, so a recycled pid is
-a different process. A process's membership is the last change it made
-itself (writing a bus name, or leaving), else what it inherited: its
-parent's membership at the moment it was forked. Changes are stamped with the
-clock that process start times use; a child that starts in the same clock
-tick as a change of its parent is told apart by the list of children that
-already existed when the change was made.
+Two backends keep membership (behaviour §6). Where the daemon may, the kernel keeps it:
+each bus is a cgroup in a hierarchy private to the mount (`vbusfs.daemon` holds that
+backend, since it is I/O). Elsewhere `Inferred` (here, pure) decides it from the process
+tree through the `ProcessTable` port.
 
-An inherited membership never changes once the child exists, so it is
-remembered the first time it is worked out: a process keeps it even after
-its parent exits and it is re-parented. The limit: a process whose parent
-exits before vbusfs has ever looked at it (a lookup, a listing, or the
-daemon's periodic sweep) cannot be traced back and is not a member.
+`Inferred`'s rules: a process is identified by its pid and its start time, so a recycled
+pid is a different process. A process's membership is the last change it made itself
+(writing a bus name, or leaving), else what it inherited from its parent. When a process
+changes, each child it already has is pinned to the membership it had before, so a child
+forked before a join stays out and one forked before a leave stays in; a child forked
+afterwards reads its parent's. An inherited membership is also pinned the first time it is
+worked out, and `sweep()` works it out for the descendants of every member, so it survives
+the parent's exit. What is remembered is one entry per live process that changed or was
+pinned; dead ones are forgotten by the sweep: memory and work follow the members and their
+children, never the size of the process table.
 
-The process table is a port: this module reads it but does no I/O itself.
+The fallback's limit: a child whose parent exits before vbusfs has looked at it (a lookup,
+a listing, or a sweep, which runs twice a second) cannot be traced back and is not a
+member; `(cmd &)` in a shell that exits at once can lose it. The cgroup backend has no
+such limit.
 """
 
 from __future__ import annotations
@@ -31,10 +36,11 @@ MAX_DEPTH = 4096
 
 @dataclass(frozen=True, slots=True)
 class ProcessInfo:
-    pid: int  # the thread group id
+    pid: int  # the thread group id, in the daemon's pid namespace
     ppid: int
     start: int  # start time, in the table's clock ticks
     uid: int
+    kernel_thread: bool = False
 
 
 Key = tuple[int, int]  # (pid, start): one process, never a recycled pid
@@ -49,124 +55,141 @@ class ProcessTable(Protocol):
     def tgid(self, pid: int) -> int | None:
         """The process a thread id belongs to, or None if there is no such thread."""
 
-    def pids(self) -> Iterable[int]:
-        """Every live process id."""
-
     def children(self, pid: int) -> Iterable[int]:
         """The ids of the process's children."""
 
-    def now(self) -> int:
-        """The current time in the clock of `ProcessInfo.start`."""
 
+class MembershipBackend(Protocol):
+    """Who is a member of which bus: what the model asks, whoever keeps it."""
 
-@dataclass(frozen=True, slots=True)
-class Change:
-    tick: int
-    bus: str | None
-    # children that started in `tick` but before this change: it is not theirs
-    before: frozenset[Key]
+    #: "cgroup" (kernel-tracked) or "proc" (inferred): what `vbusfs status` shows
+    mode: str
+    table: ProcessTable
+
+    def bus_of(self, info: ProcessInfo) -> str | None:
+        """The bus the live process `info` is a member of now, or None."""
+
+    def change(self, info: ProcessInfo, bus: str | None) -> None:
+        """Make `info` a member of `bus`, or of none. Callers check the bus exists."""
+
+    def members(self) -> dict[int, str]:
+        """Every live member of any bus (daemon-namespace pid), with its bus."""
+
+    def members_of(self, bus: str) -> list[int]:
+        """The live members of `bus`, by pid, sorted."""
+
+    def bus_made(self, bus: str) -> None:
+        """A bus was made: the backend may need a place for its members."""
+
+    def bus_gone(self, bus: str) -> None:
+        """A bus was removed (it had no members left, or they are let go: shutdown)."""
+
+    def sweep(self) -> None:
+        """Periodic upkeep; must cost no more than the members and their children."""
 
 
 def _key(info: ProcessInfo) -> Key:
     return (info.pid, info.start)
 
 
-class Membership:
-    """Which bus each process is a member of."""
+class Inferred:
+    """Membership inferred from the process tree (the fallback backend)."""
+
+    mode = "proc"
 
     def __init__(self, table: ProcessTable) -> None:
         self.table = table
-        self._changes: dict[Key, list[Change]] = {}
-        self._inherited: dict[Key, str] = {}  # only memberships, never "none"
+        self._own: dict[Key, str | None] = {}  # what a process chose itself
+        self._pinned: dict[Key, str | None] = {}  # what a process got from its parent
 
     def __len__(self) -> int:
         """How many processes are remembered (for leak checks)."""
-        return len(self._changes.keys() | self._inherited.keys())
+        return len(self._own.keys() | self._pinned.keys())
 
-    def process(self, pid: int) -> ProcessInfo:
-        """The process `pid` (or the process of thread `pid`), else NoSuchProcess."""
-        tgid = self.table.tgid(pid)
-        info = self.table.info(tgid) if tgid is not None else None
-        if info is None:
-            raise NoSuchProcess(f"no process {pid}")
-        return info
-
-    def bus_of(self, pid: int) -> str | None:
-        """The bus process `pid` is a member of now, or None."""
-        info = self.table.info(pid)
-        if info is None:
-            raise NoSuchProcess(f"no process {pid}")
-        return self.current(info)
-
-    def current(self, info: ProcessInfo) -> str | None:
-        changes = self._changes.get(_key(info))
-        if changes:
-            return changes[-1].bus
-        return self._inherited_by(info, 0)
+    def bus_of(self, info: ProcessInfo) -> str | None:
+        return self._current(info, 0)
 
     def change(self, info: ProcessInfo, bus: str | None) -> None:
-        """Make `info` a member of `bus` (None: of no bus). Callers check the bus exists."""
-        if self.current(info) == bus:
+        before = self._current(info, 0)
+        if before == bus and _key(info) in self._own:
             return
-        # Children forked before this change still need what came before it,
-        # even after this process's own parent is gone.
-        self._inherited_by(info, 0)
-        tick = self.table.now()
-        before = set()
+        # children that exist now were forked under `before`: it stays theirs
         for child in self.table.children(info.pid):
             child_info = self.table.info(child)
-            if child_info is not None and child_info.start >= tick:
-                before.add(_key(child_info))
-        self._changes.setdefault(_key(info), []).append(Change(tick, bus, frozenset(before)))
-
-    def members_of(self, bus: str) -> list[int]:
-        """Every live member of `bus`, by pid; forgets dead processes on the way."""
-        return sorted(pid for pid, joined in self.members().items() if joined == bus)
+            if child_info is None or child_info.ppid != info.pid:
+                continue
+            key = _key(child_info)
+            if key not in self._own and key not in self._pinned:
+                self._pinned[key] = before
+        self._own[_key(info)] = bus
 
     def members(self) -> dict[int, str]:
-        """Every live member of any bus, with its bus; forgets dead processes."""
-        found = {}
-        live: set[Key] = set()
-        for pid in self.table.pids():
-            info = self.table.info(pid)
-            if info is None:
+        found: dict[int, str] = {}
+        for key in list(self._own.keys() | self._pinned.keys()):
+            info = self.table.info(key[0])
+            if info is None or info.start != key[1]:
+                self._own.pop(key, None)
+                self._pinned.pop(key, None)
                 continue
-            live.add(_key(info))
-            bus = self.current(info)
-            if bus is not None:
-                found[info.pid] = bus
-        self._forget_all_but(live)
+            self._walk(info, found)
         return found
 
+    def members_of(self, bus: str) -> list[int]:
+        return sorted(pid for pid, joined in self.members().items() if joined == bus)
+
+    def bus_made(self, bus: str) -> None:
+        pass
+
+    def bus_gone(self, bus: str) -> None:
+        for table in (self._own, self._pinned):
+            for key, joined in list(table.items()):
+                if joined == bus:
+                    table[key] = None
+
     def sweep(self) -> None:
-        """Remember every live process's inheritance and forget the dead (periodic)."""
-        if self._changes or self._inherited:
-            self.members()
+        self.members()
 
-    def _forget_all_but(self, live: set[Key]) -> None:
-        for key in self._changes.keys() - live:
-            del self._changes[key]
-        for key in self._inherited.keys() - live:
-            del self._inherited[key]
+    def _walk(self, root: ProcessInfo, found: dict[int, str]) -> None:
+        """Record `root` and its descendants that are members, pinning what they inherit."""
+        stack = [(root, 0)]
+        while stack:
+            info, depth = stack.pop()
+            if info.pid in found or depth > MAX_DEPTH:
+                continue
+            bus = self._current(info, 0)
+            if bus is None:
+                continue  # its descendants are only members if they chose: roots too
+            found[info.pid] = bus
+            for child in self.table.children(info.pid):
+                child_info = self.table.info(child)
+                if child_info is None or child_info.ppid != info.pid:
+                    continue
+                key = _key(child_info)
+                if key not in self._own and key not in self._pinned:
+                    self._pinned[key] = bus
+                stack.append((child_info, depth + 1))
 
-    def _inherited_by(self, info: ProcessInfo, depth: int) -> str | None:
-        """What `info` got from its parent at fork time."""
+    def _current(self, info: ProcessInfo, depth: int) -> str | None:
         key = _key(info)
-        if key in self._inherited:
-            return self._inherited[key]
-        if depth > MAX_DEPTH or info.ppid <= 0:
+        if key in self._own:
+            return self._own[key]
+        if key in self._pinned:
+            return self._pinned[key]
+        if not (self._own or self._pinned) or depth > MAX_DEPTH or info.ppid <= 0:
             return None
         parent = self.table.info(info.ppid)
         if parent is None or parent.start > info.start:
             return None  # the parent is gone: re-parented, or the pid was recycled
-        bus = self._at(parent, info.start, key, depth + 1)
+        bus = self._current(parent, depth + 1)
         if bus is not None:
-            self._inherited[key] = bus
+            self._pinned[key] = bus  # kept when the parent exits
         return bus
 
-    def _at(self, info: ProcessInfo, tick: int, child: Key, depth: int) -> str | None:
-        """The membership `info` passed on to `child`, forked at `tick`."""
-        for change in reversed(self._changes.get(_key(info), ())):
-            if change.tick < tick or (change.tick == tick and child not in change.before):
-                return change.bus
-        return self._inherited_by(info, depth)
+
+def process_of(table: ProcessTable, pid: int) -> ProcessInfo:
+    """The process `pid` (or the process of thread `pid`), else NoSuchProcess."""
+    tgid = table.tgid(pid)
+    info = table.info(tgid) if tgid is not None else None
+    if info is None:
+        raise NoSuchProcess(f"no process {pid}")
+    return info

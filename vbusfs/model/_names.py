@@ -13,6 +13,9 @@ NAME_MAX = 255
 
 # The membership file reads this token as "leave", so no bus may be called it.
 LEAVE_TOKEN = "0"
+# What the membership file reads for a process on no bus; no bus may be called it
+# either, so a reader can always tell the two apart (behaviour §6).
+NO_BUS = "<none>"
 
 # Entries the trees give a directory for itself, whatever the model holds.
 CLASS_ENTRY = "class"  # sys/vbus/devices/<D>/class -> ../../deviceclass/<class>
@@ -44,3 +47,5 @@ def check_bus_name(name: str) -> None:
     check_name(name, "bus")
     if name == LEAVE_TOKEN:
         raise InvalidValue(f"bus name {LEAVE_TOKEN!r} is reserved for leaving a bus")
+    if name == NO_BUS:
+        raise InvalidValue(f"bus name {NO_BUS!r} is reserved: the membership file reads it")

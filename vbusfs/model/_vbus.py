@@ -24,7 +24,7 @@ from ._errors import (
     NotEmpty,
     NotFound,
 )
-from ._membership import Membership
+from ._membership import MembershipBackend, ProcessInfo, process_of
 from ._names import BUS_ENTRIES, LEAVE_TOKEN, check_bus_name, check_name
 from ._objects import AttributeOwner, Bus, Device, Interface, interface_name
 
@@ -56,7 +56,7 @@ class Vbus:
         self,
         *,
         max_interface_ids: int = MAX_INTERFACE_IDS,
-        membership: Membership | None = None,
+        membership: MembershipBackend | None = None,
     ) -> None:
         self.classes: dict[str, DeviceClass] = {}
         self.devices: dict[str, Device] = {}
@@ -149,6 +149,8 @@ class Vbus:
         check_bus_name(name)
         if name in self.buses:
             raise AlreadyExists(f"bus {name} exists")
+        if self.membership is not None:
+            self.membership.bus_made(name)
         bus = Bus(name)
         self.buses[name] = bus
         return bus
@@ -167,32 +169,45 @@ class Vbus:
             members = self.membership.members_of(name)
             if members:
                 raise Busy(f"bus {name} still has {len(members)} live member(s)")
+            self.membership.bus_gone(name)
         del self.buses[name]
         bus.alive = False
 
     # -- membership ------------------------------------------------------
 
-    def _membership(self) -> Membership:
+    def _membership(self) -> MembershipBackend:
         if self.membership is None:
             raise NoSuchProcess("this model has no process table")
         return self.membership
 
+    def process(self, pid: int) -> ProcessInfo:
+        """The live process `pid` (or the process of thread `pid`), else NoSuchProcess."""
+        return process_of(self._membership().table, pid)
+
     def bus_of(self, pid: int) -> str | None:
         """The bus process `pid` (a process id, not a thread's) is on now (None: no bus)."""
-        return self._membership().bus_of(pid)
+        membership = self._membership()
+        info = membership.table.info(pid)
+        if info is None:
+            raise NoSuchProcess(f"no process {pid}")
+        return membership.bus_of(info)
 
     def membership_of(self, pid: int) -> str | None:
         """The bus of process `pid`, or of the process of thread `pid` (None: no bus).
 
         What proc/<pid>/vbus shows; the views render None as `<none>`.
         """
-        membership = self._membership()
-        return membership.current(membership.process(pid))
+        return self._membership().bus_of(self.process(pid))
 
     def set_membership(self, pid: int, value: str) -> None:
         """What a write to proc/<pid>/vbus does: join a bus, or leave with "0"."""
+        self.change_membership(self.process(pid), value)
+
+    def change_membership(self, info: ProcessInfo, value: str) -> None:
+        """Join process `info` to bus `value`, or leave with "0" (behaviour §6)."""
         membership = self._membership()
-        info = membership.process(pid)
+        if info.kernel_thread:
+            raise InvalidValue(f"process {info.pid} is a kernel thread: it cannot join a bus")
         if value == LEAVE_TOKEN:
             membership.change(info, None)
             return
@@ -312,6 +327,8 @@ class Vbus:
         for name in list(self.devices):
             self.remove_device(name)
         for bus in self.buses.values():
+            if self.membership is not None:
+                self.membership.bus_gone(bus.name)
             bus.alive = False
         self.buses.clear()
 

@@ -4,13 +4,15 @@ Pure: no I/O, no caches. The FUSE adapter serves these trees; the demo
 renders them directly when no mount is possible.
 """
 
+from vbusfs.model import NO_BUS
+
 from ._nodes import (
     CONFIG_DEVICES,
     CONFIG_INSTANCES,
     CONFIG_VBUS,
     FIXED_PATHS,
-    NO_BUS,
     SYS_VBUS,
+    Caller,
     DirNode,
     FileNode,
     Node,
@@ -30,6 +32,7 @@ __all__ = [
     "FIXED_PATHS",
     "NO_BUS",
     "SYS_VBUS",
+    "Caller",
     "DirNode",
     "FileNode",
     "Node",

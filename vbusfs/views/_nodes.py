@@ -9,8 +9,8 @@ from the model or from each other.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 
 from vbusfs.model import (
     BUS_ENTRIES,
@@ -19,13 +19,18 @@ from vbusfs.model import (
     DEVICE_ENTRY,
     INTERFACE_ENTRIES,
     INTERFACES_ENTRY,
+    NO_BUS,
     PERMS_ENTRY,
     TYPE_ENTRY,
+    AccessDenied,
     Attribute,
     AttributeOwner,
     Device,
+    IdentityView,
     Interface,
     NoSuchProcess,
+    PidView,
+    ProcessInfo,
     Vbus,
     attribute_mode,
 )
@@ -37,8 +42,6 @@ CONFIG_DEVICES: Path = ("config", "vbus", "devices")
 CONFIG_INSTANCES: Path = ("config", "vbus", "instances")
 SYS_VBUS: Path = ("sys", "vbus")
 SYS_VERSION = "1"
-# What proc/<pid>/vbus reads for a process that is on no bus.
-NO_BUS = "<none>"
 DIR_MODE = 0o755
 SYMLINK_MODE = 0o777
 
@@ -77,6 +80,24 @@ class FileNode:
 
 Node = DirNode | SymlinkNode | FileNode
 DIR = DirNode()
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who asks, where the answer depends on it: proc/ and members/ (behaviour §6).
+
+    `pid` is the caller's process in the daemon's pid namespace, `uid` its user, `pids`
+    how its own pid namespace numbers processes. No caller: the daemon itself asks.
+    """
+
+    pid: int | None
+    uid: int = 0
+    pids: PidView = field(default_factory=lambda: IdentityView(None))
+
+
+def _view(caller: Caller | None) -> PidView:
+    return caller.pids if caller is not None else IdentityView(None)
+
 
 # The skeleton of the trees: these paths exist, with the same attributes,
 # whatever the model holds, so their kernel cache entries never go stale.
@@ -144,8 +165,8 @@ def _bus_interface(vbus: Vbus, bus_name: str, id_text: str) -> Interface | None:
     return bus.interfaces.get(int(id_text))
 
 
-def node(vbus: Vbus, path: Path, caller: int | None = None) -> Node | None:
-    """What is at `path`, or None. `caller` is the process asking (for proc/self)."""
+def node(vbus: Vbus, path: Path, caller: Caller | None = None) -> Node | None:
+    """What is at `path`, or None. `caller` is who asks (proc/ and members/ depend on it)."""
     if path[:1] == ("proc",):
         return _proc_node(vbus, path, caller)
     match path:
@@ -199,7 +220,7 @@ def node(vbus: Vbus, path: Path, caller: int | None = None) -> Node | None:
         case ("sys", "vbus", "instances", b, "devices", i):
             return DIR if _bus_interface(vbus, b, i) is not None else None
         case ("sys", "vbus", "instances", b, "members", pid):
-            return DIR if b in vbus.buses and _member(vbus, pid) == b else None
+            return DIR if b in vbus.buses and _member(vbus, pid, caller) == b else None
         case ("sys", "vbus", "instances", b, "devices", i, name):
             interface = _bus_interface(vbus, b, i)
             if interface is None:
@@ -219,42 +240,76 @@ def _pid(text: str) -> int | None:
     return int(text)
 
 
-def _member(vbus: Vbus, text: str) -> str | None:
+def _member(vbus: Vbus, text: str, caller: Caller | None) -> str | None:
+    """The bus of the process the caller calls `text`, if it is one."""
     pid = _pid(text)
     if pid is None or vbus.membership is None:
         return None
+    daemon_pid = _view(caller).inward(pid)
+    if daemon_pid is None:
+        return None
     try:
-        return vbus.bus_of(pid)
+        return vbus.bus_of(daemon_pid)
     except NoSuchProcess:
         return None
 
 
-def _proc_node(vbus: Vbus, path: Path, caller: int | None) -> Node | None:
-    membership = vbus.membership
-    if membership is None:
+def _proc_node(vbus: Vbus, path: Path, caller: Caller | None) -> Node | None:
+    if vbus.membership is None:
         return None
     if path == ("proc",):
         return DIR
+    view = _view(caller)
     if path == ("proc", "self"):
-        return SymlinkNode(str(caller)) if caller is not None else None
+        return SymlinkNode(str(view.own)) if view.own is not None else None
     pid = _pid(path[1])
     if pid is None or len(path) > 3 or (len(path) == 3 and path[2] != "vbus"):
         return None
-    info = membership.process(pid)  # NoSuchProcess (ESRCH) for a process that is gone
+    daemon_pid = view.inward(pid)
+    if daemon_pid is None:
+        return None  # no such pid in the caller's namespace: ENOENT, as /proc says
+    try:
+        info = vbus.process(daemon_pid)
+    except NoSuchProcess:
+        return None
     if len(path) == 2:
         return DirNode(uid=info.uid)
+    return _membership_file(vbus, info, caller)
+
+
+def _membership_file(vbus: Vbus, info: ProcessInfo, caller: Caller | None) -> FileNode:
+    """proc/<pid>/vbus of process `info`: bound to that process, not to its number.
+
+    A handle outlives neither the process (ESRCH once it has exited, whoever gets its
+    pid) nor the opener's right: each store checks again that the opener is root or
+    the process's owner (the kernel checked the open; the process may have changed its
+    user since, through a set-user-id program say).
+    """
+    opener = caller.uid if caller is not None else 0
+
+    def same() -> ProcessInfo:
+        try:
+            now = vbus.process(info.pid)
+        except NoSuchProcess:
+            now = None
+        if now is None or now.start != info.start:
+            raise NoSuchProcess(f"process {info.pid} has exited")
+        return now
 
     def show() -> str:
-        bus = vbus.membership_of(pid)
+        bus = vbus.membership_of(same().pid)
         return bus if bus is not None else NO_BUS
 
     def store(value: str) -> None:
-        vbus.set_membership(pid, value)
+        now = same()
+        if opener != 0 and now.uid != opener:
+            raise AccessDenied(f"process {info.pid} is no longer user {opener}'s")
+        vbus.change_membership(now, value)
 
     return FileNode(show, store, uid=info.uid)
 
 
-def children(vbus: Vbus, path: Path) -> Sequence[str]:
+def children(vbus: Vbus, path: Path, caller: Caller | None = None) -> Sequence[str]:
     """The entry names of the directory at `path`, in a stable order (empty if none)."""
     match path:
         case ():
@@ -262,7 +317,7 @@ def children(vbus: Vbus, path: Path) -> Sequence[str]:
         case ("proc",):
             if vbus.membership is None:
                 return ()
-            return ["self", *(str(pid) for pid in sorted(vbus.membership.members()))]
+            return ["self", *_seen(vbus.membership.members(), caller)]
         case ("proc", _):
             return ("vbus",)
         case ("config",) | ("sys",):
@@ -304,10 +359,17 @@ def children(vbus: Vbus, path: Path) -> Sequence[str]:
         case ("sys", "vbus", "instances", b, "members"):
             if b not in vbus.buses or vbus.membership is None:
                 return ()
-            return [str(pid) for pid in vbus.membership.members_of(b)]
+            return _seen(vbus.membership.members_of(b), caller)
         case ("sys", "vbus", "instances", b, "devices", i):
             interface = _bus_interface(vbus, b, i)
             if interface is None:
                 return ()
             return (*INTERFACE_ENTRIES, *vbus.attributes(interface))
     return ()
+
+
+def _seen(pids: Iterable[int], caller: Caller | None) -> list[str]:
+    """Daemon-namespace pids as the caller's namespace numbers them (hidden: left out)."""
+    view = _view(caller)
+    seen = (view.outward(pid) for pid in pids)
+    return [str(pid) for pid in sorted(pid for pid in seen if pid is not None)]

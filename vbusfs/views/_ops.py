@@ -26,6 +26,7 @@ from ._nodes import (
     CONFIG_DEVICES,
     CONFIG_INSTANCES,
     CONFIG_VBUS,
+    Caller,
     DirNode,
     FileNode,
     Path,
@@ -116,7 +117,7 @@ def join(directory: Path, text: str) -> Path | None:
     return tuple(parts)
 
 
-def resolve(vbus: Vbus, path: Path, caller: int | None = None) -> Path:
+def resolve(vbus: Vbus, path: Path, caller: Caller | None = None) -> Path:
     """Follow symlinks along `path` inside the trees, as a path walk would.
 
     Raises NotFound for a missing component, NotADirectory for a component
