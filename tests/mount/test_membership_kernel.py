@@ -289,3 +289,16 @@ def test_a_handle_loses_its_right_when_the_process_changes_user(open_mount):
     if not words:
         pytest.skip(f"set-user-id programs do not run here: {done.stderr}")
     assert words[:2] == ["refused", str(errno.EACCES)], done.stdout + done.stderr
+
+
+def test_status_says_who_keeps_membership(mode_mnt):
+    done = subprocess.run(
+        [sys.executable, "-m", "vbusfs", "status", mode_mnt.path],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    lines = dict(line.split(": ", 1) for line in done.stdout.splitlines())
+    assert lines["membership"].startswith(mode_mnt.membership + ": ")
+    assert lines["connector"].endswith(".sock")
+    assert os.getxattr(mode_mnt.path, "user.vbusfs.membership") == mode_mnt.membership.encode()

@@ -1,8 +1,9 @@
-"""`vbusfs save`, `modprobe`, `rmmod` and `tree`: administering a live mount.
+"""`vbusfs save`, `modprobe`, `rmmod`, `tree` and `status`: administering a live mount.
 
 save, modprobe and rmmod speak to the daemon through its connector (root or
 the daemon's owner only, as the kernel reports the caller); tree reads the
-mount's own sys tree, so it shows exactly what any process sees.
+mount's own sys tree, so it shows exactly what any process sees; status reads
+the root's extended attributes, which any process may.
 """
 
 from __future__ import annotations
@@ -69,6 +70,28 @@ def write_atomically(path: str, text: str) -> None:
         os.fsync(directory)
     finally:
         os.close(directory)
+
+
+MEMBERSHIP_MODES = {
+    "cgroup": "kept by the kernel (each bus is a cgroup of a hierarchy private to the mount)",
+    "proc": "inferred from /proc (the fallback; its limits: docs/behaviour.md §6)",
+}
+
+
+def status(mountpoint: str, out: TextIO) -> None:
+    """Say what serves `mountpoint`: the connector's socket and who keeps membership."""
+    from vbusfs.daemon import canonical_mountpoint
+
+    where = canonical_mountpoint(mountpoint)
+    out.write(f"mount point: {where}\n")
+    for name, label in (("connector", "connector"), ("membership", "membership")):
+        try:
+            value = os.fsdecode(os.getxattr(where, f"user.vbusfs.{name}"))
+        except OSError:
+            value = "none (this mount serves no processes)"
+        if name == "membership":
+            value = f"{value}: {MEMBERSHIP_MODES[value]}" if value in MEMBERSHIP_MODES else value
+        out.write(f"{label}: {value}\n")
 
 
 def modprobe(mountpoint: str, deviceclass: str) -> str:

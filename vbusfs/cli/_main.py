@@ -84,6 +84,8 @@ def _admin(args: argparse.Namespace) -> int:
             _admin.rmmod(args.mountpoint, args.deviceclass)
         elif args.command_name == "graph":
             _admin.graph(args.mountpoint, args.output)
+        elif args.command_name == "status":
+            _admin.status(args.mountpoint, sys.stdout)
         else:
             _admin.tree(args.mountpoint, sys.stdout)
     except ValueError as exc:
@@ -236,6 +238,16 @@ def parser() -> argparse.ArgumentParser:
     graph.add_argument("mountpoint")
     graph.add_argument("-o", "--output", required=True, metavar="FILE")
     graph.set_defaults(run=_admin, command_name="graph")
+
+    status = commands.add_parser(
+        "status",
+        help="say what serves a mount: its connector and who keeps membership",
+        description="Print the mount point, the connector's socket, and who keeps bus "
+        "membership there: 'cgroup' (the kernel) or 'proc' (inferred from /proc, the "
+        "fallback where the daemon may not make cgroups).",
+    )
+    status.add_argument("mountpoint")
+    status.set_defaults(run=_admin, command_name="status")
 
     demo = commands.add_parser(
         "demo",

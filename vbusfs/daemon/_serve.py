@@ -267,8 +267,8 @@ async def _sweep_members(vbus: Vbus) -> None:
     A sweep that cannot read /proc for want of fds is skipped (logged once until one
     succeeds again): the next one catches up, and nothing was changed by a failed one."""
     membership = vbus.membership
-    if membership is None:
-        return
+    if membership is None or membership.mode == "cgroup":
+        return  # nothing to remember: the kernel keeps it
     starved = False
     while True:
         await trio.sleep(SWEEP_INTERVAL)
