@@ -15,7 +15,9 @@ total (`Limits`), running out of file descriptors refuses that connection or
 request (EMFILE), a bad request is refused with an errno and logged at most a
 few times a second per client, and the caller's bus is re-checked on every
 request and twice a second: a process that left or moved loses what it had
-open and is refused (EACCES).
+open and is refused (EACCES). A connection speaks for the process that made it
+and for no other (`PeerPin`): once that process has exited, a pid recycled by a
+member changes nothing, and the connection is refused (ESRCH).
 
 This is the I/O shell: what a datagram means and what a reply or an event
 looks like on the wire is `_protocol`'s business (`DaemonConnection`).
@@ -39,6 +41,7 @@ from vbusfs.ioq import IoqError, IoqFault
 from vbusfs.model import DeviceClass, DeviceConnection, Event, Vbus, VbusError, dump_config
 
 from ._limits import Limits, LogBudgets
+from ._pin import PeerPin
 from ._protocol import (
     Closed,
     DaemonConnection,
@@ -160,12 +163,27 @@ class Connector:
     async def _client(self, sock: trio.socket.SocketType) -> None:
         with sock:
             try:
-                await self._admit(sock)
+                # first, before anything awaits: the nearer to accept, the narrower
+                # the race of pidfd_open's fallback (see PeerPin)
+                pin = PeerPin.of(sock)
+            except OSError as exc:  # no descriptor for the pidfd, say: a refusal
+                await self._refuse(sock, 0, exc)
+                return
+            try:
+                with pin:
+                    await self._admit(sock, pin)
             except Exception:
                 # A bug serving one client ends that client, never the daemon.
                 log.exception("internal error serving a client")
 
-    async def _admit(self, sock: trio.socket.SocketType) -> None:
+    async def _refuse(self, sock: trio.socket.SocketType, pid: int, exc: OSError) -> None:
+        code = exc.errno or errno.EIO
+        why = _out_of(exc) if code in _EXHAUSTED else f"{os.strerror(code)}: {exc}"
+        self.complain(pid, logging.WARNING, "refusing a connection: %s", why)
+        with contextlib.suppress(OSError):
+            await sock.send(DaemonConnection().refuse(code, why))
+
+    async def _admit(self, sock: trio.socket.SocketType, pin: PeerPin) -> None:
         pid, uid, _gid = _CREDS.unpack(
             sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _CREDS.size)
         )
@@ -202,7 +220,7 @@ class Connector:
         self.clients += 1
         self.by_uid[uid] = self.by_uid.get(uid, 0) + 1
         try:
-            await _Session(self, sock, pid, bus, admin).run()
+            await _Session(self, sock, pid, bus, admin, pin).run()
         except Exception:
             log.exception("internal error serving client %d", pid)
         finally:
@@ -232,6 +250,7 @@ class _Session:
         pid: int,
         bus: str | None,
         admin: bool,
+        pin: PeerPin,
     ) -> None:
         self.connector = connector
         self.vbus = connector.vbus
@@ -239,8 +258,12 @@ class _Session:
         self.sock = sock
         self.pid = pid
         self.bus = bus
-        # why this connection no longer speaks for its bus (its process left or moved)
+        # the process this connection speaks for, whatever its pid comes to name
+        self.pin = pin
+        # why this connection no longer speaks for its bus (its process left, moved or
+        # exited), and the errno that refuses its requests (EACCES, ESRCH)
         self.revoked: str | None = None
+        self.revoked_errno = errno.EACCES
         self.admin = admin
         self.protocol = DaemonConnection()
         self.opens: dict[int, _Open] = {}
@@ -270,8 +293,7 @@ class _Session:
             async with trio.open_nursery() as nursery:
                 self.nursery = nursery
                 nursery.start_soon(self._forward_events)
-                if self.bus is not None:
-                    nursery.start_soon(self._watch_bus)
+                nursery.start_soon(self._watch_authority)
                 try:
                     await self.send(self.protocol.hello(self.bus, self.pid, self.admin))
                     await self._requests()
@@ -300,8 +322,9 @@ class _Session:
                 self.nursery.cancel_scope.cancel()
                 return
 
-    async def _watch_bus(self) -> None:
-        """Between requests too: a process that left its bus keeps nothing open on it."""
+    async def _watch_authority(self) -> None:
+        """Between requests too: a process that left its bus (or exited) keeps nothing
+        open on it."""
         while self.revoked is None:
             await trio.sleep(self.connector.limits.recheck_interval)
             # no descriptor to read /proc with: the verdict waits for the next round
@@ -309,8 +332,17 @@ class _Session:
                 self._recheck()
 
     def _recheck(self) -> None:
-        """Is the connected process still on the bus it connected for? If not, revoke."""
-        if self.bus is None or self.revoked is not None:
+        """Is the connected process alive, and on the bus it connected for? If not, revoke."""
+        if self.revoked is not None:
+            return
+        # before the bus: its pid may name another process now, a member of the bus
+        if self.pin.exited():
+            self._revoke(
+                errno.ESRCH,
+                f"process {self.pid} has exited: its connection speaks for no other process",
+            )
+            return
+        if self.bus is None:
             return
         try:
             now = self.vbus.bus_of(self.pid)
@@ -320,8 +352,13 @@ class _Session:
         if now == self.bus:
             return
         where = "left it" if now is None else f"moved to {now!r}"
-        self.revoked = f"process {self.pid} is no longer a member of bus {self.bus!r} ({where})"
-        log.info("client %d: %s; what it had open is closed", self.pid, self.revoked)
+        self._revoke(
+            errno.EACCES, f"process {self.pid} is no longer a member of bus {self.bus!r} ({where})"
+        )
+
+    def _revoke(self, code: int, why: str) -> None:
+        self.revoked, self.revoked_errno = why, code
+        log.info("client %d: %s; what it had open is closed", self.pid, why)
         for handle in list(self.opens):
             self._close(handle)
 
@@ -371,7 +408,7 @@ class _Session:
         """The caller's bus, re-checked now: EACCES if it is on none, or left it."""
         self._recheck()
         if self.revoked is not None:
-            raise VbusError(self.revoked, errno=errno.EACCES)
+            raise VbusError(self.revoked, errno=self.revoked_errno)
         if self.bus is None:
             raise VbusError(f"process {self.pid} is not a member of any bus", errno=errno.EACCES)
         return self.bus
@@ -398,6 +435,9 @@ class _Session:
         if op in _ADMIN_OPS:
             if not self.admin:
                 raise VbusError("only root or the daemon's owner may do that", errno=errno.EPERM)
+            self._recheck()  # an administrator's authority, too, ends with its process
+            if self.revoked is not None and self.revoked_errno == errno.ESRCH:
+                raise VbusError(self.revoked, errno=errno.ESRCH)
             return _ADMIN_OPS[op](self.vbus, request, self.find_class)
         bus = self._bus()
         if op == "list":
