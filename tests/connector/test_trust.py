@@ -174,6 +174,59 @@ def test_connections_per_uid_are_capped_with_a_clear_refusal():
     assert "too many connections for uid 65534" in log
 
 
+@pytest.mark.parametrize(
+    ("option", "refusal"),
+    [
+        ("--max-connections", "too many connections (at most 2)"),
+        ("--max-connections-per-uid", f"too many connections for uid {os.getuid()} (at most 2)"),
+    ],
+)
+def test_vbusfs_mount_sets_the_connection_caps(tmp_path, monkeypatch, option, refusal):
+    monkeypatch.setenv("VBUSFS_RUNTIME_DIR", str(tmp_path / "run"))
+    mnt = tmp_path / "m"
+    mnt.mkdir()
+    vbusfs = [sys.executable, "-m", "vbusfs"]
+    mounted = subprocess.run(
+        [*vbusfs, "mount", option, "2", str(mnt)], capture_output=True, text=True, timeout=60
+    )
+    try:
+        assert mounted.returncode == 0, mounted.stderr
+        # root administers the daemon, so it may connect while on no bus
+        held = [client.connect(str(mnt)), client.connect(str(mnt))]
+        with pytest.raises(client.ConnectorError) as refused:
+            client.connect(str(mnt))
+        assert refused.value.errno == errno.EAGAIN
+        assert refused.value.strerror == refusal
+        held.pop().close()
+        deadline = time.monotonic() + 5
+        while True:  # served again once the daemon has heard the one that left
+            try:
+                held.append(client.connect(str(mnt)))
+                break
+            except client.ConnectorError as exc:
+                assert exc.errno == errno.EAGAIN and time.monotonic() < deadline
+                time.sleep(0.05)
+        for bus in held:
+            bus.close()
+    finally:
+        gone = subprocess.run([*vbusfs, "umount", str(mnt)], capture_output=True, text=True)
+    assert mounted.returncode != 0 or gone.returncode == 0, gone.stderr
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "two", "1.5", ""])
+@pytest.mark.parametrize("option", ["--max-connections", "--max-connections-per-uid"])
+def test_vbusfs_mount_refuses_a_cap_that_is_not_a_positive_integer(tmp_path, option, value):
+    done = subprocess.run(
+        [sys.executable, "-m", "vbusfs", "mount", option, value, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert f"argument {option}: {value!r} is not a positive integer" in done.stderr
+    assert not os.path.ismount(tmp_path)
+
+
 # -- logs ------------------------------------------------------------------------------
 
 BAD_LOOP = """
