@@ -31,15 +31,16 @@ import logging
 import os
 import socket
 import struct
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import trio
 
 from vbusfs.ioq import IoqError, IoqFault
-from vbusfs.model import DeviceClass, DeviceConnection, Event, Vbus, VbusError, dump_config
+from vbusfs.model import DeviceConnection, Event, Vbus, VbusError
 
+from ._admin import ADMIN_OPS, FindClass
 from ._limits import Limits, LogBudgets
 from ._pin import PeerPin
 from ._protocol import (
@@ -49,19 +50,12 @@ from ._protocol import (
     WireError,
     pack_bytes,
 )
+from ._refusals import EXHAUSTED, attach_queue, out_of, spare_fd
 from ._rights import RECEIVE, received, rights
-
-# a deviceclass by registered name or `module:Class` spec (raises ImportError, ...)
-FindClass = Callable[[str], type[DeviceClass]]
 
 log = logging.getLogger("vbusfs.connector")
 
 _CREDS = struct.Struct("3i")
-
-# the errnos of running out of something the kernel gives: a refusal, never a crash
-_EXHAUSTED = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
-# a client's ring or data segment that cannot be mapped: what the refusal says
-_MAP_ERRNOS = {errno.ENOMEM: errno.EFBIG, errno.EOVERFLOW: errno.EFBIG, errno.ENODEV: errno.EINVAL}
 
 
 class ClientFault(Exception):
@@ -117,7 +111,7 @@ class Connector:
         listener = trio.socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         # one descriptor kept in reserve: with none left, it is let go for the moment
         # it takes to accept the waiting connection and tell it why it is refused
-        spare: int | None = _spare()
+        spare: int | None = spare_fd()
         try:
             await listener.bind(self.path)
             # Any user may connect; membership, checked per peer, is the authority.
@@ -129,7 +123,7 @@ class Connector:
                     try:
                         sock, _ = await listener.accept()
                     except OSError as exc:
-                        if exc.errno in _EXHAUSTED:
+                        if exc.errno in EXHAUSTED:
                             spare = await self._refuse_exhausted(listener, spare, exc)
                         else:  # a peer gone before it was accepted, say: never the end
                             self.complain(0, logging.WARNING, "accept failed: %s", exc)
@@ -147,7 +141,7 @@ class Connector:
         self, listener: trio.socket.SocketType, spare: int | None, exc: OSError
     ) -> int | None:
         """accept() found no descriptor left: refuse the waiting peer, keep serving."""
-        why = _out_of(exc)
+        why = out_of(exc)
         self.complain(0, logging.WARNING, "refusing a connection: %s", why)
         if spare is not None:
             os.close(spare)
@@ -155,7 +149,7 @@ class Connector:
                 refused, _ = await listener.accept()  # at once: the peer just seen waits
                 with refused:
                     await refused.send(DaemonConnection().refuse(exc.errno or errno.EMFILE, why))
-            spare = _spare()
+            spare = spare_fd()
         if spare is None:
             await trio.sleep(0.05)  # nothing to accept with: let the others finish
         return spare
@@ -178,7 +172,7 @@ class Connector:
 
     async def _refuse(self, sock: trio.socket.SocketType, pid: int, exc: OSError) -> None:
         code = exc.errno or errno.EIO
-        why = _out_of(exc) if code in _EXHAUSTED else f"{os.strerror(code)}: {exc}"
+        why = out_of(exc) if code in EXHAUSTED else f"{os.strerror(code)}: {exc}"
         self.complain(pid, logging.WARNING, "refusing a connection: %s", why)
         with contextlib.suppress(OSError):
             await sock.send(DaemonConnection().refuse(code, why))
@@ -206,7 +200,7 @@ class Connector:
                 refusal = (
                     exc.errno or errno.EIO,
                     f"cannot tell the bus of process {pid}: "
-                    + (_out_of(exc) if exc.errno in _EXHAUSTED else str(exc)),
+                    + (out_of(exc) if exc.errno in EXHAUSTED else str(exc)),
                 )
         admin = uid in (0, self.owner)
         if refusal is None and bus is None and not admin:
@@ -228,18 +222,6 @@ class Connector:
             self.by_uid[uid] -= 1
             if not self.by_uid[uid]:
                 del self.by_uid[uid]
-
-
-def _out_of(exc: OSError) -> str:
-    what = "memory" if exc.errno in (errno.ENOMEM, errno.ENOBUFS) else "file descriptors"
-    return f"the daemon is out of {what} ({os.strerror(exc.errno or 0)})"
-
-
-def _spare() -> int | None:
-    try:
-        return os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
-        return None
 
 
 class _Session:
@@ -387,7 +369,7 @@ class _Session:
                 self.connector.complain(
                     self.pid, logging.WARNING, "refused client %d: %s", self.pid, exc
                 )
-                why = _out_of(exc) if code in _EXHAUSTED else f"{os.strerror(code)}: {exc}"
+                why = out_of(exc) if code in EXHAUSTED else f"{os.strerror(code)}: {exc}"
                 reply = self.protocol.refusal(seq, code, why)
             finally:
                 for fd in datagram.fds:
@@ -405,7 +387,8 @@ class _Session:
         return self._reply(request), []
 
     def _bus(self) -> str:
-        """The caller's bus, re-checked now: EACCES if it is on none, or left it."""
+        """The caller's bus, re-checked now: EACCES if it is on none or left it, ESRCH if
+        its process exited."""
         self._recheck()
         if self.revoked is not None:
             raise VbusError(self.revoked, errno=self.revoked_errno)
@@ -432,13 +415,13 @@ class _Session:
 
     def _reply(self, request: Request) -> dict[str, Any]:
         op = request.op
-        if op in _ADMIN_OPS:
+        if op in ADMIN_OPS:
             if not self.admin:
                 raise VbusError("only root or the daemon's owner may do that", errno=errno.EPERM)
             self._recheck()  # an administrator's authority, too, ends with its process
             if self.revoked is not None and self.revoked_errno == errno.ESRCH:
                 raise VbusError(self.revoked, errno=errno.ESRCH)
-            return _ADMIN_OPS[op](self.vbus, request, self.find_class)
+            return ADMIN_OPS[op](self.vbus, request, self.find_class)
         bus = self._bus()
         if op == "list":
             found = self.vbus.bus(bus)
@@ -451,7 +434,7 @@ class _Session:
         if op == "queue":
             if len(request.fds) != 4:
                 raise VbusError("a queue takes 4 file descriptors", errno=errno.EINVAL)
-            _attach_queue(opened, request.integer("index"), request.fds)
+            attach_queue(opened.connection, request.integer("index"), request.fds)
             return {}
         if op == "stats":
             return {"stats": opened.connection.stats()}
@@ -488,45 +471,8 @@ class _Session:
             _release(opened)
 
 
-def _attach_queue(opened: _Open, index: int, fds: Sequence[int]) -> None:
-    """Map the client's ring and data segment: one it cannot map is refused, not a bug."""
-    try:
-        opened.connection.attach_queue(index, list(fds))
-    except OSError as exc:  # read-only, sealed against writes, too big to map, not a memfd
-        code = _MAP_ERRNOS.get(exc.errno or 0, exc.errno or errno.EINVAL)
-        why = exc.strerror or str(exc) or type(exc).__name__
-        raise VbusError(
-            f"queue {index}: cannot map the client's segments: {why}", errno=code
-        ) from None
-    except (ValueError, OverflowError) as exc:
-        raise VbusError(f"queue {index}: {exc}", errno=errno.EINVAL) from None
-
-
 def _release(opened: _Open) -> None:
     opened.scope.cancel()
     opened.connection.close()
     if opened.hangup is not None:
         opened.hangup.close()
-
-
-def _save(vbus: Vbus, request: Request, find_class: FindClass) -> dict[str, Any]:
-    return {"config": dump_config(vbus)}
-
-
-def _modprobe(vbus: Vbus, request: Request, find_class: FindClass) -> dict[str, Any]:
-    name = request.text("deviceclass", "modprobe needs a class name")
-    try:
-        cls = find_class(name)
-    except (ImportError, AttributeError, TypeError, ValueError) as exc:
-        raise VbusError(f"no deviceclass {name!r}: {exc}", errno=errno.ENOENT) from None
-    vbus.load_class(cls())
-    return {"deviceclass": cls.name}
-
-
-def _rmmod(vbus: Vbus, request: Request, find_class: FindClass) -> dict[str, Any]:
-    name = request.text("deviceclass", "rmmod needs a class name")
-    vbus.unload_class(name)
-    return {}
-
-
-_ADMIN_OPS = {"save": _save, "modprobe": _modprobe, "rmmod": _rmmod}
