@@ -234,7 +234,9 @@ static int eventfd_is_semaphore(int fd)
 }
 
 /* South wakes north through this: it must be a Unix datagram socket, which
- * send(MSG_DONTWAIT) can never block on. */
+ * send(MSG_DONTWAIT) can never block on, connected to an unnamed peer (the
+ * other end of north's socketpair), so that the daemon never sends to a
+ * socket north merely names (a confused deputy). */
 static int fd_is_dgram_socket(int fd)
 {
     struct stat st;
@@ -247,7 +249,7 @@ static int fd_is_dgram_socket(int fd)
     len = sizeof(int);
     if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) < 0 || type != SOCK_DGRAM)
         return 0;
-    return 1;
+    return shm_signal_peer_is_unnamed(fd);
 }
 
 static int memfd_checked(int fd, uint64_t *size)

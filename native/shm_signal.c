@@ -40,11 +40,29 @@
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
+#include <sys/un.h>
 #include <unistd.h>
+
+int shm_signal_peer_is_unnamed(int fd)
+{
+    struct sockaddr_un peer;
+    socklen_t len = sizeof(peer);
+    /* an unconnected socket is ENOTCONN; a socketpair's peer is unbound and
+     * its address is the family alone */
+    if (getpeername(fd, (struct sockaddr *)&peer, &len) < 0)
+        return 0;
+    return len == sizeof(sa_family_t) && peer.sun_family == AF_UNIX;
+}
 
 static void kick(int peer, int fd)
 {
     if (peer == IOQ_NORTH) {
+        /* North keeps a copy of the end it handed us and may connect() it
+         * elsewhere after attach.  A datagram socket cannot be reconnected to
+         * an unbound peer, so once this fails it fails for good: at most one
+         * byte races past it (reconnected between here and send) per queue. */
+        if (!shm_signal_peer_is_unnamed(fd))
+            return;
         /* MSG_DONTWAIT makes this call non-blocking whatever the flags on
          * the (shared) description; EAGAIN means a datagram is queued
          * already, so north is woken anyway */

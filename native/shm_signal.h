@@ -45,5 +45,10 @@ void shm_signal_disable(struct shm_signal *s);
 /* Receiver: reset our eventfd and dirty flag left by earlier wake-ups;
  * never blocks.  Returns 1 if the eventfd had a count. */
 int shm_signal_drain(struct shm_signal *s);
+/* Is this socket connected to an unnamed peer (the other end of a socketpair)?
+ * What south sends on to wake north must be: a socket connected to a bound
+ * name (a path or an abstract one) would make the daemon send to a socket of
+ * someone else's choosing.  Checked at attach and before every send. */
+int shm_signal_peer_is_unnamed(int fd);
 
 #endif

@@ -9,7 +9,10 @@ or dropped.  The figures are printed (pytest -s shows them).
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
+import socket
 import subprocess
 import sys
 import textwrap
@@ -387,3 +390,50 @@ def test_a_storm_of_empty_wake_ups_costs_the_daemon_little(arena):
         """,
     )
     assert int(out.split()[-1]) > 1000, out
+
+
+@pytest.mark.parametrize("aim", ["path", "abstract", "nothing"])
+def test_a_wake_up_socket_aimed_at_another_socket_is_refused(arena, tmp_path, aim):
+    # a confused deputy: the attacker hands the daemon (root) a datagram socket
+    # connected to some other local socket, e.g. a logging service's, which the
+    # daemon would send a byte to on every wake-up.  Refused at attach; had it been
+    # taken, the frames the attacker then sends make the daemon wake "north" often
+    address = {"path": str(tmp_path / "victim.sock"), "abstract": f"\0vbusfs-victim-{os.getpid()}"}
+    with contextlib.ExitStack() as stack:
+        victim = None
+        if aim != "nothing":
+            victim = stack.enter_context(socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM))
+            victim.bind(address[aim])
+            victim.setblocking(False)
+        out = attack(
+            arena,
+            f"wake-up socket aimed at {aim}",
+            f"""
+            import socket
+            aimed = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            if {aim != "nothing"}:
+                aimed.connect({address.get(aim)!r})
+            iface = bus.open(0, 1)
+            rx = Ioq.create(64, 2048, direction="to_north")
+            tx = Ioq.create(64, 2048, direction="to_south")
+            code = refused(iface, 0, rx.fds._replace(to_north=aimed.fileno()))
+            if code:
+                iface.attach_queue(0, rx)  # the same connection goes on with its own pair
+            iface.attach_queue(1, tx)
+            iface.call(venet.LINKUP)
+            back = 0
+            for _ in range(20):
+                tx.send(FRAME, timeout=5)
+                try:
+                    assert rx.receive(timeout=2) == FRAME
+                except Exception:
+                    break  # never woken: the daemon woke the aimed socket instead
+                back += 1
+            print("READY", code, back, flush=True)
+            sys.stdin.read()
+            """,
+        )
+        assert out.split()[1:3] == [str(errno.EINVAL), "20"], out
+        if victim is not None:
+            with pytest.raises(BlockingIOError):
+                victim.recv(16)

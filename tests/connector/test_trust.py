@@ -174,6 +174,59 @@ def test_connections_per_uid_are_capped_with_a_clear_refusal():
     assert "too many connections for uid 65534" in log
 
 
+@pytest.mark.parametrize(
+    ("option", "refusal"),
+    [
+        ("--max-connections", "too many connections (at most 2)"),
+        ("--max-connections-per-uid", f"too many connections for uid {os.getuid()} (at most 2)"),
+    ],
+)
+def test_vbusfs_mount_sets_the_connection_caps(tmp_path, monkeypatch, option, refusal):
+    monkeypatch.setenv("VBUSFS_RUNTIME_DIR", str(tmp_path / "run"))
+    mnt = tmp_path / "m"
+    mnt.mkdir()
+    vbusfs = [sys.executable, "-m", "vbusfs"]
+    mounted = subprocess.run(
+        [*vbusfs, "mount", option, "2", str(mnt)], capture_output=True, text=True, timeout=60
+    )
+    try:
+        assert mounted.returncode == 0, mounted.stderr
+        # root administers the daemon, so it may connect while on no bus
+        held = [client.connect(str(mnt)), client.connect(str(mnt))]
+        with pytest.raises(client.ConnectorError) as refused:
+            client.connect(str(mnt))
+        assert refused.value.errno == errno.EAGAIN
+        assert refused.value.strerror == refusal
+        held.pop().close()
+        deadline = time.monotonic() + 5
+        while True:  # served again once the daemon has heard the one that left
+            try:
+                held.append(client.connect(str(mnt)))
+                break
+            except client.ConnectorError as exc:
+                assert exc.errno == errno.EAGAIN and time.monotonic() < deadline
+                time.sleep(0.05)
+        for bus in held:
+            bus.close()
+    finally:
+        gone = subprocess.run([*vbusfs, "umount", str(mnt)], capture_output=True, text=True)
+    assert mounted.returncode != 0 or gone.returncode == 0, gone.stderr
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "two", "1.5", ""])
+@pytest.mark.parametrize("option", ["--max-connections", "--max-connections-per-uid"])
+def test_vbusfs_mount_refuses_a_cap_that_is_not_a_positive_integer(tmp_path, option, value):
+    done = subprocess.run(
+        [sys.executable, "-m", "vbusfs", "mount", option, value, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert f"argument {option}: {value!r} is not a positive integer" in done.stderr
+    assert not os.path.ismount(tmp_path)
+
+
 # -- logs ------------------------------------------------------------------------------
 
 BAD_LOOP = """
@@ -277,6 +330,124 @@ def test_a_process_that_leaves_its_bus_loses_it_on_the_same_connection(setup, to
         code, message = result[what]
         assert code == errno.EACCES, result
         assert "no longer a member of bus 'B'" in message
+
+
+# A member connects, opens a device and forks a child; the child leaves the bus (it is
+# no member), and keeps the connected socket when its parent exits.  Stdin "go" tells
+# the child to ask; with argv[2] == "wait" it waits for that, else it asks at once.
+INHERITOR = """
+import select
+join("B")
+bus = client.connect(m)
+nic = bus.open_venet(0)
+r, w = os.pipe()
+if os.fork() == 0:
+    join("0")
+    parent = os.pidfd_open(os.getppid())
+    os.write(w, b"x")
+    select.select([parent], [], [])  # the parent has exited
+    if sys.argv[2] == "wait":
+        sys.stdin.readline()
+    outcome = {"member": open(f"{m}/proc/self/vbus").read().strip()}
+    for what, call in (("list", bus.interfaces), ("open", lambda: bus.open(0, 1)),
+                       ("call", lambda: nic.interface.call(0))):
+        try:
+            call()
+            outcome[what] = "served"
+        except client.ConnectorError as exc:
+            outcome[what] = [exc.errno, exc.strerror]
+    done(**outcome)
+    os._exit(0)
+os.read(r, 1)
+print("parent", os.getpid(), flush=True)
+os._exit(0)
+"""
+
+
+def assert_refused_as_exited(result: dict, parent: int) -> None:
+    assert result["member"] == "<none>", result
+    for what in ("list", "open", "call"):
+        assert result[what] != "served", result  # the old connection spoke for B again
+        code, message = result[what]
+        assert code == errno.ESRCH, result
+        assert f"process {parent} has exited" in message, result
+
+
+def test_a_connection_left_in_a_child_dies_with_the_process_that_made_it(setup):
+    source = PRELUDE + textwrap.dedent(INHERITOR)
+    with subprocess.Popen(
+        [sys.executable, "-c", source, setup.path, "now"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as parent:
+        try:
+            out, err = parent.communicate(timeout=60)  # to EOF: the child's end too
+        finally:
+            parent.kill()
+    lines = out.splitlines()
+    assert lines and lines[0].startswith("parent "), err
+    assert_refused_as_exited(json.loads(lines[-1]), int(lines[0].split()[1]))
+    # what the parent had open went with it: the device is free at once
+    join(setup, "B")
+    with client.connect(setup.path) as bus, bus.open_venet(0) as nic:
+        nic.send(b"\x02" * 60)
+        assert nic.recv(timeout=5) == b"\x02" * 60
+    assert_honest(setup.log)
+
+
+def recycle(pid: int, argv: list[str]) -> subprocess.Popen[str] | None:
+    """Start `argv` as process `pid` (free again), through ns_last_pid; None if beaten."""
+    for _ in range(200):
+        with open("/proc/sys/kernel/ns_last_pid", "w") as f:
+            f.write(str(pid - 1))
+        proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        if proc.pid == pid:
+            return proc
+        proc.kill()  # another fork took it first: try again
+        proc.communicate()
+    return None
+
+
+@pytest.mark.root
+@pytest.mark.skipif(
+    not os.path.exists("/proc/sys/kernel/ns_last_pid"), reason="no ns_last_pid to recycle a pid"
+)
+def test_a_recycled_pid_on_the_same_bus_lends_no_authority_to_an_old_connection(setup):
+    # the same, and then the parent's pid goes to a new process that joins the bus:
+    # looked up by pid alone, the child's connection would speak for bus B again
+    source = PRELUDE + textwrap.dedent(INHERITOR)
+    member = PRELUDE + 'join("B"); print("joined", flush=True); sys.stdin.read()'
+    recycled = None
+    with subprocess.Popen(
+        [sys.executable, "-c", source, setup.path, "wait"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as parent:
+        try:
+            assert parent.stdout is not None and parent.stdin is not None
+            line = parent.stdout.readline()
+            assert line.startswith("parent "), parent.stderr and parent.stderr.read()
+            pid = int(line.split()[1])
+            parent.wait(timeout=10)  # reaped: its pid is free
+            recycled = recycle(pid, [sys.executable, "-c", member, setup.path])
+            if recycled is None:
+                pytest.skip(f"pid {pid} went to another process 200 times")
+            assert recycled.stdout is not None and recycled.stdout.readline() == "joined\n"
+            members = os.listdir(setup.join("sys", "vbus", "instances", "B", "members"))
+            assert str(pid) in members  # a member of B, with the old connection's pid
+            parent.stdin.write("go\n")
+            parent.stdin.close()
+            out = parent.stdout.read()  # to EOF: the child has answered and exited
+        finally:
+            parent.kill()
+            if recycled is not None:
+                recycled.kill()
+                recycled.communicate()
+    assert_refused_as_exited(json.loads(out.splitlines()[-1]), pid)
+    assert_honest(setup.log)
 
 
 # -- small ones ------------------------------------------------------------------------

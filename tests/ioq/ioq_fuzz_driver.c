@@ -10,11 +10,15 @@
  * and data segments over IOQ_SOUTH_MAX_DATA; with O_NONBLOCK cleared on
  * every shared description, a full wake-up socket, a saturated eventfd and
  * north's irq forced to "enabled, nothing pending", no south operation
- * blocks (an alarm would kill the driver).
+ * blocks (an alarm would kill the driver).  A wake-up socket connected to a
+ * named socket (a path or an abstract name), or to nothing, is refused, and
+ * one north reconnects after attach gets no more bytes from south.
  * Exit status 0 means every check held.
  */
 #define _GNU_SOURCE
+#include <errno.h>
 #include <fcntl.h>
+#include <stddef.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,6 +27,7 @@
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -358,6 +363,89 @@ static void signals(void)
     ioq_close(n);
 }
 
+/* A datagram socket bound to `name` (abstract when it starts with '@'); its
+ * address in *a and the address length in *len. */
+static int bound_dgram(const char *name, struct sockaddr_un *a, socklen_t *len)
+{
+    memset(a, 0, sizeof(*a));
+    a->sun_family = AF_UNIX;
+    size_t n = strlen(name);
+    CHECK(n < sizeof(a->sun_path));
+    memcpy(a->sun_path, name, n);
+    if (name[0] == '@')
+        a->sun_path[0] = '\0';
+    else
+        unlink(name);
+    *len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n);
+    int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    CHECK(fd >= 0 && bind(fd, (struct sockaddr *)a, *len) == 0);
+    return fd;
+}
+
+static int got_nothing(int fd)
+{
+    char buf[8];
+    return recv(fd, buf, sizeof(buf), MSG_DONTWAIT) < 0 && errno == EAGAIN;
+}
+
+/* The wake-up socket is one south sends on, as root perhaps: north must not
+ * be able to aim it at someone else's socket. */
+static void wake_up_peers(void)
+{
+    struct ioq *n, *s;
+    CHECK(ioq_north_create(16, 16 * 128, IOQ_TO_NORTH, &n) == 0);
+    int fds[4];
+    ioq_fds(n, fds);
+    char path[64];
+    snprintf(path, sizeof(path), "/tmp/ioq-fuzz-%d.sock", (int)getpid());
+    char abstract[64];
+    snprintf(abstract, sizeof(abstract), "@ioq-fuzz-%d", (int)getpid());
+    const char *names[] = {path, abstract};
+    int victims[2];
+    for (int i = 0; i < 2; i++) {
+        struct sockaddr_un a;
+        socklen_t len;
+        victims[i] = bound_dgram(names[i], &a, &len);
+        int aimed = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+        CHECK(aimed >= 0 && connect(aimed, (struct sockaddr *)&a, len) == 0);
+        refused(fds[0], fds[1], fds[2], aimed);
+        close(aimed);
+    }
+    int loose = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    CHECK(loose >= 0);
+    refused(fds[0], fds[1], fds[2], loose); /* connected to nothing */
+    close(loose);
+
+    /* the socketpair attaches and wakes north... */
+    CHECK(ioq_south_attach(fds[0], fds[1], fds[2], fds[3], IOQ_TO_NORTH, &s) == 0);
+    struct ioq_ring_head *head = (struct ioq_ring_head *)ioq_ring(n);
+    char msg[16] = {0}, buf[8];
+    head->signal.irq[IOQ_NORTH].enabled = 1;
+    head->signal.irq[IOQ_NORTH].pending = 0;
+    CHECK(ioq_send_one(s, msg, sizeof(msg), 1) == 1);
+    CHECK(recv(ioq_wake_fd(n), buf, sizeof(buf), MSG_DONTWAIT) == 1);
+    /* ...until north reconnects the end it handed (it kept a copy) */
+    for (int i = 0; i < 2; i++) {
+        struct sockaddr_un a;
+        socklen_t len;
+        close(victims[i]);
+        victims[i] = bound_dgram(names[i], &a, &len);
+        CHECK(connect(fds[3], (struct sockaddr *)&a, len) == 0);
+        for (int k = 0; k < 100; k++) {
+            head->signal.irq[IOQ_NORTH].enabled = 1;
+            head->signal.irq[IOQ_NORTH].pending = 0;
+            ioq_signal(s);
+        }
+        CHECK(got_nothing(victims[i]));
+    }
+    ioq_close(s);
+    ioq_close(n);
+    close(victims[0]);
+    close(victims[1]);
+    unlink(path);
+    puts("wake-up peers: named, abstract and unconnected sockets refused");
+}
+
 int main(int argc, char **argv)
 {
     long iterations = argc > 1 ? atol(argv[1]) : 200000;
@@ -365,6 +453,7 @@ int main(int argc, char **argv)
     hostile(IOQ_TO_SOUTH, iterations);
     hostile(IOQ_TO_NORTH, iterations);
     signals();
+    wake_up_peers();
     puts("ok");
     return 0;
 }

@@ -10,12 +10,14 @@ from vbusfs import __version__
 
 
 def _mount(args: argparse.Namespace) -> int:
+    from vbusfs.connector import Limits
     from vbusfs.daemon import MountError, log_to_stderr, run_daemon, spawn
 
+    caps = {cap: getattr(args, cap) for cap in _LIMIT_OPTIONS if getattr(args, cap) is not None}
     if not args.foreground:
-        extra: tuple[str, ...] = ()
+        extra = tuple(word for cap, n in caps.items() for word in (_LIMIT_OPTIONS[cap], str(n)))
         if args.restore:
-            extra = ("--restore", os.path.abspath(args.restore))
+            extra += ("--restore", os.path.abspath(args.restore))
             if args.empty_on_bad_restore:
                 extra += ("--empty-on-bad-restore",)
         extra += ("--membership", args.membership)
@@ -35,12 +37,30 @@ def _mount(args: argparse.Namespace) -> int:
     return run_daemon(
         args.mountpoint,
         load=tuple(args.load),
+        limits=Limits(**caps),
         restore=args.restore,
         empty_on_bad_restore=args.empty_on_bad_restore,
         membership=args.membership,
         ready_fd=args.ready_fd,
         log_path=args.log,
     )
+
+
+# the connector's caps `vbusfs mount` sets (behaviour §7.1): Limits field -> option
+_LIMIT_OPTIONS = {
+    "connections": "--max-connections",
+    "connections_per_uid": "--max-connections-per-uid",
+}
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text, 10)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
+    return value
 
 
 def _umount(args: argparse.Namespace) -> int:
@@ -159,6 +179,22 @@ def parser() -> argparse.ArgumentParser:
         "hierarchy private to the mount; needs root), 'proc', vbusfs inferring it from "
         "/proc (see its limits in docs/behaviour.md), or 'auto' (the default): cgroup "
         "where the daemon may, else proc; `vbusfs status` says which",
+    )
+    mount.add_argument(
+        "--max-connections",
+        dest="connections",
+        type=_positive,
+        metavar="N",
+        help="connector clients served at once, all together (default 256); one more is "
+        "refused with EAGAIN",
+    )
+    mount.add_argument(
+        "--max-connections-per-uid",
+        dest="connections_per_uid",
+        type=_positive,
+        metavar="N",
+        help="connector clients served at once from the processes of one uid (default 64); "
+        "one more is refused with EAGAIN",
     )
     mount.set_defaults(run=_mount)
 

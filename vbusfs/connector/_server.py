@@ -15,7 +15,9 @@ total (`Limits`), running out of file descriptors refuses that connection or
 request (EMFILE), a bad request is refused with an errno and logged at most a
 few times a second per client, and the caller's bus is re-checked on every
 request and twice a second: a process that left or moved loses what it had
-open and is refused (EACCES).
+open and is refused (EACCES). A connection speaks for the process that made it
+and for no other (`PeerPin`): once that process has exited, a pid recycled by a
+member changes nothing, and the connection is refused (ESRCH).
 
 This is the I/O shell: what a datagram means and what a reply or an event
 looks like on the wire is `_protocol`'s business (`DaemonConnection`).
@@ -29,16 +31,18 @@ import logging
 import os
 import socket
 import struct
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import trio
 
 from vbusfs.ioq import IoqError, IoqFault
-from vbusfs.model import DeviceClass, DeviceConnection, Event, Vbus, VbusError, dump_config
+from vbusfs.model import DeviceConnection, Event, Vbus, VbusError
 
+from ._admin import ADMIN_OPS, FindClass
 from ._limits import Limits, LogBudgets
+from ._pin import PeerPin
 from ._protocol import (
     Closed,
     DaemonConnection,
@@ -46,19 +50,12 @@ from ._protocol import (
     WireError,
     pack_bytes,
 )
+from ._refusals import EXHAUSTED, attach_queue, out_of, spare_fd
 from ._rights import RECEIVE, received, rights
-
-# a deviceclass by registered name or `module:Class` spec (raises ImportError, ...)
-FindClass = Callable[[str], type[DeviceClass]]
 
 log = logging.getLogger("vbusfs.connector")
 
 _CREDS = struct.Struct("3i")
-
-# the errnos of running out of something the kernel gives: a refusal, never a crash
-_EXHAUSTED = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
-# a client's ring or data segment that cannot be mapped: what the refusal says
-_MAP_ERRNOS = {errno.ENOMEM: errno.EFBIG, errno.EOVERFLOW: errno.EFBIG, errno.ENODEV: errno.EINVAL}
 
 
 class ClientFault(Exception):
@@ -114,7 +111,7 @@ class Connector:
         listener = trio.socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         # one descriptor kept in reserve: with none left, it is let go for the moment
         # it takes to accept the waiting connection and tell it why it is refused
-        spare: int | None = _spare()
+        spare: int | None = spare_fd()
         try:
             await listener.bind(self.path)
             # Any user may connect; membership, checked per peer, is the authority.
@@ -126,7 +123,7 @@ class Connector:
                     try:
                         sock, _ = await listener.accept()
                     except OSError as exc:
-                        if exc.errno in _EXHAUSTED:
+                        if exc.errno in EXHAUSTED:
                             spare = await self._refuse_exhausted(listener, spare, exc)
                         else:  # a peer gone before it was accepted, say: never the end
                             self.complain(0, logging.WARNING, "accept failed: %s", exc)
@@ -144,7 +141,7 @@ class Connector:
         self, listener: trio.socket.SocketType, spare: int | None, exc: OSError
     ) -> int | None:
         """accept() found no descriptor left: refuse the waiting peer, keep serving."""
-        why = _out_of(exc)
+        why = out_of(exc)
         self.complain(0, logging.WARNING, "refusing a connection: %s", why)
         if spare is not None:
             os.close(spare)
@@ -152,7 +149,7 @@ class Connector:
                 refused, _ = await listener.accept()  # at once: the peer just seen waits
                 with refused:
                     await refused.send(DaemonConnection().refuse(exc.errno or errno.EMFILE, why))
-            spare = _spare()
+            spare = spare_fd()
         if spare is None:
             await trio.sleep(0.05)  # nothing to accept with: let the others finish
         return spare
@@ -160,12 +157,27 @@ class Connector:
     async def _client(self, sock: trio.socket.SocketType) -> None:
         with sock:
             try:
-                await self._admit(sock)
+                # first, before anything awaits: the nearer to accept, the narrower
+                # the race of pidfd_open's fallback (see PeerPin)
+                pin = PeerPin.of(sock)
+            except OSError as exc:  # no descriptor for the pidfd, say: a refusal
+                await self._refuse(sock, 0, exc)
+                return
+            try:
+                with pin:
+                    await self._admit(sock, pin)
             except Exception:
                 # A bug serving one client ends that client, never the daemon.
                 log.exception("internal error serving a client")
 
-    async def _admit(self, sock: trio.socket.SocketType) -> None:
+    async def _refuse(self, sock: trio.socket.SocketType, pid: int, exc: OSError) -> None:
+        code = exc.errno or errno.EIO
+        why = out_of(exc) if code in EXHAUSTED else f"{os.strerror(code)}: {exc}"
+        self.complain(pid, logging.WARNING, "refusing a connection: %s", why)
+        with contextlib.suppress(OSError):
+            await sock.send(DaemonConnection().refuse(code, why))
+
+    async def _admit(self, sock: trio.socket.SocketType, pin: PeerPin) -> None:
         pid, uid, _gid = _CREDS.unpack(
             sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _CREDS.size)
         )
@@ -188,7 +200,7 @@ class Connector:
                 refusal = (
                     exc.errno or errno.EIO,
                     f"cannot tell the bus of process {pid}: "
-                    + (_out_of(exc) if exc.errno in _EXHAUSTED else str(exc)),
+                    + (out_of(exc) if exc.errno in EXHAUSTED else str(exc)),
                 )
         admin = uid in (0, self.owner)
         if refusal is None and bus is None and not admin:
@@ -202,7 +214,7 @@ class Connector:
         self.clients += 1
         self.by_uid[uid] = self.by_uid.get(uid, 0) + 1
         try:
-            await _Session(self, sock, pid, bus, admin).run()
+            await _Session(self, sock, pid, bus, admin, pin).run()
         except Exception:
             log.exception("internal error serving client %d", pid)
         finally:
@@ -210,18 +222,6 @@ class Connector:
             self.by_uid[uid] -= 1
             if not self.by_uid[uid]:
                 del self.by_uid[uid]
-
-
-def _out_of(exc: OSError) -> str:
-    what = "memory" if exc.errno in (errno.ENOMEM, errno.ENOBUFS) else "file descriptors"
-    return f"the daemon is out of {what} ({os.strerror(exc.errno or 0)})"
-
-
-def _spare() -> int | None:
-    try:
-        return os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
-        return None
 
 
 class _Session:
@@ -232,6 +232,7 @@ class _Session:
         pid: int,
         bus: str | None,
         admin: bool,
+        pin: PeerPin,
     ) -> None:
         self.connector = connector
         self.vbus = connector.vbus
@@ -239,8 +240,12 @@ class _Session:
         self.sock = sock
         self.pid = pid
         self.bus = bus
-        # why this connection no longer speaks for its bus (its process left or moved)
+        # the process this connection speaks for, whatever its pid comes to name
+        self.pin = pin
+        # why this connection no longer speaks for its bus (its process left, moved or
+        # exited), and the errno that refuses its requests (EACCES, ESRCH)
         self.revoked: str | None = None
+        self.revoked_errno = errno.EACCES
         self.admin = admin
         self.protocol = DaemonConnection()
         self.opens: dict[int, _Open] = {}
@@ -270,8 +275,7 @@ class _Session:
             async with trio.open_nursery() as nursery:
                 self.nursery = nursery
                 nursery.start_soon(self._forward_events)
-                if self.bus is not None:
-                    nursery.start_soon(self._watch_bus)
+                nursery.start_soon(self._watch_authority)
                 try:
                     await self.send(self.protocol.hello(self.bus, self.pid, self.admin))
                     await self._requests()
@@ -300,8 +304,9 @@ class _Session:
                 self.nursery.cancel_scope.cancel()
                 return
 
-    async def _watch_bus(self) -> None:
-        """Between requests too: a process that left its bus keeps nothing open on it."""
+    async def _watch_authority(self) -> None:
+        """Between requests too: a process that left its bus (or exited) keeps nothing
+        open on it."""
         while self.revoked is None:
             await trio.sleep(self.connector.limits.recheck_interval)
             # no descriptor to read /proc with: the verdict waits for the next round
@@ -309,8 +314,17 @@ class _Session:
                 self._recheck()
 
     def _recheck(self) -> None:
-        """Is the connected process still on the bus it connected for? If not, revoke."""
-        if self.bus is None or self.revoked is not None:
+        """Is the connected process alive, and on the bus it connected for? If not, revoke."""
+        if self.revoked is not None:
+            return
+        # before the bus: its pid may name another process now, a member of the bus
+        if self.pin.exited():
+            self._revoke(
+                errno.ESRCH,
+                f"process {self.pid} has exited: its connection speaks for no other process",
+            )
+            return
+        if self.bus is None:
             return
         try:
             now = self.vbus.bus_of(self.pid)
@@ -320,8 +334,13 @@ class _Session:
         if now == self.bus:
             return
         where = "left it" if now is None else f"moved to {now!r}"
-        self.revoked = f"process {self.pid} is no longer a member of bus {self.bus!r} ({where})"
-        log.info("client %d: %s; what it had open is closed", self.pid, self.revoked)
+        self._revoke(
+            errno.EACCES, f"process {self.pid} is no longer a member of bus {self.bus!r} ({where})"
+        )
+
+    def _revoke(self, code: int, why: str) -> None:
+        self.revoked, self.revoked_errno = why, code
+        log.info("client %d: %s; what it had open is closed", self.pid, why)
         for handle in list(self.opens):
             self._close(handle)
 
@@ -350,7 +369,7 @@ class _Session:
                 self.connector.complain(
                     self.pid, logging.WARNING, "refused client %d: %s", self.pid, exc
                 )
-                why = _out_of(exc) if code in _EXHAUSTED else f"{os.strerror(code)}: {exc}"
+                why = out_of(exc) if code in EXHAUSTED else f"{os.strerror(code)}: {exc}"
                 reply = self.protocol.refusal(seq, code, why)
             finally:
                 for fd in datagram.fds:
@@ -368,10 +387,11 @@ class _Session:
         return self._reply(request), []
 
     def _bus(self) -> str:
-        """The caller's bus, re-checked now: EACCES if it is on none, or left it."""
+        """The caller's bus, re-checked now: EACCES if it is on none or left it, ESRCH if
+        its process exited."""
         self._recheck()
         if self.revoked is not None:
-            raise VbusError(self.revoked, errno=errno.EACCES)
+            raise VbusError(self.revoked, errno=self.revoked_errno)
         if self.bus is None:
             raise VbusError(f"process {self.pid} is not a member of any bus", errno=errno.EACCES)
         return self.bus
@@ -395,10 +415,13 @@ class _Session:
 
     def _reply(self, request: Request) -> dict[str, Any]:
         op = request.op
-        if op in _ADMIN_OPS:
+        if op in ADMIN_OPS:
             if not self.admin:
                 raise VbusError("only root or the daemon's owner may do that", errno=errno.EPERM)
-            return _ADMIN_OPS[op](self.vbus, request, self.find_class)
+            self._recheck()  # an administrator's authority, too, ends with its process
+            if self.revoked is not None and self.revoked_errno == errno.ESRCH:
+                raise VbusError(self.revoked, errno=errno.ESRCH)
+            return ADMIN_OPS[op](self.vbus, request, self.find_class)
         bus = self._bus()
         if op == "list":
             found = self.vbus.bus(bus)
@@ -411,7 +434,7 @@ class _Session:
         if op == "queue":
             if len(request.fds) != 4:
                 raise VbusError("a queue takes 4 file descriptors", errno=errno.EINVAL)
-            _attach_queue(opened, request.integer("index"), request.fds)
+            attach_queue(opened.connection, request.integer("index"), request.fds)
             return {}
         if op == "stats":
             return {"stats": opened.connection.stats()}
@@ -448,45 +471,8 @@ class _Session:
             _release(opened)
 
 
-def _attach_queue(opened: _Open, index: int, fds: Sequence[int]) -> None:
-    """Map the client's ring and data segment: one it cannot map is refused, not a bug."""
-    try:
-        opened.connection.attach_queue(index, list(fds))
-    except OSError as exc:  # read-only, sealed against writes, too big to map, not a memfd
-        code = _MAP_ERRNOS.get(exc.errno or 0, exc.errno or errno.EINVAL)
-        why = exc.strerror or str(exc) or type(exc).__name__
-        raise VbusError(
-            f"queue {index}: cannot map the client's segments: {why}", errno=code
-        ) from None
-    except (ValueError, OverflowError) as exc:
-        raise VbusError(f"queue {index}: {exc}", errno=errno.EINVAL) from None
-
-
 def _release(opened: _Open) -> None:
     opened.scope.cancel()
     opened.connection.close()
     if opened.hangup is not None:
         opened.hangup.close()
-
-
-def _save(vbus: Vbus, request: Request, find_class: FindClass) -> dict[str, Any]:
-    return {"config": dump_config(vbus)}
-
-
-def _modprobe(vbus: Vbus, request: Request, find_class: FindClass) -> dict[str, Any]:
-    name = request.text("deviceclass", "modprobe needs a class name")
-    try:
-        cls = find_class(name)
-    except (ImportError, AttributeError, TypeError, ValueError) as exc:
-        raise VbusError(f"no deviceclass {name!r}: {exc}", errno=errno.ENOENT) from None
-    vbus.load_class(cls())
-    return {"deviceclass": cls.name}
-
-
-def _rmmod(vbus: Vbus, request: Request, find_class: FindClass) -> dict[str, Any]:
-    name = request.text("deviceclass", "rmmod needs a class name")
-    vbus.unload_class(name)
-    return {}
-
-
-_ADMIN_OPS = {"save": _save, "modprobe": _modprobe, "rmmod": _rmmod}

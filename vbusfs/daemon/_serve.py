@@ -23,7 +23,7 @@ import trio
 
 from vbusfs import fuse
 from vbusfs.classes import default_model, find_class
-from vbusfs.connector import XATTR, Connector
+from vbusfs.connector import XATTR, Connector, Limits
 from vbusfs.model import Inferred, MembershipBackend, Vbus, VbusError, restore_config
 
 from ._cgroup import CgroupMembership, CgroupUnavailable
@@ -123,10 +123,12 @@ def run_daemon(
     membership: str = "auto",
     ready_fd: int | None = None,
     log_path: str | None = None,
+    limits: Limits | None = None,
 ) -> int:
     """Build the model and serve it at `mountpoint` in this process; the exit status.
 
     `ready_fd`, if given, hears "ok" once the mount is live or "error: ..." (then closes).
+    `limits` caps the connector (the defaults of `Limits` if None).
     """
     ready = ready_fd_reporter(ready_fd) if ready_fd is not None else None
     try:
@@ -142,7 +144,7 @@ def run_daemon(
         if ready is not None:
             ready(f"error: {exc}")
         return 1
-    return serve(mountpoint, vbus=vbus, ready=ready, log_path=log_path)
+    return serve(mountpoint, vbus=vbus, ready=ready, log_path=log_path, limits=limits)
 
 
 def serve(
@@ -151,8 +153,10 @@ def serve(
     vbus: Vbus | None = None,
     ready: Callable[[str], None] | None = None,
     log_path: str | None = None,
+    limits: Limits | None = None,
 ) -> int:
-    """Mount and serve until unmounted or signalled. `ready` hears "ok" or an error."""
+    """Mount and serve until unmounted or signalled. `ready` hears "ok" or an error;
+    `limits` caps the connector."""
     mountpoint = canonical_mountpoint(mountpoint)
     vbus = vbus if vbus is not None else build_model(mountpoint=mountpoint)
     socket_path = connector_path(mountpoint)
@@ -208,7 +212,7 @@ def serve(
             socket_path,
             _keeper(vbus),
         )
-        trio.run(_serve_until_done, vbus, socket_path, report)
+        trio.run(_serve_until_done, vbus, socket_path, report, limits)
     except Exception as exc:
         if reported:
             raise
@@ -241,13 +245,13 @@ def _keeper(vbus: Vbus) -> str:
 
 
 async def _serve_until_done(
-    vbus: Vbus, socket_path: str, ready: Callable[[str], None] | None
+    vbus: Vbus, socket_path: str, ready: Callable[[str], None] | None, limits: Limits | None
 ) -> None:
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_terminate_on_signal)
         nursery.start_soon(_sweep_members, vbus)
         if vbus.membership is not None:
-            await nursery.start(Connector(vbus, socket_path, find_class).serve)
+            await nursery.start(Connector(vbus, socket_path, find_class, limits).serve)
         if ready is not None:
             ready(READY)
         await fuse.handle_requests()
