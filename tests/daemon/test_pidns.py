@@ -356,3 +356,35 @@ def test_the_ioctl_numbers_are_the_kernels():
         assert fcntl.ioctl(fd, NS_GET_TGID_IN_PIDNS, os.getpid()) == os.getpid()
     finally:
         os.close(fd)
+
+
+# Runs as nobody: may not follow root's /proc/PID/ns/pid links.
+AS_NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+UNPRIVILEGED = textwrap.dedent(
+    """
+    import errno, sys
+    from vbusfs.daemon import PidNamespaces
+    from vbusfs.model import VbusError
+    spaces = PidNamespaces()
+    for caller in sys.argv[1:]:
+        try:
+            view = spaces.view_of(int(caller))
+        except VbusError as e:
+            print(errno.errorcode[e.errno])
+        else:
+            print(type(view).__name__, view.own)
+    """
+)
+
+
+@pytest.mark.skipif(shutil.which("setpriv") is None, reason="needs setpriv")
+def test_a_daemon_without_root_serves_its_namespace_and_refuses_the_rest():
+    with pid_namespace(TWO_SLEEPS) as ns:
+        inside = ns.host_of(ns.said[0])
+        child = subprocess.run(
+            [*AS_NOBODY, sys.executable, "-c", UNPRIVILEGED, str(os.getpid()), str(inside)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert child.stdout.splitlines() == [f"IdentityView {os.getpid()}", "EACCES"], child.stderr

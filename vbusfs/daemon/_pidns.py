@@ -33,6 +33,10 @@ caller calls N would mean reading every process's status (a sweep of the whole p
 table, the cost issue 12 removes) and telling sibling namespaces of equal depth apart
 needs an ioctl anyway.
 
+A daemon without the right to follow a caller's `/proc/PID/ns/pid` (not root, another
+user's caller) still serves callers of its own namespace, recognised by the depth of
+their `NSpid:` line, and refuses the others with `AccessDenied` (EACCES).
+
 Any OSError for want of fds (EMFILE, ENFILE) propagates as it is: no verdict about the
 caller, so the request that needed it is refused. Never reads a FUSE mount.
 """
@@ -46,7 +50,14 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable
 
-from vbusfs.model import BLIND, IdentityView, NotSupported, PidView, plausible_pid
+from vbusfs.model import (
+    BLIND,
+    AccessDenied,
+    IdentityView,
+    NotSupported,
+    PidView,
+    plausible_pid,
+)
 
 from ._procfs import ProcFs
 
@@ -115,6 +126,8 @@ class PidNamespaces:
             key = _key(os.stat(f"{self.root}/{pid}/ns/pid"))
         except (FileNotFoundError, ProcessLookupError):
             return BLIND  # the caller is gone
+        except PermissionError:
+            return self._view_unseen(pid)
         if key == self._own:
             return IdentityView(self._procfs.tgid(pid))
         if not self.translates:
@@ -125,6 +138,20 @@ class PidNamespaces:
                 return BLIND
             own = self._translate_locked(fd, NS_GET_TGID_IN_PIDNS, pid)
         return _NamespaceView(self, key, pid, own)
+
+    def _view_unseen(self, pid: int) -> PidView:
+        """A caller whose namespace link we may not follow (a daemon without root).
+
+        `NSpid:` is readable by all: a caller we see with as many levels as we have is in
+        our own namespace (a visible process is in ours or below it). Below ours we
+        cannot translate without its namespace: EACCES.
+        """
+        theirs, ours = self._procfs.nspid(pid), self._procfs.nspid(os.getpid())
+        if theirs is None:
+            return BLIND
+        if ours is not None and len(theirs) == len(ours):
+            return IdentityView(self._procfs.tgid(pid))
+        raise AccessDenied("the caller's pid namespace is not ours to read")
 
     def translate(self, key: NsKey, caller: int, request: int, pid: int) -> int | None:
         """One ioctl on namespace `key` (re-opened from `caller` if it was evicted)."""
@@ -143,6 +170,8 @@ class PidNamespaces:
             fd = os.open(f"{self.root}/{caller}/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
         except (FileNotFoundError, ProcessLookupError):
             return None
+        except PermissionError as e:  # the caller changed credentials since we looked
+            raise AccessDenied("the caller's pid namespace is not ours to read") from e
         try:
             opened = _key(os.fstat(fd))
         except BaseException:

@@ -107,6 +107,17 @@ class ProcFs:
             return None
         return None
 
+    def nspid(self, pid: int) -> tuple[int, ...] | None:
+        """`pid`'s number in our pid namespace and each one below it down to its own."""
+        try:
+            with open(f"{self.root}/{pid}/status", "rb") as f:
+                for line in f:
+                    if line.startswith(b"NSpid:"):
+                        return tuple(int(n) for n in line.split()[1:])
+        except _GONE:
+            return None
+        return None
+
     def children(self, pid: int) -> Iterable[int]:
         found: list[int] = []
         try:
