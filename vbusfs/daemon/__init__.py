@@ -1,7 +1,9 @@
 """The vbusfs daemon: the one composition root, and how daemons are started and stopped.
 
 Only this package puts vbusfs together: the model with its deviceclasses
-(`vbusfs.classes`), the membership backend over /proc (`ProcFs`), the connector,
+(`vbusfs.classes`), the membership backend over /proc (`ProcFs`, whose `ProcessHandle`
+names one process across pid reuse), each caller's pid namespace (`PidNamespaces`,
+which makes the `vbusfs.model.PidView` of a caller), the connector,
 the FUSE adapter, the membership sweep and the signal handling (`build_model`,
 `serve`, `run_daemon`, which `vbusfs mount --foreground` runs).
 
@@ -15,9 +17,10 @@ that to the user; `canonical_mountpoint` and `state_path` name a mount's daemon;
 """
 
 from ._logfile import LOG_MAX_BYTES, log_to_stderr
+from ._pidns import PidNamespaces
 from ._problems import MountError, explain_mount_failure, fuse_problem
 from ._process import READY, daemon_command, spawn, start_daemon, stop_daemon, unmount
-from ._procfs import ProcFs
+from ._procfs import ProcessHandle, ProcFs
 from ._runtime import canonical_mountpoint, state_path
 from ._serve import build_model, run_daemon, serve
 
@@ -25,7 +28,9 @@ __all__ = [
     "LOG_MAX_BYTES",
     "READY",
     "MountError",
+    "PidNamespaces",
     "ProcFs",
+    "ProcessHandle",
     "build_model",
     "canonical_mountpoint",
     "daemon_command",

@@ -23,6 +23,7 @@ from ._errors import (
     NotEmpty,
     NotFound,
     NotPermitted,
+    NotSupported,
     VbusError,
 )
 from ._membership import Inferred, MembershipBackend, ProcessInfo, ProcessTable, process_of
@@ -42,10 +43,19 @@ from ._names import (
     check_name,
 )
 from ._objects import AttributeOwner, Bus, Device, Interface
-from ._pids import IdentityView, PidView
+from ._pids import (
+    BLIND,
+    PID_MAX_LIMIT,
+    BlindView,
+    IdentityView,
+    PidView,
+    TableView,
+    plausible_pid,
+)
 from ._vbus import MAX_INTERFACE_IDS, Event, Listener, Vbus
 
 __all__ = [
+    "BLIND",
     "BUS_ENTRIES",
     "CLASS_ENTRY",
     "DEVICE_ENTRIES",
@@ -57,12 +67,14 @@ __all__ = [
     "NAME_MAX",
     "NO_BUS",
     "PERMS_ENTRY",
+    "PID_MAX_LIMIT",
     "TYPE_ENTRY",
     "AccessDenied",
     "AlreadyExists",
     "Attribute",
     "AttributeOwner",
     "AttributeTable",
+    "BlindView",
     "Bus",
     "Busy",
     "ConfigError",
@@ -86,15 +98,18 @@ __all__ = [
     "NotEmpty",
     "NotFound",
     "NotPermitted",
+    "NotSupported",
     "PidView",
     "ProcessInfo",
     "ProcessTable",
+    "TableView",
     "Vbus",
     "VbusError",
     "attribute_mode",
     "check_bus_name",
     "check_name",
     "dump_config",
+    "plausible_pid",
     "process_of",
     "restore_config",
 ]

@@ -78,3 +78,9 @@ class NoDevice(VbusError):
     """The object behind an open handle is gone (as sysfs answers ENODEV)."""
 
     errno = _errno.ENODEV
+
+
+class NotSupported(VbusError):
+    """What was asked needs a kernel feature this kernel lacks (pid translation, say)."""
+
+    errno = _errno.EOPNOTSUPP
