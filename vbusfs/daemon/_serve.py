@@ -27,6 +27,7 @@ from vbusfs.connector import XATTR, Connector, Limits
 from vbusfs.model import Inferred, MembershipBackend, Vbus, VbusError, restore_config
 
 from ._cgroup import CgroupMembership, CgroupUnavailable
+from ._pidns import PidNamespaces
 from ._problems import (
     MountError,
     explain_mount_failure,
@@ -165,7 +166,9 @@ def serve(
     if vbus.membership is not None:
         xattrs[XATTR.encode()] = os.fsencode(socket_path)
         xattrs[MEMBERSHIP_XATTR.encode()] = vbus.membership.mode.encode()
-    operations = fuse.VbusOperations(vbus, root_xattrs=xattrs)
+    # each caller's pids are read in its own pid namespace (behaviour §6)
+    namespaces = PidNamespaces()
+    operations = fuse.VbusOperations(vbus, root_xattrs=xattrs, pid_views=namespaces.view_of)
     try:
         problem = fuse_problem()
         if problem is not None:
@@ -190,6 +193,7 @@ def serve(
         if ready is not None:
             ready(f"error: {message}")
         close_model(vbus)
+        namespaces.close()
         return 1
     state = MountState(os.getpid(), mountpoint, log_path)
     reported: list[str] = []
@@ -231,6 +235,7 @@ def serve(
     finally:
         fuse.close()
         close_model(vbus)
+        namespaces.close()
         state.remove()
         log.info("unmounted %s", mountpoint)
     return 0
