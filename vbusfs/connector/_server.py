@@ -14,8 +14,8 @@ A client never takes the daemon with it: connections are capped per uid and in
 total (`Limits`), running out of file descriptors refuses that connection or
 request (EMFILE), a bad request is refused with an errno and logged at most a
 few times a second per client, and the caller's bus is re-checked on every
-request and twice a second: a process that left or moved loses what it had
-open and is refused (EACCES).
+request and twice a second: a process that left or moved, or whose bus's perms
+no longer let it in (behaviour §6), loses what it had open and is refused (EACCES).
 
 This is the I/O shell: what a datagram means and what a reply or an event
 looks like on the wire is `_protocol`'s business (`DaemonConnection`).
@@ -29,15 +29,16 @@ import logging
 import os
 import socket
 import struct
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import trio
 
 from vbusfs.ioq import IoqError, IoqFault
-from vbusfs.model import DeviceClass, DeviceConnection, Event, Vbus, VbusError, dump_config
+from vbusfs.model import DeviceConnection, Event, Vbus, VbusError
 
+from ._admin import ADMIN_OPS, FindClass
 from ._limits import Limits, LogBudgets
 from ._protocol import (
     Closed,
@@ -47,9 +48,6 @@ from ._protocol import (
     pack_bytes,
 )
 from ._rights import RECEIVE, received, rights
-
-# a deviceclass by registered name or `module:Class` spec (raises ImportError, ...)
-FindClass = Callable[[str], type[DeviceClass]]
 
 log = logging.getLogger("vbusfs.connector")
 
@@ -166,12 +164,13 @@ class Connector:
                 log.exception("internal error serving a client")
 
     async def _admit(self, sock: trio.socket.SocketType) -> None:
-        pid, uid, _gid = _CREDS.unpack(
+        pid, uid, gid = _CREDS.unpack(
             sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _CREDS.size)
         )
         limits = self.limits
         refusal: tuple[int, str] | None = None
         bus: str | None = None
+        gids = frozenset({gid})
         if self.clients >= limits.connections:
             refusal = errno.EAGAIN, f"too many connections (at most {limits.connections})"
         elif self.by_uid.get(uid, 0) >= limits.connections_per_uid:
@@ -182,6 +181,7 @@ class Connector:
         else:
             try:
                 bus = self.vbus.bus_of(pid)
+                gids |= self.vbus.groups_of(pid) if uid and bus is not None else frozenset()
             except VbusError:
                 bus = None
             except OSError as exc:  # no descriptor left to read /proc with, say
@@ -190,6 +190,8 @@ class Connector:
                     f"cannot tell the bus of process {pid}: "
                     + (_out_of(exc) if exc.errno in _EXHAUSTED else str(exc)),
                 )
+        if refusal is None and bus is not None and not self.vbus.may_use(bus, uid, gids):
+            refusal = errno.EACCES, f"bus {bus!r}'s perms do not let uid {uid} use it"
         admin = uid in (0, self.owner)
         if refusal is None and bus is None and not admin:
             refusal = errno.EACCES, f"process {pid} is not a member of any bus"
@@ -202,7 +204,7 @@ class Connector:
         self.clients += 1
         self.by_uid[uid] = self.by_uid.get(uid, 0) + 1
         try:
-            await _Session(self, sock, pid, bus, admin).run()
+            await _Session(self, sock, pid, bus, admin, (uid, gids)).run()
         except Exception:
             log.exception("internal error serving client %d", pid)
         finally:
@@ -232,6 +234,7 @@ class _Session:
         pid: int,
         bus: str | None,
         admin: bool,
+        credentials: tuple[int, frozenset[int]] = (0, frozenset()),
     ) -> None:
         self.connector = connector
         self.vbus = connector.vbus
@@ -239,7 +242,9 @@ class _Session:
         self.sock = sock
         self.pid = pid
         self.bus = bus
-        # why this connection no longer speaks for its bus (its process left or moved)
+        self.uid, self.gids = credentials  # checked against its bus's perms
+        # why this connection no longer speaks for its bus (its process left or moved, or
+        # the bus's perms shut its user out)
         self.revoked: str | None = None
         self.admin = admin
         self.protocol = DaemonConnection()
@@ -309,7 +314,8 @@ class _Session:
                 self._recheck()
 
     def _recheck(self) -> None:
-        """Is the connected process still on the bus it connected for? If not, revoke."""
+        """Is the process still on the bus it connected for, and do the bus's perms still
+        let its user in? If not, revoke."""
         if self.bus is None or self.revoked is not None:
             return
         try:
@@ -317,10 +323,13 @@ class _Session:
         except VbusError:
             now = None  # the process is gone
         # an OSError (no descriptor to read /proc with) goes to the caller: no verdict
-        if now == self.bus:
+        if now != self.bus:
+            where = "left it" if now is None else f"moved to {now!r}"
+            self.revoked = f"process {self.pid} is no longer a member of bus {self.bus!r} ({where})"
+        elif not self.vbus.may_use(now, self.uid, self.gids):
+            self.revoked = f"bus {now!r}'s perms no longer let uid {self.uid} use it"
+        else:
             return
-        where = "left it" if now is None else f"moved to {now!r}"
-        self.revoked = f"process {self.pid} is no longer a member of bus {self.bus!r} ({where})"
         log.info("client %d: %s; what it had open is closed", self.pid, self.revoked)
         for handle in list(self.opens):
             self._close(handle)
@@ -395,10 +404,10 @@ class _Session:
 
     def _reply(self, request: Request) -> dict[str, Any]:
         op = request.op
-        if op in _ADMIN_OPS:
+        if op in ADMIN_OPS:
             if not self.admin:
                 raise VbusError("only root or the daemon's owner may do that", errno=errno.EPERM)
-            return _ADMIN_OPS[op](self.vbus, request, self.find_class)
+            return ADMIN_OPS[op](self.vbus, request, self.find_class)
         bus = self._bus()
         if op == "list":
             found = self.vbus.bus(bus)
@@ -467,26 +476,3 @@ def _release(opened: _Open) -> None:
     opened.connection.close()
     if opened.hangup is not None:
         opened.hangup.close()
-
-
-def _save(vbus: Vbus, request: Request, find_class: FindClass) -> dict[str, Any]:
-    return {"config": dump_config(vbus)}
-
-
-def _modprobe(vbus: Vbus, request: Request, find_class: FindClass) -> dict[str, Any]:
-    name = request.text("deviceclass", "modprobe needs a class name")
-    try:
-        cls = find_class(name)
-    except (ImportError, AttributeError, TypeError, ValueError) as exc:
-        raise VbusError(f"no deviceclass {name!r}: {exc}", errno=errno.ENOENT) from None
-    vbus.load_class(cls())
-    return {"deviceclass": cls.name}
-
-
-def _rmmod(vbus: Vbus, request: Request, find_class: FindClass) -> dict[str, Any]:
-    name = request.text("deviceclass", "rmmod needs a class name")
-    vbus.unload_class(name)
-    return {}
-
-
-_ADMIN_OPS = {"save": _save, "modprobe": _modprobe, "rmmod": _rmmod}

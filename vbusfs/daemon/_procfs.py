@@ -66,3 +66,18 @@ class ProcFs:
             except FileNotFoundError:
                 continue
         return found
+
+    def groups(self, pid: int) -> tuple[int, frozenset[int]] | None:
+        """The effective gid and supplementary groups of `pid`, None if it is gone."""
+        gid: int | None = None
+        supplementary: frozenset[int] = frozenset()
+        try:
+            with open(f"{self.root}/{pid}/status", "rb") as f:
+                for line in f:
+                    if line.startswith(b"Gid:"):
+                        gid = int(line.split()[2])  # real, effective, saved, filesystem
+                    elif line.startswith(b"Groups:"):
+                        supplementary = frozenset(int(g) for g in line.split()[1:])
+        except (FileNotFoundError, ProcessLookupError, NotADirectoryError):
+            return None
+        return None if gid is None else (gid, supplementary)

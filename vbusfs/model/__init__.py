@@ -42,12 +42,14 @@ from ._names import (
     check_name,
 )
 from ._objects import AttributeOwner, Bus, Device, Interface
+from ._perms import DEFAULT_MODE, PERMS_ATTRIBUTES, BusPerms
 from ._pids import IdentityView, PidView
 from ._vbus import MAX_INTERFACE_IDS, Event, Listener, Vbus
 
 __all__ = [
     "BUS_ENTRIES",
     "CLASS_ENTRY",
+    "DEFAULT_MODE",
     "DEVICE_ENTRIES",
     "DEVICE_ENTRY",
     "INTERFACES_ENTRY",
@@ -56,6 +58,7 @@ __all__ = [
     "MAX_INTERFACE_IDS",
     "NAME_MAX",
     "NO_BUS",
+    "PERMS_ATTRIBUTES",
     "PERMS_ENTRY",
     "TYPE_ENTRY",
     "AccessDenied",
@@ -64,6 +67,7 @@ __all__ = [
     "AttributeOwner",
     "AttributeTable",
     "Bus",
+    "BusPerms",
     "Busy",
     "ConfigError",
     "Device",
