@@ -82,7 +82,11 @@ def test_anyone_else_on_no_bus_is_refused_at_once():
         assert done.returncode != 0
         assert "not a member of any bus" in done.stderr
         # nor may they administer the daemon once they are members of a bus
-        mount.sh("mkdir config/vbus/instances/B", check=True)
+        # others may join B (behaviour §6: a new bus is for root and its creator alone)
+        mount.sh(
+            "mkdir config/vbus/instances/B && echo 0701 > config/vbus/instances/B/perms/mode",
+            check=True,
+        )
         code = (
             "from vbusfs import client; import sys; m = sys.argv[1]\n"
             "open(f'{m}/proc/self/vbus', 'w').write('B')\n"

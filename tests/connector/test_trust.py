@@ -157,7 +157,8 @@ def test_connections_per_uid_are_capped_with_a_clear_refusal():
     os.chmod(top, 0o755)
     mount = LiveMount(top, debug=False).start()
     try:
-        mount.sh(SETUP, check=True)
+        # nobody may join B (behaviour §6.2: a new bus is for root and its creator alone)
+        mount.sh(SETUP + " && echo 0701 > config/vbus/instances/B/perms/mode", check=True)
         nobody = ("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups")
         result = run_child(mount, FLOOD, "70", user=nobody)
         assert result["held"] == 63, result  # and the one from before the flood

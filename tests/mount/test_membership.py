@@ -203,7 +203,11 @@ def test_only_root_or_the_owner_may_write_membership(tmp_path_factory):
     os.chmod(top, 0o755)
     mount = LiveMount(top).start()
     try:
-        mount.sh("mkdir config/vbus/instances/B", check=True)
+        # others may join B (behaviour §6: a new bus is for root and its creator alone)
+        mount.sh(
+            "mkdir config/vbus/instances/B && echo 0701 > config/vbus/instances/B/perms/mode",
+            check=True,
+        )
         as_nobody = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"]
         other = subprocess.run(
             [*as_nobody, "bash", "-c", f"echo B > {top}/proc/1/vbus"],

@@ -39,6 +39,9 @@ config/vbus/instances d 755
 config/vbus/instances/B d 755
 config/vbus/instances/B/D l 777 ../../../vbus/devices/D
 config/vbus/instances/B/perms d 755
+config/vbus/instances/B/perms/group f 644
+config/vbus/instances/B/perms/mode f 644
+config/vbus/instances/B/perms/owner f 644
 sys d 755
 sys/vbus d 755
 sys/vbus/deviceclass d 755

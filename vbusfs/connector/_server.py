@@ -14,10 +14,11 @@ A client never takes the daemon with it: connections are capped per uid and in
 total (`Limits`), running out of file descriptors refuses that connection or
 request (EMFILE), a bad request is refused with an errno and logged at most a
 few times a second per client, and the caller's bus is re-checked on every
-request and twice a second: a process that left or moved loses what it had
-open and is refused (EACCES). A connection speaks for the process that made it
-and for no other (`PeerPin`): once that process has exited, a pid recycled by a
-member changes nothing, and the connection is refused (ESRCH).
+request and twice a second: a process that left or moved, or whose bus's perms
+no longer let it in (behaviour §6), loses what it had open and is refused (EACCES).
+A connection speaks for the process that made it and for no other (`PeerPin`):
+once that process has exited, a pid recycled by a member changes nothing, and the
+connection is refused (ESRCH).
 
 This is the I/O shell: what a datagram means and what a reply or an event
 looks like on the wire is `_protocol`'s business (`DaemonConnection`).
@@ -178,12 +179,13 @@ class Connector:
             await sock.send(DaemonConnection().refuse(code, why))
 
     async def _admit(self, sock: trio.socket.SocketType, pin: PeerPin) -> None:
-        pid, uid, _gid = _CREDS.unpack(
+        pid, uid, gid = _CREDS.unpack(
             sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _CREDS.size)
         )
         limits = self.limits
         refusal: tuple[int, str] | None = None
         bus: str | None = None
+        gids = frozenset({gid})
         if self.clients >= limits.connections:
             refusal = errno.EAGAIN, f"too many connections (at most {limits.connections})"
         elif self.by_uid.get(uid, 0) >= limits.connections_per_uid:
@@ -194,6 +196,7 @@ class Connector:
         else:
             try:
                 bus = self.vbus.bus_of(pid)
+                gids |= self.vbus.groups_of(pid) if uid and bus is not None else frozenset()
             except VbusError:
                 bus = None
             except OSError as exc:  # no descriptor left to read /proc with, say
@@ -202,6 +205,8 @@ class Connector:
                     f"cannot tell the bus of process {pid}: "
                     + (out_of(exc) if exc.errno in EXHAUSTED else str(exc)),
                 )
+        if refusal is None and bus is not None and not self.vbus.may_use(bus, uid, gids):
+            refusal = errno.EACCES, f"bus {bus!r}'s perms do not let uid {uid} use it"
         admin = uid in (0, self.owner)
         if refusal is None and bus is None and not admin:
             refusal = errno.EACCES, f"process {pid} is not a member of any bus"
@@ -214,7 +219,7 @@ class Connector:
         self.clients += 1
         self.by_uid[uid] = self.by_uid.get(uid, 0) + 1
         try:
-            await _Session(self, sock, pid, bus, admin, pin).run()
+            await _Session(self, sock, pid, bus, admin, pin, (uid, gids)).run()
         except Exception:
             log.exception("internal error serving client %d", pid)
         finally:
@@ -233,6 +238,7 @@ class _Session:
         bus: str | None,
         admin: bool,
         pin: PeerPin,
+        credentials: tuple[int, frozenset[int]] = (0, frozenset()),
     ) -> None:
         self.connector = connector
         self.vbus = connector.vbus
@@ -242,8 +248,10 @@ class _Session:
         self.bus = bus
         # the process this connection speaks for, whatever its pid comes to name
         self.pin = pin
+        self.uid, self.gids = credentials  # checked against its bus's perms
         # why this connection no longer speaks for its bus (its process left, moved or
-        # exited), and the errno that refuses its requests (EACCES, ESRCH)
+        # exited, or the bus's perms shut its user out), and the errno that refuses its
+        # requests (EACCES, ESRCH)
         self.revoked: str | None = None
         self.revoked_errno = errno.EACCES
         self.admin = admin
@@ -314,7 +322,8 @@ class _Session:
                 self._recheck()
 
     def _recheck(self) -> None:
-        """Is the connected process alive, and on the bus it connected for? If not, revoke."""
+        """Is the connected process alive, on the bus it connected for, and do the bus's
+        perms still let its user in? If not, revoke."""
         if self.revoked is not None:
             return
         # before the bus: its pid may name another process now, a member of the bus
@@ -331,12 +340,14 @@ class _Session:
         except VbusError:
             now = None  # the process is gone
         # an OSError (no descriptor to read /proc with) goes to the caller: no verdict
-        if now == self.bus:
+        if now != self.bus:
+            where = "left it" if now is None else f"moved to {now!r}"
+            why = f"process {self.pid} is no longer a member of bus {self.bus!r} ({where})"
+        elif not self.vbus.may_use(now, self.uid, self.gids):
+            why = f"bus {now!r}'s perms no longer let uid {self.uid} use it"
+        else:
             return
-        where = "left it" if now is None else f"moved to {now!r}"
-        self._revoke(
-            errno.EACCES, f"process {self.pid} is no longer a member of bus {self.bus!r} ({where})"
-        )
+        self._revoke(errno.EACCES, why)
 
     def _revoke(self, code: int, why: str) -> None:
         self.revoked, self.revoked_errno = why, code

@@ -185,7 +185,8 @@ class VbusOperations(pyfuse3.Operations):
             entry.st_nlink = 1
             entry.st_size = ATTRIBUTE_SIZE
         entry.st_uid = found.uid if found.uid is not None else self._uid
-        entry.st_gid = self._gid
+        gid = found.gid if isinstance(found, FileNode) else None
+        entry.st_gid = gid if gid is not None else self._gid
         entry.st_rdev = 0
         entry.st_blksize = 4096
         entry.st_blocks = 0
@@ -346,7 +347,7 @@ class VbusOperations(pyfuse3.Operations):
     ) -> pyfuse3.EntryAttributes:
         parent = self._path(parent_inode)
         text = _name(name)
-        views.mkdir(self.vbus, parent, text)
+        views.mkdir(self.vbus, parent, text, uid=ctx.uid, gid=ctx.gid)
         return self._entry((*parent, text))
 
     @_answers_errno
@@ -460,9 +461,12 @@ def _render(file: FileNode) -> bytes:
 
 
 def _caller_dependent(path: Path) -> bool:
-    """proc/ and sys/vbus/instances/<B>/members/ answer each caller in its pid namespace."""
+    """proc/ and sys/vbus/instances/<B>/members/ answer each caller in its pid namespace;
+    a file of config/vbus/instances/<B>/perms/ stores only for root and the bus's owner."""
     return path[:1] == ("proc",) or (
-        len(path) >= 5 and path[:3] == ("sys", "vbus", "instances") and path[4] == "members"
+        len(path) >= 5
+        and path[:3] in (("sys", "vbus", "instances"), ("config", "vbus", "instances"))
+        and path[4] == ("members" if path[0] == "sys" else "perms")
     )
 
 

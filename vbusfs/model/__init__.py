@@ -43,6 +43,7 @@ from ._names import (
     check_name,
 )
 from ._objects import AttributeOwner, Bus, Device, Interface
+from ._perms import DEFAULT_MODE, PERMS_ATTRIBUTES, BusPerms
 from ._pids import (
     BLIND,
     PID_MAX_LIMIT,
@@ -58,6 +59,7 @@ __all__ = [
     "BLIND",
     "BUS_ENTRIES",
     "CLASS_ENTRY",
+    "DEFAULT_MODE",
     "DEVICE_ENTRIES",
     "DEVICE_ENTRY",
     "INTERFACES_ENTRY",
@@ -66,6 +68,7 @@ __all__ = [
     "MAX_INTERFACE_IDS",
     "NAME_MAX",
     "NO_BUS",
+    "PERMS_ATTRIBUTES",
     "PERMS_ENTRY",
     "PID_MAX_LIMIT",
     "TYPE_ENTRY",
@@ -76,6 +79,7 @@ __all__ = [
     "AttributeTable",
     "BlindView",
     "Bus",
+    "BusPerms",
     "Busy",
     "ConfigError",
     "Device",

@@ -1,8 +1,11 @@
 """The whole configuration as plain data, and back: what `vbusfs save` writes.
 
 Classes, devices with their types and writable attributes, buses with their
-id counters, and links with their interface ids; never members (processes
-do not outlive a daemon). `restore` rebuilds a model exactly, interface ids
+id counters and perms (owner, group, mode), and links with their interface
+ids; never members (processes do not outlive a daemon). A bus saved before
+buses had perms (the same format version 1, without the `perms` key) is
+restored owned by root with mode 0700: only root may join it until an
+administrator opens it. `restore` rebuilds a model exactly, interface ids
 included, or refuses with a message that says what is wrong and changes
 nothing.
 """
@@ -13,6 +16,7 @@ from typing import Any
 
 from ._errors import InvalidValue, VbusError
 from ._objects import AttributeOwner
+from ._perms import PERMS_ATTRIBUTES
 from ._vbus import Vbus
 
 FORMAT = "vbusfs-config"
@@ -54,7 +58,8 @@ def dump(vbus: Vbus) -> dict[str, Any]:
             if attrs:
                 link["attributes"] = attrs
             links.append(link)
-        buses.append({"name": bus.name, "next_id": bus.next_id, "links": links})
+        perms = {attr.name: attr.show(bus) for attr in PERMS_ATTRIBUTES}
+        buses.append({"name": bus.name, "next_id": bus.next_id, "perms": perms, "links": links})
     return {
         "format": FORMAT,
         "version": VERSION,
@@ -104,6 +109,13 @@ def validate(data: Any) -> None:
             f"buses[{i}].next_id must be a non-negative integer",
         )
         _require(isinstance(bus.get("links"), list), f"buses[{i}].links must be a list")
+        perms = bus.get("perms", {})
+        _require(
+            isinstance(perms, dict)
+            and set(perms) <= {attr.name for attr in PERMS_ATTRIBUTES}
+            and all(isinstance(value, str) for value in perms.values()),
+            f"buses[{i}].perms must be an object of owner, group and mode strings",
+        )
         for j, link in enumerate(bus["links"]):
             where = f"buses[{i}].links[{j}]"
             _require(isinstance(link, dict), f"{where} must be an object")
@@ -130,7 +142,9 @@ def restore(vbus: Vbus, data: Any) -> None:
                 vbus.set_device_type(device["name"], device["type"])
                 _store_values(vbus, vbus.devices[device["name"]], device.get("attributes", {}))
         for bus in data["buses"]:
-            vbus.create_bus(bus["name"])
+            created = vbus.create_bus(bus["name"])
+            for name, value in bus.get("perms", {}).items():
+                vbus.store_perm(created, name, value)  # malformed: EINVAL, all undone
             for link in sorted(bus["links"], key=lambda item: item["id"]):
                 interface = vbus.link(
                     bus["name"], link["name"], link["device"], interface_id=link["id"]

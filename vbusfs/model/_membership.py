@@ -58,6 +58,9 @@ class ProcessTable(Protocol):
     def children(self, pid: int) -> Iterable[int]:
         """The ids of the process's children."""
 
+    def groups(self, pid: int) -> tuple[int, frozenset[int]] | None:
+        """The process's effective gid and supplementary groups, or None if it is gone."""
+
 
 class MembershipBackend(Protocol):
     """Who is a member of which bus: what the model asks, whoever keeps it."""

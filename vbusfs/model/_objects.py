@@ -8,12 +8,14 @@ objects; views and adapters read them.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from ._attributes import AttributeTable
 from ._deviceclass import DeviceClass
 from ._names import DEVICE_ENTRIES, INTERFACE_ENTRIES
+from ._perms import BusPerms
 
 
 class AttributeOwner:
@@ -95,6 +97,12 @@ class Bus:
     # interface id -> interface, in order of registration
     interfaces: dict[int, Interface] = field(default_factory=dict)
     alive: bool = True
+    # who may join it (behaviour §6); the state of the perms/ attribute table
+    perms: BusPerms = field(default_factory=BusPerms)
+
+    def may_join(self, uid: int, gids: Collection[int]) -> bool:
+        """May a process with effective `uid` and groups `gids` join this bus and use it?"""
+        return self.perms.may_join(uid, gids)
 
     def __repr__(self) -> str:
         return f"<bus {self.name}>"

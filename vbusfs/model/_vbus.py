@@ -8,13 +8,14 @@ module does no I/O; deviceclass plugins may, inside their own steps.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from ._attributes import Attribute, table_index
 from ._deviceclass import DeviceClass, DeviceConnection, InterfaceInfo
 from ._errors import (
+    AccessDenied,
     AlreadyExists,
     Busy,
     InvalidValue,
@@ -23,10 +24,12 @@ from ._errors import (
     NoSuchProcess,
     NotEmpty,
     NotFound,
+    NotPermitted,
 )
 from ._membership import MembershipBackend, ProcessInfo, process_of
 from ._names import BUS_ENTRIES, LEAVE_TOKEN, check_bus_name, check_name
 from ._objects import AttributeOwner, Bus, Device, Interface, interface_name
+from ._perms import PERMS_INDEX, ROOT, BusPerms, show_mode
 
 # The two kinds of attribute owner; a deviceclass declares a table for each.
 OWNER_TYPES: tuple[type[AttributeOwner], ...] = (Device, Interface)
@@ -145,13 +148,14 @@ class Vbus:
 
     # -- buses ---------------------------------------------------------
 
-    def create_bus(self, name: str) -> Bus:
+    def create_bus(self, name: str, *, owner: int = ROOT, group: int = ROOT) -> Bus:
+        """Make bus `name`, owned by its creator's `owner` uid and `group` gid, mode 0700."""
         check_bus_name(name)
         if name in self.buses:
             raise AlreadyExists(f"bus {name} exists")
         if self.membership is not None:
             self.membership.bus_made(name)
-        bus = Bus(name)
+        bus = Bus(name, perms=BusPerms(owner, group))
         self.buses[name] = bus
         return bus
 
@@ -204,16 +208,72 @@ class Vbus:
         self.change_membership(self.process(pid), value)
 
     def change_membership(self, info: ProcessInfo, value: str) -> None:
-        """Join process `info` to bus `value`, or leave with "0" (behaviour §6)."""
+        """Join process `info` to bus `value`, or leave with "0" (behaviour §6).
+
+        Joining needs the bus's perms to let the *target* process's user in
+        (its uid, effective gid and supplementary groups), whoever writes:
+        AccessDenied (EACCES) otherwise. Leaving is always allowed.
+        """
         membership = self._membership()
         if info.kernel_thread:
             raise InvalidValue(f"process {info.pid} is a kernel thread: it cannot join a bus")
         if value == LEAVE_TOKEN:
             membership.change(info, None)
             return
-        if value not in self.buses:
+        bus = self.buses.get(value)
+        if bus is None:
             raise NotFound(f"no bus {value!r}")
+        decided = bus.perms.decided_by_uid(info.uid)
+        gids = frozenset() if decided else self.groups_of(info.pid)
+        if not bus.may_join(info.uid, gids):
+            raise AccessDenied(
+                f"bus {value}'s perms ({perms_text(bus.perms)}) do not let process "
+                f"{info.pid} (uid {info.uid}) join"
+            )
         membership.change(info, value)
+
+    # -- who may join (perms/) ---------------------------------------------
+
+    def groups_of(self, pid: int) -> frozenset[int]:
+        """The effective gid and supplementary groups of process `pid` (NoSuchProcess)."""
+        groups = self._membership().table.groups(pid)
+        if groups is None:
+            raise NoSuchProcess(f"no process {pid}")
+        return groups[1] | {groups[0]}
+
+    def may_use(self, bus_name: str, uid: int, gids: Collection[int]) -> bool:
+        """May a process of `uid` and groups `gids` join bus `bus_name` and open its devices?"""
+        bus = self.buses.get(bus_name)
+        return bus is not None and bus.may_join(uid, gids)
+
+    def perms_attributes(self) -> Mapping[str, Attribute]:
+        """The attributes of every bus's perms/ directory: owner, group, mode."""
+        return PERMS_INDEX
+
+    def show_perm(self, bus: Bus, name: str) -> str:
+        return self._perm(bus, name).show(bus)
+
+    def check_perms_writer(self, bus: Bus, uid: int) -> None:
+        """Only root and the bus's owner may change its perms (NotPermitted: EPERM)."""
+        if uid not in (ROOT, bus.perms.owner):
+            raise NotPermitted(
+                f"only root and its owner (uid {bus.perms.owner}) may change bus {bus.name}'s perms"
+            )
+
+    def store_perm(self, bus: Bus, name: str, value: str, *, writer: int | None = None) -> None:
+        """Store `value` in perms attribute `name`; `writer` (a uid) is checked when given."""
+        attr = self._perm(bus, name)
+        if writer is not None:
+            self.check_perms_writer(bus, writer)
+        attr.write(bus, value)
+
+    def _perm(self, bus: Bus, name: str) -> Attribute:
+        if not bus.alive:
+            raise NoDevice(f"bus {bus.name} was removed")
+        attr = PERMS_INDEX.get(name)
+        if attr is None:
+            raise NotFound(f"perms has no attribute {name}")
+        return attr
 
     # -- links (interfaces) ----------------------------------------------
 
@@ -352,8 +412,14 @@ class Vbus:
             "buses": {
                 b.name: {
                     "next_id": b.next_id,
+                    "perms": (b.perms.owner, b.perms.group, b.perms.mode),
                     "links": {n: (i.device.name, i.id) for n, i in b.links.items()},
                 }
                 for b in self.buses.values()
             },
         }
+
+
+def perms_text(perms: BusPerms) -> str:
+    """How messages show a bus's perms: `owner 0 group 0 mode 0700`."""
+    return f"owner {perms.owner} group {perms.group} mode {show_mode(perms.mode)}"

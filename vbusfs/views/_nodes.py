@@ -25,6 +25,7 @@ from vbusfs.model import (
     AccessDenied,
     Attribute,
     AttributeOwner,
+    Bus,
     Device,
     IdentityView,
     Interface,
@@ -68,6 +69,7 @@ class FileNode:
     show: Callable[[], str]
     store: Callable[[str], None] | None = None
     uid: int | None = None
+    gid: int | None = None  # None: the daemon's own
 
     @property
     def mode(self) -> int:
@@ -148,6 +150,23 @@ def _type_file(vbus: Vbus, device: Device) -> FileNode:
     return FileNode(show, store)
 
 
+def _perms_file(vbus: Vbus, bus: Bus, name: str, caller: Caller | None) -> FileNode:
+    """A file of a bus's perms/, owned by the bus's owner and group.
+
+    The kernel lets only root and the owner open it for writing (mode 0644); each store
+    checks again that the opener is root or the bus's owner *now* (EPERM otherwise), so
+    a handle opened before the bus was given away stores nothing.
+    """
+    opener = caller.uid if caller is not None else 0
+
+    def store(value: str) -> None:
+        vbus.store_perm(bus, name, value, writer=opener)
+
+    return FileNode(
+        lambda: vbus.show_perm(bus, name), store, uid=bus.perms.owner, gid=bus.perms.group
+    )
+
+
 def config_link_target(device_name: str) -> str:
     """The canonical readlink text of a bus's link, whatever the user typed."""
     return f"../../../vbus/devices/{device_name}"
@@ -186,9 +205,14 @@ def node(vbus: Vbus, path: Path, caller: Caller | None = None) -> Node | None:
             if bus is None:
                 return None
             if name == PERMS_ENTRY:
-                return DIR
+                return DirNode(uid=bus.perms.owner)
             interface = bus.links.get(name)
             return SymlinkNode(config_link_target(interface.device.name)) if interface else None
+        case ("config", "vbus", "instances", b, perms, name) if perms == PERMS_ENTRY:
+            bus = vbus.buses.get(b)
+            if bus is None or name not in vbus.perms_attributes():
+                return None
+            return _perms_file(vbus, bus, name, caller)
         case ("sys", "vbus", "version"):
             return _constant(SYS_VERSION)
         case ("sys", "vbus", "deviceclass" | "devices" | "instances"):
@@ -333,6 +357,8 @@ def children(vbus: Vbus, path: Path, caller: Caller | None = None) -> Sequence[s
         case ("config", "vbus", "instances", b):
             bus = vbus.buses.get(b)
             return [*BUS_ENTRIES, *bus.links] if bus is not None else ()
+        case ("config", "vbus", "instances", b, perms) if perms == PERMS_ENTRY:
+            return list(vbus.perms_attributes()) if b in vbus.buses else ()
         case ("sys", "vbus"):
             return ("deviceclass", "devices", "instances", "version")
         case ("sys", "vbus", "deviceclass"):

@@ -41,11 +41,12 @@ class TooManySymlinks(VbusError):
     errno = _errno.ELOOP
 
 
-def mkdir(vbus: Vbus, parent: Path, name: str) -> None:
+def mkdir(vbus: Vbus, parent: Path, name: str, *, uid: int = 0, gid: int = 0) -> None:
+    """`uid` and `gid` are the creator's: a new bus is theirs (behaviour §6)."""
     if parent == CONFIG_DEVICES:
         vbus.create_device(name)
     elif parent == CONFIG_INSTANCES:
-        vbus.create_bus(name)
+        vbus.create_bus(name, owner=uid, group=gid)
     else:
         raise NotPermitted("directories can only be made in config/vbus/devices or instances")
 
