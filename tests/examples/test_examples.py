@@ -127,3 +127,36 @@ def test_the_soak_bench_runs_its_eight_workers_and_finds_the_daemon_clean():
     fds = re.findall(r"^\| (start|end) \| [\d,]+ \| (\d+) \|$", done.stdout, re.M)
     assert len(fds) == 2 and fds[0][1] == fds[1][1], done.stdout  # fds back to the start
     assert re.search(r"[\d,]+ frames", done.stdout) and "junk requests" in done.stdout
+
+
+def test_the_membership_bench_measures_both_modes_and_cleans_up():
+    bench = os.path.join(ROOT, "bench", "membership.py")
+    done = subprocess.run(
+        [sys.executable, bench, "--counts", "30", "--window", "0.5", "--listings", "10"],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    modes = ["cgroup", "proc"] if os.getuid() == 0 else ["proc"]
+    for mode in modes:
+        for n in ("0", "30"):
+            row = rf"^\| {mode} \| {n} \| [\d.]+ \| [\d.]+ \| [\d.]+ \| [\d.]+x \| [\d.]+ \|"
+            assert re.search(row, done.stdout, re.M), done.stdout
+    assert "wrong listings: 0; internal errors in the daemons' logs: 0" in done.stdout
+    if os.getuid() == 0:
+        assert "targets (issue 12), cgroup mode with 30 unrelated processes" in done.stdout
+    # every mount, daemon, member and the unrelated processes' parent is gone
+    mounted = re.findall(
+        r"vbusfs mounted on (\S+) \(daemon pid (\d+)\), member pid (\d+)", done.stdout
+    )
+    assert len(mounted) == len(modes), done.stdout
+    spawner = re.search(r"N=30: unrelated processes started by pid (\d+)", done.stdout)
+    assert spawner is not None, done.stdout
+    for path, daemon, member in mounted:
+        assert path not in vbusfs_mounts()
+        assert not os.path.exists(path)
+        assert not os.path.exists(f"/proc/{daemon}") and not os.path.exists(f"/proc/{member}")
+    assert not os.path.exists(f"/proc/{spawner.group(1)}")

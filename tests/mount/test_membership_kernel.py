@@ -159,6 +159,44 @@ def test_members_end_with_the_daemon(tmp_path_factory):
             sleeper.kill()
 
 
+def test_the_hierarchy_ends_with_its_daemon(tmp_path_factory):
+    """After a clean stop (and after the next mount that clears a kill -9's leftovers), the
+    mount's hierarchy is gone from the kernel, even though buses (cgroups) were made and
+    removed just before: a hierarchy left behind stays until reboot, and every process's
+    /proc/PID/cgroup grows by a line per mount ever made."""
+    if os.getuid() != 0:
+        pytest.skip("kernel-tracked membership needs root")
+    path = str(tmp_path_factory.mktemp("mnt"))
+    with subprocess.Popen(["sleep", "60"]) as sleeper:
+        try:
+            for how in ("stop", "kill"):
+                mount = LiveMount(path).start()
+                try:
+                    mount.sh("mkdir config/vbus/instances/B config/vbus/instances/C", check=True)
+                    write(mount.join("proc", str(sleeper.pid), "vbus"), "B")
+                    name = _our_line(sleeper.pid, "/b").split(":")[1].removeprefix("name=")
+                    mount.sh("rmdir config/vbus/instances/C", check=True)
+                    assert _hierarchy_listed(name)
+                    if how == "kill":
+                        os.kill(mount.pid, signal.SIGKILL)
+                        mount.process.wait()  # type: ignore[union-attr]
+                        assert _hierarchy_listed(name)  # left behind, bus B in it
+                        LiveMount(path).start().stop()  # clears it and ends it
+                finally:
+                    mount.stop()
+                deadline = time.monotonic() + 10.0
+                while _hierarchy_listed(name) and time.monotonic() < deadline:
+                    time.sleep(0.05)  # the kernel frees a hierarchy asynchronously
+                assert not _hierarchy_listed(name), how
+        finally:
+            sleeper.kill()
+
+
+def _hierarchy_listed(name: str) -> bool:
+    assert name.startswith("vbusfs-")
+    return f":name={name}:" in read("/proc/self/cgroup")
+
+
 def _our_line(pid: int, prefix: str) -> str:
     """The line of /proc/PID/cgroup for a vbusfs hierarchy whose path starts with prefix."""
     for line in read(f"/proc/{pid}/cgroup").splitlines():

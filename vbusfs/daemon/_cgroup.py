@@ -23,10 +23,14 @@ import contextlib
 import ctypes
 import errno
 import hashlib
+import logging
 import os
 import tempfile
+import time
 
 from vbusfs.model import InvalidValue, NoSuchProcess, ProcessInfo, ProcessTable
+
+log = logging.getLogger("vbusfs.daemon")
 
 _MNT_DETACH = 2
 _PROCS = "cgroup.procs"
@@ -84,6 +88,7 @@ class CgroupMembership:
     ) -> None:
         self.table = table
         self.name = hierarchy_name(mountpoint)
+        self._scratch_parent = scratch_parent
         self._root = _mount_detached(self.name, scratch_parent)
         self._buses: dict[str, str] = {}  # cgroup directory -> bus
         self._marker = f":name={self.name}:".encode()
@@ -143,6 +148,27 @@ class CgroupMembership:
         self._buses.clear()
         os.close(self._root)
         self._root = -1
+        self._let_the_hierarchy_go()
+
+    def _let_the_hierarchy_go(self) -> None:
+        """Make sure the kernel ends the hierarchy, which it does only if, when the last
+        reference to it goes, its root has no child cgroup. A removed cgroup stays its
+        parent's child until the kernel has released it (asynchronously, soon after the
+        rmdir): closing right after removing the buses can leave the hierarchy behind,
+        empty, until reboot, a line more in every process's /proc/PID/cgroup. So while it
+        is still there, mount it again and let go again: each time the kernel checks anew."""
+        for delay in (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0):
+            time.sleep(delay)
+            if not self._hierarchy_exists():
+                return
+            with contextlib.suppress(CgroupUnavailable, OSError):
+                os.close(_mount_detached(self.name, self._scratch_parent))
+        if self._hierarchy_exists():
+            log.warning("the kernel keeps cgroup hierarchy %s after its daemon", self.name)
+
+    def _hierarchy_exists(self) -> bool:
+        with open("/proc/self/cgroup", "rb") as f:
+            return self._marker in f.read()
 
     # -- helpers -------------------------------------------------------
 
