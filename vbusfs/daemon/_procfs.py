@@ -75,6 +75,15 @@ class ProcFs:
             return None
         return None if gid is None else (gid, supplementary)
 
+    def pin(self, info: ProcessInfo) -> ProcessHandle | None:
+        """`vbusfs.model.ProcessTable.pin`: a pidfd on process `info`, None if that process
+        (that pid with that start time) has exited."""
+        handle = self.open_process(info.pid, pidfd=True)
+        if handle is not None and handle.start != info.start:
+            handle.close()
+            return None
+        return handle
+
     def open_process(self, pid: int, *, pidfd: bool = False) -> ProcessHandle | None:
         """A handle on the process `pid` is now, None if there is none (or a zombie).
 

@@ -89,6 +89,8 @@ class _DirHandle:
 class _FileHandle:
     file: FileNode
     content: bytes = b""
+    # what releasing this handle lets go of (the process a proc/<pid>/vbus handle holds)
+    closer: Callable[[], None] | None = None
 
 
 @dataclass(eq=False)
@@ -419,7 +421,15 @@ class VbusOperations(pyfuse3.Operations):
             raise _fail(errno.ELOOP)
         if flags & os.O_ACCMODE != os.O_RDONLY and not found.writable:
             raise _fail(errno.EACCES)  # for root too, as sysfs
-        handle = _FileHandle(found, _render(found))
+        closer = None
+        if found.opened is not None:
+            found, closer = found.opened()
+        try:
+            handle = _FileHandle(found, _render(found), closer)
+        except BaseException:
+            if closer is not None:
+                closer()
+            raise
         # direct_io: no page cache, so every read sees this handle's value and
         # every write(2) arrives as one store.
         return pyfuse3.FileInfo(fh=self._handles.add(handle), direct_io=True, keep_cache=False)
@@ -452,7 +462,9 @@ class VbusOperations(pyfuse3.Operations):
 
     @_answers_errno
     async def release(self, fh: int) -> None:
-        self._handles.by_fh.pop(fh, None)
+        handle = self._handles.by_fh.pop(fh, None)
+        if isinstance(handle, _FileHandle) and handle.closer is not None:
+            handle.closer()
 
 
 def _render(file: FileNode) -> bytes:

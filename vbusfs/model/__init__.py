@@ -26,7 +26,14 @@ from ._errors import (
     NotSupported,
     VbusError,
 )
-from ._membership import Inferred, MembershipBackend, ProcessInfo, ProcessTable, process_of
+from ._membership import (
+    Inferred,
+    MembershipBackend,
+    ProcessInfo,
+    ProcessPin,
+    ProcessTable,
+    process_of,
+)
 from ._names import (
     BUS_ENTRIES,
     CLASS_ENTRY,
@@ -105,6 +112,7 @@ __all__ = [
     "NotSupported",
     "PidView",
     "ProcessInfo",
+    "ProcessPin",
     "ProcessTable",
     "TableView",
     "Vbus",

@@ -46,6 +46,15 @@ class ProcessInfo:
 Key = tuple[int, int]  # (pid, start): one process, never a recycled pid
 
 
+class ProcessPin(Protocol):
+    """One process itself, not its pid number, held until `close()`."""
+
+    def alive(self) -> bool:
+        """False once that process has exited (zombie included), whoever has its pid."""
+
+    def close(self) -> None: ...
+
+
 class ProcessTable(Protocol):
     """What membership needs to know about live processes."""
 
@@ -57,6 +66,9 @@ class ProcessTable(Protocol):
 
     def children(self, pid: int) -> Iterable[int]:
         """The ids of the process's children."""
+
+    def pin(self, info: ProcessInfo) -> ProcessPin | None:
+        """Hold the process `info` itself (a pidfd, say), None if it has exited."""
 
     def groups(self, pid: int) -> tuple[int, frozenset[int]] | None:
         """The process's effective gid and supplementary groups, or None if it is gone."""

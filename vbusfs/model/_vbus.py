@@ -26,7 +26,7 @@ from ._errors import (
     NotFound,
     NotPermitted,
 )
-from ._membership import MembershipBackend, ProcessInfo, process_of
+from ._membership import MembershipBackend, ProcessInfo, ProcessPin, process_of
 from ._names import BUS_ENTRIES, LEAVE_TOKEN, check_bus_name, check_name
 from ._objects import AttributeOwner, Bus, Device, Interface, interface_name
 from ._perms import PERMS_INDEX, ROOT, BusPerms, show_mode
@@ -187,6 +187,13 @@ class Vbus:
     def process(self, pid: int) -> ProcessInfo:
         """The live process `pid` (or the process of thread `pid`), else NoSuchProcess."""
         return process_of(self._membership().table, pid)
+
+    def pin_process(self, info: ProcessInfo) -> ProcessPin:
+        """Hold process `info` itself until the pin's close(), else NoSuchProcess."""
+        pin = self._membership().table.pin(info)
+        if pin is None:
+            raise NoSuchProcess(f"process {info.pid} has exited")
+        return pin
 
     def bus_of(self, pid: int) -> str | None:
         """The bus process `pid` (a process id, not a thread's) is on now (None: no bus)."""

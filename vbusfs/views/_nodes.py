@@ -32,6 +32,7 @@ from vbusfs.model import (
     NoSuchProcess,
     PidView,
     ProcessInfo,
+    ProcessPin,
     Vbus,
     attribute_mode,
 )
@@ -70,6 +71,9 @@ class FileNode:
     store: Callable[[str], None] | None = None
     uid: int | None = None
     gid: int | None = None  # None: the daemon's own
+    # A file whose handles belong to something (proc/<pid>/vbus: one process): opening
+    # calls this for the handle's own node and what to call when the handle is released.
+    opened: Callable[[], tuple[FileNode, Callable[[], None]]] | None = None
 
     @property
     def mode(self) -> int:
@@ -311,26 +315,36 @@ def _membership_file(vbus: Vbus, info: ProcessInfo, caller: Caller | None) -> Fi
     """
     opener = caller.uid if caller is not None else 0
 
-    def same() -> ProcessInfo:
-        try:
-            now = vbus.process(info.pid)
-        except NoSuchProcess:
-            now = None
-        if now is None or now.start != info.start:
-            raise NoSuchProcess(f"process {info.pid} has exited")
-        return now
+    def node(pin: ProcessPin | None) -> FileNode:
+        def same() -> ProcessInfo:
+            try:
+                now = vbus.process(info.pid)
+            except NoSuchProcess:
+                now = None
+            # a pid recycled within the same clock tick has the same start time: only
+            # the pin (a pidfd) tells that process from the one the handle was opened for
+            gone = pin is not None and not pin.alive()
+            if gone or now is None or now.start != info.start:
+                raise NoSuchProcess(f"process {info.pid} has exited")
+            return now
 
-    def show() -> str:
-        bus = vbus.membership_of(same().pid)
-        return bus if bus is not None else NO_BUS
+        def show() -> str:
+            bus = vbus.membership_of(same().pid)
+            return bus if bus is not None else NO_BUS
 
-    def store(value: str) -> None:
-        now = same()
-        if opener != 0 and now.uid != opener:
-            raise AccessDenied(f"process {info.pid} is no longer user {opener}'s")
-        vbus.change_membership(now, value)
+        def store(value: str) -> None:
+            now = same()
+            if opener != 0 and now.uid != opener:
+                raise AccessDenied(f"process {info.pid} is no longer user {opener}'s")
+            vbus.change_membership(now, value)
 
-    return FileNode(show, store, uid=info.uid)
+        def opened() -> tuple[FileNode, Callable[[], None]]:
+            held = vbus.pin_process(info)
+            return node(held), held.close
+
+        return FileNode(show, store, uid=info.uid, opened=opened if pin is None else None)
+
+    return node(None)
 
 
 def children(vbus: Vbus, path: Path, caller: Caller | None = None) -> Sequence[str]:
