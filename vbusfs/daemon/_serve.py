@@ -148,7 +148,7 @@ def serve(
         operations.locations.mount_point = mountpoint
         state.save()
         log.info("serving %s (pid %d), connector at %s", mountpoint, os.getpid(), socket_path)
-        trio.run(_serve_until_done, vbus, socket_path, report)
+        trio.run(_serve_until_done, vbus, operations, socket_path, report)
     except Exception as exc:
         if reported:
             raise
@@ -173,11 +173,14 @@ def serve(
 
 
 async def _serve_until_done(
-    vbus: Vbus, socket_path: str, ready: Callable[[str], None] | None
+    vbus: Vbus,
+    operations: fuse.VbusOperations,
+    socket_path: str,
+    ready: Callable[[str], None] | None,
 ) -> None:
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_terminate_on_signal)
-        nursery.start_soon(_sweep_members, vbus)
+        nursery.start_soon(_sweep_members, vbus, operations)
         if vbus.membership is not None:
             await nursery.start(Connector(vbus, socket_path, find_class).serve)
         if ready is not None:
@@ -193,8 +196,9 @@ def _out_of_fds(error: BaseException) -> bool:
     return isinstance(error, OSError) and error.errno in OUT_OF_FDS
 
 
-async def _sweep_members(vbus: Vbus) -> None:
-    """Remember inherited memberships while parents live; forget exited processes.
+async def _sweep_members(vbus: Vbus, operations: fuse.VbusOperations) -> None:
+    """Remember inherited memberships while parents live; forget exited processes, in the
+    model and in the FUSE adapter (the kernel's entries for them).
 
     A sweep that cannot read /proc for want of fds is skipped (logged once until one
     succeeds again): the next one catches up, and nothing was changed by a failed one."""
@@ -206,6 +210,7 @@ async def _sweep_members(vbus: Vbus) -> None:
         await trio.sleep(SWEEP_INTERVAL)
         try:
             membership.sweep()
+            operations.drop_gone_processes()
         except OSError as exc:
             if exc.errno not in OUT_OF_FDS:
                 log.exception("internal error in the membership sweep")

@@ -18,6 +18,7 @@ from ._nodes import (
     SymlinkNode,
     children,
     config_link_target,
+    dependents,
     node,
 )
 from ._ops import TooManySymlinks, join, mkdir, resolve, rmdir, symlink, unlink
@@ -38,6 +39,7 @@ __all__ = [
     "TooManySymlinks",
     "children",
     "config_link_target",
+    "dependents",
     "join",
     "mkdir",
     "node",
