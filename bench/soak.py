@@ -8,7 +8,9 @@ close, again), 2 administrators (mkdir, type, link, attribute read, unlink, rmdi
 2 readers (listings, attribute reads, readlink across the trees), 1 hostile member
 (junk datagrams and connection churn on the connector). The daemon's RSS and open fds are
 sampled every 5 s; at the end the table gives them at the start, the peak and the end,
-the operations each kind made, and the internal errors in the daemon's log. Needs root
+the operations each kind made, and the internal errors in the daemon's log; also the
+inodes the daemon holds (statfs f_files: one per path the kernel keeps an entry for),
+which must not grow with objects made and removed. Needs root
 (it joins processes to buses from the shell) and /dev/fuse.
 """
 
@@ -28,11 +30,11 @@ from vbusfs.testing import LiveMount
 BUSES = 3
 
 
-def daemon_figures(pid: int) -> tuple[int, int]:
-    """The daemon's resident memory (KiB) and open file descriptors."""
+def daemon_figures(pid: int, mnt: str) -> tuple[int, int, int]:
+    """The daemon's resident memory (KiB), open file descriptors and inodes."""
     with open(f"/proc/{pid}/status") as status:
         rss = next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
-    return rss, len(os.listdir(f"/proc/{pid}/fd"))
+    return rss, len(os.listdir(f"/proc/{pid}/fd")), os.statvfs(mnt).f_files
 
 
 def member(mnt: str, bus: str, until: float, counts: multiprocessing.Queue) -> None:
@@ -83,8 +85,11 @@ def reader(mnt: str, until: float, counts: multiprocessing.Queue) -> None:
                     pass  # removed meanwhile by an administrator
             for name in dirs:
                 path = os.path.join(root, name)
-                if os.path.islink(path):
-                    os.readlink(path)
+                try:
+                    if os.path.islink(path):
+                        os.readlink(path)
+                except OSError:
+                    pass  # removed meanwhile by an administrator
         done += 1
     counts.put(("tree walks", done))
 
@@ -126,7 +131,7 @@ def main() -> None:
                 check=True,
             )
         time.sleep(1.0)
-        start = daemon_figures(mount.pid)
+        start = daemon_figures(mount.pid, top)
         until = time.monotonic() + args.seconds
         counts: multiprocessing.Queue = multiprocessing.Queue()
         workers = [
@@ -147,31 +152,33 @@ def main() -> None:
         samples = []
         while any(w.is_alive() for w in workers):
             time.sleep(5.0)
-            figures = daemon_figures(mount.pid)
+            figures = daemon_figures(mount.pid, top)
             samples.append(figures)
-            peak = (max(peak[0], figures[0]), max(peak[1], figures[1]))
+            peak = (max(peak[0], figures[0]), max(peak[1], figures[1]), max(peak[2], figures[2]))
         totals: dict[str, int] = {}
         while not counts.empty():
             kind, n = counts.get()
             totals[kind] = totals.get(kind, 0) + n
         failed = [w.exitcode for w in workers if w.exitcode != 0]
         time.sleep(2.0)
-        end = daemon_figures(mount.pid)
+        end = daemon_figures(mount.pid, top)
         log = mount.log
     finally:
         mount.stop()
         os.rmdir(top)
     internal = log.count("internal error") + log.count("Traceback")
     print(f"soak: 8 workers for {args.seconds:.0f} s against one daemon")
-    print("| | RSS (KiB) | open fds |")
-    print("|---|---|---|")
-    print(f"| start | {start[0]:,} | {start[1]} |")
-    print(f"| peak | {peak[0]:,} | {peak[1]} |")
-    print(f"| end | {end[0]:,} | {end[1]} |")
+    print("| | RSS (KiB) | open fds | inodes |")
+    print("|---|---|---|---|")
+    for label, (rss, fds, inodes) in (("start", start), ("peak", peak), ("end", end)):
+        print(f"| {label} | {rss:,} | {fds} | {inodes:,} |")
     print("work done: " + ", ".join(f"{v:,} {k}" for k, v in sorted(totals.items())))
     print(f"internal errors in the daemon's log: {internal}; workers that failed: {failed}")
     if (mid := len(samples) // 2) and samples:
-        print(f"RSS at the middle sample {samples[mid][0]:,} KiB, at the last {samples[-1][0]:,}")
+        print(
+            f"at the middle sample: RSS {samples[mid][0]:,} KiB, {samples[mid][2]:,} inodes; "
+            f"at the last: RSS {samples[-1][0]:,} KiB, {samples[-1][2]:,} inodes"
+        )
     sys.exit(1 if internal or failed else 0)
 
 

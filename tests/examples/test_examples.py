@@ -124,7 +124,7 @@ def test_the_soak_bench_runs_its_eight_workers_and_finds_the_daemon_clean():
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "internal errors in the daemon's log: 0; workers that failed: []" in done.stdout
-    fds = re.findall(r"^\| (start|end) \| [\d,]+ \| (\d+) \|$", done.stdout, re.M)
+    fds = re.findall(r"^\| (start|end) \| [\d,]+ \| (\d+) \| [\d,]+ \|$", done.stdout, re.M)
     assert len(fds) == 2 and fds[0][1] == fds[1][1], done.stdout  # fds back to the start
     assert re.search(r"[\d,]+ frames", done.stdout) and "junk requests" in done.stdout
 

@@ -73,6 +73,38 @@ def test_removed_object_keeps_its_inode_until_forget_but_answers_enoent(ops):
     assert run(ops.getattr, new, CTX).st_ino == new
 
 
+def test_removing_a_device_or_link_drops_the_kernel_entries_of_its_sys_paths(ops):
+    """The kernel learns of config/.../D from the rmdir, never of sys/vbus/devices/D: told
+    nothing, it would keep that entry (and its number here) for good."""
+    told: list[tuple[int, bytes]] = []
+    ops.invalidate_entry = lambda parent, name: told.append((parent, name))
+    devices = lookup_path(ops, "config/vbus/devices")
+    bus = run(ops.mkdir, lookup_path(ops, "config/vbus/instances"), b"B", 0o755, CTX).st_ino
+    sys_devices = lookup_path(ops, "sys/vbus/devices")
+    bus_devices = lookup_path(ops, "sys/vbus/instances/B/devices")
+    baseline = len(ops.inodes)
+    device = run(ops.mkdir, devices, b"D", 0o755, CTX).st_ino
+    ops.vbus.set_device_type("D", "venet-loopback")
+    link = run(ops.symlink, bus, b"L", b"../../devices/D", CTX).st_ino
+    sys_d = lookup_path(ops, "sys/vbus/devices/D")
+    mac = lookup_path(ops, "sys/vbus/devices/D/client_mac")
+    interfaces = lookup_path(ops, "sys/vbus/devices/D/interfaces")
+    interface = lookup_path(ops, "sys/vbus/devices/D/interfaces/0")
+    on_bus = lookup_path(ops, "sys/vbus/instances/B/devices/0")
+
+    run(ops.unlink, bus, b"L", CTX)
+    assert told == [(bus_devices, b"0"), (interfaces, b"0")]
+    assert fuse_errno(ops.getattr, on_bus, CTX) == errno.ENOENT
+    run(ops.rmdir, devices, b"D", CTX)
+    assert told[2:] == [(sys_devices, b"D")]
+    detached = (device, link, sys_d, mac, interfaces, interface, on_bus)
+    for ino in detached:  # the whole subtree, for good: a new D is a new object
+        assert fuse_errno(ops.getattr, ino, CTX) == errno.ENOENT
+    # the kernel, told, forgets what it held: nothing of D is left
+    run(ops.forget, [(ino, ops.inodes.lookups(ino)) for ino in detached])
+    assert len(ops.inodes) == baseline
+
+
 class Collector:
     """Stands in for the kernel's readdir buffer: takes `room` entries per request."""
 

@@ -249,3 +249,35 @@ def test_render_tree_counts_like_tree(vbus):
         "│\u00a0\u00a0 ├── venet-switch",
         "│\u00a0\u00a0 └── venet-tap",
     ]
+
+
+def test_dependents_are_every_path_that_goes_with_the_removed_object(vbus):
+    views.mkdir(vbus, views.CONFIG_INSTANCES, "B")
+    views.mkdir(vbus, views.CONFIG_DEVICES, "D")
+    vbus.set_device_type("D", "venet-loopback")
+    views.symlink(vbus, B, "L", ("config", "vbus", "devices", "D"))
+
+    def gone_after(remove, parent, name) -> set[str]:
+        before = walk(vbus)
+        dependents = views.dependents(vbus, (*parent, name))
+        remove(vbus, parent, name)
+        vanished = before.keys() - walk(vbus).keys()
+        # each vanished path is a dependent or under one: nothing is missed
+        assert vanished
+        tops = {"/".join(p) for p in dependents}
+        assert all(any(v == t or v.startswith(t + "/") for t in tops) for v in vanished)
+        return tops
+
+    assert gone_after(views.unlink, B, "L") == {
+        "config/vbus/instances/B/L",
+        "sys/vbus/instances/B/devices/0",
+        "sys/vbus/devices/D/interfaces/0",
+    }
+    assert gone_after(views.rmdir, views.CONFIG_DEVICES, "D") == {
+        "config/vbus/devices/D",
+        "sys/vbus/devices/D",
+    }
+    assert gone_after(views.rmdir, views.CONFIG_INSTANCES, "B") == {
+        "config/vbus/instances/B",
+        "sys/vbus/instances/B",
+    }

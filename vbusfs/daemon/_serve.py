@@ -216,7 +216,7 @@ def serve(
             socket_path,
             _keeper(vbus),
         )
-        trio.run(_serve_until_done, vbus, socket_path, report, limits)
+        trio.run(_serve_until_done, vbus, operations, socket_path, report, limits)
     except Exception as exc:
         if reported:
             raise
@@ -250,11 +250,15 @@ def _keeper(vbus: Vbus) -> str:
 
 
 async def _serve_until_done(
-    vbus: Vbus, socket_path: str, ready: Callable[[str], None] | None, limits: Limits | None
+    vbus: Vbus,
+    operations: fuse.VbusOperations,
+    socket_path: str,
+    ready: Callable[[str], None] | None,
+    limits: Limits | None,
 ) -> None:
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_terminate_on_signal)
-        nursery.start_soon(_sweep_members, vbus)
+        nursery.start_soon(_sweep_members, vbus, operations)
         if vbus.membership is not None:
             await nursery.start(Connector(vbus, socket_path, find_class, limits).serve)
         if ready is not None:
@@ -270,19 +274,24 @@ def _out_of_fds(error: BaseException) -> bool:
     return isinstance(error, OSError) and error.errno in OUT_OF_FDS
 
 
-async def _sweep_members(vbus: Vbus) -> None:
-    """Remember inherited memberships while parents live; forget exited processes.
+async def _sweep_members(vbus: Vbus, operations: fuse.VbusOperations) -> None:
+    """Remember inherited memberships while parents live (the fallback only); forget
+    exited processes, in the model and in the FUSE adapter (the kernel's entries for them:
+    both modes). Its work follows the members and the entries held, never the process
+    table.
 
     A sweep that cannot read /proc for want of fds is skipped (logged once until one
     succeeds again): the next one catches up, and nothing was changed by a failed one."""
     membership = vbus.membership
-    if membership is None or membership.mode == "cgroup":
-        return  # nothing to remember: the kernel keeps it
+    if membership is None:
+        return
     starved = False
     while True:
         await trio.sleep(SWEEP_INTERVAL)
         try:
-            membership.sweep()
+            if membership.mode != "cgroup":  # the kernel keeps cgroup membership itself
+                membership.sweep()
+            operations.drop_gone_processes()
         except OSError as exc:
             if exc.errno not in OUT_OF_FDS:
                 log.exception("internal error in the membership sweep")

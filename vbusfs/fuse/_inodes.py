@@ -2,8 +2,10 @@
 
 Nodes are addressed by path. A path keeps its inode number while the kernel
 holds a reference to it; numbers are never reused. When an object is
-removed, its path is detached: the old number answers ENOENT until the kernel
-forgets it, and a new object of the same name gets a fresh number.
+removed, its path and every path under it are detached: the old numbers answer
+ENOENT until the kernel forgets them, and a new object of the same name gets
+fresh numbers. The table also knows which paths it holds under each directory,
+so a removed subtree is found without looking at the rest.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ class InodeTable:
         self._by_path: dict[Path, int] = {(): ROOT_INODE}
         self._by_inode: dict[int, Path | None] = {ROOT_INODE: ()}
         self._lookups: dict[int, int] = {}
+        # directory -> names of the paths under it that have a number
+        self._children: dict[Path, set[str]] = {}
         self._next = ROOT_INODE + 1
 
     def __len__(self) -> int:
@@ -31,7 +35,16 @@ class InodeTable:
             self._next += 1
             self._by_path[path] = ino
             self._by_inode[ino] = path
+            self._children.setdefault(path[:-1], set()).add(path[-1])
         return ino
+
+    def find(self, path: Path) -> int | None:
+        """The number of `path` if it has one (allocates nothing)."""
+        return self._by_path.get(path)
+
+    def children(self, path: Path) -> list[str]:
+        """The names under directory `path` that have a number."""
+        return list(self._children.get(path, ()))
 
     def remember(self, path: Path) -> int:
         """Count one kernel reference (a lookup, mkdir, symlink or readdirplus entry)."""
@@ -47,15 +60,27 @@ class InodeTable:
         """The path behind `ino`, or None if it was detached or never existed."""
         return self._by_inode.get(ino)
 
-    def detach(self, path: Path) -> None:
-        """The object at `path` is gone: keep its number only for the kernel's forget."""
-        ino = self._by_path.pop(path, None)
-        if ino is None or ino == ROOT_INODE:
-            return
-        if self._lookups.get(ino):
-            self._by_inode[ino] = None
-        else:
-            del self._by_inode[ino]
+    def detach(self, path: Path) -> int | None:
+        """The object at `path` is gone, and everything under it: keep their numbers only
+        for the kernel's forget. Returns the number `path` had if the kernel holds it
+        (then the kernel may hold entries under it too), else None."""
+        if path == ():
+            return None
+        top = self._by_path.get(path)
+        held = top if top is not None and self._lookups.get(top) else None
+        stack = [path]
+        while stack:
+            here = stack.pop()
+            stack.extend((*here, name) for name in self._children.get(here, ()))
+            ino = self._by_path.get(here)
+            if ino is None:
+                continue  # a directory without a number of its own, kept for its children
+            self._unpath(here)
+            if self._lookups.get(ino):
+                self._by_inode[ino] = None
+            else:
+                del self._by_inode[ino]
+        return held
 
     def forget(self, ino: int, count: int) -> None:
         if ino == ROOT_INODE:
@@ -67,7 +92,16 @@ class InodeTable:
         self._lookups.pop(ino, None)
         path = self._by_inode.pop(ino, None)
         if path is not None and self._by_path.get(path) == ino:
-            del self._by_path[path]
+            self._unpath(path)
 
     def lookups(self, ino: int) -> int:
         return self._lookups.get(ino, 0)
+
+    def _unpath(self, path: Path) -> None:
+        del self._by_path[path]
+        parent = path[:-1]
+        names = self._children.get(parent)
+        if names is not None:
+            names.discard(path[-1])
+            if not names:
+                del self._children[parent]

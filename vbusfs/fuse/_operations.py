@@ -10,6 +10,12 @@ with a zero timeout and every attribute file is opened with direct I/O, so a
 change made through any path is seen by the very next system call of any
 process. Only the fixed skeleton of the trees (`config/vbus/devices` and the
 like), which no operation can change, is cached by the kernel.
+
+The kernel keeps an entry it looked up until told it is gone or short of memory (a
+zero timeout does not drop it). An rmdir or unlink tells it of the path named, never
+of the rest that goes with the object (a device's sys directory, a link's interface)
+nor of a process that exits or leaves its bus: `_drop` tells it, or the inode table
+and the kernel's caches would grow with every object and member ever seen.
 """
 
 from __future__ import annotations
@@ -41,6 +47,8 @@ ATTRIBUTE_SIZE = 4096
 MAX_STORE = 4096
 # Seconds the kernel may cache the fixed skeleton of the trees.
 FIXED_TIMEOUT = 3600.0
+SYS_INSTANCES: Path = (*views.SYS_VBUS, "instances")
+PROC_SELF: Path = ("proc", "self")
 
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 
@@ -135,6 +143,9 @@ class VbusOperations(pyfuse3.Operations):
         # caller's namespace is not below ours); given by whoever composes the daemon
         self.pid_views: Callable[[int], PidView] = pid_views or _same_namespace
         self.inodes = InodeTable()
+        # tells the kernel to drop its entry `name` in directory `parent`; nothing is
+        # mounted until `vbusfs.fuse.mount()` sets the session's own
+        self.invalidate_entry: Callable[[int, bytes], None] = _unmounted
         self.locations = locations if locations is not None else MountLocations()
         self._handles = _Handles()
         self._uid = os.getuid()
@@ -194,6 +205,41 @@ class VbusOperations(pyfuse3.Operations):
         entry.st_blocks = 0
         entry.st_atime_ns = entry.st_mtime_ns = entry.st_ctime_ns = self._time_ns
         return entry
+
+    def _drop(self, path: Path, *, tell_kernel: bool = True) -> None:
+        """The object at `path` is gone, with everything under it."""
+        parent = self.inodes.find(path[:-1])
+        held = self.inodes.detach(path)
+        if tell_kernel and held is not None and parent is not None:
+            self.invalidate_entry(parent, os.fsencode(path[-1]))
+
+    def _remove(self, remove: Callable[[Vbus, Path, str], None], parent: Path, text: str) -> None:
+        """rmdir or unlink: the kernel drops its own entry for the path named, not the rest."""
+        first, *rest = views.dependents(self.vbus, (*parent, text))  # asked before removing
+        remove(self.vbus, parent, text)
+        self._drop(first, tell_kernel=False)
+        for path in rest:
+            self._drop(path)
+
+    def drop_gone_processes(self) -> None:
+        """Drop the entries of processes that exited and of members that left their bus.
+
+        Nothing asks the adapter when that happens, so the daemon calls this from its
+        periodic membership sweep; it looks only at the process entries it holds.
+        """
+        candidates: list[Path] = [("proc", name) for name in self.inodes.children(("proc",))]
+        for bus in self.inodes.children(SYS_INSTANCES):
+            members = (*SYS_INSTANCES, bus, "members")
+            candidates += [(*members, name) for name in self.inodes.children(members)]
+        for path in candidates:
+            if path == PROC_SELF:
+                continue  # not a process: what it names depends on who asks
+            try:
+                gone = views.node(self.vbus, path) is None
+            except VbusError:
+                gone = True  # NoSuchProcess
+            if gone:
+                self._drop(path)
 
     def _entry(
         self, path: Path, ctx: pyfuse3.RequestContext | None = None
@@ -354,17 +400,11 @@ class VbusOperations(pyfuse3.Operations):
 
     @_answers_errno
     async def rmdir(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
-        parent = self._path(parent_inode)
-        text = _name(name)
-        views.rmdir(self.vbus, parent, text)
-        self.inodes.detach((*parent, text))
+        self._remove(views.rmdir, self._path(parent_inode), _name(name))
 
     @_answers_errno
     async def unlink(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
-        parent = self._path(parent_inode)
-        text = _name(name)
-        views.unlink(self.vbus, parent, text)
-        self.inodes.detach((*parent, text))
+        self._remove(views.unlink, self._path(parent_inode), _name(name))
 
     @_answers_errno
     async def symlink(
@@ -465,6 +505,10 @@ class VbusOperations(pyfuse3.Operations):
         handle = self._handles.by_fh.pop(fh, None)
         if isinstance(handle, _FileHandle) and handle.closer is not None:
             handle.closer()
+
+
+def _unmounted(parent: int, name: bytes) -> None:
+    """Not mounted: no kernel holds an entry to drop."""
 
 
 def _render(file: FileNode) -> bytes:

@@ -32,6 +32,13 @@ def mount(operations: VbusOperations, mountpoint: str) -> None:
     Raises RuntimeError when libfuse refuses; libfuse writes its reason to fd 2.
     """
     pyfuse3.init(operations, mountpoint, mount_options())
+    operations.invalidate_entry = _invalidate_entry
+
+
+def _invalidate_entry(parent: int, name: bytes) -> None:
+    # From pyfuse3's notify thread: done in a handler, the kernel could wait on the very
+    # request being answered. ENOENT: the kernel had no such entry (already dropped).
+    pyfuse3.invalidate_entry_async(parent, name, ignore_enoent=True)
 
 
 async def handle_requests() -> None:

@@ -20,6 +20,7 @@ from ._nodes import (
     SymlinkNode,
     children,
     config_link_target,
+    dependents,
     node,
 )
 from ._ops import TooManySymlinks, join, mkdir, resolve, rmdir, symlink, unlink
@@ -41,6 +42,7 @@ __all__ = [
     "TooManySymlinks",
     "children",
     "config_link_target",
+    "dependents",
     "join",
     "mkdir",
     "node",

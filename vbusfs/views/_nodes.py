@@ -261,6 +261,31 @@ def node(vbus: Vbus, path: Path, caller: Caller | None = None) -> Node | None:
     return None
 
 
+def dependents(vbus: Vbus, path: Path) -> list[Path]:
+    """`path` and the other paths that exist only because of the object at `path`, in
+    either tree: what goes when rmdir or unlink removes `path`. Ask before removing.
+
+    The FUSE adapter tells the kernel about them: it learns of `path` from the rmdir or
+    unlink itself, never of the rest (a device's sys directory, a link's interface).
+    """
+    match path:
+        case ("config", "vbus", "devices", d):
+            return [path, (*SYS_VBUS, "devices", d)]
+        case ("config", "vbus", "instances", b):
+            return [path, (*SYS_VBUS, "instances", b)]
+        case ("config", "vbus", "instances", b, link):
+            bus = vbus.buses.get(b)
+            interface = bus.links.get(link) if bus is not None else None
+            if interface is None:
+                return [path]
+            return [
+                path,
+                (*SYS_VBUS, "instances", b, "devices", str(interface.id)),
+                (*SYS_VBUS, "devices", interface.device.name, INTERFACES_ENTRY, interface.name),
+            ]
+    return [path]
+
+
 def _pid(text: str) -> int | None:
     """A process id as procfs spells it, or None."""
     if not _is_decimal(text) or (text[0] == "0") or len(text) > 10:
