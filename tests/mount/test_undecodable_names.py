@@ -26,3 +26,24 @@ def test_a_switch_on_a_bus_with_an_undecodable_name_shows_its_ports(mnt):
     assert BUS in os.listdir(root + b"/config/vbus/instances")
     cat = subprocess.run(["cat", mnt.join("sys/vbus/devices/s/ports")], capture_output=True)
     assert cat.returncode == 0 and cat.stdout == shown
+
+
+def test_a_bus_with_an_undecodable_name_can_be_joined(mnt):
+    root = os.fsencode(mnt.path)
+    os.mkdir(root + b"/config/vbus/instances/" + BUS)
+    with subprocess.Popen(["sleep", "30"]) as sleeper:
+        try:
+            membership = root + b"/proc/" + str(sleeper.pid).encode() + b"/vbus"
+            with open(membership, "wb") as f:
+                f.write(BUS + b"\n")
+            with open(membership, "rb") as f:
+                assert f.read() == BUS + b"\n"
+            members = os.listdir(root + b"/sys/vbus/instances/" + BUS + b"/members")
+            assert members == [str(sleeper.pid).encode()]
+        finally:
+            sleeper.kill()
+
+
+def test_no_bus_may_be_called_what_the_membership_file_reads_for_none(mnt):
+    done = mnt.sh("mkdir 'config/vbus/instances/<none>'")
+    assert "Invalid argument" in done.stderr
