@@ -27,15 +27,22 @@ import os
 import stat
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import pyfuse3
 
 from vbusfs import views
-from vbusfs.model import IdentityView, PidView, Vbus, VbusError
+from vbusfs.model import PidView, Vbus, VbusError
 from vbusfs.views import Caller, DirNode, FileNode, Node, Path, SymlinkNode
 
+from ._handles import (
+    DirHandle,
+    FileHandle,
+    Handles,
+    caller_dependent,
+    render,
+    same_namespace,
+)
 from ._inodes import ROOT_INODE, InodeTable
 from ._mountinfo import MountLocations
 
@@ -84,41 +91,6 @@ def _name(raw: bytes) -> str:
     return os.fsdecode(raw)
 
 
-@dataclass(eq=False)
-class _DirHandle:
-    path: Path
-    caller: Caller | None
-    names: Sequence[str] = ()
-    # set after the first reply, so a rewind (offset 0) takes a fresh listing
-    read: bool = False
-
-
-@dataclass(eq=False)
-class _FileHandle:
-    file: FileNode
-    content: bytes = b""
-    # what releasing this handle lets go of (the process a proc/<pid>/vbus handle holds)
-    closer: Callable[[], None] | None = None
-
-
-@dataclass(eq=False)
-class _Handles:
-    by_fh: dict[int, Any] = field(default_factory=dict)
-    next_fh: int = 1
-
-    def add(self, handle: Any) -> int:
-        fh = self.next_fh
-        self.next_fh += 1
-        self.by_fh[fh] = handle
-        return fh
-
-    def get(self, fh: int) -> Any:
-        handle = self.by_fh.get(fh)
-        if handle is None:
-            raise _fail(errno.EBADF)
-        return handle
-
-
 class VbusOperations(pyfuse3.Operations):
     """Serves the trees of one `Vbus` model."""
 
@@ -141,13 +113,13 @@ class VbusOperations(pyfuse3.Operations):
         self.root_xattrs = dict(root_xattrs or {})
         # how a caller's pid namespace numbers processes, given its pid in ours (0: the
         # caller's namespace is not below ours); given by whoever composes the daemon
-        self.pid_views: Callable[[int], PidView] = pid_views or _same_namespace
+        self.pid_views: Callable[[int], PidView] = pid_views or same_namespace
         self.inodes = InodeTable()
         # tells the kernel to drop its entry `name` in directory `parent`; nothing is
         # mounted until `vbusfs.fuse.mount()` sets the session's own
         self.invalidate_entry: Callable[[int, bytes], None] = _unmounted
         self.locations = locations if locations is not None else MountLocations()
-        self._handles = _Handles()
+        self._handles = Handles()
         self._uid = os.getuid()
         self._gid = os.getgid()
         self._time_ns = time.time_ns()
@@ -162,7 +134,7 @@ class VbusOperations(pyfuse3.Operations):
 
     def _caller(self, path: Path, ctx: pyfuse3.RequestContext | None) -> Caller | None:
         """Who asks, where the answer depends on it (proc/, a bus's members/)."""
-        if ctx is None or self.vbus.membership is None or not _caller_dependent(path):
+        if ctx is None or self.vbus.membership is None or not caller_dependent(path):
             return None
         # FUSE gives the asking thread's id in our pid namespace, 0 if it has none there
         tgid = self.vbus.membership.table.tgid(ctx.pid) if ctx.pid > 0 else None
@@ -347,11 +319,11 @@ class VbusOperations(pyfuse3.Operations):
             raise _fail(errno.ENOTDIR)
         caller = self._caller(path, ctx)  # listings of proc/ and members/ depend on it
         names = views.children(self.vbus, path, caller)
-        return self._handles.add(_DirHandle(path, caller, names))
+        return self._handles.add(DirHandle(path, caller, names))
 
     @_answers_errno
     async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
-        handle: _DirHandle = self._handles.get(fh)
+        handle: DirHandle = self._handles.get(fh)
         if start_id == 0 and handle.read:
             handle.names = views.children(self.vbus, handle.path, handle.caller)
         handle.read = True
@@ -465,7 +437,7 @@ class VbusOperations(pyfuse3.Operations):
         if found.opened is not None:
             found, closer = found.opened()
         try:
-            handle = _FileHandle(found, _render(found), closer)
+            handle = FileHandle(found, render(found), closer)
         except BaseException:
             if closer is not None:
                 closer()
@@ -476,14 +448,14 @@ class VbusOperations(pyfuse3.Operations):
 
     @_answers_errno
     async def read(self, fh: int, off: int, size: int) -> bytes:
-        handle: _FileHandle = self._handles.get(fh)
+        handle: FileHandle = self._handles.get(fh)
         if off == 0:  # a read from the start renders afresh (behaviour §4)
-            handle.content = _render(handle.file)
+            handle.content = render(handle.file)
         return handle.content[off : off + size]
 
     @_answers_errno
     async def write(self, fh: int, off: int, buf: bytes) -> int:
-        handle: _FileHandle = self._handles.get(fh)
+        handle: FileHandle = self._handles.get(fh)
         if len(buf) > MAX_STORE:
             raise _fail(errno.EINVAL)
         if not buf:
@@ -497,35 +469,15 @@ class VbusOperations(pyfuse3.Operations):
         if text.endswith("\n"):
             text = text[:-1]
         store(text)
-        handle.content = _render(handle.file)
+        handle.content = render(handle.file)
         return len(buf)
 
     @_answers_errno
     async def release(self, fh: int) -> None:
         handle = self._handles.by_fh.pop(fh, None)
-        if isinstance(handle, _FileHandle) and handle.closer is not None:
+        if isinstance(handle, FileHandle) and handle.closer is not None:
             handle.closer()
 
 
 def _unmounted(parent: int, name: bytes) -> None:
     """Not mounted: no kernel holds an entry to drop."""
-
-
-def _render(file: FileNode) -> bytes:
-    # A name from the kernel came in through fsdecode: show gives back its own bytes.
-    return (file.show() + "\n").encode("utf-8", "surrogateescape")
-
-
-def _caller_dependent(path: Path) -> bool:
-    """proc/ and sys/vbus/instances/<B>/members/ answer each caller in its pid namespace;
-    a file of config/vbus/instances/<B>/perms/ stores only for root and the bus's owner."""
-    return path[:1] == ("proc",) or (
-        len(path) >= 5
-        and path[:3] in (("sys", "vbus", "instances"), ("config", "vbus", "instances"))
-        and path[4] == ("members" if path[0] == "sys" else "perms")
-    )
-
-
-def _same_namespace(pid: int) -> PidView:
-    """The pid view when none is given: every caller numbers processes as we do."""
-    return IdentityView(pid or None)
