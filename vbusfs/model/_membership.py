@@ -129,13 +129,7 @@ class Inferred:
         if before == bus and _key(info) in self._own:
             return
         # children that exist now were forked under `before`: it stays theirs
-        for child in self.table.children(info.pid):
-            child_info = self.table.info(child)
-            if child_info is None or child_info.ppid != info.pid:
-                continue
-            key = _key(child_info)
-            if key not in self._own and key not in self._pinned:
-                self._pinned[key] = before
+        self._pin_children(info, before)
         self._own[_key(info)] = bus
 
     def members(self) -> dict[int, str]:
@@ -175,14 +169,20 @@ class Inferred:
             if bus is None:
                 continue  # its descendants are only members if they chose: roots too
             found[info.pid] = bus
-            for child in self.table.children(info.pid):
-                child_info = self.table.info(child)
-                if child_info is None or child_info.ppid != info.pid:
-                    continue
-                key = _key(child_info)
-                if key not in self._own and key not in self._pinned:
-                    self._pinned[key] = bus
-                stack.append((child_info, depth + 1))
+            stack.extend((child, depth + 1) for child in self._pin_children(info, bus))
+
+    def _pin_children(self, info: ProcessInfo, bus: str | None) -> list[ProcessInfo]:
+        """Pin each live child of `info` that has no entry yet to `bus`; the children."""
+        children = []
+        for child in self.table.children(info.pid):
+            child_info = self.table.info(child)
+            if child_info is None or child_info.ppid != info.pid:
+                continue
+            key = _key(child_info)
+            if key not in self._own and key not in self._pinned:
+                self._pinned[key] = bus
+            children.append(child_info)
+        return children
 
     def _current(self, info: ProcessInfo, depth: int) -> str | None:
         key = _key(info)
