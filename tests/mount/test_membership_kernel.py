@@ -130,40 +130,11 @@ def test_kernel_threads_cannot_join(kbus):
     kbus.sh("rmdir config/vbus/instances/B", check=True)  # nothing stuck on it
 
 
-def test_members_end_with_the_daemon(tmp_path_factory):
+def test_members_and_the_hierarchy_end_with_the_daemon(tmp_path_factory):
     """A clean stop lets members go and ends the hierarchy; so does the next mount after
-    a kill -9 (members do not outlive their daemon, behaviour §6)."""
-    if os.getuid() != 0:
-        pytest.skip("kernel-tracked membership needs root")
-    path = str(tmp_path_factory.mktemp("mnt"))
-    with subprocess.Popen(["sleep", "60"]) as sleeper:
-        try:
-            for how in ("stop", "kill"):
-                mount = LiveMount(path).start()
-                try:
-                    mount.sh("mkdir -p config/vbus/instances/B", check=True)
-                    write(mount.join("proc", str(sleeper.pid), "vbus"), "B")
-                    assert "name=vbusfs-" in _our_line(sleeper.pid, "/b")
-                    if how == "kill":
-                        os.kill(mount.pid, signal.SIGKILL)
-                        time.sleep(0.2)
-                        assert _our_line(sleeper.pid, "/b")  # left behind
-                        again = LiveMount(path).start()  # clears the stale mount
-                        assert _our_line(sleeper.pid, "/b") == ""
-                        assert read(again.join("proc", str(sleeper.pid), "vbus")) == "<none>\n"
-                        again.stop()
-                finally:
-                    mount.stop()
-                assert _our_line(sleeper.pid, "/b") == ""
-        finally:
-            sleeper.kill()
-
-
-def test_the_hierarchy_ends_with_its_daemon(tmp_path_factory):
-    """After a clean stop (and after the next mount that clears a kill -9's leftovers), the
-    mount's hierarchy is gone from the kernel, even though buses (cgroups) were made and
-    removed just before: a hierarchy left behind stays until reboot, and every process's
-    /proc/PID/cgroup grows by a line per mount ever made."""
+    a kill -9 (members do not outlive their daemon, behaviour §6). The hierarchy is gone
+    from the kernel even though buses (cgroups) were made and removed just before: one
+    left behind stays until reboot, a line more in every process's /proc/PID/cgroup."""
     if os.getuid() != 0:
         pytest.skip("kernel-tracked membership needs root")
     path = str(tmp_path_factory.mktemp("mnt"))
@@ -174,16 +145,23 @@ def test_the_hierarchy_ends_with_its_daemon(tmp_path_factory):
                 try:
                     mount.sh("mkdir config/vbus/instances/B config/vbus/instances/C", check=True)
                     write(mount.join("proc", str(sleeper.pid), "vbus"), "B")
-                    name = _our_line(sleeper.pid, "/b").split(":")[1].removeprefix("name=")
+                    line = _our_line(sleeper.pid, "/b")
+                    assert "name=vbusfs-" in line
+                    name = line.split(":")[1].removeprefix("name=")
                     mount.sh("rmdir config/vbus/instances/C", check=True)
                     assert _hierarchy_listed(name)
                     if how == "kill":
                         os.kill(mount.pid, signal.SIGKILL)
                         mount.process.wait()  # type: ignore[union-attr]
-                        assert _hierarchy_listed(name)  # left behind, bus B in it
-                        LiveMount(path).start().stop()  # clears it and ends it
+                        assert _our_line(sleeper.pid, "/b")  # left behind, bus B in it
+                        assert _hierarchy_listed(name)
+                        again = LiveMount(path).start()  # clears the stale mount
+                        assert _our_line(sleeper.pid, "/b") == ""
+                        assert read(again.join("proc", str(sleeper.pid), "vbus")) == "<none>\n"
+                        again.stop()
                 finally:
                     mount.stop()
+                assert _our_line(sleeper.pid, "/b") == ""
                 deadline = time.monotonic() + 10.0
                 while _hierarchy_listed(name) and time.monotonic() < deadline:
                     time.sleep(0.05)  # the kernel frees a hierarchy asynchronously

@@ -130,7 +130,7 @@ def test_interface_ids_need_canonical_numbers(vbus):
 
 def test_proc_pids_need_ascii_digits():
     vbus = Vbus(membership=Inferred(ProcFs()))
-    me = views.Caller(1, 0, IdentityView(1))
+    me = views.Caller(0, IdentityView(1))
     assert views.node(vbus, ("proc", "1"), me) is not None
     for alias in ("\u0661", "\u00b9", "\uff11"):
         assert views.node(vbus, ("proc", alias), me) is None
@@ -140,7 +140,7 @@ def test_proc_membership_file_reads_the_bus_or_none():
     vbus = Vbus(membership=Inferred(ProcFs()))
     vbus.create_bus("B")
     pid = os.getpid()
-    me = views.Caller(pid, os.getuid(), IdentityView(pid))
+    me = views.Caller(os.getuid(), IdentityView(pid))
     membership = views.node(vbus, ("proc", str(pid), "vbus"), me)
     assert isinstance(membership, FileNode) and membership.writable
     assert membership.show() == views.NO_BUS == "<none>"

@@ -24,7 +24,7 @@ DEVICE = "dev0"
 
 
 # the demo's own process, as the trees see it when no mount is in between
-_ME = views.Caller(os.getpid(), os.getuid(), IdentityView(os.getpid()))
+_ME = views.Caller(os.getuid(), IdentityView(os.getpid()))
 
 
 @dataclass(frozen=True)

@@ -46,19 +46,10 @@ class ProcFs:
         kernel_thread = bool(int(fields[6]) & _PF_KTHREAD)
         return ProcessInfo(pid, int(fields[1]), int(fields[19]), uid, kernel_thread)
 
-    def _stat_fields(self, pid: int) -> list[bytes] | None:
-        """/proc/PID/stat's fields from the state on (field 3 is [0]), None if gone."""
-        try:
-            with open(f"{self.root}/{pid}/stat", "rb") as f:
-                stat = f.read()
-        except _GONE:
-            return None
-        return stat[stat.rindex(b")") + 2 :].split()
-
     def is_kernel_thread(self, pid: int) -> bool:
         """Whether `pid` is a kernel thread (PF_KTHREAD in stat's flags); False if gone."""
-        fields = self._stat_fields(pid)
-        return fields is not None and bool(int(fields[6]) & _PF_KTHREAD)
+        info = self.info(pid)
+        return info is not None and info.kernel_thread
 
     def groups(self, pid: int) -> tuple[int, frozenset[int]] | None:
         """The effective gid and supplementary groups of `pid`, None if it is gone."""

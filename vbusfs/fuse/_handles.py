@@ -14,7 +14,6 @@ from typing import Any
 
 import pyfuse3
 
-from vbusfs.model import IdentityView, PidView
 from vbusfs.views import Caller, FileNode, Path
 
 
@@ -66,8 +65,3 @@ def caller_dependent(path: Path) -> bool:
         and path[:3] in (("sys", "vbus", "instances"), ("config", "vbus", "instances"))
         and path[4] == ("members" if path[0] == "sys" else "perms")
     )
-
-
-def same_namespace(pid: int) -> PidView:
-    """The pid view when none is given: every caller numbers processes as we do."""
-    return IdentityView(pid or None)

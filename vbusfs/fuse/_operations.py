@@ -32,7 +32,7 @@ from typing import Any, TypeVar
 import pyfuse3
 
 from vbusfs import views
-from vbusfs.model import PidView, Vbus, VbusError
+from vbusfs.model import IdentityView, PidView, Vbus, VbusError
 from vbusfs.views import Caller, DirNode, FileNode, Node, Path, SymlinkNode
 
 from ._handles import (
@@ -41,7 +41,6 @@ from ._handles import (
     Handles,
     caller_dependent,
     render,
-    same_namespace,
 )
 from ._inodes import ROOT_INODE, InodeTable
 from ._mountinfo import MountLocations
@@ -113,7 +112,7 @@ class VbusOperations(pyfuse3.Operations):
         self.root_xattrs = dict(root_xattrs or {})
         # how a caller's pid namespace numbers processes, given its pid in ours (0: the
         # caller's namespace is not below ours); given by whoever composes the daemon
-        self.pid_views: Callable[[int], PidView] = pid_views or same_namespace
+        self.pid_views: Callable[[int], PidView] = pid_views or self._same_namespace
         self.inodes = InodeTable()
         # tells the kernel to drop its entry `name` in directory `parent`; nothing is
         # mounted until `vbusfs.fuse.mount()` sets the session's own
@@ -132,13 +131,18 @@ class VbusOperations(pyfuse3.Operations):
             raise _fail(errno.ENOENT)
         return path
 
+    def _same_namespace(self, pid: int) -> PidView:
+        """The pid view when none is given: every caller numbers processes as we do."""
+        table = self.vbus.membership.table if self.vbus.membership is not None else None
+        return IdentityView(table.tgid(pid) if table is not None and pid > 0 else None)
+
     def _caller(self, path: Path, ctx: pyfuse3.RequestContext | None) -> Caller | None:
         """Who asks, where the answer depends on it (proc/, a bus's members/)."""
         if ctx is None or self.vbus.membership is None or not caller_dependent(path):
             return None
-        # FUSE gives the asking thread's id in our pid namespace, 0 if it has none there
-        tgid = self.vbus.membership.table.tgid(ctx.pid) if ctx.pid > 0 else None
-        return Caller(tgid, ctx.uid, self.pid_views(tgid or 0))
+        # FUSE gives the asking thread's id in our pid namespace, 0 if it has none there;
+        # the view resolves it to its process (its `own`)
+        return Caller(ctx.uid, self.pid_views(ctx.pid))
 
     def _node(self, path: Path, ctx: pyfuse3.RequestContext | None = None) -> Node:
         found = views.node(self.vbus, path, self._caller(path, ctx))

@@ -92,11 +92,10 @@ DIR = DirNode()
 class Caller:
     """Who asks, where the answer depends on it: proc/ and members/ (behaviour §6).
 
-    `pid` is the caller's process in the daemon's pid namespace, `uid` its user, `pids`
-    how its own pid namespace numbers processes. No caller: the daemon itself asks.
+    `uid` is the caller's user, `pids` how its own pid namespace numbers processes
+    (`pids.own` is the caller itself). No caller: the daemon itself asks.
     """
 
-    pid: int | None
     uid: int = 0
     pids: PidView = field(default_factory=lambda: IdentityView(None))
 
