@@ -112,16 +112,20 @@ def test_venet_bench_runs_both_transports_and_cleans_up():
     assert not os.path.exists(f"/proc/{mounted.group(2)}")  # the daemon is gone and reaped
 
 
-def test_the_soak_bench_runs_its_eight_workers_and_finds_the_daemon_clean():
-    soak = os.path.join(ROOT, "bench", "soak.py")
-    done = subprocess.run(
-        [sys.executable, soak, "--seconds", "3"],
+def _bench(script: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run bench/SCRIPT small, from the checkout."""
+    return subprocess.run(
+        [sys.executable, os.path.join(ROOT, "bench", script), *args],
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
         timeout=120,
         cwd=ROOT,
     )
+
+
+def test_the_soak_bench_runs_its_eight_workers_and_finds_the_daemon_clean():
+    done = _bench("soak.py", "--seconds", "3")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "internal errors in the daemon's log: 0; workers that failed: []" in done.stdout
     fds = re.findall(r"^\| (start|end) \| [\d,]+ \| (\d+) \| [\d,]+ \|$", done.stdout, re.M)
@@ -130,15 +134,7 @@ def test_the_soak_bench_runs_its_eight_workers_and_finds_the_daemon_clean():
 
 
 def test_the_membership_bench_measures_both_modes_and_cleans_up():
-    bench = os.path.join(ROOT, "bench", "membership.py")
-    done = subprocess.run(
-        [sys.executable, bench, "--counts", "30", "--window", "0.5", "--listings", "10"],
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=ROOT,
-    )
+    done = _bench("membership.py", "--counts", "30", "--window", "0.5", "--listings", "10")
     assert done.returncode == 0, done.stdout + done.stderr
     modes = ["cgroup", "proc"] if os.getuid() == 0 else ["proc"]
     for mode in modes:

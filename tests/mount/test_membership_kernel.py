@@ -318,3 +318,6 @@ def test_status_says_who_keeps_membership(mode_mnt):
     assert lines["membership"].startswith(mode_mnt.membership + ": ")
     assert lines["connector"].endswith(".sock")
     assert os.getxattr(mode_mnt.path, "user.vbusfs.membership") == mode_mnt.membership.encode()
+    # and the daemon said so at start
+    keeper = "the kernel" if mode_mnt.membership == "cgroup" else "inference from /proc"
+    assert f"membership kept by {keeper}" in mode_mnt.log
