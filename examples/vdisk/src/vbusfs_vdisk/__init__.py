@@ -30,10 +30,11 @@ from typing import TYPE_CHECKING, Any
 from . import protocol
 from ._backing import MAX_MEMORY_SIZE, Backing, FileBacking, MemoryBacking
 from ._disk import Disk
+from ._pipeline import Completion, Pipeline
 from .protocol import SECTOR, VERSION, Capacity, ProtocolError
 
 if TYPE_CHECKING:
-    from ._client import Completion, Pipeline, VdiskClient
+    from ._client import VdiskClient
     from ._deviceclass import MAX_TRANSFER, Vdisk, VdiskConnection, VdiskState
     from ._trio_client import AsyncVdiskClient
 
@@ -43,8 +44,6 @@ _LAZY = {
     "VdiskState": "_deviceclass",
     "MAX_TRANSFER": "_deviceclass",
     "VdiskClient": "_client",
-    "Completion": "_client",
-    "Pipeline": "_client",
     "AsyncVdiskClient": "_trio_client",
 }
 

@@ -1,104 +1,33 @@
 """The vdisk client, sync face: `VdiskClient` over vbusfs's `RequestResponseClient`.
 
-`Pipeline`, the pure part both faces share, numbers the requests (tags),
-remembers what is in flight, and checks that every response answers the
-oldest request (the device answers in order). The faces do the waiting:
-here every method that talks to the device blocks the calling thread (the
-GIL released while it waits in C); `vbusfs_vdisk.AsyncVdiskClient` is the
-trio face.
+The request bookkeeping is the pure `Pipeline` (`_pipeline`), shared with the
+trio face; here every method that talks to the device blocks the calling
+thread (the GIL released while it waits in C). `vbusfs_vdisk.AsyncVdiskClient`
+is the trio face.
 """
 
 from __future__ import annotations
 
-import errno
-import os
-from collections import deque
 from types import TracebackType
-from typing import NamedTuple
 
 from vbusfs.client import Client, OpenInterface, RequestResponseClient
 
+from ._pipeline import Completion, Pipeline
 from .protocol import (
     CAPACITY_CALL,
     FLUSH,
     FLUSH_CALL,
-    OPS,
     READ,
     REQUEST_SIZE,
     RESPONSE_SIZE,
     VERSION,
     WRITE,
     Capacity,
-    ProtocolError,
-    pack_request,
     parse_capacity,
-    parse_response,
 )
 
 #: what a client may read or write in one request unless it asks for more
 DEFAULT_MAX_TRANSFER = 64 << 10
-
-
-class Completion(NamedTuple):
-    """The answer to one request: `status` 0 or an errno; `data` what a READ read."""
-
-    tag: int
-    op: int
-    offset: int
-    status: int
-    data: bytes
-
-    def check(self) -> Completion:
-        """Self, or the OSError (with its errno) the request was refused with."""
-        if self.status:
-            raise OSError(
-                self.status,
-                f"{os.strerror(self.status)}: {OPS.get(self.op, self.op)} at {self.offset}",
-            )
-        return self
-
-
-class Pipeline:
-    """Requests in flight, oldest first: tags out, responses matched in (no I/O)."""
-
-    def __init__(self) -> None:
-        self._next_tag = 1
-        self._sent: deque[tuple[int, int, int]] = deque()  # tag, op, offset
-
-    def __len__(self) -> int:
-        return len(self._sent)
-
-    @property
-    def last_tag(self) -> int:
-        """The tag of the request `request` made last."""
-        return self._next_tag - 1
-
-    def request(self, op: int, offset: int = 0, length: int = 0, payload: bytes = b"") -> bytes:
-        """A request for the wire, remembered as in flight."""
-        tag = self._next_tag
-        message = pack_request(op, tag, offset, length, payload)
-        self._next_tag += 1
-        self._sent.append((tag, op, offset))
-        return message
-
-    def forget_last(self) -> None:
-        """The request `request` returned last was never sent."""
-        self._sent.pop()
-        self._next_tag -= 1
-
-    def response(self, message: bytes | memoryview) -> Completion:
-        """The completion `message` is: ProtocolError (EPROTO) if it is malformed or does not
-        answer the oldest request in flight."""
-        parsed = parse_response(message)
-        if not self._sent:
-            raise ProtocolError(errno.EPROTO, "a response came with no request in flight")
-        tag, op, offset = self._sent[0]
-        if parsed.tag != tag:
-            raise ProtocolError(errno.EPROTO, f"response for tag {parsed.tag}, expected {tag}")
-        if parsed.data and op != READ:
-            raise ProtocolError(errno.EPROTO, f"a {OPS[op]} response carries data", tag)
-        self._sent.popleft()
-        return Completion(tag, op, offset, parsed.status, bytes(parsed.data))
 
 
 def slot_sizes(max_transfer: int) -> tuple[int, int]:
@@ -161,7 +90,7 @@ class VdiskClient:
         """The `length` bytes at `offset`; blocks for them."""
         self._idle()
         self.submit_read(offset, length, timeout)
-        return self.complete(timeout).check().data
+        return bytes(self.complete(timeout).check().data)
 
     def write(self, offset: int, data: bytes, timeout: float | None = None) -> None:
         """Write `data` at `offset`; blocks until the device has."""

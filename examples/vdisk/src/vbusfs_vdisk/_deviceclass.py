@@ -12,6 +12,9 @@ has the disk open:
 - `size`: bytes, a decimal multiple of 512, at least 512, at most 1 GiB for
   memory and at most the file's size for a file; else EINVAL.
 - `readonly`: `0` or `1`; a read-only disk answers WRITE with EROFS.
+- `spin_us`: how long the device polls its rings before it sleeps, `0` to
+  `10000` microseconds or `adaptive` (the ring learns it): lower latency for
+  CPU. Default 0.
 - `opened` (0444): `1` while a client has the disk open, else `0`.
 
 One client at a time opens a disk (EBUSY for a second). The connection serves
@@ -55,6 +58,8 @@ DEFAULT_SIZE = 16 << 20
 MAX_TRANSFER = 1 << 20
 #: the most requests (and posted response buffers) a client's rings may hold
 MAX_QUEUE = 1024
+MAX_SPIN_US = 10_000
+ADAPTIVE = "adaptive"
 
 _DECIMAL = re.compile(r"[0-9]+")
 
@@ -67,6 +72,7 @@ class VdiskState:
     backing: str = MEMORY
     size: int = DEFAULT_SIZE
     readonly: bool = False
+    spin_us: int | str = 0
     #: the memory disk's bytes, made at the first open
     memory: MemoryBacking | None = None
     #: the client's connection while the disk is open
@@ -133,6 +139,16 @@ def _store_readonly(state: VdiskState, text: str) -> None:
     state.readonly = text == "1"
 
 
+def _store_spin_us(state: VdiskState, text: str) -> None:
+    _not_open(state, "spin_us")
+    if text == ADAPTIVE:
+        state.spin_us = ADAPTIVE
+    elif _DECIMAL.fullmatch(text) and int(text) <= MAX_SPIN_US:
+        state.spin_us = int(text)
+    else:
+        raise InvalidValue(f"spin_us is 0 to {MAX_SPIN_US} or {ADAPTIVE!r}, not {text!r}")
+
+
 class VdiskConnection(RequestResponseConnection):
     """One client's open of a vdisk: the ring protocol and the CAPACITY and FLUSH calls."""
 
@@ -141,6 +157,7 @@ class VdiskConnection(RequestResponseConnection):
         self.state = state
         self.disk = disk
         self._owned = owned  # a file backing, opened for this connection only
+        self.spin_us = state.spin_us  # the loop's polling, as the device's attribute says
         state.connection = self
 
     def handle(self, request: memoryview, response: memoryview) -> int:
@@ -193,6 +210,12 @@ class Vdisk(DeviceClass):
             lambda s: "1" if s.readonly else "0",
             _store_readonly,
             "1: writes are refused with EROFS.",
+        ),
+        Attribute(
+            "spin_us",
+            lambda s: str(s.spin_us),
+            _store_spin_us,
+            f"Microseconds the device polls before sleeping, 0 to {MAX_SPIN_US}, or adaptive.",
         ),
         Attribute(
             "opened",

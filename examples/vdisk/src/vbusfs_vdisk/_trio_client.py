@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from vbusfs.client import AsyncClient, AsyncOpenInterface, AsyncRequestResponseClient
 
-from ._client import DEFAULT_MAX_TRANSFER, Completion, Pipeline, slot_sizes
+from ._client import DEFAULT_MAX_TRANSFER, slot_sizes
+from ._pipeline import Completion, Pipeline
 from .protocol import (
     CAPACITY_CALL,
     FLUSH,
@@ -74,7 +75,7 @@ class AsyncVdiskClient:
         """The `length` bytes at `offset` (OSError with the device's errno if refused)."""
         self._idle()
         await self.submit_read(offset, length)
-        return (await self.complete()).check().data
+        return bytes((await self.complete()).check().data)
 
     async def write(self, offset: int, data: bytes) -> None:
         self._idle()
