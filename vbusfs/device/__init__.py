@@ -49,7 +49,7 @@ from vbusfs.model import (
 )
 
 from ._poller import Poller
-from ._queues import DeviceNames, QueuePoller, Queues
+from ._queues import DeviceNames, QueuePoller, Queues, slot_size
 from ._reqresp import REQUESTS, RESPONSES, RequestResponseConnection, request_response_queues
 
 __all__ = [
@@ -86,4 +86,5 @@ __all__ = [
     "attribute_mode",
     "check_queue_specs",
     "request_response_queues",
+    "slot_size",
 ]

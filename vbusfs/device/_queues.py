@@ -22,6 +22,15 @@ from vbusfs.model import QueueSpec
 from ._poller import ALL, Poller
 
 
+def slot_size(ring: Ioq) -> int:
+    """The client's buffer size per descriptor of `ring` (what one message may carry)."""
+    size = getattr(ring, "slot_size", None)
+    if isinstance(size, int):
+        return size
+    with ring.data as whole:  # until the ring binding says it itself
+        return len(whole) // ring.count
+
+
 @dataclass(frozen=True, slots=True)
 class DeviceNames:
     """Who a loop belongs to, as logs name it."""
