@@ -224,3 +224,29 @@ def test_a_forged_request_longer_than_a_slot_is_the_clients_fault(make):
     h.requests.inject()
     outcome = h.ended()
     assert isinstance(outcome, IoqFault)
+
+
+class Idle(RequestResponseConnection):
+    def serve(self, queues: Queues) -> None:
+        queues.wait_stopped()
+
+
+def test_a_queue_poller_waits_on_several_queues_until_the_stop(make):
+    h = make(Idle())
+    poller = h.queues.poller()
+    try:
+        # every response buffer is posted: the device could send at once
+        assert poller.wait(1) == {1}
+        with pytest.raises(TimeoutError):
+            poller.wait(0.05, indexes=[0])
+        h.requests.send(b"x")
+        assert poller.wait(1, indexes=[0]) == {0}
+        assert poller.wait(1) == {0, 1}
+        h.south[0].receive_nowait()
+        threading.Timer(0.1, h.queues.stop).start()
+        with pytest.raises(IoqClosed):
+            poller.wait(5, indexes=[0])
+        with pytest.raises(IoqClosed):
+            h.queues.check_stopping()
+    finally:
+        poller.close()

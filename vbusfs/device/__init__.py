@@ -25,7 +25,7 @@ docs/deviceclass-guide.md walks through it all. Everything here is a re-export o
 pure Python over the ring binding: it starts no thread and does no I/O at import.
 """
 
-from vbusfs.ioq import Ioq, IoqClosed, IoqEmpty, IoqError, IoqFault, IoqFull
+from vbusfs.ioq import Ioq, IoqClosed, IoqEmpty, IoqError, IoqFault, IoqFull, Poller
 from vbusfs.model import (
     AccessDenied,
     AlreadyExists,
@@ -48,7 +48,6 @@ from vbusfs.model import (
     check_queue_specs,
 )
 
-from ._poller import Poller
 from ._queues import DeviceNames, QueuePoller, Queues, slot_size
 from ._reqresp import REQUESTS, RESPONSES, RequestResponseConnection, request_response_queues
 
