@@ -24,7 +24,6 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
-#include <time.h>
 #include <unistd.h>
 
 int ioq_abi_version(void) { return IOQ_ABI_VERSION; }
@@ -39,13 +38,6 @@ int ioq_fault(struct ioq *q)
     q->faulted = 1;
     q->acquired = 0;
     return IOQ_E_FAULT;
-}
-
-static inline void cpu_relax(void)
-{
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#endif
 }
 
 static inline uint32_t next_pos(const struct ioq *q, uint32_t pos)
@@ -105,6 +97,8 @@ void ioq_close(struct ioq *q)
 {
     if (!q)
         return;
+    /* off every poller while its fds are still open */
+    ioq_poller_forget_ring(q);
     if (q->ring_map)
         munmap(q->ring_map, q->ring_map_len);
     if (q->data_map)
@@ -1022,7 +1016,7 @@ int ioq_ready(struct ioq *q, int op)
  * peer is writing right now would pull its cache line away on every poll
  * and slow the peer down.  Slots come back in ring order, so the later one
  * being back means all before it are. */
-static int spin_ready(struct ioq *q, int op)
+int ioq_spin_ready(struct ioq *q, int op)
 {
     int r = ioq_ready(q, op);
     if (r != 0 || op != IOQ_WAIT_SEND || q->count < 8)
@@ -1033,25 +1027,18 @@ static int spin_ready(struct ioq *q, int op)
     return LOAD_ACQ(&q->desc[(q->head_idx[IOQ_INUSE] + ahead) % q->count].sown) != 0;
 }
 
-static int64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
 void ioq_watch(struct ioq *q, int hup_fd, int hup_events)
 {
     q->hup_fd = hup_fd;
     q->hup_events = hup_events;
+    ioq_poller_rewatch_ring(q);
 }
 
 int ioq_wake_fd(const struct ioq *q) { return q->sig.efd[q->side]; }
 
 int ioq_signal(struct ioq *q) { return shm_signal_inject(&q->sig); }
 
-/* Has the watched peer hung up?  Never blocks. */
-static int peer_gone(const struct ioq *q)
+int ioq_peer_gone(const struct ioq *q)
 {
     if (q->hup_fd < 0)
         return 0;
@@ -1078,7 +1065,20 @@ int ioq_wait_arm(struct ioq *q, int op, int arm)
     shm_signal_disable(&q->sig);
     if ((r = ioq_ready(q, op)) != 0)
         return r;
-    return peer_gone(q) ? IOQ_E_CLOSED : 0;
+    return ioq_peer_gone(q) ? IOQ_E_CLOSED : 0;
+}
+
+int ioq_wait_fd(struct ioq *q, int op)
+{
+    int r = ioq_ready(q, op);
+    if (r < 0)
+        return r;
+    if (q->hup_fd < 0)
+        return ioq_wake_fd(q);
+    struct ioq_poller *p;
+    if ((r = ioq_poller_own(q, op, &p)))
+        return r;
+    return ioq_poller_fd(p);
 }
 
 int ioq_wait(struct ioq *q, int op, int timeout_ms, int spin_us)
@@ -1086,52 +1086,16 @@ int ioq_wait(struct ioq *q, int op, int timeout_ms, int spin_us)
     int r = ioq_ready(q, op);
     if (r != 0)
         return r < 0 ? r : IOQ_OK;
-    int64_t start = now_ns();
-    int64_t deadline = timeout_ms < 0 ? INT64_MAX : start + (int64_t)timeout_ms * 1000000;
-    if (spin_us > 0) {
-        /* adaptive: polling the ring for a few microseconds beats a
-         * cross-CPU wake-up (~20 us each way on the target machine) */
-        int64_t spin_end = start + (int64_t)spin_us * 1000;
-        /* timeout 0 means "poll, never sleep": the spin still runs */
-        if (timeout_ms > 0 && spin_end > deadline)
-            spin_end = deadline;
-        for (unsigned i = 1;; i++) {
-            if ((r = spin_ready(q, op)) != 0)
-                return r < 0 ? r : IOQ_OK;
-            /* a few pauses between polls: each poll of a line the peer
-             * owns costs it a transfer */
-            for (int k = 0; k < 4; k++)
-                cpu_relax();
-            if ((i & 15) == 0 && now_ns() >= spin_end)
-                break;
-        }
-    }
-    for (;;) {
-        if ((r = ioq_wait_arm(q, op, 1)) != 0)
-            return r < 0 ? r : IOQ_OK;
-        /* the peer's hang-up wakes the poll too; ioq_wait_arm tells it */
-        struct pollfd pfd[2] = {
-            {.fd = ioq_wake_fd(q), .events = POLLIN},
-            {.fd = q->hup_fd, .events = (short)q->hup_events},
-        };
-        int64_t now = now_ns();
-        int wait_ms;
-        if (deadline == INT64_MAX)
-            wait_ms = -1;
-        else if (now >= deadline)
-            wait_ms = 0;
-        else
-            wait_ms = (int)((deadline - now + 999999) / 1000000);
-        int pr = poll(pfd, q->hup_fd >= 0 ? 2 : 1, wait_ms);
-        int e = errno;
-        r = ioq_wait_arm(q, op, 0);
-        if (pr < 0)
-            return -e;
-        if (r != 0)
-            return r < 0 ? r : IOQ_OK;
-        if (now_ns() >= deadline)
-            return IOQ_E_TIMEDOUT;
-    }
+    /* the handle's own poller: its epoll fd and registrations are made at the
+     * first wait that may sleep and kept until close */
+    struct ioq_poller *p;
+    if ((r = ioq_poller_own(q, op, &p)))
+        return r;
+    uint64_t ready;
+    if ((r = ioq_poller_wait(p, 1, timeout_ms, spin_us, &ready)))
+        return r;
+    r = ioq_ready(q, op); /* ready, or faulted */
+    return r < 0 ? r : IOQ_OK;
 }
 
 int ioq_send_one_wait(struct ioq *q, const char *buf, uint32_t len, int timeout_ms, int spin_us)

@@ -35,8 +35,10 @@
  *    ioq_signal replace them), and so did ioq_data, ioq_ring, ioq_ring_bytes.
  * 7: the fd that wakes north is a Unix datagram socket, not an eventfd
  *    (south sends on it with MSG_DONTWAIT: never blocks); attach refuses a
- *    semaphore eventfd and a data segment over IOQ_SOUTH_MAX_DATA. */
-#define IOQ_ABI_VERSION 7
+ *    semaphore eventfd and a data segment over IOQ_SOUTH_MAX_DATA.
+ * 8: the poller (ioq_poller_*: several rings, one epoll fd, registrations kept
+ *    across waits), ioq_wait_fd; ioq_wait sleeps on a per-handle epoll. */
+#define IOQ_ABI_VERSION 8
 
 #define IOQ_RING_MAGIC 0x47fa2fe4
 #define IOQ_RING_VER 4
@@ -291,6 +293,58 @@ int ioq_wait_arm(struct ioq *q, int op, int arm);
 int ioq_wake_fd(const struct ioq *q);
 /* Inject the peer's shm-signal by hand; 1 if its eventfd was written. */
 int ioq_signal(struct ioq *q);
+
+/* The fd a caller sleeping in its own event loop (the trio face) waits on
+ * between ioq_wait_arm's arm and disarm: the wake-up fd itself when no peer
+ * is watched, else the handle's own epoll fd holding the wake-up fd and the
+ * watched peer's (made at the first call, kept until close, registrations
+ * kept across waits).  -errno if it cannot be made. */
+int ioq_wait_fd(struct ioq *q, int op);
+
+/*
+ * The poller (poller.c): one blocking call waits on several rings.  Each
+ * member is one (ring, op) pair with a bit of its own; its wake-up fd and its
+ * watched peer's fd (ioq_watch, shared by every member that watches the same
+ * fd) are registered on the poller's one epoll fd when it is added, and stay
+ * registered across waits (a later ioq_watch moves the registration).  A wait
+ * arms every ring in the mask (drain, enable, re-check), sleeps once for all
+ * of them (GIL released by cffi), then disarms them and reports which are
+ * ready.  A ring that faulted, or was closed while a member, is reported
+ * ready: its next operation raises.  A ring closed while a member leaves its
+ * bit taken (and reported ready) until ioq_poller_remove frees it.
+ */
+#define IOQ_POLLER_MAX 64
+/* Pollers one ring may belong to at once (its own ioq_wait poller included). */
+#define IOQ_RING_POLLERS 8
+
+struct ioq_poller;
+
+int ioq_poller_new(struct ioq_poller **out);
+/* Frees the poller and its epoll fd; the member rings stay open. */
+void ioq_poller_free(struct ioq_poller *p);
+/* The epoll fd: readable when a wait could end (for callers sleeping in their
+ * own event loop between ioq_poller_arm and ioq_poller_disarm). */
+int ioq_poller_fd(const struct ioq_poller *p);
+/* Add (q, op): returns its bit number (0..IOQ_POLLER_MAX-1); the same pair
+ * again returns the same bit.  IOQ_E_SIDE/IOQ_E_FAULT/IOQ_E_INVAL as
+ * ioq_ready would; -ENOSPC when the poller or the ring has no room left. */
+int ioq_poller_add(struct ioq_poller *p, struct ioq *q, int op);
+/* Free bit; the ring, if still open, is no longer watched. */
+int ioq_poller_remove(struct ioq_poller *p, int bit);
+/* Block until a member in mask is ready: *ready gets every ready bit of mask
+ * and 0 is returned.  IOQ_E_CLOSED once a watched peer of a member in mask
+ * hung up and none of them is ready; IOQ_E_TIMEDOUT; -EINTR (the caller
+ * retries); IOQ_E_INVAL for a mask with no member.  timeout_ms < 0 waits
+ * forever, 0 never sleeps; spin_us as ioq_wait's. */
+int ioq_poller_wait(struct ioq_poller *p, uint64_t mask, int timeout_ms,
+                    int spin_us, uint64_t *ready);
+/* The halves of a wait for callers that sleep in their own event loop on
+ * ioq_poller_fd.  arm: 1 (and *ready) when a member is ready already (left
+ * disarmed: do not sleep); IOQ_E_CLOSED as above; 0 when armed.  disarm:
+ * after the sleep (or a cancel): 1 and *ready, IOQ_E_CLOSED, or 0 (nothing
+ * yet: arm again). */
+int ioq_poller_arm(struct ioq_poller *p, uint64_t mask, uint64_t *ready);
+int ioq_poller_disarm(struct ioq_poller *p, uint64_t mask, uint64_t *ready);
 
 /*
  * The venet-switch data path (vswitch.c): frames from one port's to-south

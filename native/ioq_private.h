@@ -75,9 +75,26 @@ struct ioq {
     uint64_t *acq_off;
     uint32_t *acq_len;
     int faulted;
+    /* the pollers this ring is a member of (bit in each); own is the one
+     * ioq_wait and ioq_wait_fd sleep on, made at the first sleep */
+    struct ioq_poller *polled_by[IOQ_RING_POLLERS];
+    int polled_bit[IOQ_RING_POLLERS];
+    struct ioq_poller *own;
 };
 
 int ioq_fault(struct ioq *q);
+/* ioq_ready, but a send on a full ring waits for a quarter of it (spinning) */
+int ioq_spin_ready(struct ioq *q, int op);
+/* Has the watched peer hung up?  Never blocks. */
+int ioq_peer_gone(const struct ioq *q);
+
+/* poller.c, for ioq.c */
+/* The ring's own poller (one member, level-triggered), made on first use. */
+int ioq_poller_own(struct ioq *q, int op, struct ioq_poller **out);
+/* ioq_close: free the own poller; in every other, the ring's bit goes dead. */
+void ioq_poller_forget_ring(struct ioq *q);
+/* ioq_watch: move every membership's registration to the new peer fd. */
+void ioq_poller_rewatch_ring(struct ioq *q);
 /* Bytes of a ring segment with count descriptors (56 + 32 * count). */
 uint64_t ioq_ring_bytes(uint32_t count);
 

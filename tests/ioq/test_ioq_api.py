@@ -47,6 +47,7 @@ def test_ioq_public_names_are_few() -> None:
         "IoqFault",
         "IoqFds",
         "IoqFull",
+        "Poller",
         "Switch",
         "SwitchCounts",
     ]

@@ -37,7 +37,7 @@ from typing import Any
 
 import trio
 
-from vbusfs.device import DeviceNames, Queues
+from vbusfs.device import DeviceNames, Queues, slot_size
 from vbusfs.ioq import Ioq, IoqClosed, IoqError
 from vbusfs.model import Busy, DeviceConnection, InvalidValue, QueueSpec, Vbus, VbusError
 
@@ -97,15 +97,6 @@ def release(opened: Open, closer: Closer) -> None:
     opened.connection.close()
     if opened.hangup is not None:
         opened.hangup.close()
-
-
-def slot_size(ring: Ioq) -> int:
-    """The client's buffer size per descriptor (what one message may carry)."""
-    size = getattr(ring, "slot_size", None)
-    if isinstance(size, int):
-        return size
-    with ring.data as whole:  # until the ring binding says it itself
-        return len(whole) // ring.count
 
 
 class DataPath:

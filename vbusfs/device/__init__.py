@@ -25,7 +25,7 @@ docs/deviceclass-guide.md walks through it all. Everything here is a re-export o
 pure Python over the ring binding: it starts no thread and does no I/O at import.
 """
 
-from vbusfs.ioq import Ioq, IoqClosed, IoqEmpty, IoqError, IoqFault, IoqFull
+from vbusfs.ioq import Ioq, IoqClosed, IoqEmpty, IoqError, IoqFault, IoqFull, Poller
 from vbusfs.model import (
     AccessDenied,
     AlreadyExists,
@@ -48,8 +48,7 @@ from vbusfs.model import (
     check_queue_specs,
 )
 
-from ._poller import Poller
-from ._queues import DeviceNames, QueuePoller, Queues
+from ._queues import DeviceNames, QueuePoller, Queues, slot_size
 from ._reqresp import REQUESTS, RESPONSES, RequestResponseConnection, request_response_queues
 
 __all__ = [
@@ -86,4 +85,5 @@ __all__ = [
     "attribute_mode",
     "check_queue_specs",
     "request_response_queues",
+    "slot_size",
 ]

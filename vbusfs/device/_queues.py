@@ -16,10 +16,29 @@ import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
-from vbusfs.ioq import Ioq, IoqClosed
+from vbusfs.ioq import Ioq, IoqClosed, Poller
 from vbusfs.model import QueueSpec
 
-from ._poller import ALL, Poller
+#: what spin_us="adaptive" polls until the ring binding learns its own budget
+ADAPTIVE_SPIN_US = 50
+
+
+def spin_value(spin_us: int | str) -> int:
+    """A ring wait's spin_us from an int or "adaptive"."""
+    if spin_us == "adaptive":
+        return ADAPTIVE_SPIN_US
+    if isinstance(spin_us, str | bool) or spin_us < 0:
+        raise ValueError(f"spin_us must be an int >= 0 or 'adaptive', not {spin_us!r}")
+    return spin_us
+
+
+def slot_size(ring: Ioq) -> int:
+    """The client's buffer size per descriptor of `ring` (what one message may carry)."""
+    size = getattr(ring, "slot_size", None)
+    if isinstance(size, int):
+        return size
+    with ring.data as whole:  # until the ring binding says it itself
+        return len(whole) // ring.count
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,7 +58,7 @@ class QueuePoller:
     (receive on a to_south queue, send on a to_north one); reports queue indexes."""
 
     def __init__(self, queues: Queues, indexes: list[int], spin_us: int | str) -> None:
-        self.poller = Poller(spin_us=spin_us, adaptive=spin_us == "adaptive")
+        self.poller = Poller(spin_us=spin_value(spin_us))
         #: queue index -> its bit in the poller's masks
         self.bits: dict[int, int] = {}
         for index in indexes:
@@ -50,7 +69,7 @@ class QueuePoller:
     def wait(self, timeout: float | None = None, indexes: list[int] | None = None) -> set[int]:
         """Block (GIL released) until one of `indexes` (default: all) is ready; the ready
         ones. TimeoutError; IoqClosed once the framework stops the loop."""
-        mask = ALL if indexes is None else sum(self.bits[i] for i in indexes)
+        mask = Poller.ALL if indexes is None else sum(self.bits[i] for i in indexes)
         ready = self.poller.wait(timeout, mask)
         return {index for index, bit in self.bits.items() if ready & bit}
 

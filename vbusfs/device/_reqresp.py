@@ -15,12 +15,13 @@ It runs in the loop's own thread (`serve`) and waits in C with the GIL released.
 
 from __future__ import annotations
 
+import errno
 from typing import ClassVar
 
-from vbusfs.ioq import Ioq, IoqFull
+from vbusfs.ioq import Ioq, IoqFault, IoqFull
 from vbusfs.model import DeviceConnection, QueueSpec, VbusError
 
-from ._queues import Queues
+from ._queues import Queues, slot_size, spin_value
 
 #: the queue indexes of a request/response device
 REQUESTS = 0
@@ -89,11 +90,15 @@ class RequestResponseConnection(DeviceConnection):
     def serve(self, queues: Queues) -> None:
         """The loop: until stopped, handle every request in order (see the module)."""
         requests, responses = queues[REQUESTS], queues[RESPONSES]
-        spin = _spin(self.spin_us)
+        spin = spin_value(self.spin_us)
         batch, every = max(1, self.batch), max(1, self.commit_every)
+        longest = slot_size(requests)
         while True:
             requests.wait_receivable(spin_us=spin)
             taken = requests.acquire_nowait(batch)
+            if max(map(len, taken)) > longest:
+                # an honest client's sends never exceed its slots: the ring was forged
+                raise IoqFault(errno.EPROTO, f"a request is longer than the {longest}-byte slots")
             done = 0
             while done < len(taken):
                 done += self._respond(responses, taken[done:], every, spin)
@@ -119,8 +124,3 @@ class RequestResponseConnection(DeviceConnection):
         if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= len(response):
             raise ValueError(f"a response length must be an int in 0..{len(response)}, not {n!r}")
         return n
-
-
-def _spin(spin_us: int | str) -> int:
-    # the ring's adaptive spin arrives with vbusfs.ioq's Poller; until then a fixed poll
-    return 50 if spin_us == "adaptive" else int(spin_us)

@@ -105,6 +105,7 @@ from ._binding import ABI_VERSION as ABI_VERSION
 from ._binding import SOUTH_MAX_DATA as SOUTH_MAX_DATA
 from ._errors import IoqClosed, IoqEmpty, IoqError, IoqFault, IoqFull
 from ._ioq import Ioq
+from ._poller import Poller
 from ._ring import Direction as Direction
 from ._ring import FdBatch, IoqFds
 from ._ring import Side as Side
@@ -125,6 +126,7 @@ __all__ = [
     "IoqFault",
     "IoqFds",
     "IoqFull",
+    "Poller",
     "Switch",
     "SwitchCounts",
 ]

@@ -24,10 +24,11 @@ from ._errors import IoqClosed, IoqEmpty, IoqError, IoqFault, IoqFull
 if TYPE_CHECKING:
     # the C types, for annotations elsewhere in the package (they exist only in the stub)
     from vbusfs._ioq_cffi import IoqPtr as IoqPtr
+    from vbusfs._ioq_cffi import PollerPtr as PollerPtr
     from vbusfs._ioq_cffi import U32Array as U32Array
 
 #: The ABI this package was written against; must equal IOQ_ABI_VERSION in native/ioq.h.
-ABI_VERSION = 7
+ABI_VERSION = 8
 
 
 def check_abi(compiled: int) -> None:
@@ -58,6 +59,7 @@ MAX_DATA: int = lib.IOQ_MAX_DATA
 #: the largest data segment south attaches (behaviour §7.2)
 SOUTH_MAX_DATA: int = lib.IOQ_SOUTH_MAX_DATA
 FD_BATCH: int = lib.IOQ_FD_BATCH
+POLLER_MAX: int = lib.IOQ_POLLER_MAX
 E_FULL: int = lib.IOQ_E_FULL
 E_EMPTY: int = lib.IOQ_E_EMPTY
 E_CLOSED: int = lib.IOQ_E_CLOSED

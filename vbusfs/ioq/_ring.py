@@ -121,7 +121,8 @@ class Ring:
         self._views: list[memoryview] = []
         self._hup_fd = -1
         self._hup_events = 0
-        self._epoll: select.epoll | None = None
+        # the fd the trio face sleeps on (owned by the C handle), found at its first wait
+        self._wait_fd = -1
 
     # ---- lifetime ---------------------------------------------------------
 
@@ -161,9 +162,7 @@ class Ring:
         ``peer`` is a pidfd (``os.pidfd_open``) or a connected socket; None stops watching.
         The caller keeps it open while it is watched.
         """
-        if self._epoll is not None:
-            self._epoll.close()
-            self._epoll = None
+        self._wait_fd = -1
         if peer is None:
             self._hup_fd, self._hup_events = -1, 0
         else:
@@ -181,8 +180,6 @@ class Ring:
         self._release_views()
         ffi.release(self._h)  # runs ioq_close now, and never again
         self._h = None
-        if self._epoll is not None:
-            self._epoll.close()
         # if views still exist, the mapping goes away with the last one
         with contextlib.suppress(BufferError):
             self._mm.close()

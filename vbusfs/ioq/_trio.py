@@ -1,7 +1,8 @@
 """AsyncIoq: the ring with its trio face, for programs (and the daemon) under trio.
 
 Its waiting methods are ``async def`` and sleep in trio on the shm-signal
-eventfd (with the watched peer's hang-up, through one epoll fd); a trio cancel
+eventfd, or, while a peer is watched, on the handle's own epoll fd (made in C at
+the first wait and kept, with both registrations, until close); a trio cancel
 scope ends them.  They arm and re-check through the same C steps as the
 blocking face (``_ioq``) and never touch the ring's indices.  trio is imported
 on the first wait, so importing :mod:`vbusfs.ioq` never loads it; nothing here
@@ -9,8 +10,6 @@ may block the thread beyond a wait's ``spin_us``.
 """
 
 from __future__ import annotations
-
-import select
 
 from ._binding import E_TIMEDOUT, RECV, SEND, check, lib
 from ._errors import IoqEmpty, IoqFull
@@ -31,17 +30,12 @@ class AsyncIoq(Ring):
     ``async def`` and wait in trio.  Synchronous programs use :class:`~vbusfs.ioq.Ioq`.
     """
 
-    def _wake_fd(self) -> int:
-        efd = lib.ioq_wake_fd(self._handle())
-        if self._hup_fd < 0:
-            return efd
-        if self._epoll is None:
-            # one fd trio can wait on for both the eventfd and the peer's hang-up
-            ep = select.epoll()
-            ep.register(efd, select.EPOLLIN)
-            ep.register(self._hup_fd, self._hup_events)
-            self._epoll = ep
-        return self._epoll.fileno()
+    def _wake_fd(self, op: int) -> int:
+        # one fd for trio, found in C once per watch_peer: the eventfd, or the
+        # handle's own epoll fd holding it and the peer's hang-up
+        if self._wait_fd < 0:
+            self._wait_fd = check(lib.ioq_wait_fd(self._handle(), op))
+        return self._wait_fd
 
     async def _wait(self, op: int, spin_us: int) -> None:
         import trio
@@ -72,7 +66,7 @@ class AsyncIoq(Ring):
                 await trio.lowlevel.checkpoint()
                 return
             try:
-                await trio.lowlevel.wait_readable(self._wake_fd())
+                await trio.lowlevel.wait_readable(self._wake_fd(op))
             finally:
                 # disarmed even when cancelled; a handle closed meanwhile has none
                 woke = None if self._h is None else lib.ioq_wait_arm(self._h, op, 0)
