@@ -551,8 +551,7 @@ def run(rounds: int, duration: float, kind: str, attr_count: int, attr_seconds: 
                 shift = r % len(runs)  # rotate the order, so that no peer always runs warm
                 for name, spin in runs[shift:] + runs[:shift]:
                     if spin is None:
-                        peer: Peer = pair if name == "socketpair" else pipe
-                        result = workload(peer, duration)
+                        result = workload(pair if name == "socketpair" else pipe, duration)
                     else:
                         with ring_peer(mnt, name, spin) as ring:
                             result = workload(ring, duration)

@@ -159,7 +159,9 @@ class VdiskConnection(RequestResponseConnection):
         self.state = state
         self.disk = disk
         self._owned = owned  # a file backing, opened for this connection only
-        self.spin_us = state.spin_us  # the loop's polling, as the device's attribute says
+        # the loop's polling, as this device's attribute says (vbusfs.device declares
+        # spin_us a ClassVar, though the loop reads it from the instance)
+        self.spin_us = state.spin_us  # type: ignore[misc]
         state.connection = self
 
     def handle(self, request: memoryview, response: memoryview) -> int:
