@@ -10,10 +10,23 @@ from __future__ import annotations
 
 import errno
 import os
+import struct
 from collections import deque
 from typing import NamedTuple
 
-from .protocol import OPS, READ, ProtocolError, pack_request, parse_response
+from .protocol import (
+    OPS,
+    READ,
+    REQUEST,
+    RESPONSE,
+    RESPONSE_SIZE,
+    ProtocolError,
+    pack_request,
+    parse_response,
+)
+
+_pack_request = REQUEST.pack
+_unpack_response = RESPONSE.unpack_from
 
 
 class Completion(NamedTuple):
@@ -52,12 +65,17 @@ class Pipeline:
         return self._next_tag - 1
 
     def request(self, op: int, offset: int = 0, length: int = 0, payload: bytes = b"") -> bytes:
-        """A request for the wire, remembered as in flight."""
+        """A request for the wire, remembered as in flight (ValueError if a field does not
+        fit its width)."""
         tag = self._next_tag
-        message = pack_request(op, tag, offset, length, payload)
-        self._next_tag += 1
+        try:
+            message = _pack_request(tag, offset, length, op, 0)
+        except struct.error:
+            pack_request(op, tag, offset, length)  # raises the ValueError that says which
+            raise
+        self._next_tag = tag + 1
         self._sent.append((tag, op, offset))
-        return message
+        return message + payload if payload else message
 
     def forget_last(self) -> None:
         """The request `request` returned last was never sent."""
@@ -67,13 +85,19 @@ class Pipeline:
     def response(self, message: bytes | memoryview) -> Completion:
         """The completion `message` is: ProtocolError (EPROTO) if it is malformed or does not
         answer the oldest request in flight."""
-        parsed = parse_response(message)
+        # the common case in a few steps (every response of a busy client comes here);
+        # anything unusual goes through parse_response, which names the fault
+        if len(message) < RESPONSE_SIZE:
+            parse_response(message)
+        got, status, length = _unpack_response(message)
+        if len(message) != RESPONSE_SIZE + length or (status and length):
+            parse_response(message)
         if not self._sent:
-            raise ProtocolError(errno.EPROTO, "a response came with no request in flight")
+            raise ProtocolError(errno.EPROTO, "a response came with no request in flight", got)
         tag, op, offset = self._sent[0]
-        if parsed.tag != tag:
-            raise ProtocolError(errno.EPROTO, f"response for tag {parsed.tag}, expected {tag}")
-        if parsed.data and op != READ:
+        if got != tag:
+            raise ProtocolError(errno.EPROTO, f"response for tag {got}, expected {tag}", got)
+        if length and op != READ:
             raise ProtocolError(errno.EPROTO, f"a {OPS[op]} response carries data", tag)
         self._sent.popleft()
-        return Completion(tag, op, offset, parsed.status, parsed.data)
+        return Completion(tag, op, offset, status, memoryview(message)[RESPONSE_SIZE:])
