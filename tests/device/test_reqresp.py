@@ -143,7 +143,13 @@ def test_request_response_queues_fit_the_longest_response():
     requests, responses = request_response_queues(100, 5000, max_count=32)
     assert (requests.index, requests.direction, requests.max_slot_size) == (0, "to_south", 100)
     assert (responses.index, responses.direction) == (1, "to_north")
-    assert responses.min_slot_size == 5000 and responses.max_count == 32
+    assert (responses.min_slot_size, responses.max_slot_size) == (5000, 5000)
+    assert responses.max_count == 32
+    _, small = request_response_queues(100, 1 << 20, min_response=16)
+    assert (small.min_slot_size, small.max_slot_size) == (16, 1 << 20)
+    for bad in [dict(min_response=0), dict(min_response=5001)]:
+        with pytest.raises(ValueError):
+            request_response_queues(100, 5000, **bad)
 
 
 def test_responses_come_back_in_request_order(make):

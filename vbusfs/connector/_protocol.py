@@ -36,7 +36,9 @@ MAX_FDS = 8
 # 2: a queue's fourth fd (what wakes north) is a Unix datagram socket, not an
 #    eventfd; the third must be an eventfd not in semaphore mode; data segments
 #    over 64 MiB are refused (behaviour §7.2, §7.3)
-PROTOCOL = 2
+# 3: `fault` events (with a `message`); a `queue` request may name the ring's
+#    `direction`, checked against the class's declared queues (behaviour §7.5)
+PROTOCOL = 3
 
 CLOSED = "the daemon closed the connection"
 #: seconds a client waits for the daemon's answer unless told otherwise

@@ -32,28 +32,26 @@ def request_response_queues(
     max_request: int,
     max_response: int,
     *,
+    min_response: int | None = None,
     max_count: int = 4096,
     min_count: int = 1,
 ) -> tuple[QueueSpec, QueueSpec]:
     """The two QueueSpecs of a request/response device.
 
     Requests (queue 0, to_south): slots of at most `max_request` bytes (a request is
-    never longer). Responses (queue 1, to_north): slots of at least `max_response`
-    bytes, so the longest response always fits the buffer it goes into.
+    never longer). Responses (queue 1, to_north): slots of `min_response` to
+    `max_response` bytes; `min_response` defaults to `max_response`, so that the
+    longest response always fits. A protocol whose responses are as long as the
+    client asked for (a READ) lets clients choose smaller slots with a smaller
+    `min_response` (the header, say) and answers a request its slot cannot hold
+    with an error response.
     """
-    if max_request < 1 or max_response < 1:
-        raise ValueError("max_request and max_response must be >= 1")
+    low = max_response if min_response is None else min_response
+    if max_request < 1 or not 1 <= low <= max_response:
+        raise ValueError("need max_request >= 1 and 1 <= min_response <= max_response")
     return (
         QueueSpec(REQUESTS, "to_south", "requests", min_count, max_count, 1, max_request),
-        QueueSpec(
-            RESPONSES,
-            "to_north",
-            "responses",
-            min_count,
-            max_count,
-            max_response,
-            max(max_response, 1 << 20),
-        ),
+        QueueSpec(RESPONSES, "to_north", "responses", min_count, max_count, low, max_response),
     )
 
 
