@@ -30,16 +30,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from vbusfs.device import (
-    REQUESTS,
-    RESPONSES,
     Attribute,
     Busy,
     DeviceClass,
     InterfaceInfo,
     InvalidValue,
-    QueueSpec,
     RequestResponseConnection,
     VbusError,
+    request_response_queues,
 )
 
 from ._backing import MAX_MEMORY_SIZE, Backing, FileBacking, MemoryBacking, check_backing_file
@@ -229,30 +227,13 @@ class Vdisk(DeviceClass):
         ),
     )
     versions = frozenset({VERSION})
-    # The queues of a request/response device, spelled out rather than made by
-    # request_response_queues: that makes every response slot as large as the largest
-    # response, and a vdisk client that reads 4 KiB at a time would need 1 MiB slots.
-    # Here a slot holds at least a header; a READ longer than the client's slot is
-    # refused (EINVAL) in the response.
-    queues = (
-        QueueSpec(
-            REQUESTS,
-            "to_south",
-            "requests",
-            1,
-            MAX_QUEUE,
-            REQUEST_SIZE,
-            REQUEST_SIZE + MAX_TRANSFER,
-        ),
-        QueueSpec(
-            RESPONSES,
-            "to_north",
-            "responses",
-            1,
-            MAX_QUEUE,
-            RESPONSE_SIZE,
-            RESPONSE_SIZE + MAX_TRANSFER,
-        ),
+    # a response slot needs only a header: a READ longer than the client's slot is
+    # answered EINVAL, so a client that reads 4 KiB at a time uses small slots
+    queues = request_response_queues(
+        max_request=REQUEST_SIZE + MAX_TRANSFER,
+        max_response=RESPONSE_SIZE + MAX_TRANSFER,
+        min_response=RESPONSE_SIZE,
+        max_count=MAX_QUEUE,
     )
 
     def __init__(self) -> None:
