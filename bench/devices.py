@@ -85,6 +85,7 @@ TARGETS = {"rand4k": 3.0, "seq64k": 2.0, "qd1": 1.0, "qd1-adaptive": 3.0, "attr"
 
 class Peer(Protocol):
     name: str
+    pid: int  # the process that serves it (the daemon, or a stream server)
 
     def submit_reads(self, offsets: list[int], length: int) -> None: ...
 
@@ -98,9 +99,10 @@ class Peer(Protocol):
 class RingPeer:
     """vdisk through vbusfs: a VdiskClient on this process's bus."""
 
-    def __init__(self, name: str, disk: object) -> None:
+    def __init__(self, name: str, disk: object, pid: int) -> None:
         self.name = name
         self.disk = disk  # a vbusfs_vdisk.VdiskClient
+        self.pid = pid
 
     def submit_reads(self, offsets: list[int], length: int) -> None:
         self.disk.submit_reads(offsets, length, timeout=10)  # type: ignore[attr-defined]
@@ -117,8 +119,9 @@ class StreamPeer:
     """The client of a stream server: one write per batch of requests, every whole
     response parsed per read (each copied out of the read buffer, as a ring's is)."""
 
-    def __init__(self, name: str, send_fd: int, receive_fd: int) -> None:
+    def __init__(self, name: str, send_fd: int, receive_fd: int, pid: int) -> None:
         self.name = name
+        self.pid = pid
         self.send_fd = send_fd
         self.receive_fd = receive_fd
         self.pipeline = Pipeline()
@@ -261,7 +264,7 @@ def forked_server(
         os.close(fd)
     print(f"{name} server: pid {pid}")
     try:
-        yield StreamPeer(name, c_send, c_receive)
+        yield StreamPeer(name, c_send, c_receive, pid)
     finally:
         for fd in {c_send, c_receive}:
             os.close(fd)
@@ -352,7 +355,7 @@ def set_spin(mnt: str, spin: str) -> None:
 
 
 @contextlib.contextmanager
-def ring_peer(mnt: str, name: str, spin: str) -> Iterator[RingPeer]:
+def ring_peer(mnt: str, name: str, spin: str, daemon: int) -> Iterator[RingPeer]:
     """Open the bench's vdisk (interface 0) with the device and this client polling as
     `spin` says ("0" or "adaptive")."""
     from vbusfs_vdisk import VdiskClient
@@ -366,7 +369,7 @@ def ring_peer(mnt: str, name: str, spin: str) -> Iterator[RingPeer]:
             bus, 0, count=64, max_transfer=LARGE, spin_us="adaptive" if spin != "0" else 0
         ) as disk,
     ):
-        yield RingPeer(name, disk)
+        yield RingPeer(name, disk, daemon)
 
 
 # ---- workloads ----------------------------------------------------------------------
@@ -377,6 +380,8 @@ class Result:
     ops: int
     nbytes: int
     seconds: float
+    client_cpu: float = 0.0  # CPU seconds this process used
+    peer_cpu: float = 0.0  # CPU seconds the serving process used (all its threads)
 
     @property
     def ops_per_s(self) -> float:
@@ -391,12 +396,31 @@ class Result:
         return self.seconds / self.ops * 1e6
 
 
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) process `pid` has used so far; 0 when it cannot be read."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / TICK  # utime, stime
+
+
+def own_cpu() -> float:
+    times = os.times()
+    return times.user + times.system
+
+
 def keep_in_flight(
     peer: Peer, depth: int, length: int, next_offset: Callable[[], int], duration: float
 ) -> Result:
     """Keep `depth` reads of `length` bytes in flight for `duration` seconds."""
     clock = time.perf_counter
     ops = nbytes = 0
+    client_cpu, peer_cpu = own_cpu(), cpu_seconds(peer.pid)
     start = clock()
     deadline = start + duration
     peer.submit_reads([next_offset() for _ in range(depth)], length)
@@ -415,7 +439,8 @@ def keep_in_flight(
         if sending:
             peer.submit_reads([next_offset() for _ in got], length)
             in_flight += len(got)
-    return Result(ops, nbytes, clock() - start)
+    seconds = clock() - start
+    return Result(ops, nbytes, seconds, own_cpu() - client_cpu, cpu_seconds(peer.pid) - peer_cpu)
 
 
 def random_reads(peer: Peer, duration: float) -> Result:
@@ -453,6 +478,40 @@ def fill_and_check(peer: Peer) -> None:
         raise RuntimeError(f"{peer.name}: reading back what was written failed: {got}")
 
 
+# ---- where the time goes: the Python every peer runs per operation, in this process ----
+
+
+def python_costs(plan: BackingPlan) -> dict[str, float]:
+    """Microseconds per operation of the work every transport shares: the client's
+    bookkeeping (Pipeline.request + Pipeline.response) and the device's Disk.handle, for a
+    4 KiB and a 64 KiB read (best of 5 batches of 2,000)."""
+    disk = plan.disk()
+    costs: dict[str, float] = {}
+    try:
+        for length in (SMALL, LARGE):
+            request = memoryview(bytearray(p.read_request(1, 8 * LARGE, length)))
+            response = memoryview(bytearray(p.RESPONSE_SIZE + length))
+            reply = p.pack_response(1, 0, bytes(length))
+            best_handle = best_client = float("inf")
+            for _ in range(5):
+                start = time.perf_counter()
+                for _ in range(2000):
+                    disk.handle(request, response)
+                best_handle = min(best_handle, (time.perf_counter() - start) / 2000)
+                pipeline = Pipeline()
+                start = time.perf_counter()
+                for _ in range(2000):
+                    pipeline.request(p.READ, 0, length)
+                    pipeline._sent[0] = (1, p.READ, 0)  # so that the one reply answers it
+                    pipeline.response(reply)
+                best_client = min(best_client, (time.perf_counter() - start) / 2000)
+            costs[f"handle {length >> 10} KiB"] = best_handle * 1e6
+            costs[f"client {length >> 10} KiB"] = best_client * 1e6
+    finally:
+        disk.backing.close()
+    return costs
+
+
 # ---- attribute-read latency -------------------------------------------------------------
 
 
@@ -483,7 +542,7 @@ def stream(mnt: str, seconds: float) -> int:
     from vbusfs import client
 
     with client.connect(mnt) as bus, VdiskClient.open(bus, 1, max_transfer=SMALL) as disk:
-        result = random_reads(RingPeer("stream", disk), seconds)
+        result = random_reads(RingPeer("stream", disk, 0), seconds)
     print(f"{result.ops_per_s:.0f}", flush=True)
     return 0
 
@@ -532,6 +591,7 @@ def run(rounds: int, duration: float, kind: str, attr_count: int, attr_seconds: 
     stats: dict[str, int] = {}  # the vdisk's counters, summed over the timed runs
     with contextlib.ExitStack() as stack:
         plan = stack.enter_context(backings(kind))
+        costs = python_costs(plan)
         # the stream servers are forked first, so they hold no vbusfs descriptor
         pair = stack.enter_context(forked_server("socketpair", socketpair_fds, plan))
         pipe = stack.enter_context(forked_server("pipe", pipe_fds, plan))
@@ -541,7 +601,7 @@ def run(rounds: int, duration: float, kind: str, attr_count: int, attr_seconds: 
         stack.enter_context(vdisk_devices(mnt, plan, "0"))
         for peer in (pair, pipe):
             fill_and_check(peer)
-        with ring_peer(mnt, "vdisk", "0") as ring:
+        with ring_peer(mnt, "vdisk", "0", daemon) as ring:
             fill_and_check(ring)
         for r in range(rounds):
             for key, _, workload in ROWS:
@@ -553,20 +613,21 @@ def run(rounds: int, duration: float, kind: str, attr_count: int, attr_seconds: 
                     if spin is None:
                         result = workload(pair if name == "socketpair" else pipe, duration)
                     else:
-                        with ring_peer(mnt, name, spin) as ring:
+                        with ring_peer(mnt, name, spin, daemon) as ring:
                             result = workload(ring, duration)
                             for counter, n in ring.disk.stats().items():  # type: ignore[attr-defined]
                                 stats[counter] = stats.get(counter, 0) + n
                     label = name if spin in (None, "0") else f"{name}-adaptive"
                     results.setdefault((key, label), []).append(result)
         attributes = attribute_rows(mnt, attr_count, attr_seconds)
-    report(results, stats, attributes)
+    report(results, stats, attributes, costs)
 
 
 def report(
     results: dict[tuple[str, str], list[Result]],
     stats: dict[str, int],
     attributes: dict[str, object],
+    costs: dict[str, float],
 ) -> None:
     def best(key: str, label: str) -> Result:
         return min(results[(key, label)], key=lambda r: r.seconds / r.ops)
@@ -606,6 +667,24 @@ def report(
                     f"{title}, {label}: {ratio_pair:.2f}x the socketpair "
                     f"(target >= {target:g}x): {'met' if ratio_pair >= target else 'NOT met'}"
                 )
+    print()
+    print("where the time goes (best rounds): wall time and CPU time per operation, microseconds")
+    print(f"| {'row':<36} | {'peer':<14} | wall  | client CPU | server CPU |")
+    print(f"|{'-' * 38}|{'-' * 16}|-------|------------|------------|")
+    for key, title, _ in ROWS:
+        for label in sorted({label for k, label in results if k == key}, key=_peer_order):
+            r = best(key, label)
+            print(
+                f"| {title:<36} | {label:<14} | {r.us_per_op:>5.1f} | "
+                f"{r.client_cpu / r.ops * 1e6:>10.1f} | {r.peer_cpu / r.ops * 1e6:>10.1f} |"
+            )
+    print(
+        "(server CPU: the whole process that serves the peer, the vbusfs daemon for vdisk;\n"
+        " clock-tick resolution, so short rounds read coarse.) Python every peer runs per\n"
+        "operation, measured in this process: "
+        + ", ".join(f"{name} {us:.2f}" for name, us in costs.items())
+        + " us\n(client: Pipeline.request + .response; handle: Disk.handle)."
+    )
     idle, busy = attributes["idle"], attributes["busy"]
     assert isinstance(idle, list) and isinstance(busy, list)
     print()

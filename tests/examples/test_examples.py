@@ -176,6 +176,12 @@ def test_the_devices_bench_runs_every_peer_and_cleans_up():
         for peer in peers:
             numbers = rf"\| +[\d,.]+ \| +[\d,.]+ \| {unit} +\| +[\d.]+x \| +[\d.]+x \|"
             assert re.search(rf"^\| {row} +\| {peer} +{numbers}$", out, re.M), (row, peer, out)
+    assert "where the time goes" in out
+    cpu = re.findall(
+        r"^\| 4 KiB reads, 1 in flight +\| \S+ +\| +[\d.]+ \| +[\d.]+ \| +[\d.]+ \|$", out, re.M
+    )
+    assert len(cpu) == 4, out  # wall, client CPU and server CPU per op of each peer
+    assert re.search(r"handle 4 KiB [\d.]+, client 4 KiB [\d.]+", out), out
     for state in ("idle", "a vdisk streams"):
         assert re.search(rf"^\| {state} +\| +20 \| +\d+ \| +\d+ \|$", out, re.M), out
     assert out.count("(target >=") == 4 and "(target <= 1.5x)" in out
