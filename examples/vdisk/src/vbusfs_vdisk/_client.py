@@ -47,7 +47,9 @@ class VdiskClient:
     flight), and `complete` returns the oldest `Completion`. `capacity` is what
     the device said at open. Transfers are at most `max_transfer` bytes (the
     size of the ring slots this client makes); `spin_us` polls the rings that
-    long before sleeping ("adaptive": the ring learns how long).
+    long before sleeping ("adaptive": the ring learns how long). `driver` is the
+    `vbusfs.client.RequestResponseClient` underneath, for requests made by hand
+    (`vbusfs_vdisk.protocol.pack_request`).
     """
 
     def __init__(
