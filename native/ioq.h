@@ -37,7 +37,10 @@
  *    (south sends on it with MSG_DONTWAIT: never blocks); attach refuses a
  *    semaphore eventfd and a data segment over IOQ_SOUTH_MAX_DATA.
  * 8: the poller (ioq_poller_*: several rings, one epoll fd, registrations kept
- *    across waits), ioq_wait_fd; ioq_wait sleeps on a per-handle epoll. */
+ *    across waits), ioq_wait_fd; ioq_wait sleeps on a per-handle epoll.
+ *    Sub-batch commit: ioq_commit hands over the oldest k acquired buffers and
+ *    keeps the rest, ioq_acquire adds to the set, ioq_unacquire gives buffers
+ *    back; the copying paths refuse (IOQ_E_BUSY) while buffers are acquired. */
 #define IOQ_ABI_VERSION 8
 
 #define IOQ_RING_MAGIC 0x47fa2fe4
@@ -96,7 +99,9 @@ enum ioq_status {
     IOQ_E_INVAL = -1006,    /* bad argument from our own caller */
     IOQ_E_BADRING = -1007,  /* attach: magic/version/count/length wrong */
     IOQ_E_MSGSIZE = -1008,  /* a message does not fit the buffer offered */
-    IOQ_E_SIDE = -1009      /* operation not allowed on this side/direction */
+    IOQ_E_SIDE = -1009,     /* operation not allowed on this side/direction */
+    IOQ_E_BUSY = -1010      /* zero-copy buffers are acquired: commit or
+                               unacquire them before a copying operation */
 };
 
 /*
@@ -213,13 +218,21 @@ int ioq_recv_batch(struct ioq *q, char *buf, uint64_t buflen,
 int ioq_send_one(struct ioq *q, const char *buf, uint32_t len, int signal);
 int ioq_recv_one(struct ioq *q, char *buf, uint32_t cap, int signal);
 
-/* Zero-copy: acquire up to n validated buffers (offsets into the data
- * segment; for send, lens are capacities; for recv, lengths), then commit
- * the first k of them (send: with their final lengths in lens). */
+/* Zero-copy.  The handle keeps an ordered set of acquired buffers (at most
+ * count).  acquire adds up to n more validated buffers at the set's end and
+ * writes only the new ones' offsets into the data segment (offs) and, for a
+ * send, capacities or, for a receive, lengths (lens); it returns how many.
+ * commit hands the oldest k of the set to the peer (a send: with the lengths
+ * written into them, lens[0..k-1]; nothing changes on IOQ_E_MSGSIZE) and
+ * keeps the rest acquired, in order, and valid.  unacquire gives back the
+ * newest k (all if k is larger) without handing them over: the next acquire
+ * finds them again; it returns how many stay acquired.  A fault or a raw
+ * push/pop empties the set. */
 int ioq_acquire(struct ioq *q, int op, uint32_t n, uint64_t *offs,
                 uint32_t *lens);
 int ioq_commit(struct ioq *q, int op, uint32_t k, const uint32_t *lens,
                int signal);
+int ioq_unacquire(struct ioq *q, uint32_t k);
 
 /* South only: messages between the ring and a file descriptor (a TAP, a
  * SOCK_SEQPACKET socket), one write() or read() per message straight from

@@ -72,6 +72,9 @@ struct ioq {
      * starting at the current head (recv) or tail (send) */
     uint32_t acquired;
     int acquired_op;
+    /* a circular list (the oldest at acq_first) of count entries: commit
+     * takes from its front, acquire adds at its end */
+    uint32_t acq_first;
     uint64_t *acq_off;
     uint32_t *acq_len;
     int faulted;
@@ -81,6 +84,12 @@ struct ioq {
     int polled_bit[IOQ_RING_POLLERS];
     struct ioq_poller *own;
 };
+
+/* The i-th oldest acquired buffer's offset and capacity (or length). */
+#define ACQ_AT(q, i) ((q)->acq_first + (i) < (q)->count ? (q)->acq_first + (i) \
+                                                        : (q)->acq_first + (i) - (q)->count)
+#define ACQ_OFF(q, i) ((q)->acq_off[ACQ_AT(q, i)])
+#define ACQ_LEN(q, i) ((q)->acq_len[ACQ_AT(q, i)])
 
 int ioq_fault(struct ioq *q);
 /* ioq_ready, but a send on a full ring waits for a quarter of it (spinning) */

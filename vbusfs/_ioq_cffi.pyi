@@ -175,6 +175,7 @@ class _Lib:
     IOQ_ABI_VERSION: int
     IOQ_DESC_SIZE: int
     IOQ_E_BADRING: int
+    IOQ_E_BUSY: int
     IOQ_E_CLOSED: int
     IOQ_E_EMPTY: int
     IOQ_E_FAULT: int
@@ -256,8 +257,15 @@ class _Lib:
         self, q: IoqPtr, op: int, n: int, offs: U64Array | NullPtr, lens: U32Array | NullPtr, /
     ) -> int: ...
     def ioq_commit(
-        self, q: IoqPtr, op: int, k: int, lens: U32Array | list[int] | NullPtr, signal: int, /
+        self,
+        q: IoqPtr,
+        op: int,
+        k: int,
+        lens: U32Array | list[int] | tuple[int, ...] | NullPtr,
+        signal: int,
+        /,
     ) -> int: ...
+    def ioq_unacquire(self, q: IoqPtr, k: int, /) -> int: ...
     def ioq_recv_to_fd(
         self, q: IoqPtr, fd: int, max: int, min_len: int, max_len: int, counts: IoqFdCounts, /
     ) -> int: ...

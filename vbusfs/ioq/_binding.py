@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from vbusfs._ioq_cffi import IoqPtr as IoqPtr
     from vbusfs._ioq_cffi import PollerPtr as PollerPtr
     from vbusfs._ioq_cffi import U32Array as U32Array
+    from vbusfs._ioq_cffi import U64Array as U64Array
 
 #: The ABI this package was written against; must equal IOQ_ABI_VERSION in native/ioq.h.
 ABI_VERSION = 8
@@ -80,6 +81,7 @@ ERRORS: dict[int, tuple[type[OSError], int, str]] = {
     lib.IOQ_E_BADRING: (IoqError, errno.EINVAL, "not a valid ioq (magic/version/size/seals)"),
     lib.IOQ_E_MSGSIZE: (IoqError, errno.EMSGSIZE, "message longer than the buffer"),
     lib.IOQ_E_SIDE: (IoqError, errno.EPERM, "not allowed on this side of this ioq"),
+    lib.IOQ_E_BUSY: (IoqError, errno.EBUSY, "zero-copy buffers are acquired: commit them first"),
 }
 
 
