@@ -38,10 +38,10 @@
  *    semaphore eventfd and a data segment over IOQ_SOUTH_MAX_DATA.
  * 8: the poller (ioq_poller_*: several rings, one epoll fd, registrations kept
  *    across waits), ioq_wait_fd; ioq_wait sleeps on a per-handle epoll.
- *    Sub-batch commit: ioq_commit hands over the oldest k acquired buffers and
+ * 9: sub-batch commit: ioq_commit hands over the oldest k acquired buffers and
  *    keeps the rest, ioq_acquire adds to the set, ioq_unacquire gives buffers
  *    back; the copying paths refuse (IOQ_E_BUSY) while buffers are acquired. */
-#define IOQ_ABI_VERSION 8
+#define IOQ_ABI_VERSION 9
 
 #define IOQ_RING_MAGIC 0x47fa2fe4
 #define IOQ_RING_VER 4
