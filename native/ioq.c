@@ -1098,10 +1098,15 @@ int ioq_wait_arm(struct ioq *q, int op, int arm)
     }
     /* mitigation: no wake-ups while our caller drains the ring */
     shm_signal_disable(&q->sig);
-    if ((r = ioq_ready(q, op)) != 0)
+    if ((r = ioq_ready(q, op)) != 0) {
+        if (r > 0)
+            ioq_spin_judge(&q->spin, 1); /* an adaptive spin that ran out before */
         return r;
+    }
     return ioq_peer_gone(q) ? IOQ_E_CLOSED : 0;
 }
+
+int ioq_spin_budget(const struct ioq *q) { return (int)q->spin.budget_ns; }
 
 int ioq_wait_fd(struct ioq *q, int op)
 {

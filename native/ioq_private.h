@@ -37,6 +37,15 @@ _Static_assert(offsetof(struct ioq_ring_desc, sown) == 25, "desc sown");
 #define IOQ_VALID 0
 #define IOQ_INUSE 1
 
+/* An adaptive spin budget (IOQ_SPIN_ADAPTIVE; the rule is in ioq.h). */
+struct ioq_spin {
+    int64_t budget_ns;
+    int64_t missed_at; /* a spin ran out at this time and nothing was judged
+                          yet (0: none) */
+};
+/* Judge a spin that ran out, now that its wait found work (ready) or gave up. */
+void ioq_spin_judge(struct ioq_spin *s, int ready);
+
 struct ioq {
     int side;      /* IOQ_NORTH or IOQ_SOUTH */
     int direction; /* IOQ_TO_SOUTH or IOQ_TO_NORTH */
@@ -83,6 +92,7 @@ struct ioq {
     struct ioq_poller *polled_by[IOQ_RING_POLLERS];
     int polled_bit[IOQ_RING_POLLERS];
     struct ioq_poller *own;
+    struct ioq_spin spin; /* the adaptive budget of this handle's waits */
 };
 
 /* The i-th oldest acquired buffer's offset and capacity (or length). */

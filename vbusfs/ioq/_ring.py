@@ -201,6 +201,12 @@ class Ring(ZeroCopy):
         return c_handle(self)
 
     @property
+    def spin_budget_us(self) -> float:
+        """The adaptive spin budget this handle's waits learned so far (µs; 0 unless
+        they were given ``spin_us="adaptive"``)."""
+        return lib.ioq_spin_budget(self._handle()) / 1000
+
+    @property
     def faulted(self) -> bool:
         return self._h is not None and bool(lib.ioq_faulted(self._h))
 
