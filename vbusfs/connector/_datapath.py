@@ -167,7 +167,14 @@ class DataPath:
             raise
         self.rings[index] = ring
         if len(self.rings) == len(self.specs):
-            self._start()
+            try:
+                self._start()
+            except RuntimeError as exc:  # no thread to be had: refused, nothing changed
+                del self.rings[index]
+                self.queues = self.thread = None
+                ring.close()
+                why = f"cannot start the loop of {self.names}: {exc}"
+                raise VbusError(why, errno=errno.EAGAIN) from None
 
     def _start(self) -> None:
         if sys.getswitchinterval() > SWITCH_INTERVAL:
