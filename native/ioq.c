@@ -867,6 +867,16 @@ int ioq_unacquire(struct ioq *q, uint32_t k)
     return (int)q->acquired;
 }
 
+int ioq_commit_acquire(struct ioq *q, int op, uint32_t k, const uint32_t *lens, int signal,
+                       uint32_t n, uint64_t *offs, uint32_t *acq_lens)
+{
+    int r = ioq_commit(q, op, k, lens, signal);
+    if (r < 0 || n == 0)
+        return r < 0 ? r : 0;
+    r = ioq_acquire(q, op, n, offs, acq_lens);
+    return r == IOQ_E_FULL || r == IOQ_E_EMPTY ? 0 : r;
+}
+
 /* The copying paths take a fresh set of buffers, and leave none acquired:
  * they refuse to run while a zero-copy caller holds some. */
 static int acquire_fresh(struct ioq *q, int op, uint32_t n)

@@ -42,8 +42,9 @@
  *    keeps the rest, ioq_acquire adds to the set, ioq_unacquire gives buffers
  *    back; the copying paths refuse (IOQ_E_BUSY) while buffers are acquired.
  * 10: adaptive polling: spin_us = IOQ_SPIN_ADAPTIVE, ioq_spin_budget and
- *    ioq_poller_spin_budget. */
-#define IOQ_ABI_VERSION 10
+ *    ioq_poller_spin_budget.
+ * 11: ioq_commit_acquire (a commit and the next acquire in one call). */
+#define IOQ_ABI_VERSION 11
 
 #define IOQ_RING_MAGIC 0x47fa2fe4
 #define IOQ_RING_VER 4
@@ -235,6 +236,12 @@ int ioq_acquire(struct ioq *q, int op, uint32_t n, uint64_t *offs,
 int ioq_commit(struct ioq *q, int op, uint32_t k, const uint32_t *lens,
                int signal);
 int ioq_unacquire(struct ioq *q, uint32_t k);
+/* ioq_commit, then (when it succeeded and n > 0) ioq_acquire of up to n more:
+ * one call per message for a side that streams.  Returns how many it
+ * acquired (0 when none was there: the commit stands), or a negative code:
+ * the commit's (nothing changed), or IOQ_E_FAULT (the handle is dead). */
+int ioq_commit_acquire(struct ioq *q, int op, uint32_t k, const uint32_t *lens,
+                       int signal, uint32_t n, uint64_t *offs, uint32_t *acq_lens);
 
 /* South only: messages between the ring and a file descriptor (a TAP, a
  * SOCK_SEQPACKET socket), one write() or read() per message straight from

@@ -148,17 +148,21 @@ class DataPath(RuleBasedStateMachine):
         assert [bytes(v) for v in views] == want
         self.rx_held += views
 
-    @rule(data=st.data())
-    def commit_received(self, data: st.DataObject) -> None:
+    @rule(data=st.data(), more=st.integers(0, 20))
+    def commit_received(self, data: st.DataObject, more: int) -> None:
         keep = data.draw(st.integers(0, len(self.rx_held)))
         done = self.rx_held[:keep]
-        self.receiver.commit(keep)
+        new = self.receiver.commit(keep, acquire=more)  # and take more in the same call
         for view in done:
             with pytest.raises(ValueError):
                 view[0:0]  # released
         for _ in range(keep):
             self.queue.popleft()
         del self.rx_held[:keep]
+        fresh = len(self.queue) - len(self.rx_held)
+        want = [self.queue[len(self.rx_held) + i] for i in range(min(more, fresh))]
+        assert [bytes(v) for v in new] == want
+        self.rx_held += new
 
     @rule(batch=st.integers(1, 20))
     def acquire_to_send(self, batch: int) -> None:
@@ -172,15 +176,18 @@ class DataPath(RuleBasedStateMachine):
         assert all(len(v) == self.slot for v in views)
         self.tx_held += views
 
-    @rule(data=st.data())
-    def commit_sent(self, data: st.DataObject) -> None:
+    @rule(data=st.data(), more=st.integers(0, 20))
+    def commit_sent(self, data: st.DataObject, more: int) -> None:
         keep = data.draw(st.integers(0, len(self.tx_held)))
         msgs = [self.message(data) for _ in range(keep)]
         for view, msg in zip(self.tx_held, msgs, strict=False):
             view[: len(msg)] = msg
-        self.sender.commit(keep, [len(m) for m in msgs])
+        new = self.sender.commit(keep, [len(m) for m in msgs], acquire=more)
         self.queue.extend(msgs)
         del self.tx_held[:keep]
+        room = self.count - len(self.queue) - len(self.tx_held)
+        assert len(new) == min(more, room)
+        self.tx_held += new
 
     @rule(data=st.data(), which=st.sampled_from(["sender", "receiver"]))
     def unacquire(self, data: st.DataObject, which: str) -> None:

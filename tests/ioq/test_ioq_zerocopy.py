@@ -204,3 +204,59 @@ def test_the_switch_refuses_a_ring_with_buffers_acquired() -> None:
         assert sw.forward(0, tx, [None, rx]).frames == 1
         tx.close()
         rx.close()
+
+
+def test_commit_with_acquire_streams_one_call_per_message(tx: tuple[Ioq, Ioq]) -> None:
+    north, south = tx
+    views = north.acquire_nowait(1)
+    views[0][:1] = b"\0"
+    views = north.commit(1, [1], acquire=1)
+    held = south.acquire_nowait(1)  # message 0
+    for i in range(1, 20):  # through the 8-slot ring more than twice
+        views[0][:1] = bytes([i])
+        views = north.commit(1, [1], acquire=1)  # sends i, takes the next buffer
+        assert len(views) == 1
+        assert bytes(held[0]) == bytes([i - 1])
+        held = south.commit(1, acquire=1)  # hands back i - 1, takes i
+        assert len(held) == 1
+    assert bytes(held[0]) == bytes([19])
+    assert south.commit(1, acquire=1) == []  # nothing more: the commit stands
+    assert south.acquired == 0 and north.acquired == 1
+    north.unacquire()
+
+
+def test_commit_with_acquire_returns_what_there_is(tx: tuple[Ioq, Ioq]) -> None:
+    north, south = tx
+    north.send_batch_nowait([b"a", b"b", b"c"])
+    first = south.acquire_nowait(1)
+    more = south.commit(1, acquire=8)
+    assert [bytes(v) for v in more] == [b"b", b"c"]
+    with pytest.raises(ValueError):
+        first[0][0]
+    assert south.commit(2, acquire=8) == []
+    assert south.commit(0) == []
+    with pytest.raises(ValueError):
+        south.commit(0, acquire=-1)
+    north.acquire_nowait(8)
+    assert north.commit(8, [0] * 8, acquire=1) == []  # the ring is full: none to take
+
+
+def test_a_fault_found_by_commit_with_acquire_kills_the_handle_after_the_commit(
+    tx: tuple[Ioq, Ioq],
+) -> None:
+    import mmap
+    import struct
+
+    from vbusfs.ioq import IoqFault
+
+    north, south = tx
+    north.send_batch_nowait([b"a", b"b"])
+    first = south.acquire_nowait(1)
+    with mmap.mmap(north.fds.ring, 56 + 32 * 8) as ring:
+        struct.pack_into("<Q", ring, 56 + 32 + 8, 1 << 40)  # b's buffer points away
+    with pytest.raises(IoqFault):
+        south.commit(1, acquire=1)
+    with pytest.raises(ValueError):
+        first[0][0]  # every view is gone with the handle's good standing
+    assert south.acquired == 0 and south.faulted
+    assert north.acquire_nowait(8)  # "a" came back to north: the commit stood

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from vbusfs._ioq_cffi import U64Array as U64Array
 
 #: The ABI this package was written against; must equal IOQ_ABI_VERSION in native/ioq.h.
-ABI_VERSION = 10
+ABI_VERSION = 11
 
 
 def check_abi(compiled: int) -> None:
@@ -81,12 +81,13 @@ def spin_arg(spin_us: Spin) -> int:
 E_FULL: int = lib.IOQ_E_FULL
 E_EMPTY: int = lib.IOQ_E_EMPTY
 E_CLOSED: int = lib.IOQ_E_CLOSED
+E_FAULT: int = lib.IOQ_E_FAULT
 E_TIMEDOUT: int = lib.IOQ_E_TIMEDOUT
 E_MSGSIZE: int = lib.IOQ_E_MSGSIZE
 EINTR = -errno.EINTR
 U32_MAX = 2**32 - 1
 #: the array typecode of C's uint32_t (unsigned int on every Linux ABI we build for)
-U32 = "I" if array.array("I").itemsize == 4 else "L"
+U32: Literal["I", "L"] = "I" if array.array("I").itemsize == 4 else "L"
 
 ERRORS: dict[int, tuple[type[OSError], int, str]] = {
     lib.IOQ_E_FULL: (IoqFull, errno.ENOBUFS, "ioq full"),

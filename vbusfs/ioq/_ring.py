@@ -123,6 +123,8 @@ class Ring(ZeroCopy):
         self._rx = ffi.new("char[]", RX)
         self._offs = ffi.new("uint64_t[]", self.count)
         self._lens = ffi.new("uint32_t[]", self.count)
+        self._offs_mv = memoryview(ffi.buffer(self._offs)).cast("Q")
+        self._lens_mv = memoryview(ffi.buffer(self._lens)).cast(U32)
         self._fd_counts = ffi.new("struct ioq_fd_counts *")
         self._views: list[memoryview] = []
         self._hup_fd = -1

@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import errno
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
-from ._binding import E_MSGSIZE, ffi, lib, raise_code
+from ._binding import E_FAULT, E_MSGSIZE, ffi, lib, raise_code
 from ._errors import IoqClosed, IoqError
 
 if TYPE_CHECKING:
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
 # bound once: the per-batch paths skip the attribute lookups
 _acquire = lib.ioq_acquire
-_commit = lib.ioq_commit
+_commit_acquire = lib.ioq_commit_acquire
 _unpack = ffi.unpack
 _NULL = ffi.NULL
 
@@ -44,6 +44,8 @@ class ZeroCopy:
     _whole: memoryview  # the data segment, sliced for every view
     _offs: U64Array
     _lens: U32Array
+    _offs_mv: memoryview  # the same two arrays, read without cffi's per-item cost
+    _lens_mv: memoryview
     _views: list[memoryview]  # the acquired set, oldest first
 
     @property
@@ -59,54 +61,76 @@ class ZeroCopy:
         ones acquired before, and only the new ones are returned.  IoqFull or IoqEmpty
         if there are none (or the set already holds every descriptor).
         """
+        # the per-batch path: what C checks anyway (and clamps) is left to C
         h = self._h
-        if h is None:
-            raise IoqClosed(errno.EBADF, "ioq is closed")
-        if max_buffers < 1:
-            raise ValueError("max_buffers must be >= 1")
-        k = _acquire(h, self._op, min(max_buffers, self.count), self._offs, self._lens)
-        if k < 0:
+        if h is None or max_buffers < 1:
+            self._refuse(h, max_buffers)
+        try:
+            k = _acquire(h, self._op, max_buffers, self._offs, self._lens)
+        except OverflowError:
+            k = _acquire(h, self._op, self.count, self._offs, self._lens)
+        if k < 1:
             raise_code(k)
-        whole = self._whole
         if k == 1:
-            o = self._offs[0]
-            views = [whole[o : o + self._lens[0]]]
+            o = self._offs_mv[0]
+            views = [self._whole[o : o + self._lens_mv[0]]]
         else:
-            views = [
-                whole[o : o + n]
-                for o, n in zip(_unpack(self._offs, k), _unpack(self._lens, k), strict=True)
-            ]
+            views = self._slice(k)
         self._views += views
         return views
 
-    def commit(self, count: int, lengths: Sequence[int] | array.array[int] | None = None) -> None:
+    def _slice(self, k: int) -> list[memoryview]:
+        # the k buffers C just acquired, from the one cached view of the segment
+        whole = self._whole
+        return [
+            whole[o : o + n]
+            for o, n in zip(self._offs_mv[:k].tolist(), self._lens_mv[:k].tolist(), strict=True)
+        ]
+
+    def commit(
+        self,
+        count: int,
+        lengths: Sequence[int] | array.array[int] | None = None,
+        *,
+        acquire: int = 0,
+    ) -> list[memoryview]:
         """Hand the oldest ``count`` acquired buffers to the peer and release their views.
 
         A sender gives the length it wrote into each (``lengths``, one per buffer; a
         list, a tuple or an ``array.array("I")``).  The buffers after them stay acquired
-        and valid.  Nothing changes when it raises.
+        and valid.  Nothing changes when it raises (but for IoqFault: the ring is dead).
+
+        ``acquire=n`` then acquires up to ``n`` more, in the same call into C (one call
+        per message for a side that streams), and returns their views, as
+        :meth:`acquire_nowait` would, or ``[]`` when there are none (the commit stands).
+        Without it, it returns ``[]``.
         """
         h = self._h
-        if h is None:
-            raise IoqClosed(errno.EBADF, "ioq is closed")
         views = self._views
-        if not 0 <= count <= len(views):
-            raise ValueError(f"count must be 0..{len(views)} (buffers acquired)")
-        if self.sender:
-            if lengths is None or len(lengths) != count:
+        if h is None or not 0 <= count <= len(views) or acquire < 0:
+            self._refuse(h, count, len(views))
+        if lengths is None:
+            if self.sender:
                 raise ValueError("a sender commits one length per buffer")
-            lens = lengths if type(lengths) is list or type(lengths) is tuple else _u32(lengths)
+            lens: object = _NULL
+        elif len(lengths) != count or not self.sender:
+            raise ValueError("a sender commits one length per buffer; a receiver none")
+        else:
+            lens = lengths
+        try:
             try:
-                rc = _commit(h, self._op, count, lens, 1)
-            except OverflowError:
-                raise ValueError("lengths must be 0..2**32-1") from None
+                rc = _commit_acquire(h, self._op, count, lens, 1, acquire, self._offs, self._lens)  # type: ignore[arg-type]
+            except TypeError:  # not a list or a tuple: an array("I"), say
+                rc = _commit_acquire(
+                    h, self._op, count, _u32(lengths or ()), 1, acquire, self._offs, self._lens
+                )
+        except OverflowError:
+            raise ValueError("lengths must be 0..2**32-1, acquire >= 0") from None
+        if rc < 0:
             if rc == E_MSGSIZE:
                 raise ValueError("a length exceeds the capacity of its buffer")
-        else:
-            if lengths is not None:
-                raise ValueError("a receiver commits no lengths")
-            rc = _commit(h, self._op, count, _NULL, 1)
-        if rc < 0:
+            if rc == E_FAULT:
+                self._release_views()  # the handle is dead
             raise_code(rc)
         if count == len(views):
             for view in views:
@@ -116,6 +140,22 @@ class ZeroCopy:
             for view in views[:count]:
                 view.release()
             del views[:count]
+        if rc == 0:
+            return []
+        if rc == 1:
+            o = self._offs_mv[0]
+            new = [self._whole[o : o + self._lens_mv[0]]]
+        else:
+            new = self._slice(rc)
+        views += new
+        return new
+
+    def _refuse(self, h: IoqPtr | None, n: int, most: int | None = None) -> NoReturn:
+        if h is None:
+            raise IoqClosed(errno.EBADF, "ioq is closed")
+        if most is None:
+            raise ValueError("max_buffers must be >= 1")
+        raise ValueError(f"count must be 0..{most} (buffers acquired)")
 
     def unacquire(self, count: int | None = None) -> None:
         """Give back the newest ``count`` acquired buffers (all by default) without handing
@@ -148,4 +188,7 @@ def _u32(lengths: Sequence[int] | array.array[int]) -> U32Array | list[int]:
 
     if isinstance(lengths, _array.array) and lengths.itemsize == 4 and lengths.typecode in "IL":
         return ffi.from_buffer("uint32_t[]", lengths)
-    return list(lengths)
+    try:
+        return list(lengths)
+    except TypeError:
+        raise ValueError("lengths must be a sequence of ints") from None
