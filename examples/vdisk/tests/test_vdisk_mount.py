@@ -16,6 +16,7 @@ import trio
 from conftest import BUS, DISK, join
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from test_disk import ModelDisk
 from vbusfs_vdisk import SECTOR, AsyncVdiskClient, VdiskClient
 from vbusfs_vdisk import protocol as p
 
@@ -274,3 +275,36 @@ def test_leaving_the_bus_fails_the_next_open(disk_mount):
     assert refused.value.errno == errno.EACCES
     join(disk_mount, BUS)
     assert os.path.exists(disk_mount.join("sys/vbus/devices", DISK))
+
+
+junk = st.one_of(
+    st.binary(max_size=64),
+    st.builds(
+        lambda op, offset, length, extra: p.pack_request(op, 5, offset, length, bytes(extra)),
+        st.integers(0, 5),
+        st.integers(0, SMALL + 1024),
+        st.integers(0, 2048),
+        st.integers(0, 600),
+    ),
+)
+
+
+@given(st.lists(junk, min_size=1, max_size=20))
+@settings(
+    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+def test_any_bytes_on_the_request_ring_get_the_answer_a_model_gives(disk_mount, messages):
+    """Whatever a client puts on the ring is answered, in order, as the model disk answers
+    it (an error response for anything malformed), and the device goes on serving."""
+    set_attribute(disk_mount, "size", str(SMALL))
+    with client.connect(disk_mount.path) as bus, VdiskClient.open(bus, 0, count=8) as disk:
+        model = ModelDisk(SMALL, readonly=False)
+        model.bytes[:] = disk.read(0, SMALL, timeout=10)
+        room = p.RESPONSE_SIZE + disk.max_transfer
+        answers = []
+        for message in messages:
+            disk.driver.submit(message, timeout=10)
+            answers.append(model.answer(message, room))
+        got = [disk.driver.complete(timeout=10) for _ in messages]
+        assert got == answers
+        assert disk.read(0, SMALL, timeout=10) == bytes(model.bytes)
