@@ -41,6 +41,7 @@ class Disk:
         self.readonly = readonly
         self.reads = self.writes = self.flushes = self.errors = 0
         self.read_bytes = self.written_bytes = 0
+        self._read_into = backing.read_into  # bound once: the per-request path skips lookups
 
     def capacity(self) -> Capacity:
         return Capacity(self.size, SECTOR, self.readonly)
@@ -74,7 +75,18 @@ class Disk:
             # through parse_request, which names the fault
             if not flags and not (offset | length) % SECTOR:
                 if op == READ and len(request) == REQUEST_SIZE:
-                    return self._read(response, tag, offset, length)
+                    # _read, inlined: the commonest request, one call fewer
+                    end = RESPONSE_SIZE + length
+                    if offset + length > self.size or end > len(response):
+                        return self.refuse(response, tag, errno.EINVAL)
+                    try:
+                        self._read_into(response[RESPONSE_SIZE:end], offset)
+                    except OSError as exc:
+                        return self.refuse(response, tag, exc.errno or errno.EIO)
+                    self.reads += 1
+                    self.read_bytes += length
+                    _pack_response(response, 0, tag, 0, length)
+                    return end
                 if op == WRITE and len(request) == REQUEST_SIZE + length:
                     return self._write(request[REQUEST_SIZE:], response, tag, offset)
         try:
