@@ -27,6 +27,7 @@ from .protocol import (
 
 _pack_request = REQUEST.pack
 _unpack_response = RESPONSE.unpack_from
+_new = tuple.__new__
 
 
 class Completion(NamedTuple):
@@ -100,4 +101,5 @@ class Pipeline:
         if length and op != READ:
             raise ProtocolError(errno.EPROTO, f"a {OPS[op]} response carries data", tag)
         self._sent.popleft()
-        return Completion(tag, op, offset, status, memoryview(message)[RESPONSE_SIZE:])
+        # tuple.__new__ makes the same Completion without NamedTuple's Python-level __new__
+        return _new(Completion, (tag, op, offset, status, memoryview(message)[RESPONSE_SIZE:]))
