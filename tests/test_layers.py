@@ -18,11 +18,13 @@ PACKAGE = pathlib.Path(vbusfs.__file__).parent
 MAY_IMPORT: dict[str, set[str]] = {
     "model": set(),  # pure: deviceclasses, devices, buses, interfaces, members
     "views": {"model"},  # pure: the trees as functions of the model
-    "fuse": {"model", "views"},  # the only pyfuse3 importer: the adapter and nothing else
+    "fuse": {"model", "views", "_mountinfo"},  # the only pyfuse3 importer: the adapter alone
     "ioq": {"_ioq_cffi"},  # the ring binding: the only importer of the compiled module
-    "connector": {"model", "ioq"},  # the protocol core (pure) and the daemon-side server
-    "classes": {"model", "ioq", "connector"},  # deviceclasses (the venet numbers)
-    "client": {"connector", "ioq"},  # the member process's library: no daemon side
+    "device": {"model", "ioq"},  # what a deviceclass author imports: contract + helpers
+    "connector": {"model", "ioq", "device"},  # the protocol core (pure) and the daemon side
+    "classes": {"model", "ioq", "connector", "device"},  # deviceclasses (the venet numbers)
+    "client": {"connector", "ioq", "_mountinfo"},  # the member process's library
+    "_mountinfo": set(),  # /proc/self/mountinfo parsed: shared by fuse and client
     "daemon": {"*"},  # the one composition root
     "cli": {"*"},
     "testing": {"*"},  # the public kit drives everything

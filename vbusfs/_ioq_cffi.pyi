@@ -27,6 +27,19 @@ class IoqPtr(CData):
 class VswitchPtr(CData):
     """struct vswitch * (opaque)"""
 
+class PollerPtr(CData):
+    """struct ioq_poller * (opaque)"""
+
+class PollerPtrOut(CData):
+    """struct ioq_poller **"""
+
+    def __getitem__(self, i: int, /) -> PollerPtr: ...
+
+class U64Out(CData):
+    """uint64_t *"""
+
+    def __getitem__(self, i: int, /) -> int: ...
+
 class IoqPtrOut(CData):
     """struct ioq **"""
 
@@ -118,6 +131,10 @@ class _FFI:
     @overload
     def new(self, cdecl: Literal["struct vswitch **"], /) -> VswitchPtrOut: ...
     @overload
+    def new(self, cdecl: Literal["struct ioq_poller **"], /) -> PollerPtrOut: ...
+    @overload
+    def new(self, cdecl: Literal["uint64_t *"], /) -> U64Out: ...
+    @overload
     def new(self, cdecl: Literal["struct ioq *[]"], n: int, /) -> IoqPtrArray: ...
     @overload
     def new(self, cdecl: Literal["int[4]"], /) -> IntArray: ...
@@ -140,6 +157,7 @@ class _FFI:
         self, cdecl: Literal["struct vswitch_port_counts[]"], n: int, /
     ) -> VswitchPortCountsArray: ...
     def gc(self, cdata: _T, destructor: Callable[[_T], object], /) -> _T: ...
+    def buffer(self, cdata: U32Array | U64Array, /) -> Buffer: ...
     def release(self, cdata: CData, /) -> None: ...
     @overload
     def from_buffer(self, python_buffer: Buffer, /, require_writable: bool = ...) -> CharArray: ...
@@ -158,6 +176,7 @@ class _Lib:
     IOQ_ABI_VERSION: int
     IOQ_DESC_SIZE: int
     IOQ_E_BADRING: int
+    IOQ_E_BUSY: int
     IOQ_E_CLOSED: int
     IOQ_E_EMPTY: int
     IOQ_E_FAULT: int
@@ -175,6 +194,8 @@ class _Lib:
     IOQ_MAX_DATA: int
     IOQ_SOUTH_MAX_DATA: int
     IOQ_NORTH: int
+    IOQ_POLLER_MAX: int
+    IOQ_RING_POLLERS: int
     IOQ_OK: int
     IOQ_RING_MAGIC: int
     IOQ_RING_VER: int
@@ -184,6 +205,10 @@ class _Lib:
     IOQ_SEEK_SET: int
     IOQ_SEEK_TAIL: int
     IOQ_SOUTH: int
+    IOQ_SPIN_ADAPTIVE: int
+    IOQ_SPIN_GROW_US: int
+    IOQ_SPIN_MAX_US: int
+    IOQ_SPIN_SHRINK_US: int
     IOQ_TO_NORTH: int
     IOQ_TO_SOUTH: int
     IOQ_WAIT_RECV: int
@@ -237,7 +262,26 @@ class _Lib:
         self, q: IoqPtr, op: int, n: int, offs: U64Array | NullPtr, lens: U32Array | NullPtr, /
     ) -> int: ...
     def ioq_commit(
-        self, q: IoqPtr, op: int, k: int, lens: U32Array | list[int] | NullPtr, signal: int, /
+        self,
+        q: IoqPtr,
+        op: int,
+        k: int,
+        lens: U32Array | list[int] | tuple[int, ...] | NullPtr,
+        signal: int,
+        /,
+    ) -> int: ...
+    def ioq_unacquire(self, q: IoqPtr, k: int, /) -> int: ...
+    def ioq_commit_acquire(
+        self,
+        q: IoqPtr,
+        op: int,
+        k: int,
+        lens: U32Array | list[int] | tuple[int, ...] | NullPtr,
+        signal: int,
+        n: int,
+        offs: U64Array,
+        acq_lens: U32Array,
+        /,
     ) -> int: ...
     def ioq_recv_to_fd(
         self, q: IoqPtr, fd: int, max: int, min_len: int, max_len: int, counts: IoqFdCounts, /
@@ -257,6 +301,19 @@ class _Lib:
     def ioq_wait_arm(self, q: IoqPtr, op: int, arm: int, /) -> int: ...
     def ioq_wake_fd(self, q: IoqPtr, /) -> int: ...
     def ioq_signal(self, q: IoqPtr, /) -> int: ...
+    def ioq_wait_fd(self, q: IoqPtr, op: int, /) -> int: ...
+    def ioq_spin_budget(self, q: IoqPtr, /) -> int: ...
+    def ioq_poller_spin_budget(self, p: PollerPtr, /) -> int: ...
+    def ioq_poller_new(self, out: PollerPtrOut, /) -> int: ...
+    def ioq_poller_free(self, p: PollerPtr, /) -> None: ...
+    def ioq_poller_fd(self, p: PollerPtr, /) -> int: ...
+    def ioq_poller_add(self, p: PollerPtr, q: IoqPtr, op: int, /) -> int: ...
+    def ioq_poller_remove(self, p: PollerPtr, bit: int, /) -> int: ...
+    def ioq_poller_wait(
+        self, p: PollerPtr, mask: int, timeout_ms: int, spin_us: int, ready: U64Out, /
+    ) -> int: ...
+    def ioq_poller_arm(self, p: PollerPtr, mask: int, ready: U64Out, /) -> int: ...
+    def ioq_poller_disarm(self, p: PollerPtr, mask: int, ready: U64Out, /) -> int: ...
     def vswitch_new(self, out: VswitchPtrOut, /) -> int: ...
     def vswitch_free(self, sw: VswitchPtr, /) -> None: ...
     def vswitch_forget_port(self, sw: VswitchPtr, port: int, /) -> int: ...

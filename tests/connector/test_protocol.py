@@ -214,6 +214,22 @@ def test_daemon_event_and_refusal_shapes():
     }
 
 
+def test_a_fault_event_carries_why_the_device_failed():
+    data = daemon.event("fault", 2, "echo", "device loop failed: RuntimeError('x')")
+    assert json.loads(data) == {
+        "event": "fault",
+        "id": 2,
+        "type": "echo",
+        "message": "device loop failed: RuntimeError('x')",
+    }
+    client = welcomed()
+    heard = client.receive(Datagram(data))
+    assert heard == Event("fault", 2, "echo", "device loop failed: RuntimeError('x')")
+    assert client.events_nowait() == [heard]
+    # add and drop carry no message, as before
+    assert "message" not in json.loads(daemon.event("add", 1, "echo"))
+
+
 # -- the client's side --------------------------------------------------------------
 
 
@@ -311,6 +327,7 @@ def test_client_events_before_a_reply_are_queued_in_order():
         {"event": "add", "id": "1", "type": "t"},
         {"event": "add", "id": True, "type": "t"},
         {"event": "add", "id": 1},
+        {"event": "fault", "id": 1, "type": "t", "message": 3},
     ],
 )
 def test_client_a_bad_event_changes_nothing(message):

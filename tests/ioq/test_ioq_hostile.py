@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import mmap
 import os
@@ -14,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from vbusfs.ioq import Ioq, IoqEmpty, IoqError, IoqFault, IoqFull, lowlevel
+from vbusfs.ioq import Ioq, IoqEmpty, IoqError, IoqFault, IoqFull, Poller, lowlevel
 
 HEAD, DESC = 56, 32
 COUNT, SLOT = 8, 64
@@ -216,5 +217,106 @@ def test_south_survives_a_hostile_process_scribbling_on_the_ring(
             assert faults > 0, "random bytes never caught: the checks are not running"
             assert moved > 0
         finally:
+            os.close(r)
+            os.close(w)
+
+
+def eventfd_flooder(efd: int, ready: int) -> Callable[[], None]:
+    def run() -> None:
+        os.write(ready, b"f")
+        while True:
+            os.eventfd_write(efd, 1)
+
+    return run
+
+
+@pytest.mark.parametrize("wait", ["poller", "ring"])
+def test_a_wait_backs_off_a_peer_that_writes_the_eventfd_in_a_loop(
+    children: Any, wait: str
+) -> None:
+    # nothing is ever ready: every wake-up is for nothing, and costs the waiter
+    r, w = os.pipe()
+    with Ioq.create(COUNT, SLOT) as north, Poller() as poller:
+        south = Ioq.attach(north.fds, direction="to_south")
+        try:
+            poller.add(south, "receive")
+            children.fork(eventfd_flooder(north.fds.to_south, w))
+            assert os.read(r, 1) == b"f"
+            start, cpu = time.monotonic(), time.thread_time()
+            with pytest.raises(TimeoutError):
+                if wait == "poller":
+                    poller.wait(timeout=0.5)
+                else:
+                    south.wait_receivable(timeout=0.5)
+            elapsed, used = time.monotonic() - start, time.thread_time() - cpu
+            assert 0.5 <= elapsed < 5, "the wait did not end at its timeout"
+            # backed off: a few percent of a CPU (without it, all the CPU it could get)
+            assert used < 0.1, f"{used:.3f} s of CPU in a {elapsed:.3f} s wait"
+        finally:
+            south.close()
+            os.close(r)
+            os.close(w)
+
+
+def test_a_poller_survives_a_hostile_process_scribbling_on_one_of_its_rings(
+    children: Any,
+) -> None:
+    r, w = os.pipe()
+    with Ioq.create(COUNT, SLOT) as hostile_north, Ioq.create(COUNT, SLOT) as honest:
+        vandal = children.fork(
+            hostile_writer(hostile_north.fds.ring, hostile_north.fds.to_south, 3, w)
+        )
+        assert os.read(r, 1) == b"g"
+        faults = refused = received = sent = 0
+
+        def attach_bad() -> Ioq:
+            nonlocal refused
+            while True:
+                try:
+                    return Ioq.attach(hostile_north.fds, direction="to_south")
+                except IoqError:  # inuse.head is garbage: start it afresh, as a new client
+                    refused += 1
+                    with mmap.mmap(hostile_north.fds.ring, HEAD) as head:
+                        head[36:40] = bytes(4)
+
+        poller = Poller()
+        good = Ioq.attach(honest.fds, direction="to_south")
+        bad = attach_bad()
+        deadline = time.monotonic() + 60
+        try:
+            good_bit, bad_bit = poller.add(good, "receive"), poller.add(bad, "receive")
+            for i in range(2000):
+                assert time.monotonic() < deadline, "the poller hung"
+                if i % 4 == 0:
+                    with contextlib.suppress(IoqFull):
+                        honest.send_nowait(i.to_bytes(4, "little"))
+                        sent += 1
+                try:
+                    ready = poller.wait(timeout=0.002)
+                except TimeoutError:
+                    continue
+                if ready & good_bit:
+                    received += len(good.receive_batch_nowait())
+                if ready & bad_bit:
+                    try:
+                        for m in bad.receive_batch_nowait(8, max_length=SLOT):
+                            assert len(m) <= SLOT
+                    except IoqFault:
+                        faults += 1
+                        poller.remove(bad)
+                        bad.close()
+                        bad = attach_bad()
+                        bad_bit = poller.add(bad, "receive")
+                    except IoqEmpty:
+                        pass
+            os.kill(vandal, signal.SIGKILL)
+            with contextlib.suppress(IoqEmpty):
+                received += len(good.receive_batch_nowait())
+            assert faults > 0, "random bytes never caught: the checks are not running"
+            assert received == sent > 0  # the honest ring never suffered for the other
+        finally:
+            poller.close()
+            good.close()
+            bad.close()
             os.close(r)
             os.close(w)

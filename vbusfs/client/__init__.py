@@ -11,6 +11,19 @@ nothing but the mount point::
             nic.send(frame)
             reply = nic.recv(timeout=1.0)
 
+Any device on the bus opens the same way, with its class's interface version;
+`find_mounts()` lists the vbusfs mounts this process sees::
+
+    mnt = client.find_mounts()[0]
+    with client.connect(mnt) as bus, bus.open(0, 1) as dev:
+        dev.call(0, b"...")                       # a device call
+        dev.attach_queue(0, ring)                 # the ring now watches dev.hangup
+
+A request/response device (vbusfs.device.RequestResponseConnection) has a driver:
+`RequestResponseClient(dev, count=64, slot_size=4096, window=32)` with
+`submit`, `complete`, `complete_into`, `request` (and the trio face,
+`AsyncRequestResponseClient`).
+
 The daemon learns who is calling from the kernel, so a process that is on no
 bus is refused (`PermissionError`), and a client sees only its own bus. Every
 request waits for the daemon at most `timeout` seconds (`connect(..., timeout=)`,
@@ -50,11 +63,13 @@ from vbusfs.connector.venet import (
 )
 from vbusfs.connector.venet import VERSION as VENET_VERSION
 
-from ._common import find_connector
+from ._common import find_connector, find_mounts
+from ._driver import RequestResponseClient
 from ._sync import Client, OpenInterface, Venet, connect
 
 if TYPE_CHECKING:
-    from ._trio import AsyncClient, AsyncVenet
+    from ._trio import AsyncClient, AsyncOpenInterface, AsyncVenet
+    from ._trio_driver import AsyncRequestResponseClient
 
 
 async def connect_async(mountpoint: str, *, timeout: float | None = DEFAULT_TIMEOUT) -> AsyncClient:
@@ -66,10 +81,14 @@ async def connect_async(mountpoint: str, *, timeout: float | None = DEFAULT_TIME
 
 def __getattr__(name: str) -> Any:
     # the trio face, loaded (with trio) only when a program asks for it
-    if name in ("AsyncClient", "AsyncVenet"):
+    if name in ("AsyncClient", "AsyncOpenInterface", "AsyncVenet"):
         from . import _trio
 
         return getattr(_trio, name)
+    if name == "AsyncRequestResponseClient":
+        from . import _trio_driver
+
+        return _trio_driver.AsyncRequestResponseClient
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -85,6 +104,8 @@ __all__ = [
     "TX_QUEUE",
     "VENET_VERSION",
     "AsyncClient",
+    "AsyncOpenInterface",
+    "AsyncRequestResponseClient",
     "AsyncVenet",
     "Client",
     "ConnectorError",
@@ -92,9 +113,11 @@ __all__ = [
     "Event",
     "InterfaceEntry",
     "OpenInterface",
+    "RequestResponseClient",
     "Venet",
     "WireError",
     "connect",
     "connect_async",
     "find_connector",
+    "find_mounts",
 ]

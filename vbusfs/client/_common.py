@@ -8,7 +8,23 @@ import socket
 import threading
 from collections.abc import Iterable
 
+from vbusfs._mountinfo import FSTYPE, read_mountinfo
 from vbusfs.connector import XATTR, ConnectorError, ConnectorTimeout, Reply
+
+
+def find_mounts() -> list[str]:
+    """The vbusfs mount points this process sees, in mount order (never blocks on a daemon).
+
+    Read from /proc/self/mountinfo: every mount of type fuse.vbusfs of a whole tree
+    (not a bind mount of a part of it, such as `vbusfs run`'s /config/vbus), listed
+    once even where mounted over. A mount whose daemon died is listed until cleared;
+    `connect` then fails with a clear error.
+    """
+    found: list[str] = []
+    for entry in read_mountinfo():
+        if entry.fstype == FSTYPE and entry.root == "/" and entry.mount_point not in found:
+            found.append(entry.mount_point)
+    return found
 
 
 def find_connector(mountpoint: str, timeout: float | None = None) -> str:

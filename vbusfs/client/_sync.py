@@ -35,7 +35,7 @@ from vbusfs.connector import (
     unpack_bytes,
 )
 from vbusfs.connector import venet as abi
-from vbusfs.ioq import Ioq
+from vbusfs.ioq import AsyncIoq, Ioq
 
 from ._common import close_fds, find_connector, hangup_of
 
@@ -131,6 +131,9 @@ class Client:
         return interface_entries(self.request("list"))
 
     def open(self, interface_id: int, version: int) -> OpenInterface:
+        """Open interface `interface_id` of this bus at interface `version` (its class's
+        number); blocks for the reply. ENOENT: no such interface; EINVAL: a version the
+        class does not speak; EBUSY: the device refuses another client."""
         reply = self._exchange("open", id=interface_id, version=version)
         handle = reply.result()["handle"]
         return OpenInterface(self, handle, interface_id, hangup_of(reply))
@@ -188,8 +191,10 @@ class OpenInterface:
     """One interface this client has open (`Client.open`); its calls block for the reply.
 
     `hangup` is a socket the daemon closes when it lets go of the interface (a drop,
-    a close, or the daemon going away): the rings watch it, so no wait on them can
-    hang once the interface is gone.
+    a close, a device loop that failed, or the daemon going away): every queue
+    attached with `attach_queue` watches it, so no wait on them can hang once the
+    interface is gone (it ends with IoqClosed). After a drop, calls fail with ENODEV;
+    after the device's loop failed, with EIO.
     """
 
     def __init__(
@@ -202,15 +207,22 @@ class OpenInterface:
         self._open = True
 
     def call(self, function: int, data: bytes = b"") -> bytes:
+        """A device call: function number and bytes in, bytes out (ConnectorError)."""
         reply = self.client.request(
             "call", handle=self.handle, function=function, data=pack_bytes(data)
         )
         return unpack_bytes(reply["data"])
 
-    def attach_queue(self, index: int, ioq: Ioq) -> None:
-        self.client.request("queue", tuple(ioq.fds), handle=self.handle, index=index)
+    def attach_queue(self, index: int, ioq: Ioq | AsyncIoq) -> None:
+        """Hand the north side of `ioq` to the device as queue `index`; from now on its
+        waits end with IoqClosed once the daemon lets go of the interface."""
+        ioq.watch_peer(self.hangup)
+        self.client.request(
+            "queue", tuple(ioq.fds), handle=self.handle, index=index, direction=ioq.direction
+        )
 
     def stats(self) -> dict[str, int]:
+        """The device's counters."""
         stats: dict[str, int] = self.client.request("stats", handle=self.handle)["stats"]
         return stats
 
@@ -242,8 +254,6 @@ class Venet:
         self.interface = interface
         self.rx = Ioq.create(slots, 2048, direction="to_north")
         self.tx = Ioq.create(slots, 2048, direction="to_south")
-        for ioq in (self.rx, self.tx):
-            ioq.watch_peer(interface.hangup)  # a dropped interface ends waits with IoqClosed
         try:
             interface.attach_queue(abi.RX_QUEUE, self.rx)
             interface.attach_queue(abi.TX_QUEUE, self.tx)

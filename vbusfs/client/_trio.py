@@ -34,7 +34,7 @@ from vbusfs.connector import (
     unpack_bytes,
 )
 from vbusfs.connector import venet as abi
-from vbusfs.ioq import AsyncIoq
+from vbusfs.ioq import AsyncIoq, Ioq
 
 from ._common import close_fds, find_connector, hangup_of
 
@@ -108,6 +108,12 @@ class AsyncClient:
     async def interfaces(self) -> list[InterfaceEntry]:
         return interface_entries(await self.request("list"))
 
+    async def open(self, interface_id: int, version: int) -> AsyncOpenInterface:
+        """`Client.open` for trio: open interface `interface_id` at `version`."""
+        reply = await self._exchange("open", id=interface_id, version=version)
+        handle = reply.result()["handle"]
+        return AsyncOpenInterface(self, handle, interface_id, hangup_of(reply))
+
     async def open_venet(self, interface_id: int, *, slots: int = 256) -> AsyncVenet:
         reply = await self._exchange("open", id=interface_id, version=abi.VERSION)
         handle = reply.result()["handle"]
@@ -131,6 +137,54 @@ class AsyncClient:
         self._sock.close()
 
     async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
+class AsyncOpenInterface:
+    """`OpenInterface` for trio: one interface this client has open; its calls await
+    the reply. Every queue attached watches `hangup`, so ring waits end with IoqClosed
+    once the daemon lets go of the interface."""
+
+    def __init__(
+        self, client: AsyncClient, handle: int, interface_id: int, hangup: socket.socket
+    ) -> None:
+        self.client = client
+        self.handle = handle
+        self.id = interface_id
+        self.hangup = hangup
+        self._open = True
+
+    async def call(self, function: int, data: bytes = b"") -> bytes:
+        """A device call: function number and bytes in, bytes out (ConnectorError)."""
+        reply = await self.client.request(
+            "call", handle=self.handle, function=function, data=pack_bytes(data)
+        )
+        return unpack_bytes(reply["data"])
+
+    async def attach_queue(self, index: int, ioq: AsyncIoq | Ioq) -> None:
+        """Hand the north side of `ioq` to the device as queue `index` (it then watches
+        the hang-up socket)."""
+        ioq.watch_peer(self.hangup)
+        await self.client.request(
+            "queue", tuple(ioq.fds), handle=self.handle, index=index, direction=ioq.direction
+        )
+
+    async def stats(self) -> dict[str, int]:
+        """The device's counters."""
+        stats: dict[str, int] = (await self.client.request("stats", handle=self.handle))["stats"]
+        return stats
+
+    async def aclose(self) -> None:
+        if self._open:
+            self._open = False
+            with contextlib.suppress(ConnectorError, OSError):
+                await self.client.request("close", handle=self.handle)
+            self.hangup.close()
+
+    async def __aenter__(self) -> AsyncOpenInterface:
         return self
 
     async def __aexit__(self, *exc: object) -> None:

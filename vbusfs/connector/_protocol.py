@@ -36,7 +36,9 @@ MAX_FDS = 8
 # 2: a queue's fourth fd (what wakes north) is a Unix datagram socket, not an
 #    eventfd; the third must be an eventfd not in semaphore mode; data segments
 #    over 64 MiB are refused (behaviour §7.2, §7.3)
-PROTOCOL = 2
+# 3: `fault` events (with a `message`); a `queue` request may name the ring's
+#    `direction`, checked against the class's declared queues (behaviour §7.5)
+PROTOCOL = 3
 
 CLOSED = "the daemon closed the connection"
 #: seconds a client waits for the daemon's answer unless told otherwise
@@ -164,13 +166,20 @@ class InterfaceEntry:
     type: str
 
 
+#: the kinds of event a client hears
+EVENT_KINDS = ("add", "drop", "fault")
+
+
 @dataclass(frozen=True, slots=True)
 class Event:
-    """An interface added to or dropped from the caller's bus (`kind`: 'add' or 'drop')."""
+    """Something that happened to an interface of the caller's bus. `kind`: 'add' or
+    'drop' (linked to or unlinked from the bus), or 'fault' (the device's loop failed
+    while this client had it open: its calls now fail with EIO; `message` says why)."""
 
     kind: str
     interface_id: int
     interface_type: str
+    message: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -273,13 +282,15 @@ class ClientConnection:
 
 def _event(message: dict[str, Any]) -> Event:
     kind, interface_id, interface_type = message["event"], message.get("id"), message.get("type")
+    text = message.get("message", "")
     if (
-        kind not in ("add", "drop")
+        kind not in EVENT_KINDS
         or not _is_int(interface_id)
         or not isinstance(interface_type, str)
+        or not isinstance(text, str)
     ):
         raise WireError(f"not an event: {message!r}")
-    return Event(kind, interface_id, interface_type)
+    return Event(kind, interface_id, interface_type, text)
 
 
 def interface_entries(reply: dict[str, Any]) -> list[InterfaceEntry]:
@@ -349,8 +360,11 @@ class DaemonConnection:
         """The reply refusing a request (`seq` None when the datagram was no request)."""
         return encode({**error_fields(code, message[:1024]), "seq": seq if _is_int(seq) else None})
 
-    def event(self, kind: str, interface_id: int, interface_type: str) -> bytes:
-        return encode({"event": kind, "id": interface_id, "type": interface_type})
+    def event(self, kind: str, interface_id: int, interface_type: str, message: str = "") -> bytes:
+        event: dict[str, Any] = {"event": kind, "id": interface_id, "type": interface_type}
+        if message:
+            event["message"] = message[:1024]
+        return encode(event)
 
 
 def _is_int(value: Any) -> TypeGuard[int]:

@@ -4,11 +4,17 @@ client's segment it cannot map. Each becomes an errno and a reason, never a cras
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+
+import trio
 
 from vbusfs.model import DeviceConnection, VbusError
+
+from ._protocol import DaemonConnection
 
 # the errnos of running out of something the kernel gives: a refusal, never a crash
 EXHAUSTED = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
@@ -42,3 +48,25 @@ def attach_queue(connection: DeviceConnection, index: int, fds: Sequence[int]) -
         ) from None
     except (ValueError, OverflowError) as exc:
         raise VbusError(f"queue {index}: {exc}", errno=errno.EINVAL) from None
+
+
+async def refuse_exhausted(
+    complain: Callable[..., None],
+    listener: trio.socket.SocketType,
+    spare: int | None,
+    exc: OSError,
+) -> int | None:
+    """accept() found no descriptor left: refuse the waiting peer, keep serving. Returns
+    the descriptor now held in reserve (None: there was none to have)."""
+    why = out_of(exc)
+    complain(0, logging.WARNING, "refusing a connection: %s", why)
+    if spare is not None:
+        os.close(spare)
+        with contextlib.suppress(OSError), trio.move_on_after(0.1):
+            refused, _ = await listener.accept()  # at once: the peer just seen waits
+            with refused:
+                await refused.send(DaemonConnection().refuse(exc.errno or errno.EMFILE, why))
+        spare = spare_fd()
+    if spare is None:
+        await trio.sleep(0.05)  # nothing to accept with: let the others finish
+    return spare

@@ -9,6 +9,9 @@ When a client closes, dies (even by SIGKILL: its socket closes), or breaks
 the ring protocol, everything it opened is closed and its devices can be
 opened again at once. When an interface a client has open is unlinked, the
 client hears a `drop` event and its next operation on it fails with ENODEV.
+A deviceclass that declares queues has its data path run by `_datapath` (its
+loop in a thread of its own, one close order for every ending); when its loop
+fails, the client hears a `fault` event and its next operation fails with EIO.
 
 A client never takes the daemon with it: connections are capped per uid and in
 total (`Limits`), running out of file descriptors refuses that connection or
@@ -33,15 +36,15 @@ import os
 import socket
 import struct
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import trio
 
 from vbusfs.ioq import IoqError, IoqFault
-from vbusfs.model import DeviceConnection, Event, Vbus, VbusError
+from vbusfs.model import Event, Vbus, VbusError
 
 from ._admin import ADMIN_OPS, FindClass
+from ._datapath import Closer, DataPath, Open, Outcome, data_path_of, release
 from ._limits import Limits, LogBudgets
 from ._pin import PeerPin
 from ._protocol import (
@@ -51,7 +54,7 @@ from ._protocol import (
     WireError,
     pack_bytes,
 )
-from ._refusals import EXHAUSTED, attach_queue, out_of, spare_fd
+from ._refusals import EXHAUSTED, attach_queue, out_of, refuse_exhausted, spare_fd
 from ._rights import RECEIVE, received, rights
 
 log = logging.getLogger("vbusfs.connector")
@@ -62,19 +65,6 @@ _CREDS = struct.Struct("3i")
 class ClientFault(Exception):
     """Kept for importers; nothing raises it now. A client's bad request is refused with
     an errno and its connection kept; only a broken ring (IoqFault) disconnects it."""
-
-
-@dataclass(eq=False)
-class _Open:
-    """One interface a client has open."""
-
-    interface_id: int
-    connection: DeviceConnection
-    # our end of a socketpair whose other end the client's rings watch: closing it
-    # wakes every wait on this device's queues, so a drop or a release never hangs them
-    hangup: socket.socket | None = None
-    scope: trio.CancelScope = field(default_factory=trio.CancelScope)
-    dropped: bool = False
 
 
 class Connector:
@@ -94,6 +84,8 @@ class Connector:
         self.log_budgets = LogBudgets(self.limits)
         # the daemon's owner (and root) may administer it: save, modprobe, rmmod
         self.owner = os.getuid()
+        # ends the data paths of classes that declare queues, in the one close order
+        self.closer = Closer()
 
     def complain(self, pid: int, level: int, text: str, *args: object) -> None:
         """Log a client's fault, at most a few times a second per client and in total."""
@@ -118,42 +110,28 @@ class Connector:
             # Any user may connect; membership, checked per peer, is the authority.
             os.chmod(self.path, 0o666)
             listener.listen(128)
-            task_status.started()
             async with trio.open_nursery() as nursery:
+                await nursery.start(self.closer.run)
+                task_status.started()
                 while True:
                     try:
                         sock, _ = await listener.accept()
                     except OSError as exc:
                         if exc.errno in EXHAUSTED:
-                            spare = await self._refuse_exhausted(listener, spare, exc)
+                            spare = await refuse_exhausted(self.complain, listener, spare, exc)
                         else:  # a peer gone before it was accepted, say: never the end
                             self.complain(0, logging.WARNING, "accept failed: %s", exc)
                             await trio.sleep(0.01)
                         continue
                     nursery.start_soon(self._client, sock)
         finally:
+            # the daemon stops: every device loop stopped meanwhile gets the bound to end
+            await self.closer.drain()
             listener.close()
             if spare is not None:
                 os.close(spare)
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.path)
-
-    async def _refuse_exhausted(
-        self, listener: trio.socket.SocketType, spare: int | None, exc: OSError
-    ) -> int | None:
-        """accept() found no descriptor left: refuse the waiting peer, keep serving."""
-        why = out_of(exc)
-        self.complain(0, logging.WARNING, "refusing a connection: %s", why)
-        if spare is not None:
-            os.close(spare)
-            with contextlib.suppress(OSError), trio.move_on_after(0.1):
-                refused, _ = await listener.accept()  # at once: the peer just seen waits
-                with refused:
-                    await refused.send(DaemonConnection().refuse(exc.errno or errno.EMFILE, why))
-            spare = spare_fd()
-        if spare is None:
-            await trio.sleep(0.05)  # nothing to accept with: let the others finish
-        return spare
 
     async def _client(self, sock: trio.socket.SocketType) -> None:
         with sock:
@@ -256,7 +234,7 @@ class _Session:
         self.revoked_errno = errno.EACCES
         self.admin = admin
         self.protocol = DaemonConnection()
-        self.opens: dict[int, _Open] = {}
+        self.opens: dict[int, Open] = {}
         self.next_handle = 1
         self.send_lock = trio.Lock()
         # bounded: a client that reads no events while its bus changes is dropped,
@@ -302,7 +280,7 @@ class _Session:
                 for opened in self.opens.values():
                     if opened.interface_id == event.interface_id and not opened.dropped:
                         opened.dropped = True
-                        _release(opened)
+                        release(opened, self.connector.closer)
             try:
                 await self.send(
                     self.protocol.event(event.kind, event.interface_id, event.interface_type)
@@ -419,9 +397,11 @@ class _Session:
             raise
         handle = self.next_handle
         self.next_handle += 1
-        opened = _Open(interface_id, connection, hangup=ours)
+        opened = Open(interface_id, connection, hangup=ours)
+        opened.datapath = data_path_of(self.vbus, bus, interface_id, opened, self._loop_ended)
         self.opens[handle] = opened
-        self.nursery.start_soon(self._run_device, handle, opened)
+        if opened.datapath is None:  # legacy: run() on this loop, from the open on
+            self.nursery.start_soon(self._run_device, handle, opened)
         return {"handle": handle}, [theirs.detach()]
 
     def _reply(self, request: Request) -> dict[str, Any]:
@@ -445,7 +425,11 @@ class _Session:
         if op == "queue":
             if len(request.fds) != 4:
                 raise VbusError("a queue takes 4 file descriptors", errno=errno.EINVAL)
-            attach_queue(opened.connection, request.integer("index"), request.fds)
+            if opened.datapath is not None:
+                index, direction = request.integer("index"), request.fields.get("direction")
+                opened.datapath.attach(index, request.fds, direction)
+            else:
+                attach_queue(opened.connection, request.integer("index"), request.fds)
             return {}
         if op == "stats":
             return {"stats": opened.connection.stats()}
@@ -454,16 +438,42 @@ class _Session:
             return {}
         raise WireError(f"unknown operation {op[:64]!r}")
 
-    def _handle(self, request: Request) -> tuple[_Open, int]:
+    def _handle(self, request: Request) -> tuple[Open, int]:
         handle = request.integer("handle")
         opened = self.opens.get(handle)
         if opened is None:
             raise VbusError(f"no open handle {handle}", errno=errno.EBADF)
         if opened.dropped:
             raise VbusError("the interface was dropped from the bus", errno=errno.ENODEV)
+        if opened.failed is not None:
+            raise VbusError(opened.failed, errno=errno.EIO)
         return opened, handle
 
-    async def _run_device(self, handle: int, opened: _Open) -> None:
+    def _loop_ended(self, path: DataPath, outcome: Outcome) -> None:
+        """A device loop ended before it was stopped (on this loop's thread)."""
+        opened = next((o for o in self.opens.values() if o.datapath is path), None)
+        if isinstance(outcome, IoqFault):
+            log.warning("client %d broke queue protocol of %s: %s", self.pid, path.names, outcome)
+            self.nursery.cancel_scope.cancel()  # as a legacy device's: the client goes
+        elif outcome is None:
+            log.info("%s: loop returned before it was stopped", path.names)
+        else:
+            log.error("%s: device loop failed (client %d)", path.names, self.pid, exc_info=outcome)
+            self.connector.closer.close(path)  # its client's waits end (the hang-up closes)
+            if opened is None:
+                return
+            opened.failed = f"device loop failed: {outcome!r}"[:512]
+            data = self.protocol.event(
+                "fault", opened.interface_id, opened.interface_type, opened.failed
+            )
+            with contextlib.suppress(RuntimeError):  # the session is ending anyway
+                self.nursery.start_soon(self._tell, data)
+
+    async def _tell(self, data: bytes) -> None:
+        with contextlib.suppress(OSError):
+            await self.send(data)
+
+    async def _run_device(self, handle: int, opened: Open) -> None:
         with opened.scope:
             try:
                 await opened.connection.run()
@@ -479,11 +489,4 @@ class _Session:
     def _close(self, handle: int) -> None:
         opened = self.opens.pop(handle)
         if not opened.dropped:
-            _release(opened)
-
-
-def _release(opened: _Open) -> None:
-    opened.scope.cancel()
-    opened.connection.close()
-    if opened.hangup is not None:
-        opened.hangup.close()
+            release(opened, self.connector.closer)

@@ -10,41 +10,12 @@ inside a request handler.
 from __future__ import annotations
 
 import os
-import re
 import time
-from dataclasses import dataclass
 
+from vbusfs._mountinfo import MountEntry, read_mountinfo
 from vbusfs.views import Path
 
-_ESCAPE = re.compile(r"\\([0-7]{3})")
-
-
-def _unescape(field: str) -> str:
-    return _ESCAPE.sub(lambda m: chr(int(m.group(1), 8)), field)
-
-
-@dataclass(frozen=True, slots=True)
-class MountEntry:
-    device: str  # "major:minor"
-    root: str  # the directory of the filesystem that is mounted here
-    mount_point: str
-    fstype: str
-
-
-def read_mountinfo(pid: int | str = "self") -> list[MountEntry]:
-    with open(f"/proc/{pid}/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
-        text = f.read()
-    entries = []
-    for line in text.splitlines():
-        fields = line.split()
-        try:
-            dash = fields.index("-")
-        except ValueError:
-            continue
-        entries.append(
-            MountEntry(fields[2], _unescape(fields[3]), _unescape(fields[4]), fields[dash + 1])
-        )
-    return entries
+__all__ = ["MountEntry", "MountLocations", "mount_at", "read_mountinfo"]
 
 
 def mount_at(mount_point: str, pid: int | str = "self") -> MountEntry | None:

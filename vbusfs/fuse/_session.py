@@ -12,10 +12,12 @@ import os
 
 import pyfuse3
 
+from vbusfs._mountinfo import FSTYPE
+
 from ._operations import VbusOperations
 
-# The kernel's type for our mounts: "fuse." plus the subtype in `mount_options()`.
-FSTYPE = "fuse.vbusfs"
+# FSTYPE: the kernel's type for our mounts: "fuse." plus the subtype in `mount_options()`.
+__all__ = ["FSTYPE", "close", "handle_requests", "mount", "mount_options", "terminate"]
 
 
 def mount_options() -> set[str]:

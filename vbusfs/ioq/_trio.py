@@ -1,7 +1,8 @@
 """AsyncIoq: the ring with its trio face, for programs (and the daemon) under trio.
 
 Its waiting methods are ``async def`` and sleep in trio on the shm-signal
-eventfd (with the watched peer's hang-up, through one epoll fd); a trio cancel
+eventfd, or, while a peer is watched, on the handle's own epoll fd (made in C at
+the first wait and kept, with both registrations, until close); a trio cancel
 scope ends them.  They arm and re-check through the same C steps as the
 blocking face (``_ioq``) and never touch the ring's indices.  trio is imported
 on the first wait, so importing :mod:`vbusfs.ioq` never loads it; nothing here
@@ -10,9 +11,7 @@ may block the thread beyond a wait's ``spin_us``.
 
 from __future__ import annotations
 
-import select
-
-from ._binding import E_TIMEDOUT, RECV, SEND, check, lib
+from ._binding import E_TIMEDOUT, RECV, SEND, Spin, check, lib, spin_arg
 from ._errors import IoqEmpty, IoqFull
 from ._ring import Ring
 
@@ -31,30 +30,25 @@ class AsyncIoq(Ring):
     ``async def`` and wait in trio.  Synchronous programs use :class:`~vbusfs.ioq.Ioq`.
     """
 
-    def _wake_fd(self) -> int:
-        efd = lib.ioq_wake_fd(self._handle())
-        if self._hup_fd < 0:
-            return efd
-        if self._epoll is None:
-            # one fd trio can wait on for both the eventfd and the peer's hang-up
-            ep = select.epoll()
-            ep.register(efd, select.EPOLLIN)
-            ep.register(self._hup_fd, self._hup_events)
-            self._epoll = ep
-        return self._epoll.fileno()
+    def _wake_fd(self, op: int) -> int:
+        # one fd for trio, found in C once per watch_peer: the eventfd, or the
+        # handle's own epoll fd holding it and the peer's hang-up
+        if self._wait_fd < 0:
+            self._wait_fd = check(lib.ioq_wait_fd(self._handle(), op))
+        return self._wait_fd
 
-    async def _wait(self, op: int, spin_us: int) -> None:
+    async def _wait(self, op: int, spin_us: Spin) -> None:
         import trio
 
-        if spin_us < 0:
-            raise ValueError("spin_us must be >= 0")
+        spin = spin_arg(spin_us)
         h = self._handle()
         if check(lib.ioq_ready(h, op)):
             await trio.lowlevel.checkpoint()
             return
-        if spin_us:
-            # spinning holds the event loop for at most spin_us
-            rc = lib.ioq_wait(h, op, 0, spin_us)
+        if spin:
+            # spinning holds the event loop for at most spin_us (adaptive: 200 us); an
+            # adaptive spin that runs out is judged when the disarm below finds work
+            rc = lib.ioq_wait(h, op, 0, spin)
             if rc != E_TIMEDOUT:
                 check(rc)
                 await trio.lowlevel.checkpoint()
@@ -72,7 +66,7 @@ class AsyncIoq(Ring):
                 await trio.lowlevel.checkpoint()
                 return
             try:
-                await trio.lowlevel.wait_readable(self._wake_fd())
+                await trio.lowlevel.wait_readable(self._wake_fd(op))
             finally:
                 # disarmed even when cancelled; a handle closed meanwhile has none
                 woke = None if self._h is None else lib.ioq_wait_arm(self._h, op, 0)
@@ -82,15 +76,15 @@ class AsyncIoq(Ring):
                 return
             empty += 1
 
-    async def wait_sendable(self, *, spin_us: int = 0) -> None:
+    async def wait_sendable(self, *, spin_us: Spin = 0) -> None:
         """Wait (trio) until a send can proceed; cancel with a trio cancel scope."""
         await self._wait(SEND, spin_us)
 
-    async def wait_receivable(self, *, spin_us: int = 0) -> None:
+    async def wait_receivable(self, *, spin_us: Spin = 0) -> None:
         """Wait (trio) until a receive can proceed; cancel with a trio cancel scope."""
         await self._wait(RECV, spin_us)
 
-    async def send(self, message: bytes | bytearray | memoryview, *, spin_us: int = 0) -> None:
+    async def send(self, message: bytes | bytearray | memoryview, *, spin_us: Spin = 0) -> None:
         """Send one message, waiting (trio) for room."""
         while True:
             try:
@@ -98,7 +92,7 @@ class AsyncIoq(Ring):
             except IoqFull:
                 await self.wait_sendable(spin_us=spin_us)
 
-    async def receive(self, *, spin_us: int = 0) -> bytes:
+    async def receive(self, *, spin_us: Spin = 0) -> bytes:
         """Receive one message, waiting (trio) until there is one."""
         while True:
             try:
@@ -106,7 +100,7 @@ class AsyncIoq(Ring):
             except IoqEmpty:
                 await self.wait_receivable(spin_us=spin_us)
 
-    async def receive_batch(self, max_messages: int = 64, *, spin_us: int = 0) -> list[bytes]:
+    async def receive_batch(self, max_messages: int = 64, *, spin_us: Spin = 0) -> list[bytes]:
         """Receive between 1 and ``max_messages`` messages, waiting (trio) for the first."""
         while True:
             try:

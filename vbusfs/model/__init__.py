@@ -8,7 +8,14 @@ from ._attributes import Attribute, AttributeTable, attribute_mode
 from ._config import ConfigError
 from ._config import dump as dump_config
 from ._config import restore as restore_config
-from ._deviceclass import DeviceClass, DeviceConnection, InterfaceInfo
+from ._deviceclass import (
+    DeviceClass,
+    DeviceConnection,
+    InterfaceInfo,
+    QueueDirection,
+    QueueSpec,
+    check_queue_specs,
+)
 from ._errors import (
     AccessDenied,
     AlreadyExists,
@@ -114,12 +121,15 @@ __all__ = [
     "ProcessInfo",
     "ProcessPin",
     "ProcessTable",
+    "QueueDirection",
+    "QueueSpec",
     "TableView",
     "Vbus",
     "VbusError",
     "attribute_mode",
     "check_bus_name",
     "check_name",
+    "check_queue_specs",
     "dump_config",
     "plausible_pid",
     "process_of",

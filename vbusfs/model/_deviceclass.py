@@ -9,16 +9,92 @@ configfs. Attributes live in two tables, one per attribute owner:
 `interface_attributes` (of each interface; they receive the interface state).
 No attribute may take a name the trees reserve (`DEVICE_ENTRIES`,
 `INTERFACE_ENTRIES`).
+
+The data path: a class declares its queues (`queues`, a tuple of `QueueSpec`);
+the framework (vbusfs.connector) validates and attaches each queue the client
+sends, and once every declared queue exists runs `DeviceConnection.serve` in a
+thread of its own (see docs/deviceclass-guide.md). A class that declares no
+queue keeps the legacy contract: `attach_queue` receives the raw fds and
+`async run()` moves data on the daemon's trio loop (the built-in venet classes).
+This module only declares: it imports no ring and does no I/O.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from ._attributes import AttributeTable
 from ._errors import InvalidValue, NotPermitted
+
+QueueDirection = Literal["to_south", "to_north"]
+#: the largest ring a client may make (descriptors), as the ring binding allows
+MAX_QUEUE_COUNT = 65536
+
+
+@dataclass(frozen=True, slots=True)
+class QueueSpec:
+    """One queue a deviceclass declares: its index, direction and size limits.
+
+    `direction` is "to_south" (client -> device: the client sends, e.g. requests)
+    or "to_north" (device -> client: the device writes into buffers the client
+    posted, e.g. completions). A client's ring for this queue must have between
+    `min_count` and `max_count` descriptors, each with a buffer (slot) of
+    `min_slot_size` to `max_slot_size` bytes; else attaching it fails with EINVAL.
+    `name` is for messages and logs ("requests", "completions").
+    """
+
+    index: int
+    direction: QueueDirection
+    name: str = ""
+    min_count: int = 1
+    max_count: int = 4096
+    min_slot_size: int = 1
+    max_slot_size: int = 1 << 20
+
+    def __post_init__(self) -> None:
+        if isinstance(self.index, bool) or not isinstance(self.index, int) or self.index < 0:
+            raise ValueError(f"queue index must be an int >= 0, not {self.index!r}")
+        if self.direction not in ("to_south", "to_north"):
+            raise ValueError(f"direction must be 'to_south' or 'to_north', not {self.direction!r}")
+        if not 1 <= self.min_count <= self.max_count <= MAX_QUEUE_COUNT:
+            raise ValueError(f"need 1 <= min_count <= max_count <= {MAX_QUEUE_COUNT}")
+        if not 1 <= self.min_slot_size <= self.max_slot_size:
+            raise ValueError("need 1 <= min_slot_size <= max_slot_size")
+
+    @property
+    def label(self) -> str:
+        """How messages name the queue: `queue 0 (requests)`."""
+        return f"queue {self.index} ({self.name})" if self.name else f"queue {self.index}"
+
+    def check(self, *, direction: str | None, count: int, slot_size: int) -> None:
+        """Refuse (InvalidValue, naming the queue) a client's ring outside this spec.
+
+        `direction` None: the client did not say (it is then taken from the spec).
+        """
+        if direction is not None and direction != self.direction:
+            raise InvalidValue(f"{self.label} carries data {self.direction}, not {direction}")
+        if not self.min_count <= count <= self.max_count:
+            raise InvalidValue(
+                f"{self.label} takes {self.min_count} to {self.max_count} descriptors, not {count}"
+            )
+        if not self.min_slot_size <= slot_size <= self.max_slot_size:
+            raise InvalidValue(
+                f"{self.label} takes buffers of {self.min_slot_size} to "
+                f"{self.max_slot_size} bytes, not {slot_size}"
+            )
+
+
+def check_queue_specs(specs: Sequence[QueueSpec]) -> None:
+    """ValueError unless every index is declared once."""
+    seen: set[int] = set()
+    for spec in specs:
+        if not isinstance(spec, QueueSpec):
+            raise ValueError(f"queues holds {spec!r}, not a QueueSpec")
+        if spec.index in seen:
+            raise ValueError(f"queue {spec.index} is declared twice")
+        seen.add(spec.index)
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,7 +110,9 @@ class DeviceConnection:
     """One client's open of one interface: device calls, queues, the data mover.
 
     Made by `DeviceClass.open`; the connector calls `close` exactly once, when
-    the client closes it, the client goes away, or the interface is dropped.
+    the client closes it, the client goes away, its process leaves the bus, the
+    interface is dropped or the daemon stops, and always after `serve` (if it ran)
+    has returned. `call` and `stats` run on the daemon's loop and must not block.
     """
 
     def call(self, function: int, data: bytes) -> bytes:
@@ -42,14 +120,31 @@ class DeviceConnection:
         raise InvalidValue(f"function {function} is not supported")
 
     def attach_queue(self, index: int, fds: Sequence[int]) -> None:
-        """Take the ring, data segment and wake-up fds the client made for queue `index`.
+        """Legacy (classes that declare no `queues`): take the ring, data segment and
+        wake-up fds the client made for queue `index`.
 
         The fds stay the caller's: keep duplicates if they must outlive the call.
+        A class that declares `queues` never sees this: the framework attaches them.
         """
         raise InvalidValue(f"this device has no queue {index}")
 
+    def serve(self, queues: Any) -> None:
+        """The data loop of a class that declares `queues`, run in a thread of its own.
+
+        Called once every declared queue is attached; `queues` is a
+        `vbusfs.device.Queues` (index -> blocking `vbusfs.ioq.Ioq`, attached
+        south-side). Waits on those rings release the GIL. Return, or let
+        `IoqClosed` out, when the framework stops the loop (every wait on the rings
+        then ends with `IoqClosed`); any other exception fails the device for its
+        client (its waits end, its next call fails with EIO, it hears a `fault`
+        event). The default waits until stopped, for classes whose queues a loop
+        does not need.
+        """
+        queues.wait_stopped()
+
     async def run(self) -> None:
-        """Move data until cancelled (runs in the daemon's event loop)."""
+        """Legacy (classes that declare no `queues`): move data until cancelled, on the
+        daemon's trio loop, started at open. New classes declare queues and `serve`."""
 
     def stats(self) -> dict[str, int]:
         """Counters a client may read (frames moved, dropped, ...)."""
@@ -73,6 +168,9 @@ class DeviceClass:
     multi_bus: ClassVar[bool] = False
     attributes: ClassVar[AttributeTable] = ()
     interface_attributes: ClassVar[AttributeTable] = ()
+    #: the queues a client attaches to an open interface; empty: the legacy contract
+    #: (`DeviceConnection.attach_queue` and `run`)
+    queues: ClassVar[tuple[QueueSpec, ...]] = ()
 
     def create(self, device_name: str) -> Any:
         """Build the per-device state; raise a VbusError to refuse the type."""

@@ -1,0 +1,123 @@
+"""Where a vdisk's bytes live: anonymous memory, or a file.
+
+A backing reads into and writes from buffers the caller gives (memoryviews of
+a ring's data segment on the device's path), so data moves once: a file with
+`os.preadv`/`os.pwritev` straight between the file and the buffer, memory with
+one copy between the mapping and the buffer. Offsets and lengths are checked
+by the caller (`Disk`); a backing trusts them.
+"""
+
+from __future__ import annotations
+
+import errno
+import mmap
+import os
+import stat
+
+#: the largest memory-backed disk (the mapping is lazily zeroed, but it is still memory)
+MAX_MEMORY_SIZE = 1 << 30
+
+
+class Backing:
+    """The bytes of a disk: `size` of them, read and written at byte offsets."""
+
+    size: int
+
+    def read_into(self, buffer: memoryview, offset: int) -> None:
+        """Fill `buffer` with the bytes at `offset` (OSError on an I/O failure)."""
+        raise NotImplementedError
+
+    def write_from(self, data: memoryview, offset: int) -> None:
+        """Store `data` at `offset` (OSError on an I/O failure)."""
+        raise NotImplementedError
+
+    def flush(self) -> None:
+        """Make every write so far durable (OSError on an I/O failure)."""
+
+    def close(self) -> None:
+        """Release what the backing holds; idempotent."""
+
+
+class MemoryBacking(Backing):
+    """Anonymous memory, zero until written; kept for a device's life across its opens."""
+
+    def __init__(self, size: int) -> None:
+        if not 0 < size <= MAX_MEMORY_SIZE:
+            raise ValueError(f"a memory disk holds 1 to {MAX_MEMORY_SIZE} bytes, not {size}")
+        self.size = size
+        self._map = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+        self._view = memoryview(self._map)
+
+    def read_into(self, buffer: memoryview, offset: int) -> None:
+        buffer[:] = self._view[offset : offset + len(buffer)]
+
+    def write_from(self, data: memoryview, offset: int) -> None:
+        self._view[offset : offset + len(data)] = data
+
+    def resized(self, size: int) -> MemoryBacking:
+        """A new memory backing of `size` bytes that starts with this one's bytes (what
+        fits); this one is closed."""
+        new = MemoryBacking(size)
+        keep = min(size, self.size)
+        new._view[:keep] = self._view[:keep]
+        self.close()
+        return new
+
+    def close(self) -> None:
+        if not self._map.closed:
+            self._view.release()
+            self._map.close()
+
+
+class FileBacking(Backing):
+    """The first `size` bytes of a file, read and written in place with preadv/pwritev.
+
+    Past the file's end (a file truncated after it was opened) reads give zeros.
+    """
+
+    def __init__(self, path: str, size: int, *, readonly: bool) -> None:
+        flags = (os.O_RDONLY if readonly else os.O_RDWR) | os.O_CLOEXEC
+        self._fd = os.open(path, flags)
+        try:
+            info = os.fstat(self._fd)
+            if not stat.S_ISREG(info.st_mode):
+                raise OSError(errno.EINVAL, f"{path} is not a regular file")
+            if info.st_size < size:
+                raise OSError(
+                    errno.ENOSPC, f"{path} holds {info.st_size} bytes, fewer than size {size}"
+                )
+        except BaseException:
+            os.close(self._fd)
+            raise
+        self.path = path
+        self.size = size
+
+    def read_into(self, buffer: memoryview, offset: int) -> None:
+        done = os.preadv(self._fd, [buffer], offset)
+        while done < len(buffer):
+            more = os.preadv(self._fd, [buffer[done:]], offset + done)
+            if more == 0:  # end of file: what lies past it reads as zeros
+                buffer[done:] = bytes(len(buffer) - done)
+                return
+            done += more
+
+    def write_from(self, data: memoryview, offset: int) -> None:
+        done = os.pwritev(self._fd, [data], offset)
+        while done < len(data):
+            done += os.pwritev(self._fd, [data[done:]], offset + done)
+
+    def flush(self) -> None:
+        os.fdatasync(self._fd)
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            fd, self._fd = self._fd, -1
+            os.close(fd)
+
+
+def check_backing_file(path: str) -> int:
+    """The size of the regular file at `path`; OSError (ENOENT, EINVAL ...) if it is not one."""
+    info = os.stat(path)
+    if not stat.S_ISREG(info.st_mode):
+        raise OSError(errno.EINVAL, f"{path} is not a regular file")
+    return info.st_size

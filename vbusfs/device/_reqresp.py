@@ -1,0 +1,130 @@
+"""Request/response devices: the device side of the commonest data path.
+
+Queue 0 carries requests client -> device; queue 1 carries responses device ->
+client, into buffers the client posted. An author subclasses
+`RequestResponseConnection`, declares the two queues with
+`request_response_queues` on the class, and writes `handle(request, response)`;
+the loop here does the rest: it takes a batch of requests, pairs each with a
+posted response buffer, handles them in order, hands responses back in
+sub-batches (`commit_every`), waits for buffers when the client has none
+posted (it never drops a response), and stops when the framework says so.
+Responses go back in request order (FIFO).
+
+It runs in the loop's own thread (`serve`) and waits in C with the GIL released.
+"""
+
+from __future__ import annotations
+
+import errno
+from typing import ClassVar
+
+from vbusfs.ioq import Ioq, IoqFault, IoqFull
+from vbusfs.model import DeviceConnection, QueueSpec, VbusError
+
+from ._queues import Queues, Spin, slot_size, spin_value
+
+#: the queue indexes of a request/response device
+REQUESTS = 0
+RESPONSES = 1
+
+
+def request_response_queues(
+    max_request: int,
+    max_response: int,
+    *,
+    min_response: int | None = None,
+    max_count: int = 4096,
+    min_count: int = 1,
+) -> tuple[QueueSpec, QueueSpec]:
+    """The two QueueSpecs of a request/response device.
+
+    Requests (queue 0, to_south): slots of at most `max_request` bytes (a request is
+    never longer). Responses (queue 1, to_north): slots of `min_response` to
+    `max_response` bytes; `min_response` defaults to `max_response`, so that the
+    longest response always fits. A protocol whose responses are as long as the
+    client asked for (a READ) lets clients choose smaller slots with a smaller
+    `min_response` (the header, say) and answers a request its slot cannot hold
+    with an error response.
+    """
+    low = max_response if min_response is None else min_response
+    if max_request < 1 or not 1 <= low <= max_response:
+        raise ValueError("need max_request >= 1 and 1 <= min_response <= max_response")
+    return (
+        QueueSpec(REQUESTS, "to_south", "requests", min_count, max_count, 1, max_request),
+        QueueSpec(RESPONSES, "to_north", "responses", min_count, max_count, low, max_response),
+    )
+
+
+class RequestResponseConnection(DeviceConnection):
+    """Device-side base of a request/response device: override `handle`.
+
+    Class attributes tune the loop: `batch` (requests taken per round), `commit_every`
+    (responses handed back per commit, so the client sees the first before the whole
+    batch is done), `spin_us` (poll the rings this many microseconds before sleeping;
+    "adaptive" lets the ring learn it).
+    """
+
+    batch: ClassVar[int] = 64
+    commit_every: ClassVar[int] = 16
+    spin_us: ClassVar[int | str] = 0
+
+    def handle(self, request: memoryview, response: memoryview) -> int:
+        """Handle one request; write the response into `response`, return its length.
+
+        `request` and `response` are views onto shared memory, valid only during the
+        call. Raise a VbusError to answer with `error_response`; any other exception
+        fails the device (the client's waits end, its next call fails with EIO).
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not handle requests")
+
+    def error_response(self, request: memoryview, response: memoryview, exc: VbusError) -> int:
+        """The response to a request whose `handle` raised `exc`; its length.
+
+        The default re-raises: the loop fails. A protocol with a status field writes
+        `exc.errno` into it here.
+        """
+        raise exc
+
+    def serve(self, queues: Queues) -> None:
+        """The loop: until stopped, handle every request in order (see the module)."""
+        requests, responses = queues[REQUESTS], queues[RESPONSES]
+        spin = spin_value(self.spin_us)
+        batch, every = max(1, self.batch), max(1, self.commit_every)
+        longest = slot_size(requests)
+        while True:
+            requests.wait_receivable(spin_us=spin)
+            taken = requests.acquire_nowait(batch)
+            if max(map(len, taken)) > longest:
+                # an honest client's sends never exceed its slots: the ring was forged
+                raise IoqFault(errno.EPROTO, f"a request is longer than the {longest}-byte slots")
+            done = 0
+            while done < len(taken):
+                done += self._respond(responses, taken[done:], every, spin)
+            requests.commit(len(taken))
+
+    def _respond(self, responses: Ioq, pending: list[memoryview], every: int, spin: Spin) -> int:
+        """Handle as many of `pending` as there are posted response buffers (waiting for
+        one if none is), handing responses back `every` at a time; how many."""
+        try:
+            buffers = responses.acquire_nowait(len(pending))
+        except IoqFull:
+            responses.wait_sendable(spin_us=spin)
+            return 0
+        lengths: list[int] = []
+        for request, out in zip(pending, buffers, strict=False):
+            lengths.append(self._one(request, out))
+            if len(lengths) == every:
+                responses.commit(every, lengths)  # the oldest; the rest stay acquired
+                lengths = []
+        if lengths:
+            responses.commit(len(lengths), lengths)
+        return len(buffers)
+
+    def _one(self, request: memoryview, response: memoryview) -> int:
+        try:
+            n = self.handle(request, response)
+        except VbusError as exc:
+            n = self.error_response(request, response, exc)
+        if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= len(response):
+            raise ValueError(f"a response length must be an int in 0..{len(response)}, not {n!r}")
+        return n
