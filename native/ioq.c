@@ -1045,15 +1045,29 @@ int ioq_ready(struct ioq *q, int op)
     int r = check_op(q, op);
     if (r)
         return r;
+    /* ready means one buffer more than those acquired already: a side that
+     * holds buffers (sub-batch commit) and waits for more must not be woken
+     * by the ones it holds */
+    uint32_t have = q->acquired;
+    if (have >= q->count)
+        return 0;
     if (q->side == IOQ_SOUTH) {
         /* any nonzero ownership byte counts: a bad one faults on use */
-        return LOAD_ACQ(&q->desc[q->head_idx[IOQ_INUSE]].sown) != 0;
+        uint32_t pos = (q->head_idx[IOQ_INUSE] + have) % q->count;
+        return LOAD_ACQ(&q->desc[pos].sown) != 0;
     }
-    if (op == IOQ_WAIT_SEND && valid_count(q) < (int)q->count)
-        return 1;
-    if (settled_count(q) == 0)
+    if (op == IOQ_WAIT_SEND) {
+        /* the acquired slots sit at the tail; done ones at the head free more */
+        if ((uint32_t)valid_count(q) + have < q->count)
+            return 1;
+        if (settled_count(q) == 0)
+            return 0;
+        return LOAD_ACQ(&q->desc[q->head_idx[IOQ_VALID]].sown) != 1;
+    }
+    /* the acquired messages are the oldest settled ones, at the head */
+    if ((uint32_t)settled_count(q) <= have)
         return 0;
-    return LOAD_ACQ(&q->desc[q->head_idx[IOQ_VALID]].sown) != 1;
+    return LOAD_ACQ(&q->desc[(q->head_idx[IOQ_VALID] + have) % q->count].sown) != 1;
 }
 
 /* The spin phase of a wait for room on a full ring waits for a quarter of
@@ -1069,7 +1083,8 @@ int ioq_spin_ready(struct ioq *q, int op)
     uint32_t ahead = q->count / 4;
     if (q->side == IOQ_NORTH)
         return LOAD_ACQ(&q->desc[(q->head_idx[IOQ_VALID] + ahead) % q->count].sown) == 0;
-    return LOAD_ACQ(&q->desc[(q->head_idx[IOQ_INUSE] + ahead) % q->count].sown) != 0;
+    uint32_t pos = (q->head_idx[IOQ_INUSE] + q->acquired + ahead) % q->count;
+    return LOAD_ACQ(&q->desc[pos].sown) != 0;
 }
 
 void ioq_watch(struct ioq *q, int hup_fd, int hup_events)

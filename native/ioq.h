@@ -277,7 +277,9 @@ int ioq_recv_to_fd(struct ioq *q, int fd, uint32_t max, uint32_t min_len,
 int ioq_send_from_fd(struct ioq *q, int fd, uint32_t max, uint32_t max_len,
                      struct ioq_fd_counts *counts);
 
-/* Readiness without blocking: 1 ready, 0 not yet, or a negative code. */
+/* Readiness without blocking: 1 ready, 0 not yet, or a negative code.
+ * Ready means there is a buffer beyond those acquired already: an acquire
+ * would find one more (and, with none acquired, a send or receive can go). */
 int ioq_ready(struct ioq *q, int op);
 
 /* Watch a peer: waits also poll hup_fd for hup_events (a pidfd: POLLIN; a

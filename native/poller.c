@@ -378,7 +378,13 @@ static uint64_t arm_all(struct ioq_poller *p, uint64_t mask)
     FOR_BITS(bit, mask & ~p->dead)
     {
         struct shm_signal *s = &p->m[bit].q->sig;
-        shm_signal_drain(s);
+        /* edge-triggered, a poller needs no empty wake-up fd to sleep, only a
+         * bounded one: a drain (a syscall) only when the peer injected since
+         * the last one.  Level-triggered (a ring's own), it always drains, or
+         * a count left by a peer that wrote without injecting would wake it
+         * again and again. */
+        if (p->single || shm_signal_dirty(s))
+            shm_signal_drain(s);
         shm_signal_enable(s);
     }
     uint64_t ready = ready_bits(p, mask, 0);

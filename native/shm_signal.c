@@ -111,6 +111,11 @@ void shm_signal_disable(struct shm_signal *s)
     STORE_RLX(&s->desc->irq[s->side].enabled, (uint8_t)0);
 }
 
+int shm_signal_dirty(const struct shm_signal *s)
+{
+    return LOAD_RLX(&s->desc->irq[s->side].dirty) != 0;
+}
+
 int shm_signal_drain(struct shm_signal *s)
 {
     int fd = s->efd[s->side];

@@ -42,6 +42,10 @@ int shm_signal_inject(struct shm_signal *s);
 int shm_signal_enable(struct shm_signal *s);
 /* Receiver: no wake-ups while draining (interrupt mitigation). */
 void shm_signal_disable(struct shm_signal *s);
+/* Receiver: has the peer injected since the last drain?  An honest peer sets
+ * dirty before every write of the wake-up fd, so with dirty clear there is
+ * nothing to drain. */
+int shm_signal_dirty(const struct shm_signal *s);
 /* Receiver: reset our eventfd and dirty flag left by earlier wake-ups;
  * never blocks.  Returns 1 if the eventfd had a count. */
 int shm_signal_drain(struct shm_signal *s);

@@ -319,12 +319,12 @@ def test_poller_spins_before_sleeping(pairs: list[Pair]) -> None:
             p.add(pairs[0].south, "receive")
             cpu = time.thread_time()
             with pytest.raises(TimeoutError):
-                p.wait(timeout=0.15)
+                p.wait(timeout=0.25)
             return time.thread_time() - cpu
 
-    # polls for 100 ms (even on a busy machine, a good part of it on a CPU), then sleeps
-    assert cpu_of_a_wait(100000) >= 0.03
-    assert cpu_of_a_wait(0) < 0.03
+    # polls for 200 ms (on a busy machine, some of it on a CPU), then sleeps
+    assert cpu_of_a_wait(200000) >= 0.03
+    assert cpu_of_a_wait(0) < 0.02
     with pytest.raises(ValueError):
         Poller(spin_us=-1)
 

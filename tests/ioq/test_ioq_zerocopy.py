@@ -260,3 +260,28 @@ def test_a_fault_found_by_commit_with_acquire_kills_the_handle_after_the_commit(
         first[0][0]  # every view is gone with the handle's good standing
     assert south.acquired == 0 and south.faulted
     assert north.acquire_nowait(8)  # "a" came back to north: the commit stood
+
+
+def test_buffers_held_do_not_make_a_ring_ready(tx: tuple[Ioq, Ioq], rx: tuple[Ioq, Ioq]) -> None:
+    from vbusfs.ioq import Poller
+
+    north, south = tx
+    north.send_batch_nowait([b"a", b"b"])
+    south.acquire_nowait()  # holds both: nothing more to receive
+    assert not south.receivable()
+    rnorth, rsouth = rx
+    rsouth.acquire_nowait()  # holds every posted buffer: no room beyond them
+    assert not rsouth.sendable()
+    with Poller() as p:
+        got, room = p.add(south, "receive"), p.add(rsouth, "send")
+        with pytest.raises(TimeoutError):
+            p.wait(timeout=0.02)  # a device holding buffers sleeps until there is more
+        north.send_nowait(b"c")
+        assert p.wait(timeout=5) == got
+        rsouth.commit(1, [1])
+        rnorth.receive_nowait()  # north reposts the buffer
+        assert p.wait(timeout=5) == got | room
+    north.acquire_nowait(5)  # the sender holds the free slots: no room beyond them
+    assert not north.sendable()
+    south.commit(2)
+    assert north.sendable()  # what south handed back frees slots

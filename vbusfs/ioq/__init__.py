@@ -84,8 +84,15 @@ segment instead, in sub-batches: each acquire adds buffers to the side's acquire
 set (returning only the new ones), each ``commit(n)`` hands the oldest ``n`` to the
 peer and keeps the rest acquired and valid, and ``unacquire`` gives the newest back
 untouched; while buffers are acquired, that side's copying calls are refused
-(EBUSY).  ``count`` and ``slot_size`` (north's bytes per descriptor) read the same
-on both sides, and ``max_message`` is the slot size on both.  A south side
+(EBUSY).  ``commit(n, lengths, acquire=m)`` also takes the next ``m`` buffers in
+the same call into C, so a side that streams pays one crossing per batch.  What
+zero-copy costs is that crossing and a view per buffer, against a copy's
+crossing and memcpy: it costs less than a copy from 4 KiB messages at 4 per
+call and for 64 KiB messages at any batch size, about as much for one 4 KiB
+message per call (receive) or up to 1.7x (send), and more for small (64 B)
+sends (the crossover table: ``bench/ioq.py``).  ``count`` and ``slot_size``
+(north's bytes per descriptor) read the same on both sides, and
+``max_message`` is the slot size on both.  A south side
 moving messages to or from a file descriptor (a TAP) uses
 ``receive_to_fd_nowait`` and ``send_from_fd_nowait``: one ``write``/``read`` per
 message, straight between the descriptor and the data segment, a batch per
