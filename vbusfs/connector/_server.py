@@ -32,7 +32,7 @@ import logging
 import os
 import socket
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,7 +41,7 @@ import trio
 from vbusfs.ioq import IoqError, IoqFault
 from vbusfs.model import DeviceConnection, Event, Vbus, VbusError
 
-from ._admin import ADMIN_OPS, FindClass
+from ._admin import ADMIN_OPS, Catalog, FindClass, as_catalog
 from ._limits import Limits, LogBudgets
 from ._pin import PeerPin
 from ._protocol import (
@@ -81,19 +81,41 @@ class Connector:
     """Listens on a Unix socket and serves member processes."""
 
     def __init__(
-        self, vbus: Vbus, path: str, find_class: FindClass, limits: Limits | None = None
+        self,
+        vbus: Vbus,
+        path: str,
+        find_class: Catalog | FindClass,
+        limits: Limits | None = None,
+        *,
+        after_admin: Callable[[str], None] | None = None,
     ) -> None:
         self.vbus = vbus
         self.path = path
-        # modprobe's lookup of a class by name or import spec, given by the daemon: the
-        # connector knows no deviceclass of its own
-        self.find_class = find_class
+        # the deviceclasses modprobe, reload and reset reach (a lookup function alone
+        # allows modprobe), given by the daemon: the connector knows none of its own
+        self.catalog = as_catalog(find_class)
+        # told the name of each administrators' op once done, refused or not (the daemon
+        # lets the FUSE adapter drop what the op removed from the trees)
+        self.after_admin = after_admin
+        self.sessions: set[_Session] = set()
         self.limits = limits if limits is not None else Limits()
         self.clients = 0
         self.by_uid: dict[int, int] = {}
         self.log_budgets = LogBudgets(self.limits)
-        # the daemon's owner (and root) may administer it: save, modprobe, rmmod
+        # the daemon's owner (and root) may administer it: save, modprobe, reload, rmmod, reset
         self.owner = os.getuid()
+
+    def release_all(self) -> int:
+        """Close every interface any client has open, as a drop closes it (its client's
+        next request on it fails with ENODEV); how many were open."""
+        closed = 0
+        for session in list(self.sessions):
+            for opened in session.opens.values():
+                if not opened.dropped:
+                    opened.dropped = True
+                    _release(opened)
+                    closed += 1
+        return closed
 
     def complain(self, pid: int, level: int, text: str, *args: object) -> None:
         """Log a client's fault, at most a few times a second per client and in total."""
@@ -242,7 +264,6 @@ class _Session:
     ) -> None:
         self.connector = connector
         self.vbus = connector.vbus
-        self.find_class = connector.find_class
         self.sock = sock
         self.pid = pid
         self.bus = bus
@@ -279,6 +300,7 @@ class _Session:
 
     async def run(self) -> None:
         unsubscribe = self.vbus.subscribe(self._heard)
+        self.connector.sessions.add(self)
         try:
             async with trio.open_nursery() as nursery:
                 self.nursery = nursery
@@ -293,6 +315,7 @@ class _Session:
                 nursery.cancel_scope.cancel()
         finally:
             unsubscribe()
+            self.connector.sessions.discard(self)
             for handle in list(self.opens):
                 self._close(handle)
 
@@ -432,7 +455,11 @@ class _Session:
             self._recheck()  # an administrator's authority, too, ends with its process
             if self.revoked is not None and self.revoked_errno == errno.ESRCH:
                 raise VbusError(self.revoked, errno=errno.ESRCH)
-            return ADMIN_OPS[op](self.vbus, request, self.find_class)
+            try:
+                return ADMIN_OPS[op](self.vbus, request, self.connector)
+            finally:  # a refused reset may have removed something too
+                if self.connector.after_admin is not None:
+                    self.connector.after_admin(op)
         bus = self._bus()
         if op == "list":
             found = self.vbus.bus(bus)

@@ -22,7 +22,7 @@ from typing import Any
 import trio
 
 from vbusfs import fuse
-from vbusfs.classes import default_model, find_class
+from vbusfs.classes import Catalog, default_model
 from vbusfs.connector import XATTR, Connector, Limits
 from vbusfs.model import Inferred, MembershipBackend, Vbus, VbusError, restore_config
 
@@ -260,7 +260,15 @@ async def _serve_until_done(
         nursery.start_soon(_terminate_on_signal)
         nursery.start_soon(_sweep_members, vbus, operations)
         if vbus.membership is not None:
-            await nursery.start(Connector(vbus, socket_path, find_class, limits).serve)
+            connector = Connector(
+                vbus,
+                socket_path,
+                Catalog(),
+                limits,
+                # a reset or rmmod removes what the kernel may hold entries for
+                after_admin=lambda op: operations.drop_removed(),
+            )
+            await nursery.start(connector.serve)
         if ready is not None:
             ready(READY)
         await fuse.handle_requests()

@@ -197,6 +197,22 @@ class VbusOperations(pyfuse3.Operations):
         for path in rest:
             self._drop(path)
 
+    def drop_removed(self) -> None:
+        """Drop the entries of objects removed other than through this adapter (an
+        administrator's reset or rmmod over the connector): every device, bus and class
+        directory it holds that the model no longer has, with everything under it."""
+        for top in (
+            views.CONFIG_DEVICES,
+            views.CONFIG_INSTANCES,
+            (*views.SYS_VBUS, "deviceclass"),
+            (*views.SYS_VBUS, "devices"),
+            SYS_INSTANCES,
+        ):
+            for name in self.inodes.children(top):
+                path = (*top, name)
+                if views.node(self.vbus, path) is None:
+                    self._drop(path)
+
     def drop_gone_processes(self) -> None:
         """Drop the entries of processes that exited and of members that left their bus.
 
