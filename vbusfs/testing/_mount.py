@@ -247,7 +247,9 @@ class SharedMount:
     def _replace(self, key: tuple[str | None, str]) -> LiveMount:
         self.close()
         self.started += 1
-        path = os.path.join(self.parent, f"vbus{self.started}")
+        # the same place each time: a daemon started there finds and empties what a
+        # killed one left (its membership cgroups, its stale mount)
+        path = os.path.join(self.parent, "vbus")
         os.makedirs(path, exist_ok=True)
         mount = LiveMount(path, private_netns=self.private_netns, debug=self.debug)
         mount.start()  # a daemon that does not come up is stopped, and raises with its log
