@@ -105,9 +105,7 @@ def vbus_shared_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sha
 
 
 @pytest.fixture
-def vbus_mount(
-    request: pytest.FixtureRequest, tmp_path: pathlib.Path, vbus_load: tuple[str, ...]
-) -> Iterator[LiveMount]:
+def vbus_mount(request: pytest.FixtureRequest, vbus_load: tuple[str, ...]) -> Iterator[LiveMount]:
     """A live vbusfs mount for one test: the session's daemon, reset between tests."""
     from ._mount import LiveMount, SetupFailed, fuse_problem, netns_available
 
@@ -115,6 +113,7 @@ def vbus_mount(
     if problem is not None:
         pytest.skip(f"vbus_mount needs a usable FUSE: {problem}")
     if request.node.get_closest_marker(FRESH_MARKER) is not None:
+        tmp_path: pathlib.Path = request.getfixturevalue("tmp_path")
         mountpoint = tmp_path / "vbus"
         mountpoint.mkdir()
         mount = LiveMount(str(mountpoint), private_netns=netns_available(), load=vbus_load)
