@@ -13,10 +13,11 @@ round, best round reported:
   bus, a typed device, a link: a few syscalls, measured apart and not counted), with and
   without a `vbus_load` class (loaded by modprobe into the shared daemon, by --load into
   a fresh one). Median and p90 per test, in ms.
-- whole pytest runs, as a user sees them: a throwaway project of N trivial tests on
-  `vbus_mount`, run by pytest in a subprocess for two values of N; the per-test cost is
-  the difference of the two wall times over the difference of N, so pytest's start and
-  the shared daemon's first start cancel out.
+- whole pytest runs, as a user sees them: a throwaway project of trivial tests on
+  `vbus_mount`, run by pytest in a subprocess, whose conftest times each test's whole
+  run (set-up, call, teardown, report) and its call: the difference is what the test
+  paid for its vbus and pytest's own bookkeeping (the first and last tests are left out:
+  they start and stop the shared daemon).
 
 Exits 1 if a daemon logged an internal error or a mount is left behind.
 """
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import json
 import os
 import statistics
 import subprocess
@@ -116,24 +118,63 @@ def test_a_vbus(vbus_mount, n):
         f.write("venet-loopback\\n")
 """
 
+# Times each test as pytest runs it: its whole protocol (set-up, call, teardown, report)
+# and its call alone; what the fixture costs a test is the difference.
+TIMING_CONFTEST = """
+import json
+import os
+import time
 
-def pytest_wall(folder: str, count: int, fresh: bool) -> float:
-    """Seconds pytest takes for `count` tests on vbus_mount (all of them must pass)."""
+import pytest
+
+TIMES = []
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    started = time.perf_counter()
+    yield
+    TIMES.append((time.perf_counter() - started, item.stash.get(CALL, 0.0)))
+
+
+CALL = pytest.StashKey[float]()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item):
+    started = time.perf_counter()
+    yield
+    item.stash[CALL] = time.perf_counter() - started
+
+
+def pytest_sessionfinish(session):
+    with open(os.environ["BENCH_TIMES"], "w") as f:
+        json.dump(TIMES, f)
+"""
+
+
+def pytest_costs(folder: str, count: int, fresh: bool) -> list[float]:
+    """Per test, what pytest spent on it besides its call, in a run of `count` tests on
+    vbus_mount (the first and last left out: the shared daemon's start and stop)."""
     marker = "@pytest.mark.vbus_fresh_daemon" if fresh else ""
     with open(os.path.join(folder, "test_bench.py"), "w") as f:
         f.write(textwrap.dedent(PROJECT.format(marker=marker, count=count)))
-    started = time.perf_counter()
+    with open(os.path.join(folder, "conftest.py"), "w") as f:
+        f.write(TIMING_CONFTEST)
+    times = os.path.join(folder, "times.json")
     done = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_bench.py"],
         cwd=folder,
         capture_output=True,
         text=True,
         timeout=600,
+        env=dict(os.environ, BENCH_TIMES=times),
     )
-    wall = time.perf_counter() - started
     if done.returncode != 0 or f"{count} passed" not in done.stdout:
         raise SystemExit(f"the throwaway project failed:\n{done.stdout}{done.stderr}")
-    return wall
+    with open(times) as f:
+        measured = json.load(f)
+    return [whole - call for whole, call in measured[1:-1]]
 
 
 def ms(seconds: float) -> str:
@@ -157,9 +198,10 @@ def main() -> None:
     )
     parser.add_argument(
         "--pytest-tests",
-        default="10,30",
-        help="two test counts for whole pytest runs (shared daemon; the fresh-daemon runs "
-        "use a fifth of each, at least 1 and 2); 0 skips them",
+        type=int,
+        default=30,
+        help="tests in each whole pytest run with the shared daemon (the fresh-daemon runs "
+        "have a quarter, at least 3); under 3 skips them",
     )
     args = parser.parse_args()
 
@@ -206,29 +248,26 @@ def main() -> None:
             )
         print(f"shared daemons started: {started_before} (1: never replaced)")
 
-        counts = [int(n) for n in args.pytest_tests.split(",") if n.strip()]
-        if len(counts) == 2 and all(counts):
-            low, high = counts
+        if args.pytest_tests >= 3:
             project = os.path.join(parent, "project")
             os.mkdir(project)
             print()
-            print("whole pytest runs: per test = (wall(N2) - wall(N1)) / (N2 - N1), best round")
+            print(
+                "whole pytest runs: per test, what pytest spent on it besides its call "
+                "(first and last test left out), best run"
+            )
             print()
-            print("| vbus_mount | N1 | N2 | wall N1 s | wall N2 s | per test ms |")
-            print("|---|---:|---:|---:|---:|---:|")
-            for fresh, (n1, n2) in (
-                (False, (low, high)),
-                (True, (max(1, low // 5), max(2, high // 5))),
-            ):
-                best: tuple[float, float, float] | None = None
+            print("| vbus_mount | tests | median ms | p90 ms |")
+            print("|---|---:|---:|---:|")
+            for fresh in (False, True):
+                count = max(3, args.pytest_tests // 4) if fresh else args.pytest_tests
+                counted = Counted()
                 for _ in range(max(1, args.rounds // 2)):
-                    w1, w2 = pytest_wall(project, n1, fresh), pytest_wall(project, n2, fresh)
-                    per = (w2 - w1) / (n2 - n1)
-                    if best is None or per < best[2]:
-                        best = (w1, w2, per)
-                assert best is not None
+                    counted.rounds.append(pytest_costs(project, count, fresh))
+                best = counted.best()
                 label = "fresh daemon (vbus_fresh_daemon)" if fresh else "shared, reset"
-                print(f"| {label} | {n1} | {n2} | {best[0]:.2f} | {best[1]:.2f} | {ms(best[2])} |")
+                p90 = statistics.quantiles(best, n=10)[-1] if len(best) > 1 else best[0]
+                print(f"| {label} | {count} | {ms(statistics.median(best))} | {ms(p90)} |")
     finally:
         where = shared.mount.path if shared.mount else None
         shared.close()

@@ -156,8 +156,11 @@ def test_restore_unloads_spec_classes_and_reloads_removed_discovered_ones():
         f"deviceclass spare ({__name__}:Spare)",
         "no deviceclass venet-loopback",
     ]
+    before = dict(vbus.classes)
     assert catalog.restore(vbus) == []
     assert sorted(vbus.classes) == sorted(discover())
+    # a class keeps nothing of its own across a reset: each one is a new instance
+    assert all(vbus.classes[name] is not before.get(name) for name in vbus.classes)
 
 
 def test_unknown_specs_are_enoent():

@@ -14,8 +14,8 @@ connector, and `load_spec`, which the daemon's start uses too):
   entry point made it discovered); a class of that name loaded by spec is refused (EEXIST);
 - a reload re-imports the module of a loaded class from its source and puts the new class
   in its place (EBUSY while devices of it exist);
-- a reset gives the model back the classes a fresh daemon would have: every class loaded
-  by spec goes, a discovered class replaced or unloaded comes back.
+- a reset gives the model back the classes a fresh daemon would have, as new instances:
+  every class loaded by spec goes, a discovered class replaced or unloaded comes back.
 
 This module does what the model cannot (imports); it never decides errnos the model
 already decides (a replace refused while devices exist is the model's EBUSY).
@@ -217,17 +217,16 @@ class Catalog:
         return instance.name
 
     def restore(self, vbus: Vbus) -> list[Exception]:
-        """Give `vbus` the classes a fresh daemon would load (the discovered ones, as
-        they are now): others are unloaded, discovered ones come back. Devices must be
-        gone first. What could not be done is returned (and left as it was)."""
+        """Give `vbus` the classes a fresh daemon would load: a new instance of each
+        discovered class (as it is now), so nothing a class keeps in itself (a counter of
+        serial numbers, say) outlives the reset; other classes are unloaded. Devices must
+        be gone first. What could not be done is returned (and left as it was)."""
         faults: list[Exception] = []
         try:
             offered = discover()
         except Exception as exc:  # a broken entry point: keep what is loaded
             return [exc]
-        for name, loaded in list(vbus.classes.items()):
-            if type(loaded) is offered.get(name):
-                continue
+        for name in list(vbus.classes):
             try:
                 if name in offered:
                     vbus.replace_class(name, self.make(offered[name]))
@@ -246,7 +245,10 @@ class Catalog:
     def extra(self, vbus: Vbus) -> list[str]:
         """The loaded classes a fresh daemon would not have, and the discovered ones it
         would have but this model lacks, as texts for an EBUSY; [] when they agree."""
-        offered = discover()
+        try:
+            offered = discover()
+        except Exception as exc:
+            return [f"the discovered deviceclasses unknown ({type(exc).__name__}: {exc})"]
         found = [
             f"deviceclass {name} ({spec_of(type(loaded))})"
             for name, loaded in vbus.classes.items()

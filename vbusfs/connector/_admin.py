@@ -9,9 +9,9 @@ business; which deviceclasses exist is the daemon's (the connector knows none).
 `reset` takes the live model back to the state a fresh daemon starts in, for a test
 suite that shares one daemon among its tests (behaviour §8): every open interface is
 closed as a drop closes it, every interface unlinked, every device and bus removed,
-every member let go (in both membership modes), and the deviceclasses made again those a
-fresh daemon would load (the discovered ones: every class loaded by a spec goes). Then
-it checks: anything left is refused with EBUSY naming it.
+every member let go (in both membership modes), and the deviceclasses made new instances
+of those a fresh daemon would load (the discovered ones: every class loaded by a spec
+goes). Then it checks: anything left is refused with EBUSY naming it.
 """
 
 from __future__ import annotations
