@@ -37,8 +37,7 @@ import time
 from collections.abc import Callable
 
 from vbusfs.fuse import mount_at
-from vbusfs.testing import LiveMount, netns_available
-from vbusfs.testing._mount import SharedMount
+from vbusfs.testing import LiveMount, SharedMount, netns_available
 
 TARGET_MS = 50.0
 LOAD = ("vbusfs.classes:VenetLoopback",)  # a discovered class named as a spec: stays

@@ -232,9 +232,3 @@ def test_reset_is_for_administrators_only():
     finally:
         mount.stop()
         os.rmdir(top)
-
-
-def test_reset_of_what_is_no_mount_says_so(tmp_path):
-    done = vbusfs("reset", str(tmp_path))
-    assert done.returncode == 1
-    assert "is not a vbusfs mount" in done.stderr

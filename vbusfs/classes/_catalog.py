@@ -169,8 +169,15 @@ class Catalog:
     """The deviceclass side of the administrators' ops (modprobe, reload, reset), as the
     daemon hands it to the connector (which knows no deviceclass of its own)."""
 
-    def __init__(self, make: Make = _build) -> None:
+    def __init__(self, make: Make = _build, *, changed: Callable[[], None] | None = None) -> None:
         self.make = make
+        # told after each op that may have changed the model (the daemon's FUSE adapter
+        # then drops the entries of what was removed)
+        self._changed = changed
+
+    def changed(self) -> None:
+        if self._changed is not None:
+            self._changed()
 
     def find(self, name: str) -> type[DeviceClass]:
         return find_class(name)

@@ -46,6 +46,10 @@ class Catalog(Protocol):
     def extra(self, vbus: Vbus) -> list[str]:
         """How the loaded classes differ from a fresh daemon's, one text each."""
 
+    def changed(self) -> None:
+        """An op may have changed the model behind the trees' back (the daemon lets its
+        FUSE adapter drop the entries of what was removed)."""
+
 
 class Administered(Protocol):
     """What the administrators' ops reach besides the model (the connector is one)."""
@@ -79,6 +83,9 @@ class FoundOnly:
 
     def extra(self, vbus: Vbus) -> list[str]:
         return []
+
+    def changed(self) -> None:
+        pass
 
 
 def as_catalog(given: Catalog | FindClass) -> Catalog:
@@ -122,6 +129,16 @@ def _reset(vbus: Vbus, request: Request, admin: Administered) -> dict[str, Any]:
         raise Busy(f"the reset left {', '.join(left)}")
     log.info("reset to the empty state (%d open interface(s) closed)", closed)
     return {"closed": closed}
+
+
+def administer(op: str, vbus: Vbus, request: Request, admin: Administered) -> dict[str, Any]:
+    """Answer administrators' op `op` (a key of ADMIN_OPS); then, refused or not (a
+    refused reset may have removed much), the catalog hears the model may have changed."""
+    try:
+        return ADMIN_OPS[op](vbus, request, admin)
+    finally:
+        if op != "save":
+            admin.catalog.changed()
 
 
 ADMIN_OPS = {

@@ -32,7 +32,7 @@ import logging
 import os
 import socket
 import struct
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,7 +41,7 @@ import trio
 from vbusfs.ioq import IoqError, IoqFault
 from vbusfs.model import DeviceConnection, Event, Vbus, VbusError
 
-from ._admin import ADMIN_OPS, Catalog, FindClass, as_catalog
+from ._admin import ADMIN_OPS, Catalog, FindClass, administer, as_catalog
 from ._limits import Limits, LogBudgets
 from ._pin import PeerPin
 from ._protocol import (
@@ -81,22 +81,13 @@ class Connector:
     """Listens on a Unix socket and serves member processes."""
 
     def __init__(
-        self,
-        vbus: Vbus,
-        path: str,
-        find_class: Catalog | FindClass,
-        limits: Limits | None = None,
-        *,
-        after_admin: Callable[[str], None] | None = None,
+        self, vbus: Vbus, path: str, catalog: Catalog | FindClass, limits: Limits | None = None
     ) -> None:
         self.vbus = vbus
         self.path = path
-        # the deviceclasses modprobe, reload and reset reach (a lookup function alone
-        # allows modprobe), given by the daemon: the connector knows none of its own
-        self.catalog = as_catalog(find_class)
-        # told the name of each administrators' op once done, refused or not (the daemon
-        # lets the FUSE adapter drop what the op removed from the trees)
-        self.after_admin = after_admin
+        # the deviceclasses modprobe, reload and reset reach, given by the daemon (a lookup
+        # function alone allows modprobe): the connector knows none of its own
+        self.catalog = as_catalog(catalog)
         self.sessions: set[_Session] = set()
         self.limits = limits if limits is not None else Limits()
         self.clients = 0
@@ -106,16 +97,11 @@ class Connector:
         self.owner = os.getuid()
 
     def release_all(self) -> int:
-        """Close every interface any client has open, as a drop closes it (its client's
-        next request on it fails with ENODEV); how many were open."""
-        closed = 0
-        for session in list(self.sessions):
-            for opened in session.opens.values():
-                if not opened.dropped:
-                    opened.dropped = True
-                    _release(opened)
-                    closed += 1
-        return closed
+        """Close every interface any client has open, as its close would; how many."""
+        handles = [(session, handle) for session in self.sessions for handle in session.opens]
+        for session, handle in handles:
+            session._close(handle)
+        return len(handles)
 
     def complain(self, pid: int, level: int, text: str, *args: object) -> None:
         """Log a client's fault, at most a few times a second per client and in total."""
@@ -455,11 +441,7 @@ class _Session:
             self._recheck()  # an administrator's authority, too, ends with its process
             if self.revoked is not None and self.revoked_errno == errno.ESRCH:
                 raise VbusError(self.revoked, errno=errno.ESRCH)
-            try:
-                return ADMIN_OPS[op](self.vbus, request, self.connector)
-            finally:  # a refused reset may have removed something too
-                if self.connector.after_admin is not None:
-                    self.connector.after_admin(op)
+            return administer(op, self.vbus, request, self.connector)
         bus = self._bus()
         if op == "list":
             found = self.vbus.bus(bus)

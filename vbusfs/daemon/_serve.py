@@ -260,15 +260,9 @@ async def _serve_until_done(
         nursery.start_soon(_terminate_on_signal)
         nursery.start_soon(_sweep_members, vbus, operations)
         if vbus.membership is not None:
-            connector = Connector(
-                vbus,
-                socket_path,
-                Catalog(),
-                limits,
-                # a reset or rmmod removes what the kernel may hold entries for
-                after_admin=lambda op: operations.drop_removed(),
-            )
-            await nursery.start(connector.serve)
+            # a reset or rmmod removes what the kernel may hold entries for
+            catalog = Catalog(changed=operations.drop_removed)
+            await nursery.start(Connector(vbus, socket_path, catalog, limits).serve)
         if ready is not None:
             ready(READY)
         await fuse.handle_requests()

@@ -198,18 +198,21 @@ class SharedMount:
 
     def acquire(self, load: tuple[str, ...] = ()) -> LiveMount:
         key = (os.environ.get("PYTHONPATH"), os.getcwd())
-        mount = self.mount
-        if mount is None or key != self._key or not mount.alive():
-            mount = self._replace(key)
-        else:
-            mount.log_offset = self._released_at
-            between = mount.log
-            mount.mark_log()
+        old = self.mount
+        if old is not None:
+            old.log_offset = self._released_at  # what it logged since the last test
+            if key != self._key or not old.alive():
+                self.mount = None
+                between = old.stop()
+            else:
+                between = old.log
+                old.mark_log()
             if "Traceback" in between:
                 raise SetupFailed(
                     "the shared vbusfs daemon logged an internal error after the last "
                     f"test was done with it:\n{between}"
                 )
+        mount = self.mount if self.mount is not None else self._replace(key)
         for spec in load:
             try:
                 self._admin("modprobe", deviceclass=spec)
