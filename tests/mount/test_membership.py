@@ -39,10 +39,11 @@ def write(path: str, value: str) -> None:
 
 
 @pytest.fixture
-def bus(mode_mnt):
-    """A fresh mount in each membership mode, with buses B and C."""
-    mode_mnt.sh("mkdir config/vbus/instances/B config/vbus/instances/C", check=True)
-    return mode_mnt
+def bus(shared_mode_mnt):
+    """A mount in each membership mode, reset to empty, with buses B and C (the session's
+    daemon of that mode: these tests use only the trees and processes of their own)."""
+    shared_mode_mnt.sh("mkdir config/vbus/instances/B config/vbus/instances/C", check=True)
+    return shared_mode_mnt
 
 
 def test_proc_self_resolves_to_the_caller(mnt):

@@ -187,10 +187,18 @@ class SharedMount:
     is checked by the next `acquire`: `SetupFailed` if it holds a traceback.
     """
 
-    def __init__(self, parent: str, *, private_netns: bool = False, debug: bool = True) -> None:
+    def __init__(
+        self,
+        parent: str,
+        *,
+        private_netns: bool = False,
+        debug: bool = True,
+        extra: tuple[str, ...] = (),
+    ) -> None:
         self.parent = parent
         self.private_netns = private_netns
         self.debug = debug
+        self.extra = extra  # more `vbusfs mount` options (--membership proc, ...)
         self.mount: LiveMount | None = None
         self.started = 0  # how many daemons this has started (the first included)
         self._key: tuple[str | None, str] | None = None
@@ -254,7 +262,9 @@ class SharedMount:
         # killed one left (its membership cgroups, its stale mount)
         path = os.path.join(self.parent, "vbus")
         os.makedirs(path, exist_ok=True)
-        mount = LiveMount(path, private_netns=self.private_netns, debug=self.debug)
+        mount = LiveMount(
+            path, private_netns=self.private_netns, debug=self.debug, extra=self.extra
+        )
         mount.start()  # a daemon that does not come up is stopped, and raises with its log
         self.mount, self._key, self._released_at = mount, key, 0
         return mount
