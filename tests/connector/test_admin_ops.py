@@ -195,3 +195,14 @@ def test_inferred_membership_is_let_go_by_reset():
     vbus.set_membership(4, "b")
     assert ask(vbus, Admin(Catalog()), "reset") == {"closed": 2}
     assert vbus.membership_of(4) is None
+
+
+def test_reset_keeps_the_classes_the_daemon_started_with():
+    catalog = Catalog((f"{__name__}:MySwitch",))  # as `--load` gave it
+    vbus = fresh()
+    vbus.replace_class("venet-switch", MySwitch())
+    catalog.load(vbus, f"{__name__}:Spare")  # as modprobe added it
+    assert catalog.extra(vbus) == [f"deviceclass spare ({__name__}:Spare)"]
+    assert catalog.restore(vbus) == []
+    assert type(vbus.classes["venet-switch"]) is MySwitch and "spare" not in vbus.classes
+    assert catalog.extra(vbus) == []

@@ -146,11 +146,10 @@ def test_load_of_a_discovered_name_takes_its_place_with_a_warning(tmp_path, sour
         again = vbusfs("modprobe", mount.path, "edited_class:Edited")
         assert again.returncode == 1 and "File exists" in again.stderr
         mount.sh("rmdir config/vbus/devices/d", check=True)
-        # reset gives back the discovered class
+        # the daemon started with it: a reset keeps it
         assert vbusfs("reset", mount.path).returncode == 0
         mount.sh("mkdir config/vbus/devices/d && echo venet-loopback > config/vbus/devices/d/type")
-        assert not os.path.exists(mount.join("sys/vbus/devices/d/greeting"))
-        assert os.path.exists(mount.join("sys/vbus/devices/d/client_mac"))
+        assert greeting(mount) == "mine\n"
 
 
 def test_modprobe_of_a_discovered_name_takes_its_place_unless_devices_use_it(tmp_path, source):
@@ -170,3 +169,8 @@ def test_modprobe_of_a_discovered_name_takes_its_place_unless_devices_use_it(tmp
         same = vbusfs("modprobe", mount.path, "vbusfs.classes:VenetTap")
         assert same.returncode == 0 and same.stdout == "venet-tap\n", same.stderr
         assert "is the discovered deviceclass venet-tap itself" in mount.log
+        # modprobe added it at run time: a reset gives back the discovered class
+        mount.sh("rmdir config/vbus/devices/s", check=True)
+        assert vbusfs("reset", mount.path).returncode == 0
+        mount.sh("mkdir config/vbus/devices/s && echo venet-switch > config/vbus/devices/s/type")
+        assert not os.path.exists(mount.join("sys/vbus/devices/s/greeting"))

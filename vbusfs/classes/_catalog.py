@@ -14,8 +14,9 @@ connector, and `load_spec`, which the daemon's start uses too):
   entry point made it discovered); a class of that name loaded by spec is refused (EEXIST);
 - a reload re-imports the module of a loaded class from its source and puts the new class
   in its place (EBUSY while devices of it exist);
-- a reset gives the model back the classes a fresh daemon would have, as new instances:
-  every class loaded by spec goes, a discovered class replaced or unloaded comes back.
+- a reset gives the model back the classes the daemon started with, as new instances:
+  the discovered ones and those of its `--load`; every class modprobe added goes, one
+  replaced or unloaded comes back.
 
 This module does what the model cannot (imports); it never decides errnos the model
 already decides (a replace refused while devices exist is the model's EBUSY).
@@ -167,9 +168,17 @@ def reimport(cls: type[DeviceClass]) -> type[DeviceClass]:
 
 class Catalog:
     """The deviceclass side of the administrators' ops (modprobe, reload, reset), as the
-    daemon hands it to the connector (which knows no deviceclass of its own)."""
+    daemon hands it to the connector (which knows no deviceclass of its own). `start`
+    holds the import specs the daemon loaded at start (`--load`), which a reset keeps."""
 
-    def __init__(self, make: Make = _build, *, changed: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        start: tuple[str, ...] = (),
+        make: Make = _build,
+        *,
+        changed: Callable[[], None] | None = None,
+    ) -> None:
+        self.start = start
         self.make = make
         # told after each op that may have changed the model (the daemon's FUSE adapter
         # then drops the entries of what was removed)
@@ -223,15 +232,24 @@ class Catalog:
         log.info("deviceclass %s reloaded from %s", instance.name, spec_of(new))
         return instance.name
 
+    def base(self) -> dict[str, type[DeviceClass]]:
+        """The classes the daemon started with, by name, as their modules define them now:
+        the discovered ones, and those of `start` in the place of a namesake."""
+        offered = discover()
+        for spec in self.start:
+            cls = import_class(spec)  # imported at start: the module as it is now
+            offered[cls.name] = cls
+        return offered
+
     def restore(self, vbus: Vbus) -> list[Exception]:
-        """Give `vbus` the classes a fresh daemon would load: a new instance of each
-        discovered class (as it is now), so nothing a class keeps in itself (a counter of
-        serial numbers, say) outlives the reset; other classes are unloaded. Devices must
-        be gone first. What could not be done is returned (and left as it was)."""
+        """Give `vbus` the classes the daemon started with (`base`), each a new instance,
+        so nothing a class keeps in itself (a counter of serial numbers, say) outlives the
+        reset; other classes are unloaded. Devices must be gone first. What could not be
+        done is returned (and left as it was)."""
         faults: list[Exception] = []
         try:
-            offered = discover()
-        except Exception as exc:  # a broken entry point: keep what is loaded
+            offered = self.base()
+        except Exception as exc:  # a broken entry point, say: keep what is loaded
             return [exc]
         for name in list(vbus.classes):
             try:
@@ -250,12 +268,12 @@ class Catalog:
         return faults
 
     def extra(self, vbus: Vbus) -> list[str]:
-        """The loaded classes a fresh daemon would not have, and the discovered ones it
-        would have but this model lacks, as texts for an EBUSY; [] when they agree."""
+        """The loaded classes the daemon did not start with, and those it started with
+        that this model lacks, as texts for an EBUSY; [] when they agree."""
         try:
-            offered = discover()
+            offered = self.base()
         except Exception as exc:
-            return [f"the discovered deviceclasses unknown ({type(exc).__name__}: {exc})"]
+            return [f"the daemon's deviceclasses unknown ({type(exc).__name__}: {exc})"]
         found = [
             f"deviceclass {name} ({spec_of(type(loaded))})"
             for name, loaded in vbus.classes.items()

@@ -268,12 +268,13 @@ def parser() -> argparse.ArgumentParser:
 
     reset = commands.add_parser(
         "reset",
-        help="empty a live mount, as a fresh daemon starts",
-        description="Take the vbusfs at MOUNTPOINT back to the state a fresh daemon starts "
+        help="empty a live mount, as its daemon started",
+        description="Take the vbusfs at MOUNTPOINT back to the state its daemon started "
         "in: every open interface closed (its client hears the drop), every interface "
         "unlinked, every device and bus removed, every member let go, and the deviceclasses "
-        "those a fresh daemon loads (classes loaded by MODULE:CLASS are unloaded). Refused "
-        "with EBUSY, naming it, if anything is left. Root or the daemon's owner only.",
+        "those the daemon started with, as new instances (the discovered ones and those of "
+        "its --load; what modprobe added is unloaded). Refused with EBUSY, naming it, if "
+        "anything is left. Root or the daemon's owner only.",
     )
     reset.add_argument("mountpoint")
     reset.set_defaults(run=_admin, command_name="reset")

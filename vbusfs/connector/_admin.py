@@ -6,11 +6,11 @@ deviceclass `Catalog` and the connector's way to close every open interface), an
 the reply's fields or raises VbusError with an errno. Who may ask is the server's
 business; which deviceclasses exist is the daemon's (the connector knows none).
 
-`reset` takes the live model back to the state a fresh daemon starts in, for a test
-suite that shares one daemon among its tests (behaviour §8): every open interface is
-closed as a drop closes it, every interface unlinked, every device and bus removed,
-every member let go (in both membership modes), and the deviceclasses made new instances
-of those a fresh daemon would load (the discovered ones: every class loaded by a spec
+`reset` takes the live model back to the state its daemon started in, for a test suite
+that shares one daemon among its tests (behaviour §8): every open interface is closed as
+its client's close would, every interface unlinked, every device and bus removed, every
+member let go (in both membership modes), and the deviceclasses made new instances of
+those the daemon started with (the discovered ones and its `--load`: what modprobe added
 goes). Then it checks: anything left is refused with EBUSY naming it.
 """
 
