@@ -106,18 +106,30 @@ def shared_mode_daemons(
             daemon.close()
 
 
-@pytest.fixture(params=MODES)
-def shared_mode_mnt(
-    request: pytest.FixtureRequest, shared_mode_daemons: dict[str, SharedMount]
-) -> Iterator[LiveMount]:
-    """mode_mnt on the session's daemon of that mode, reset after each test (as vbus_mount
-    is): for tests of membership that use only the trees and processes of their own."""
-    shared = shared_mode_daemons[request.param]
+def _use_shared(shared: SharedMount, membership: str) -> Iterator[LiveMount]:
+    """A test's turn on a shared daemon: reset after it; its part of the log is clean."""
     mount = shared.acquire()
-    mount.membership = request.param  # type: ignore[attr-defined]
+    mount.membership = membership  # type: ignore[attr-defined]
     try:
         yield mount
     finally:
         log, failure = shared.release()
     assert "Traceback" not in log, log
     assert failure is None, failure
+
+
+@pytest.fixture(params=MODES)
+def shared_mode_mnt(
+    request: pytest.FixtureRequest, shared_mode_daemons: dict[str, SharedMount]
+) -> Iterator[LiveMount]:
+    """mode_mnt on the session's daemon of that mode, reset after each test (as vbus_mount
+    is): for tests of membership that use only the trees and processes of their own."""
+    yield from _use_shared(shared_mode_daemons[request.param], request.param)
+
+
+@pytest.fixture
+def shared_cgroup_mnt(shared_mode_daemons: dict[str, SharedMount]) -> Iterator[LiveMount]:
+    """The session's kernel-tracked daemon (root only), reset after each test."""
+    if os.getuid() != 0:
+        pytest.skip("kernel-tracked membership needs root")
+    yield from _use_shared(shared_mode_daemons["cgroup"], "cgroup")
