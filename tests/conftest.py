@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 from hypothesis import HealthCheck, settings
 
-from vbusfs.testing import LiveMount, fuse_problem, netns_available, stop_all
+from vbusfs.testing import LiveMount, SharedMount, fuse_problem, netns_available, stop_all
 
 # ci: the same commit draws the same examples on every machine, so CI's verdict depends on
 # the code alone (no random seed, no example database carried between runs); a failure
@@ -78,3 +78,58 @@ def mode_mnt(
     finally:
         log = mount.stop()
     assert "Traceback" not in log, log
+
+
+MODES = [
+    pytest.param("cgroup", marks=pytest.mark.root, id="cgroup"),
+    pytest.param("proc", id="proc"),
+]
+
+
+@pytest.fixture(scope="session")
+def shared_mode_daemons(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[dict[str, SharedMount]]:
+    """One shared daemon per membership mode, started on first use (see shared_mode_mnt)."""
+    daemons = {
+        mode: SharedMount(
+            str(tmp_path_factory.mktemp(f"shared-{mode}")),
+            private_netns=netns_available(),
+            extra=("--membership", mode),
+        )
+        for mode in ("cgroup", "proc")
+    }
+    try:
+        yield daemons
+    finally:
+        for daemon in daemons.values():
+            daemon.close()
+
+
+def _use_shared(shared: SharedMount, membership: str) -> Iterator[LiveMount]:
+    """A test's turn on a shared daemon: reset after it; its part of the log is clean."""
+    mount = shared.acquire()
+    mount.membership = membership  # type: ignore[attr-defined]
+    try:
+        yield mount
+    finally:
+        log, failure = shared.release()
+    assert "Traceback" not in log, log
+    assert failure is None, failure
+
+
+@pytest.fixture(params=MODES)
+def shared_mode_mnt(
+    request: pytest.FixtureRequest, shared_mode_daemons: dict[str, SharedMount]
+) -> Iterator[LiveMount]:
+    """mode_mnt on the session's daemon of that mode, reset after each test (as vbus_mount
+    is): for tests of membership that use only the trees and processes of their own."""
+    yield from _use_shared(shared_mode_daemons[request.param], request.param)
+
+
+@pytest.fixture
+def shared_cgroup_mnt(shared_mode_daemons: dict[str, SharedMount]) -> Iterator[LiveMount]:
+    """The session's kernel-tracked daemon (root only), reset after each test."""
+    if os.getuid() != 0:
+        pytest.skip("kernel-tracked membership needs root")
+    yield from _use_shared(shared_mode_daemons["cgroup"], "cgroup")

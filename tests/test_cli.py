@@ -30,9 +30,8 @@ def vbusfs_mounts() -> list[str]:
 
 
 def test_the_commands_the_issues_name_all_exist():
-    assert {"mount", "umount", "run", "demo", "save", "modprobe", "rmmod", "tree", "graph"} <= set(
-        COMMANDS
-    )
+    named = {"mount", "umount", "run", "demo", "save", "modprobe", "rmmod", "tree", "graph"}
+    assert named | {"reset"} <= set(COMMANDS)
 
 
 def test_top_level_help_lists_every_command():
@@ -156,8 +155,10 @@ def test_ready_fd_is_hidden_from_help_but_still_works(tmp_path):
         ["save", "{d}", "{d}/saved.json"],
         ["modprobe", "{d}", "venet-tap"],
         ["rmmod", "{d}", "venet-tap"],
+        ["modprobe", "--reload", "{d}", "venet-tap"],
+        ["reset", "{d}"],
     ],
-    ids=lambda command: command[0],
+    ids=lambda command: " ".join(c for c in command if "{" not in c),
 )
 def test_commands_on_a_plain_directory_say_it_is_not_a_vbusfs_mount(tmp_path, command):
     done = run(*(arg.format(d=tmp_path) for arg in command))

@@ -238,7 +238,7 @@ def test_vbus_mount_that_fails_reports_the_daemons_reason(tmp_path):
     )
     assert done.returncode == 1, done.stdout  # one error in set-up
     assert "1 error" in done.stdout
-    assert "vbusfs did not mount" in done.stdout
-    assert "cannot load a deviceclass" in done.stdout
+    assert "vbus_mount cannot load a deviceclass vbusfs_no_such_module:Nothing" in done.stdout
+    assert "No module named 'vbusfs_no_such_module'" in done.stdout
     assert "vbusfs_no_such_module" in done.stdout
     assert "FileNotFoundError" not in done.stdout

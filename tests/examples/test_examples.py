@@ -197,3 +197,23 @@ def test_the_devices_bench_runs_every_peer_and_cleans_up():
     # one each for the two stream servers, the two vdisks and the in-process costs
     assert files is not None and len(files.group(1).split()) == 5, out
     assert not any(os.path.exists(path) for path in files.group(1).split())
+
+
+@pytest.mark.slow
+def test_the_fixtures_bench_measures_fresh_and_shared_daemons_and_cleans_up():
+    done = _bench(
+        "fixtures.py", "--rounds", "1", "--tests", "3", "--fresh-tests", "1", "--pytest-tests", "3"
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    for label in ("fresh daemon (vbus_fresh_daemon)", "shared, reset"):
+        for load in ("none", "one class"):
+            row = rf"^\| {re.escape(label)} \| {load} \| [\d,.]+ \| [\d,.]+ \|$"
+            assert re.search(row, done.stdout, re.M), done.stdout
+        row = rf"^\| {re.escape(label)} \| 3 \| [\d,.]+ \| [\d,.]+ \|$"
+        assert re.search(row, done.stdout, re.M), done.stdout
+    assert "target <= 50 ms" in done.stdout
+    assert "internal errors in the daemons' logs: 0; mounts left: []" in done.stdout
+    shared = re.search(r"shared daemon pid (\d+) on (\S+)", done.stdout)
+    assert shared is not None, done.stdout
+    assert shared.group(2) not in vbusfs_mounts()
+    assert not os.path.exists(f"/proc/{shared.group(1)}")

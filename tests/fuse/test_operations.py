@@ -236,3 +236,56 @@ def test_setattr_accepts_truncate_and_times_refuses_mode(ops):
     assert fuse_errno(ops.setattr, version, attr, Fields(update_size=True), None, CTX) == (
         errno.EACCES
     )
+
+
+def test_what_is_removed_behind_the_adapters_back_is_dropped_when_it_is_told(ops):
+    """A reset or rmmod over the connector changes the model, not through a handler: the
+    daemon then calls drop_removed, and the kernel hears of every entry gone with it."""
+    told: list[tuple[int, bytes]] = []
+    ops.invalidate_entry = lambda parent, name: told.append((parent, name))
+    config_devices = lookup_path(ops, "config/vbus/devices")
+    instances = lookup_path(ops, "config/vbus/instances")
+    classes = lookup_path(ops, "sys/vbus/deviceclass")
+    sys_devices = lookup_path(ops, "sys/vbus/devices")
+    sys_instances = lookup_path(ops, "sys/vbus/instances")
+    baseline = len(ops.inodes)
+    run(ops.mkdir, config_devices, b"D", 0o755, CTX)
+    run(ops.mkdir, config_devices, b"kept", 0o755, CTX)
+    bus = run(ops.mkdir, instances, b"B", 0o755, CTX).st_ino
+    ops.vbus.set_device_type("D", "venet-loopback")
+    run(ops.symlink, bus, b"L", b"../../devices/D", CTX)
+    held = [
+        lookup_path(ops, path)
+        for path in (
+            "sys/vbus/devices/D/client_mac",
+            "sys/vbus/instances/B/devices/0/type",
+            "sys/vbus/deviceclass/venet-switch",
+        )
+    ]
+    ops.vbus.unlink("B", "L")  # behind its back: no handler ran
+    ops.vbus.remove_device("D")
+    ops.vbus.remove_bus("B")
+    ops.vbus.unload_class("venet-switch")
+    ops.drop_removed()
+    assert sorted(told) == sorted(
+        [
+            (config_devices, b"D"),
+            (instances, b"B"),
+            (classes, b"venet-switch"),
+            (sys_devices, b"D"),
+            (sys_instances, b"B"),
+        ]
+    )
+    for ino in held:
+        assert fuse_errno(ops.getattr, ino, CTX) == errno.ENOENT
+    # what is still there keeps its entry and its number
+    assert lookup_path(ops, "config/vbus/devices/kept") == ops.inodes.find(
+        ("config", "vbus", "devices", "kept")
+    )
+    ops.drop_removed()  # nothing more to tell
+    assert len(told) == 5
+    run(ops.rmdir, config_devices, b"kept", CTX)
+    # the kernel, told, forgets what it held (every number after the skeleton's): no leak
+    newer = range(sys_instances + 1, sys_instances + 100)
+    run(ops.forget, [(ino, ops.inodes.lookups(ino)) for ino in newer if ops.inodes.lookups(ino)])
+    assert len(ops.inodes) == baseline

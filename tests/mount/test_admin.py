@@ -15,6 +15,14 @@ from vbusfs.testing import LiveMount
 
 pytestmark = pytest.mark.mount
 
+
+@pytest.fixture
+def mnt(vbus_mount):
+    """The session's shared daemon, reset after each test: these tests use only the trees
+    (and processes of their own), never the daemon's process, log start or resources."""
+    return vbus_mount
+
+
 VBUSFS = [sys.executable, "-m", "vbusfs"]
 PLUGINS = str(pathlib.Path(__file__).parent / "plugins")
 BUILD = (

@@ -11,6 +11,13 @@ pytestmark = pytest.mark.mount
 
 
 @pytest.fixture
+def mnt(vbus_mount):
+    """The session's shared daemon, reset after each test: these tests use only the trees
+    (and processes of their own), never the daemon's process, log start or resources."""
+    return vbus_mount
+
+
+@pytest.fixture
 def tap(mnt):
     mnt.sh("mkdir config/vbus/devices/D && echo venet-tap > config/vbus/devices/D/type", check=True)
     return mnt

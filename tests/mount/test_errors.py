@@ -22,9 +22,11 @@ SETUP = (
 
 
 @pytest.fixture
-def populated(mnt):
-    mnt.sh(SETUP, check=True)
-    return mnt
+def populated(vbus_mount):
+    # the session's shared daemon, reset after each test: every case here starts from
+    # the same tree, and only the tree (no process, no log line, no daemon resource)
+    vbus_mount.sh(SETUP, check=True)
+    return vbus_mount
 
 
 def snapshot(mnt) -> str:

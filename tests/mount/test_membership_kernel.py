@@ -51,10 +51,10 @@ def wait_for_file(path: pathlib.Path, timeout: float = 10.0) -> str:
 
 
 @pytest.fixture
-def kbus(mnt):
-    """A mount whose membership the kernel keeps (root: cgroups), with bus B."""
-    if os.getuid() != 0:
-        pytest.skip("kernel-tracked membership needs root")
+def kbus(shared_cgroup_mnt):
+    """A mount whose membership the kernel keeps (root: cgroups), with bus B: the
+    session's shared daemon of that mode, reset after each test."""
+    mnt = shared_cgroup_mnt
     assert os.getxattr(mnt.path, "user.vbusfs.membership") == b"cgroup"
     mnt.sh("mkdir config/vbus/instances/B", check=True)
     return mnt

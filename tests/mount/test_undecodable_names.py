@@ -9,6 +9,14 @@ import pytest
 
 pytestmark = pytest.mark.mount
 
+
+@pytest.fixture
+def mnt(vbus_mount):
+    """The session's shared daemon, reset after each test: these tests use only the trees
+    (and processes of their own), never the daemon's process, log start or resources."""
+    return vbus_mount
+
+
 BUS = b"bus-\xff\xfe"  # not UTF-8
 
 

@@ -7,52 +7,29 @@ connection); ``_tap`` makes the host's TAP interfaces.
 
 Third-party classes register in the `vbusfs.deviceclasses` entry-point group;
 each entry names a `DeviceClass` subclass that can be built with no arguments.
+``_catalog`` finds them, and holds the rules by which classes come and go in a live
+model (`Catalog`: modprobe, reload, and a reset's return to the discovered classes).
 """
 
 from __future__ import annotations
 
-import importlib
-from importlib.metadata import entry_points
+from vbusfs.model import Inferred, MembershipBackend, ProcessTable, Vbus
 
-from vbusfs.model import DeviceClass, Inferred, MembershipBackend, ProcessTable, Vbus
-
+from ._catalog import (
+    BUILTIN_CLASSES,
+    ENTRY_POINT_GROUP,
+    Catalog,
+    discover,
+    find_class,
+    import_class,
+    load_spec,
+    reimport,
+)
 from ._tap import TapInterface
 from ._venet_common import VIRTUAL_ETHERNET, VenetState
 from ._venet_loopback import VenetLoopback
 from ._venet_switch import SwitchPort, SwitchState, VenetSwitch
 from ._venet_tap import HostTap, TapFactory, VenetTap, VenetTapState
-
-BUILTIN_CLASSES: tuple[type[DeviceClass], ...] = (VenetTap, VenetLoopback, VenetSwitch)
-
-ENTRY_POINT_GROUP = "vbusfs.deviceclasses"
-
-
-def discover() -> dict[str, type[DeviceClass]]:
-    """Every deviceclass this installation offers, by class name."""
-    found: dict[str, type[DeviceClass]] = {cls.name: cls for cls in BUILTIN_CLASSES}
-    for entry in entry_points(group=ENTRY_POINT_GROUP):
-        cls = entry.load()
-        if not (isinstance(cls, type) and issubclass(cls, DeviceClass)):
-            raise TypeError(f"entry point {entry.name} does not name a DeviceClass subclass")
-        found.setdefault(cls.name, cls)
-    return found
-
-
-def import_class(spec: str) -> type[DeviceClass]:
-    """Import a deviceclass named as `package.module:ClassName`."""
-    module_name, _, attr = spec.partition(":")
-    if not module_name or not attr:
-        raise ValueError(f"{spec!r} is not of the form package.module:ClassName")
-    cls = getattr(importlib.import_module(module_name), attr)
-    if not (isinstance(cls, type) and issubclass(cls, DeviceClass)):
-        raise TypeError(f"{spec} is not a DeviceClass subclass")
-    return cls
-
-
-def find_class(name: str) -> type[DeviceClass]:
-    """A deviceclass by registered name, else by `package.module:ClassName` spec."""
-    offered = discover()
-    return offered[name] if name in offered else import_class(name)
 
 
 def default_model(
@@ -61,7 +38,8 @@ def default_model(
     *,
     membership: MembershipBackend | None = None,
 ) -> Vbus:
-    """A model with every discovered deviceclass loaded, plus `extra` import specs.
+    """A model with every discovered deviceclass loaded, plus `extra` import specs (one
+    that has a discovered class's name takes its place, with a warning in the log).
 
     With a membership backend, or a process table to infer membership from, the model
     also keeps bus membership.
@@ -69,10 +47,11 @@ def default_model(
     if membership is None and processes is not None:
         membership = Inferred(processes)
     vbus = Vbus(membership=membership)
-    for cls in discover().values():
+    offered = discover()
+    for cls in offered.values():
         vbus.load_class(cls())
     for spec in extra:
-        vbus.load_class(import_class(spec)())
+        load_spec(vbus, import_class(spec), offered)  # a discovered namesake gives way
     return vbus
 
 
@@ -80,6 +59,7 @@ __all__ = [
     "BUILTIN_CLASSES",
     "ENTRY_POINT_GROUP",
     "VIRTUAL_ETHERNET",
+    "Catalog",
     "HostTap",
     "SwitchPort",
     "SwitchState",
@@ -94,4 +74,6 @@ __all__ = [
     "discover",
     "find_class",
     "import_class",
+    "load_spec",
+    "reimport",
 ]

@@ -1,7 +1,8 @@
-"""`vbusfs save`, `modprobe`, `rmmod`, `tree` and `status`: administering a live mount.
+"""`vbusfs save`, `modprobe`, `rmmod`, `reset`, `tree` and `status`: administering a live
+mount.
 
-save, modprobe and rmmod speak to the daemon through its connector (root or
-the daemon's owner only, as the kernel reports the caller); tree reads the
+save, modprobe (and its --reload), rmmod and reset speak to the daemon through its
+connector (root or the daemon's owner only, as the kernel reports the caller); tree reads the
 mount's own sys tree, so it shows exactly what any process sees; status reads
 the root's extended attributes, which any process may.
 """
@@ -102,6 +103,21 @@ def modprobe(mountpoint: str, deviceclass: str) -> str:
 def rmmod(mountpoint: str, deviceclass: str) -> None:
     with client.connect(mountpoint) as admin:
         admin.rmmod(deviceclass)
+
+
+def reload(mountpoint: str, deviceclass: str) -> str:
+    """Re-import loaded class `deviceclass` in the daemon; the class's name now."""
+    with client.connect(mountpoint) as admin:
+        name: str = admin.request("reload", deviceclass=deviceclass)["deviceclass"]
+        return name
+
+
+def reset(mountpoint: str) -> int:
+    """Take the mount back to a fresh daemon's empty state; how many open interfaces
+    were closed. ConnectorError EBUSY (naming what is left) if it could not."""
+    with client.connect(mountpoint) as admin:
+        closed: int = admin.request("reset")["closed"]
+        return closed
 
 
 def _read(path: str) -> str:

@@ -98,8 +98,12 @@ def _admin(args: argparse.Namespace) -> int:
         _admin.require_mount(args.mountpoint)
         if args.command_name == "save":
             _admin.save(args.mountpoint, args.file)
+        elif args.command_name == "modprobe" and args.reload:
+            print(_admin.reload(args.mountpoint, args.deviceclass))
         elif args.command_name == "modprobe":
             print(_admin.modprobe(args.mountpoint, args.deviceclass))
+        elif args.command_name == "reset":
+            _admin.reset(args.mountpoint)
         elif args.command_name == "rmmod":
             _admin.rmmod(args.mountpoint, args.deviceclass)
         elif args.command_name == "graph":
@@ -234,13 +238,22 @@ def parser() -> argparse.ArgumentParser:
 
     modprobe = commands.add_parser(
         "modprobe",
-        help="load a deviceclass into a live mount",
+        help="load (or reload) a deviceclass in a live mount",
         description="Load DEVICECLASS into the vbusfs at MOUNTPOINT: a name registered in the "
         "vbusfs.deviceclasses entry-point group, or MODULE:CLASS importable by the daemon. "
-        "It appears under sys/vbus/deviceclass. Root or the daemon's owner only.",
+        "It appears under sys/vbus/deviceclass. A MODULE:CLASS whose class has the name of a "
+        "discovered class (a built-in or an entry point's) takes that class's place, with a "
+        "warning in the daemon's log. Root or the daemon's owner only.",
     )
     modprobe.add_argument("mountpoint")
     modprobe.add_argument("deviceclass")
+    modprobe.add_argument(
+        "--reload",
+        action="store_true",
+        help="DEVICECLASS is the name of a loaded class: import its module again (from its "
+        "source) and put the new class in its place; refused with EBUSY while devices of it "
+        "exist, ENOENT if it is not loaded",
+    )
     modprobe.set_defaults(run=_admin, command_name="modprobe")
 
     rmmod = commands.add_parser(
@@ -252,6 +265,19 @@ def parser() -> argparse.ArgumentParser:
     rmmod.add_argument("mountpoint")
     rmmod.add_argument("deviceclass")
     rmmod.set_defaults(run=_admin, command_name="rmmod")
+
+    reset = commands.add_parser(
+        "reset",
+        help="empty a live mount, as its daemon started",
+        description="Take the vbusfs at MOUNTPOINT back to the state its daemon started "
+        "in: every open interface closed (its client hears the drop), every interface "
+        "unlinked, every device and bus removed, every member let go, and the deviceclasses "
+        "those the daemon started with, as new instances (the discovered ones and those of "
+        "its --load; what modprobe added is unloaded). Refused with EBUSY, naming it, if "
+        "anything is left. Root or the daemon's owner only.",
+    )
+    reset.add_argument("mountpoint")
+    reset.set_defaults(run=_admin, command_name="reset")
 
     tree = commands.add_parser(
         "tree",

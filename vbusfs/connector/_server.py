@@ -43,7 +43,7 @@ import trio
 from vbusfs.ioq import IoqError, IoqFault
 from vbusfs.model import Event, Vbus, VbusError
 
-from ._admin import ADMIN_OPS, FindClass
+from ._admin import ADMIN_OPS, Catalog, FindClass, administer, as_catalog
 from ._datapath import Closer, DataPath, Open, Outcome, data_path_of, release
 from ._limits import Limits, LogBudgets
 from ._pin import PeerPin
@@ -63,29 +63,36 @@ _CREDS = struct.Struct("3i")
 
 
 class ClientFault(Exception):
-    """Kept for importers; nothing raises it now. A client's bad request is refused with
-    an errno and its connection kept; only a broken ring (IoqFault) disconnects it."""
+    """Kept for importers; nothing raises it (a bad request is refused, the client kept)."""
 
 
 class Connector:
     """Listens on a Unix socket and serves member processes."""
 
     def __init__(
-        self, vbus: Vbus, path: str, find_class: FindClass, limits: Limits | None = None
+        self, vbus: Vbus, path: str, catalog: Catalog | FindClass, limits: Limits | None = None
     ) -> None:
         self.vbus = vbus
         self.path = path
-        # modprobe's lookup of a class by name or import spec, given by the daemon: the
-        # connector knows no deviceclass of its own
-        self.find_class = find_class
+        # the deviceclasses modprobe, reload and reset reach, given by the daemon (a lookup
+        # function alone allows modprobe): the connector knows none of its own
+        self.catalog = as_catalog(catalog)
+        self.sessions: set[_Session] = set()
         self.limits = limits if limits is not None else Limits()
         self.clients = 0
         self.by_uid: dict[int, int] = {}
         self.log_budgets = LogBudgets(self.limits)
-        # the daemon's owner (and root) may administer it: save, modprobe, rmmod
+        # the daemon's owner (and root) may administer it: save, modprobe, reload, rmmod, reset
         self.owner = os.getuid()
         # ends the data paths of classes that declare queues, in the one close order
         self.closer = Closer()
+
+    def release_all(self) -> int:
+        """Close every interface any client has open, as its close would; how many."""
+        handles = [(session, handle) for session in self.sessions for handle in session.opens]
+        for session, handle in handles:
+            session._close(handle)
+        return len(handles)
 
     def complain(self, pid: int, level: int, text: str, *args: object) -> None:
         """Log a client's fault, at most a few times a second per client and in total."""
@@ -220,7 +227,6 @@ class _Session:
     ) -> None:
         self.connector = connector
         self.vbus = connector.vbus
-        self.find_class = connector.find_class
         self.sock = sock
         self.pid = pid
         self.bus = bus
@@ -257,6 +263,7 @@ class _Session:
 
     async def run(self) -> None:
         unsubscribe = self.vbus.subscribe(self._heard)
+        self.connector.sessions.add(self)
         try:
             async with trio.open_nursery() as nursery:
                 self.nursery = nursery
@@ -271,6 +278,7 @@ class _Session:
                 nursery.cancel_scope.cancel()
         finally:
             unsubscribe()
+            self.connector.sessions.discard(self)
             for handle in list(self.opens):
                 self._close(handle)
 
@@ -412,7 +420,7 @@ class _Session:
             self._recheck()  # an administrator's authority, too, ends with its process
             if self.revoked is not None and self.revoked_errno == errno.ESRCH:
                 raise VbusError(self.revoked, errno=errno.ESRCH)
-            return ADMIN_OPS[op](self.vbus, request, self.find_class)
+            return administer(op, self.vbus, request, self.connector)
         bus = self._bus()
         if op == "list":
             found = self.vbus.bus(bus)

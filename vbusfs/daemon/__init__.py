@@ -10,7 +10,8 @@ the FUSE adapter, the membership sweep and the signal handling (`build_model`,
 Process plumbing, for the CLI, the testing kit and the benchmarks alike:
 `spawn`/`unmount` start a background daemon and stop it again; `start_daemon`/
 `stop_daemon` run and end any daemon that reports readiness on an inherited pipe
-(`daemon_command` is a vbusfs daemon's command line); `fuse_problem` and
+(`daemon_command` is a vbusfs daemon's command line; `statfs_with_timeout` asks one
+whether it answers); `fuse_problem` and
 `explain_mount_failure` say why a mount cannot be made, and `MountError` carries
 that to the user; `canonical_mountpoint` and `state_path` name a mount's daemon;
 `log_to_stderr` sets up the daemon's log, kept under `LOG_MAX_BYTES` per file.
@@ -19,7 +20,15 @@ that to the user; `canonical_mountpoint` and `state_path` name a mount's daemon;
 from ._logfile import LOG_MAX_BYTES, log_to_stderr
 from ._pidns import PidNamespaces
 from ._problems import MountError, explain_mount_failure, fuse_problem
-from ._process import READY, daemon_command, spawn, start_daemon, stop_daemon, unmount
+from ._process import (
+    READY,
+    daemon_command,
+    spawn,
+    start_daemon,
+    statfs_with_timeout,
+    stop_daemon,
+    unmount,
+)
 from ._procfs import ProcessHandle, ProcFs
 from ._runtime import canonical_mountpoint, state_path
 from ._serve import build_model, run_daemon, serve
@@ -42,6 +51,7 @@ __all__ = [
     "spawn",
     "start_daemon",
     "state_path",
+    "statfs_with_timeout",
     "stop_daemon",
     "unmount",
 ]

@@ -37,7 +37,7 @@ EXIT_TIMEOUT = 10.0
 _CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
 
 
-def _statfs_with_timeout(path: str, timeout: float) -> OSError | None:
+def statfs_with_timeout(path: str, timeout: float) -> OSError | None:
     """statvfs() a path that may be a dead or hung mount; returns the error, None if fine.
 
     statfs, unlike stat, is never answered from the kernel's attribute cache: it always
@@ -82,7 +82,7 @@ def clear_stale(mountpoint: str) -> None:
             f"{mountpoint} is already a mount point ({entry.fstype}): mount vbusfs on "
             "another directory"
         )
-    problem = _statfs_with_timeout(mountpoint, 5.0)
+    problem = statfs_with_timeout(mountpoint, 5.0)
     if problem is None:
         raise MountError(
             f"{mountpoint} is already served by a running vbusfs daemon: use it, or "

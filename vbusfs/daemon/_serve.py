@@ -22,7 +22,7 @@ from typing import Any
 import trio
 
 from vbusfs import fuse
-from vbusfs.classes import default_model, find_class
+from vbusfs.classes import Catalog, default_model
 from vbusfs.connector import XATTR, Connector, Limits
 from vbusfs.model import Inferred, MembershipBackend, Vbus, VbusError, restore_config
 
@@ -145,7 +145,7 @@ def run_daemon(
         if ready is not None:
             ready(f"error: {exc}")
         return 1
-    return serve(mountpoint, vbus=vbus, ready=ready, log_path=log_path, limits=limits)
+    return serve(mountpoint, vbus=vbus, ready=ready, log_path=log_path, limits=limits, load=load)
 
 
 def serve(
@@ -155,9 +155,11 @@ def serve(
     ready: Callable[[str], None] | None = None,
     log_path: str | None = None,
     limits: Limits | None = None,
+    load: tuple[str, ...] = (),
 ) -> int:
     """Mount and serve until unmounted or signalled. `ready` hears "ok" or an error;
-    `limits` caps the connector."""
+    `limits` caps the connector; `load` names the classes the model was given besides
+    the discovered ones (a reset keeps them)."""
     mountpoint = canonical_mountpoint(mountpoint)
     vbus = vbus if vbus is not None else build_model(mountpoint=mountpoint)
     socket_path = connector_path(mountpoint)
@@ -216,7 +218,10 @@ def serve(
             socket_path,
             _keeper(vbus),
         )
-        trio.run(_serve_until_done, vbus, operations, socket_path, report, limits)
+        # the administrators' deviceclasses; a reset or rmmod removes what the kernel may
+        # hold entries for, which the adapter then drops
+        catalog = Catalog(load, changed=operations.drop_removed)
+        trio.run(_serve_until_done, vbus, operations, socket_path, report, limits, catalog)
     except Exception as exc:
         if reported:
             raise
@@ -255,12 +260,13 @@ async def _serve_until_done(
     socket_path: str,
     ready: Callable[[str], None] | None,
     limits: Limits | None,
+    catalog: Catalog,
 ) -> None:
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_terminate_on_signal)
         nursery.start_soon(_sweep_members, vbus, operations)
         if vbus.membership is not None:
-            await nursery.start(Connector(vbus, socket_path, find_class, limits).serve)
+            await nursery.start(Connector(vbus, socket_path, catalog, limits).serve)
         if ready is not None:
             ready(READY)
         await fuse.handle_requests()

@@ -55,6 +55,12 @@ MAX_STORE = 4096
 FIXED_TIMEOUT = 3600.0
 SYS_INSTANCES: Path = (*views.SYS_VBUS, "instances")
 PROC_SELF: Path = ("proc", "self")
+# where the objects a reset or rmmod over the connector removes behind our back live
+REMOVABLE = (
+    views.CONFIG_DEVICES,
+    views.CONFIG_INSTANCES,
+    *((*views.SYS_VBUS, d) for d in ("deviceclass", "devices", "instances")),
+)
 
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 
@@ -196,6 +202,13 @@ class VbusOperations(pyfuse3.Operations):
         self._drop(first, tell_kernel=False)
         for path in rest:
             self._drop(path)
+
+    def drop_removed(self) -> None:
+        """Drop the entries held of devices, buses and classes removed behind our back."""
+        for top in REMOVABLE:
+            for path in [(*top, name) for name in self.inodes.children(top)]:
+                if views.node(self.vbus, path) is None:
+                    self._drop(path)
 
     def drop_gone_processes(self) -> None:
         """Drop the entries of processes that exited and of members that left their bus.

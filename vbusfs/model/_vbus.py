@@ -104,6 +104,23 @@ class Vbus:
             del self._attr_index[name, owner.noun]
         return deviceclass
 
+    def replace_class(self, name: str, deviceclass: DeviceClass) -> DeviceClass:
+        """Put `deviceclass` where the loaded class `name` is (a reload, an override);
+        returns the class it replaced. NotFound if `name` is not loaded, Busy while devices
+        of it exist, AlreadyExists if the new class's name is another loaded class's; the
+        new class is checked as `load_class` checks it. On any refusal nothing changed."""
+        if name not in self.classes:
+            raise NotFound(f"deviceclass {name} is not loaded")
+        if deviceclass.name != name and deviceclass.name in self.classes:
+            raise AlreadyExists(f"deviceclass {deviceclass.name} is already loaded")
+        old = self.unload_class(name)  # Busy: nothing changed
+        try:
+            self.load_class(deviceclass)
+        except BaseException:
+            self.load_class(old)  # it was loaded a moment ago: it loads again
+            raise
+        return old
+
     def class_in_use(self, name: str) -> int:
         return self._typed.get(name, 0)
 
@@ -327,8 +344,12 @@ class Vbus:
         del device.interfaces[interface.name]
         interface.alive = False
         assert device.deviceclass is not None
-        device.deviceclass.detach(device.state, interface.state)
-        self._emit(Event("drop", bus_name, interface.id, interface.type, device.name))
+        try:
+            device.deviceclass.detach(device.state, interface.state)
+        finally:
+            # a detach that raises (a bug: drops cannot fail) still drops the interface,
+            # and its clients still hear it
+            self._emit(Event("drop", bus_name, interface.id, interface.type, device.name))
 
     # -- clients ---------------------------------------------------------
 
@@ -382,6 +403,46 @@ class Vbus:
     def _emit(self, event: Event) -> None:
         for listener in list(self._listeners):
             listener(event)
+
+    def reset(self) -> list[Exception]:
+        """Back to the empty state a new model starts in, classes aside: every interface
+        unlinked (its clients hear the drop), every device and bus removed, every member
+        let go, whatever holds them. Drop steps cannot fail; one that raises anyway (a bug
+        in its deviceclass) stops nothing: the model goes on emptying, and the exceptions
+        are returned for the caller to report. What the membership backend raises (the
+        kernel refusing to empty a cgroup, say) is returned too."""
+        faults: list[Exception] = []
+        for bus in list(self.buses.values()):
+            for link_name in list(bus.links):
+                try:
+                    self.unlink(bus.name, link_name)
+                except Exception as exc:
+                    faults.append(exc)
+        for name in list(self.devices):
+            try:
+                self.remove_device(name)
+            except Exception as exc:
+                faults.append(exc)
+        for bus in list(self.buses.values()):
+            if self.membership is not None:
+                try:
+                    self.membership.bus_gone(bus.name)  # its members are let go
+                except Exception as exc:
+                    faults.append(exc)
+            del self.buses[bus.name]
+            bus.alive = False
+        return faults
+
+    def leftovers(self) -> list[str]:
+        """What keeps this model from being empty, classes aside: devices, buses, members
+        (one text each, for an EBUSY that names them); [] when it is empty."""
+        found = [f"device {name}" for name in self.devices]
+        found += [f"bus {name}" for name in self.buses]
+        if self.membership is not None:
+            found += [
+                f"member {pid} of bus {bus}" for pid, bus in self.membership.members().items()
+            ]
+        return found
 
     def clear(self) -> None:
         """Drop every link, device and bus (members included), releasing class state.

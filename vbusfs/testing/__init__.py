@@ -2,8 +2,10 @@
 
 Live mounts (`_mount`): `LiveMount(path, private_netns=..., load=...)` starts a
 daemon for one mount and always cleans up (`stop()`, or use it as a context
-manager); `fuse_problem()` says why no FUSE mount can be made here (or None);
-`netns_available()`; `stop_all()` stops every LiveMount still running.
+manager); `SharedMount(parent)` is one daemon many tests use in turn (`acquire`,
+`release`: reset between them; what `vbus_mount` uses); `fuse_problem()` says why
+no FUSE mount can be made here (or None); `netns_available()`; `stop_all()` stops
+every LiveMount still running.
 
 In-process models (`_fakes`): `host_free_model(load=(), taps=None)` is a
 `Vbus` with every discovered deviceclass, venet-tap on a `FakeTapFactory`
@@ -43,7 +45,7 @@ from ._host import checksum, reply_to, serve_host
 if TYPE_CHECKING:
     from ._conformance import DeviceClassConformance
     from ._fakes import FakeTap, FakeTapFactory, host_free_model
-    from ._mount import LiveMount, fuse_problem, netns_available, stop_all
+    from ._mount import LiveMount, SharedMount, fuse_problem, netns_available, stop_all
     from ._strategies import (
         BOOL_VALUES,
         MAC_VALUES,
@@ -80,7 +82,11 @@ if TYPE_CHECKING:
 # code; so `import vbusfs.testing` (done by the pytest plugin in every run) stays cheap
 _LAZY = {"DeviceClassConformance": "_conformance"}
 _LAZY.update(dict.fromkeys(["FakeTap", "FakeTapFactory", "host_free_model"], "_fakes"))
-_LAZY.update(dict.fromkeys(["LiveMount", "fuse_problem", "netns_available", "stop_all"], "_mount"))
+_LAZY.update(
+    dict.fromkeys(
+        ["LiveMount", "SharedMount", "fuse_problem", "netns_available", "stop_all"], "_mount"
+    )
+)
 _LAZY.update(
     dict.fromkeys(
         [
@@ -156,6 +162,7 @@ __all__ = [
     "LiveMount",
     "Plan",
     "SetType",
+    "SharedMount",
     "Step",
     "StoreAttribute",
     "StoreInterfaceAttribute",

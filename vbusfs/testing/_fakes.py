@@ -13,8 +13,8 @@ This module never opens `/dev/net/tun` and never mounts anything.
 
 from __future__ import annotations
 
-from vbusfs.classes import VenetTap, discover, import_class
-from vbusfs.model import Vbus
+from vbusfs.classes import VenetTap, discover, import_class, load_spec
+from vbusfs.model import DeviceClass, Vbus
 
 
 class FakeTap:
@@ -56,20 +56,21 @@ def host_free_model(load: tuple[str, ...] = (), *, taps: FakeTapFactory | None =
     """A `Vbus` with every discovered deviceclass loaded, and venet-tap on fake taps.
 
     `load` adds deviceclasses named as `package.module:ClassName` (the form of
-    `vbusfs mount --load`); one whose class is already loaded is skipped, so
-    naming an installed plugin's class is harmless. `taps` is the factory
+    `vbusfs mount --load`), by the daemon's rule: one that has the name of a
+    discovered class takes its place (an installed plugin's own class stays), with
+    a warning in the log. `taps` is the factory
     venet-tap devices use (a new `FakeTapFactory` when not given).
     """
     factory = taps if taps is not None else FakeTapFactory()
+
+    def make(cls: type[DeviceClass]) -> DeviceClass:
+        return VenetTap(open_tap=factory) if cls is VenetTap else cls()
+
     vbus = Vbus()
-    for cls in discover().values():
-        if cls is VenetTap:
-            vbus.load_class(VenetTap(open_tap=factory))
-        else:
-            vbus.load_class(cls())
+    offered = discover()
+    for cls in offered.values():
+        vbus.load_class(make(cls))
     for spec in load:
-        cls = import_class(spec)
-        if type(vbus.classes.get(cls.name)) is cls:
-            continue
-        vbus.load_class(cls())
+        # as the daemon does: a discovered class of the same name gives way
+        load_spec(vbus, import_class(spec), offered, make)
     return vbus

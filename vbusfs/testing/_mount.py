@@ -23,11 +23,19 @@ from vbusfs.daemon import (
     daemon_command,
     fuse_problem,
     start_daemon,
+    statfs_with_timeout,
     stop_daemon,
 )
 from vbusfs.fuse import mount_at
 
-__all__ = ["LiveMount", "fuse_problem", "netns_available", "stop_all"]
+__all__ = [
+    "LiveMount",
+    "SetupFailed",
+    "SharedMount",
+    "fuse_problem",
+    "netns_available",
+    "stop_all",
+]
 
 _LIVE: set[LiveMount] = set()
 
@@ -62,7 +70,9 @@ class LiveMount:
         self.debug = debug
         self.prefix = prefix
         self.process: subprocess.Popen[bytes] | None = None
-        self._final_log = ""  # the log's text once stop() has removed the file
+        self._final_log = b""  # the log once stop() has removed the file
+        # where `log` starts: the part of one test, when tests share the daemon
+        self.log_offset = 0
         fd, self.log_path = tempfile.mkstemp(prefix="vbusfs-daemon-", suffix=".log")
         os.close(fd)
 
@@ -91,12 +101,25 @@ class LiveMount:
 
     @property
     def log(self) -> str:
-        """The daemon's log so far (after `stop()`, all of it)."""
+        """The daemon's log so far (after `stop()`, all of it), from `log_offset` on."""
+        return self._log_bytes()[self.log_offset :].decode("utf-8", errors="replace")
+
+    def _log_bytes(self) -> bytes:
         try:
-            with open(self.log_path, encoding="utf-8", errors="replace") as f:
+            with open(self.log_path, "rb") as f:
                 return f.read()
         except FileNotFoundError:
             return self._final_log
+
+    def mark_log(self) -> None:
+        """Make `log` start here: what the daemon logs from now on."""
+        self.log_offset = len(self._log_bytes())
+
+    def alive(self) -> bool:
+        """Is the daemon running, mounted, and answering (within a few seconds)?"""
+        if self.process is None or self.process.poll() is not None or not self.mounted():
+            return False
+        return statfs_with_timeout(self.path, 5.0) is None
 
     def mounted(self) -> bool:
         return mount_at(self.path) is not None
@@ -105,10 +128,10 @@ class LiveMount:
         """Unmount, end the daemon, and return its log."""
         stop_daemon(self.process, self.path, timeout=timeout)
         _LIVE.discard(self)
-        self._final_log = log = self.log
+        self._final_log = self._log_bytes()
         with contextlib.suppress(OSError):
             os.unlink(self.log_path)
-        return log
+        return self.log
 
     def __enter__(self) -> LiveMount:
         return self.start()
@@ -143,3 +166,118 @@ class LiveMount:
 def stop_all() -> None:
     for mount in list(_LIVE):
         mount.stop()
+
+
+class SetupFailed(Exception):
+    """A shared daemon could not be made ready for a test (the message says why)."""
+
+
+class SharedMount:
+    """One daemon that many tests use in turn, reset to the empty state between them.
+
+    `acquire(load)` hands out the `LiveMount`, started on first use and started anew
+    if the last one died, was unmounted, no longer answers, or was started with another
+    PYTHONPATH or working directory (the daemon imports `load` with its own); its `log`
+    is then this test's part of the daemon's log. `release()` resets the daemon (`vbusfs
+    reset`: unlink, remove, let members go, unload the classes of `load`) and returns
+    this test's log and, if the reset failed, why (the daemon is then stopped, and the
+    next `acquire` starts another). `close()` stops it for good.
+
+    Everything the daemon logged between two tests (a device loop ending late, say)
+    is checked by the next `acquire`: `SetupFailed` if it holds a traceback.
+    """
+
+    def __init__(
+        self,
+        parent: str,
+        *,
+        private_netns: bool = False,
+        debug: bool = True,
+        extra: tuple[str, ...] = (),
+    ) -> None:
+        self.parent = parent
+        self.private_netns = private_netns
+        self.debug = debug
+        self.extra = extra  # more `vbusfs mount` options (--membership proc, ...)
+        self.mount: LiveMount | None = None
+        self.started = 0  # how many daemons this has started (the first included)
+        self._key: tuple[str | None, str] | None = None
+        self._released_at = 0  # the log's length when the last test was done with it
+
+    def acquire(self, load: tuple[str, ...] = ()) -> LiveMount:
+        key = (os.environ.get("PYTHONPATH"), os.getcwd())
+        old = self.mount
+        if old is not None:
+            old.log_offset = self._released_at  # what it logged since the last test
+            if key != self._key or not old.alive():
+                self.mount = None
+                between = old.stop()
+            else:
+                between = old.log
+                old.mark_log()
+            if "Traceback" in between:
+                raise SetupFailed(
+                    "the shared vbusfs daemon logged an internal error after the last "
+                    f"test was done with it:\n{between}"
+                )
+        mount = self.mount if self.mount is not None else self._replace(key)
+        for spec in load:
+            try:
+                self._admin("modprobe", deviceclass=spec)
+            except Exception as exc:
+                self.release()
+                raise SetupFailed(
+                    f"vbus_mount cannot load a deviceclass {spec} into the daemon at "
+                    f"{mount.path}: {_reason(exc)}"
+                ) from None
+        return mount
+
+    def release(self) -> tuple[str, str | None]:
+        """Reset the daemon for the next test: this test's log, and why the reset failed
+        (None if it did not, or if the daemon was gone: the test stopped it, say)."""
+        mount = self.mount
+        if mount is None:
+            return "", None
+        if not mount.alive():
+            self.mount = None
+            return mount.stop(), None
+        try:
+            self._admin("reset")
+        except Exception as exc:
+            self.mount = None
+            return mount.stop(), f"vbus_mount could not reset the shared daemon: {_reason(exc)}"
+        data = mount._log_bytes()
+        self._released_at = len(data)
+        return data[mount.log_offset :].decode("utf-8", errors="replace"), None
+
+    def close(self) -> None:
+        if self.mount is not None:
+            self.mount.stop()
+            self.mount = None
+
+    def _replace(self, key: tuple[str | None, str]) -> LiveMount:
+        self.close()
+        self.started += 1
+        # the same place each time: a daemon started there finds and empties what a
+        # killed one left (its membership cgroups, its stale mount)
+        path = os.path.join(self.parent, "vbus")
+        os.makedirs(path, exist_ok=True)
+        mount = LiveMount(
+            path, private_netns=self.private_netns, debug=self.debug, extra=self.extra
+        )
+        mount.start()  # a daemon that does not come up is stopped, and raises with its log
+        self.mount, self._key, self._released_at = mount, key, 0
+        return mount
+
+    def _admin(self, op: str, **fields: str) -> dict[str, object]:
+        from vbusfs import client
+
+        assert self.mount is not None
+        with client.connect(self.mount.path) as admin:
+            return admin.request(op, (), **fields)
+
+
+def _reason(exc: BaseException) -> str:
+    code = getattr(exc, "errno", None)
+    text = getattr(exc, "strerror", None) or str(exc)
+    return f"{text} ({os.strerror(code)})" if code else text
