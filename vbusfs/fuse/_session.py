@@ -8,6 +8,7 @@ daemon's business, never this module's.
 
 from __future__ import annotations
 
+import logging
 import os
 
 import pyfuse3
@@ -53,6 +54,17 @@ def terminate() -> None:
     pyfuse3.terminate()
 
 
+def _after_close(record: logging.LogRecord) -> bool:
+    # Invalidations still queued when the session goes fail (EINVAL): the kernel's entries
+    # went with the mount, so there is nothing left to invalidate. One debug line, no trace.
+    if str(record.msg).startswith("Failed to submit invalidate_entry"):
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        record.exc_info = record.exc_text = None
+        record.msg += " (the session had closed)"
+    return True
+
+
 def close() -> None:
     """Unmount and release the session; it belongs in a `finally` after `mount()`."""
+    logging.getLogger("pyfuse3").addFilter(_after_close)
     pyfuse3.close(unmount=True)
