@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -281,6 +282,7 @@ def test_root_cannot_join_another_users_process_the_perms_shut_out(users):
     """The perms are checked against the process that joins, not against the writer."""
     with subprocess.Popen([*as_user(), "sleep", "30"]) as sleeper:
         try:
+            _until_it_runs_as(sleeper.pid, USER)  # setpriv is root until it has switched
             target = users.join("proc", str(sleeper.pid), "vbus")
             assert write_errno(target, b"B") == errno.EACCES
             assert read(target) == "<none>\n"
@@ -290,6 +292,17 @@ def test_root_cannot_join_another_users_process_the_perms_shut_out(users):
             assert write_errno(target, b"0") == 0  # leaving is always allowed
         finally:
             sleeper.kill()
+
+
+def _until_it_runs_as(pid: int, uid: int) -> None:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with open(f"/proc/{pid}/status") as f:
+            uids = next(line for line in f if line.startswith("Uid:")).split()[1:]
+        if all(int(u) == uid for u in uids):
+            return
+        time.sleep(0.005)
+    raise AssertionError(f"process {pid} never ran as uid {uid}")
 
 
 # -- the connector -------------------------------------------------------------------
