@@ -37,30 +37,29 @@ and closes every client. Model changes made while it runs go through
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
-import shutil
 import socket
-import tempfile
-import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
-import trio
-
-from vbusfs.classes import find_class
-from vbusfs.client import Client, OpenInterface, RequestResponseClient
-from vbusfs.client._common import hangup_of
-from vbusfs.connector import RECEIVE, ClientConnection, ConnectorError, Limits, received
+from vbusfs.client import RequestResponseClient
+from vbusfs.connector import RECEIVE, ClientConnection, received
 from vbusfs.connector._datapath import JOIN_BOUND
-from vbusfs.connector._server import Connector
 from vbusfs.daemon._procfs import ProcFs
-from vbusfs.device import DeviceClass, DeviceConnection, QueueSpec
-from vbusfs.ioq import AsyncIoq, Ioq, IoqClosed, IoqEmpty, IoqFull
-from vbusfs.model import Inferred, Vbus
+from vbusfs.device import DeviceClass, QueueSpec
+from vbusfs.ioq import IoqClosed
+from vbusfs.model import Inferred
 
-from ._probe import ConnectionProbe, DaemonLog, ProbedConnection
+from ._inprocess import (
+    HarnessClient,
+    HarnessInterface,
+    InProcessDaemon,
+    ProbedVbus,
+    check_client_waits,
+    expect_errno,
+)
+from ._probe import ConnectionProbe, DaemonLog
 
 __all__ = [
     "ENDINGS",
@@ -69,6 +68,7 @@ __all__ = [
     "HarnessClient",
     "HarnessInterface",
     "ProbedVbus",
+    "ring_shape",
 ]
 
 #: how an open can end, as the daemon ends it
@@ -77,114 +77,8 @@ ENDINGS = ("close", "death", "revoke", "unlink", "unmount")
 ENDS_ALL = frozenset({"revoke", "unmount"})
 #: seconds the harness allows the framework beyond the join bound (a loaded machine)
 MARGIN = 5.0
-#: seconds a client ring wait may take to end with IoqClosed once the device is gone
-WAIT_ENDS = 5.0
 
 T = TypeVar("T")
-
-
-class ProbedVbus(Vbus):
-    """A `Vbus` whose opened connections each get a `ConnectionProbe` (in `probes`)."""
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.probes: list[ConnectionProbe] = []
-
-    def open_interface(self, bus_name: str, interface_id: int, version: int) -> DeviceConnection:
-        connection = super().open_interface(bus_name, interface_id, version)
-        interface = self.bus(bus_name).interfaces[interface_id]
-        probe = ConnectionProbe(connection, interface.device.name, bus_name, interface_id)
-        self.probes.append(probe)
-        return ProbedConnection(connection, probe)
-
-
-class HarnessInterface(OpenInterface):
-    """An open interface of the harness's client: a `vbusfs.client.OpenInterface` that
-    also keeps the rings it attached (`rings`) and its connection's `probe`."""
-
-    probe: ConnectionProbe
-
-    def __init__(self, *args: Any) -> None:
-        super().__init__(*args)
-        self.rings: dict[int, Ioq | AsyncIoq] = {}
-        self.ending: str | None = None  # set once the harness has ended it
-
-    def attach_queue(self, index: int, ioq: Ioq | AsyncIoq) -> None:
-        super().attach_queue(index, ioq)
-        self.rings[index] = ioq
-
-
-class HarnessClient(Client):
-    """A `vbusfs.client.Client` whose `open` returns a `HarnessInterface`."""
-
-    def open(self, interface_id: int, version: int) -> HarnessInterface:
-        reply = self._exchange("open", id=interface_id, version=version)
-        handle = reply.result()["handle"]
-        return HarnessInterface(self, handle, interface_id, hangup_of(reply))
-
-
-class _Daemon:
-    """The daemon's connector over `vbus`, served by trio in a thread of this process."""
-
-    def __init__(self, vbus: Vbus, bound: float) -> None:
-        self.vbus = vbus
-        self.directory = tempfile.mkdtemp(prefix="vbusfs-harness-")
-        self.path = os.path.join(self.directory, "connector")
-        self.connector = Connector(vbus, self.path, find_class, Limits())
-        self.connector.closer.bound = bound
-        self.token: trio.lowlevel.TrioToken | None = None
-        self.failure: BaseException | None = None
-        self._ready = threading.Event()
-        self._stopping: trio.Event | None = None
-        self.thread = threading.Thread(target=self._run, name="vbusfs harness daemon", daemon=True)
-
-    def start(self) -> None:
-        self.thread.start()
-        self._ready.wait()
-        if self.failure is not None:
-            self.thread.join()
-            shutil.rmtree(self.directory, ignore_errors=True)
-            raise RuntimeError("the harness's connector did not start") from self.failure
-
-    def _run(self) -> None:
-        try:
-            trio.run(self._main)
-        except BaseException as exc:  # reported by start() or stop()
-            self.failure = exc
-        finally:
-            self._ready.set()
-
-    async def _main(self) -> None:
-        self.token = trio.lowlevel.current_trio_token()
-        self._stopping = trio.Event()
-        async with trio.open_nursery() as nursery:
-            await nursery.start(self.connector.serve)
-            self._ready.set()
-            await self._stopping.wait()
-            # what the daemon does once FUSE stops: the connector's sessions end,
-            # their opens close, the closer waits (bounded) for their loops
-            nursery.cancel_scope.cancel()
-
-    @property
-    def running(self) -> bool:
-        return self.thread.is_alive() and self.token is not None
-
-    def call(self, fn: Callable[..., T], *args: Any) -> T:
-        """`fn(*args)` on the daemon's thread (where the connector and FUSE touch the model)."""
-        if not self.running:
-            return fn(*args)
-        return trio.from_thread.run_sync(fn, *args, trio_token=self.token)
-
-    def stop(self, timeout: float) -> None:
-        if self.running and self._stopping is not None:
-            with contextlib.suppress(trio.RunFinishedError):
-                trio.from_thread.run_sync(self._stopping.set, trio_token=self.token)
-        self.thread.join(timeout)
-        shutil.rmtree(self.directory, ignore_errors=True)
-        if self.thread.is_alive():
-            raise AssertionError(f"the harness's daemon did not stop within {timeout} s")
-        if self.failure is not None:
-            raise AssertionError("the harness's connector failed") from self.failure
 
 
 def _clamp(value: int, low: int, high: int) -> int:
@@ -235,7 +129,7 @@ class DeviceHarness:
         self.interfaces: list[HarnessInterface] = []
         self.clients: list[HarnessClient] = []
         self.errors = DaemonLog()
-        self._daemon: _Daemon | None = None
+        self._daemon: InProcessDaemon | None = None
         self.unmounted = False
 
     # -- start and stop ------------------------------------------------------
@@ -256,7 +150,7 @@ class DeviceHarness:
         if self.bus in vbus.buses:
             vbus.set_membership(os.getpid(), self.bus)
         self.errors.start()
-        self._daemon = _Daemon(vbus, self.join_bound)
+        self._daemon = InProcessDaemon(vbus, self.join_bound)
         try:
             self._daemon.start()
         except BaseException:
@@ -417,7 +311,7 @@ class DeviceHarness:
             # a revoked client learns it at its next request (or the twice-a-second
             # recheck): ask each one now
             for each in ended:
-                _expect_errno(errno.EACCES, each.stats, f"a call after the revoke of {each}")
+                expect_errno(errno.EACCES, each.stats, f"a call after the revoke of {each}")
         finally:
             self.in_daemon(self.vbus.set_membership, pid, self.bus)
 
@@ -435,7 +329,7 @@ class DeviceHarness:
             assert (event.kind, event.interface_id) == ("drop", probe.interface_id), (
                 f"after the unlink of {probe.label} the client heard {event}, not its drop"
             )
-            _expect_errno(errno.ENODEV, each.stats, f"a call after the unlink of {probe.label}")
+            expect_errno(errno.ENODEV, each.stats, f"a call after the unlink of {probe.label}")
 
     def _unmount(
         self, interface: HarnessInterface | None = None, ended: Sequence[HarnessInterface] = ()
@@ -466,35 +360,11 @@ class DeviceHarness:
         if not probe.closed.wait(MARGIN):
             raise AssertionError(f"{probe.label}: connection.close() was not called after {after}")
         probe.check_closed_in_order(after)
-        self._check_client_waits(interface, after)
+        check_client_waits(interface.rings, probe.label, after)
         if ending == "close":
             interface.close()  # the rest of OpenInterface.close: nothing left to release
         elif ending in ("death", "unmount"):
             interface.hangup.close()
-
-    def _check_client_waits(self, interface: HarnessInterface, after: str) -> None:
-        """Every wait on the client's rings ends with IoqClosed: a wait that would block
-        (an emptied receive ring, a filled send ring) must end so, not time out."""
-        for index, ring in sorted(interface.rings.items()):
-            if ring.closed or not isinstance(ring, Ioq):
-                continue
-            try:
-                if ring.direction == "to_north":
-                    _drain(ring)
-                    ring.wait_receivable(WAIT_ENDS)
-                else:
-                    _fill(ring)
-                    ring.wait_sendable(WAIT_ENDS)
-            except IoqClosed:
-                continue
-            except TimeoutError:
-                raise AssertionError(
-                    f"{interface.probe.label}: a client wait on queue {index} did not end "
-                    f"with IoqClosed after {after}"
-                ) from None
-            raise AssertionError(
-                f"{interface.probe.label}: queue {index} could still be used after {after}"
-            )
 
     def check_failed(self, interface: HarnessInterface) -> BaseException:
         """Assert what a loop that raised brings (behaviour §7.5): its client hears a
@@ -510,33 +380,12 @@ class DeviceHarness:
         event = interface.client.wait_event(self.timeout)
         assert event.kind == "fault" and event.interface_id == probe.interface_id, event
         assert "device loop failed" in event.message, event
-        _expect_errno(errno.EIO, interface.stats, f"a call after {probe.label}'s loop failed")
+        expect_errno(errno.EIO, interface.stats, f"a call after {probe.label}'s loop failed")
         interface.ending = "fault"
         if not probe.closed.wait(MARGIN):
             raise AssertionError(f"{probe.label}: connection.close() was not called")
         after = f"the failure of {probe.label}'s loop"
         probe.check_closed_in_order(after)
-        self._check_client_waits(interface, after)
+        check_client_waits(interface.rings, probe.label, after)
         interface.close()
         return outcome
-
-
-def _expect_errno(code: int, call: Callable[[], object], what: str) -> None:
-    try:
-        call()
-    except ConnectorError as exc:
-        assert exc.errno == code, f"{what} failed with {errno.errorcode.get(exc.errno or 0)}: {exc}"
-    else:
-        raise AssertionError(f"{what} succeeded: it must fail with {errno.errorcode[code]}")
-
-
-def _drain(ring: Ioq) -> None:
-    with contextlib.suppress(IoqEmpty, IoqClosed):
-        while True:
-            ring.receive_batch_nowait(ring.count)
-
-
-def _fill(ring: Ioq) -> None:
-    with contextlib.suppress(IoqFull, IoqClosed):
-        while True:
-            ring.send_nowait(b"")
