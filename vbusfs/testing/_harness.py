@@ -39,12 +39,10 @@ from __future__ import annotations
 
 import errno
 import os
-import socket
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from vbusfs.client import RequestResponseClient
-from vbusfs.connector import RECEIVE, ClientConnection, received
 from vbusfs.connector._datapath import JOIN_BOUND
 from vbusfs.daemon._procfs import ProcFs
 from vbusfs.device import DeviceClass, QueueSpec
@@ -57,6 +55,7 @@ from ._inprocess import (
     InProcessDaemon,
     ProbedVbus,
     check_client_waits,
+    connect_client,
     expect_errno,
 )
 from ._probe import ConnectionProbe, DaemonLog
@@ -221,16 +220,7 @@ class DeviceHarness:
     def connect(self) -> HarnessClient:
         """A new client of the connector, as `vbusfs.client.connect` makes one."""
         assert self._daemon is not None and not self.unmounted, "the harness is not running"
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
-        try:
-            sock.settimeout(self.timeout)
-            sock.connect(self._daemon.path)
-            protocol = ClientConnection()
-            protocol.receive_welcome(received(sock.recvmsg(*RECEIVE)))
-        except BaseException:
-            sock.close()
-            raise
-        client = HarnessClient(sock, protocol, timeout=self.timeout)
+        client = connect_client(self._daemon.path, self.timeout)
         self.clients.append(client)
         return client
 

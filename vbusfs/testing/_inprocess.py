@@ -19,6 +19,7 @@ import contextlib
 import errno
 import os
 import shutil
+import socket
 import tempfile
 import threading
 from collections.abc import Callable, Mapping
@@ -29,7 +30,7 @@ import trio
 from vbusfs.classes import find_class
 from vbusfs.client import Client, OpenInterface
 from vbusfs.client._common import hangup_of
-from vbusfs.connector import ConnectorError, Limits
+from vbusfs.connector import RECEIVE, ClientConnection, ConnectorError, Limits, received
 from vbusfs.connector._server import Connector
 from vbusfs.device import DeviceConnection
 from vbusfs.ioq import AsyncIoq, Ioq, IoqClosed, IoqEmpty, IoqFull
@@ -81,6 +82,21 @@ class HarnessClient(Client):
         reply = self._exchange("open", id=interface_id, version=version)
         handle = reply.result()["handle"]
         return HarnessInterface(self, handle, interface_id, hangup_of(reply))
+
+
+def connect_client(path: str, timeout: float) -> HarnessClient:
+    """A client of the connector listening at `path`, as `vbusfs.client.connect` makes
+    one (which finds `path` from a mount point)."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+    try:
+        sock.settimeout(timeout)
+        sock.connect(path)
+        protocol = ClientConnection()
+        protocol.receive_welcome(received(sock.recvmsg(*RECEIVE)))
+    except BaseException:
+        sock.close()
+        raise
+    return HarnessClient(sock, protocol, timeout=timeout)
 
 
 class InProcessDaemon:

@@ -37,7 +37,7 @@ import errno as _errno
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from hypothesis import strategies as st
@@ -208,11 +208,52 @@ class AttributeValues:
     `valid`: values a store must accept; `invalid`: values a store must refuse
     with EINVAL, changing nothing; `shows(value)`: what the attribute reads
     (without the newline) after `value` from `valid` was stored.
+
+    Beside the strategies, per-example tables the machine tries in every program
+    (and mixes into its draws): `valid_examples` maps a value to what the
+    attribute then reads (None: `shows(value)`), `invalid_examples` maps a value
+    to the errno its refusal must carry (ENOENT for a missing file, say; the
+    drawn `invalid` values are always EINVAL). Either may be given as a plain
+    list: readouts from `shows`, refusals EINVAL. An attribute may have tables
+    and no strategy (`valid` and `invalid` default to nothing).
     """
 
-    valid: st.SearchStrategy[str]
-    invalid: st.SearchStrategy[str]
+    valid: st.SearchStrategy[str] = field(default_factory=st.nothing)
+    invalid: st.SearchStrategy[str] = field(default_factory=st.nothing)
     shows: Callable[[str], str] = _identity
+    valid_examples: Mapping[str, str | None] = field(default_factory=dict)
+    invalid_examples: Mapping[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        valid, invalid = self.valid_examples, self.invalid_examples
+        if not isinstance(valid, Mapping):
+            object.__setattr__(self, "valid_examples", dict.fromkeys(valid))
+        if not isinstance(invalid, Mapping):
+            object.__setattr__(self, "invalid_examples", dict.fromkeys(invalid, _errno.EINVAL))
+
+    def readout(self, value: str) -> str:
+        """What the attribute reads after the valid `value` was stored."""
+        table = self.valid_examples.get(value)
+        return table if table is not None else self.shows(value)
+
+    def refusal(self, value: str) -> int:
+        """The errno a store of the invalid `value` must be refused with."""
+        return self.invalid_examples.get(value, _errno.EINVAL)
+
+    def valid_values(self) -> st.SearchStrategy[str] | None:
+        """Valid values to draw: the strategy's and the table's (None: there are none)."""
+        return _either(self.valid, sorted(self.valid_examples))
+
+    def invalid_values(self) -> st.SearchStrategy[str] | None:
+        """Refused values to draw: the strategy's and the table's (None: there are none)."""
+        return _either(self.invalid, sorted(self.invalid_examples))
+
+
+def _either(strategy: st.SearchStrategy[str], examples: list[str]) -> st.SearchStrategy[str] | None:
+    parts = [st.sampled_from(examples)] if examples else []
+    if not strategy.is_empty:
+        parts.append(strategy)
+    return st.one_of(*parts) if parts else None
 
 
 def _usable_invalid(text: str) -> bool:
