@@ -24,7 +24,15 @@ attribute values as `AttributeValues` tables (`attribute_values`,
 
 The conformance machine (`_conformance`): `DeviceClassConformance`, a
 `RuleBasedStateMachine` a deviceclass author subclasses to check the
-contract of their class.
+contract of their class, data path included (`Opened` is what its data-path
+hooks receive); `run_through_mount` runs it against a live mount.
+
+The data-path harness (`_harness`): `DeviceHarness` runs a class's data path
+through the daemon's own connector in this process (no FUSE, no daemon
+process): `open()` gives a `HarnessInterface` (a `vbusfs.client.OpenInterface`
+with its connection's `ConnectionProbe`), `request_response()` a
+`RequestResponseClient`, `end(interface, ending)` ends it in one of `ENDINGS`
+and checks the framework's guarantees; `ProbedVbus`, `ring_shape`.
 
 A tiny IPv4 host for data-path tests (`_host`): `serve_host`, `reply_to`, `checksum`.
 
@@ -42,7 +50,17 @@ from ._host import checksum, reply_to, serve_host
 
 if TYPE_CHECKING:
     from ._conformance import DeviceClassConformance
+    from ._conformance_data import Opened
     from ._fakes import FakeTap, FakeTapFactory, host_free_model
+    from ._harness import (
+        ENDINGS,
+        ConnectionProbe,
+        DeviceHarness,
+        HarnessClient,
+        HarnessInterface,
+        ProbedVbus,
+        ring_shape,
+    )
     from ._mount import LiveMount, fuse_problem, netns_available, stop_all
     from ._strategies import (
         BOOL_VALUES,
@@ -78,7 +96,21 @@ if TYPE_CHECKING:
 # public name -> the private module that defines it, imported on first use: the
 # strategies and the machine need hypothesis, the fakes and mounts load the daemon's
 # code; so `import vbusfs.testing` (done by the pytest plugin in every run) stays cheap
-_LAZY = {"DeviceClassConformance": "_conformance"}
+_LAZY = {"DeviceClassConformance": "_conformance", "Opened": "_conformance_data"}
+_LAZY.update(
+    dict.fromkeys(
+        [
+            "ENDINGS",
+            "ConnectionProbe",
+            "DeviceHarness",
+            "HarnessClient",
+            "HarnessInterface",
+            "ProbedVbus",
+            "ring_shape",
+        ],
+        "_harness",
+    )
+)
 _LAZY.update(dict.fromkeys(["FakeTap", "FakeTapFactory", "host_free_model"], "_fakes"))
 _LAZY.update(dict.fromkeys(["LiveMount", "fuse_problem", "netns_available", "stop_all"], "_mount"))
 _LAZY.update(
@@ -142,19 +174,26 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "BOOL_VALUES",
+    "ENDINGS",
     "MAC_VALUES",
     "SIMPLE_NAME_ALPHABET",
     "U32_VALUES",
     "AttributeValues",
+    "ConnectionProbe",
     "CreateBus",
     "CreateDevice",
     "DeviceClassConformance",
+    "DeviceHarness",
     "FakeTap",
     "FakeTapFactory",
+    "HarnessClient",
+    "HarnessInterface",
     "InvalidName",
     "Link",
     "LiveMount",
+    "Opened",
     "Plan",
+    "ProbedVbus",
     "SetType",
     "Step",
     "StoreAttribute",
@@ -176,6 +215,7 @@ __all__ = [
     "names",
     "netns_available",
     "reply_to",
+    "ring_shape",
     "serve_host",
     "stop_all",
     "topologies",

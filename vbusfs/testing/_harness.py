@@ -350,7 +350,7 @@ class DeviceHarness:
         if not probe.closed.wait(MARGIN):
             raise AssertionError(f"{probe.label}: connection.close() was not called after {after}")
         probe.check_closed_in_order(after)
-        check_client_waits(interface.rings, probe.label, after)
+        check_client_waits(interface.rings, probe.label, after, interface.hangup)
         if ending == "close":
             interface.close()  # the rest of OpenInterface.close: nothing left to release
         elif ending in ("death", "unmount"):
@@ -376,6 +376,6 @@ class DeviceHarness:
             raise AssertionError(f"{probe.label}: connection.close() was not called")
         after = f"the failure of {probe.label}'s loop"
         probe.check_closed_in_order(after)
-        check_client_waits(interface.rings, probe.label, after)
+        check_client_waits(interface.rings, probe.label, after, interface.hangup)
         interface.close()
         return outcome

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import select
 import shutil
 import socket
 import tempfile
@@ -185,9 +186,24 @@ def _fill(ring: Ioq) -> None:
             ring.send_nowait(b"")
 
 
-def check_client_waits(rings: Mapping[int, Ioq | AsyncIoq], label: str, after: str) -> None:
-    """Every wait on the client's rings ends with IoqClosed: a wait that would block (on
-    an emptied receive ring, a filled send ring) must end so, not time out."""
+def check_client_waits(
+    rings: Mapping[int, Ioq | AsyncIoq],
+    label: str,
+    after: str,
+    hangup: socket.socket | None = None,
+) -> None:
+    """The daemon lets go of the interface (it closes its end of `hangup`, the last step
+    of the close order), and every wait on the client's rings then ends with IoqClosed: a
+    wait that would block (on an emptied receive ring, a filled send ring) must end so,
+    not time out."""
+    if hangup is not None and hangup.fileno() >= 0:
+        poller = select.poll()
+        poller.register(hangup, select.POLLRDHUP | select.POLLHUP)
+        if not poller.poll(WAIT_ENDS * 1000):
+            raise AssertionError(
+                f"{label}: the daemon did not let go of the interface (its hang-up socket "
+                f"stayed open) after {after}"
+            )
     for index, ring in sorted(rings.items()):
         if ring.closed or not isinstance(ring, Ioq):
             continue

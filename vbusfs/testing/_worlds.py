@@ -219,6 +219,9 @@ class MountWorld:
         self.clients: list[HarnessClient] = []
         self.interfaces: list[HarnessInterface] = []
         self.vbus = None
+        # the tree's topology as last read: only this machine changes it, so it is read
+        # again only after a change (each FUSE round trip costs a millisecond or two)
+        self._topology: dict[str, Any] = {}
         if not os.path.isdir(os.path.join(self.sys, "deviceclass", self.class_name)):
             raise RuntimeError(
                 f"{root} has no deviceclass {self.class_name!r} loaded (vbus_load, or "
@@ -230,6 +233,7 @@ class MountWorld:
         return VbusError(str(exc), errno=exc.errno or errno.EIO)
 
     def _fs(self, fn: Callable[..., T], *args: Any) -> T:
+        self._changed()
         try:
             return fn(*args)
         except OSError as exc:
@@ -247,7 +251,15 @@ class MountWorld:
 
     # -- the topology ----------------------------------------------------------
 
+    def _changed(self) -> None:
+        self._topology.clear()
+
     def devices(self) -> dict[str, str | None]:
+        if "devices" not in self._topology:
+            self._topology["devices"] = self._read_devices()
+        return dict(self._topology["devices"])
+
+    def _read_devices(self) -> dict[str, str | None]:
         found: dict[str, str | None] = {}
         for name in os.listdir(os.path.join(self.config, "devices")):
             with open(os.path.join(self.config, "devices", name, TYPE_ENTRY)) as f:
@@ -263,6 +275,11 @@ class MountWorld:
         raise LookupError(f"device {device} has no interface on {bus}")
 
     def links(self) -> dict[str, dict[str, tuple[str, int]]]:
+        if "links" not in self._topology:
+            self._topology["links"] = self._read_links()
+        return {bus: dict(links) for bus, links in self._topology["links"].items()}
+
+    def _read_links(self) -> dict[str, dict[str, tuple[str, int]]]:
         found: dict[str, dict[str, tuple[str, int]]] = {}
         instances = os.path.join(self.config, "instances")
         for bus in os.listdir(instances):
@@ -357,7 +374,10 @@ class MountWorld:
             os.close(fd)
 
     def store(self, owner: Owner, name: str, value: str) -> None:
-        self._fs(self._write, self._path(owner, name), value)
+        try:  # a store changes no topology
+            self._write(self._path(owner, name), value)
+        except OSError as exc:
+            raise self._refusal(exc) from None
 
     # -- the data path -------------------------------------------------------------
 
@@ -378,6 +398,7 @@ class MountWorld:
         after = f"the {ending} of {label}"
         live = [i for i in self.interfaces if i.ending is None]
         ended = [interface]
+        self._changed()
         if ending == "close":
             interface.client.request("close", handle=interface.handle)
         elif ending == "death":
@@ -404,7 +425,7 @@ class MountWorld:
             raise ValueError(f"a mount cannot end an open by {ending!r}")
         for each in ended:
             each.ending = ending
-            check_client_waits(each.rings, label, after)
+            check_client_waits(each.rings, label, after, each.hangup)
             with contextlib.suppress(OSError, IoqClosed):
                 each.close()
             each.client.close()
