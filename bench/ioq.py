@@ -12,12 +12,24 @@ every round running every transport once, so a slow spell hits all alike).
 The two processes of every pair are pinned to two different CPUs.  The ioq
 throughput rows poll SPIN_US before sleeping; "ioq packed" sends and receives
 with send_packed_nowait / receive_into_nowait (no Python object per message),
-the "ioq" column with lists of bytes, as the peers do.  It must never leave a child behind: every
-child is killed and reaped by pid, even when a measurement fails.
+the "ioq" column with lists of bytes, as the peers do.
+
+Two more tables compare the ring's own paths in the same run.  "zero-copy vs
+copy": the CPU time per message (this thread's, one process, both ends of a
+ring) of acquire_nowait + commit against send/receive (single and batched) at
+64 B, 4 KiB and 64 KiB, one message per call and 32 per call.  "waits": the
+round trip through a device that waits on its request ring alone (Ioq.receive,
+AsyncIoq.wait_receivable) against one that waits through a Poller holding its
+request ring and an idle one, with signalling and with adaptive polling.
+
+It must never leave a child behind: every child is killed and reaped by pid,
+even when a measurement fails.  ``--rounds`` and ``--seconds`` shrink a run
+(the smoke test runs it tiny).
 """
 
 from __future__ import annotations
 
+import argparse
 import array
 import contextlib
 import ctypes
@@ -30,9 +42,11 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Literal
 
-from vbusfs.ioq import Ioq, IoqEmpty, IoqFull
+from vbusfs.ioq import AsyncIoq, Ioq, IoqEmpty, IoqFds, IoqFull, Poller
+
+Spin = int | Literal["adaptive"]
 
 SMALL = 64
 BIG = 64 * 1024
@@ -406,7 +420,201 @@ def fmt_us(v: float | None) -> str:
     return "-" if v is None else f"{v * 1e6:.1f}"
 
 
+# ---- the ring's own paths: zero-copy against copy, Poller against single-ring waits ----
+
+ZC_SIZES = (SMALL, 4096, BIG)
+ZC_BATCHES = (1, 4, 32)
+ZC_MESSAGES = 6400  # per measurement (a multiple of 32)
+
+
+def cpu_per_message(run: Callable[[int], float | None], messages: int) -> float:
+    """Best (over TRIES) thread CPU seconds per message of run(messages); run may
+    return the CPU seconds itself (when only part of its work is timed)."""
+    best = float("inf")
+    for _ in range(TRIES):
+        t0 = time.thread_time()
+        own = run(messages)
+        spent = own if own is not None else time.thread_time() - t0
+        best = min(best, spent / messages)
+    return best
+
+
+def zc_send(
+    north: Ioq, south: Ioq, size: int, batch: int, zero_copy: bool
+) -> Callable[[int], None]:
+    """Sends n messages; the receiver drains them in C between rounds of 32."""
+    msg = b"z" * size
+    msgs, lens = [msg] * batch, [size] * batch
+    per_round = 32 // batch
+
+    def run(n: int) -> None:
+        if zero_copy:
+            # streaming: each commit takes the next buffers in the same call into C.
+            # They are written in place by their producer: what is timed is what the
+            # API costs, as send_nowait's copy of a message already made is
+            north.acquire_nowait(batch)
+        for i in range(n // batch):
+            if zero_copy:
+                north.commit(batch, lens, acquire=batch)
+            elif batch == 1:
+                north.send_nowait(msg)
+            else:
+                north.send_batch_nowait(msgs)
+            if i % per_round == per_round - 1:
+                south.discard_nowait(32)
+        if zero_copy:
+            north.unacquire()
+
+    return run
+
+
+def zc_receive(
+    north: Ioq, south: Ioq, size: int, batch: int, zero_copy: bool
+) -> Callable[[int], float]:
+    """Receives n messages, refilled 32 at a time (untimed); returns the CPU spent."""
+    packed, lengths = b"z" * size * 32, array.array("I", [size] * 32)
+    per_round = 32 // batch
+
+    def run(n: int) -> float:
+        spent = 0.0
+        for _ in range(n // 32):
+            north.send_packed_nowait(packed, lengths)
+            t0 = time.thread_time()
+            if zero_copy:
+                # streaming: each commit takes the next messages in the same call
+                south.acquire_nowait(batch)
+                for _ in range(per_round - 1):
+                    south.commit(batch, acquire=batch)
+                south.commit(batch)
+            else:
+                for _ in range(per_round):
+                    if batch == 1:
+                        south.receive_nowait()
+                    else:
+                        south.receive_batch_nowait(batch)
+            spent += time.thread_time() - t0
+        return spent
+
+    return run
+
+
+def zero_copy_rows(messages: int) -> dict[tuple[str, int, int], tuple[float, float]]:
+    """(way, size, batch) -> (copy, zero-copy) CPU seconds per message."""
+    rows: dict[tuple[str, int, int], tuple[float, float]] = {}
+    for size in ZC_SIZES:
+        north = Ioq.create(64, size, direction="to_south")
+        south = Ioq.attach(north.fds, direction="to_south")
+        try:
+            for batch in ZC_BATCHES:
+                for way, make in (("send", zc_send), ("receive", zc_receive)):
+                    rows[(way, size, batch)] = (
+                        cpu_per_message(make(north, south, size, batch, False), messages),
+                        cpu_per_message(make(north, south, size, batch, True), messages),
+                    )
+        finally:
+            south.close()
+            north.close()
+    return rows
+
+
+WAITS: tuple[tuple[str, str, Spin], ...] = (
+    ("Ioq.receive", "single", 0),
+    ("Poller.wait", "poller", 0),
+    ("Ioq.receive", "single", "adaptive"),
+    ("Poller.wait", "poller", "adaptive"),
+    ("AsyncIoq.wait_receivable", "trio single", 0),
+    ("Poller.wait_async", "trio poller", 0),
+)
+
+
+def wait_device(down: IoqFds, up: IoqFds, mode: str, spin: Spin) -> Callable[[], None]:
+    """A device echoing every request, waiting for it the way mode says."""
+
+    def run() -> None:
+        u = Ioq.attach(up, direction="to_north")
+        idle_north = Ioq.create(4, 16)  # a second, quiet request ring for the poller
+        idle = Ioq.attach(idle_north.fds, direction="to_south")
+        poller = Poller(spin_us=spin)
+        poller.add(idle, "receive")
+        if not mode.startswith("trio"):
+            d = Ioq.attach(down, direction="to_south")
+            poller.add(d, "receive")
+            while True:
+                if mode == "single":
+                    u.send_nowait(d.receive(spin_us=spin))
+                else:
+                    poller.wait()
+                    u.send_nowait(d.receive_nowait())
+        import trio
+
+        a = AsyncIoq.attach(down, direction="to_south")
+        poller.add(a, "receive")
+
+        async def serve() -> None:
+            while True:
+                if mode == "trio single":
+                    await a.wait_receivable()
+                else:
+                    await poller.wait_async()
+                u.send_nowait(a.receive_nowait())
+
+        trio.run(serve)
+
+    return run
+
+
+def wait_rtt(mode: str, spin: Spin, seconds: float) -> float:
+    """Mean round trip (seconds) through a device waiting as mode says; the client
+    waits for replies with Ioq.receive (adaptive when the device is)."""
+    down = Ioq.create(4, SMALL, direction="to_south")
+    up = Ioq.create(4, SMALL, direction="to_north")
+    try:
+        with forked(wait_device(down.fds, up.fds, mode, spin)):
+            client_spin: Spin = "adaptive" if spin == "adaptive" else 0
+            for _ in range(200):
+                down.send(MSG, timeout=10)
+                up.receive(timeout=10, spin_us=client_spin)
+            rounds = 0
+            t0 = time.perf_counter()
+            while (now := time.perf_counter()) - t0 < seconds:
+                for _ in range(50):
+                    down.send(MSG, timeout=10)
+                    up.receive(timeout=10, spin_us=client_spin)
+                rounds += 50
+            return (now - t0) / rounds
+    finally:
+        down.close()
+        up.close()
+
+
+def print_zero_copy(rows: dict[tuple[str, int, int], tuple[float, float]]) -> None:
+    print("\nzero-copy vs copy: CPU us per message (one process, both ends of a ring)")
+    print(f"{'':28}{'copy':>10}{'zero-copy':>12}  zero-copy/copy")
+    for (way, size, batch), (copy, zc) in rows.items():
+        label = f"{way} {f'{size} B' if size < 1024 else f'{size // 1024} KiB'}, {batch}/call"
+        verdict = "no more than a copy" if zc <= copy else "costs more than a copy"
+        print(f"  {label:26}{copy * 1e6:>10.2f}{zc * 1e6:>12.2f}  {zc / copy:5.2f}x  {verdict}")
+
+
+def print_waits(rtts: dict[tuple[str, Spin], float]) -> None:
+    print("\nwaits: round trip us through a device waiting on its request ring")
+    print(f"{'':40}{'RTT us':>10}  vs its single-ring wait")
+    for label, mode, spin in WAITS:
+        got = rtts.get((mode, spin))
+        base_mode = "trio single" if mode.startswith("trio") else "single"
+        base = rtts.get((base_mode, spin))
+        name = f"{label}{' (adaptive)' if spin == 'adaptive' else ''}"
+        ratio = "-" if got is None or base is None else f"{got / base:.2f}x"
+        print(f"  {name:38}{fmt_us(got):>10}  {ratio if mode != base_mode else ''}")
+
+
 def main() -> None:
+    global TRIES, RUN_S, RTT_S
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=TRIES, help="rounds per number (best)")
+    parser.add_argument("--seconds", type=float, default=RUN_S, help="seconds per measurement")
+    args = parser.parse_args()
+    TRIES, RUN_S, RTT_S = args.rounds, args.seconds, min(RTT_S, args.seconds)
     peers: dict[str, Factory] = {
         "mp.Queue": mp_queue_factory,
         "mp.Pipe": mp_pipe_factory,
@@ -451,6 +659,7 @@ def main() -> None:
     ]
     # Best of TRIES rounds, each round running every job once: the machine is
     # shared, and a slow spell should hit every transport alike, not one.
+    waits: dict[tuple[str, Spin], float] = {}
     for _ in range(TRIES):
         for metric, name, factory, size, count, child, parent in jobs:
             try:
@@ -461,6 +670,14 @@ def main() -> None:
             row = rows.setdefault(metric, {})
             better = min if parent is parent_ping else max
             row[name] = better(row.get(name, got), got)
+        for label, mode, spin in WAITS:
+            try:
+                got = wait_rtt(mode, spin, RTT_S)
+            except Exception as e:
+                print(f"  {label} {spin}: failed: {e!r}")
+                continue
+            waits[(mode, spin)] = min(waits.get((mode, spin), got), got)
+    zero_copy = zero_copy_rows(max(32, int(ZC_MESSAGES * min(1.0, RUN_S / 0.5)) // 32 * 32))
     mem_hot = memcpy_bandwidth(BIG, 2 << 30)
     mem_cold = memcpy_bandwidth(64 << 20, 1 << 30)
 
@@ -527,6 +744,8 @@ def main() -> None:
         verdict = "n/a" if got is None else ("met" if got >= want else "NOT met")
         shown = "-" if got is None else f"{got:.2f}x"
         print(f"  {label:48} {shown:>8}  {verdict}")
+    print_zero_copy(zero_copy)
+    print_waits(waits)
     print(
         f"\n(ioq throughput runs poll {SPIN_US} us before sleeping;"
         f" total {time.monotonic() - started:.0f} s)"

@@ -36,7 +36,7 @@ uint64_t ioq_ring_bytes(uint32_t count)
 int ioq_fault(struct ioq *q)
 {
     q->faulted = 1;
-    q->acquired = 0;
+    q->acquired = q->acq_first = 0;
     return IOQ_E_FAULT;
 }
 
@@ -565,7 +565,7 @@ int ioq_push(struct ioq *q, int which, uint64_t cookie, uint64_t ptr, uint64_t l
         return IOQ_E_SIDE;
     if (ptr > q->data_len || len > q->data_len - ptr)
         return IOQ_E_INVAL;
-    q->acquired = 0;
+    ioq_unacquire(q, UINT32_MAX); /* raw operations end any zero-copy set */
     int r = push_batch(q, which, 1, &cookie, &ptr, &len);
     return r < 0 ? r : IOQ_OK;
 }
@@ -665,7 +665,7 @@ int ioq_pop(struct ioq *q, int which, struct ioq_desc *out)
     /* Popping both at once would make one side write the other's head. */
     if (which != IOQ_IDX_VALID && which != IOQ_IDX_INUSE)
         return IOQ_E_INVAL;
-    q->acquired = 0;
+    ioq_unacquire(q, UINT32_MAX);
     if (which == IOQ_IDX_INUSE) {
         if (q->side != IOQ_SOUTH)
             return IOQ_E_SIDE;
@@ -735,14 +735,17 @@ int ioq_acquire(struct ioq *q, int op, uint32_t n, uint64_t *offs, uint32_t *len
     int r = check_op(q, op);
     if (r)
         return r;
-    q->acquired = 0;
-    if (n > q->count)
-        n = q->count;
+    /* the set grows at its new end: buffers already acquired stay first */
+    uint32_t have = q->acquired;
+    if (have == 0)
+        q->acq_first = 0;
+    if (n > q->count - have)
+        n = q->count - have;
     uint32_t k = 0;
     uint64_t p = 0, l = 0;
     if (q->side == IOQ_SOUTH) {
         /* to-south receive or to-north send: both take posted buffers */
-        uint32_t pos = q->head_idx[IOQ_INUSE];
+        uint32_t pos = (q->head_idx[IOQ_INUSE] + have) % q->count;
         for (; k < n; k++) {
             r = south_take(q, pos, &p, &l, NULL);
             if (r == IOQ_E_EMPTY)
@@ -753,22 +756,25 @@ int ioq_acquire(struct ioq *q, int op, uint32_t n, uint64_t *offs, uint32_t *len
              * posts a buffer anywhere near 2 GiB */
             if (l > INT32_MAX)
                 return ioq_fault(q);
-            q->acq_off[k] = p;
-            q->acq_len[k] = (uint32_t)l;
+            ACQ_OFF(q, have + k) = p;
+            ACQ_LEN(q, have + k) = (uint32_t)l;
             pos = next_pos(q, pos);
         }
     } else if (op == IOQ_WAIT_SEND) {
+        /* reclaiming moves the valid head only: the acquired slots, at the
+         * tail, stay where they are */
         if ((r = north_reclaim_done(q)))
             return r;
-        uint32_t free_slots = q->count - (uint32_t)valid_count(q);
-        uint32_t pos = q->tail_idx[IOQ_VALID];
+        uint32_t free_slots = q->count - (uint32_t)valid_count(q) - have;
+        uint32_t pos = (q->tail_idx[IOQ_VALID] + have) % q->count;
         for (; k < n && k < free_slots; k++) {
-            q->acq_off[k] = (uint64_t)pos * q->slot;
-            q->acq_len[k] = q->slot;
+            ACQ_OFF(q, have + k) = (uint64_t)pos * q->slot;
+            ACQ_LEN(q, have + k) = q->slot;
             pos = next_pos(q, pos);
         }
     } else {
-        uint32_t vc = (uint32_t)settled_count(q), pos = q->head_idx[IOQ_VALID];
+        uint32_t vc = (uint32_t)settled_count(q) - have;
+        uint32_t pos = (q->head_idx[IOQ_VALID] + have) % q->count;
         for (; k < n && k < vc; k++) {
             r = north_done(q, pos, &l);
             if (r == IOQ_E_EMPTY)
@@ -778,8 +784,8 @@ int ioq_acquire(struct ioq *q, int op, uint32_t n, uint64_t *offs, uint32_t *len
             /* south wrote len: it must fit the buffer north posted */
             if (l > q->slot)
                 return ioq_fault(q);
-            q->acq_off[k] = (uint64_t)pos * q->slot;
-            q->acq_len[k] = (uint32_t)l;
+            ACQ_OFF(q, have + k) = (uint64_t)pos * q->slot;
+            ACQ_LEN(q, have + k) = (uint32_t)l;
             pos = next_pos(q, pos);
         }
     }
@@ -787,11 +793,11 @@ int ioq_acquire(struct ioq *q, int op, uint32_t n, uint64_t *offs, uint32_t *len
         return op == IOQ_WAIT_SEND ? IOQ_E_FULL : IOQ_E_EMPTY;
     for (uint32_t i = 0; i < k; i++) {
         if (offs)
-            offs[i] = q->acq_off[i];
+            offs[i] = ACQ_OFF(q, have + i);
         if (lens)
-            lens[i] = q->acq_len[i];
+            lens[i] = ACQ_LEN(q, have + i);
     }
-    q->acquired = k;
+    q->acquired = have + k;
     q->acquired_op = op;
     return (int)k;
 }
@@ -801,19 +807,19 @@ int ioq_commit(struct ioq *q, int op, uint32_t k, const uint32_t *lens, int sign
     int r = check_op(q, op);
     if (r)
         return r;
-    if (k > q->acquired || op != q->acquired_op)
+    if (k > q->acquired || (k && op != q->acquired_op))
         return IOQ_E_INVAL;
-    if (op == IOQ_WAIT_SEND) {
+    if (op == IOQ_WAIT_SEND && k) {
         if (!lens)
             return IOQ_E_INVAL;
         for (uint32_t i = 0; i < k; i++)
-            if (lens[i] > q->acq_len[i])
+            if (lens[i] > ACQ_LEN(q, i))
                 return IOQ_E_MSGSIZE;
     }
-    q->acquired = 0;
     if (k == 0)
         return 0;
     if (q->side == IOQ_SOUTH) {
+        /* the oldest acquired are the ones at the inuse head */
         south_release(q, k, op == IOQ_WAIT_SEND ? lens : NULL);
     } else {
         /* north posts k slots on both indices: a send the acquired slots
@@ -827,7 +833,7 @@ int ioq_commit(struct ioq *q, int op, uint32_t k, const uint32_t *lens, int sign
         for (uint32_t done = 0; done < k;) {
             uint32_t m = k - done > 64 ? 64 : k - done;
             for (uint32_t i = 0; i < m; i++) {
-                uint32_t pos = send ? (uint32_t)(q->acq_off[done + i] / q->slot)
+                uint32_t pos = send ? (uint32_t)(ACQ_OFF(q, done + i) / q->slot)
                                     : (q->tail_idx[IOQ_VALID] + i) % q->count;
                 c[i] = pos;
                 p[i] = (uint64_t)pos * q->slot;
@@ -843,9 +849,48 @@ int ioq_commit(struct ioq *q, int op, uint32_t k, const uint32_t *lens, int sign
             done += (uint32_t)r;
         }
     }
+    /* the rest stay acquired, in order, and valid */
+    q->acquired -= k;
+    q->acq_first = q->acquired ? (q->acq_first + k) % q->count : 0;
     if (signal)
         shm_signal_inject(&q->sig);
     return (int)k;
+}
+
+int ioq_unacquire(struct ioq *q, uint32_t k)
+{
+    if (k > q->acquired)
+        k = q->acquired;
+    q->acquired -= k;
+    if (!q->acquired)
+        q->acq_first = 0;
+    return (int)q->acquired;
+}
+
+int ioq_commit_acquire(struct ioq *q, int op, uint32_t k, const uint32_t *lens, int signal,
+                       uint32_t n, uint64_t *offs, uint32_t *acq_lens)
+{
+    int r = ioq_commit(q, op, k, lens, signal);
+    if (r < 0 || n == 0)
+        return r < 0 ? r : 0;
+    r = ioq_acquire(q, op, n, offs, acq_lens);
+    return r == IOQ_E_FULL || r == IOQ_E_EMPTY ? 0 : r;
+}
+
+/* The copying paths take a fresh set of buffers, and leave none acquired:
+ * they refuse to run while a zero-copy caller holds some. */
+static int acquire_fresh(struct ioq *q, int op, uint32_t n)
+{
+    if (q->acquired)
+        return IOQ_E_BUSY;
+    return ioq_acquire(q, op, n, NULL, NULL);
+}
+
+static int commit_fresh(struct ioq *q, int op, uint32_t k, const uint32_t *lens, int signal)
+{
+    int r = ioq_commit(q, op, k, lens, signal);
+    ioq_unacquire(q, UINT32_MAX);
+    return r;
 }
 
 int ioq_send_batch(struct ioq *q, const char *buf, const uint32_t *lens, uint32_t n,
@@ -853,22 +898,22 @@ int ioq_send_batch(struct ioq *q, const char *buf, const uint32_t *lens, uint32_
 {
     if (n == 0)
         return IOQ_E_INVAL;
-    int k = ioq_acquire(q, IOQ_WAIT_SEND, n, NULL, NULL);
+    int k = acquire_fresh(q, IOQ_WAIT_SEND, n);
     if (k < 0)
         return k;
     uint32_t i = 0;
     uint64_t off = 0;
     for (; i < (uint32_t)k; i++) {
-        if (lens[i] > q->acq_len[i])
+        if (lens[i] > ACQ_LEN(q, i))
             break;
-        memcpy(q->data + q->acq_off[i], buf + off, lens[i]);
+        memcpy(q->data + ACQ_OFF(q, i), buf + off, lens[i]);
         off += lens[i];
     }
     if (i == 0) {
-        q->acquired = 0;
+        ioq_unacquire(q, UINT32_MAX);
         return IOQ_E_MSGSIZE;
     }
-    return ioq_commit(q, IOQ_WAIT_SEND, i, lens, signal);
+    return commit_fresh(q, IOQ_WAIT_SEND, i, lens, signal);
 }
 
 int ioq_recv_batch(struct ioq *q, char *buf, uint64_t buflen, uint32_t *lens, uint32_t n,
@@ -876,24 +921,24 @@ int ioq_recv_batch(struct ioq *q, char *buf, uint64_t buflen, uint32_t *lens, ui
 {
     if (n == 0)
         return IOQ_E_INVAL;
-    int k = ioq_acquire(q, IOQ_WAIT_RECV, n, NULL, NULL);
+    int k = acquire_fresh(q, IOQ_WAIT_RECV, n);
     if (k < 0)
         return k;
     uint32_t i = 0;
     uint64_t off = 0;
     for (; i < (uint32_t)k; i++) {
-        uint32_t l = q->acq_len[i];
+        uint32_t l = ACQ_LEN(q, i);
         if (l > buflen - off)
             break;
-        memcpy(buf + off, q->data + q->acq_off[i], l);
+        memcpy(buf + off, q->data + ACQ_OFF(q, i), l);
         lens[i] = l;
         off += l;
     }
     if (i == 0) {
-        q->acquired = 0;
+        ioq_unacquire(q, UINT32_MAX);
         return IOQ_E_MSGSIZE;
     }
-    return ioq_commit(q, IOQ_WAIT_RECV, i, NULL, signal);
+    return commit_fresh(q, IOQ_WAIT_RECV, i, NULL, signal);
 }
 
 int ioq_send_one(struct ioq *q, const char *buf, uint32_t len, int signal)
@@ -920,18 +965,18 @@ int ioq_recv_to_fd(struct ioq *q, int fd, uint32_t max, uint32_t min_len, uint32
         return IOQ_E_SIDE;
     /* acquire reads every descriptor once and checks ptr + len against the
      * segment; from here on only its private copies are used */
-    int k = ioq_acquire(q, IOQ_WAIT_RECV, max, NULL, NULL);
+    int k = acquire_fresh(q, IOQ_WAIT_RECV, max);
     if (k < 0)
         return k;
     for (uint32_t i = 0; i < (uint32_t)k; i++) {
-        uint32_t len = q->acq_len[i];
+        uint32_t len = ACQ_LEN(q, i);
         if (len < min_len || len > max_len) {
             counts->bad_size++;
             continue;
         }
         ssize_t w;
         do
-            w = write(fd, q->data + q->acq_off[i], len);
+            w = write(fd, q->data + ACQ_OFF(q, i), len);
         while (w < 0 && errno == EINTR);
         /* a TAP takes one frame per write and drops nothing silently: a
          * failed or short write is a dropped frame, never a retry that
@@ -939,7 +984,7 @@ int ioq_recv_to_fd(struct ioq *q, int fd, uint32_t max, uint32_t min_len, uint32
         if (w != (ssize_t)len)
             counts->dropped++;
     }
-    return ioq_commit(q, IOQ_WAIT_RECV, (uint32_t)k, NULL, 1);
+    return commit_fresh(q, IOQ_WAIT_RECV, (uint32_t)k, NULL, 1);
 }
 
 int ioq_send_from_fd(struct ioq *q, int fd, uint32_t max, uint32_t max_len,
@@ -955,16 +1000,16 @@ int ioq_send_from_fd(struct ioq *q, int fd, uint32_t max, uint32_t max_len,
     uint32_t lens[IOQ_FD_BATCH] = {0};
     if (max > IOQ_FD_BATCH)
         max = IOQ_FD_BATCH;
-    int k = ioq_acquire(q, IOQ_WAIT_SEND, max, NULL, NULL);
+    int k = acquire_fresh(q, IOQ_WAIT_SEND, max);
     if (k < 0)
         return k;
     uint32_t sent = 0;
     int err = 0;
     for (uint32_t reads = 0; sent < (uint32_t)k && reads < max; reads++) {
-        uint32_t cap = q->acq_len[sent] < max_len ? q->acq_len[sent] : max_len;
+        uint32_t cap = ACQ_LEN(q, sent) < max_len ? ACQ_LEN(q, sent) : max_len;
         uint8_t spare;
         struct iovec iov[2] = {
-            {.iov_base = q->data + q->acq_off[sent], .iov_len = cap},
+            {.iov_base = q->data + ACQ_OFF(q, sent), .iov_len = cap},
             {.iov_base = &spare, .iov_len = 1},
         };
         ssize_t n;
@@ -987,7 +1032,7 @@ int ioq_send_from_fd(struct ioq *q, int fd, uint32_t max, uint32_t max_len,
         }
         lens[sent++] = (uint32_t)n;
     }
-    int r = ioq_commit(q, IOQ_WAIT_SEND, sent, lens, 1);
+    int r = commit_fresh(q, IOQ_WAIT_SEND, sent, lens, 1);
     if (r < 0)
         return r;
     return sent == 0 && err ? err : (int)sent;
@@ -1063,10 +1108,15 @@ int ioq_wait_arm(struct ioq *q, int op, int arm)
     }
     /* mitigation: no wake-ups while our caller drains the ring */
     shm_signal_disable(&q->sig);
-    if ((r = ioq_ready(q, op)) != 0)
+    if ((r = ioq_ready(q, op)) != 0) {
+        if (r > 0)
+            ioq_spin_judge(&q->spin, 1); /* an adaptive spin that ran out before */
         return r;
+    }
     return ioq_peer_gone(q) ? IOQ_E_CLOSED : 0;
 }
+
+int ioq_spin_budget(const struct ioq *q) { return (int)q->spin.budget_ns; }
 
 int ioq_wait_fd(struct ioq *q, int op)
 {

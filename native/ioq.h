@@ -37,8 +37,14 @@
  *    (south sends on it with MSG_DONTWAIT: never blocks); attach refuses a
  *    semaphore eventfd and a data segment over IOQ_SOUTH_MAX_DATA.
  * 8: the poller (ioq_poller_*: several rings, one epoll fd, registrations kept
- *    across waits), ioq_wait_fd; ioq_wait sleeps on a per-handle epoll. */
-#define IOQ_ABI_VERSION 8
+ *    across waits), ioq_wait_fd; ioq_wait sleeps on a per-handle epoll.
+ * 9: sub-batch commit: ioq_commit hands over the oldest k acquired buffers and
+ *    keeps the rest, ioq_acquire adds to the set, ioq_unacquire gives buffers
+ *    back; the copying paths refuse (IOQ_E_BUSY) while buffers are acquired.
+ * 10: adaptive polling: spin_us = IOQ_SPIN_ADAPTIVE, ioq_spin_budget and
+ *    ioq_poller_spin_budget.
+ * 11: ioq_commit_acquire (a commit and the next acquire in one call). */
+#define IOQ_ABI_VERSION 11
 
 #define IOQ_RING_MAGIC 0x47fa2fe4
 #define IOQ_RING_VER 4
@@ -96,7 +102,9 @@ enum ioq_status {
     IOQ_E_INVAL = -1006,    /* bad argument from our own caller */
     IOQ_E_BADRING = -1007,  /* attach: magic/version/count/length wrong */
     IOQ_E_MSGSIZE = -1008,  /* a message does not fit the buffer offered */
-    IOQ_E_SIDE = -1009      /* operation not allowed on this side/direction */
+    IOQ_E_SIDE = -1009,     /* operation not allowed on this side/direction */
+    IOQ_E_BUSY = -1010      /* zero-copy buffers are acquired: commit or
+                               unacquire them before a copying operation */
 };
 
 /*
@@ -213,13 +221,27 @@ int ioq_recv_batch(struct ioq *q, char *buf, uint64_t buflen,
 int ioq_send_one(struct ioq *q, const char *buf, uint32_t len, int signal);
 int ioq_recv_one(struct ioq *q, char *buf, uint32_t cap, int signal);
 
-/* Zero-copy: acquire up to n validated buffers (offsets into the data
- * segment; for send, lens are capacities; for recv, lengths), then commit
- * the first k of them (send: with their final lengths in lens). */
+/* Zero-copy.  The handle keeps an ordered set of acquired buffers (at most
+ * count).  acquire adds up to n more validated buffers at the set's end and
+ * writes only the new ones' offsets into the data segment (offs) and, for a
+ * send, capacities or, for a receive, lengths (lens); it returns how many.
+ * commit hands the oldest k of the set to the peer (a send: with the lengths
+ * written into them, lens[0..k-1]; nothing changes on IOQ_E_MSGSIZE) and
+ * keeps the rest acquired, in order, and valid.  unacquire gives back the
+ * newest k (all if k is larger) without handing them over: the next acquire
+ * finds them again; it returns how many stay acquired.  A fault or a raw
+ * push/pop empties the set. */
 int ioq_acquire(struct ioq *q, int op, uint32_t n, uint64_t *offs,
                 uint32_t *lens);
 int ioq_commit(struct ioq *q, int op, uint32_t k, const uint32_t *lens,
                int signal);
+int ioq_unacquire(struct ioq *q, uint32_t k);
+/* ioq_commit, then (when it succeeded and n > 0) ioq_acquire of up to n more:
+ * one call per message for a side that streams.  Returns how many it
+ * acquired (0 when none was there: the commit stands), or a negative code:
+ * the commit's (nothing changed), or IOQ_E_FAULT (the handle is dead). */
+int ioq_commit_acquire(struct ioq *q, int op, uint32_t k, const uint32_t *lens,
+                       int signal, uint32_t n, uint64_t *offs, uint32_t *acq_lens);
 
 /* South only: messages between the ring and a file descriptor (a TAP, a
  * SOCK_SEQPACKET socket), one write() or read() per message straight from
@@ -266,8 +288,26 @@ void ioq_watch(struct ioq *q, int hup_fd, int hup_events);
 /* Block (GIL released by cffi) until op is ready: spin for spin_us
  * microseconds, then arm the shm-signal and sleep on the eventfd.
  * timeout_ms < 0 waits forever; 0 spins (if asked) and never sleeps.
- * Returns 0 when ready. */
+ * Returns 0 when ready.
+ *
+ * spin_us = IOQ_SPIN_ADAPTIVE spins for a budget the handle learns (a poller
+ * keeps its own), between 0 and IOQ_SPIN_MAX_US, starting at 0:
+ * - a spin that finds work in the second half of its budget doubles it (at
+ *   least to IOQ_SPIN_GROW_US): the peer answers close to the limit;
+ * - a spin that runs out (a budget of 0 always does) is judged by the sleep
+ *   that follows: work within IOQ_SPIN_MAX_US of the wait's start doubles the
+ *   budget (a longer spin would have caught it); a later wake-up, or a wait
+ *   that times out, halves it (to 0 below IOQ_SPIN_SHRINK_US);
+ * - work found at once, or in the first half of a spin, changes nothing.
+ * A caller sleeping in its own loop (timeout_ms 0, then ioq_wait_arm or
+ * ioq_poller_disarm) is judged when its disarm finds work. */
+#define IOQ_SPIN_ADAPTIVE -1
+#define IOQ_SPIN_MAX_US 200
+#define IOQ_SPIN_GROW_US 10
+#define IOQ_SPIN_SHRINK_US 2
 int ioq_wait(struct ioq *q, int op, int timeout_ms, int spin_us);
+/* The adaptive spin budget the handle has learned, in nanoseconds. */
+int ioq_spin_budget(const struct ioq *q);
 
 /* One message, waiting for it (or for room) as ioq_wait would: one crossing
  * for a blocking send or receive.  Same returns as ioq_send_one/ioq_recv_one,
@@ -345,6 +385,8 @@ int ioq_poller_wait(struct ioq_poller *p, uint64_t mask, int timeout_ms,
  * yet: arm again). */
 int ioq_poller_arm(struct ioq_poller *p, uint64_t mask, uint64_t *ready);
 int ioq_poller_disarm(struct ioq_poller *p, uint64_t mask, uint64_t *ready);
+/* The poller's adaptive spin budget (spin_us = IOQ_SPIN_ADAPTIVE), in ns. */
+int ioq_poller_spin_budget(const struct ioq_poller *p);
 
 /*
  * The venet-switch data path (vswitch.c): frames from one port's to-south

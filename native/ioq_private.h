@@ -37,6 +37,15 @@ _Static_assert(offsetof(struct ioq_ring_desc, sown) == 25, "desc sown");
 #define IOQ_VALID 0
 #define IOQ_INUSE 1
 
+/* An adaptive spin budget (IOQ_SPIN_ADAPTIVE; the rule is in ioq.h). */
+struct ioq_spin {
+    int64_t budget_ns;
+    int64_t missed_at; /* a spin ran out at this time and nothing was judged
+                          yet (0: none) */
+};
+/* Judge a spin that ran out, now that its wait found work (ready) or gave up. */
+void ioq_spin_judge(struct ioq_spin *s, int ready);
+
 struct ioq {
     int side;      /* IOQ_NORTH or IOQ_SOUTH */
     int direction; /* IOQ_TO_SOUTH or IOQ_TO_NORTH */
@@ -72,6 +81,9 @@ struct ioq {
      * starting at the current head (recv) or tail (send) */
     uint32_t acquired;
     int acquired_op;
+    /* a circular list (the oldest at acq_first) of count entries: commit
+     * takes from its front, acquire adds at its end */
+    uint32_t acq_first;
     uint64_t *acq_off;
     uint32_t *acq_len;
     int faulted;
@@ -80,7 +92,14 @@ struct ioq {
     struct ioq_poller *polled_by[IOQ_RING_POLLERS];
     int polled_bit[IOQ_RING_POLLERS];
     struct ioq_poller *own;
+    struct ioq_spin spin; /* the adaptive budget of this handle's waits */
 };
+
+/* The i-th oldest acquired buffer's offset and capacity (or length). */
+#define ACQ_AT(q, i) ((q)->acq_first + (i) < (q)->count ? (q)->acq_first + (i) \
+                                                        : (q)->acq_first + (i) - (q)->count)
+#define ACQ_OFF(q, i) ((q)->acq_off[ACQ_AT(q, i)])
+#define ACQ_LEN(q, i) ((q)->acq_len[ACQ_AT(q, i)])
 
 int ioq_fault(struct ioq *q);
 /* ioq_ready, but a send on a full ring waits for a quarter of it (spinning) */

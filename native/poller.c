@@ -55,12 +55,14 @@ struct poll_hup {
 
 struct ioq_poller {
     int epfd;
-    int single;    /* a ring's own poller: one member, level-triggered */
+    int single;    /* a ring's own poller: one member, level-triggered; its
+                      adaptive budget is the ring's */
     int error;     /* a failed re-registration (ioq_watch), reported by waits */
     uint64_t used; /* bits taken, by live or dead members */
     uint64_t dead; /* bits whose ring was closed */
     struct poll_member m[IOQ_POLLER_MAX];
     struct poll_hup hups[IOQ_POLLER_MAX];
+    struct ioq_spin spin;
 };
 
 static int64_t now_ns(void)
@@ -76,6 +78,41 @@ static inline void cpu_relax(void)
     __builtin_ia32_pause();
 #endif
 }
+
+/* ---- adaptive spinning (the rule is in ioq.h) ----------------------------- */
+
+#define SPIN_MAX_NS ((int64_t)IOQ_SPIN_MAX_US * 1000)
+
+static void spin_grow(struct ioq_spin *s)
+{
+    int64_t b = s->budget_ns < IOQ_SPIN_GROW_US * 1000 ? IOQ_SPIN_GROW_US * 1000 : 2 * s->budget_ns;
+    s->budget_ns = b > SPIN_MAX_NS ? SPIN_MAX_NS : b;
+}
+
+static void spin_shrink(struct ioq_spin *s)
+{
+    s->budget_ns /= 2;
+    if (s->budget_ns < IOQ_SPIN_SHRINK_US * 1000)
+        s->budget_ns = 0;
+}
+
+void ioq_spin_judge(struct ioq_spin *s, int ready)
+{
+    if (!s->missed_at)
+        return;
+    if (ready && now_ns() - s->missed_at <= SPIN_MAX_NS)
+        spin_grow(s);
+    else
+        spin_shrink(s);
+    s->missed_at = 0;
+}
+
+static struct ioq_spin *spin_of(struct ioq_poller *p)
+{
+    return p->single ? &p->m[0].q->spin : &p->spin;
+}
+
+int ioq_poller_spin_budget(const struct ioq_poller *p) { return (int)p->spin.budget_ns; }
 
 #define FOR_BITS(b, bits) \
     for (uint64_t _m = (bits); _m && ((b) = __builtin_ctzll(_m), 1); _m &= _m - 1)
@@ -413,8 +450,10 @@ int ioq_poller_disarm(struct ioq_poller *p, uint64_t mask, uint64_t *ready)
             note_events(p, ev, n);
     }
     disarm_all(p, mask);
-    if ((*ready = ready_bits(p, mask, 0)))
+    if ((*ready = ready_bits(p, mask, 0))) {
+        ioq_spin_judge(spin_of(p), 1); /* an adaptive spin that ran out before */
         return 1;
+    }
     return gone_any(p, mask) ? IOQ_E_CLOSED : 0;
 }
 
@@ -435,19 +474,32 @@ int ioq_poller_wait(struct ioq_poller *p, uint64_t mask, int timeout_ms, int spi
     int r = check_mask(p, &mask, ready);
     if (r)
         return r;
+    if (spin_us < 0 && spin_us != IOQ_SPIN_ADAPTIVE)
+        return IOQ_E_INVAL;
     if ((*ready = ready_bits(p, mask, 0)))
         return IOQ_OK;
     int64_t start = now_ns();
     int64_t deadline = timeout_ms < 0 ? INT64_MAX : start + (int64_t)timeout_ms * 1000000;
-    if (spin_us > 0) {
+    struct ioq_spin *adapt = NULL;
+    int64_t spin_ns = (int64_t)spin_us * 1000;
+    if (spin_us == IOQ_SPIN_ADAPTIVE) {
+        adapt = spin_of(p);
+        adapt->missed_at = 0; /* a new wait: an old miss nobody judged is void */
+        spin_ns = adapt->budget_ns;
+    }
+    if (spin_ns > 0) {
         /* polling the rings for a few microseconds beats a cross-CPU wake-up
          * (~20 us each way on the target machine); timeout 0 still spins */
-        int64_t spin_end = start + (int64_t)spin_us * 1000;
+        int64_t spin_end = start + spin_ns;
         if (timeout_ms > 0 && spin_end > deadline)
             spin_end = deadline;
         for (unsigned i = 1;; i++) {
-            if ((*ready = ready_bits(p, mask, 1)))
+            if ((*ready = ready_bits(p, mask, 1))) {
+                /* found late in the budget: the peer answers near the limit */
+                if (adapt && 2 * (now_ns() - start) > spin_ns)
+                    spin_grow(adapt);
                 return IOQ_OK;
+            }
             /* a few pauses between polls: each poll of a line the peer owns
              * costs it a transfer */
             for (int k = 0; k < 4; k++)
@@ -456,14 +508,17 @@ int ioq_poller_wait(struct ioq_poller *p, uint64_t mask, int timeout_ms, int spi
                 break;
         }
     }
+    if (adapt)
+        adapt->missed_at = start; /* judged by how the wait ends */
     struct epoll_event ev[2 * IOQ_POLLER_MAX];
     int empty = 0;
     for (;;) {
         if ((*ready = arm_all(p, mask)))
-            return IOQ_OK;
+            break;
         if (gone_any(p, mask)) {
             disarm_all(p, mask);
-            return IOQ_E_CLOSED;
+            r = IOQ_E_CLOSED;
+            break;
         }
         int n = epoll_wait(p->epfd, ev, 2 * IOQ_POLLER_MAX, ms_until(deadline));
         int e = errno;
@@ -471,14 +526,21 @@ int ioq_poller_wait(struct ioq_poller *p, uint64_t mask, int timeout_ms, int spi
             note_events(p, ev, n);
         disarm_all(p, mask);
         if ((*ready = ready_bits(p, mask, 0)))
-            return IOQ_OK;
-        if (n < 0)
-            return -e; /* -EINTR too: the caller runs its signal handlers, retries */
-        if (gone_any(p, mask))
-            return IOQ_E_CLOSED;
+            break;
+        if (n < 0) {
+            /* -EINTR too: the caller runs its signal handlers, retries */
+            r = -e;
+            break;
+        }
+        if (gone_any(p, mask)) {
+            r = IOQ_E_CLOSED;
+            break;
+        }
         int64_t now = now_ns();
-        if (now >= deadline)
-            return IOQ_E_TIMEDOUT;
+        if (now >= deadline) {
+            r = IOQ_E_TIMEDOUT;
+            break;
+        }
         if (n > 0 && ++empty >= FREE_EMPTY_WAKEUPS) {
             /* a peer that keeps waking us with nothing to do: back off, so
              * what it costs is bounded whatever it does; an honest peer
@@ -489,8 +551,20 @@ int ioq_poller_wait(struct ioq_poller *p, uint64_t mask, int timeout_ms, int spi
             if (pause > deadline - now)
                 pause = deadline - now;
             struct timespec ts = {.tv_sec = pause / 1000000000, .tv_nsec = pause % 1000000000};
-            if (nanosleep(&ts, NULL) < 0 && errno == EINTR)
-                return -EINTR;
+            if (nanosleep(&ts, NULL) < 0 && errno == EINTR) {
+                r = -EINTR;
+                break;
+            }
         }
     }
+    if (adapt) {
+        if (*ready)
+            ioq_spin_judge(adapt, 1);
+        else if (r != IOQ_E_TIMEDOUT)
+            adapt->missed_at = 0; /* closed, interrupted: says nothing of the peer */
+        else if (timeout_ms != 0)
+            ioq_spin_judge(adapt, 0);
+        /* else: the caller goes on to sleep in its own loop; its disarm judges */
+    }
+    return *ready ? IOQ_OK : r;
 }

@@ -153,13 +153,13 @@ static void copy_to(struct vswitch *sw, struct ioq **ports_rx, uint32_t p,
         }
     }
     /* acquire checked each buffer's offset and capacity against q's segment */
-    if (d->state != DST_READY || d->used == d->avail || len > q->acq_len[d->used]) {
+    if (d->state != DST_READY || d->used == d->avail || len > ACQ_LEN(q, d->used)) {
         counts->dropped++;
         if (per_port)
             per_port[p].dropped++;
         return;
     }
-    memcpy(q->data + q->acq_off[d->used], frame, len);
+    memcpy(q->data + ACQ_OFF(q, d->used), frame, len);
     d->lens[d->used++] = len;
     counts->delivered++;
     if (per_port)
@@ -190,7 +190,12 @@ int vswitch_forward(struct vswitch *sw, uint32_t src_port, struct ioq *src_tx,
         for (uint32_t o = 0; o < p; o++)
             if (ports_rx[o] == q)
                 return IOQ_E_INVAL;
+        /* a zero-copy caller's buffers are not ours to hand out */
+        if (q->acquired)
+            return IOQ_E_BUSY;
     }
+    if (src_tx->acquired)
+        return IOQ_E_BUSY;
     if (max > VSWITCH_BATCH)
         max = VSWITCH_BATCH;
     /* reads every source descriptor once and checks it: from here on only
@@ -203,12 +208,12 @@ int vswitch_forward(struct vswitch *sw, uint32_t src_port, struct ioq *src_tx,
         sw->dst[p].avail = sw->dst[p].used = 0;
     }
     for (uint32_t i = 0; i < (uint32_t)k; i++) {
-        uint32_t len = src_tx->acq_len[i];
+        uint32_t len = ACQ_LEN(src_tx, i);
         if (len < VSWITCH_MIN_FRAME || len > VSWITCH_MAX_FRAME) {
             counts->bad_size++;
             continue;
         }
-        const uint8_t *frame = src_tx->data + src_tx->acq_off[i];
+        const uint8_t *frame = src_tx->data + ACQ_OFF(src_tx, i);
         uint8_t dst_mac[6], src_mac[6];
         memcpy(dst_mac, frame, 6);
         memcpy(src_mac, frame + 6, 6);
@@ -235,6 +240,7 @@ int vswitch_forward(struct vswitch *sw, uint32_t src_port, struct ioq *src_tx,
         /* publishes the filled buffers (none: just ends the acquire) and
          * signals north once */
         int r = ioq_commit(ports_rx[p], IOQ_WAIT_SEND, d->used, d->lens, 1);
+        ioq_unacquire(ports_rx[p], UINT32_MAX); /* the buffers it did not fill */
         if (r < 0) {
             counts->faulted++;
             counts->delivered -= d->used;

@@ -157,6 +157,7 @@ class _FFI:
         self, cdecl: Literal["struct vswitch_port_counts[]"], n: int, /
     ) -> VswitchPortCountsArray: ...
     def gc(self, cdata: _T, destructor: Callable[[_T], object], /) -> _T: ...
+    def buffer(self, cdata: U32Array | U64Array, /) -> Buffer: ...
     def release(self, cdata: CData, /) -> None: ...
     @overload
     def from_buffer(self, python_buffer: Buffer, /, require_writable: bool = ...) -> CharArray: ...
@@ -175,6 +176,7 @@ class _Lib:
     IOQ_ABI_VERSION: int
     IOQ_DESC_SIZE: int
     IOQ_E_BADRING: int
+    IOQ_E_BUSY: int
     IOQ_E_CLOSED: int
     IOQ_E_EMPTY: int
     IOQ_E_FAULT: int
@@ -203,6 +205,10 @@ class _Lib:
     IOQ_SEEK_SET: int
     IOQ_SEEK_TAIL: int
     IOQ_SOUTH: int
+    IOQ_SPIN_ADAPTIVE: int
+    IOQ_SPIN_GROW_US: int
+    IOQ_SPIN_MAX_US: int
+    IOQ_SPIN_SHRINK_US: int
     IOQ_TO_NORTH: int
     IOQ_TO_SOUTH: int
     IOQ_WAIT_RECV: int
@@ -256,7 +262,26 @@ class _Lib:
         self, q: IoqPtr, op: int, n: int, offs: U64Array | NullPtr, lens: U32Array | NullPtr, /
     ) -> int: ...
     def ioq_commit(
-        self, q: IoqPtr, op: int, k: int, lens: U32Array | list[int] | NullPtr, signal: int, /
+        self,
+        q: IoqPtr,
+        op: int,
+        k: int,
+        lens: U32Array | list[int] | tuple[int, ...] | NullPtr,
+        signal: int,
+        /,
+    ) -> int: ...
+    def ioq_unacquire(self, q: IoqPtr, k: int, /) -> int: ...
+    def ioq_commit_acquire(
+        self,
+        q: IoqPtr,
+        op: int,
+        k: int,
+        lens: U32Array | list[int] | tuple[int, ...] | NullPtr,
+        signal: int,
+        n: int,
+        offs: U64Array,
+        acq_lens: U32Array,
+        /,
     ) -> int: ...
     def ioq_recv_to_fd(
         self, q: IoqPtr, fd: int, max: int, min_len: int, max_len: int, counts: IoqFdCounts, /
@@ -277,6 +302,8 @@ class _Lib:
     def ioq_wake_fd(self, q: IoqPtr, /) -> int: ...
     def ioq_signal(self, q: IoqPtr, /) -> int: ...
     def ioq_wait_fd(self, q: IoqPtr, op: int, /) -> int: ...
+    def ioq_spin_budget(self, q: IoqPtr, /) -> int: ...
+    def ioq_poller_spin_budget(self, p: PollerPtr, /) -> int: ...
     def ioq_poller_new(self, out: PollerPtrOut, /) -> int: ...
     def ioq_poller_free(self, p: PollerPtr, /) -> None: ...
     def ioq_poller_fd(self, p: PollerPtr, /) -> int: ...

@@ -121,9 +121,11 @@ def test_the_window_bounds_what_is_in_flight_and_order_holds(interface):
     assert interface.closed and rr.requests.closed and rr.responses.closed
 
 
-def test_response_buffers_are_reposted_as_they_are_read(interface):
+@pytest.mark.parametrize("spin_us", [0, 20, "adaptive"])
+def test_response_buffers_are_reposted_as_they_are_read(interface, spin_us):
     # far more requests than response buffers: each buffer is used many times
-    rr = RequestResponseClient(interface, count=4, slot_size=64)
+    interface.device.spin_us = spin_us
+    rr = RequestResponseClient(interface, count=4, slot_size=64, spin_us=spin_us)
     try:
         buffer = bytearray(64)
         for i in range(200):

@@ -165,6 +165,10 @@ static void hostile(int direction, long iterations)
     CHECK(ioq_south_attach(hfds[0], hfds[1], hfds[2], hfds[3], honest_dir, &hs) == 0);
     static char frame[64];
     memset(frame, 0xff, 6); /* broadcast: every frame floods */
+    struct ioq_poller *poller;
+    CHECK(ioq_poller_new(&poller) == 0);
+    int pbit = -1;
+    uint64_t pmask = 0;
     for (long i = 0; i < iterations; i++) {
         int op = (int)(next_rand() % 8), r;
         switch (op) {
@@ -202,10 +206,16 @@ static void hostile(int direction, long iterations)
                     ? ioq_recv_batch(s, buf, sizeof(buf), lens, 16, 1)
                     : ioq_send_batch(s, buf, (uint32_t[]){64}, 1, 1);
             break;
-        case 1:
-            r = ioq_acquire(s, direction == IOQ_TO_SOUTH ? IOQ_WAIT_RECV : IOQ_WAIT_SEND, 16,
-                            offs, lens);
-            if (r > 0) {
+        case 1: {
+            /* zero-copy in sub-batches: acquire, acquire more, commit the
+             * oldest part, then commit or give back the rest */
+            int zop = direction == IOQ_TO_SOUTH ? IOQ_WAIT_RECV : IOQ_WAIT_SEND;
+            static const uint32_t zeros[32];
+            uint32_t held = 0;
+            for (int round = 0; round < 2; round++) {
+                r = ioq_acquire(s, zop, 1 + (uint32_t)(next_rand() % 16), offs, lens);
+                if (r <= 0)
+                    break;
                 for (int k = 0; k < r; k++) {
                     CHECK(offs[k] + lens[k] <= ioq_data_len(s));
                     /* touch every byte the south side was given */
@@ -213,16 +223,54 @@ static void hostile(int direction, long iterations)
                     for (uint32_t b = 0; b < lens[k]; b++)
                         (void)p[b];
                 }
-                r = ioq_commit(s, direction == IOQ_TO_SOUTH ? IOQ_WAIT_RECV : IOQ_WAIT_SEND,
-                               (uint32_t)r, lens, 1);
+                held += (uint32_t)r;
+            }
+            if (r == IOQ_E_FAULT || held == 0)
+                break;
+            uint32_t first = (uint32_t)(next_rand() % (held + 1));
+            r = ioq_commit(s, zop, first, zeros, 1);
+            if (r < 0)
+                break;
+            CHECK((uint32_t)r == first);
+            if (next_rand() % 2) {
+                r = ioq_commit(s, zop, held - first, zeros, 1);
+            } else {
+                CHECK(ioq_unacquire(s, UINT32_MAX) == 0);
+                r = (int)first;
             }
             break;
+        }
         case 2:
             r = ioq_count(s, 1 + (int)(next_rand() % 2));
             break;
-        case 3:
-            r = ioq_wait(s, direction == IOQ_TO_SOUTH ? IOQ_WAIT_RECV : IOQ_WAIT_SEND, 0, 5);
+        case 3: {
+            int wop = direction == IOQ_TO_SOUTH ? IOQ_WAIT_RECV : IOQ_WAIT_SEND;
+            if (next_rand() % 2) {
+                r = ioq_wait(s, wop, 0, 5);
+                break;
+            }
+            /* the poller: the ring, closed at every fault and attached anew,
+             * joins it again; its closed predecessor's bit reads ready */
+            if (pbit < 0 || !(pmask & (1ull << pbit))) {
+                r = ioq_poller_add(poller, s, wop);
+                if (r < 0)
+                    break;
+                pbit = r;
+                pmask |= 1ull << pbit;
+            }
+            uint64_t ready = 0;
+            r = ioq_poller_wait(poller, pmask, 0, 5, &ready);
+            CHECK(r == 0 || r == IOQ_E_TIMEDOUT || r == IOQ_E_CLOSED);
+            CHECK((ready & ~pmask) == 0);
+            for (int b = 0; b < 64; b++) {
+                if (b != pbit && (ready & (1ull << b))) {
+                    CHECK(ioq_poller_remove(poller, b) == 0); /* a closed ring's bit */
+                    pmask &= ~(1ull << b);
+                }
+            }
+            r = 0;
             break;
+        }
         case 4: {
             struct ioq_desc d;
             r = direction == IOQ_TO_SOUTH ? ioq_pop(s, IOQ_IDX_INUSE, &d) : 0;
@@ -237,7 +285,8 @@ static void hostile(int direction, long iterations)
         }
         if (r == IOQ_E_FAULT) {
             faults++;
-            ioq_close(s);
+            ioq_close(s); /* its poller bit goes dead, reported ready */
+            pbit = -1;
             r = ioq_south_attach(fds[0], fds[1], fds[2], fds[3], direction, &s);
             for (long tries = 0; r != 0; tries++) {
                 CHECK(tries < 1000000);
@@ -260,6 +309,7 @@ static void hostile(int direction, long iterations)
     ioq_close(hs);
     ioq_close(hn);
     vswitch_free(sw);
+    ioq_poller_free(poller);
     close(devnull);
     close(sp[0]);
     close(sp[1]);

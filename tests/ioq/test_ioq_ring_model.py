@@ -6,7 +6,10 @@ every interleaving hypothesis picks is exact and replayable.
 
 from __future__ import annotations
 
+import errno
 from collections import deque
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 from hypothesis import assume, given, note
@@ -18,18 +21,23 @@ from hypothesis.stateful import (
     rule,
 )
 
-from vbusfs.ioq import Ioq, IoqEmpty, IoqFull, lowlevel
+from vbusfs.ioq import Ioq, IoqEmpty, IoqError, IoqFull, lowlevel
 
 
 class DataPath(RuleBasedStateMachine):
-    """Batched and single send/receive in either direction: exactly once, in order, intact."""
+    """Batched, single and zero-copy send/receive in either direction: exactly once, in
+    order, intact.  Zero-copy buffers are acquired, committed (oldest first, in
+    sub-batches) and unacquired in any order; while a side holds some, its copying
+    operations are refused (EBUSY) and change nothing."""
 
     def __init__(self) -> None:
         super().__init__()
         self.north: Ioq | None = None
         self.south: Ioq | None = None
-        self.queue: deque[bytes] = deque()
+        self.queue: deque[bytes] = deque()  # sent (committed) and not yet received
         self.serial = 0
+        self.tx_held: list[memoryview] = []  # the sender's acquired buffers, oldest first
+        self.rx_held: list[memoryview] = []  # the receiver's: views of queue[0:len(rx_held)]
 
     @initialize(
         count=st.integers(1, 12),
@@ -57,9 +65,20 @@ class DataPath(RuleBasedStateMachine):
         body = self.serial.to_bytes(4, "little") * (size // 4 + 1)
         return body[:size]
 
+    def busy(self, held: list[memoryview], call: Callable[[], Any]) -> bool:
+        """While held, call must be refused with EBUSY (and change nothing)."""
+        if not held:
+            return False
+        with pytest.raises(IoqError) as info:
+            call()
+        assert info.value.errno == errno.EBUSY
+        return True
+
     @rule(data=st.data(), batch=st.integers(1, 20))
     def send_batch(self, data: st.DataObject, batch: int) -> None:
         msgs = [self.message(data) for _ in range(batch)]
+        if self.busy(self.tx_held, lambda: self.sender.send_batch_nowait(msgs)):
+            return
         room = self.count - len(self.queue)
         if room == 0:
             with pytest.raises(IoqFull):
@@ -72,6 +91,8 @@ class DataPath(RuleBasedStateMachine):
     @rule(data=st.data())
     def send_one(self, data: st.DataObject) -> None:
         msg = self.message(data)
+        if self.busy(self.tx_held, lambda: self.sender.send_nowait(msg)):
+            return
         if len(self.queue) == self.count:
             with pytest.raises(IoqFull):
                 self.sender.send_nowait(msg)
@@ -81,6 +102,8 @@ class DataPath(RuleBasedStateMachine):
 
     @rule(batch=st.integers(1, 20))
     def receive_batch(self, batch: int) -> None:
+        if self.busy(self.rx_held, lambda: self.receiver.receive_batch_nowait(batch)):
+            return
         if not self.queue:
             with pytest.raises(IoqEmpty):
                 self.receiver.receive_batch_nowait(batch)
@@ -91,6 +114,8 @@ class DataPath(RuleBasedStateMachine):
 
     @rule()
     def receive_one(self) -> None:
+        if self.busy(self.rx_held, self.receiver.receive_nowait):
+            return
         if not self.queue:
             with pytest.raises(IoqEmpty):
                 self.receiver.receive_nowait()
@@ -100,6 +125,8 @@ class DataPath(RuleBasedStateMachine):
     @rule(batch=st.integers(1, 20))
     def receive_into(self, batch: int) -> None:
         buf = bytearray(self.count * self.slot)
+        if self.busy(self.rx_held, lambda: self.receiver.receive_into_nowait(buf, batch)):
+            return
         if not self.queue:
             with pytest.raises(IoqEmpty):
                 self.receiver.receive_into_nowait(buf, batch)
@@ -109,25 +136,74 @@ class DataPath(RuleBasedStateMachine):
         assert lengths == [len(m) for m in want]
         assert bytes(buf[: sum(lengths)]) == b"".join(want)
 
-    @rule(data=st.data(), batch=st.integers(1, 20))
-    def zero_copy(self, data: st.DataObject, batch: int) -> None:
-        if self.queue:
-            views = self.receiver.acquire_nowait(batch)
-            keep = data.draw(st.integers(0, len(views)))
-            want = [self.queue[i] for i in range(len(views))]
-            assert [bytes(v) for v in views] == want
-            self.receiver.commit(keep)
-            for _ in range(keep):
-                self.queue.popleft()
-        elif len(self.queue) < self.count:
-            views = self.sender.acquire_nowait(batch)
-            assert len(views) == min(batch, self.count - len(self.queue))
-            msgs = [self.message(data) for _ in views]
-            keep = data.draw(st.integers(0, len(views)))
-            for view, msg in zip(views, msgs, strict=True):
-                view[: len(msg)] = msg
-            self.sender.commit(keep, [len(m) for m in msgs[:keep]])
-            self.queue.extend(msgs[:keep])
+    @rule(batch=st.integers(1, 20))
+    def acquire_received(self, batch: int) -> None:
+        fresh = len(self.queue) - len(self.rx_held)
+        if fresh == 0:
+            with pytest.raises(IoqEmpty):
+                self.receiver.acquire_nowait(batch)
+            return
+        views = self.receiver.acquire_nowait(batch)  # the next messages after those held
+        want = [self.queue[len(self.rx_held) + i] for i in range(min(batch, fresh))]
+        assert [bytes(v) for v in views] == want
+        self.rx_held += views
+
+    @rule(data=st.data(), more=st.integers(0, 20))
+    def commit_received(self, data: st.DataObject, more: int) -> None:
+        keep = data.draw(st.integers(0, len(self.rx_held)))
+        done = self.rx_held[:keep]
+        new = self.receiver.commit(keep, acquire=more)  # and take more in the same call
+        for view in done:
+            with pytest.raises(ValueError):
+                view[0:0]  # released
+        for _ in range(keep):
+            self.queue.popleft()
+        del self.rx_held[:keep]
+        fresh = len(self.queue) - len(self.rx_held)
+        want = [self.queue[len(self.rx_held) + i] for i in range(min(more, fresh))]
+        assert [bytes(v) for v in new] == want
+        self.rx_held += new
+
+    @rule(batch=st.integers(1, 20))
+    def acquire_to_send(self, batch: int) -> None:
+        room = self.count - len(self.queue) - len(self.tx_held)
+        if room == 0:
+            with pytest.raises(IoqFull):
+                self.sender.acquire_nowait(batch)
+            return
+        views = self.sender.acquire_nowait(batch)
+        assert len(views) == min(batch, room)
+        assert all(len(v) == self.slot for v in views)
+        self.tx_held += views
+
+    @rule(data=st.data(), more=st.integers(0, 20))
+    def commit_sent(self, data: st.DataObject, more: int) -> None:
+        keep = data.draw(st.integers(0, len(self.tx_held)))
+        msgs = [self.message(data) for _ in range(keep)]
+        for view, msg in zip(self.tx_held, msgs, strict=False):
+            view[: len(msg)] = msg
+        new = self.sender.commit(keep, [len(m) for m in msgs], acquire=more)
+        self.queue.extend(msgs)
+        del self.tx_held[:keep]
+        room = self.count - len(self.queue) - len(self.tx_held)
+        assert len(new) == min(more, room)
+        self.tx_held += new
+
+    @rule(data=st.data(), which=st.sampled_from(["sender", "receiver"]))
+    def unacquire(self, data: st.DataObject, which: str) -> None:
+        held = self.tx_held if which == "sender" else self.rx_held
+        n = data.draw(st.integers(0, len(held)))
+        getattr(self, which).unacquire(n)
+        del held[len(held) - n :]
+
+    @invariant()
+    def held_views_stay_valid(self) -> None:
+        if self.north is None:
+            return
+        assert self.sender.acquired == len(self.tx_held)
+        assert self.receiver.acquired == len(self.rx_held)
+        for i, view in enumerate(self.rx_held):
+            assert bytes(view) == self.queue[i]
 
     @invariant()
     def counts_agree(self) -> None:

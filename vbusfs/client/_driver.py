@@ -12,24 +12,24 @@ from __future__ import annotations
 
 from collections import deque
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from vbusfs.ioq import Ioq, IoqEmpty
 
 if TYPE_CHECKING:
     from ._sync import OpenInterface
 
+Spin = int | Literal["adaptive"]
 #: the queue indexes of a request/response device (as vbusfs.device declares them)
 REQUESTS = 0
 RESPONSES = 1
-#: what `spin_us="adaptive"` spins until the ring learns its own budget
-ADAPTIVE_SPIN_US = 50
 
 
-def spin_of(spin_us: int | str) -> int:
+def spin_of(spin_us: int | str) -> Spin:
+    """A ring wait's spin_us: an int >= 0, or "adaptive" (the ring learns its budget)."""
     if spin_us == "adaptive":
-        return ADAPTIVE_SPIN_US
-    if isinstance(spin_us, str) or spin_us < 0:
+        return "adaptive"
+    if isinstance(spin_us, str | bool) or spin_us < 0:
         raise ValueError(f"spin_us must be an int >= 0 or 'adaptive', not {spin_us!r}")
     return spin_us
 

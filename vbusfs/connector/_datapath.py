@@ -30,6 +30,7 @@ import contextlib
 import errno
 import logging
 import socket
+import sys
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -47,6 +48,11 @@ log = logging.getLogger("vbusfs.connector")
 
 #: seconds a stopped loop may take to end before it is logged and abandoned
 JOIN_BOUND = 2.0
+#: how often (seconds) the interpreter switches threads once device loops run: Python's
+#: 5 ms default let a loop computing in Python hold the filesystem's requests that long
+#: each (attribute read p99 about 20 ms against about 9 ms at 0.5 ms, measured with a
+#: loop that computes 2 ms per request)
+SWITCH_INTERVAL = 0.0005
 
 Outcome = BaseException | None
 
@@ -161,9 +167,19 @@ class DataPath:
             raise
         self.rings[index] = ring
         if len(self.rings) == len(self.specs):
-            self._start()
+            try:
+                self._start()
+            except RuntimeError as exc:  # no thread to be had: refused, nothing changed
+                del self.rings[index]
+                self.queues = self.thread = None
+                ring.close()
+                why = f"cannot start the loop of {self.names}: {exc}"
+                raise VbusError(why, errno=errno.EAGAIN) from None
 
     def _start(self) -> None:
+        if sys.getswitchinterval() > SWITCH_INTERVAL:
+            sys.setswitchinterval(SWITCH_INTERVAL)
+            log.info("device loops run: threads switch every %g ms", SWITCH_INTERVAL * 1000)
         self.queues = Queues(self.rings, self.specs, self.names, stop_socket=self._stopper)
         self.thread = threading.Thread(
             target=self._loop, name=f"vbusfs {self.names}"[:200], daemon=True

@@ -457,10 +457,12 @@ class _Session:
             self.nursery.cancel_scope.cancel()  # as a legacy device's: the client goes
         elif outcome is None:
             log.info("%s: loop returned before it was stopped", path.names)
-        elif opened is not None:
+        else:
             log.error("%s: device loop failed (client %d)", path.names, self.pid, exc_info=outcome)
-            opened.failed = f"device loop failed: {outcome!r}"[:512]
             self.connector.closer.close(path)  # its client's waits end (the hang-up closes)
+            if opened is None:
+                return
+            opened.failed = f"device loop failed: {outcome!r}"[:512]
             data = self.protocol.event(
                 "fault", opened.interface_id, opened.interface_type, opened.failed
             )

@@ -15,18 +15,19 @@ import socket
 import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from typing import Literal
 
 from vbusfs.ioq import Ioq, IoqClosed, Poller
 from vbusfs.model import QueueSpec
 
-#: what spin_us="adaptive" polls until the ring binding learns its own budget
-ADAPTIVE_SPIN_US = 50
+Spin = int | Literal["adaptive"]
 
 
-def spin_value(spin_us: int | str) -> int:
-    """A ring wait's spin_us from an int or "adaptive"."""
+def spin_value(spin_us: int | str) -> Spin:
+    """A ring wait's spin_us: microseconds (an int >= 0) or "adaptive" (the ring learns
+    its own budget, 0..200 us)."""
     if spin_us == "adaptive":
-        return ADAPTIVE_SPIN_US
+        return "adaptive"
     if isinstance(spin_us, str | bool) or spin_us < 0:
         raise ValueError(f"spin_us must be an int >= 0 or 'adaptive', not {spin_us!r}")
     return spin_us
@@ -34,11 +35,7 @@ def spin_value(spin_us: int | str) -> int:
 
 def slot_size(ring: Ioq) -> int:
     """The client's buffer size per descriptor of `ring` (what one message may carry)."""
-    size = getattr(ring, "slot_size", None)
-    if isinstance(size, int):
-        return size
-    with ring.data as whole:  # until the ring binding says it itself
-        return len(whole) // ring.count
+    return ring.slot_size
 
 
 @dataclass(frozen=True, slots=True)

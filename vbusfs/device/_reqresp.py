@@ -21,7 +21,7 @@ from typing import ClassVar
 from vbusfs.ioq import Ioq, IoqFault, IoqFull
 from vbusfs.model import DeviceConnection, QueueSpec, VbusError
 
-from ._queues import Queues, slot_size, spin_value
+from ._queues import Queues, Spin, slot_size, spin_value
 
 #: the queue indexes of a request/response device
 REQUESTS = 0
@@ -102,17 +102,23 @@ class RequestResponseConnection(DeviceConnection):
                 done += self._respond(responses, taken[done:], every, spin)
             requests.commit(len(taken))
 
-    def _respond(self, responses: Ioq, pending: list[memoryview], every: int, spin: int) -> int:
+    def _respond(self, responses: Ioq, pending: list[memoryview], every: int, spin: Spin) -> int:
         """Handle as many of `pending` as there are posted response buffers (waiting for
-        one if none is); how many."""
+        one if none is), handing responses back `every` at a time; how many."""
         try:
-            buffers = responses.acquire_nowait(min(len(pending), every))
+            buffers = responses.acquire_nowait(len(pending))
         except IoqFull:
             responses.wait_sendable(spin_us=spin)
             return 0
-        lengths = [self._one(request, out) for request, out in zip(pending, buffers, strict=False)]
-        responses.commit(len(lengths), lengths)
-        return len(lengths)
+        lengths: list[int] = []
+        for request, out in zip(pending, buffers, strict=False):
+            lengths.append(self._one(request, out))
+            if len(lengths) == every:
+                responses.commit(every, lengths)  # the oldest; the rest stay acquired
+                lengths = []
+        if lengths:
+            responses.commit(len(lengths), lengths)
+        return len(buffers)
 
     def _one(self, request: memoryview, response: memoryview) -> int:
         try:

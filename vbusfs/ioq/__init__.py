@@ -55,7 +55,24 @@ Naming follows trio's rules:
   No name carries an ``_async`` suffix.
 
 ``spin_us`` makes a wait poll the ring for that many microseconds
-before it sleeps (adaptive polling: far lower latency, at the price of CPU).
+before it sleeps: far lower latency (a cross-CPU wake-up costs ~20 µs each way on
+the target machine), at the price of CPU.  ``spin_us="adaptive"`` (every wait,
+send and receive of both faces, and :class:`Poller`) polls for a budget that C
+keeps per handle (per poller), learned from how the waits end, on either side:
+
+- it starts at 0 and stays within 0..200 µs (``SPIN_MAX_US``);
+- a spin that finds work in the second half of its budget doubles it (to at
+  least 10 µs): the peer answers close to the limit;
+- a spin that runs out (a budget of 0 always does) is judged by the sleep that
+  follows: work within 200 µs of the wait's start doubles the budget (a longer
+  spin would have caught it); a later wake-up, or a timeout, halves it (to 0
+  below 2 µs);
+- work found at once, or early in a spin, changes nothing.
+
+So a peer that answers within a few tens of microseconds is polled for (and
+then met without a wake-up), and an idle or slow one costs at most the spins
+that halve the budget to 0: about 400 µs of CPU per idle spell.
+``spin_budget_us`` reads the budget learned so far.
 Batched forms move up to N messages for one crossing into C (two for a
 receive): the Python call boundary, not the ring, is what limits throughput.
 ``send_packed_nowait`` and ``receive_into_nowait`` go further and create no
@@ -63,10 +80,16 @@ object per message.  Messages are copied once: into the data segment on send,
 out of it on receive (a single small message is received through a private
 buffer, one extra copy that costs less than a second call into C).
 ``acquire_nowait`` and ``commit`` give zero-copy memoryviews onto the data
-segment instead.  A south side moving messages to or from a file descriptor
-(a TAP) uses ``receive_to_fd_nowait`` and ``send_from_fd_nowait``: one
-``write``/``read`` per message, straight between the descriptor and the data
-segment, a batch per call into C.  ``inject`` writes the peer's shm-signal by
+segment instead, in sub-batches: each acquire adds buffers to the side's acquired
+set (returning only the new ones), each ``commit(n)`` hands the oldest ``n`` to the
+peer and keeps the rest acquired and valid, and ``unacquire`` gives the newest back
+untouched; while buffers are acquired, that side's copying calls are refused
+(EBUSY).  ``count`` and ``slot_size`` (north's bytes per descriptor) read the same
+on both sides, and ``max_message`` is the slot size on both.  A south side
+moving messages to or from a file descriptor (a TAP) uses
+``receive_to_fd_nowait`` and ``send_from_fd_nowait``: one ``write``/``read`` per
+message, straight between the descriptor and the data segment, a batch per
+call into C.  ``inject`` writes the peer's shm-signal by
 hand.  :class:`Switch` is the venet-switch's data path: a MAC learning table
 and the forwarding of a batch from one port's ring into the others' posted
 buffers, in C.  The raw ring operations are functions of
@@ -78,6 +101,16 @@ south pops ``inuse``, north pops ``valid``) and take either face.
 Peer death: pass a pidfd or the connection socket to :meth:`Ioq.watch_peer`,
 and every wait ends with :class:`IoqClosed` once the peer is gone and nothing
 is left to receive.
+
+:class:`Poller` waits on several rings at once (a device's request and response
+rings, a client's queues): ``bit = poller.add(ring, "receive")`` or ``"send"``,
+then ``ready = poller.wait(timeout)`` blocks in C (``await poller.wait_async()``
+in trio) and returns the bits of the ready ones.  Its epoll fd holds every
+member's wake-up fd and watched peer from ``add`` on, so a wait registers
+nothing; a single ring's blocking wait does the same on an epoll fd of its own,
+made at its first wait.  Every wait backs off a peer that keeps waking it with
+nothing ready (8 such wake-ups in a row, then a pause growing by 0.5 ms to at
+most 10 ms), so a hostile peer costs a bounded share of a CPU.
 
 The package is layered like cryptography's bindings:
 
@@ -91,6 +124,10 @@ The package is layered like cryptography's bindings:
     :class:`Ioq`: the ring plus its blocking face.
 ``_trio``
     :class:`AsyncIoq`: the ring plus its trio face (trio imported on first wait).
+``_zerocopy``
+    acquire, commit and unacquire, the zero-copy half of the ring.
+``_poller``
+    :class:`Poller`: one wait on several rings, blocking in C or in trio.
 ``_switch``
     :class:`Switch`, which hands whole rings to C and never touches their indices.
 ``lowlevel``

@@ -13,7 +13,7 @@ from __future__ import annotations
 import array
 import errno
 import os
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Literal, NoReturn
 
 # re-exported: the rest of the package calls C through these two names
 from vbusfs._ioq_cffi import ffi as ffi
@@ -26,9 +26,10 @@ if TYPE_CHECKING:
     from vbusfs._ioq_cffi import IoqPtr as IoqPtr
     from vbusfs._ioq_cffi import PollerPtr as PollerPtr
     from vbusfs._ioq_cffi import U32Array as U32Array
+    from vbusfs._ioq_cffi import U64Array as U64Array
 
 #: The ABI this package was written against; must equal IOQ_ABI_VERSION in native/ioq.h.
-ABI_VERSION = 8
+ABI_VERSION = 11
 
 
 def check_abi(compiled: int) -> None:
@@ -60,15 +61,33 @@ MAX_DATA: int = lib.IOQ_MAX_DATA
 SOUTH_MAX_DATA: int = lib.IOQ_SOUTH_MAX_DATA
 FD_BATCH: int = lib.IOQ_FD_BATCH
 POLLER_MAX: int = lib.IOQ_POLLER_MAX
+#: spin_us="adaptive" in C, and the bound of the budget it learns (microseconds)
+SPIN_ADAPTIVE: int = lib.IOQ_SPIN_ADAPTIVE
+SPIN_MAX_US: int = lib.IOQ_SPIN_MAX_US
+
+#: how long a wait polls before it sleeps: microseconds, or a budget learned per handle
+Spin = int | Literal["adaptive"]
+
+
+def spin_arg(spin_us: Spin) -> int:
+    """The C spin argument for ``spin_us`` (an int >= 0 or "adaptive"); ValueError else."""
+    if spin_us == "adaptive":
+        return SPIN_ADAPTIVE
+    if isinstance(spin_us, bool) or not isinstance(spin_us, int) or spin_us < 0:
+        raise ValueError(f"spin_us must be an int >= 0 or 'adaptive', not {spin_us!r}")
+    return spin_us
+
+
 E_FULL: int = lib.IOQ_E_FULL
 E_EMPTY: int = lib.IOQ_E_EMPTY
 E_CLOSED: int = lib.IOQ_E_CLOSED
+E_FAULT: int = lib.IOQ_E_FAULT
 E_TIMEDOUT: int = lib.IOQ_E_TIMEDOUT
 E_MSGSIZE: int = lib.IOQ_E_MSGSIZE
 EINTR = -errno.EINTR
 U32_MAX = 2**32 - 1
 #: the array typecode of C's uint32_t (unsigned int on every Linux ABI we build for)
-U32 = "I" if array.array("I").itemsize == 4 else "L"
+U32: Literal["I", "L"] = "I" if array.array("I").itemsize == 4 else "L"
 
 ERRORS: dict[int, tuple[type[OSError], int, str]] = {
     lib.IOQ_E_FULL: (IoqFull, errno.ENOBUFS, "ioq full"),
@@ -80,6 +99,7 @@ ERRORS: dict[int, tuple[type[OSError], int, str]] = {
     lib.IOQ_E_BADRING: (IoqError, errno.EINVAL, "not a valid ioq (magic/version/size/seals)"),
     lib.IOQ_E_MSGSIZE: (IoqError, errno.EMSGSIZE, "message longer than the buffer"),
     lib.IOQ_E_SIDE: (IoqError, errno.EPERM, "not allowed on this side of this ioq"),
+    lib.IOQ_E_BUSY: (IoqError, errno.EBUSY, "zero-copy buffers are acquired: commit them first"),
 }
 
 

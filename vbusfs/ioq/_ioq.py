@@ -21,10 +21,12 @@ from ._binding import (
     EINTR,
     RECV,
     SEND,
+    Spin,
     check,
     ffi,
     lib,
     raise_code,
+    spin_arg,
 )
 from ._errors import IoqClosed
 from ._ring import RX, Ring
@@ -59,22 +61,21 @@ class Ioq(Ring):
     ``timeout`` passes.  Trio programs use :class:`~vbusfs.ioq.AsyncIoq` instead.
     """
 
-    def _wait(self, op: int, timeout: float | None, spin_us: int) -> None:
-        if spin_us < 0:
-            raise ValueError("spin_us must be >= 0")
+    def _wait(self, op: int, timeout: float | None, spin_us: Spin) -> None:
+        spin = spin_arg(spin_us)
         deadline = _deadline(timeout)
         while True:
-            rc = lib.ioq_wait(self._handle(), op, _ms(deadline), spin_us)
+            rc = lib.ioq_wait(self._handle(), op, _ms(deadline), spin)
             if rc != EINTR:
                 check(rc)
                 return
             # a signal arrived: its Python handler has run by now; retry (PEP 475)
 
-    def wait_sendable(self, timeout: float | None = None, *, spin_us: int = 0) -> None:
+    def wait_sendable(self, timeout: float | None = None, *, spin_us: Spin = 0) -> None:
         """Block (GIL released) until a send can proceed; TimeoutError, IoqClosed or IoqFault."""
         self._wait(SEND, timeout, spin_us)
 
-    def wait_receivable(self, timeout: float | None = None, *, spin_us: int = 0) -> None:
+    def wait_receivable(self, timeout: float | None = None, *, spin_us: Spin = 0) -> None:
         """Block (GIL released) until a receive can proceed; TimeoutError, IoqClosed or IoqFault."""
         self._wait(RECV, timeout, spin_us)
 
@@ -83,7 +84,7 @@ class Ioq(Ring):
         message: bytes | bytearray | memoryview,
         timeout: float | None = None,
         *,
-        spin_us: int = 0,
+        spin_us: Spin = 0,
     ) -> None:
         """Send one message, blocking (GIL released) for room; ``timeout`` bounds the call."""
         # the hot path of a synchronous client: one crossing, few lookups
@@ -91,19 +92,20 @@ class Ioq(Ring):
         if h is None:
             raise IoqClosed(errno.EBADF, "ioq is closed")
         n = len(message)
-        if n > self.max_message or spin_us < 0:
-            raise ValueError(f"message of {n} bytes exceeds {self.max_message} or spin_us < 0")
+        if n > self.max_message:
+            raise ValueError(f"message of {n} bytes exceeds {self.max_message}")
+        spin = spin_us if type(spin_us) is int and spin_us >= 0 else spin_arg(spin_us)
         buf = message if type(message) is bytes else ffi.from_buffer(message)
         deadline = None if timeout is None else time.monotonic() + max(timeout, 0.0)
         while True:
-            rc = _send_one_wait(h, buf, n, -1 if deadline is None else _ms(deadline), spin_us)
+            rc = _send_one_wait(h, buf, n, -1 if deadline is None else _ms(deadline), spin)
             if rc >= 0:
                 return
             if rc != E_FULL and rc != EINTR:
                 raise_code(rc)
 
     def send_batch(
-        self, messages: Sequence[bytes], timeout: float | None = None, *, spin_us: int = 0
+        self, messages: Sequence[bytes], timeout: float | None = None, *, spin_us: Spin = 0
     ) -> None:
         """Send every message, in order, blocking (GIL released) for room; ``timeout`` bounds
         the whole call."""
@@ -118,18 +120,17 @@ class Ioq(Ring):
             else:
                 raise_code(rc)
 
-    def receive(self, timeout: float | None = None, *, spin_us: int = 0) -> bytes:
+    def receive(self, timeout: float | None = None, *, spin_us: Spin = 0) -> bytes:
         """Receive one message, blocking (GIL released) until there is one; ``timeout``
         bounds the call."""
         h = self._h
         if h is None:
             raise IoqClosed(errno.EBADF, "ioq is closed")
-        if spin_us < 0:
-            raise ValueError("spin_us must be >= 0")
+        spin = spin_us if type(spin_us) is int and spin_us >= 0 else spin_arg(spin_us)
         deadline = None if timeout is None else time.monotonic() + max(timeout, 0.0)
         rx = self._rx
         while True:
-            rc = _recv_one_wait(h, rx, RX, -1 if deadline is None else _ms(deadline), spin_us)
+            rc = _recv_one_wait(h, rx, RX, -1 if deadline is None else _ms(deadline), spin)
             if rc >= 0:
                 return _unpack(rx, rc)
             if rc == E_MSGSIZE:
@@ -141,7 +142,7 @@ class Ioq(Ring):
                 raise_code(rc)
 
     def receive_batch(
-        self, max_messages: int = 64, timeout: float | None = None, *, spin_us: int = 0
+        self, max_messages: int = 64, timeout: float | None = None, *, spin_us: Spin = 0
     ) -> list[bytes]:
         """Receive between 1 and ``max_messages`` messages, blocking (GIL released) for the
         first; ``timeout`` bounds the wait."""

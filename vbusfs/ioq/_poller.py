@@ -19,7 +19,19 @@ from __future__ import annotations
 import errno
 from typing import TYPE_CHECKING, Literal
 
-from ._binding import E_TIMEDOUT, EINTR, POLLER_MAX, RECV, SEND, check, ffi, lib, raise_code
+from ._binding import (
+    E_TIMEDOUT,
+    EINTR,
+    POLLER_MAX,
+    RECV,
+    SEND,
+    Spin,
+    check,
+    ffi,
+    lib,
+    raise_code,
+    spin_arg,
+)
 from ._errors import IoqClosed
 from ._ioq import _deadline, _ms
 from ._ring import Ring, c_handle
@@ -38,12 +50,6 @@ MAX_BACKOFF = 0.01
 _wait = lib.ioq_poller_wait
 
 
-def _spin(spin_us: int) -> int:
-    if isinstance(spin_us, bool) or not isinstance(spin_us, int) or spin_us < 0:
-        raise ValueError(f"spin_us must be an int >= 0, not {spin_us!r}")
-    return spin_us
-
-
 class Poller:
     """Waits on several (ring, op) pairs at once.
 
@@ -52,14 +58,17 @@ class Poller:
     one; ``wait_async`` does the same in trio.  A ring that faulted, or was
     closed while a member, counts as ready: its next operation raises
     (:class:`IoqFault`, :class:`IoqClosed`).  ``spin_us`` makes each wait poll the
-    rings that long before it sleeps.
+    rings that long before it sleeps; ``spin_us="adaptive"`` (or ``adaptive=True``)
+    polls for a budget the poller learns, 0 to 200 µs (the rule: :mod:`vbusfs.ioq`).
     """
 
     #: every bit: the default mask
     ALL = (1 << POLLER_MAX) - 1
 
-    def __init__(self, spin_us: int = 0) -> None:
-        self._spin = _spin(spin_us)
+    def __init__(self, spin_us: Spin = 0, *, adaptive: bool = False) -> None:
+        if adaptive and spin_us not in (0, "adaptive"):
+            raise ValueError("adaptive=True learns its own spin: give no spin_us")
+        self._spin = spin_arg("adaptive" if adaptive else spin_us)
         out = ffi.new("struct ioq_poller **")
         check(lib.ioq_poller_new(out))
         self._p: PollerPtr | None = ffi.gc(out[0], lib.ioq_poller_free)
@@ -171,6 +180,11 @@ class Poller:
             elif woke < 0:
                 raise_code(woke)
             empty += 1
+
+    @property
+    def spin_budget_us(self) -> float:
+        """The adaptive spin budget learned so far (µs; 0 unless adaptive)."""
+        return lib.ioq_poller_spin_budget(self._handle()) / 1000
 
     def fileno(self) -> int:
         """The poller's epoll fd (readable when a wait could end), for event loops."""

@@ -39,6 +39,7 @@ from ._binding import (
     raise_code,
 )
 from ._errors import IoqClosed
+from ._zerocopy import ZeroCopy
 
 if TYPE_CHECKING:
     from ._binding import IoqPtr, U32Array
@@ -90,11 +91,13 @@ def c_handle(ring: Ring) -> IoqPtr:
     return h
 
 
-class Ring:
+class Ring(ZeroCopy):
     """One side's handle on an ioq, without a waiting face: the base of
     :class:`vbusfs.ioq.Ioq` (blocking) and :class:`vbusfs.ioq.AsyncIoq` (trio).
 
-    Make one with :meth:`create` (north) or :meth:`attach` (south).
+    Make one with :meth:`create` (north) or :meth:`attach` (south).  ``count`` (its
+    descriptors) and ``slot_size`` (the data segment's bytes per descriptor, as north
+    laid it out) are the same on both sides.
     """
 
     def __init__(self, handle: IoqPtr, direction: Direction) -> None:
@@ -109,14 +112,19 @@ class Ring:
         lib.ioq_fds(handle, fds)
         self.fds = IoqFds(*fds)
         self.sender: bool = (self.side == "north") == (direction == "to_south")
-        #: largest message one descriptor can carry from this side's point of view
-        self.max_message: int = (
-            self._data_len // self.count if self.side == "north" else self._data_len
-        )
+        self._op = SEND if self.sender else RECV
+        #: data bytes per descriptor: north's slot size (data_len // count), on both sides
+        self.slot_size: int = self._data_len // self.count
+        #: largest message one send may carry: a slot (south: into a buffer north
+        #: posted, which an honest north makes one slot long)
+        self.max_message: int = self.slot_size
         self._mm = mmap.mmap(self.fds.data, self._data_len)
+        self._whole = memoryview(self._mm)
         self._rx = ffi.new("char[]", RX)
         self._offs = ffi.new("uint64_t[]", self.count)
         self._lens = ffi.new("uint32_t[]", self.count)
+        self._offs_mv = memoryview(ffi.buffer(self._offs)).cast("Q")
+        self._lens_mv = memoryview(ffi.buffer(self._lens)).cast(U32)
         self._fd_counts = ffi.new("struct ioq_fd_counts *")
         self._views: list[memoryview] = []
         self._hup_fd = -1
@@ -180,6 +188,7 @@ class Ring:
         self._release_views()
         ffi.release(self._h)  # runs ioq_close now, and never again
         self._h = None
+        self._whole.release()
         # if views still exist, the mapping goes away with the last one
         with contextlib.suppress(BufferError):
             self._mm.close()
@@ -194,6 +203,12 @@ class Ring:
         return c_handle(self)
 
     @property
+    def spin_budget_us(self) -> float:
+        """The adaptive spin budget this handle's waits learned so far (µs; 0 unless
+        they were given ``spin_us="adaptive"``)."""
+        return lib.ioq_spin_budget(self._handle()) / 1000
+
+    @property
     def faulted(self) -> bool:
         return self._h is not None and bool(lib.ioq_faulted(self._h))
 
@@ -202,11 +217,6 @@ class Ring:
         """The whole data segment, zero-copy (north's slot i starts at i * max_message)."""
         self._handle()
         return memoryview(self._mm)
-
-    @property
-    def acquired(self) -> int:
-        """How many buffers :meth:`acquire_nowait` handed out that are not yet committed."""
-        return len(self._views)
 
     # ---- data path, never blocking -------------------------------------------
 
@@ -288,6 +298,7 @@ class Ring:
 
     def _recv_large(self, max_messages: int, max_length: int | None = None) -> list[bytes] | int:
         h = self._handle()
+        self._not_acquiring()
         k = lib.ioq_acquire(h, RECV, min(max_messages, self.count), self._offs, self._lens)
         if k < 0:
             return k
@@ -322,6 +333,7 @@ class Ring:
         if max_messages < 1:
             raise ValueError("max_messages must be >= 1")
         h = self._handle()
+        self._not_acquiring()
         k = check(lib.ioq_acquire(h, RECV, min(max_messages, self.count), self._offs, self._lens))
         check(lib.ioq_commit(h, RECV, k, ffi.NULL, 1))
         return k
@@ -394,54 +406,6 @@ class Ring:
             lib.ioq_send_from_fd(h, fd, min(max_messages, self.count, FD_BATCH), upper, counts)
         )
         return FdBatch(got, counts.dropped, counts.bad_size)
-
-    def acquire_nowait(self, max_buffers: int = 64) -> list[memoryview]:
-        """Zero-copy: views onto the data segment, released by :meth:`commit`.
-
-        A sender gets empty buffers (their full capacity) to write messages into; a
-        receiver gets the messages themselves.  IoqFull or IoqEmpty if there are none.
-        """
-        h = self._handle()
-        if max_buffers < 1:
-            raise ValueError("max_buffers must be >= 1")
-        self._release_views()
-        op = SEND if self.sender else RECV
-        k = check(lib.ioq_acquire(h, op, min(max_buffers, self.count), self._offs, self._lens))
-        whole = memoryview(self._mm)
-        self._views = [
-            whole[o : o + n]
-            for o, n in zip(ffi.unpack(self._offs, k), ffi.unpack(self._lens, k), strict=True)
-        ]
-        whole.release()
-        return list(self._views)
-
-    def commit(self, count: int, lengths: Sequence[int] | None = None) -> None:
-        """Hand the first ``count`` acquired buffers to the peer and release all views.
-
-        A sender gives the length it wrote into each (``lengths``, one per buffer).
-        """
-        h = self._handle()
-        acquired = len(self._views)
-        if not 0 <= count <= acquired:
-            raise ValueError(f"count must be 0..{acquired} (buffers acquired)")
-        if self.sender:
-            if lengths is None or len(lengths) != count:
-                raise ValueError("a sender commits one length per buffer")
-            for n, view in zip(lengths, self._views, strict=False):
-                if not 0 <= n <= len(view):
-                    raise ValueError(f"length {n} outside 0..{len(view)}")
-            self._release_views()
-            check(lib.ioq_commit(h, SEND, count, list(lengths), 1))
-            return
-        if lengths is not None:
-            raise ValueError("a receiver commits no lengths")
-        self._release_views()
-        check(lib.ioq_commit(h, RECV, count, ffi.NULL, 1))
-
-    def _release_views(self) -> None:
-        for view in self._views:
-            view.release()
-        self._views = []
 
     def receivable(self) -> bool:
         """True when a receive would find something (never blocks)."""

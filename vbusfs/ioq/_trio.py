@@ -11,7 +11,7 @@ may block the thread beyond a wait's ``spin_us``.
 
 from __future__ import annotations
 
-from ._binding import E_TIMEDOUT, RECV, SEND, check, lib
+from ._binding import E_TIMEDOUT, RECV, SEND, Spin, check, lib, spin_arg
 from ._errors import IoqEmpty, IoqFull
 from ._ring import Ring
 
@@ -37,18 +37,18 @@ class AsyncIoq(Ring):
             self._wait_fd = check(lib.ioq_wait_fd(self._handle(), op))
         return self._wait_fd
 
-    async def _wait(self, op: int, spin_us: int) -> None:
+    async def _wait(self, op: int, spin_us: Spin) -> None:
         import trio
 
-        if spin_us < 0:
-            raise ValueError("spin_us must be >= 0")
+        spin = spin_arg(spin_us)
         h = self._handle()
         if check(lib.ioq_ready(h, op)):
             await trio.lowlevel.checkpoint()
             return
-        if spin_us:
-            # spinning holds the event loop for at most spin_us
-            rc = lib.ioq_wait(h, op, 0, spin_us)
+        if spin:
+            # spinning holds the event loop for at most spin_us (adaptive: 200 us); an
+            # adaptive spin that runs out is judged when the disarm below finds work
+            rc = lib.ioq_wait(h, op, 0, spin)
             if rc != E_TIMEDOUT:
                 check(rc)
                 await trio.lowlevel.checkpoint()
@@ -76,15 +76,15 @@ class AsyncIoq(Ring):
                 return
             empty += 1
 
-    async def wait_sendable(self, *, spin_us: int = 0) -> None:
+    async def wait_sendable(self, *, spin_us: Spin = 0) -> None:
         """Wait (trio) until a send can proceed; cancel with a trio cancel scope."""
         await self._wait(SEND, spin_us)
 
-    async def wait_receivable(self, *, spin_us: int = 0) -> None:
+    async def wait_receivable(self, *, spin_us: Spin = 0) -> None:
         """Wait (trio) until a receive can proceed; cancel with a trio cancel scope."""
         await self._wait(RECV, spin_us)
 
-    async def send(self, message: bytes | bytearray | memoryview, *, spin_us: int = 0) -> None:
+    async def send(self, message: bytes | bytearray | memoryview, *, spin_us: Spin = 0) -> None:
         """Send one message, waiting (trio) for room."""
         while True:
             try:
@@ -92,7 +92,7 @@ class AsyncIoq(Ring):
             except IoqFull:
                 await self.wait_sendable(spin_us=spin_us)
 
-    async def receive(self, *, spin_us: int = 0) -> bytes:
+    async def receive(self, *, spin_us: Spin = 0) -> bytes:
         """Receive one message, waiting (trio) until there is one."""
         while True:
             try:
@@ -100,7 +100,7 @@ class AsyncIoq(Ring):
             except IoqEmpty:
                 await self.wait_receivable(spin_us=spin_us)
 
-    async def receive_batch(self, max_messages: int = 64, *, spin_us: int = 0) -> list[bytes]:
+    async def receive_batch(self, max_messages: int = 64, *, spin_us: Spin = 0) -> list[bytes]:
         """Receive between 1 and ``max_messages`` messages, waiting (trio) for the first."""
         while True:
             try:
