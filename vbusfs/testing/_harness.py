@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import errno
 import os
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -129,6 +130,7 @@ class DeviceHarness:
         self.clients: list[HarnessClient] = []
         self.errors = DaemonLog()
         self._daemon: InProcessDaemon | None = None
+        self._switch_interval = sys.getswitchinterval()
         self.unmounted = False
 
     # -- start and stop ------------------------------------------------------
@@ -149,6 +151,9 @@ class DeviceHarness:
         if self.bus in vbus.buses:
             vbus.set_membership(os.getpid(), self.bus)
         self.errors.start()
+        # the daemon lowers the interpreter's switch interval once loops run: this
+        # process's, here, given back at close()
+        self._switch_interval = sys.getswitchinterval()
         self._daemon = InProcessDaemon(vbus, self.join_bound)
         try:
             self._daemon.start()
@@ -178,6 +183,7 @@ class DeviceHarness:
             for interface in self.interfaces:
                 interface.hangup.close()
             self.errors.stop()
+            sys.setswitchinterval(self._switch_interval)
         self.errors.check("the harness's end")
 
     def __enter__(self) -> DeviceHarness:
