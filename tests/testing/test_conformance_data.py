@@ -7,6 +7,7 @@ from __future__ import annotations
 import errno
 import os
 import re
+from collections.abc import Sequence
 
 import kit_devices
 import pytest
@@ -15,6 +16,7 @@ from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 from hypothesis.errors import Flaky
 
+from vbusfs.connector._datapath import DataPath
 from vbusfs.device import Attribute, DeviceClass
 from vbusfs.model import Device, Vbus
 from vbusfs.testing import (
@@ -124,6 +126,18 @@ def test_the_machine_catches_a_class_that_breaks_a_data_path_or_attribute_rule(m
     with pytest.raises((AssertionError, Flaky)) as caught:
         run_machine(machine)
     assert message in str(caught.value)
+
+
+def test_the_machine_fails_a_framework_that_takes_a_queue_twice(monkeypatch):
+    original = DataPath.attach
+
+    def lenient(self: DataPath, index: int, fds: Sequence[int], direction: object) -> None:
+        if index not in self.rings:  # a second attach is accepted, and ignored
+            original(self, index, fds, direction)
+
+    monkeypatch.setattr(DataPath, "attach", lenient)
+    with pytest.raises((AssertionError, Flaky), match="was attached twice or undeclared"):
+        run_machine(UpperConformance)
 
 
 def test_a_declared_dependency_is_followed_and_an_undeclared_one_caught():

@@ -174,7 +174,9 @@ class DataPathRules:
                 self._send_requests(opened, data)
             else:
                 self.drive(opened, data)
-            self.world.check_serving(interface)
+            if data.draw(st.booleans(), label="a wrong attach"):
+                self._attach_wrong(opened, data)
+        self._read_stats(opened)
         # a whole life in one step now and then; else it stays open for other steps
         endings = self._endings()
         end_now: bool = bool(endings) and data.draw(st.booleans(), label="end it now")
@@ -186,7 +188,9 @@ class DataPathRules:
     def attach_a_wrong_queue(self, data: st.DataObject) -> None:
         """The framework refuses an undeclared index (EINVAL) and a second attach (EBUSY);
         the loop goes on."""
-        opened = data.draw(st.sampled_from([o for o in self.opens if o.attached]))
+        self._attach_wrong(data.draw(st.sampled_from([o for o in self.opens if o.attached])), data)
+
+    def _attach_wrong(self, opened: Opened, data: st.DataObject) -> None:
         undeclared = max(opened.specs) + data.draw(st.integers(1, 3))
         index = data.draw(st.sampled_from([undeclared, *sorted(opened.specs)]))
         spec = opened.specs.get(index)
@@ -253,10 +257,13 @@ class DataPathRules:
     @precondition(lambda self: bool(self.opens))
     @rule(data=st.data())
     def read_stats(self, data: st.DataObject) -> None:
-        opened = data.draw(st.sampled_from(self.opens))
+        self._read_stats(data.draw(st.sampled_from(self.opens)))
+
+    def _read_stats(self, opened: Opened) -> None:
         stats = opened.interface.stats()
         assert isinstance(stats, dict), stats
         assert all(isinstance(k, str) and type(v) is int for k, v in stats.items()), stats
+        self.world.check_serving(opened.interface)
 
     # -- ending ---------------------------------------------------------------------------
 
