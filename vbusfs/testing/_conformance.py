@@ -84,7 +84,7 @@ from vbusfs.model import Device, DeviceClass, Interface, VbusError
 
 from ._conformance_attrs import AttributeRules
 from ._conformance_data import DataPathRules, Opened
-from ._strategies import AttributeValues
+from ._values import AttributeValues
 from ._worlds import ModelWorld, MountWorld, Owner, is_device
 
 # A value plus its newline fits in one page, as a sysfs show must.

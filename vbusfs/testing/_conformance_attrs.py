@@ -23,7 +23,7 @@ from hypothesis.stateful import precondition, rule
 
 from vbusfs.model import Device, DeviceClass, Interface, VbusError
 
-from ._strategies import AttributeValues
+from ._values import AttributeValues
 from ._worlds import Owner, is_device
 
 if TYPE_CHECKING:
