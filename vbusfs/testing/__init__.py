@@ -15,7 +15,7 @@ overridable `vbus_load` and `vbus_tap_factory`.
 
 hypothesis strategies (`_strategies`): `names`, `invalid_names` (`InvalidName`),
 `mac_addresses`, `mac_bytes`, `canonical_mac`, `invalid_mac_addresses`;
-attribute values as `AttributeValues` tables (`attribute_values`,
+attribute values as `AttributeValues` tables (`_values`; `attribute_values`,
 `interface_attribute_values`, `choice_values`, `integer_values`, `MAC_VALUES`,
 `BOOL_VALUES`, `U32_VALUES`); topologies (`topology_plans` drawing a `Plan` of
 `CreateBus`, `CreateDevice`, `SetType`, `StoreAttribute`, `Link`,

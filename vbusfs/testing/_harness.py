@@ -40,6 +40,7 @@ from __future__ import annotations
 import errno
 import os
 import sys
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -286,9 +287,10 @@ class DeviceHarness:
             ]
         for each in ended:
             each.ending = ending
+        begun = time.monotonic()
         getattr(self, f"_{ending}")(interface, ended)
         for each in ended:
-            self._check_ended(each, ending)
+            self._check_ended(each, ending, begun)
         self.errors.check(f"the {ending} of {interface.probe.label}")
         return ended
 
@@ -340,14 +342,16 @@ class DeviceHarness:
 
     # -- the guarantees -------------------------------------------------------------
 
-    def _check_ended(self, interface: HarnessInterface, ending: str) -> None:
+    def _check_ended(self, interface: HarnessInterface, ending: str, begun: float) -> None:
         probe = interface.probe
         after = f"the {ending} of {probe.label}"
         if probe.started.is_set():
             probe.ended.wait(self.join_bound + MARGIN)
-            # the framework's own verdict: it logs each loop it gave up waiting for
+            # the framework's own verdict: it logs each loop it gave up waiting for; and
+            # one that ended well past the bound overran it, logged or not yet
             abandoned = self.errors.abandoned_loop(probe)
-            if abandoned is not None or not probe.ended.is_set():
+            overran = (probe.ended_at or begun) - begun > 2 * self.join_bound + 0.1
+            if abandoned is not None or overran or not probe.ended.is_set():
                 raise AssertionError(
                     f"{probe.label}: its loop did not stop within {self.join_bound} s of "
                     f"{after} (once stopped, every wait on its rings raises IoqClosed: let it "

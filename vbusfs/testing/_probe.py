@@ -46,6 +46,8 @@ class ConnectionProbe:
         self.outcome: BaseException | None = None
         #: whether the framework had stopped the loop when serve() ended
         self.stopped_when_ended: bool | None = None
+        #: time.monotonic() when serve() ended
+        self.ended_at: float | None = None
         self.closes = 0
         #: set once close() has returned (or raised)
         self.closed = threading.Event()
@@ -93,6 +95,7 @@ class ConnectionProbe:
     def served(self, outcome: BaseException | None, stopped: bool) -> None:
         self.outcome = outcome
         self.stopped_when_ended = stopped
+        self.ended_at = time.monotonic()
         self.ended.set()
 
     def closing(self) -> None:
