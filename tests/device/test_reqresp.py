@@ -139,6 +139,25 @@ def test_queue_specs_refuse_what_they_do_not_declare():
             QueueSpec(**bad)  # type: ignore[arg-type]
 
 
+def test_a_class_declaring_bad_queues_fails_where_it_is_defined():
+    from vbusfs.device import DeviceClass
+
+    with pytest.raises(ValueError, match="queue 0 is declared twice"):
+
+        class Twice(DeviceClass):
+            queues = (QueueSpec(0, "to_south"), QueueSpec(0, "to_north"))
+
+    with pytest.raises(ValueError, match="must be a tuple of QueueSpec"):
+
+        class AList(DeviceClass):
+            queues = [QueueSpec(0, "to_south")]  # type: ignore[assignment]
+
+    with pytest.raises(ValueError, match="not a QueueSpec"):
+
+        class NotSpecs(DeviceClass):
+            queues = ((0, "to_south"),)  # type: ignore[assignment]
+
+
 def test_request_response_queues_fit_the_longest_response():
     requests, responses = request_response_queues(100, 5000, max_count=32)
     assert (requests.index, requests.direction, requests.max_slot_size) == (0, "to_south", 100)

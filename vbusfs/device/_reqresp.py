@@ -18,7 +18,7 @@ from __future__ import annotations
 import errno
 from typing import ClassVar
 
-from vbusfs.ioq import Ioq, IoqFault, IoqFull
+from vbusfs.ioq import Ioq, IoqEmpty, IoqFault, IoqFull
 from vbusfs.model import DeviceConnection, QueueSpec, VbusError
 
 from ._queues import Queues, Spin, slot_size, spin_value
@@ -91,16 +91,22 @@ class RequestResponseConnection(DeviceConnection):
         spin = spin_value(self.spin_us)
         batch, every = max(1, self.batch), max(1, self.commit_every)
         longest = slot_size(requests)
+        taken: list[memoryview] = []
         while True:
-            requests.wait_receivable(spin_us=spin)
-            taken = requests.acquire_nowait(batch)
+            if not taken:
+                requests.wait_receivable(spin_us=spin)
+                try:
+                    taken = requests.acquire_nowait(batch)
+                except IoqEmpty:
+                    continue
             if max(map(len, taken)) > longest:
                 # an honest client's sends never exceed its slots: the ring was forged
                 raise IoqFault(errno.EPROTO, f"a request is longer than the {longest}-byte slots")
             done = 0
             while done < len(taken):
                 done += self._respond(responses, taken[done:], every, spin)
-            requests.commit(len(taken))
+            # consumed, and the next batch taken, in one call into C
+            taken = requests.commit(len(taken), acquire=batch)
 
     def _respond(self, responses: Ioq, pending: list[memoryview], every: int, spin: Spin) -> int:
         """Handle as many of `pending` as there are posted response buffers (waiting for

@@ -172,6 +172,13 @@ class DeviceClass:
     #: (`DeviceConnection.attach_queue` and `run`)
     queues: ClassVar[tuple[QueueSpec, ...]] = ()
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # a bad declaration fails where the class is defined (its import), not at an open
+        if not isinstance(cls.queues, tuple):
+            raise ValueError(f"{cls.__qualname__}.queues must be a tuple of QueueSpec")
+        check_queue_specs(cls.queues)
+
     def create(self, device_name: str) -> Any:
         """Build the per-device state; raise a VbusError to refuse the type."""
         return None
