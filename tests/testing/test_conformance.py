@@ -22,6 +22,8 @@ from vbusfs.testing import (
 
 class VenetTapConformance(DeviceClassConformance):
     values = attribute_values("venet-tap")
+    # enabling names the host interface (a dependency venet-tap does not declare itself)
+    affects = {"enabled": ("ifname",)}
 
     def make_deviceclass(self) -> VenetTap:
         # a host-free factory: the machine must never open /dev/net/tun

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from vbusfs.classes import BUILTIN_CLASSES
 from vbusfs.model import NAME_MAX, Vbus, VbusError
 from vbusfs.testing import (
+    AttributeValues,
     CreateBus,
     CreateDevice,
     Link,
@@ -190,3 +191,29 @@ def test_a_plan_builds_the_same_trees_on_a_mount(plan):
                 continue
             with open(path) as f:
                 assert f.read() == spec.shows(step.value) + "\n"
+
+
+def test_example_tables_give_readouts_and_errnos_beside_the_strategies():
+    values = AttributeValues(
+        valid=st.just("7"),
+        valid_examples={"007": "7", "8": None},
+        invalid_examples={"/missing": errno.ENOENT},
+        shows=lambda text: str(int(text)),
+    )
+    assert values.readout("007") == "7" and values.readout("8") == "8"
+    assert values.readout("9") == "9"  # not in the table: shows()
+    assert values.refusal("/missing") == errno.ENOENT and values.refusal("x") == errno.EINVAL
+    assert find(values.valid_values(), lambda v: v == "007") == "007"  # the table is drawn
+    assert find(values.valid_values(), lambda v: v == "7") == "7"  # and the strategy
+    assert find(values.invalid_values(), lambda v: True) == "/missing"
+
+
+def test_example_tables_may_be_lists_and_stand_without_strategies():
+    values = AttributeValues(valid_examples=["a", "b"], invalid_examples=["c"])
+    assert values.valid_examples == {"a": None, "b": None}
+    assert values.invalid_examples == {"c": errno.EINVAL}
+    assert AttributeValues().valid_values() is None
+    assert AttributeValues().invalid_values() is None
+    drawn = set()
+    find(values.valid_values(), lambda v: drawn.add(v) or drawn == {"a", "b"})
+    assert drawn == {"a", "b"}

@@ -5,6 +5,12 @@ the documentation all come from that declaration. `show` renders the value
 without the trailing newline; `store` validates, then changes state, and
 raises a `VbusError` (changing nothing) when the value is refused. Both
 receive the state of the attribute's owner (a device or an interface).
+
+Attributes are independent unless declared otherwise: `affects` names the
+other attributes of the same table whose value a store of this one may
+change (a `backing` that sets `size`, an `enabled` that names an `ifname`).
+The conformance machine (vbusfs.testing) holds a class to that: a store may
+change the stored attribute and those it declares, nothing else.
 """
 
 from __future__ import annotations
@@ -26,12 +32,22 @@ def attribute_mode(writable: bool) -> int:
 
 @dataclass(frozen=True, slots=True)
 class Attribute:
-    """One attribute file: `mode` is 0o644 when `store` is given, else 0o444."""
+    """One attribute file: `mode` is 0o644 when `store` is given, else 0o444.
+
+    `affects`: the names of other attributes of the same table a store of this
+    one may change (checked when the table is loaded: each must exist).
+    """
 
     name: str
     show: Show
     store: Store | None = None
     doc: str = ""
+    affects: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        # a bare string would read as one name per character
+        if isinstance(self.affects, str) or not isinstance(self.affects, tuple):
+            raise TypeError(f"{self.name}: affects must be a tuple of attribute names")
 
     @property
     def mode(self) -> int:
@@ -54,4 +70,12 @@ def table_index(table: AttributeTable) -> dict[str, Attribute]:
     index = {a.name: a for a in table}
     if len(index) != len(table):
         raise ValueError("attribute names in a table must be unique")
+    for attribute in table:
+        unknown = [n for n in attribute.affects if n not in index or n == attribute.name]
+        if unknown:
+            raise ValueError(
+                f"{attribute.name} declares it affects {unknown}: not other attributes of its table"
+            )
+        if attribute.affects and not attribute.writable:
+            raise ValueError(f"{attribute.name} is read-only: a store of it affects nothing")
     return index

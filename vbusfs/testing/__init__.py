@@ -17,7 +17,7 @@ overridable `vbus_load` and `vbus_tap_factory`.
 
 hypothesis strategies (`_strategies`): `names`, `invalid_names` (`InvalidName`),
 `mac_addresses`, `mac_bytes`, `canonical_mac`, `invalid_mac_addresses`;
-attribute values as `AttributeValues` tables (`attribute_values`,
+attribute values as `AttributeValues` tables (`_values`; `attribute_values`,
 `interface_attribute_values`, `choice_values`, `integer_values`, `MAC_VALUES`,
 `BOOL_VALUES`, `U32_VALUES`); topologies (`topology_plans` drawing a `Plan` of
 `CreateBus`, `CreateDevice`, `SetType`, `StoreAttribute`, `Link`,
@@ -26,7 +26,15 @@ attribute values as `AttributeValues` tables (`attribute_values`,
 
 The conformance machine (`_conformance`): `DeviceClassConformance`, a
 `RuleBasedStateMachine` a deviceclass author subclasses to check the
-contract of their class.
+contract of their class, data path included (`Opened` is what its data-path
+hooks receive); `run_through_mount` runs it against a live mount.
+
+The data-path harness (`_harness`): `DeviceHarness` runs a class's data path
+through the daemon's own connector in this process (no FUSE, no daemon
+process): `open()` gives a `HarnessInterface` (a `vbusfs.client.OpenInterface`
+with its connection's `ConnectionProbe`), `request_response()` a
+`RequestResponseClient`, `end(interface, ending)` ends it in one of `ENDINGS`
+and checks the framework's guarantees; `ProbedVbus`, `ring_shape`.
 
 A tiny IPv4 host for data-path tests (`_host`): `serve_host`, `reply_to`, `checksum`.
 
@@ -44,7 +52,17 @@ from ._host import checksum, reply_to, serve_host
 
 if TYPE_CHECKING:
     from ._conformance import DeviceClassConformance
+    from ._conformance_data import Opened
     from ._fakes import FakeTap, FakeTapFactory, host_free_model
+    from ._harness import (
+        ENDINGS,
+        ConnectionProbe,
+        DeviceHarness,
+        HarnessClient,
+        HarnessInterface,
+        ProbedVbus,
+        ring_shape,
+    )
     from ._mount import LiveMount, SharedMount, fuse_problem, netns_available, stop_all
     from ._strategies import (
         BOOL_VALUES,
@@ -80,7 +98,21 @@ if TYPE_CHECKING:
 # public name -> the private module that defines it, imported on first use: the
 # strategies and the machine need hypothesis, the fakes and mounts load the daemon's
 # code; so `import vbusfs.testing` (done by the pytest plugin in every run) stays cheap
-_LAZY = {"DeviceClassConformance": "_conformance"}
+_LAZY = {"DeviceClassConformance": "_conformance", "Opened": "_conformance_data"}
+_LAZY.update(
+    dict.fromkeys(
+        [
+            "ENDINGS",
+            "ConnectionProbe",
+            "DeviceHarness",
+            "HarnessClient",
+            "HarnessInterface",
+            "ProbedVbus",
+            "ring_shape",
+        ],
+        "_harness",
+    )
+)
 _LAZY.update(dict.fromkeys(["FakeTap", "FakeTapFactory", "host_free_model"], "_fakes"))
 _LAZY.update(
     dict.fromkeys(
@@ -148,19 +180,26 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "BOOL_VALUES",
+    "ENDINGS",
     "MAC_VALUES",
     "SIMPLE_NAME_ALPHABET",
     "U32_VALUES",
     "AttributeValues",
+    "ConnectionProbe",
     "CreateBus",
     "CreateDevice",
     "DeviceClassConformance",
+    "DeviceHarness",
     "FakeTap",
     "FakeTapFactory",
+    "HarnessClient",
+    "HarnessInterface",
     "InvalidName",
     "Link",
     "LiveMount",
+    "Opened",
     "Plan",
+    "ProbedVbus",
     "SetType",
     "SharedMount",
     "Step",
@@ -183,6 +222,7 @@ __all__ = [
     "names",
     "netns_available",
     "reply_to",
+    "ring_shape",
     "serve_host",
     "stop_all",
     "topologies",

@@ -4,19 +4,32 @@
 deviceclass into an in-process `Vbus` (no FUSE, no host) and drives it with
 random programs of the operations an administrator and a client perform:
 create a device and set its type, create and remove buses, link and unlink,
-store valid, invalid and read-only attribute values, open and close an
-interface, unload the class, and tear everything down. After every step it
-checks the contract of behaviour §4 and §5 as it concerns a class:
+store valid, invalid and read-only attribute values, open interfaces and move
+data through them, unload the class, and tear everything down. After every
+step it checks the contract of behaviour §4, §5 and §7.5 as it concerns a class:
 
-- an attribute reads what was last stored in it (`AttributeValues.shows`),
-  as text with no trailing newline and at most 4095 bytes;
-- every value of `AttributeValues.valid` is accepted; every value of
-  `invalid` is refused with a `VbusError` whose errno is EINVAL, and the
-  refusal changes nothing (the model's snapshot, every attribute of every
-  device and interface, and `class_state()`);
+- an attribute reads what was last stored in it (`AttributeValues.shows`, or
+  the readout its `valid_examples` table gives), as text with no trailing
+  newline and at most 4095 bytes;
+- a store changes the stored attribute and the attributes it declares it
+  affects (`Attribute(..., affects=("size",))`, or the machine's `affects` and
+  `interface_affects` tables for a class you cannot edit), nothing else; the
+  machine then expects what the affected ones read from then on;
+- every valid value is accepted (unless `busy_while_open` names the attribute
+  and its device is open: then it must be refused with EBUSY); every invalid
+  value is refused with EINVAL (or the errno of its `invalid_examples` entry),
+  and the refusal changes nothing (the model's snapshot, every attribute of
+  every device and interface but the `volatile` ones, and `class_state()`);
+  each example of the tables is tried in every program;
 - a read-only attribute refuses every write with EACCES and changes nothing;
 - any refusal of a step (create, attach, open) is a `VbusError` and changes
   nothing; any other exception is a bug;
+- for a class that declares queues (`DeviceClass.queues`), the data path
+  (`_conformance_data`): opens through the daemon's own connector (a
+  `DeviceHarness`), the declared queues attached, the loop run, requests sent
+  and checked, and every open ended in each of the daemon's endings, with the
+  framework's guarantees checked each time; a loop that fails, ends unasked,
+  or does not stop within the bound is a failure;
 - create/link/unlink/remove cycles leak nothing: once every device is gone
   the model's snapshot is what it was at the start, `class_in_use` is 0, the
   class unloads, and `class_state()` is back to its first value.
@@ -38,16 +51,25 @@ class's two tables (the machine says which are missing). Override
 devices (counters, open handles, registries): it must compare equal to its
 first value once every device is gone. Override `check_device(device)` and
 `check_interface(interface)` for invariants of your own; they run after every
-step. Tune the run with hypothesis settings on the TestCase
+step. The data-path hooks (`requests`, `check_response`, `drive`,
+`ring_shape`, `endings`) are `DataPathRules`'s. Tune the run with hypothesis
+settings on the TestCase
 (`TestBlinkConformance.settings = settings(max_examples=..., stateful_step_count=...)`).
+
+The same machine runs against a live mount, through its files and a member
+client: `BlinkConformance.run_through_mount(mount)` (a `LiveMount` or a mount
+point with the class loaded); `class_state`, `check_device` and
+`check_interface` need the in-process model and are not run there.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
+from hypothesis import settings as HypothesisSettings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
@@ -55,22 +77,21 @@ from hypothesis.stateful import (
     invariant,
     precondition,
     rule,
+    run_state_machine_as_test,
 )
 
-from vbusfs.model import AttributeOwner, Device, DeviceClass, Interface, Vbus, VbusError
+from vbusfs.model import Device, DeviceClass, Interface, VbusError
 
-from ._strategies import AttributeValues
+from ._conformance_attrs import AttributeRules
+from ._conformance_data import DataPathRules, Opened
+from ._values import AttributeValues
+from ._worlds import ModelWorld, MountWorld, Owner, is_device
 
 # A value plus its newline fits in one page, as a sysfs show must.
 MAX_SHOW_BYTES = 4095
 
-# The machine's table of values for each kind of attribute owner.
-_VALUES_FIELD = {Device.noun: "values", Interface.noun: "interface_values"}
 
-_ANY_TEXT = st.text(max_size=32)
-
-
-class DeviceClassConformance(RuleBasedStateMachine):
+class DeviceClassConformance(AttributeRules, DataPathRules, RuleBasedStateMachine):
     """Checks that one deviceclass obeys the deviceclass contract; subclass it."""
 
     #: the class under test, built with no arguments (or override `make_deviceclass`)
@@ -79,7 +100,8 @@ class DeviceClassConformance(RuleBasedStateMachine):
     values: ClassVar[Mapping[str, AttributeValues]] = {}
     #: writable interface attribute name -> its values
     interface_values: ClassVar[Mapping[str, AttributeValues]] = {}
-    #: the names the machine draws from (few, so that operations collide)
+    #: the names the machine draws from (few, so that operations collide); the
+    #: first bus is where the machine's client opens interfaces
     device_names: ClassVar[tuple[str, ...]] = ("d0", "d1", "d2")
     bus_names: ClassVar[tuple[str, ...]] = ("b0", "b1", "b2")
 
@@ -103,21 +125,59 @@ class DeviceClassConformance(RuleBasedStateMachine):
 
     # -- set-up ------------------------------------------------------------
 
+    #: the live mount the machine drives (None: an in-process model); see run_through_mount
+    mount_root: ClassVar[str | None] = None
+    mount_load: ClassVar[str | None] = None
+
     def __init__(self) -> None:
         super().__init__()
+        mount, load = self.mount_root, self.mount_load
         self.instance = self.make_deviceclass()
         self.class_name = self.instance.name
-        self.vbus = Vbus()
-        self.vbus.load_class(self.instance)
         self._check_tables()
-        self.empty_snapshot = self.vbus.snapshot()
+        self.client_bus = self.bus_names[0]
+        self.opens: list[Opened] = []
+        self.world: ModelWorld | MountWorld
+        if mount is None:
+            data_path = bool(self.instance.queues) and bool(self.instance.versions)
+            self.world = ModelWorld(
+                self.instance,
+                data_path=data_path,
+                client_bus=self.client_bus,
+                join_bound=self.join_bound,
+            )
+        else:
+            cls = type(self.instance)
+            spec = load or f"{cls.__module__}:{cls.__qualname__}"
+            self.world = MountWorld(mount, self.instance, client_bus=self.client_bus, load=spec)
+            taken = (set(self.world.devices()) & set(self.device_names)) | (
+                set(self.world.links()) & set(self.bus_names)
+            )
+            if taken:
+                raise RuntimeError(f"{mount} already holds {sorted(taken)}: give an empty mount")
+        #: the in-process model (None through a mount)
+        self.vbus = self.world.vbus
+        self.empty_snapshot = self.world.snapshot()
         self.idle_class_state = self.class_state()
         # what each attribute must read: (device, attribute) or (bus, id, attribute) -> text
         self.expected: dict[tuple[Any, ...], str] = {}
 
+    @classmethod
+    def run_through_mount(
+        cls, mount: Any, *, settings: HypothesisSettings | None = None, load: str | None = None
+    ) -> None:
+        """Run this machine against a live mount (a `LiveMount` or a mount point) with the
+        class loaded; `load` names it for modprobe after the tear-down's rmmod (default:
+        `module:Class` of the deviceclass)."""
+        through = type(
+            f"{cls.__name__}ThroughMount",
+            (cls,),
+            {"mount_root": getattr(mount, "path", mount), "mount_load": load},
+        )
+        run_state_machine_as_test(through, settings=settings)
+
     def _check_tables(self) -> None:
-        for owner in (Device, Interface):
-            what = _VALUES_FIELD[owner.noun]
+        for owner, what in ((Device, "values"), (Interface, "interface_values")):
             given = getattr(self, what)
             writable = {a.name for a in owner.declared_attributes(self.instance) if a.writable}
             missing = writable - set(given)
@@ -131,163 +191,171 @@ class DeviceClassConformance(RuleBasedStateMachine):
 
     # -- what the machine looks at -------------------------------------------
 
-    def _devices(self) -> list[Device]:
-        return [d for d in self.vbus.devices.values() if d.deviceclass is self.instance]
+    def _devices(self, typed: bool = True) -> list[str]:
+        """The machine's devices (typed: of the class under test)."""
+        found = self.world.devices()
+        return sorted(
+            n
+            for n, c in found.items()
+            if n in self.device_names and (c == self.class_name or not typed)
+        )
 
-    def _interfaces(self) -> list[Interface]:
-        return [i for d in self._devices() for i in d.interfaces.values()]
+    def _links(self) -> dict[str, dict[str, tuple[str, int]]]:
+        return {b: links for b, links in self.world.links().items() if b in self.bus_names}
 
-    def _owners(self) -> list[AttributeOwner]:
-        return [*self._devices(), *self._interfaces()]
+    def _interfaces(self) -> list[tuple[str, int, str]]:
+        """(bus, interface id, device) of every interface of the class's devices."""
+        ours = set(self._devices())
+        return sorted(
+            (bus, interface_id, device)
+            for bus, links in self._links().items()
+            for device, interface_id in links.values()
+            if device in ours
+        )
 
-    def _values(self, owner: AttributeOwner) -> Mapping[str, AttributeValues]:
-        values: Mapping[str, AttributeValues] = getattr(self, _VALUES_FIELD[owner.noun])
-        return values
+    def _owners(self) -> list[Owner]:
+        return [(d,) for d in self._devices()] + [(b, i) for b, i, _ in self._interfaces()]
 
-    @staticmethod
-    def _key(owner: AttributeOwner, name: str) -> tuple[Any, ...]:
-        """(device, attribute) or (bus, id, attribute): where `expected` keeps a value."""
-        if isinstance(owner, Interface):
-            return (owner.bus.name, owner.id, name)
-        assert isinstance(owner, Device)
-        return (owner.name, name)
+    def _device_of(self, owner: Owner) -> str:
+        if is_device(owner):
+            return str(owner[0])
+        return next(d for b, i, d in self._interfaces() if (b, i) == owner)
 
     def readout(self) -> dict[tuple[Any, ...], str]:
-        """Every attribute of every device and interface of the class, as it reads now."""
+        """Every attribute of every device and interface of the class, as it reads now
+        (but the `volatile` ones)."""
         return {
-            self._key(owner, name): self.vbus.show_attribute(owner, name)
+            (*owner, name): self.world.show(owner, name)
             for owner in self._owners()
-            for name in self.vbus.attributes(owner)
+            for name in self.world.attributes(owner)
+            if name not in self.volatile
         }
 
     def picture(self) -> tuple[Any, ...]:
         """All the machine compares to say "nothing changed"."""
-        return (self.vbus.snapshot(), self.readout(), self.class_state())
+        return (self.world.snapshot(), self.readout(), self.class_state())
 
     def _refused_changing_nothing(self, before: tuple[Any, ...], exc: VbusError) -> None:
         after = self.picture()
         assert after == before, f"a refused step ({exc!r}) changed the model or the class"
 
-    def _draw_device(self, data: st.DataObject, typed: bool = True) -> Device:
-        candidates = self._devices() if typed else list(self.vbus.devices.values())
-        return data.draw(st.sampled_from(sorted(candidates, key=lambda d: d.name)))
-
-    def _draw_interface(self, data: st.DataObject) -> Interface:
-        interfaces = sorted(self._interfaces(), key=lambda i: (i.bus.name, i.id))
-        return data.draw(st.sampled_from(interfaces))
-
-    def _has_devices(self) -> bool:
-        return bool(self._devices())
-
-    def _has_interfaces(self) -> bool:
-        return bool(self._interfaces())
-
     # -- the administrator's operations ----------------------------------------
 
-    @initialize()
-    def start_with_a_device_on_a_bus(self) -> None:
-        # Start where every step is possible, so that short programs reach them all.
-        self.vbus.create_bus(self.bus_names[0])
+    @initialize(data=st.data())
+    def start_with_a_device_on_a_bus(self, data: st.DataObject) -> None:
+        # Start where every step is possible, so that short programs reach them all,
+        # with the first interface open if the class has a data path.
+        self.world.create_bus(self.bus_names[0])
         self._create_device(self.device_names[0], typed=True)
-        self._link(self.bus_names[0], self.vbus.devices[self.device_names[0]])
+        self._link(self.bus_names[0], self.device_names[0])
+        self._store_the_examples()
+        if self.world.data_path and self._interfaces():
+            self._open(data, *self._interfaces()[0])
 
     @rule(data=st.data(), typed=st.booleans())
     def create_device(self, data: st.DataObject, typed: bool) -> None:
-        free = [n for n in self.device_names if n not in self.vbus.devices]
+        free = [n for n in self.device_names if n not in self._devices(typed=False)]
         if free:
             self._create_device(data.draw(st.sampled_from(free)), typed=typed)
 
     def _create_device(self, name: str, *, typed: bool) -> None:
-        self.vbus.create_device(name)
+        self.world.create_device(name)
         if typed:
             self._set_type(name)
 
     @rule(data=st.data())
     def set_type(self, data: st.DataObject) -> None:
-        untyped = sorted(n for n, d in self.vbus.devices.items() if not d.typed)
+        untyped = [
+            n for n, c in self.world.devices().items() if c is None and n in self.device_names
+        ]
         if untyped:
-            self._set_type(data.draw(st.sampled_from(untyped)))
+            self._set_type(data.draw(st.sampled_from(sorted(untyped))))
 
     def _set_type(self, name: str) -> None:
         before = self.picture()
-        in_use = self.vbus.class_in_use(self.class_name)
+        in_use = self.world.class_in_use()
         try:
-            self.vbus.set_device_type(name, self.class_name)
+            self.world.set_type(name)
         except VbusError as exc:  # the class's create step may refuse
             self._refused_changing_nothing(before, exc)
             return
-        assert self.vbus.class_in_use(self.class_name) == in_use + 1
-        assert self.vbus.devices[name].deviceclass is self.instance
+        if in_use is not None:
+            assert self.world.class_in_use() == in_use + 1
+        assert self.world.devices()[name] == self.class_name
 
     @rule(data=st.data())
     def create_bus(self, data: st.DataObject) -> None:
         name = data.draw(st.sampled_from(self.bus_names))
-        if name not in self.vbus.buses:
-            self.vbus.create_bus(name)
+        if name not in self._links():
+            self.world.create_bus(name)
 
     @rule(data=st.data())
     def remove_bus(self, data: st.DataObject) -> None:
-        empty = sorted(n for n, b in self.vbus.buses.items() if not b.links)
+        empty = sorted(n for n, links in self._links().items() if not links)
         if empty:
-            self.vbus.remove_bus(data.draw(st.sampled_from(empty)))
+            self.world.remove_bus(data.draw(st.sampled_from(empty)))
 
-    @precondition(_has_devices)
+    @precondition(lambda self: bool(self._devices()))
     @rule(data=st.data())
     def link(self, data: st.DataObject) -> None:
-        device = self._draw_device(data)
-        free = sorted(
-            b
-            for b in self.vbus.buses
-            if b not in {i.bus.name for i in device.interfaces.values()}
-            and device.name not in self.vbus.buses[b].links
-        )
-        if not free or (device.interfaces and not self.instance.multi_bus):
+        device = data.draw(st.sampled_from(self._devices()))
+        links = self._links()
+        on = {b for b, entries in links.items() if any(d == device for d, _ in entries.values())}
+        free = sorted(b for b in links if b not in on and device not in links[b])
+        if not free or (on and not self.instance.multi_bus):
             return
         self._link(data.draw(st.sampled_from(free)), device)
 
-    def _link(self, bus: str, device: Device) -> None:
-        if not device.typed:
+    def _link(self, bus: str, device: str) -> None:
+        if self.world.devices().get(device) != self.class_name:
             return
         before = self.picture()
         try:
-            interface = self.vbus.link(bus, device.name, device.name)
+            interface_id = self.world.link(bus, device)
         except VbusError as exc:  # the class's attach step may refuse
             self._refused_changing_nothing(before, exc)
             return
-        assert interface.device is device and interface.name in device.interfaces
+        assert self._links()[bus][device] == (device, interface_id)
 
-    @precondition(_has_interfaces)
+    @precondition(lambda self: bool(self._interfaces()))
     @rule(data=st.data())
     def unlink(self, data: st.DataObject) -> None:
-        interface = self._draw_interface(data)
-        self.vbus.unlink(interface.bus.name, interface.link_name)
-        for key in [k for k in self.expected if k[:2] == (interface.bus.name, interface.id)]:
+        bus, interface_id, _ = data.draw(st.sampled_from(self._interfaces()))
+        opened = [o for o in self.opens if o.owner == (bus, interface_id)]
+        if opened:  # a client has it open: the ending named "unlink"
+            self._end(opened[0], "unlink")
+            return
+        link = next(n for n, (_, i) in self._links()[bus].items() if i == interface_id)
+        self.world.unlink(bus, link)
+        for key in [k for k in self.expected if k[:2] == (bus, interface_id)]:
             del self.expected[key]
 
-    @precondition(lambda self: bool(self.vbus.devices))
+    @precondition(lambda self: bool(self._devices(typed=False)))
     @rule(data=st.data())
     def remove_device(self, data: st.DataObject) -> None:
-        device = self._draw_device(data, typed=False)
-        if device.interfaces:
+        name = data.draw(st.sampled_from(self._devices(typed=False)))
+        typed = self.world.devices()[name] is not None
+        if any(d == name for links in self._links().values() for d, _ in links.values()):
             try:
-                self.vbus.remove_device(device.name)
+                self.world.remove_device(name)
             except VbusError as exc:
                 assert exc.errno == errno.EBUSY, exc
             else:
                 raise AssertionError("a linked device was removed")
             return
-        in_use = self.vbus.class_in_use(self.class_name)
-        self.vbus.remove_device(device.name)
-        assert self.vbus.class_in_use(self.class_name) == in_use - device.typed
-        for key in [k for k in self.expected if len(k) == 2 and k[0] == device.name]:
+        in_use = self.world.class_in_use()
+        self.world.remove_device(name)
+        if in_use is not None:
+            assert self.world.class_in_use() == in_use - typed
+        for key in [k for k in self.expected if len(k) == 2 and k[0] == name]:
             del self.expected[key]
 
-    @precondition(_has_devices)
+    @precondition(lambda self: bool(self._devices()))
     @rule()
     def unload_class_in_use(self) -> None:
         before = self.picture()
         try:
-            self.vbus.unload_class(self.class_name)
+            self.world.unload_class()
         except VbusError as exc:
             assert exc.errno == errno.EBUSY, exc
             self._refused_changing_nothing(before, exc)
@@ -296,111 +364,50 @@ class DeviceClassConformance(RuleBasedStateMachine):
 
     @rule()
     def tear_down_everything(self) -> None:
-        """Unlink, remove every device and bus: nothing of the class may remain."""
-        self._tear_down()
-
-    def _tear_down(self) -> None:
-        for bus in list(self.vbus.buses.values()):
-            for link_name in list(bus.links):
-                self.vbus.unlink(bus.name, link_name)
-        for name in list(self.vbus.devices):
-            self.vbus.remove_device(name)
-        for name in list(self.vbus.buses):
-            self.vbus.remove_bus(name)
+        """End every open, unlink, remove every device and bus: nothing may remain."""
+        self._end_every_open()
+        for bus, links in self._links().items():
+            for link in links:
+                self.world.unlink(bus, link)
+        for name in self._devices(typed=False):
+            self.world.remove_device(name)
+        for name in self._links():
+            self.world.remove_bus(name)
         self.expected.clear()
-        assert self.vbus.class_in_use(self.class_name) == 0
-        assert self.vbus.snapshot() == self.empty_snapshot
-        assert self.class_state() == self.idle_class_state, (
-            "the class kept state after all its devices were removed"
-        )
+        self._check_idle("the tear-down")
         # an idle class unloads and loads again
-        assert self.vbus.unload_class(self.class_name) is self.instance
-        self.vbus.load_class(self.instance)
+        self.world.unload_class()
+        self.world.load_class()
 
-    # -- attributes ------------------------------------------------------------
+    def _after_unmount(self) -> None:
+        self.expected.clear()
+        self._check_idle("the unmount")
 
-    @precondition(lambda self: self._has_devices() and bool(self.values))
-    @rule(data=st.data())
-    def store_valid(self, data: st.DataObject) -> None:
-        self._store_valid(data, self._draw_device(data))
-
-    @precondition(lambda self: self._has_devices() and bool(self.values))
-    @rule(data=st.data())
-    def store_invalid(self, data: st.DataObject) -> None:
-        self._store_invalid(data, self._draw_device(data))
-
-    @precondition(_has_devices)
-    @rule(data=st.data())
-    def store_read_only(self, data: st.DataObject) -> None:
-        self._store_read_only(data, self._draw_device(data))
-
-    @precondition(lambda self: self._has_interfaces() and bool(self.interface_values))
-    @rule(data=st.data())
-    def store_interface_valid(self, data: st.DataObject) -> None:
-        self._store_valid(data, self._draw_interface(data))
-
-    @precondition(lambda self: self._has_interfaces() and bool(self.interface_values))
-    @rule(data=st.data())
-    def store_interface_invalid(self, data: st.DataObject) -> None:
-        self._store_invalid(data, self._draw_interface(data))
-
-    @precondition(_has_interfaces)
-    @rule(data=st.data())
-    def store_interface_read_only(self, data: st.DataObject) -> None:
-        self._store_read_only(data, self._draw_interface(data))
-
-    def _store_valid(self, data: st.DataObject, owner: AttributeOwner) -> None:
-        values = self._values(owner)
-        name = data.draw(st.sampled_from(sorted(values)))
-        spec = values[name]
-        value = data.draw(spec.valid, label="value")
-        self.vbus.store_attribute(owner, name, value)
-        expected = spec.shows(value)
-        shown = self.vbus.show_attribute(owner, name)
-        assert shown == expected, f"{name} reads {shown!r} after storing {value!r}"
-        self.expected[self._key(owner, name)] = expected
-
-    def _store_invalid(self, data: st.DataObject, owner: AttributeOwner) -> None:
-        values = self._values(owner)
-        name = data.draw(st.sampled_from(sorted(values)))
-        value = data.draw(values[name].invalid, label="value")
-        self._expect_refusal(
-            errno.EINVAL, lambda: self.vbus.store_attribute(owner, name, value), name, value
+    def _check_idle(self, after: str) -> None:
+        assert self.world.class_in_use() in (0, None)
+        assert self.world.snapshot() == self.empty_snapshot, f"something is left after {after}"
+        assert self.class_state() == self.idle_class_state, (
+            f"the class kept state after all its devices were removed ({after})"
         )
 
-    def _store_read_only(self, data: st.DataObject, owner: AttributeOwner) -> None:
-        read_only = sorted(n for n, a in self.vbus.attributes(owner).items() if not a.writable)
-        if not read_only:
-            return
-        name = data.draw(st.sampled_from(read_only))
-        value = data.draw(_ANY_TEXT, label="value")
-        self._expect_refusal(
-            errno.EACCES, lambda: self.vbus.store_attribute(owner, name, value), name, value
+    # -- a client's open and close, in the model alone --------------------------------
+
+    @precondition(
+        lambda self: (
+            isinstance(self.world, ModelWorld)
+            and not self.world.data_path
+            and bool(self._interfaces())
+            and bool(self.instance.versions)
         )
-
-    def _expect_refusal(self, want: int, store: Any, name: str, value: str) -> None:
-        before = self.picture()
-        try:
-            store()
-        except VbusError as exc:
-            assert exc.errno == want, (
-                f"storing {value!r} in {name} failed with {errno.errorcode.get(exc.errno)}, "
-                f"not {errno.errorcode[want]}"
-            )
-            self._refused_changing_nothing(before, exc)
-        else:
-            raise AssertionError(f"{name} accepted {value!r}: it must refuse it")
-
-    # -- a client's open and close ------------------------------------------------
-
-    @precondition(lambda self: self._has_interfaces() and bool(self.instance.versions))
+    )
     @rule(data=st.data())
     def open_and_close(self, data: st.DataObject) -> None:
-        interface = self._draw_interface(data)
+        assert self.vbus is not None
+        bus, interface_id, _ = data.draw(st.sampled_from(self._interfaces()))
         version = data.draw(st.sampled_from(sorted(self.instance.versions)))
         before = self.picture()
         try:
-            connection = self.vbus.open_interface(interface.bus.name, interface.id, version)
+            connection = self.vbus.open_interface(bus, interface_id, version)
         except VbusError as exc:  # the class may refuse an open
             self._refused_changing_nothing(before, exc)
             return
@@ -426,15 +433,42 @@ class DeviceClassConformance(RuleBasedStateMachine):
 
     @invariant()
     def typed_devices_are_counted(self) -> None:
-        assert self.vbus.class_in_use(self.class_name) == len(self._devices())
+        in_use = self.world.class_in_use()
+        assert in_use is None or in_use == len(self._devices())
 
     @invariant()
     def your_invariants(self) -> None:
-        for device in self._devices():
-            self.check_device(device)
-        for interface in self._interfaces():
-            self.check_interface(interface)
+        world = self.world
+        if not isinstance(world, ModelWorld):
+            return
+        vbus = world.vbus
+
+        def check() -> None:
+            for name in self._devices():
+                self.check_device(vbus.device(name))
+            for bus, interface_id, _ in self._interfaces():
+                self.check_interface(vbus.bus(bus).interfaces[interface_id])
+
+        world.do(check)
 
     def teardown(self) -> None:
         # Release without asserting: a failure here would hide the step that failed.
-        self.vbus.clear()
+        opens, self.opens = self.opens, []
+        self._release_quietly(opens)
+        if isinstance(self.world, MountWorld):
+            self._clear_mount()
+        self.world.close()
+
+    def _clear_mount(self) -> None:
+        world = self.world
+        steps: list[Any] = []
+        try:
+            for bus, links in self._links().items():
+                steps += [lambda b=bus, n=n: world.unlink(b, n) for n in links]
+            steps += [lambda d=d: world.remove_device(d) for d in self._devices(typed=False)]
+            steps += [lambda b=b: world.remove_bus(b) for b in self._links()]
+        except OSError:
+            return
+        for step in steps:
+            with contextlib.suppress(OSError, VbusError):
+                step()

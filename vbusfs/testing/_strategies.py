@@ -36,7 +36,7 @@ from __future__ import annotations
 import errno as _errno
 import os
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -46,6 +46,7 @@ from vbusfs.classes import BUILTIN_CLASSES
 from vbusfs.model import BUS_ENTRIES, LEAVE_TOKEN, NAME_MAX, TYPE_ENTRY, DeviceClass, Vbus
 
 from ._fakes import host_free_model
+from ._values import AttributeValues, choice_values, integer_values
 
 KINDS = ("bus", "device", "link", "deviceclass")
 U32_MAX = (1 << 32) - 1
@@ -195,66 +196,6 @@ def invalid_mac_addresses() -> st.SearchStrategy[str]:
 
 
 # -- attribute values -----------------------------------------------------------
-
-
-def _identity(text: str) -> str:
-    return text
-
-
-@dataclass(frozen=True)
-class AttributeValues:
-    """What one writable attribute must accept, refuse, and read back.
-
-    `valid`: values a store must accept; `invalid`: values a store must refuse
-    with EINVAL, changing nothing; `shows(value)`: what the attribute reads
-    (without the newline) after `value` from `valid` was stored.
-    """
-
-    valid: st.SearchStrategy[str]
-    invalid: st.SearchStrategy[str]
-    shows: Callable[[str], str] = _identity
-
-
-def _usable_invalid(text: str) -> bool:
-    return bool(text) and not text.endswith("\n")
-
-
-def choice_values(choices: Iterable[str]) -> AttributeValues:
-    """An attribute that accepts exactly `choices` and reads back what was written."""
-    allowed = sorted(set(choices))
-    near = [c + suffix for c in allowed for suffix in (" ", "x", "\t")] + [" " + allowed[0]]
-    invalid = st.one_of(st.sampled_from(near), st.text(max_size=16)).filter(
-        lambda text: _usable_invalid(text) and text not in allowed
-    )
-    return AttributeValues(st.sampled_from(allowed), invalid)
-
-
-def integer_values(low: int, high: int) -> AttributeValues:
-    """A decimal integer attribute with an inclusive range (leading zeros accepted)."""
-    in_range = st.integers(low, high)
-    valid = st.one_of(
-        in_range.map(str),
-        st.tuples(in_range, st.integers(1, 3)).map(lambda t: "0" * t[1] + str(t[0])),
-    )
-    outside = []
-    if low > -(1 << 64):
-        outside.append(st.integers(max(low - (1 << 40), -(1 << 64)), low - 1).map(str))
-    outside.append(st.integers(high + 1, high + (1 << 40)).map(str))
-    malformed = st.one_of(
-        st.sampled_from(["x", "1.5", "+1", " 1", "1 ", "0x10", "1e3", "\u0661", "--1", "- 1"]),
-        st.text(max_size=12),
-    )
-
-    def refused(text: str) -> bool:
-        if not _usable_invalid(text):
-            return False
-        if re.fullmatch(r"-?[0-9]+", text) is None:
-            return True
-        return not low <= int(text) <= high
-
-    return AttributeValues(
-        valid, st.one_of(*outside, malformed).filter(refused), lambda text: str(int(text))
-    )
 
 
 MAC_VALUES = AttributeValues(mac_addresses(), invalid_mac_addresses(), canonical_mac)
