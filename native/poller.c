@@ -380,10 +380,13 @@ static uint64_t arm_all(struct ioq_poller *p, uint64_t mask)
         struct shm_signal *s = &p->m[bit].q->sig;
         /* edge-triggered, a poller needs no empty wake-up fd to sleep, only a
          * bounded one: a drain (a syscall) only when the peer injected since
-         * the last one.  Level-triggered (a ring's own), it always drains, or
-         * a count left by a peer that wrote without injecting would wake it
-         * again and again. */
-        if (p->single || shm_signal_dirty(s))
+         * the last one.  Level-triggered (a ring's own), it needs an empty
+         * one: it drains when the peer kicked since the last arm (pending)
+         * or a wake-up came through the fd since the last drain (counted),
+         * so a count left by a peer that wrote without injecting wakes it
+         * once, not again and again.  Most waits of a busy pair find neither
+         * and skip the syscall. */
+        if (p->single ? shm_signal_stale(s) : shm_signal_dirty(s))
             shm_signal_drain(s);
         shm_signal_enable(s);
     }
@@ -530,6 +533,8 @@ int ioq_poller_wait(struct ioq_poller *p, uint64_t mask, int timeout_ms, int spi
         int e = errno;
         if (n > 0)
             note_events(p, ev, n);
+        if (n != 0 && p->single && p->m[0].q)
+            p->m[0].q->sig.counted = 1; /* woken through the fd, or cannot tell */
         disarm_all(p, mask);
         if ((*ready = ready_bits(p, mask, 0)))
             break;
