@@ -5,8 +5,9 @@
  *
  * Registration is kept: a member's wake-up fd and its watched peer's fd go on
  * the poller's epoll fd once, at add (or when ioq_watch moves the peer), never
- * per wait.  A wait then costs, per member in the mask, the drain (one
- * non-blocking read) and the flag stores of arming, and one epoll_wait for all.
+ * per wait.  A wait then costs, per member in the mask, the flag stores of
+ * arming and, when the wake-up fd may hold a count, the drain (one
+ * non-blocking read); and one epoll_wait for all when it sleeps.
  *
  * A poller with several members must not be woken by members outside the
  * mask, so its registrations are edge-triggered (a wake-up is consumed by the
