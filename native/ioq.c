@@ -180,6 +180,7 @@ int ioq_north_create(uint32_t count, uint64_t data_len, int direction,
     }
     q->desc = (struct ioq_ring_desc *)((uint8_t *)q->head + IOQ_HEAD_SIZE);
     q->sig.desc = &q->head->signal;
+    q->sig.counted = 1; /* whatever the fd holds, the first arm drains it */
     /* memfds start zeroed: every descriptor FREE, every index empty. */
     q->head->count = count;
     q->head->signal.magic = SHM_SIGNAL_MAGIC;
@@ -333,6 +334,7 @@ int ioq_south_attach(int ring_fd, int data_fd, int efd_to_south,
     }
     q->desc = (struct ioq_ring_desc *)((uint8_t *)q->head + IOQ_HEAD_SIZE);
     q->sig.desc = &q->head->signal;
+    q->sig.counted = 1; /* whatever the fd holds, the first arm drains it */
     *out = q;
     return IOQ_OK;
 }

@@ -5,8 +5,9 @@
  *
  * Registration is kept: a member's wake-up fd and its watched peer's fd go on
  * the poller's epoll fd once, at add (or when ioq_watch moves the peer), never
- * per wait.  A wait then costs, per member in the mask, the drain (one
- * non-blocking read) and the flag stores of arming, and one epoll_wait for all.
+ * per wait.  A wait then costs, per member in the mask, the flag stores of
+ * arming and, when the wake-up fd may hold a count, the drain (one
+ * non-blocking read); and one epoll_wait for all when it sleeps.
  *
  * A poller with several members must not be woken by members outside the
  * mask, so its registrations are edge-triggered (a wake-up is consumed by the
@@ -380,10 +381,13 @@ static uint64_t arm_all(struct ioq_poller *p, uint64_t mask)
         struct shm_signal *s = &p->m[bit].q->sig;
         /* edge-triggered, a poller needs no empty wake-up fd to sleep, only a
          * bounded one: a drain (a syscall) only when the peer injected since
-         * the last one.  Level-triggered (a ring's own), it always drains, or
-         * a count left by a peer that wrote without injecting would wake it
-         * again and again. */
-        if (p->single || shm_signal_dirty(s))
+         * the last one.  Level-triggered (a ring's own), it needs an empty
+         * one: it drains when the peer kicked since the last arm (pending)
+         * or a wake-up came through the fd since the last drain (counted),
+         * so a count left by a peer that wrote without injecting wakes it
+         * once, not again and again.  Most waits of a busy pair find neither
+         * and skip the syscall. */
+        if (p->single ? shm_signal_stale(s) : shm_signal_dirty(s))
             shm_signal_drain(s);
         shm_signal_enable(s);
     }
@@ -530,6 +534,8 @@ int ioq_poller_wait(struct ioq_poller *p, uint64_t mask, int timeout_ms, int spi
         int e = errno;
         if (n > 0)
             note_events(p, ev, n);
+        if (n != 0 && p->single && p->m[0].q)
+            p->m[0].q->sig.counted = 1; /* woken through the fd, or cannot tell */
         disarm_all(p, mask);
         if ((*ready = ready_bits(p, mask, 0)))
             break;

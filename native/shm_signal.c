@@ -122,13 +122,12 @@ int shm_signal_drain(struct shm_signal *s)
     int got = 0;
     if (s->side == IOQ_NORTH) {
         /* our own socket: an honest south queues at most one datagram per
-         * pending flag, so a short bounded loop empties it */
+         * pending flag, and pending is cleared only after a drain, so one
+         * recv empties it (a second call would only say EAGAIN).  Anything
+         * left over wakes a level-triggered wait once, which marks the fd
+         * counted, and the next arm drains again. */
         char buf[64];
-        for (int i = 0; i < 64; i++) {
-            if (recv(fd, buf, sizeof(buf), MSG_DONTWAIT) <= 0)
-                break;
-            got = 1;
-        }
+        got = recv(fd, buf, sizeof(buf), MSG_DONTWAIT) > 0;
     } else {
         /* one read per wake-up: the eventfd is never in semaphore mode
          * (attach refuses one), so one read resets any count */
@@ -146,5 +145,11 @@ int shm_signal_drain(struct shm_signal *s)
         got = r == (ssize_t)sizeof(v);
     }
     STORE_RLX(&s->desc->irq[s->side].dirty, (uint8_t)0);
+    s->counted = 0;
     return got;
+}
+
+int shm_signal_stale(const struct shm_signal *s)
+{
+    return s->counted || LOAD_RLX(&s->desc->irq[s->side].pending) != 0;
 }

@@ -32,6 +32,9 @@ struct shm_signal {
                    holds the receiving end, south the sending end);
                    [IOQ_SOUTH] wakes south: an eventfd.  Owned by whoever
                    embeds this (the ring), which closes them */
+    int counted; /* local, never shared: our wake-up fd may hold a count no
+                    drain has consumed yet (we slept on it and woke, or we
+                    cannot tell); see shm_signal_stale */
 };
 
 /* Sender: wake the peer (set its dirty; write its eventfd if it is enabled
@@ -49,6 +52,12 @@ int shm_signal_dirty(const struct shm_signal *s);
 /* Receiver: reset our eventfd and dirty flag left by earlier wake-ups;
  * never blocks.  Returns 1 if the eventfd had a count. */
 int shm_signal_drain(struct shm_signal *s);
+/* Receiver: may our wake-up fd hold a count?  Only if the peer kicked since
+ * our last enable (it sets pending first) or we were woken through it since
+ * the last drain (`counted`).  Otherwise a drain would find nothing: a wait
+ * skips that syscall.  A peer that writes the fd without setting pending
+ * costs one early wake-up, which sets `counted`, and the next arm drains. */
+int shm_signal_stale(const struct shm_signal *s);
 /* Is this socket connected to an unnamed peer (the other end of a socketpair)?
  * What south sends on to wake north must be: a socket connected to a bound
  * name (a path or an abstract one) would make the daemon send to a socket of

@@ -320,3 +320,25 @@ def test_a_poller_survives_a_hostile_process_scribbling_on_one_of_its_rings(
             bad.close()
             os.close(r)
             os.close(w)
+
+
+def test_a_count_written_without_pending_wakes_a_ring_wait_once_and_is_drained() -> None:
+    # a wait drains its eventfd only when the peer set pending or a wake-up came through
+    # it: a peer writing the fd without pending must cost one early wake-up, after which
+    # the wait drains the count and sleeps, rather than be woken by it again and again
+    with Ioq.create(COUNT, SLOT) as north:
+        south = Ioq.attach(north.fds, direction="to_south")
+        try:
+            with pytest.raises(TimeoutError):  # the first arm drains whatever is there
+                south.wait_receivable(timeout=0.01)
+            os.eventfd_write(north.fds.to_south, 1)  # no pending flag set
+            start, cpu = time.monotonic(), time.thread_time()
+            with pytest.raises(TimeoutError):
+                south.wait_receivable(timeout=0.3)
+            elapsed, used = time.monotonic() - start, time.thread_time() - cpu
+            assert 0.3 <= elapsed < 5, "the wait did not end at its timeout"
+            assert used < 0.05, f"{used:.3f} s of CPU in a {elapsed:.3f} s wait"
+            with pytest.raises(BlockingIOError):  # the wait drained the stray count
+                os.eventfd_read(north.fds.to_south)
+        finally:
+            south.close()
