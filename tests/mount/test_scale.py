@@ -1,4 +1,5 @@
-"""10,000 devices on 1,000 buses work through the mount (costs are in bench/control.py)."""
+"""2,000 devices on 200 buses work through the mount (10 a bus). bench/control.py runs the
+10,000-device population and measures what it costs; this test keeps the suite short."""
 
 from __future__ import annotations
 
@@ -10,11 +11,11 @@ from vbusfs.testing import LiveMount, netns_available
 
 pytestmark = [pytest.mark.mount, pytest.mark.slow]
 
-DEVICES = 10_000
-BUSES = 1_000
+DEVICES = 2_000
+BUSES = 200
 
 
-def test_ten_thousand_devices_on_a_thousand_buses(tmp_path_factory):
+def test_two_thousand_devices_on_two_hundred_buses(tmp_path_factory):
     # membership is not what this measures: the fallback makes no cgroup per bus
     mnt = _start(tmp_path_factory)
     try:
@@ -46,8 +47,9 @@ def _scale(mnt):
     assert sorted(os.listdir(join("sys/vbus/instances/b7/devices")), key=int) == [
         str(i) for i in range(DEVICES // BUSES)
     ]
-    assert os.readlink(join("sys/vbus/devices/d9999/interfaces/9")) == (
-        "../../../instances/b999/devices/9"
+    last = DEVICES - 1
+    assert os.readlink(join(f"sys/vbus/devices/d{last}/interfaces/{last // BUSES}")) == (
+        f"../../../instances/b{last % BUSES}/devices/{last // BUSES}"
     )
     found = mnt.sh("find sys/vbus/instances -name device | wc -l").stdout
     assert int(found) == DEVICES
