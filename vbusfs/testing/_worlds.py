@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 
 from vbusfs.client import find_connector
 from vbusfs.connector import ConnectorError
-from vbusfs.daemon._procfs import ProcFs
+from vbusfs.daemon import ProcFs
 from vbusfs.device import DeviceClass, VbusError
 from vbusfs.ioq import IoqClosed
 from vbusfs.model import BUS_ENTRIES, LEAVE_TOKEN, TYPE_ENTRY, Device, Inferred, Interface
