@@ -121,6 +121,24 @@ def test_the_harness_catches_a_close_that_raises():
     h.close()
 
 
+def test_the_harness_checks_the_opens_left_open_at_its_end():
+    h = DeviceHarness(kit_devices.StuckLoop, join_bound=0.2).start()
+    rr = h.request_response()
+    with pytest.raises(AssertionError, match=r"did not stop within 0.2 s of the unmount"):
+        h.close()
+    rr.close()
+
+
+def test_a_failing_test_keeps_its_own_error_and_the_harness_still_cleans_up():
+    threads = set(threading.enumerate())
+    # the test's error comes out, not the one of the close() that raises at the end
+    with pytest.raises(ZeroDivisionError), DeviceHarness(kit_devices.RaisingClose) as h:
+        rr = h.request_response()
+        1 / 0  # noqa: B018
+    rr.close()
+    assert set(threading.enumerate()) <= threads
+
+
 @pytest.mark.parametrize(
     ("broken", "message"),
     [

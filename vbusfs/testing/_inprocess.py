@@ -31,8 +31,7 @@ import trio
 from vbusfs.classes import find_class
 from vbusfs.client import Client, OpenInterface
 from vbusfs.client._common import hangup_of
-from vbusfs.connector import RECEIVE, ClientConnection, ConnectorError, Limits, received
-from vbusfs.connector._server import Connector
+from vbusfs.connector import RECEIVE, ClientConnection, Connector, ConnectorError, Limits, received
 from vbusfs.device import DeviceConnection
 from vbusfs.ioq import AsyncIoq, Ioq, IoqClosed, IoqEmpty, IoqFull
 from vbusfs.model import Vbus
