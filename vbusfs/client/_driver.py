@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from collections import deque
 from types import TracebackType
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, TypeVar
 
-from vbusfs.ioq import Ioq, IoqEmpty
+from vbusfs.ioq import AsyncIoq, Ioq, IoqEmpty
 
 if TYPE_CHECKING:
     from ._sync import OpenInterface
@@ -24,6 +24,8 @@ Spin = int | Literal["adaptive"]
 REQUESTS = 0
 RESPONSES = 1
 
+R = TypeVar("R", Ioq, AsyncIoq)
+
 
 def spin_of(spin_us: int | str) -> Spin:
     """A ring wait's spin_us: an int >= 0, or "adaptive" (the ring learns its budget)."""
@@ -32,6 +34,19 @@ def spin_of(spin_us: int | str) -> Spin:
     if isinstance(spin_us, str | bool) or spin_us < 0:
         raise ValueError(f"spin_us must be an int >= 0 or 'adaptive', not {spin_us!r}")
     return spin_us
+
+
+def make_rings(
+    kind: type[R], count: int, slot_size: int, response_slot_size: int | None
+) -> tuple[R, R]:
+    """The request ring and the response ring of a driver (`Ioq` or `AsyncIoq`), both or none."""
+    requests = kind.create(count, slot_size, direction="to_south")
+    try:
+        responses = kind.create(count, response_slot_size or slot_size, direction="to_north")
+    except BaseException:
+        requests.close()
+        raise
+    return requests, responses
 
 
 def check_window(count: int, window: int | None) -> int:
@@ -65,14 +80,7 @@ class RequestResponseClient:
         self.interface = interface
         self.window = check_window(count, window)
         self.spin_us = spin_of(spin_us)
-        self.requests = Ioq.create(count, slot_size, direction="to_south")
-        try:
-            self.responses = Ioq.create(
-                count, response_slot_size or slot_size, direction="to_north"
-            )
-        except BaseException:
-            self.requests.close()
-            raise
+        self.requests, self.responses = make_rings(Ioq, count, slot_size, response_slot_size)
         #: requests sent whose response has not been read from the ring yet
         self.in_flight = 0
         self._aside: deque[bytes] = deque()  # read by submit, not yet completed

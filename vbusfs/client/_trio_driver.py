@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from vbusfs.ioq import AsyncIoq, IoqEmpty
 
-from ._driver import REQUESTS, RESPONSES, check_window, spin_of
+from ._driver import REQUESTS, RESPONSES, check_window, make_rings, spin_of
 
 if TYPE_CHECKING:
     from ._trio import AsyncOpenInterface
@@ -38,14 +38,7 @@ class AsyncRequestResponseClient:
         self.interface = interface
         self.window = check_window(count, window)
         self.spin_us = spin_of(spin_us)
-        self.requests = AsyncIoq.create(count, slot_size, direction="to_south")
-        try:
-            self.responses = AsyncIoq.create(
-                count, response_slot_size or slot_size, direction="to_north"
-            )
-        except BaseException:
-            self.requests.close()
-            raise
+        self.requests, self.responses = make_rings(AsyncIoq, count, slot_size, response_slot_size)
         self.in_flight = 0
         self._aside: deque[bytes] = deque()
 
