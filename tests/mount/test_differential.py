@@ -16,6 +16,7 @@ import shutil
 import tempfile
 
 import pytest
+from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
@@ -265,3 +266,5 @@ class Differential(RuleBasedStateMachine):
 
 
 TestDifferential = Differential.TestCase
+# every step walks both whole trees: half the profile's programs keeps the suite short
+TestDifferential.settings = settings(max_examples=max(5, settings.default.max_examples // 2))
