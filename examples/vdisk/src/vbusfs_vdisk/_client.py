@@ -90,29 +90,25 @@ class VdiskClient:
 
     def read(self, offset: int, length: int, timeout: float | None = None) -> bytes:
         """The `length` bytes at `offset`; blocks for them."""
-        self._idle()
+        self._pipeline.require_idle()
         self.submit_read(offset, length, timeout)
         return bytes(self.complete(timeout).check().data)
 
     def write(self, offset: int, data: bytes, timeout: float | None = None) -> None:
         """Write `data` at `offset`; blocks until the device has."""
-        self._idle()
+        self._pipeline.require_idle()
         self.submit_write(offset, data, timeout)
         self.complete(timeout).check()
 
     def flush(self, timeout: float | None = None) -> None:
         """Every write before it is durable once this returns (the FLUSH op)."""
-        self._idle()
+        self._pipeline.require_idle()
         self.submit_flush(timeout)
         self.complete(timeout).check()
 
     def sync(self) -> None:
         """The FLUSH device call: the same as `flush`, through the daemon's connector."""
         self.interface.call(FLUSH_CALL)
-
-    def _idle(self) -> None:
-        if len(self._pipeline):
-            raise ValueError("requests are in flight: complete them first")
 
     # -- many in flight ------------------------------------------------------------
 

@@ -65,6 +65,11 @@ class Pipeline:
         """The tag of the request `request` made last."""
         return self._next_tag - 1
 
+    def require_idle(self) -> None:
+        """ValueError unless nothing is in flight (the one-request calls need that)."""
+        if self._sent:
+            raise ValueError("requests are in flight: complete them first")
+
     def request(self, op: int, offset: int = 0, length: int = 0, payload: bytes = b"") -> bytes:
         """A request for the wire, remembered as in flight (ValueError if a field does not
         fit its width)."""

@@ -73,27 +73,23 @@ class AsyncVdiskClient:
 
     async def read(self, offset: int, length: int) -> bytes:
         """The `length` bytes at `offset` (OSError with the device's errno if refused)."""
-        self._idle()
+        self._pipeline.require_idle()
         await self.submit_read(offset, length)
         return bytes((await self.complete()).check().data)
 
     async def write(self, offset: int, data: bytes) -> None:
-        self._idle()
+        self._pipeline.require_idle()
         await self.submit_write(offset, data)
         (await self.complete()).check()
 
     async def flush(self) -> None:
-        self._idle()
+        self._pipeline.require_idle()
         await self.submit_flush()
         (await self.complete()).check()
 
     async def sync(self) -> None:
         """The FLUSH device call."""
         await self.interface.call(FLUSH_CALL)
-
-    def _idle(self) -> None:
-        if len(self._pipeline):
-            raise ValueError("requests are in flight: complete them first")
 
     @property
     def in_flight(self) -> int:
