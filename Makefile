@@ -10,6 +10,9 @@ RUNTIME_STAMP := $(VENV)/.installed-runtime
 DEV_STAMP := $(VENV)/.installed-dev
 HYPOTHESIS_PROFILE ?= ci
 PYTEST_ARGS ?=
+# pytest-xdist workers: the suite mostly waits (daemons, mounts, processes), so two workers
+# halve it even on 2 cores; 0 runs it in this process.
+PYTEST_WORKERS ?= 2
 
 # Debian packages. DEMO: building and running vbusfs (pyfuse3 has no wheels and compiles
 # against libfuse3; the C ring needs a compiler). TEST: what only the test suite uses.
@@ -92,13 +95,13 @@ typecheck: setup
 	$(VENV)/bin/mypy
 
 pytest: setup
-	HYPOTHESIS_PROFILE=$(HYPOTHESIS_PROFILE) $(VPY) -m pytest $(PYTEST_ARGS)
+	HYPOTHESIS_PROFILE=$(HYPOTHESIS_PROFILE) $(VPY) -m pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 test: setup lint typecheck pytest
 
 # The inner loop: no mounts, no namespaces, no slow tests.
 test-fast: setup
-	HYPOTHESIS_PROFILE=$(HYPOTHESIS_PROFILE) $(VPY) -m pytest -q -m 'not mount and not root and not slow' $(PYTEST_ARGS)
+	HYPOTHESIS_PROFILE=$(HYPOTHESIS_PROFILE) $(VPY) -m pytest -n $(PYTEST_WORKERS) -q -m 'not mount and not root and not slow' $(PYTEST_ARGS)
 
 # The sdist and the abi3 wheel, built from the sdist with the locked build tools.
 dist: setup

@@ -21,10 +21,11 @@ MAY_IMPORT: dict[str, set[str]] = {
     "fuse": {"model", "views", "_mountinfo"},  # the only pyfuse3 importer: the adapter alone
     "ioq": {"_ioq_cffi"},  # the ring binding: the only importer of the compiled module
     "device": {"model", "ioq"},  # what a deviceclass author imports: contract + helpers
-    "connector": {"model", "ioq", "device"},  # the protocol core (pure) and the daemon side
+    "connector": {"model", "ioq", "device", "_unixaddr"},  # the protocol core and the daemon side
     "classes": {"model", "ioq", "connector", "device"},  # deviceclasses (the venet numbers)
-    "client": {"connector", "ioq", "_mountinfo"},  # the member process's library
+    "client": {"connector", "ioq", "_mountinfo", "_unixaddr"},  # the member process's library
     "_mountinfo": set(),  # /proc/self/mountinfo parsed: shared by fuse and client
+    "_unixaddr": set(),  # AF_UNIX addresses for long socket paths
     "daemon": {"*"},  # the one composition root
     "cli": {"*"},
     "testing": {"*"},  # the public kit drives everything

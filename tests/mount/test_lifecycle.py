@@ -69,6 +69,37 @@ def test_background_mount_then_umount(tmp_path, runtime):
     assert not os.path.exists(state_path(str(mountpoint)))
 
 
+def test_a_runtime_directory_deeper_than_a_socket_address_holds_works(tmp_path, monkeypatch):
+    # sun_path holds 107 bytes: the connector socket is bound and reached through its
+    # directory's descriptor instead (a long XDG_RUNTIME_DIR or test directory)
+    deep = tmp_path / ("r" * 60) / ("u" * 60)
+    monkeypatch.setenv("VBUSFS_RUNTIME_DIR", str(deep))
+    mountpoint = tmp_path / "m"
+    mountpoint.mkdir()
+    done = vbusfs("mount", str(mountpoint))
+    try:
+        assert done.returncode == 0, done.stderr
+        (mountpoint / "config/vbus/instances/b").mkdir()
+        joins = (
+            "import sys; from vbusfs import client\n"
+            "with open(sys.argv[1] + '/proc/self/vbus', 'w') as f: f.write('b')\n"
+            "with client.connect(sys.argv[1]) as bus: print(len(bus.interfaces()))"
+        )
+        member = subprocess.run(
+            [sys.executable, "-c", joins, str(mountpoint)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert member.returncode == 0, member.stderr
+        assert member.stdout == "0\n"
+        sockets = list(deep.glob("connectors/*.sock"))
+        assert len(sockets) == 1 and len(os.fsencode(str(sockets[0]))) > 107
+    finally:
+        done = vbusfs("umount", str(mountpoint))
+    assert done.returncode == 0, done.stderr
+
+
 def test_mount_errors_are_reported(tmp_path, runtime):
     missing = vbusfs("mount", str(tmp_path / "nope"))
     assert missing.returncode == 1 and "does not exist" in missing.stderr

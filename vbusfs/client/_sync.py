@@ -35,6 +35,7 @@ from vbusfs.connector import (
     unpack_bytes,
 )
 from vbusfs.connector import venet as abi
+from vbusfs._unixaddr import unix_address
 from vbusfs.ioq import AsyncIoq, Ioq
 
 from ._common import close_fds, find_connector, hangup_of
@@ -52,7 +53,8 @@ def connect(mountpoint: str, *, timeout: float | None = DEFAULT_TIMEOUT) -> Clie
         # a socket timeout bounds connect, sends and receives alike (socket.timeout)
         sock.settimeout(timeout)
         try:
-            sock.connect(path)
+            with unix_address(path) as address:
+                sock.connect(address)
             protocol = ClientConnection()
             protocol.receive_welcome(received(sock.recvmsg(*RECEIVE)))
         except TimeoutError:

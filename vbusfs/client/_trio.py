@@ -34,6 +34,7 @@ from vbusfs.connector import (
     unpack_bytes,
 )
 from vbusfs.connector import venet as abi
+from vbusfs._unixaddr import unix_address
 from vbusfs.ioq import AsyncIoq, Ioq
 
 from ._common import close_fds, find_connector, hangup_of
@@ -49,7 +50,8 @@ async def connect_async(mountpoint: str, *, timeout: float | None = DEFAULT_TIME
     sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     try:
         with trio.move_on_after(math.inf if timeout is None else timeout) as waited:
-            await sock.connect(path)
+            with unix_address(path) as address:
+                await sock.connect(address)
             protocol = ClientConnection()
             protocol.receive_welcome(received(await sock.recvmsg(*RECEIVE)))
             return AsyncClient(sock, protocol, timeout=timeout)

@@ -1,8 +1,7 @@
 """The daemon side of the connector: member processes open their bus's devices.
 
-Each peer is identified by the kernel (SO_PEERCRED), never by what it says,
-and mapped to its bus through the membership model; a process on no bus is
-refused. A client sees only its own bus. Everything runs in the daemon's
+Each peer is identified by the kernel (SO_PEERCRED), never by what it says, and
+mapped to its bus through the membership model; a process on no bus is refused. A client sees only its own bus. Everything runs in the daemon's
 trio loop beside the FUSE handlers, and no handler waits on a client.
 
 When a client closes, dies (even by SIGKILL: its socket closes), or breaks
@@ -23,8 +22,7 @@ A connection speaks for the process that made it and for no other (`PeerPin`):
 once that process has exited, a pid recycled by a member changes nothing, and the
 connection is refused (ESRCH).
 
-This is the I/O shell: what a datagram means and what a reply or an event
-looks like on the wire is `_protocol`'s business (`DaemonConnection`).
+The I/O shell only: the wire format is `_protocol`'s business (`DaemonConnection`).
 """
 
 from __future__ import annotations
@@ -40,6 +38,7 @@ from typing import Any
 
 import trio
 
+from vbusfs._unixaddr import unix_address
 from vbusfs.ioq import IoqError, IoqFault
 from vbusfs.model import Event, Vbus, VbusError
 
@@ -113,7 +112,8 @@ class Connector:
         # it takes to accept the waiting connection and tell it why it is refused
         spare: int | None = spare_fd()
         try:
-            await listener.bind(self.path)
+            with unix_address(self.path) as address:
+                await listener.bind(address)
             # Any user may connect; membership, checked per peer, is the authority.
             os.chmod(self.path, 0o666)
             listener.listen(128)

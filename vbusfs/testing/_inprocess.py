@@ -28,6 +28,7 @@ from typing import Any, TypeVar
 
 import trio
 
+from vbusfs._unixaddr import unix_address
 from vbusfs.classes import find_class
 from vbusfs.client import Client, OpenInterface
 from vbusfs.client._common import hangup_of
@@ -90,7 +91,8 @@ def connect_client(path: str, timeout: float) -> HarnessClient:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
     try:
         sock.settimeout(timeout)
-        sock.connect(path)
+        with unix_address(path) as address:
+            sock.connect(address)
         protocol = ClientConnection()
         protocol.receive_welcome(received(sock.recvmsg(*RECEIVE)))
     except BaseException:
