@@ -289,6 +289,8 @@ class VbusOperations(RootXattrs, pyfuse3.Operations):
 
     @_answers_errno
     async def opendir(self, inode: int, ctx: pyfuse3.RequestContext) -> int:
+        if self.inodes.ghost_mode(inode) is not None:  # removed: `ls` in it lists nothing
+            return self._handles.add(DirHandle((), None, ino=inode))
         path = self._path(inode)
         if not isinstance(self._node(path, ctx), DirNode):
             raise _fail(errno.ENOTDIR)
@@ -391,12 +393,14 @@ class VbusOperations(RootXattrs, pyfuse3.Operations):
     async def mknod(
         self, parent_inode: int, name: bytes, mode: int, rdev: int, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
+        self._path(parent_inode)  # ENOENT in a removed directory
         raise _fail(errno.EACCES)
 
     @_answers_errno
     async def create(
         self, parent_inode: int, name: bytes, mode: int, flags: int, ctx: pyfuse3.RequestContext
     ) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
+        self._path(parent_inode)  # ENOENT in a removed directory
         raise _fail(errno.EACCES)
 
     # -- attribute files -----------------------------------------------
