@@ -52,6 +52,16 @@ class Pollers:
 
     def __init__(self) -> None:
         self._by_owner: dict[object, dict[str, set[FileHandle]]] = {}
+        self._closed = False
+
+    def close(self) -> None:
+        """The session is going: a poll handle notified after it is gone would write to a
+        freed session, so every wait is dropped and nothing is notified any more."""
+        self._closed = True
+        for names in self._by_owner.values():
+            for handles in names.values():
+                for handle in handles:
+                    handle.waiter = None
 
     def opened(self, handle: FileHandle) -> None:
         source = handle.file.source
@@ -79,12 +89,14 @@ class Pollers:
         if _changed(handle):
             handle.waiter = None
             return READY | CHANGED
-        if waiter is not None:
+        if waiter is not None and not self._closed:
             handle.waiter = waiter  # the newest replaces any older one (pyfuse3's rule)
         return READY
 
     def heard(self, change: Change) -> None:
         """A subscriber of the model's change stream: wake whom `change` concerns."""
+        if self._closed:
+            return
         try:
             for owner, name in _concerns(change):
                 self._wake(owner, name)
