@@ -21,7 +21,7 @@ import time
 
 import pytest
 
-from vbusfs.testing import LiveMount
+from vbusfs.testing import LiveMount, netns_available
 
 pytestmark = pytest.mark.mount
 
@@ -199,6 +199,22 @@ def test_poll_fires_for_a_type_a_link_a_membership_and_a_removal(mnt, watchers):
     finally:
         sleeper.kill()
         sleeper.wait()
+
+
+@pytest.mark.root
+@pytest.mark.skipif(not netns_available(), reason="needs unshare and root")
+def test_enabling_a_tap_wakes_the_pollers_of_its_ifname(mnt, watchers):
+    # the shared daemon runs in a network namespace of its own: its TAPs stay there
+    mnt.sh("mkdir config/vbus/devices/D && echo venet-tap > config/vbus/devices/D/type", check=True)
+    ifname = mnt.join("sys/vbus/devices/D/ifname")
+    watcher = watchers("select", ifname)
+    watcher.start_wait(20)
+    mnt.sh("echo 1 > sys/vbus/devices/D/enabled", check=True)
+    events, value = watcher.report()[ifname]
+    assert events & select.POLLPRI and value not in ("<disabled>\n", "")
+    watcher.start_wait(20)
+    mnt.sh("echo 0 > sys/vbus/devices/D/enabled", check=True)
+    assert watcher.report()[ifname][1] == "<disabled>\n"
 
 
 @pytest.fixture
