@@ -145,7 +145,7 @@ class Changes:
     def __init__(self) -> None:
         self._subscribers: list[Subscriber] = []
         # what subscribers raised, newest last: a bug of theirs, never the model's
-        self.faults: deque[tuple[Subscriber, Exception]] = deque(maxlen=16)
+        self.faults: deque[tuple[Callable[..., Any], Exception]] = deque(maxlen=16)
         self._handoff: Handoff | None = None
         self._home: int | None = None
 
@@ -208,7 +208,10 @@ class Notices:
             pending, self._pending = self._pending, {}
             self._scheduled = False
         for (_, attribute), state in pending.items():
-            self._deliver(state, attribute)
+            try:
+                self._deliver(state, attribute)
+            except Exception as exc:  # never into the loop that runs the hand-off
+                self._changes.faults.append((self._deliver, exc))
 
 
 class StateIndex:
