@@ -201,6 +201,22 @@ def test_poll_fires_for_a_type_a_link_a_membership_and_a_removal(mnt, watchers):
         sleeper.wait()
 
 
+def test_the_membership_file_of_a_process_that_exits_reports_it(mnt, watchers):
+    # no request announces an exit: the daemon's membership sweep finds it
+    mnt.sh("mkdir config/vbus/instances/B", check=True)
+    sleeper = subprocess.Popen(["sleep", "60"])
+    try:
+        mnt.sh(f"echo B > proc/{sleeper.pid}/vbus", check=True)
+        member = mnt.join("proc", str(sleeper.pid), "vbus")
+        watcher = watchers("poll", member)
+        watcher.start_wait(20)
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    events, value = watcher.report()[member]
+    assert events & CHANGED and value == f"errno {errno.ESRCH}"
+
+
 @pytest.mark.root
 @pytest.mark.skipif(not netns_available(), reason="needs unshare and root")
 def test_enabling_a_tap_wakes_the_pollers_of_its_ifname(mnt, watchers):
