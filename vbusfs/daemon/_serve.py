@@ -262,6 +262,8 @@ async def _serve_until_done(
     limits: Limits | None,
     catalog: Catalog,
 ) -> None:
+    # the model lives in this thread: a deviceclass's notify from a device thread comes here
+    vbus.changes.serve_from(trio.lowlevel.current_trio_token().run_sync_soon)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_terminate_on_signal)
         nursery.start_soon(_sweep_members, vbus, operations)

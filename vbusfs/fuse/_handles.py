@@ -1,7 +1,8 @@
 """What the FUSE adapter keeps per open handle, and whom a request is asked by.
 
 Handles: a directory listing taken at opendir (with the caller it was taken for), an
-attribute file's rendering and what its release lets go of. Callers: which paths answer
+attribute file's rendering (the value its reader last read: what poll compares with),
+what its release lets go of and the poll handle it waits with. Callers: which paths answer
 each caller differently, and the pid view used when the daemon gives none.
 """
 
@@ -21,6 +22,8 @@ from vbusfs.views import Caller, FileNode, Path
 class DirHandle:
     path: Path
     caller: Caller | None
+    # the directory's number: once detached (its object removed), the handle lists nothing
+    ino: int = 0
     names: Sequence[str] = ()
     # set after the first reply, so a rewind (offset 0) takes a fresh listing
     read: bool = False
@@ -32,6 +35,8 @@ class FileHandle:
     content: bytes = b""
     # what releasing this handle lets go of (the process a proc/<pid>/vbus handle holds)
     closer: Callable[[], None] | None = None
+    # the kernel's poll handle while a process polls this handle and nothing changed
+    waiter: Any = None
 
 
 @dataclass(eq=False)

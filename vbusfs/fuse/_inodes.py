@@ -3,7 +3,9 @@
 Nodes are addressed by path. A path keeps its inode number while the kernel
 holds a reference to it; numbers are never reused. When an object is
 removed, its path and every path under it are detached: the old numbers answer
-ENOENT until the kernel forgets them, and a new object of the same name gets
+ENOENT until the kernel forgets them (but for `stat`: the kernel's sysfs and configfs
+still stat a removed directory that is someone's cwd, so the table keeps the file type
+and mode of every number the kernel holds), and a new object of the same name gets
 fresh numbers. The table also knows which paths it holds under each directory,
 so a removed subtree is found without looking at the rest.
 """
@@ -20,6 +22,8 @@ class InodeTable:
         self._by_path: dict[Path, int] = {(): ROOT_INODE}
         self._by_inode: dict[int, Path | None] = {ROOT_INODE: ()}
         self._lookups: dict[int, int] = {}
+        # st_mode of each number the kernel holds, for stat of a detached one
+        self._modes: dict[int, int] = {}
         # directory -> names of the paths under it that have a number
         self._children: dict[Path, set[str]] = {}
         self._next = ROOT_INODE + 1
@@ -56,6 +60,17 @@ class InodeTable:
         """`remember` for a number just taken from `inode()`."""
         self._lookups[ino] = self._lookups.get(ino, 0) + 1
 
+    def keep_mode(self, ino: int, mode: int) -> None:
+        """Remember `ino`'s st_mode while the kernel holds it (after `remember`)."""
+        if ino in self._lookups:
+            self._modes[ino] = mode
+
+    def ghost_mode(self, ino: int) -> int | None:
+        """The st_mode of a detached number the kernel still holds, else None."""
+        if ino in self._by_inode and self._by_inode[ino] is None:
+            return self._modes.get(ino)
+        return None
+
     def path(self, ino: int) -> Path | None:
         """The path behind `ino`, or None if it was detached or never existed."""
         return self._by_inode.get(ino)
@@ -90,6 +105,7 @@ class InodeTable:
             self._lookups[ino] = left
             return
         self._lookups.pop(ino, None)
+        self._modes.pop(ino, None)
         path = self._by_inode.pop(ino, None)
         if path is not None and self._by_path.get(path) == ino:
             self._unpath(path)

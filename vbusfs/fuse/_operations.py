@@ -21,13 +21,11 @@ and the kernel's caches would grow with every object and member ever seen.
 from __future__ import annotations
 
 import errno
-import functools
 import logging
 import os
 import stat
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any, TypeVar
+from collections.abc import Callable, Mapping, Sequence
 
 import pyfuse3
 
@@ -35,6 +33,8 @@ from vbusfs import views
 from vbusfs.model import IdentityView, PidView, Vbus, VbusError
 from vbusfs.views import Caller, DirNode, FileNode, Node, Path, SymlinkNode
 
+from ._errno import answers_errno as _answers_errno
+from ._errno import fail as _fail
 from ._handles import (
     DirHandle,
     FileHandle,
@@ -42,8 +42,10 @@ from ._handles import (
     caller_dependent,
     render,
 )
-from ._inodes import ROOT_INODE, InodeTable
+from ._inodes import InodeTable
 from ._mountinfo import MountLocations
+from ._poll import Pollers
+from ._xattrs import RootXattrs
 
 log = logging.getLogger("vbusfs.fuse")
 
@@ -62,41 +64,12 @@ REMOVABLE = (
     *((*views.SYS_VBUS, d) for d in ("deviceclass", "devices", "instances")),
 )
 
-F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
-
-
-def _answers_errno(handler: F) -> F:
-    """Only FUSEError may leave a handler: map model errors, log bugs as EIO."""
-
-    @functools.wraps(handler)
-    async def wrapper(*args: Any) -> Any:
-        try:
-            return await handler(*args)
-        except pyfuse3.FUSEError:
-            raise
-        except VbusError as exc:
-            log.debug("%s%r: %s", handler.__name__, args[1:], exc)
-            raise pyfuse3.FUSEError(exc.errno) from None
-        except Exception as exc:
-            if isinstance(exc, OSError) and exc.errno in (errno.EMFILE, errno.ENFILE):
-                # No fd left (to read /proc with): refuse this request, the next may pass.
-                log.warning("%s refused: %s", handler.__name__, exc.strerror)
-                raise pyfuse3.FUSEError(exc.errno) from None
-            log.exception("internal error in %s%r", handler.__name__, args[1:])
-            raise pyfuse3.FUSEError(errno.EIO) from None
-
-    return wrapper  # type: ignore[return-value]
-
-
-def _fail(code: int) -> pyfuse3.FUSEError:
-    return pyfuse3.FUSEError(code)
-
 
 def _name(raw: bytes) -> str:
     return os.fsdecode(raw)
 
 
-class VbusOperations(pyfuse3.Operations):
+class VbusOperations(RootXattrs, pyfuse3.Operations):
     """Serves the trees of one `Vbus` model."""
 
     supports_dot_lookup = True
@@ -113,8 +86,6 @@ class VbusOperations(pyfuse3.Operations):
     ) -> None:
         super().__init__()
         self.vbus = vbus
-        # the root's read-only extended attributes, given by whoever composes the daemon
-        # (it names the connector's socket there, so member processes can find it)
         self.root_xattrs = dict(root_xattrs or {})
         # how a caller's pid namespace numbers processes, given its pid in ours (0: the
         # caller's namespace is not below ours); given by whoever composes the daemon
@@ -125,6 +96,9 @@ class VbusOperations(pyfuse3.Operations):
         self.invalidate_entry: Callable[[int, bytes], None] = _unmounted
         self.locations = locations if locations is not None else MountLocations()
         self._handles = Handles()
+        # attribute handles by what they show, woken by the model's changes (behaviour §4)
+        self.pollers = Pollers()
+        vbus.changes.subscribe(self.pollers.heard)
         self._uid = os.getuid()
         self._gid = os.getgid()
         self._time_ns = time.time_ns()
@@ -229,13 +203,16 @@ class VbusOperations(pyfuse3.Operations):
                 gone = True  # NoSuchProcess
             if gone:
                 self._drop(path)
+        self.pollers.recheck()  # membership files whose process exited or forked
 
     def _entry(
         self, path: Path, ctx: pyfuse3.RequestContext | None = None
     ) -> pyfuse3.EntryAttributes:
         """Attributes of `path` for a reply that gives the kernel a reference."""
         found = self._node(path, ctx)
-        return self._attributes(self.inodes.remember(path), found, path)
+        entry = self._attributes(self.inodes.remember(path), found, path)
+        self.inodes.keep_mode(entry.st_ino, entry.st_mode)
+        return entry
 
     # -- lookups and attributes -------------------------------------------
 
@@ -255,6 +232,11 @@ class VbusOperations(pyfuse3.Operations):
 
     @_answers_errno
     async def getattr(self, inode: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        mode = self.inodes.ghost_mode(inode)
+        if mode is not None:  # removed, still someone's cwd or fd: stat works, as in sysfs
+            entry = self._attributes(inode, DirNode())
+            entry.st_mode = mode
+            return entry
         return self._attributes(inode, self._node(self._path(inode), ctx))
 
     @_answers_errno
@@ -303,44 +285,24 @@ class VbusOperations(pyfuse3.Operations):
         data.f_namemax = 255
         return data
 
-    # -- extended attributes: the root's, as given; nothing else has any ---
-
-    @_answers_errno
-    async def getxattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> bytes:
-        if inode == ROOT_INODE and name in self.root_xattrs:
-            return self.root_xattrs[name]
-        raise _fail(pyfuse3.ENOATTR)
-
-    @_answers_errno
-    async def listxattr(self, inode: int, ctx: pyfuse3.RequestContext) -> Sequence[bytes]:
-        if inode == ROOT_INODE:
-            return list(self.root_xattrs)
-        return []
-
-    @_answers_errno
-    async def setxattr(
-        self, inode: int, name: bytes, value: bytes, ctx: pyfuse3.RequestContext
-    ) -> None:
-        raise _fail(errno.EPERM)
-
-    @_answers_errno
-    async def removexattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
-        raise _fail(errno.EPERM)
-
     # -- directories ---------------------------------------------------
 
     @_answers_errno
     async def opendir(self, inode: int, ctx: pyfuse3.RequestContext) -> int:
+        if self.inodes.ghost_mode(inode) is not None:  # removed: `ls` in it lists nothing
+            return self._handles.add(DirHandle((), None, ino=inode))
         path = self._path(inode)
         if not isinstance(self._node(path, ctx), DirNode):
             raise _fail(errno.ENOTDIR)
         caller = self._caller(path, ctx)  # listings of proc/ and members/ depend on it
         names = views.children(self.vbus, path, caller)
-        return self._handles.add(DirHandle(path, caller, names))
+        return self._handles.add(DirHandle(path, caller, names=names, ino=inode))
 
     @_answers_errno
     async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
         handle: DirHandle = self._handles.get(fh)
+        if self.inodes.path(handle.ino) != handle.path:
+            raise _fail(errno.ENOENT)  # removed: never the listing of a later namesake
         if start_id == 0 and handle.read:
             handle.names = views.children(self.vbus, handle.path, handle.caller)
         handle.read = True
@@ -366,13 +328,13 @@ class VbusOperations(pyfuse3.Operations):
             if found is None:
                 continue  # removed since the listing was taken
             ino = self.inodes.inode(path)
-            if not pyfuse3.readdir_reply(
-                token, os.fsencode(name), self._attributes(ino, found, path), index + 3
-            ):
+            entry = self._attributes(ino, found, path)
+            if not pyfuse3.readdir_reply(token, os.fsencode(name), entry, index + 3):
                 if not self.inodes.lookups(ino):
                     self.inodes.forget(ino, 0)
                 return
             self.inodes.remember_inode(ino)
+            self.inodes.keep_mode(ino, entry.st_mode)
 
     @_answers_errno
     async def releasedir(self, fh: int) -> None:
@@ -431,12 +393,14 @@ class VbusOperations(pyfuse3.Operations):
     async def mknod(
         self, parent_inode: int, name: bytes, mode: int, rdev: int, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
+        self._path(parent_inode)  # ENOENT in a removed directory
         raise _fail(errno.EACCES)
 
     @_answers_errno
     async def create(
         self, parent_inode: int, name: bytes, mode: int, flags: int, ctx: pyfuse3.RequestContext
     ) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
+        self._path(parent_inode)  # ENOENT in a removed directory
         raise _fail(errno.EACCES)
 
     # -- attribute files -----------------------------------------------
@@ -459,6 +423,7 @@ class VbusOperations(pyfuse3.Operations):
             if closer is not None:
                 closer()
             raise
+        self.pollers.opened(handle)
         # direct_io: no page cache, so every read sees this handle's value and
         # every write(2) arrives as one store.
         return pyfuse3.FileInfo(fh=self._handles.add(handle), direct_io=True, keep_cache=False)
@@ -492,8 +457,23 @@ class VbusOperations(pyfuse3.Operations):
     @_answers_errno
     async def release(self, fh: int) -> None:
         handle = self._handles.by_fh.pop(fh, None)
-        if isinstance(handle, FileHandle) and handle.closer is not None:
-            handle.closer()
+        if isinstance(handle, FileHandle):
+            self.pollers.released(handle)
+            if handle.closer is not None:
+                handle.closer()
+
+    @_answers_errno
+    async def poll(
+        self,
+        inode: int,
+        fh: int,
+        poll_handle: pyfuse3.PollHandle | None,
+        ctx: pyfuse3.RequestContext,
+    ) -> int:
+        handle = self._handles.get(fh)
+        if not isinstance(handle, FileHandle):
+            raise _fail(errno.EBADF)
+        return self.pollers.poll(handle, poll_handle)
 
 
 def _unmounted(parent: int, name: bytes) -> None:

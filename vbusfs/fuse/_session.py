@@ -21,6 +21,10 @@ from ._operations import VbusOperations
 __all__ = ["FSTYPE", "close", "handle_requests", "mount", "mount_options", "terminate"]
 
 
+# the operations of the session mounted in this process, if any
+_mounted: VbusOperations | None = None
+
+
 def mount_options() -> set[str]:
     options = set(pyfuse3.default_options) | {"fsname=vbusfs", "subtype=vbusfs"}
     if os.getuid() == 0:
@@ -34,8 +38,10 @@ def mount(operations: VbusOperations, mountpoint: str) -> None:
 
     Raises RuntimeError when libfuse refuses; libfuse writes its reason to fd 2.
     """
+    global _mounted
     pyfuse3.init(operations, mountpoint, mount_options())
     operations.invalidate_entry = _invalidate_entry
+    _mounted = operations
 
 
 def _invalidate_entry(parent: int, name: bytes) -> None:
@@ -66,5 +72,9 @@ def _after_close(record: logging.LogRecord) -> bool:
 
 def close() -> None:
     """Unmount and release the session; it belongs in a `finally` after `mount()`."""
+    global _mounted
     logging.getLogger("pyfuse3").addFilter(_after_close)
+    if _mounted is not None:
+        _mounted.pollers.close()  # before the session goes: nothing may notify it after
+        _mounted = None
     pyfuse3.close(unmount=True)

@@ -154,3 +154,25 @@ def restore(vbus: Vbus, data: Any) -> None:
     except VbusError as exc:
         vbus.clear()
         raise ConfigError(f"cannot restore: {exc}") from None
+
+
+def snapshot(vbus: Vbus) -> dict[str, Any]:
+    """A plain-data picture of the configuration, for comparisons and tests."""
+    return {
+        "classes": sorted(vbus.classes),
+        "devices": {
+            d.name: {
+                "type": d.deviceclass.name if d.deviceclass else None,
+                "interfaces": {n: (i.bus.name, i.id) for n, i in d.interfaces.items()},
+            }
+            for d in vbus.devices.values()
+        },
+        "buses": {
+            b.name: {
+                "next_id": b.next_id,
+                "perms": (b.perms.owner, b.perms.group, b.perms.mode),
+                "links": {n: (i.device.name, i.id) for n, i in b.links.items()},
+            }
+            for b in vbus.buses.values()
+        },
+    }

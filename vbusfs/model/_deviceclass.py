@@ -21,7 +21,7 @@ This module only declares: it imports no ring and does no I/O.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
@@ -200,5 +200,26 @@ class DeviceClass:
         """Open the device for one client; raise a VbusError (EBUSY, ...) to refuse."""
         raise NotPermitted(f"devices of class {self.name} cannot be opened")
 
+    def notify(self, state: Any, attribute: str) -> None:
+        """Say that `attribute` of the device or interface whose state is `state` changed
+        without a store (a counter, a link state, `ifname`): the `sysfs_notify` of vbusfs.
+        Processes polling its file wake (behaviour §4). Callable from any thread (a
+        `serve` loop) and never blocks; notices of an owner removed meanwhile, or of a
+        class no model has loaded, are dropped. ValueError if neither of this class's
+        attribute tables declares `attribute`."""
+        if not any(a.name == attribute for a in (*self.attributes, *self.interface_attributes)):
+            raise ValueError(f"deviceclass {self.name} declares no attribute {attribute!r}")
+        for sink in tuple(vars(self).get("_notice_sinks", ())):
+            sink(state, attribute)
+
     def __repr__(self) -> str:
         return f"<deviceclass {self.name}>"
+
+
+def bind_notices(deviceclass: DeviceClass, sink: Callable[[Any, str], None], bound: bool) -> None:
+    """Let (or stop letting) `deviceclass.notify` reach a model that loaded it."""
+    sinks: list[Callable[[Any, str], None]] = vars(deviceclass).setdefault("_notice_sinks", [])
+    if bound:
+        sinks.append(sink)
+    elif sink in sinks:
+        sinks.remove(sink)

@@ -114,3 +114,8 @@ PERMS_ATTRIBUTES: AttributeTable = (
     ),
 )
 PERMS_INDEX = table_index(PERMS_ATTRIBUTES)
+
+
+def perms_text(perms: BusPerms) -> str:
+    """How messages show a bus's perms: `owner 0 group 0 mode 0700`."""
+    return f"owner {perms.owner} group {perms.group} mode {show_mode(perms.mode)}"

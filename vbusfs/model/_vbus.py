@@ -9,11 +9,11 @@ module does no I/O; deviceclass plugins may, inside their own steps.
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterator, Mapping
-from dataclasses import dataclass
 from typing import Any
 
+from . import _events as events
 from ._attributes import Attribute, table_index
-from ._deviceclass import DeviceClass, DeviceConnection, InterfaceInfo
+from ._deviceclass import DeviceClass, DeviceConnection, InterfaceInfo, bind_notices
 from ._errors import (
     AccessDenied,
     AlreadyExists,
@@ -26,30 +26,17 @@ from ._errors import (
     NotFound,
     NotPermitted,
 )
+from ._events import Event, Listener
 from ._membership import MembershipBackend, ProcessInfo, ProcessPin, process_of
 from ._names import BUS_ENTRIES, LEAVE_TOKEN, check_bus_name, check_name
 from ._objects import AttributeOwner, Bus, Device, Interface, interface_name
-from ._perms import PERMS_INDEX, ROOT, BusPerms, show_mode
+from ._perms import PERMS_INDEX, ROOT, BusPerms, perms_text
 
 # The two kinds of attribute owner; a deviceclass declares a table for each.
 OWNER_TYPES: tuple[type[AttributeOwner], ...] = (Device, Interface)
 
 # Interface ids are u32 on the wire of the original; one bus can hand out this many.
 MAX_INTERFACE_IDS = 1 << 32
-
-
-@dataclass(frozen=True, slots=True)
-class Event:
-    """A change on a bus that connected clients hear about: `kind` is 'add' or 'drop'."""
-
-    kind: str
-    bus: str
-    interface_id: int
-    interface_type: str
-    device: str
-
-
-Listener = Callable[[Event], None]
 
 
 class Vbus:
@@ -72,6 +59,10 @@ class Vbus:
         self._listeners: list[Listener] = []
         # (class name, owner noun) -> attribute name -> attribute
         self._attr_index: dict[tuple[str, str], dict[str, Attribute]] = {}
+        # every change the trees show, for pollers and monitors (model/_events.py)
+        self.changes = events.Changes()
+        self._states = events.StateIndex()
+        self._notices = events.Notices(self.changes, self._noticed)
 
     # -- deviceclasses -------------------------------------------------
 
@@ -92,6 +83,8 @@ class Vbus:
         self._typed[name] = 0
         for noun, index in indexes.items():
             self._attr_index[name, noun] = index
+        bind_notices(deviceclass, self._notices, True)
+        self.changes.publish(events.ClassLoaded(name))
 
     def unload_class(self, name: str) -> DeviceClass:
         deviceclass = self.classes.get(name)
@@ -102,6 +95,8 @@ class Vbus:
         del self.classes[name], self._typed[name]
         for owner in OWNER_TYPES:
             del self._attr_index[name, owner.noun]
+        bind_notices(deviceclass, self._notices, False)
+        self.changes.publish(events.ClassUnloaded(name))
         return deviceclass
 
     def replace_class(self, name: str, deviceclass: DeviceClass) -> DeviceClass:
@@ -132,6 +127,7 @@ class Vbus:
             raise AlreadyExists(f"device {name} exists")
         device = Device(name)
         self.devices[name] = device
+        self.changes.publish(events.DeviceCreated(device))
         return device
 
     def device(self, name: str) -> Device:
@@ -151,6 +147,8 @@ class Vbus:
         device.deviceclass = deviceclass
         device.state = state
         self._typed[class_name] += 1
+        self._states.add(device)
+        self.changes.publish(events.TypeSet(device))
 
     def remove_device(self, name: str) -> None:
         device = self.device(name)
@@ -159,9 +157,11 @@ class Vbus:
             raise Busy(f"device {name} is linked from bus(es) {', '.join(buses)}")
         del self.devices[name]
         device.alive = False
+        self._states.discard(device)
         if device.deviceclass is not None:
             self._typed[device.deviceclass.name] -= 1
             device.deviceclass.destroy(device.state)
+        self.changes.publish(events.DeviceRemoved(device))
 
     # -- buses ---------------------------------------------------------
 
@@ -174,6 +174,7 @@ class Vbus:
             self.membership.bus_made(name)
         bus = Bus(name, perms=BusPerms(owner, group))
         self.buses[name] = bus
+        self.changes.publish(events.BusCreated(bus))
         return bus
 
     def bus(self, name: str) -> Bus:
@@ -193,6 +194,7 @@ class Vbus:
             self.membership.bus_gone(name)
         del self.buses[name]
         bus.alive = False
+        self.changes.publish(events.BusRemoved(bus))
 
     # -- membership ------------------------------------------------------
 
@@ -241,20 +243,21 @@ class Vbus:
         membership = self._membership()
         if info.kernel_thread:
             raise InvalidValue(f"process {info.pid} is a kernel thread: it cannot join a bus")
-        if value == LEAVE_TOKEN:
-            membership.change(info, None)
-            return
-        bus = self.buses.get(value)
-        if bus is None:
-            raise NotFound(f"no bus {value!r}")
-        decided = bus.perms.decided_by_uid(info.uid)
-        gids = frozenset() if decided else self.groups_of(info.pid)
-        if not bus.may_join(info.uid, gids):
-            raise AccessDenied(
-                f"bus {value}'s perms ({perms_text(bus.perms)}) do not let process "
-                f"{info.pid} (uid {info.uid}) join"
-            )
-        membership.change(info, value)
+        joined = None if value == LEAVE_TOKEN else value
+        if joined is not None:
+            bus = self.buses.get(joined)
+            if bus is None:
+                raise NotFound(f"no bus {value!r}")
+            decided = bus.perms.decided_by_uid(info.uid)
+            gids = frozenset() if decided else self.groups_of(info.pid)
+            if not bus.may_join(info.uid, gids):
+                raise AccessDenied(
+                    f"bus {value}'s perms ({perms_text(bus.perms)}) do not let process "
+                    f"{info.pid} (uid {info.uid}) join"
+                )
+        left = membership.bus_of(info)
+        membership.change(info, joined)
+        self.changes.publish(events.MembershipChanged(info.pid, left, joined))
 
     # -- who may join (perms/) ---------------------------------------------
 
@@ -290,6 +293,7 @@ class Vbus:
         if writer is not None:
             self.check_perms_writer(bus, writer)
         attr.write(bus, value)
+        self.changes.publish(events.PermStored(bus, name))
 
     def _perm(self, bus: Bus, name: str) -> Attribute:
         if not bus.alive:
@@ -331,6 +335,8 @@ class Vbus:
         bus.links[link_name] = interface
         bus.interfaces[interface_id] = interface
         device.interfaces[name] = interface
+        self._states.add(interface)
+        self.changes.publish(events.Linked(interface))
         self._emit(Event("add", bus_name, interface_id, interface.type, device_name))
         return interface
 
@@ -343,12 +349,14 @@ class Vbus:
         del bus.links[link_name], bus.interfaces[interface.id]
         del device.interfaces[interface.name]
         interface.alive = False
+        self._states.discard(interface)
         assert device.deviceclass is not None
         try:
             device.deviceclass.detach(device.state, interface.state)
         finally:
             # a detach that raises (a bug: drops cannot fail) still drops the interface,
             # and its clients still hear it
+            self.changes.publish(events.Unlinked(interface))
             self._emit(Event("drop", bus_name, interface.id, interface.type, device.name))
 
     # -- clients ---------------------------------------------------------
@@ -384,6 +392,13 @@ class Vbus:
     def store_attribute(self, owner: AttributeOwner, name: str, value: str) -> None:
         """Store `value` in attribute `name` of a device or an interface."""
         self._attribute(owner, name).write(owner.state, value)
+        self.changes.publish(events.AttributeStored(owner, name))
+
+    def _noticed(self, state: Any, name: str) -> None:
+        """A deviceclass's `notify`, now in the model's thread."""
+        for owner in self._states.owners(state):
+            if owner.alive and name in self.attributes(owner):
+                self.changes.publish(events.AttributeChanged(owner, name))
 
     def _attribute(self, owner: AttributeOwner, name: str) -> Attribute:
         if not owner.alive:
@@ -431,6 +446,7 @@ class Vbus:
                     faults.append(exc)
             del self.buses[bus.name]
             bus.alive = False
+            self.changes.publish(events.BusRemoved(bus))
         return faults
 
     def leftovers(self) -> list[str]:
@@ -458,6 +474,7 @@ class Vbus:
             if self.membership is not None:
                 self.membership.bus_gone(bus.name)
             bus.alive = False
+            self.changes.publish(events.BusRemoved(bus))
         self.buses.clear()
 
     # -- inspection ------------------------------------------------------
@@ -468,26 +485,6 @@ class Vbus:
 
     def snapshot(self) -> dict[str, Any]:
         """A plain-data picture of the configuration, for comparisons and tests."""
-        return {
-            "classes": sorted(self.classes),
-            "devices": {
-                d.name: {
-                    "type": d.deviceclass.name if d.deviceclass else None,
-                    "interfaces": {n: (i.bus.name, i.id) for n, i in d.interfaces.items()},
-                }
-                for d in self.devices.values()
-            },
-            "buses": {
-                b.name: {
-                    "next_id": b.next_id,
-                    "perms": (b.perms.owner, b.perms.group, b.perms.mode),
-                    "links": {n: (i.device.name, i.id) for n, i in b.links.items()},
-                }
-                for b in self.buses.values()
-            },
-        }
+        from ._config import snapshot  # it reads a Vbus: imported on use, no cycle
 
-
-def perms_text(perms: BusPerms) -> str:
-    """How messages show a bus's perms: `owner 0 group 0 mode 0700`."""
-    return f"owner {perms.owner} group {perms.group} mode {show_mode(perms.mode)}"
+        return snapshot(self)

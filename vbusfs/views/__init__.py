@@ -21,7 +21,9 @@ from ._nodes import (
     children,
     config_link_target,
     dependents,
+    is_process_owner,
     node,
+    process_owner,
 )
 from ._ops import TooManySymlinks, join, mkdir, resolve, rmdir, symlink, unlink
 from ._render import render_tree
@@ -43,9 +45,11 @@ __all__ = [
     "children",
     "config_link_target",
     "dependents",
+    "is_process_owner",
     "join",
     "mkdir",
     "node",
+    "process_owner",
     "render_tree",
     "resolve",
     "rmdir",

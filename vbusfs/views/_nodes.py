@@ -29,6 +29,7 @@ from vbusfs.model import (
     Device,
     IdentityView,
     Interface,
+    NoDevice,
     NoSuchProcess,
     PidView,
     ProcessInfo,
@@ -74,6 +75,10 @@ class FileNode:
     # A file whose handles belong to something (proc/<pid>/vbus: one process): opening
     # calls this for the handle's own node and what to call when the handle is released.
     opened: Callable[[], tuple[FileNode, Callable[[], None]]] | None = None
+    # what the value comes from, (owner, name): the model object (a device, interface or
+    # bus; `process_owner(pid)` for a membership file) and the attribute. The FUSE adapter
+    # wakes the file's pollers when a change of the model names that owner.
+    source: tuple[object, str] | None = None
 
     @property
     def mode(self) -> int:
@@ -127,13 +132,32 @@ def _constant(value: str) -> FileNode:
     return FileNode(lambda: value)
 
 
+def process_owner(pid: int) -> tuple[str, int]:
+    """The owner part of a membership file's `source`: process `pid` (the daemon's)."""
+    return ("process", pid)
+
+
+def is_process_owner(owner: object) -> bool:
+    return isinstance(owner, tuple) and owner[:1] == ("process",)
+
+
+def _check_alive(owner: AttributeOwner | Bus) -> None:
+    # a handle outlives its object: it never reaches a later namesake (behaviour §4)
+    if not owner.alive:
+        raise NoDevice(f"{owner!r} was removed")
+
+
 def _attribute_file(vbus: Vbus, owner: AttributeOwner, attr: Attribute) -> FileNode:
     """The file of attribute `attr` of a device or an interface."""
 
     def store(value: str) -> None:
         vbus.store_attribute(owner, attr.name, value)
 
-    return FileNode(lambda: vbus.show_attribute(owner, attr.name), store if attr.writable else None)
+    return FileNode(
+        lambda: vbus.show_attribute(owner, attr.name),
+        store if attr.writable else None,
+        source=(owner, attr.name),
+    )
 
 
 def _attribute_node(vbus: Vbus, owner: AttributeOwner, name: str) -> FileNode | None:
@@ -143,14 +167,14 @@ def _attribute_node(vbus: Vbus, owner: AttributeOwner, name: str) -> FileNode | 
 
 def _type_file(vbus: Vbus, device: Device) -> FileNode:
     def show() -> str:
+        _check_alive(device)
         return device.deviceclass.name if device.deviceclass is not None else ""
 
     def store(value: str) -> None:
-        if not device.alive:
-            vbus.device(device.name)  # raises: the device is gone
+        _check_alive(device)  # never the type of a later device of the same name
         vbus.set_device_type(device.name, value)
 
-    return FileNode(show, store)
+    return FileNode(show, store, source=(device, TYPE_ENTRY))
 
 
 def _perms_file(vbus: Vbus, bus: Bus, name: str, caller: Caller | None) -> FileNode:
@@ -166,7 +190,11 @@ def _perms_file(vbus: Vbus, bus: Bus, name: str, caller: Caller | None) -> FileN
         vbus.store_perm(bus, name, value, writer=opener)
 
     return FileNode(
-        lambda: vbus.show_perm(bus, name), store, uid=bus.perms.owner, gid=bus.perms.group
+        lambda: vbus.show_perm(bus, name),
+        store,
+        uid=bus.perms.owner,
+        gid=bus.perms.group,
+        source=(bus, name),
     )
 
 
@@ -255,9 +283,17 @@ def node(vbus: Vbus, path: Path, caller: Caller | None = None) -> Node | None:
             if name == DEVICE_ENTRY:
                 return SymlinkNode(f"../../../../devices/{interface.device.name}")
             if name == TYPE_ENTRY:
-                return _constant(interface.type)
+                return _interface_type(interface)
             return _attribute_node(vbus, interface, name)
     return None
+
+
+def _interface_type(interface: Interface) -> FileNode:
+    def show() -> str:
+        _check_alive(interface)
+        return interface.type
+
+    return FileNode(show, source=(interface, TYPE_ENTRY))
 
 
 def dependents(vbus: Vbus, path: Path) -> list[Path]:
@@ -366,7 +402,13 @@ def _membership_file(vbus: Vbus, info: ProcessInfo, caller: Caller | None) -> Fi
             held = vbus.pin_process(info)
             return node(held), held.close
 
-        return FileNode(show, store, uid=info.uid, opened=opened if pin is None else None)
+        return FileNode(
+            show,
+            store,
+            uid=info.uid,
+            opened=opened if pin is None else None,
+            source=(process_owner(info.pid), "vbus"),
+        )
 
     return node(None)
 
