@@ -14,6 +14,7 @@ import time
 from types import TracebackType
 from typing import Any
 
+from vbusfs._unixaddr import unix_address
 from vbusfs.connector import (
     CLOSED,
     DEFAULT_TIMEOUT,
@@ -35,7 +36,6 @@ from vbusfs.connector import (
     unpack_bytes,
 )
 from vbusfs.connector import venet as abi
-from vbusfs._unixaddr import unix_address
 from vbusfs.ioq import AsyncIoq, Ioq
 
 from ._common import close_fds, find_connector, hangup_of

@@ -13,6 +13,7 @@ from typing import Any
 
 import trio
 
+from vbusfs._unixaddr import unix_address
 from vbusfs.connector import (
     CLOSED,
     DEFAULT_TIMEOUT,
@@ -34,7 +35,6 @@ from vbusfs.connector import (
     unpack_bytes,
 )
 from vbusfs.connector import venet as abi
-from vbusfs._unixaddr import unix_address
 from vbusfs.ioq import AsyncIoq, Ioq
 
 from ._common import close_fds, find_connector, hangup_of

@@ -1,13 +1,14 @@
 """The daemon side of the connector: member processes open their bus's devices.
 
 Each peer is identified by the kernel (SO_PEERCRED), never by what it says, and
-mapped to its bus through the membership model; a process on no bus is refused. A client sees only its own bus. Everything runs in the daemon's
-trio loop beside the FUSE handlers, and no handler waits on a client.
+mapped to its bus through the membership model; a process on no bus is refused. A
+client sees only its own bus. Everything runs in the daemon's trio loop beside the
+FUSE handlers, and no handler waits on a client.
 
-When a client closes, dies (even by SIGKILL: its socket closes), or breaks
-the ring protocol, everything it opened is closed and its devices can be
-opened again at once. When an interface a client has open is unlinked, the
-client hears a `drop` event and its next operation on it fails with ENODEV.
+When a client closes, dies (even by SIGKILL: its socket closes), or breaks the ring
+protocol, everything it opened is closed and its devices can be opened again at once.
+When an interface a client has open is unlinked, the client hears a `drop` event and
+its next operation on it fails with ENODEV.
 A deviceclass that declares queues has its data path run by `_datapath` (its
 loop in a thread of its own, one close order for every ending); when its loop
 fails, the client hears a `fault` event and its next operation fails with EIO.
