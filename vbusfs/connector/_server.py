@@ -19,9 +19,8 @@ request (EMFILE), a bad request is refused with an errno and logged at most a
 few times a second per client, and the caller's bus is re-checked on every
 request and twice a second: a process that left or moved, or whose bus's perms
 no longer let it in (behaviour §6), loses what it had open and is refused (EACCES).
-A connection speaks for the process that made it and for no other (`PeerPin`):
-once that process has exited, a pid recycled by a member changes nothing, and the
-connection is refused (ESRCH).
+A connection speaks for the process that made it and for no other (`PeerPin`): once
+that process has exited, a recycled pid changes nothing; the connection is refused (ESRCH).
 
 The I/O shell only: the wire format is `_protocol`'s business (`DaemonConnection`).
 """
