@@ -43,6 +43,7 @@ from ._handles import (
     render,
 )
 from ._inodes import InodeTable
+from ._links import LinkTargets
 from ._mountinfo import MountLocations
 from ._poll import Pollers
 from ._xattrs import RootXattrs
@@ -95,6 +96,7 @@ class VbusOperations(RootXattrs, pyfuse3.Operations):
         # mounted until `vbusfs.fuse.mount()` sets the session's own
         self.invalidate_entry: Callable[[int, bytes], None] = _unmounted
         self.locations = locations if locations is not None else MountLocations()
+        self.links = LinkTargets(self.locations)
         self._handles = Handles()
         # attribute handles by what they show, woken by the model's changes (behaviour §4)
         self.pollers = Pollers()
@@ -361,13 +363,11 @@ class VbusOperations(RootXattrs, pyfuse3.Operations):
     async def symlink(
         self, parent_inode: int, name: bytes, target: bytes, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
-        parent = self._path(parent_inode)
-        text = _name(name)
         target_text = os.fsdecode(target)
-        if target_text.startswith("/"):
-            resolved = self.locations.resolve(target_text, ctx.pid)
-        else:
-            resolved = views.join(parent, target_text)
+        walked = await self.links.walk(target_text, ctx.pid)  # the caller's view, not ours
+        parent = self._path(parent_inode)  # the model from here on: no await
+        text = _name(name)
+        resolved = self.links.target(self.vbus, self.inodes, parent, target_text, walked, ctx.pid)
         views.symlink(self.vbus, parent, text, resolved)
         return self._entry((*parent, text))
 

@@ -1,0 +1,120 @@
+"""Link targets resolve as the kernel resolves configfs's (behaviour §5): relative ones from
+the caller's cwd, absolute ones through its root, symlinks, bind mounts and /proc; real
+shells, on the session's shared daemon."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+import pytest
+
+pytestmark = pytest.mark.mount
+
+# S, T, V: switches (a switch may sit on several buses, once on each); U untyped
+SETUP = (
+    "mkdir config/vbus/instances/B config/vbus/instances/C config/vbus/instances/E "
+    "config/vbus/devices/S config/vbus/devices/T config/vbus/devices/V "
+    "config/vbus/devices/U && "
+    "for d in S T V; do echo venet-switch > config/vbus/devices/$d/type; done"
+)
+
+
+@pytest.fixture
+def populated(vbus_mount):
+    vbus_mount.sh(SETUP, check=True)
+    return vbus_mount
+
+
+def sh(command: str, cwd: str = "/") -> subprocess.CompletedProcess[str]:
+    # sh, not the fixture's bash: the daemon must see this shell's own cwd and root
+    return subprocess.run(
+        ["sh", "-c", command], cwd=cwd, capture_output=True, text=True, timeout=30
+    )
+
+
+def on_bus(mount, bus: str) -> list[str]:
+    """The devices bus `bus` holds, read from the sys tree."""
+    base = mount.join("sys/vbus/instances", bus, "devices")
+    return sorted(os.path.basename(os.readlink(f"{base}/{i}/device")) for i in os.listdir(base))
+
+
+def test_relative_targets_resolve_from_the_callers_cwd(populated):
+    mnt = populated
+    # the configfs idiom (USB gadgets' `ln -s functions/x configs/c.1`)
+    done = sh("cd config/vbus && ln -s devices/S instances/B/", mnt.path)
+    assert done.returncode == 0, done.stderr
+    assert os.readlink(mnt.join("config/vbus/instances/B/S")) == "../../../vbus/devices/S"
+    # from a cwd outside the mount, through it
+    parent, base = os.path.split(mnt.path)
+    done = sh(f"ln -s {base}/config/vbus/devices/T {mnt.path}/config/vbus/instances/B/", parent)
+    assert done.returncode == 0, done.stderr
+    # from a bus directory, with `..`
+    done = sh("cd config/vbus/instances/C && ln -s ../../devices/S .", mnt.path)
+    assert done.returncode == 0, done.stderr
+    # where the cwd names nothing on the mount, from the bus directory, as before
+    done = sh(f"ln -s ../../devices/V {mnt.path}/config/vbus/instances/E/", "/")
+    assert done.returncode == 0, done.stderr
+    assert (on_bus(mnt, "B"), on_bus(mnt, "C"), on_bus(mnt, "E")) == (["S", "T"], ["S"], ["V"])
+    # what the cwd names decides the errno; a refusal changes nothing
+    for target, error in [
+        ("devices/S/type", "Not a directory"),
+        ("instances/B", "Invalid argument"),
+        ("devices/U", "Invalid argument"),  # untyped
+        ("devices/none", "No such file or directory"),
+        ("devices/S", "Device or resource busy"),  # already on B
+    ]:
+        done = sh(f"cd config/vbus && ln -s {target} instances/B/z", mnt.path)
+        assert done.returncode == 1 and error in done.stderr, (target, done.stderr)
+    assert sorted(os.listdir(mnt.join("config/vbus/instances/B"))) == ["S", "T", "perms"]
+
+
+def test_absolute_targets_resolve_through_symlinks_and_proc_self(populated, tmp_path):
+    mnt = populated
+    # a chain of symlinks to the mount: an absolute one, then a relative one
+    (tmp_path / "real").symlink_to(mnt.path)
+    (tmp_path / "alias").symlink_to("real")
+    done = sh(f"ln -s {tmp_path}/alias/config/vbus/devices/S {mnt.path}/config/vbus/instances/B/")
+    assert done.returncode == 0, done.stderr
+    # /proc/self is the shell that asks (the daemon's own cwd is elsewhere), and so is
+    # /proc/thread-self
+    done = sh("ln -s /proc/self/cwd/config/vbus/devices/S config/vbus/instances/C/", mnt.path)
+    assert done.returncode == 0, done.stderr
+    done = sh("ln -s /proc/thread-self/cwd/devices/T instances/C/", mnt.join("config/vbus"))
+    assert done.returncode == 0, done.stderr
+    # through a link in a bus directory to its device, into that very directory: the
+    # daemon walks the bus directory in its model, never with a lookup that would wait
+    # for the directory the kernel has locked for this symlink(2)
+    done = sh(f"ln -s {mnt.path}/config/vbus/instances/B/S {mnt.path}/config/vbus/instances/B/x")
+    assert done.returncode == 1 and "Device or resource busy" in done.stderr
+    done = sh(f"ln -s {mnt.path}/config/vbus/instances/B/none {mnt.path}/config/vbus/instances/B/y")
+    assert done.returncode == 1 and "No such file or directory" in done.stderr
+    assert (on_bus(mnt, "B"), on_bus(mnt, "C")) == (["S"], ["S", "T"])
+    # outside the mount: EPERM if it exists, else as the kernel's walk fails
+    (tmp_path / "loop").symlink_to("loop")
+    for target, error in [
+        ("/etc", "Operation not permitted"),
+        (f"{tmp_path}/alias/sys/vbus/devices/V", "Operation not permitted"),
+        (f"{tmp_path}/missing/V", "No such file or directory"),
+        (f"{tmp_path}/loop/V", "Too many levels of symbolic links"),
+    ]:
+        done = sh(f"ln -s {target} {mnt.path}/config/vbus/instances/E/V")
+        assert done.returncode == 1 and error in done.stderr, (target, done.stderr)
+    assert on_bus(mnt, "E") == []
+
+
+@pytest.mark.root
+def test_absolute_targets_resolve_through_a_bind_mount(populated, tmp_path):
+    mnt = populated
+    bound = tmp_path / "bound"
+    bound.mkdir()
+    subprocess.run(["mount", "--bind", mnt.join("config/vbus"), str(bound)], check=True)
+    try:
+        done = sh(f"ln -s {bound}/devices/S {bound}/instances/B/")
+        assert done.returncode == 0, done.stderr
+        # a cwd in the bind mount, whose root is config/vbus
+        done = sh("ln -s devices/T instances/C/", str(bound))
+        assert done.returncode == 0, done.stderr
+        assert (on_bus(mnt, "B"), on_bus(mnt, "C")) == (["S"], ["T"])
+    finally:
+        subprocess.run(["umount", str(bound)], check=True)

@@ -1,0 +1,261 @@
+"""Link targets resolved as the kernel resolves configfs's (behaviour §5).
+
+configfs has the kernel walk a new link's target in the caller's context: a relative
+target from the caller's cwd, an absolute one from its root, through every symlink and
+mount on the way; the link is made if the walk lands on an item of that configfs. So
+`cd MNT/config/vbus && ln -s devices/D instances/B/`, a symlink or a bind mount leading to
+the mount, and `/proc/self/cwd/...` all work.
+
+The walk has two halves, because a request handler must never look a path up in its own
+mount: the kernel would send that lookup back to us, and the bus directory the link goes
+in is locked by the very `symlink(2)` being served, so it could wait forever.
+
+1. Outside this mount (`walk_outside`, in a worker thread, so a slow or hung filesystem
+   of the caller's stalls only this request): from `/proc/<tid>/root` or `/proc/<tid>/cwd`
+   one component at a time with `openat(O_PATH|O_NOFOLLOW)`, which never asks a
+   filesystem to open anything. Each step's mount and inode are read from
+   `/proc/self/fdinfo` (never a request to a filesystem); the walk stops at the first
+   directory on this mount (entered by crossing a mount point, a bind mount, or a magic
+   link such as `/proc/<pid>/cwd`) and reports its inode number and the rest of the path.
+   Ordinary symlinks are read and followed here; `/proc/self` and `/proc/thread-self`
+   mean the caller, not the daemon; other procfs links are magic (`cwd`, `root`, `fd/N`)
+   and the kernel jumps through them.
+2. Inside (`LinkTargets.target`, in the handler, atomic with the link): the inode number
+   becomes a tree path and the rest is walked in the views, symlinks included.
+
+When the caller cannot be walked for (no pid in our namespace, /proc refused), an
+absolute target falls back to the mountinfo rule (`MountLocations`); a relative one that
+does not land on this mount is taken from the bus directory, as vbusfs always did.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+import time
+from collections import deque
+from dataclasses import dataclass
+
+import trio
+
+from vbusfs import views
+from vbusfs.model import Vbus, VbusError
+from vbusfs.views import Path
+
+from ._inodes import InodeTable
+from ._mountinfo import MountLocations, read_mountinfo
+
+# The kernel's limit on symlinks followed in one walk.
+MAX_HOPS = 40
+_NOFOLLOW = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
+_FOLLOW = os.O_PATH | os.O_CLOEXEC
+
+
+@dataclass(frozen=True, slots=True)
+class Landing:
+    """The walk reached this mount at inode `inode`; `rest` is still to walk."""
+
+    inode: int
+    rest: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Walked:
+    """What the outside walk found: a landing, somewhere else, a failure, or nothing
+    (it could not be made for this caller)."""
+
+    landing: Landing | None = None
+    outside: bool = False  # it ended on an existing object that is not on this mount
+    error: int = 0  # the errno the kernel's walk would have failed with
+    unavailable: bool = False
+
+
+UNAVAILABLE = Walked(unavailable=True)
+OUTSIDE = Walked(outside=True)
+
+
+def _parts(text: str) -> list[str]:
+    return [part for part in text.split("/") if part not in ("", ".")]
+
+
+def fdinfo(fd: int) -> tuple[int, int]:
+    """(mount id, inode number) of `fd`, from procfs: no filesystem is asked."""
+    info = os.open(f"/proc/self/fdinfo/{fd}", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        text = os.read(info, 4096)
+    finally:
+        os.close(info)
+    mount_id = inode = -1
+    for line in text.splitlines():
+        key, _, value = line.partition(b":")
+        if key == b"mnt_id":
+            mount_id = int(value)
+        elif key == b"ino":
+            inode = int(value)
+    return mount_id, inode
+
+
+class _Mounts:
+    """Which mounts (by id) are ours and which are procfs, as the caller's mountinfo says."""
+
+    CACHE_SECONDS = 1.0
+
+    def __init__(self) -> None:
+        self._kinds: dict[int, str] = {}
+        self._read_at = -1.0
+
+    def kind(self, mount_id: int, tid: int, device: str) -> str:
+        """ "ours", "proc" or "other"; re-reads mountinfo for a mount not seen lately."""
+        now = time.monotonic()
+        if now - self._read_at > self.CACHE_SECONDS or mount_id not in self._kinds:
+            kinds: dict[int, str] = {}
+            for entry in read_mountinfo(tid):
+                if entry.device == device:
+                    kinds[entry.mount_id] = "ours"
+                elif entry.fstype == "proc":
+                    kinds[entry.mount_id] = "proc"
+            self._kinds, self._read_at = kinds, now
+        return self._kinds.get(mount_id, "other")
+
+
+def _caller_ids(tid: int) -> tuple[str, str]:
+    """The caller's process and thread ids as its own pid namespace numbers them (what
+    `/proc/self` and `/proc/thread-self` name in the procfs it sees)."""
+    found: dict[str, str] = {}
+    with open(f"/proc/{tid}/status", encoding="ascii", errors="replace") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            if key in ("NStgid", "NSpid"):
+                found[key] = value.split()[-1]
+    return found["NStgid"], found["NSpid"]
+
+
+class _Walk:
+    """One walk outside the mount for caller `tid`; owns the fds it opens."""
+
+    def __init__(self, tid: int, device: str, mounts: _Mounts) -> None:
+        self.tid = tid
+        self.device = device
+        self.mounts = mounts
+        self.fds: list[int] = []
+
+    def open(self, name: str, flags: int, dir_fd: int | None = None) -> int:
+        fd = os.open(name, flags, dir_fd=dir_fd)
+        self.fds.append(fd)
+        return fd
+
+    def close(self) -> None:
+        for fd in self.fds:
+            os.close(fd)
+
+    def run(self, text: str) -> Walked:
+        root = self.open(f"/proc/{self.tid}/root", _FOLLOW)
+        here = root if text.startswith("/") else self.open(f"/proc/{self.tid}/cwd", _FOLLOW)
+        root_id = fdinfo(root)
+        parts = deque(_parts(text))
+        hops = 0
+        moved = True
+        kind = "other"
+        where = (-1, -1)
+        while True:
+            if moved:
+                where = fdinfo(here)
+                kind = self.mounts.kind(where[0], self.tid, self.device)
+                moved = False
+            if kind == "ours":
+                return Walked(landing=Landing(where[1], tuple(parts)))
+            if not parts:
+                return OUTSIDE
+            part = parts.popleft()
+            if part == "..":
+                if where != root_id:  # `..` of the caller's root is its root
+                    here, moved = self.open("..", _NOFOLLOW, here), True
+                continue
+            if kind == "proc" and part in ("self", "thread-self"):
+                tgid, pid = _caller_ids(self.tid)
+                parts.extendleft(reversed([tgid] if part == "self" else [tgid, "task", pid]))
+                continue
+            step = self.open(part, _NOFOLLOW, here)
+            where = fdinfo(step)
+            kind_there = self.mounts.kind(where[0], self.tid, self.device)
+            # fstat asks the filesystem: never ours (a mount point crossed into this mount)
+            if kind_there == "ours" or not stat.S_ISLNK(os.fstat(step).st_mode):
+                here, kind = step, kind_there
+                continue
+            link = os.readlink("", dir_fd=step)
+            hops += 1
+            if hops > MAX_HOPS:
+                raise OSError(errno.ELOOP, "too many levels of symbolic links")
+            if kind == "proc":  # a magic link (cwd, root, fd/N): the kernel jumps
+                here, moved = self.open(part, _FOLLOW, here), True
+                continue
+            if link.startswith("/"):
+                here, moved = root, True
+            parts.extendleft(reversed(_parts(link)))
+
+
+class LinkTargets:
+    """Resolves the target text of a link made in a bus directory, for its caller."""
+
+    def __init__(self, locations: MountLocations) -> None:
+        self.locations = locations
+        self._mounts = _Mounts()
+
+    def walk_outside(self, text: str, tid: int) -> Walked:
+        """The kernel's half of the walk (blocking: run it in a thread)."""
+        device = self.locations.device
+        if device is None or tid <= 0:
+            return UNAVAILABLE
+        walk = _Walk(tid, device, self._mounts)
+        try:
+            return walk.run(text)
+        except OSError as exc:
+            if exc.filename is not None and str(exc.filename).startswith(f"/proc/{tid}/"):
+                return UNAVAILABLE  # the caller's root or cwd is not ours to read
+            return Walked(error=exc.errno or errno.EIO)
+        finally:
+            walk.close()
+
+    async def walk(self, text: str, tid: int) -> Walked:
+        return await trio.to_thread.run_sync(self.walk_outside, text, tid)
+
+    def target(
+        self, vbus: Vbus, inodes: InodeTable, parent: Path, text: str, walked: Walked, tid: int
+    ) -> Path | None:
+        """The tree path the link in `parent` points to (None: outside this mount).
+
+        VbusError with the errno of a walk that failed."""
+        absolute = text.startswith("/")
+        if walked.landing is not None:
+            try:
+                found = _walk_inside(vbus, inodes, walked.landing)
+            except VbusError:
+                if absolute:
+                    raise
+                found = None
+            if found is not None or absolute:
+                return found
+        elif absolute and walked.unavailable:
+            return self.locations.resolve(text, tid)
+        elif absolute and walked.error:
+            raise VbusError(f"{text}: {os.strerror(walked.error)}", errno=walked.error)
+        elif absolute:
+            return None
+        # relative, and not on this mount from the caller's cwd: from the bus directory
+        return views.join(parent, text)
+
+
+def _walk_inside(vbus: Vbus, inodes: InodeTable, landing: Landing) -> Path | None:
+    """The rest of a walk, in the trees; None if it climbs out of the mount."""
+    done = inodes.path(landing.inode)
+    if done is None:
+        raise VbusError("the directory the walk reached was removed", errno=errno.ENOENT)
+    for part in landing.rest:
+        if part == "..":
+            if not done:
+                return None
+            done = done[:-1]
+        else:
+            done = views.resolve(vbus, (*done, part))
+    return done
