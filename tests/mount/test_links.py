@@ -118,3 +118,43 @@ def test_absolute_targets_resolve_through_a_bind_mount(populated, tmp_path):
         assert (on_bus(mnt, "B"), on_bus(mnt, "C")) == (["S"], ["T"])
     finally:
         subprocess.run(["umount", str(bound)], check=True)
+
+
+def test_every_entry_name_fits_name_max_for_cp_and_tar(vbus_mount, tmp_path):
+    mnt = vbus_mount
+    # two 255-byte bus names sharing their first 254 bytes, a switch linked into both
+    first, second = "b" * 254 + "1", "b" * 254 + "2"
+    mnt.sh(
+        f"mkdir config/vbus/instances/{first} config/vbus/instances/{second} "
+        "config/vbus/devices/S && echo venet-switch > config/vbus/devices/S/type && "
+        f"ln -s ../../devices/S config/vbus/instances/{first}/ && "
+        f"ln -s ../../devices/S config/vbus/instances/{second}/",
+        check=True,
+    )
+    names = sorted(os.listdir(mnt.join("sys/vbus/devices/S/interfaces")))
+    assert len(names) == 2 and all(len(n.encode()) <= 255 for n in names), names
+    assert [n[:230] for n in names] == ["b" * 230] * 2 and all(n.endswith(".0") for n in names)
+    for name in names:  # each still leads to its own bus's interface
+        bus = os.path.basename(
+            os.path.dirname(
+                os.path.dirname(os.readlink(mnt.join("sys/vbus/devices/S/interfaces", name)))
+            )
+        )
+        assert bus in (first, second)
+    # the whole tree copies with tools nobody here wrote
+    done = subprocess.run(
+        ["cp", "-a", mnt.join("sys"), mnt.join("config"), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert sorted(os.listdir(tmp_path / "sys/vbus/devices/S/interfaces")) == names
+    done = subprocess.run(
+        f"tar -cf - -C {mnt.path} sys config | tar -tf - | grep -c interfaces/",
+        shell=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.stdout.strip() == "3", done.stderr  # the directory and its two entries

@@ -7,6 +7,8 @@ views and the testing kit.
 
 from __future__ import annotations
 
+import hashlib
+
 from ._errors import InvalidValue, NameTooLong
 
 NAME_MAX = 255
@@ -32,6 +34,31 @@ PERMS_ENTRY = "perms"  # config/vbus/instances/<B>/perms/
 DEVICE_ENTRIES = (CLASS_ENTRY, INTERFACES_ENTRY)
 INTERFACE_ENTRIES = (DEVICE_ENTRY, TYPE_ENTRY)
 BUS_ENTRIES = (PERMS_ENTRY,)
+
+
+# A qualified interface entry name too long for NAME_MAX keeps this many hex digits of the
+# SHA-256 of its whole bus name, after a `~`.
+DIGEST_DIGITS = 16
+
+
+def qualified_interface_name(bus_name: str, interface_id: int) -> str:
+    """`<bus>.<id>`, the entry name under `interfaces/` of a device on several buses.
+
+    Within NAME_MAX however long the bus name: one that would not fit keeps the longest
+    prefix of the bus name that does (cut between characters) followed by `~` and 16 hex
+    digits of the SHA-256 of the whole bus name, so the entry is stable, and two buses
+    that share the prefix still differ (behaviour §3).
+    """
+    whole = f"{bus_name}.{interface_id}"
+    if len(whole.encode("utf-8", "surrogateescape")) <= NAME_MAX:
+        return whole
+    raw = bus_name.encode("utf-8", "surrogateescape")
+    digest = hashlib.sha256(raw).hexdigest()[:DIGEST_DIGITS]
+    tail = f"~{digest}.{interface_id}"
+    cut = NAME_MAX - len(tail)
+    while 0 < cut < len(raw) and raw[cut] & 0xC0 == 0x80:
+        cut -= 1  # not inside a UTF-8 character
+    return raw[:cut].decode("utf-8", "surrogateescape") + tail
 
 
 def check_name(name: str, what: str) -> None:

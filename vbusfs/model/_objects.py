@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 
 from ._attributes import AttributeTable
 from ._deviceclass import DeviceClass
-from ._names import DEVICE_ENTRIES, INTERFACE_ENTRIES
+from ._names import DEVICE_ENTRIES, INTERFACE_ENTRIES, qualified_interface_name
 from ._perms import BusPerms
 
 
@@ -152,5 +152,5 @@ def interface_name(device: Device, bus_name: str, interface_id: int) -> str:
     # Single-bus classes use the bus-local id, as the original did; classes on
     # several buses qualify it so names under interfaces/ never collide.
     if device.deviceclass is not None and device.deviceclass.multi_bus:
-        return f"{bus_name}.{interface_id}"
+        return qualified_interface_name(bus_name, interface_id)
     return str(interface_id)

@@ -329,6 +329,8 @@ class Vbus:
         elif interface_id < bus.next_id or interface_id >= self._max_interface_ids:
             raise InvalidValue(f"interface id {interface_id} was already handed out on {bus_name}")
         name = interface_name(device, bus_name, interface_id)
+        if name in device.interfaces:  # a bus named like another's shortened name (§3)
+            raise AlreadyExists(f"device {device_name} already has an interface {name}")
         state = deviceclass.attach(device.state, InterfaceInfo(bus_name, interface_id, name))
         interface = Interface(bus, device, interface_id, link_name, state)
         bus.next_id = interface_id + 1
