@@ -118,8 +118,10 @@ def test_modprobe_and_rmmod(mnt, monkeypatch):
     assert busy.returncode == 1 and "Device or resource busy" in busy.stderr
     missing = vbusfs("modprobe", mnt.path, "no-such-class")
     assert missing.returncode == 1 and "no deviceclass" in missing.stderr
+    # loaded already: success and nothing changes, as modprobe(8)
     again = vbusfs("modprobe", mnt.path, "venet-tap")
-    assert again.returncode == 1 and "File exists" in again.stderr
+    assert again.returncode == 0 and again.stdout == "venet-tap\n", again.stderr
+    assert os.path.isdir(mnt.join("sys/vbus/devices/d/interfaces"))
 
 
 def test_modprobe_a_class_by_module_path(tmp_path_factory, monkeypatch):

@@ -142,9 +142,15 @@ def test_load_of_a_discovered_name_takes_its_place_with_a_warning(tmp_path, sour
             "deviceclass venet-loopback from edited_class:Edited replaces the discovered one "
             "from vbusfs.classes._venet_loopback:VenetLoopback"
         ) in mount.log
-        # a second spec of that name meets the loaded one, not a discovered one: EEXIST
+        # the same spec again: loaded already, success (modprobe(8)); another spec of
+        # that name meets the loaded one, not a discovered one: EEXIST
         again = vbusfs("modprobe", mount.path, "edited_class:Edited")
-        assert again.returncode == 1 and "File exists" in again.stderr
+        assert again.returncode == 0 and again.stdout == "venet-loopback\n", again.stderr
+        (source / "other_class.py").write_text(
+            MODULE.format(greeting="x", name="venet-loopback", extra="")
+        )
+        other = vbusfs("modprobe", mount.path, "other_class:Edited")
+        assert other.returncode == 1 and "File exists" in other.stderr
         mount.sh("rmdir config/vbus/devices/d", check=True)
         # the daemon started with it: a reset keeps it
         assert vbusfs("reset", mount.path).returncode == 0

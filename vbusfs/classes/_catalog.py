@@ -111,22 +111,24 @@ def load_spec(
     """Load `cls`, named by an import spec, into `vbus`; its name.
 
     A loaded discovered class of the same name gives way to it (a warning says so; the
-    model's EBUSY while devices of that class exist); a class of that name loaded by a
-    spec is refused (AlreadyExists). Nothing changes on a refusal."""
+    model's EBUSY while devices of that class exist); `cls` itself, loaded already, stays
+    (success, as modprobe(8)); another class of that name loaded by a spec is refused
+    (AlreadyExists). Nothing changes on a refusal."""
     name = cls.name
     loaded = vbus.classes.get(name)
     if loaded is None:
         vbus.load_class(make(cls))
         return name
+    if type(loaded) is cls:  # this very class: loaded already, as modprobe(8) says
+        if cls is discovered.get(name):
+            log.warning(
+                "%s is the discovered deviceclass %s itself, already loaded: it stays",
+                spec_of(cls),
+                name,
+            )
+        return name
     if type(loaded) is not discovered.get(name):
         raise AlreadyExists(f"deviceclass {name} is already loaded (from {spec_of(type(loaded))})")
-    if type(loaded) is cls:
-        log.warning(
-            "%s is the discovered deviceclass %s itself, already loaded: it stays",
-            spec_of(cls),
-            name,
-        )
-        return name
     vbus.replace_class(name, make(cls))
     log.warning(
         "deviceclass %s from %s replaces the discovered one from %s",
@@ -192,13 +194,15 @@ class Catalog:
         return find_class(name)
 
     def load(self, vbus: Vbus, name: str) -> str:
-        """modprobe: a registered name, or a `module:Class` spec (see `load_spec`)."""
+        """modprobe: a registered name, or a `module:Class` spec (see `load_spec`).
+
+        Like modprobe(8), loading what is loaded succeeds and changes nothing: a
+        registered name that is loaded (by whichever class), a spec of the loaded class."""
         offered = discover()
         if name in offered:
             cls = offered[name]
-            if name in vbus.classes:
-                raise AlreadyExists(f"deviceclass {name} is already loaded")
-            vbus.load_class(self.make(cls))
+            if name not in vbus.classes:
+                vbus.load_class(self.make(cls))
             return name
         try:
             cls = import_class(name)

@@ -72,7 +72,8 @@ class FoundOnly:
             cls = self.find_class(name)
         except (ImportError, AttributeError, TypeError, ValueError) as exc:
             raise NotFound(f"no deviceclass {name!r}: {exc}") from None
-        vbus.load_class(cls())
+        if type(vbus.classes.get(cls.name)) is not cls:  # loaded already: success
+            vbus.load_class(cls())
         return cls.name
 
     def reload(self, vbus: Vbus, name: str) -> str:
