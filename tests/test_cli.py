@@ -184,3 +184,22 @@ def test_umount_of_a_plain_directory_says_nothing_is_mounted(tmp_path):
         f"vbusfs umount: {tmp_path} is not mounted: no vbusfs daemon serves it, "
         "so there is nothing to unmount\n"
     )
+
+
+@pytest.mark.mount
+@pytest.mark.root
+@pytest.mark.skipif(shutil.which("unshare") is None, reason="needs unshare")
+def test_run_exits_as_a_shell_would(vbus_mount, tmp_path):
+    inside = ("run", "--mount", vbus_mount.path, "--")
+    # killed by a signal: 128 + its number, as sh reports it
+    done = run(*inside, "sh", "-c", "kill -TERM $$")
+    assert (done.returncode, done.stderr) == (143, "")
+    # a command that cannot run: the shell's status, said in vbusfs's words only
+    plain = tmp_path / "plain"
+    plain.write_text("echo hi\n")
+    for command, status, why in [
+        ("no-such-command-t15", 127, "command not found"),
+        (str(plain), 126, "Permission denied"),
+    ]:
+        done = run(*inside, command)
+        assert (done.returncode, done.stderr) == (status, f"vbusfs run: {command}: {why}\n")

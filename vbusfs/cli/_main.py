@@ -86,7 +86,7 @@ def _run(args: argparse.Namespace) -> int:
         return run(command, args.mount)
     except (RunError, MountError) as exc:
         print(f"vbusfs run: {exc}", file=sys.stderr)
-        return 125
+        return exc.status if isinstance(exc, RunError) else 125
 
 
 def _admin(args: argparse.Namespace) -> int:

@@ -25,7 +25,30 @@ from vbusfs.fuse import FSTYPE, mount_at
 
 
 class RunError(Exception):
-    """`vbusfs run` cannot work here; the message says why."""
+    """`vbusfs run` cannot work here; the message says why, `status` is the exit status."""
+
+    def __init__(self, message: str, status: int = 125) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def check_command(name: str) -> None:
+    """Refuse, as a shell would (127 not found, 126 not executable), a command that
+    cannot run: said here, before any namespace or mount is made, in vbusfs's words."""
+    if "/" in name:
+        if not os.path.exists(name):
+            raise RunError(f"{name}: No such file or directory", 127)
+        if os.path.isdir(name):
+            raise RunError(f"{name}: Is a directory", 126)
+        if not os.access(name, os.X_OK):
+            raise RunError(f"{name}: Permission denied", 126)
+    elif shutil.which(name) is None:
+        raise RunError(f"{name}: command not found", 127)
+
+
+def exit_status(returncode: int) -> int:
+    """A child's status as a shell reports it: 128 + N for a death by signal N."""
+    return 128 - returncode if returncode < 0 else returncode
 
 
 # Runs inside the new namespace as `sh -c NAMESPACE_SCRIPT vbusfs-run MOUNTPOINT COMMAND...`.
@@ -82,6 +105,7 @@ else
     umount -l "$holder"
     rmdir "$holder"
 fi
+command -v "$1" >/dev/null 2>&1 || { echo "vbusfs run: $1: command not found" >&2; exit 127; }
 exec "$@"
 """
 
@@ -100,6 +124,7 @@ def run(command: list[str], mountpoint: str | None = None) -> int:
     """Run `command` in the namespace; with no mountpoint, on a mount made for it."""
     if not command:
         raise RunError("no command to run")
+    check_command(command[0])
     prefix = namespace_prefix()
     made = None
     if mountpoint is None:
@@ -120,7 +145,7 @@ def run(command: list[str], mountpoint: str | None = None) -> int:
             )
     try:
         inner = ["sh", "-c", NAMESPACE_SCRIPT, "vbusfs-run", mountpoint, *command]
-        return subprocess.run([*prefix, *inner]).returncode
+        return exit_status(subprocess.run([*prefix, *inner]).returncode)
     finally:
         if made is not None:
             unmount(made)
