@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
+import select
 import shutil
+import signal
 import subprocess
 import sys
 
@@ -203,3 +206,39 @@ def test_run_exits_as_a_shell_would(vbus_mount, tmp_path):
     ]:
         done = run(*inside, command)
         assert (done.returncode, done.stderr) == (status, f"vbusfs run: {command}: {why}\n")
+
+
+@pytest.mark.mount
+def test_the_runtime_directory_keeps_no_files_of_ended_mounts(tmp_path, monkeypatch):
+    runtime = tmp_path / "run"
+    monkeypatch.setenv("VBUSFS_RUNTIME_DIR", str(runtime))
+    first, second = tmp_path / "a", tmp_path / "b"
+    first.mkdir()
+    second.mkdir()
+
+    def files() -> list[str]:
+        return sorted(p.name for p in runtime.rglob("*") if not p.is_dir())
+
+    assert run("mount", str(first)).returncode == 0
+    try:
+        mine = files()  # state file, log, connector socket
+        assert len(mine) == 3, mine
+        state = json.loads(next((runtime / "mounts").glob("*.json")).read_text())
+        daemon = os.pidfd_open(state["pid"])  # started by our `vbusfs mount`
+        try:
+            signal.pidfd_send_signal(daemon, signal.SIGKILL)
+            assert select.select([daemon], [], [], 10)[0]  # it has ended
+        finally:
+            os.close(daemon)
+        assert files() == mine  # a killed daemon removes nothing itself
+        done = run("mount", str(second))
+        assert done.returncode == 0, done.stderr
+        try:
+            assert not set(files()) & set(mine)  # the ended mount's files are gone
+            assert len(files()) == 3
+        finally:
+            assert run("umount", str(second)).returncode == 0
+        # this one's log stays for reading until the next mount or umount
+        assert [name.endswith(".log") for name in files()] == [True]
+    finally:
+        subprocess.run(["fusermount3", "-uz", str(first)], capture_output=True)

@@ -5,7 +5,8 @@ there too). `log_to_stderr(log_path=...)` adds the bound: once the file passes
 `LOG_MAX_BYTES` it is renamed to FILE.1 (replacing the previous one) and a fresh FILE
 takes over fds 1 and 2, so a flood of refused requests costs at most twice the bound
 (root's log lives in RAM-backed /run). If the fresh file cannot be made (no fd left,
-say), the current one is truncated instead. Nothing here follows a symlink.
+say), the current one is truncated instead. Nothing here follows a symlink. The fresh
+file is held (locked) as the first was, so a sweep of ended mounts leaves it alone.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import logging
 import os
 import sys
 
-from ._runtime import NOFOLLOW
+from ._runtime import NOFOLLOW, hold
 
 LOG_MAX_BYTES = 1 << 20  # per file; with FILE.1, at most 2 MiB per mount
 FORMAT = "%(asctime)s %(name)s %(levelname)s %(message)s"
@@ -52,6 +53,7 @@ class CappedLogHandler(logging.StreamHandler):
         except OSError:
             os.ftruncate(2, 0)  # O_APPEND: the next line starts the file again
             return
+        hold(fd)  # in use while the daemon lives, as the first one was
         os.dup2(fd, 1)
         os.dup2(fd, 2)
         os.close(fd)

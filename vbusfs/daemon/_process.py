@@ -25,7 +25,14 @@ from collections.abc import Callable
 from vbusfs.fuse import FSTYPE, mount_at
 
 from ._problems import MountError
-from ._runtime import MountState, canonical_mountpoint, ensure_runtime_dir, open_log, state_path
+from ._runtime import (
+    MountState,
+    canonical_mountpoint,
+    ensure_runtime_dir,
+    open_log,
+    state_path,
+    sweep_ended,
+)
 
 log = logging.getLogger("vbusfs.daemon")
 
@@ -162,6 +169,7 @@ def spawn(
     """
     mountpoint = canonical_mountpoint(mountpoint)
     ensure_runtime_dir()  # refuses a directory someone else could plant files in
+    sweep_ended(_is_daemon)  # the files of mounts whose daemons have ended
     if log_path is None:
         log_path = state_path(mountpoint)[: -len(".json")] + ".log"
     else:
@@ -275,6 +283,7 @@ def unmount(mountpoint: str, *, timeout: float = EXIT_TIMEOUT) -> None:
         )
     if entry.fstype != FSTYPE:
         raise MountError(f"{mountpoint} is not a vbusfs mount ({entry.fstype})")
+    sweep_ended(_is_daemon)  # of other mounts that ended; this one's log stays till the next
     state = MountState.load(mountpoint)
     done = subprocess.run(["fusermount3", "-u", mountpoint], capture_output=True, text=True)
     if done.returncode != 0:

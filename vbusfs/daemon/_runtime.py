@@ -5,16 +5,24 @@ same directory finds the same daemon. The runtime directory is a trust boundary:
 `ensure_runtime_dir()` creates it (and `mounts/`, `connectors/`) or proves it is this
 user's alone, and refuses otherwise; it never changes the mode of a directory it did
 not create. Files in it are opened without following symlinks.
+
+A live mount's files are locked (a shared `flock`: the daemon's state file and its log,
+held by the daemon's open descriptors, so the kernel lets go when the daemon ends,
+however it ends). `sweep_ended()` removes the state file, log and connector socket of
+every mount whose daemon is gone: `vbusfs mount` and `vbusfs umount` call it, so the
+directory keeps no files of ended mounts past the next of them (behaviour §8).
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
 import stat
 import urllib.parse
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ._problems import MountError
@@ -147,7 +155,90 @@ def open_log(path: str) -> int:
             f"the log file {path} is not a regular file of this user: give --log a "
             "regular file this user owns"
         )
+    hold(fd)  # in use while any copy of this description lives (the daemon's stderr)
     return fd
+
+
+def hold(fd: int) -> None:
+    """Mark the file of `fd` in use for as long as its open file description lives."""
+    fcntl.flock(fd, fcntl.LOCK_SH)
+
+
+def _claim(path: str) -> int | None:
+    """An fd of `path`, exclusively locked, if no one holds it and it is still at
+    `path`; else None. The fd's lock ends when it is closed."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | NOFOLLOW)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        there, ours = os.lstat(path), os.fstat(fd)
+        if (there.st_dev, there.st_ino) == (ours.st_dev, ours.st_ino):
+            return fd
+    except OSError:
+        pass
+    os.close(fd)
+    return None
+
+
+def _remove(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+
+
+def sweep_ended(alive: Callable[[int], bool]) -> list[str]:
+    """Remove the state files, logs and connector sockets of mounts whose daemon is
+    gone; the paths removed. A mount is gone when its state file is not held (and, for
+    a daemon of an older vbusfs that held nothing, `alive(pid)` says no); a log goes
+    with its state file, or alone when nothing holds it and no state file names it."""
+    mounts = os.path.join(runtime_dir(), "mounts")
+    try:
+        names = sorted(os.listdir(mounts))
+    except OSError:
+        return []
+    removed: list[str] = []
+    for name in names:
+        path = os.path.join(mounts, name)
+        if not name.endswith(".json"):
+            continue
+        fd = _claim(path)
+        if fd is None:
+            continue
+        try:
+            with open(os.dup(fd), encoding="utf-8") as f:
+                data = json.load(f)
+            pid, mountpoint = int(data["pid"]), str(data["mountpoint"])
+        except (OSError, ValueError, KeyError, TypeError):
+            pid, mountpoint = 0, ""
+        try:
+            if pid > 0 and alive(pid):
+                continue
+            if mountpoint:
+                socket = connector_path(mountpoint)
+                if os.path.lexists(socket):
+                    _remove(socket)
+                    removed.append(socket)
+            _remove(path)
+            removed.append(path)
+        finally:
+            os.close(fd)
+    stems = {n[: -len(".json")] for n in os.listdir(mounts) if n.endswith(".json")}
+    for name in names:
+        if not name.endswith(".log") or name[: -len(".log")] in stems:
+            continue
+        path = os.path.join(mounts, name)
+        fd = _claim(path)
+        if fd is None:
+            continue
+        try:
+            for old in (path, path + ".1"):
+                if os.path.lexists(old):
+                    _remove(old)
+                    removed.append(old)
+        finally:
+            os.close(fd)
+    return removed
 
 
 def state_path(mountpoint: str) -> str:
@@ -173,15 +264,29 @@ class MountState:
             return None
 
     def save(self) -> None:
+        """Write the state file, held (locked) until `remove()` or this process ends."""
         path = state_path(self.mountpoint)
         tmp = f"{path}.{os.getpid()}.tmp"
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)  # left by a killed daemon with this pid
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | NOFOLLOW, 0o600)
-        with open(fd, "w", encoding="utf-8") as f:
+        hold(fd)  # before it is at `path`: a sweep never sees it unheld
+        with open(os.dup(fd), "w", encoding="utf-8") as f:
             json.dump({"pid": self.pid, "mountpoint": self.mountpoint, "log": self.log}, f)
         os.replace(tmp, path)
+        previous = _HELD.pop(path, None)
+        if previous is not None:
+            os.close(previous)
+        _HELD[path] = fd
 
     def remove(self) -> None:
+        path = state_path(self.mountpoint)
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(state_path(self.mountpoint))
+            os.unlink(path)
+        held = _HELD.pop(path, None)
+        if held is not None:
+            os.close(held)
+
+
+# state file path -> the fd that holds it, for the daemon's life
+_HELD: dict[str, int] = {}
