@@ -1,8 +1,9 @@
 """The FUSE adapter: the only importer of pyfuse3; it imports only the model and views.
 
 It serves the trees of `vbusfs.views` over a `vbusfs.model.Vbus`: it owns inode
-numbers, lookup counts, readdir offsets and caching, reads where its mount appears
-(mountinfo) to resolve absolute symlink targets, and wraps the one pyfuse3 session.
+numbers, lookup counts, readdir offsets and caching, resolves link targets as the kernel
+would for their caller (`_links`: the caller's cwd, root and mountinfo), and wraps the one
+pyfuse3 session.
 Composing a daemon (deviceclasses, connector, membership backend, signals) and
 starting or stopping one is `vbusfs.daemon`'s job.
 """

@@ -1,10 +1,11 @@
 """Where a mount appears, read from /proc/<pid>/mountinfo.
 
-A symlink target typed as an absolute path is resolved the way its caller
-sees the filesystem: the caller may sit in another mount namespace where the
-trees are bind-mounted elsewhere (`vbusfs run` puts config/vbus at
-/config/vbus). Reading procfs never re-enters this mount, so it is safe
-inside a request handler.
+Link targets are walked in the caller's view (`_links`); where that walk cannot be
+made (a caller outside our pid namespace), an absolute target is matched here against
+where the caller's mountinfo shows the mount: the caller may sit in another mount
+namespace where the trees are bind-mounted elsewhere (`vbusfs run` puts config/vbus at
+/config/vbus). Reading procfs never re-enters this mount, so it is safe inside a
+request handler.
 """
 
 from __future__ import annotations
