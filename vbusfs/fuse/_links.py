@@ -119,80 +119,102 @@ class _Mounts:
         return self._kinds.get(mount_id, "other")
 
 
-def _caller_ids(tid: int) -> tuple[str, str]:
-    """The caller's process and thread ids as its own pid namespace numbers them (what
-    `/proc/self` and `/proc/thread-self` name in the procfs it sees)."""
-    found: dict[str, str] = {}
+def _status_ids(tid: int) -> tuple[list[str], list[str]]:
+    """The caller's process and thread ids in each pid namespace from ours inward."""
+    found: dict[str, list[str]] = {}
     with open(f"/proc/{tid}/status", encoding="ascii", errors="replace") as f:
         for line in f:
             key, _, value = line.partition(":")
             if key in ("NStgid", "NSpid"):
-                found[key] = value.split()[-1]
+                found[key] = value.split()
     return found["NStgid"], found["NSpid"]
 
 
+# (mount id, inode number, "ours" | "proc" | "other") of the directory a walk is at
+Position = tuple[int, int, str]
+
+
 class _Walk:
-    """One walk outside the mount for caller `tid`; owns the fds it opens."""
+    """One walk outside the mount for caller `tid`. It holds two fds at most (the
+    caller's root and where it is); `close()` ends it."""
 
     def __init__(self, tid: int, device: str, mounts: _Mounts) -> None:
         self.tid = tid
         self.device = device
         self.mounts = mounts
-        self.fds: list[int] = []
-
-    def open(self, name: str, flags: int, dir_fd: int | None = None) -> int:
-        fd = os.open(name, flags, dir_fd=dir_fd)
-        self.fds.append(fd)
-        return fd
+        self.root = self.here = -1
 
     def close(self) -> None:
-        for fd in self.fds:
+        for fd in {self.root, self.here} - {-1}:
             os.close(fd)
+        self.root = self.here = -1
+
+    def _at(self, fd: int) -> Position:
+        mount_id, inode = fdinfo(fd)
+        return mount_id, inode, self.mounts.kind(mount_id, self.tid, self.device)
+
+    def _go(self, fd: int, position: Position | None = None) -> Position:
+        """Make `fd` (now ours to close) where the walk is; its position."""
+        if self.here not in (-1, self.root, fd):
+            os.close(self.here)
+        self.here = fd
+        return position if position is not None else self._at(fd)
+
+    def _self(self, part: str) -> list[str]:
+        """What `self` or `thread-self` in the procfs at hand names for the caller."""
+        tgids, pids = _status_ids(self.tid)
+        try:  # a procfs of our pid namespace names us by our own pid
+            ours = os.readlink("self", dir_fd=self.here) == str(os.getpid())
+        except OSError:
+            ours = False
+        tgid, pid = (tgids[0], pids[0]) if ours else (tgids[-1], pids[-1])
+        return [tgid] if part == "self" else [tgid, "task", pid]
 
     def run(self, text: str) -> Walked:
-        root = self.open(f"/proc/{self.tid}/root", _FOLLOW)
-        here = root if text.startswith("/") else self.open(f"/proc/{self.tid}/cwd", _FOLLOW)
-        root_id = fdinfo(root)
+        self.root = os.open(f"/proc/{self.tid}/root", _FOLLOW)
+        root = fdinfo(self.root)
+        if text.startswith("/"):
+            at = self._go(self.root)
+        else:
+            at = self._go(os.open(f"/proc/{self.tid}/cwd", _FOLLOW))
         parts = deque(_parts(text))
         hops = 0
-        moved = True
-        kind = "other"
-        where = (-1, -1)
         while True:
-            if moved:
-                where = fdinfo(here)
-                kind = self.mounts.kind(where[0], self.tid, self.device)
-                moved = False
+            mount_id, inode, kind = at
             if kind == "ours":
-                return Walked(landing=Landing(where[1], tuple(parts)))
+                return Walked(landing=Landing(inode, tuple(parts)))
             if not parts:
                 return OUTSIDE
             part = parts.popleft()
             if part == "..":
-                if where != root_id:  # `..` of the caller's root is its root
-                    here, moved = self.open("..", _NOFOLLOW, here), True
+                if (mount_id, inode) != root:  # `..` of the caller's root is its root
+                    at = self._go(os.open("..", _NOFOLLOW, dir_fd=self.here))
                 continue
             if kind == "proc" and part in ("self", "thread-self"):
-                tgid, pid = _caller_ids(self.tid)
-                parts.extendleft(reversed([tgid] if part == "self" else [tgid, "task", pid]))
+                parts.extendleft(reversed(self._self(part)))
                 continue
-            step = self.open(part, _NOFOLLOW, here)
-            where = fdinfo(step)
-            kind_there = self.mounts.kind(where[0], self.tid, self.device)
-            # fstat asks the filesystem: never ours (a mount point crossed into this mount)
-            if kind_there == "ours" or not stat.S_ISLNK(os.fstat(step).st_mode):
-                here, kind = step, kind_there
+            step = os.open(part, _NOFOLLOW, dir_fd=self.here)
+            try:
+                there = self._at(step)
+                # fstat asks the filesystem: never ours (a mount point crossed into it)
+                symlink = there[2] != "ours" and stat.S_ISLNK(os.fstat(step).st_mode)
+                link = os.readlink("", dir_fd=step) if symlink else None
+            except BaseException:
+                os.close(step)
+                raise
+            if link is None:
+                at = self._go(step, there)
                 continue
-            link = os.readlink("", dir_fd=step)
+            os.close(step)
             hops += 1
             if hops > MAX_HOPS:
                 raise OSError(errno.ELOOP, "too many levels of symbolic links")
             if kind == "proc":  # a magic link (cwd, root, fd/N): the kernel jumps
-                here, moved = self.open(part, _FOLLOW, here), True
-                continue
-            if link.startswith("/"):
-                here, moved = root, True
-            parts.extendleft(reversed(_parts(link)))
+                at = self._go(os.open(part, _FOLLOW, dir_fd=self.here))
+            else:
+                if link.startswith("/"):
+                    at = self._go(self.root)
+                parts.extendleft(reversed(_parts(link)))
 
 
 class LinkTargets:
