@@ -113,8 +113,8 @@ class _Mounts:
             for entry in read_mountinfo(tid):
                 if entry.device == device:
                     kinds[entry.mount_id] = "ours"
-                elif entry.fstype == "proc":
-                    kinds[entry.mount_id] = "proc"
+                else:
+                    kinds[entry.mount_id] = "proc" if entry.fstype == "proc" else "other"
             self._kinds, self._read_at = kinds, now
         return self._kinds.get(mount_id, "other")
 
