@@ -9,7 +9,7 @@ import random
 import pytest
 
 from vbusfs.classes import VenetSwitch
-from vbusfs.model import Vbus, VbusError
+from vbusfs.model import Attribute, DeviceClass, Vbus, VbusError
 from vbusfs.model._names import NAME_MAX, qualified_interface_name
 
 
@@ -42,3 +42,18 @@ def test_a_bus_named_like_another_buses_shortened_name_is_refused_changing_nothi
         vbus.link(short, "S", "S")
     assert info.value.errno == errno.EEXIST
     assert vbus.snapshot() == before
+
+
+@pytest.mark.parametrize(
+    ("attribute", "code"), [("a" * 256, errno.ENAMETOOLONG), ("a/b", errno.EINVAL)]
+)
+def test_a_class_whose_attribute_names_no_entry_could_carry_is_refused(attribute, code):
+    class Wide(DeviceClass):
+        name = "wide"
+        interface_type = "wide-interface"
+        attributes = (Attribute(attribute, lambda state: "x"),)
+
+    vbus = Vbus()
+    with pytest.raises(VbusError) as info:
+        vbus.load_class(Wide())
+    assert info.value.errno == code and vbus.classes == {}

@@ -76,6 +76,9 @@ class Vbus:
         indexes = {
             owner.noun: table_index(owner.declared_attributes(deviceclass)) for owner in OWNER_TYPES
         }
+        for index in indexes.values():
+            for attribute in index:  # each is an entry name in the sys tree
+                check_name(attribute, f"deviceclass {name}: attribute")
         clash = set().union(*(indexes[owner.noun].keys() & owner.entries for owner in OWNER_TYPES))
         if clash:
             raise InvalidValue(f"deviceclass {name} uses reserved attribute names {sorted(clash)}")
