@@ -15,6 +15,7 @@ import sys
 import pytest
 
 from vbusfs.cli import parser
+from vbusfs.daemon._runtime import sweep_ended
 from vbusfs.fuse import read_mountinfo
 
 VBUSFS = [sys.executable, "-m", "vbusfs"]
@@ -236,6 +237,8 @@ def test_the_runtime_directory_keeps_no_files_of_ended_mounts(tmp_path, monkeypa
         try:
             assert not set(files()) & set(mine)  # the ended mount's files are gone
             assert len(files()) == 3
+            # a live daemon's files are held: no sweep takes them, whatever its pid says
+            assert sweep_ended(alive=lambda pid: False) == []
         finally:
             assert run("umount", str(second)).returncode == 0
         # this one's log stays for reading until the next mount or umount
