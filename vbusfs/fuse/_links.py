@@ -143,6 +143,7 @@ class _Walk:
         self.device = device
         self.mounts = mounts
         self.root = self.here = -1
+        self.root_id = (-1, -1)
 
     def close(self) -> None:
         for fd in {self.root, self.here} - {-1}:
@@ -170,11 +171,16 @@ class _Walk:
         tgid, pid = (tgids[0], pids[0]) if ours else (tgids[-1], pids[-1])
         return [tgid] if part == "self" else [tgid, "task", pid]
 
+    def _root(self) -> tuple[int, tuple[int, int]]:
+        """The caller's root: its fd and (mount id, inode), opened when first needed."""
+        if self.root == -1:
+            self.root = os.open(f"/proc/{self.tid}/root", _FOLLOW)
+            self.root_id = fdinfo(self.root)
+        return self.root, self.root_id
+
     def run(self, text: str) -> Walked:
-        self.root = os.open(f"/proc/{self.tid}/root", _FOLLOW)
-        root = fdinfo(self.root)
         if text.startswith("/"):
-            at = self._go(self.root)
+            at = self._go(self._root()[0])
         else:
             at = self._go(os.open(f"/proc/{self.tid}/cwd", _FOLLOW))
         parts = deque(_parts(text))
@@ -187,7 +193,7 @@ class _Walk:
                 return OUTSIDE
             part = parts.popleft()
             if part == "..":
-                if (mount_id, inode) != root:  # `..` of the caller's root is its root
+                if (mount_id, inode) != self._root()[1]:  # `..` of its root is its root
                     at = self._go(os.open("..", _NOFOLLOW, dir_fd=self.here))
                 continue
             if kind == "proc" and part in ("self", "thread-self"):
@@ -213,7 +219,7 @@ class _Walk:
                 at = self._go(os.open(part, _FOLLOW, dir_fd=self.here))
             else:
                 if link.startswith("/"):
-                    at = self._go(self.root)
+                    at = self._go(self._root()[0])
                 parts.extendleft(reversed(_parts(link)))
 
 
