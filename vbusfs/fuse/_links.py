@@ -48,6 +48,8 @@ from ._mountinfo import MountLocations, read_mountinfo
 
 # The kernel's limit on symlinks followed in one walk.
 MAX_HOPS = 40
+# The inode number of every procfs's root directory.
+PROC_ROOT_INO = 1
 _NOFOLLOW = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
 _FOLLOW = os.O_PATH | os.O_CLOEXEC
 
@@ -196,7 +198,7 @@ class _Walk:
                 if (mount_id, inode) != self._root()[1]:  # `..` of its root is its root
                     at = self._go(os.open("..", _NOFOLLOW, dir_fd=self.here))
                 continue
-            if kind == "proc" and part in ("self", "thread-self"):
+            if kind == "proc" and inode == PROC_ROOT_INO and part in ("self", "thread-self"):
                 parts.extendleft(reversed(self._self(part)))
                 continue
             step = os.open(part, _NOFOLLOW, dir_fd=self.here)
