@@ -158,3 +158,22 @@ def test_every_entry_name_fits_name_max_for_cp_and_tar(vbus_mount, tmp_path):
         timeout=60,
     )
     assert done.stdout.strip() == "3", done.stderr  # the directory and its two entries
+
+
+@pytest.mark.root
+def test_proc_self_is_the_caller_in_its_own_pid_namespace(populated):
+    mnt = populated
+    # a shell in a new pid namespace with its own /proc: there, /proc/self is its pid
+    # in that namespace (1 or 2), which means another process in the daemon's /proc
+    done = subprocess.run(
+        [
+            "unshare", "--pid", "--fork", "--mount", "--mount-proc", "sh", "-c",
+            "cd config/vbus && ln -s /proc/self/cwd/devices/S instances/B/",
+        ],
+        cwd=mnt.path,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert on_bus(mnt, "B") == ["S"]
