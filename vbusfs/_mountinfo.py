@@ -25,7 +25,6 @@ class MountEntry:
     root: str  # the directory of the filesystem that is mounted here
     mount_point: str
     fstype: str
-    mount_id: int = -1  # unique on the system while the mount exists (fdinfo's mnt_id)
 
 
 def parse_mountinfo(text: str) -> list[MountEntry]:
@@ -40,13 +39,7 @@ def parse_mountinfo(text: str) -> list[MountEntry]:
         if dash < 5 or dash + 1 >= len(fields):
             continue
         entries.append(
-            MountEntry(
-                fields[2],
-                _unescape(fields[3]),
-                _unescape(fields[4]),
-                fields[dash + 1],
-                int(fields[0]) if fields[0].isdigit() else -1,
-            )
+            MountEntry(fields[2], _unescape(fields[3]), _unescape(fields[4]), fields[dash + 1])
         )
     return entries
 

@@ -33,7 +33,6 @@ from __future__ import annotations
 import errno
 import os
 import stat
-import time
 from collections import deque
 from dataclasses import dataclass
 
@@ -44,7 +43,7 @@ from vbusfs.model import Vbus, VbusError
 from vbusfs.views import Path
 
 from ._inodes import InodeTable
-from ._mountinfo import MountLocations, read_mountinfo
+from ._mountinfo import MountLocations
 
 # The kernel's limit on symlinks followed in one walk.
 MAX_HOPS = 40
@@ -99,26 +98,42 @@ def fdinfo(fd: int) -> tuple[int, int]:
 
 
 class _Mounts:
-    """Which mounts (by id) are ours and which are procfs, as the caller's mountinfo says."""
+    """Which mounts (by id) are ours and which are procfs, as the caller's mountinfo says.
 
-    CACHE_SECONDS = 1.0
+    One per walk, read when first asked and again for an id it does not list: mount ids
+    are reused as soon as a mount is gone (namespaces come and go by the hundred), so
+    nothing is kept between walks. An id asked about is that of an fd the walk holds,
+    which keeps its mount, and so its id, alive."""
 
-    def __init__(self) -> None:
-        self._kinds: dict[int, str] = {}
-        self._read_at = -1.0
+    def __init__(self, tid: int, device: str) -> None:
+        self.tid = tid
+        self.device = device
+        self._kinds: dict[int, str] | None = None
 
-    def kind(self, mount_id: int, tid: int, device: str) -> str:
-        """ "ours", "proc" or "other"; re-reads mountinfo for a mount not seen lately."""
-        now = time.monotonic()
-        if now - self._read_at > self.CACHE_SECONDS or mount_id not in self._kinds:
-            kinds: dict[int, str] = {}
-            for entry in read_mountinfo(tid):
-                if entry.device == device:
-                    kinds[entry.mount_id] = "ours"
-                else:
-                    kinds[entry.mount_id] = "proc" if entry.fstype == "proc" else "other"
-            self._kinds, self._read_at = kinds, now
+    def kind(self, mount_id: int) -> str:
+        """ "ours", "proc" or "other"."""
+        if self._kinds is None or mount_id not in self._kinds:
+            self._kinds = self._read()
         return self._kinds.get(mount_id, "other")
+
+    def _read(self) -> dict[int, str]:
+        kinds: dict[int, str] = {}
+        with open(f"/proc/{self.tid}/mountinfo", "rb") as f:
+            text = f.read()
+        device = self.device.encode()
+        for line in text.splitlines():
+            # id parent major:minor root mount-point options [optional...] - fstype ...
+            fields = line.split(b" ")
+            try:
+                mount_id = int(fields[0])
+                fstype = fields[fields.index(b"-", 6) + 1]
+            except (ValueError, IndexError):
+                continue
+            if fields[2] == device:
+                kinds[mount_id] = "ours"
+            else:
+                kinds[mount_id] = "proc" if fstype == b"proc" else "other"
+        return kinds
 
 
 def _status_ids(tid: int) -> tuple[list[str], list[str]]:
@@ -140,10 +155,9 @@ class _Walk:
     """One walk outside the mount for caller `tid`. It holds two fds at most (the
     caller's root and where it is); `close()` ends it."""
 
-    def __init__(self, tid: int, device: str, mounts: _Mounts) -> None:
+    def __init__(self, tid: int, device: str) -> None:
         self.tid = tid
-        self.device = device
-        self.mounts = mounts
+        self.mounts = _Mounts(tid, device)
         self.root = self.here = -1
         self.root_id = (-1, -1)
 
@@ -154,7 +168,7 @@ class _Walk:
 
     def _at(self, fd: int) -> Position:
         mount_id, inode = fdinfo(fd)
-        return mount_id, inode, self.mounts.kind(mount_id, self.tid, self.device)
+        return mount_id, inode, self.mounts.kind(mount_id)
 
     def _go(self, fd: int, position: Position | None = None) -> Position:
         """Make `fd` (now ours to close) where the walk is; its position."""
@@ -230,14 +244,13 @@ class LinkTargets:
 
     def __init__(self, locations: MountLocations) -> None:
         self.locations = locations
-        self._mounts = _Mounts()
 
     def walk_outside(self, text: str, tid: int) -> Walked:
         """The kernel's half of the walk (blocking: run it in a thread)."""
         device = self.locations.device
         if device is None or tid <= 0:
             return UNAVAILABLE
-        walk = _Walk(tid, device, self._mounts)
+        walk = _Walk(tid, device)
         try:
             return walk.run(text)
         except OSError as exc:
