@@ -45,6 +45,8 @@ from vbusfs.views import Path
 from ._inodes import InodeTable
 from ._mountinfo import MountLocations
 
+# Walks outside the mount under way at once (each in a thread of its own).
+WALKERS = 8
 # The kernel's limit on symlinks followed in one walk.
 MAX_HOPS = 40
 # The inode number of every procfs's root directory.
@@ -244,6 +246,8 @@ class LinkTargets:
 
     def __init__(self, locations: MountLocations) -> None:
         self.locations = locations
+        # walks of their own: callers' hung filesystems can hold up only these threads
+        self._walkers = trio.CapacityLimiter(WALKERS)
 
     def walk_outside(self, text: str, tid: int) -> Walked:
         """The kernel's half of the walk (blocking: run it in a thread)."""
@@ -261,7 +265,7 @@ class LinkTargets:
             walk.close()
 
     async def walk(self, text: str, tid: int) -> Walked:
-        return await trio.to_thread.run_sync(self.walk_outside, text, tid)
+        return await trio.to_thread.run_sync(self.walk_outside, text, tid, limiter=self._walkers)
 
     def target(
         self, vbus: Vbus, inodes: InodeTable, parent: Path, text: str, walked: Walked, tid: int
