@@ -23,8 +23,7 @@ A connection speaks for the process that made it and for no other (`PeerPin`):
 once that process has exited, a pid recycled by a member changes nothing, and the
 connection is refused (ESRCH).
 
-This is the I/O shell: what a datagram means and what a reply or an event
-looks like on the wire is `_protocol`'s business (`DaemonConnection`).
+This is the I/O shell: the wire (datagrams, replies, events) is `_protocol`'s.
 """
 
 from __future__ import annotations
@@ -45,6 +44,7 @@ from vbusfs.model import Event, Vbus, VbusError
 
 from ._admin import ADMIN_OPS, Catalog, FindClass, administer, as_catalog
 from ._datapath import Closer, DataPath, Open, Outcome, data_path_of, release
+from ._device_events import hook_device_events
 from ._limits import Limits, LogBudgets
 from ._pin import PeerPin
 from ._protocol import (
@@ -243,8 +243,7 @@ class _Session:
         self.opens: dict[int, Open] = {}
         self.next_handle = 1
         self.send_lock = trio.Lock()
-        # bounded: a client that reads no events while its bus changes is dropped,
-        # never buffered without end
+        # bounded: a client that reads no events while its bus changes is dropped
         self.events_in, self.events_out = trio.open_memory_channel[Event](1024)
 
     async def send(self, data: bytes, fds: Sequence[int] = ()) -> None:
@@ -407,6 +406,7 @@ class _Session:
         self.next_handle += 1
         opened = Open(interface_id, connection, hangup=ours)
         opened.datapath = data_path_of(self.vbus, bus, interface_id, opened, self._loop_ended)
+        hook_device_events(self, opened)
         self.opens[handle] = opened
         if opened.datapath is None:  # legacy: run() on this loop, from the open on
             self.nursery.start_soon(self._run_device, handle, opened)

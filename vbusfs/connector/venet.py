@@ -2,7 +2,7 @@
 
 Data only, imported by the device side (`vbusfs.classes`) and the driver side
 (`vbusfs.client`, `vbusfs enet`) alike, so the two cannot drift apart. It must import
-nothing but `struct`.
+nothing.
 
 The function numbers, capability groups and bits are the original's (`venet.h`); the
 per-frame header with SG granted is the virtio-net header a TAP opened with
@@ -11,8 +11,6 @@ original's `venet_sg` descriptors (behaviour §7.4).
 """
 
 from __future__ import annotations
-
-import struct
 
 #: the interface type every venet device offers its buses
 INTERFACE_TYPE = "virtual-ethernet"
@@ -41,7 +39,8 @@ MIN_MTU = 68
 MAX_MTU = 65535
 
 # ---- NEGCAP: request and reply are both <II (gid, bits), little-endian ---------
-CAPS = struct.Struct("<II")
+CAPS_FORMAT = "<II"
+CAPS_LEN = 8
 
 CAP_GROUP_SG = 0
 CAP_GROUP_EVENTQ = 1
@@ -69,19 +68,20 @@ SUPPORTED = {
 
 def negcap_request(gid: int, bits: int) -> bytes:
     """The 8 bytes NEGCAP takes."""
-    return CAPS.pack(gid, bits)
+    return gid.to_bytes(4, "little") + bits.to_bytes(4, "little")
 
 
 def negcap_reply(data: bytes) -> tuple[int, int]:
     """(gid, granted bits) from NEGCAP's 8-byte reply."""
-    gid, bits = CAPS.unpack(data)
-    return gid, bits
+    if len(data) != CAPS_LEN:
+        raise ValueError(f"a NEGCAP reply is {CAPS_LEN} bytes, not {len(data)}")
+    return int.from_bytes(data[:4], "little"), int.from_bytes(data[4:], "little")
 
 
 # ---- frames with SG granted: a virtio-net header first ---------------------------
 #: flags, gso_type, hdr_len, gso_size, csum_start, csum_offset (little-endian)
-VNET_HDR = struct.Struct("<BBHHHH")
-VNET_HDR_LEN = VNET_HDR.size  # 10
+VNET_HDR_FORMAT = "<BBHHHH"
+VNET_HDR_LEN = 10
 VNET_HDR_F_NEEDS_CSUM = 1
 VNET_HDR_F_DATA_VALID = 2
 VNET_GSO_NONE = 0
@@ -104,7 +104,8 @@ def vnet_header(
     csum_offset: int = 0,
 ) -> bytes:
     """A 10-byte virtio-net header (all zero: an ordinary, fully checksummed frame)."""
-    return VNET_HDR.pack(flags, gso_type, hdr_len, gso_size, csum_start, csum_offset)
+    fields = (hdr_len, gso_size, csum_start, csum_offset)
+    return bytes((flags, gso_type)) + b"".join(f.to_bytes(2, "little") for f in fields)
 
 
 # ---- events (EVQ_LINKSTATE granted) ----------------------------------------------
@@ -112,7 +113,8 @@ def vnet_header(
 EVENT_LINKSTATE = "linkstate"
 
 __all__ = [
-    "CAPS",
+    "CAPS_FORMAT",
+    "CAPS_LEN",
     "CAP_ECN",
     "CAP_EVQ_LINKSTATE",
     "CAP_EVQ_TXC",
@@ -147,7 +149,7 @@ __all__ = [
     "VNET_GSO_TCPV4",
     "VNET_GSO_TCPV6",
     "VNET_GSO_UDP",
-    "VNET_HDR",
+    "VNET_HDR_FORMAT",
     "VNET_HDR_F_DATA_VALID",
     "VNET_HDR_F_NEEDS_CSUM",
     "VNET_HDR_LEN",

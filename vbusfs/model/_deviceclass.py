@@ -21,7 +21,7 @@ This module only declares: it imports no ring and does no I/O.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
@@ -114,6 +114,18 @@ class DeviceConnection:
     interface is dropped or the daemon stops, and always after `serve` (if it ran)
     has returned. `call` and `stats` run on the daemon's loop and must not block.
     """
+
+    #: set by the connector at open: hands the client a device event (`send_event`)
+    event_sink: Callable[[str, dict[str, Any]], None] | None = None
+
+    def send_event(self, kind: str, **data: Any) -> bool:
+        """Tell this connection's client `kind` with `data` (JSON values): a `device`
+        event (behaviour §7.1). Never blocks; events keep their order. False when no
+        connector listens (the connection was made outside one)."""
+        if self.event_sink is None:
+            return False
+        self.event_sink(kind, data)
+        return True
 
     def call(self, function: int, data: bytes) -> bytes:
         """A device call: function number and bytes in, bytes out (VbusError on failure)."""
