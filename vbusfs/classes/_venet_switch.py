@@ -17,7 +17,16 @@ import trio
 from vbusfs.ioq import IoqEmpty, IoqFault, Switch
 from vbusfs.model import Attribute, Busy, InterfaceInfo
 
-from ._venet_common import BATCH, CLIENT_MAC, SPIN_US, VenetClass, VenetConnection, random_mac
+from ._venet_common import (
+    BURSTTHRESH,
+    CLIENT_MAC,
+    MTU,
+    TXMITIGATION,
+    Tuning,
+    VenetClass,
+    VenetConnection,
+    random_mac,
+)
 
 
 @dataclass(eq=False)
@@ -39,6 +48,7 @@ class SwitchState:
     indices: dict[str, int] = field(default_factory=dict)
     # the data path: learned MAC -> port index, and forwarding in C
     switch: Switch = field(default_factory=Switch)
+    tuning: Tuning = field(default_factory=Tuning)
 
 
 def _show_ports(state: SwitchState) -> str:
@@ -57,6 +67,9 @@ class VenetSwitch(VenetClass):
             None,
             "The connected interfaces, as <bus>.<id>, separated by spaces.",
         ),
+        MTU,
+        BURSTTHRESH,
+        TXMITIGATION,
     )
     interface_attributes = (CLIENT_MAC,)
 
@@ -88,11 +101,12 @@ class SwitchConnection(VenetConnection[SwitchPort]):
     """
 
     def __init__(self, switch: SwitchState, port: SwitchPort) -> None:
-        super().__init__(port)
+        super().__init__(port, switch.tuning)
         used = set(switch.indices.values())
         free = [i for i in range(Switch.MAX_PORTS) if i not in used]
         if not free:
             port.clients -= 1  # undo super().__init__'s claim
+            switch.tuning.clients -= 1
             raise Busy(f"the switch has {Switch.MAX_PORTS} clients already")
         self.switch = switch
         self.port = port
@@ -124,19 +138,23 @@ class SwitchConnection(VenetConnection[SwitchPort]):
                 raise IoqFault(errno.EPROTO, "the receive queue broke the protocol")
             self._wake = trio.CancelScope()
             with self._wake:
-                await self.tx.wait_receivable(spin_us=SPIN_US)
+                await self.wait_transmitted()
             if self._rx_broken:
                 continue
             peers = self._peers()
             rings = [
-                None if p is None or p.rx is None or p.rx.closed or p.rx.faulted else p.rx
+                None
+                if p is None or not p.link_up or p.rx is None or p.rx.closed or p.rx.faulted
+                else p.rx
                 for p in peers
             ]
             try:
-                # IoqFault here is this client's transmit ring: it goes, the others stay
-                got = forward(self.index, self.tx, rings, BATCH)
+                # IoqFault here is this client's transmit ring: it goes, the others stay;
+                # each call signals its completions once: txmitigation frames a call
+                got = forward(self.index, self.tx, rings, self.chunk())
             except IoqEmpty:
                 continue
+            self.counters["tx_signals"] += 1
             self.counters["tx_frames"] += got.frames
             self.counters["oversize"] += got.bad_size
             for peer, delivered, dropped in zip(peers, got.delivered, got.dropped, strict=True):

@@ -52,6 +52,7 @@ from vbusfs.connector import (
     WireError,
 )
 from vbusfs.connector.venet import (
+    EVENT_LINKSTATE,
     FLUSHRX,
     LINKDOWN,
     LINKUP,
@@ -66,6 +67,15 @@ from vbusfs.connector.venet import VERSION as VENET_VERSION
 from ._common import find_connector, find_mounts
 from ._driver import RequestResponseClient
 from ._sync import Client, OpenInterface, Venet, connect
+
+
+def linkstate(event: Event) -> bool | None:
+    """A venet's carrier from a `device` event (EVQ_LINKSTATE granted): True up, False
+    down; None for any other event."""
+    if event.kind != "device" or event.device_kind != EVENT_LINKSTATE:
+        return None
+    return bool(event.data.get("up"))
+
 
 if TYPE_CHECKING:
     from ._trio import AsyncClient, AsyncOpenInterface, AsyncVenet
@@ -94,6 +104,7 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "DEFAULT_TIMEOUT",
+    "EVENT_LINKSTATE",
     "FLUSHRX",
     "LINKDOWN",
     "LINKUP",
@@ -120,4 +131,5 @@ __all__ = [
     "connect_async",
     "find_connector",
     "find_mounts",
+    "linkstate",
 ]

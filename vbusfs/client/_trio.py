@@ -9,6 +9,8 @@ from __future__ import annotations
 import contextlib
 import math
 import socket
+from collections import deque
+from collections.abc import Mapping
 from typing import Any
 
 import trio
@@ -34,7 +36,7 @@ from vbusfs.connector import (
     unpack_bytes,
 )
 from vbusfs.connector import venet as abi
-from vbusfs.ioq import AsyncIoq, Ioq
+from vbusfs.ioq import AsyncIoq, Ioq, IoqEmpty
 
 from ._common import close_fds, find_connector, hangup_of
 
@@ -114,14 +116,29 @@ class AsyncClient:
         handle = reply.result()["handle"]
         return AsyncOpenInterface(self, handle, interface_id, hangup_of(reply))
 
-    async def open_venet(self, interface_id: int, *, slots: int = 256) -> AsyncVenet:
+    async def open_venet(
+        self,
+        interface_id: int,
+        *,
+        slots: int = 256,
+        capabilities: Mapping[int, int] | None = None,
+        link_up: bool = True,
+        slot_size: int | None = None,
+    ) -> AsyncVenet:
+        """`Client.open_venet` for trio: negotiate `capabilities`, make and attach the
+        rings (sized for SG when granted), and bring the link up unless told not to."""
         reply = await self._exchange("open", id=interface_id, version=abi.VERSION)
         handle = reply.result()["handle"]
         venet = AsyncVenet(self, handle, slots, hangup_of(reply))
         try:
+            for gid, bits in (capabilities or {}).items():
+                await venet.negotiate(gid, bits)
+            venet.make_rings(slot_size or (abi.MAX_SG_MESSAGE if venet.sg else 2048))
+            assert venet.rx is not None and venet.tx is not None
             await self.request("queue", tuple(venet.rx.fds), handle=handle, index=abi.RX_QUEUE)
             await self.request("queue", tuple(venet.tx.fds), handle=handle, index=abi.TX_QUEUE)
-            await venet.call(abi.LINKUP)
+            if link_up:
+                await venet.link_up()
         except BaseException:
             await venet.aclose()
             raise
@@ -192,16 +209,28 @@ class AsyncOpenInterface:
 
 
 class AsyncVenet:
-    """`Venet` for trio: sends and receives wait on the ring's wake-up fd."""
+    """`Venet` for trio: sends and receives wait on the ring's wake-up fd; `recv` skips
+    the empty buffers FLUSHRX hands back."""
 
     def __init__(self, client: AsyncClient, handle: int, slots: int, hangup: socket.socket) -> None:
         self.client = client
         self.handle = handle
         self.hangup = hangup
-        self.rx = AsyncIoq.create(slots, 2048, direction="to_north")
-        self.tx = AsyncIoq.create(slots, 2048, direction="to_south")
+        self.slots = slots
+        self.granted: dict[int, int] = {}
+        self.rx: AsyncIoq | None = None
+        self.tx: AsyncIoq | None = None
+        self._pending: deque[bytes] = deque()
+
+    def make_rings(self, slot_size: int) -> None:
+        self.rx = AsyncIoq.create(self.slots, slot_size, direction="to_north")
+        self.tx = AsyncIoq.create(self.slots, slot_size, direction="to_south")
         for ioq in (self.rx, self.tx):
-            ioq.watch_peer(hangup)
+            ioq.watch_peer(self.hangup)
+
+    @property
+    def sg(self) -> bool:
+        return bool(self.granted.get(abi.CAP_GROUP_SG, 0) & abi.CAP_SG)
 
     async def call(self, function: int, data: bytes = b"") -> bytes:
         reply = await self.client.request(
@@ -209,20 +238,57 @@ class AsyncVenet:
         )
         return unpack_bytes(reply["data"])
 
+    async def negotiate(self, gid: int, bits: int) -> int:
+        """NEGCAP (link down): the bits of group `gid` granted."""
+        _, granted = abi.negcap_reply(await self.call(abi.NEGCAP, abi.negcap_request(gid, bits)))
+        self.granted[gid] = granted
+        return granted
+
+    async def link_up(self) -> None:
+        await self.call(abi.LINKUP)
+
+    async def link_down(self) -> None:
+        await self.call(abi.LINKDOWN)
+
+    async def flush_rx(self) -> int:
+        """`Venet.flush_rx`: FLUSHRX, repost the empty buffers, keep earlier frames."""
+        assert self.rx is not None
+        await self.call(abi.FLUSHRX)
+        empty = 0
+        while True:
+            try:
+                got = self.rx.receive_batch_nowait(64)
+            except IoqEmpty:
+                return empty
+            empty += sum(1 for frame in got if not frame)
+            self._pending.extend(frame for frame in got if frame)
+
     async def send(self, frame: bytes) -> None:
+        assert self.tx is not None
         await self.tx.send(frame)
 
     async def recv(self) -> bytes:
-        return await self.rx.receive()
+        assert self.rx is not None
+        if self._pending:
+            return self._pending.popleft()
+        while not (frame := await self.rx.receive()):
+            pass  # a flushed buffer: reposted, skipped
+        return frame
 
     async def recv_batch(self, max_frames: int = 64) -> list[bytes]:
-        return await self.rx.receive_batch(max_frames)
+        assert self.rx is not None
+        if self._pending:
+            return [self._pending.popleft() for _ in range(min(max_frames, len(self._pending)))]
+        while not (frames := [f for f in await self.rx.receive_batch(max_frames) if f]):
+            pass
+        return frames
 
     async def aclose(self) -> None:
         with contextlib.suppress(ConnectorError, OSError):
             await self.client.request("close", handle=self.handle)
-        self.rx.close()
-        self.tx.close()
+        for ring in (self.rx, self.tx):
+            if ring is not None:
+                ring.close()
         self.hangup.close()
 
     async def __aenter__(self) -> AsyncVenet:
