@@ -43,8 +43,10 @@
  *    back; the copying paths refuse (IOQ_E_BUSY) while buffers are acquired.
  * 10: adaptive polling: spin_us = IOQ_SPIN_ADAPTIVE, ioq_spin_budget and
  *    ioq_poller_spin_budget.
- * 11: ioq_commit_acquire (a commit and the next acquire in one call). */
-#define IOQ_ABI_VERSION 11
+ * 11: ioq_commit_acquire (a commit and the next acquire in one call).
+ * 12: vswitch_set_port (a port's message format: bare or virtio-net header)
+ *    and vswitch_counts.gso_dropped. */
+#define IOQ_ABI_VERSION 12
 
 #define IOQ_RING_MAGIC 0x47fa2fe4
 #define IOQ_RING_VER 4
@@ -404,9 +406,14 @@ int ioq_poller_spin_budget(const struct ioq_poller *p);
  * bandwidth, never connectivity.  Known addresses still move between ports. */
 #define VSWITCH_TABLE 4096
 #define VSWITCH_LEARN_MAX 3072
-/* Frames outside VSWITCH_MIN_FRAME..VSWITCH_MAX_FRAME bytes are dropped. */
+/* Frames outside VSWITCH_MIN_FRAME..VSWITCH_MAX_FRAME bytes are dropped
+ * (the default of every port; vswitch_set_port changes a port's). */
 #define VSWITCH_MIN_FRAME 14
 #define VSWITCH_MAX_FRAME 1514
+/* A port in header mode (venet SG granted): each message starts with a
+ * 10-byte virtio-net header; the whole message is at most VSWITCH_MAX_SG. */
+#define VSWITCH_VNET_HDR 10
+#define VSWITCH_MAX_SG 65560
 /* Most frames one vswitch_forward call takes (a larger max is clamped). */
 #define VSWITCH_BATCH 64
 
@@ -422,6 +429,8 @@ struct vswitch_counts {
     uint32_t delivered; /* copies published, over all destinations */
     uint32_t dropped;   /* copies not made, over all destinations */
     uint32_t faulted;   /* destination rings that faulted (see per_port) */
+    uint32_t gso_dropped; /* copies not made: a large segment (gso_type set)
+                             to a port without a header (also in dropped) */
 };
 
 /* Per destination port, when the caller asks for it (zeroed first). */
@@ -441,6 +450,15 @@ int vswitch_forget_port(struct vswitch *sw, uint32_t port);
 int vswitch_lookup(const struct vswitch *sw, const uint8_t *mac);
 /* How many addresses the table holds. */
 int vswitch_learned(const struct vswitch *sw);
+/* Port's message format: hdr_len 0 (bare Ethernet frames) or
+ * VSWITCH_VNET_HDR (a virtio-net header first), and the longest message it
+ * sends or takes, header included (14 + hdr_len .. VSWITCH_MAX_SG).  Between
+ * ports of different formats a frame is converted: a bare frame gets a zero
+ * header; a headed frame loses its header, its checksum completed first when
+ * the header says NEEDS_CSUM, and is dropped (gso_dropped) if it is a large
+ * segment.  IOQ_E_INVAL for a bad port or format. */
+int vswitch_set_port(struct vswitch *sw, uint32_t port, uint32_t hdr_len,
+                     uint32_t max_len);
 /* South: take up to max frames from src_tx (port src_port's to-south ring)
  * and copy each to the to-north rings in ports_rx[0..nports-1] (NULL: a
  * port with no client): learned unicast to its port only, the rest to every

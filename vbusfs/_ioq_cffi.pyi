@@ -111,6 +111,7 @@ class VswitchCounts(CData):
     delivered: int
     dropped: int
     faulted: int
+    gso_dropped: int
 
 class VswitchPortCounts(CData):
     """struct vswitch_port_counts"""
@@ -218,6 +219,8 @@ class _Lib:
     VSWITCH_BATCH: int
     VSWITCH_LEARN_MAX: int
     VSWITCH_MAX_FRAME: int
+    VSWITCH_VNET_HDR: int
+    VSWITCH_MAX_SG: int
     VSWITCH_MAX_PORTS: int
     VSWITCH_MIN_FRAME: int
     VSWITCH_TABLE: int
@@ -319,6 +322,7 @@ class _Lib:
     def vswitch_forget_port(self, sw: VswitchPtr, port: int, /) -> int: ...
     def vswitch_lookup(self, sw: VswitchPtr, mac: U8Array | bytes, /) -> int: ...
     def vswitch_learned(self, sw: VswitchPtr, /) -> int: ...
+    def vswitch_set_port(self, sw: VswitchPtr, port: int, hdr_len: int, max_len: int, /) -> int: ...
     def vswitch_forward(
         self,
         sw: VswitchPtr,

@@ -259,6 +259,8 @@ class VenetConnection(DeviceConnection, Generic[End]):
             "polled": 0,
             "slept": 0,
             "flushed": 0,
+            # venet-switch: this client's large segments not copied to a bare port
+            "gso_dropped": 0,
         }
         self._ready = trio.Event()
         self._linked = trio.Event()

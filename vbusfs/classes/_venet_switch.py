@@ -4,7 +4,8 @@ Its type, attribute tables (behaviour §4, "other built-in classes") and data pa
 here together. Each link into a bus is a port with its own `client_mac`; the
 device's `ports` lists them. The switching is C's (:class:`vbusfs.ioq.Switch`):
 a batch per call goes from one client's transmit ring straight into the buffers
-the other clients posted on their receive rings.
+the other clients posted on their receive rings. Each port keeps its client's
+format (SG granted: a virtio-net header first); C converts between formats.
 """
 
 from __future__ import annotations
@@ -117,6 +118,10 @@ class SwitchConnection(VenetConnection[SwitchPort]):
         self._rx_broken = False
         self._wake = trio.CancelScope()
 
+    def linked(self) -> None:
+        # this port's format in C: frames to and from it are converted there
+        self.switch.switch.set_port(self.index, header=self.sg, max_len=self.max_frame)
+
     def _peers(self) -> list[SwitchConnection | None]:
         """The connected clients, by port index."""
         indices = self.switch.indices
@@ -157,6 +162,7 @@ class SwitchConnection(VenetConnection[SwitchPort]):
             self.counters["tx_signals"] += 1
             self.counters["tx_frames"] += got.frames
             self.counters["oversize"] += got.bad_size
+            self.counters["gso_dropped"] += got.gso_dropped
             for peer, delivered, dropped in zip(peers, got.delivered, got.dropped, strict=True):
                 if peer is not None and (delivered or dropped):
                     peer.counters["rx_frames"] += delivered
