@@ -231,11 +231,13 @@ def test_the_client_library_flushes_reposts_and_skips_empty_buffers(bus, connect
         import trio
 
         async def main() -> tuple[int, bytes]:
-            async with await client.connect_async(bus.path) as c:
-                async with await c.open_venet(0, slots=16) as nic:
-                    empty = await nic.flush_rx()
-                    await nic.send(frame(payload=b"trio"))
-                    return empty, await nic.recv()
+            async with (
+                await client.connect_async(bus.path) as c,
+                await c.open_venet(0, slots=16) as nic,
+            ):
+                empty = await nic.flush_rx()
+                await nic.send(frame(payload=b"trio"))
+                return empty, await nic.recv()
 
         assert trio.run(main) == (16, frame(payload=b"trio"))
         return
