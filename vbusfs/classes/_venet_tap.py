@@ -189,6 +189,7 @@ class TapConnection(VenetConnection[VenetTapState]):
     def close(self) -> None:
         if self.owner.connection is self:
             self.owner.connection = None
+            self.owner.offloads = None  # a TAP enabled from now on is bare again
         super().close()
 
     async def move(self) -> None:
