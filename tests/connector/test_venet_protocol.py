@@ -10,6 +10,9 @@ signals, burstthresh's polling, linkstate events, and a large segment with SG.
 from __future__ import annotations
 
 import errno
+import struct
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 
@@ -378,3 +381,71 @@ def test_sg_loopback_echoes_large_segments_with_their_header(connected):
         assert nic.recv(timeout=5) == largest
         assert nic.recv(timeout=5) == smallest
         assert nic.stats()["oversize"] == 2
+
+
+SG_CHILD = """
+import sys
+from vbusfs import client
+from vbusfs.connector import venet as abi
+m, to_parent, large = sys.argv[1], bytes.fromhex(sys.argv[2]), bytes.fromhex(sys.argv[3])
+open(f"{m}/proc/self/vbus", "w").write("C")
+caps = {abi.CAP_GROUP_SG: abi.CAP_SG | abi.CAP_TSO4}
+with client.connect(m) as bus, bus.open_venet(0, slots=8, capabilities=caps) as nic:
+    print(nic.mac.hex(), flush=True)
+    got = nic.recv(timeout=10)
+    print(got[:10].hex(), len(got), flush=True)
+    nic.send(large)  # a large segment: never reaches a bare port
+    nic.send(to_parent)
+    sys.stdin.read()
+    print(nic.stats()["gso_dropped"], flush=True)
+"""
+
+
+def test_switch_ports_of_both_formats_through_the_daemon(bus, connected):
+    # port B.2 bare (this process), port C.0 with SG (a child on bus C)
+    bus.sh("mkdir config/vbus/instances/C && ln -s ../../devices/S config/vbus/instances/C/")
+    try:
+        with connected.open_venet(2, slots=8) as nic:
+            payload = b"through the switch" * 20
+            udp = _udp(nic.mac, PEER, payload)  # to us, learned once we send
+            csum = abi.vnet_header(abi.VNET_HDR_F_NEEDS_CSUM, 0, 0, 0, 34, 6)
+            large = abi.vnet_header(0, abi.VNET_GSO_TCPV4, 54, 1400, 0, 0) + frame(9000)
+            with subprocess.Popen(
+                [sys.executable, "-c", SG_CHILD, bus.path, (csum + udp).hex(), large.hex()],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+            ) as child:
+                assert child.stdout is not None and child.stdin is not None
+                assert len(child.stdout.readline().strip()) == 12  # its MAC: it is up
+                nic.send(b"\xff" * 6 + nic.mac + b"\x88\xb5" + bytes(46))
+                assert child.stdout.readline().split() == ["00" * 10, str(10 + 60)]
+                got = nic.recv(timeout=5)  # the checksum completed, the header gone
+                assert got[:6] == nic.mac and got[6:12] == PEER and len(got) == len(udp)
+                pseudo = got[26:34] + struct.pack("!BBH", 0, 17, len(got) - 34)
+                assert _checksum(pseudo + got[34:]) == 0 and got[42:] == payload
+                child.stdin.close()
+                assert child.stdout.readline().strip() == "1"  # the large segment
+                assert child.wait(10) == 0
+    finally:
+        bus.sh("rm config/vbus/instances/C/S && rmdir config/vbus/instances/C", check=True)
+
+
+def _checksum(data: bytes) -> int:
+    if len(data) % 2:
+        data += b"\0"
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+def _udp(dst: bytes, src: bytes, payload: bytes) -> bytes:
+    """An IPv4/UDP frame whose checksum field holds only the pseudo-header sum."""
+    saddr, daddr = bytes([10, 0, 0, 1]), bytes([10, 0, 0, 2])
+    length = 8 + len(payload)
+    partial = ~_checksum(saddr + daddr + struct.pack("!BBH", 0, 17, length)) & 0xFFFF
+    udp = struct.pack("!HHHH", 1000, 2000, length, partial) + payload
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + length, 1, 0, 64, 17, 0, saddr, daddr)
+    ip = ip[:10] + struct.pack("!H", _checksum(ip)) + ip[12:]
+    return dst + src + b"\x08\x00" + ip + udp
