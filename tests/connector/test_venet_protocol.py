@@ -233,16 +233,21 @@ def test_the_client_library_flushes_reposts_and_skips_empty_buffers(bus, connect
     if face == "trio":
         import trio
 
+        caps = {abi.CAP_GROUP_SG: abi.CAP_SG | abi.CAP_UFO}
+
         async def main() -> tuple[int, bytes]:
             async with (
                 await client.connect_async(bus.path) as c,
-                await c.open_venet(0, slots=16) as nic,
+                await c.open_venet(0, slots=16, capabilities=caps) as nic,
             ):
+                assert nic.granted == {abi.CAP_GROUP_SG: abi.CAP_SG} and nic.sg
+                assert nic.rx.slot_size >= abi.MAX_SG_MESSAGE
                 empty = await nic.flush_rx()
-                await nic.send(frame(payload=b"trio"))
+                await nic.send(abi.vnet_header() + frame(payload=b"trio"))
                 return empty, await nic.recv()
 
-        assert trio.run(main) == (16, frame(payload=b"trio"))
+        header = abi.vnet_header()
+        assert trio.run(main) == (16, header + frame(payload=b"trio"))
         return
     with connected.open_venet(0, slots=16) as nic:
         assert nic.flush_rx() == 16

@@ -286,14 +286,15 @@ class Venet:
         #: capability group -> the bits the device granted
         self.granted: dict[int, int] = {}
         self._pending: deque[bytes] = deque()
-        self.rx: Ioq | None = None
-        self.tx: Ioq | None = None
+        self._rings: list[Ioq] = []
         try:
             for gid, bits in (capabilities or {}).items():
                 self.negotiate(gid, bits)
             size = slot_size or (abi.MAX_SG_MESSAGE if self.sg else 2048)
             self.rx = Ioq.create(slots, size, direction="to_north")
+            self._rings.append(self.rx)
             self.tx = Ioq.create(slots, size, direction="to_south")
+            self._rings.append(self.tx)
             interface.attach_queue(abi.RX_QUEUE, self.rx)
             interface.attach_queue(abi.TX_QUEUE, self.tx)
             if link_up:
@@ -329,7 +330,6 @@ class Venet:
         """FLUSHRX: the device hands back every posted receive buffer empty; they are
         reposted here. Frames that had arrived before are kept for `recv`. Returns how
         many buffers came back empty."""
-        assert self.rx is not None
         self.interface.call(abi.FLUSHRX)
         empty = 0
         while True:
@@ -343,17 +343,14 @@ class Venet:
     # spin_us: poll this long before sleeping (lower latency, at the price of CPU)
 
     def send(self, frame: bytes, timeout: float | None = None, *, spin_us: int = 0) -> None:
-        assert self.tx is not None
         self.tx.send(frame, timeout, spin_us=spin_us)
 
     def send_batch(
         self, frames: list[bytes], timeout: float | None = None, *, spin_us: int = 0
     ) -> None:
-        assert self.tx is not None
         self.tx.send_batch(frames, timeout, spin_us=spin_us)
 
     def recv(self, timeout: float | None = None, *, spin_us: int = 0) -> bytes:
-        assert self.rx is not None
         if self._pending:
             return self._pending.popleft()
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -366,7 +363,6 @@ class Venet:
     def recv_batch(
         self, max_frames: int = 64, timeout: float | None = None, *, spin_us: int = 0
     ) -> list[bytes]:
-        assert self.rx is not None
         if self._pending:
             return [self._pending.popleft() for _ in range(min(max_frames, len(self._pending)))]
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -381,9 +377,8 @@ class Venet:
 
     def close(self) -> None:
         self.interface.close()
-        for ring in (self.rx, self.tx):
-            if ring is not None:
-                ring.close()
+        for ring in self._rings:
+            ring.close()
 
     def __enter__(self) -> Venet:
         return self

@@ -128,13 +128,22 @@ class AsyncClient:
         """`Client.open_venet` for trio: negotiate `capabilities`, make and attach the
         rings (sized for SG when granted), and bring the link up unless told not to."""
         reply = await self._exchange("open", id=interface_id, version=abi.VERSION)
-        handle = reply.result()["handle"]
-        venet = AsyncVenet(self, handle, slots, hangup_of(reply))
+        handle, hangup = reply.result()["handle"], hangup_of(reply)
+        granted: dict[int, int] = {}
         try:
             for gid, bits in (capabilities or {}).items():
-                await venet.negotiate(gid, bits)
-            venet.make_rings(slot_size or (abi.MAX_SG_MESSAGE if venet.sg else 2048))
-            assert venet.rx is not None and venet.tx is not None
+                data = pack_bytes(abi.negcap_request(gid, bits))
+                answer = await self.request("call", handle=handle, function=abi.NEGCAP, data=data)
+                granted[gid] = abi.negcap_reply(unpack_bytes(answer["data"]))[1]
+            sg = bool(granted.get(abi.CAP_GROUP_SG, 0) & abi.CAP_SG)
+            size = slot_size or (abi.MAX_SG_MESSAGE if sg else 2048)
+            venet = AsyncVenet(self, handle, slots, hangup, slot_size=size, granted=granted)
+        except BaseException:
+            with contextlib.suppress(ConnectorError, OSError):
+                await self.request("close", handle=handle)
+            hangup.close()
+            raise
+        try:
             await self.request("queue", tuple(venet.rx.fds), handle=handle, index=abi.RX_QUEUE)
             await self.request("queue", tuple(venet.tx.fds), handle=handle, index=abi.TX_QUEUE)
             if link_up:
@@ -212,21 +221,30 @@ class AsyncVenet:
     """`Venet` for trio: sends and receives wait on the ring's wake-up fd; `recv` skips
     the empty buffers FLUSHRX hands back."""
 
-    def __init__(self, client: AsyncClient, handle: int, slots: int, hangup: socket.socket) -> None:
+    def __init__(
+        self,
+        client: AsyncClient,
+        handle: int,
+        slots: int,
+        hangup: socket.socket,
+        *,
+        slot_size: int = 2048,
+        granted: dict[int, int] | None = None,
+    ) -> None:
         self.client = client
         self.handle = handle
         self.hangup = hangup
-        self.slots = slots
-        self.granted: dict[int, int] = {}
-        self.rx: AsyncIoq | None = None
-        self.tx: AsyncIoq | None = None
+        #: capability group -> the bits the device granted
+        self.granted: dict[int, int] = dict(granted or {})
         self._pending: deque[bytes] = deque()
-
-    def make_rings(self, slot_size: int) -> None:
-        self.rx = AsyncIoq.create(self.slots, slot_size, direction="to_north")
-        self.tx = AsyncIoq.create(self.slots, slot_size, direction="to_south")
+        self.rx = AsyncIoq.create(slots, slot_size, direction="to_north")
+        try:
+            self.tx = AsyncIoq.create(slots, slot_size, direction="to_south")
+        except BaseException:
+            self.rx.close()
+            raise
         for ioq in (self.rx, self.tx):
-            ioq.watch_peer(self.hangup)
+            ioq.watch_peer(hangup)
 
     @property
     def sg(self) -> bool:
@@ -252,7 +270,6 @@ class AsyncVenet:
 
     async def flush_rx(self) -> int:
         """`Venet.flush_rx`: FLUSHRX, repost the empty buffers, keep earlier frames."""
-        assert self.rx is not None
         await self.call(abi.FLUSHRX)
         empty = 0
         while True:
@@ -264,11 +281,9 @@ class AsyncVenet:
             self._pending.extend(frame for frame in got if frame)
 
     async def send(self, frame: bytes) -> None:
-        assert self.tx is not None
         await self.tx.send(frame)
 
     async def recv(self) -> bytes:
-        assert self.rx is not None
         if self._pending:
             return self._pending.popleft()
         while not (frame := await self.rx.receive()):
@@ -276,7 +291,6 @@ class AsyncVenet:
         return frame
 
     async def recv_batch(self, max_frames: int = 64) -> list[bytes]:
-        assert self.rx is not None
         if self._pending:
             return [self._pending.popleft() for _ in range(min(max_frames, len(self._pending)))]
         while not (frames := [f for f in await self.rx.receive_batch(max_frames) if f]):
@@ -286,9 +300,8 @@ class AsyncVenet:
     async def aclose(self) -> None:
         with contextlib.suppress(ConnectorError, OSError):
             await self.client.request("close", handle=self.handle)
-        for ring in (self.rx, self.tx):
-            if ring is not None:
-                ring.close()
+        self.rx.close()
+        self.tx.close()
         self.hangup.close()
 
     async def __aenter__(self) -> AsyncVenet:
