@@ -11,6 +11,18 @@ nothing but the mount point::
             nic.send(frame)
             reply = nic.recv(timeout=1.0)
 
+A venet interface negotiates the original's capabilities before its link comes up
+(behaviour §7.4): with SG granted, frames carry a 10-byte virtio-net header and may be
+large segments; with EVQ_LINKSTATE, carrier changes arrive as `device` events::
+
+    from vbusfs.connector import venet
+    caps = {venet.CAP_GROUP_SG: venet.CAP_SG | venet.CAP_TSO4,
+            venet.CAP_GROUP_EVENTQ: venet.CAP_EVQ_LINKSTATE}
+    with bus.open_venet(0, capabilities=caps) as nic:   # nic.granted: what was granted
+        nic.send(venet.vnet_header() + frame)
+        up = client.linkstate(bus.wait_event())           # True / False
+        nic.flush_rx()                                     # FLUSHRX: buffers back, reposted
+
 Any device on the bus opens the same way, with its class's interface version;
 `find_mounts()` lists the vbusfs mounts this process sees::
 
