@@ -66,32 +66,34 @@ class TapInterface:
         return cls(fd, name, offloads)
 
     def set_offloads(self, offloads: int | None) -> None:
-        """Switch the header mode (None: bare frames) keeping the interface itself."""
+        """Switch the header mode (None: bare frames) keeping the interface itself.
+
+        A VbusError (the host's errno) if it cannot: the interface is then left as it
+        was whenever the host allows that."""
         if offloads == self.offloads or self.fd < 0:
             return
-        old = self.fd
+        fd = _open_tun()  # first: without a descriptor to be had, nothing changes
         try:
-            fcntl.ioctl(old, _TUNSETPERSIST, 1)
+            fcntl.ioctl(self.fd, _TUNSETPERSIST, 1)  # outlives the old descriptor
         except OSError as exc:
+            os.close(fd)
             raise VbusError(
                 f"cannot re-attach {self.name}: {exc.strerror}", errno=exc.errno
             ) from exc
         self._close_fd()
-        fd = _open_tun()
         try:
             _attach(fd, self.name, offloads)
         except OSError as exc:
-            # back to the mode it had, so the interface is not left orphaned
-            with contextlib.suppress(OSError):
-                _attach(fd, self.name, self.offloads)
-                fcntl.ioctl(fd, _TUNSETPERSIST, 0)
-                self.fd = fd
-                raise VbusError(
-                    f"cannot switch {self.name}'s header mode: {exc.strerror}", errno=exc.errno
-                ) from exc
-            os.close(fd)
-            raise VbusError(f"lost {self.name}: {exc.strerror}", errno=exc.errno) from exc
-        fcntl.ioctl(fd, _TUNSETPERSIST, 0)
+            try:
+                _attach(fd, self.name, self.offloads)  # back as it was
+            except OSError:
+                os.close(fd)  # nothing else to do: it stays, persistent, unattached
+                raise VbusError(f"lost {self.name}: {exc.strerror}", errno=exc.errno) from exc
+            fcntl.ioctl(fd, _TUNSETPERSIST, 0)
+            self.fd = fd
+            why = f"cannot switch {self.name}'s header mode: {exc.strerror}"
+            raise VbusError(why, errno=exc.errno) from exc
+        fcntl.ioctl(fd, _TUNSETPERSIST, 0)  # again gone with its descriptor
         self.fd = fd
         self.offloads = offloads
 

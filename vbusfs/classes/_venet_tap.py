@@ -102,7 +102,11 @@ def _store_enabled(state: VenetTapState, text: str) -> None:
         try:
             tap = state.open_tap(state.host_mac)  # refuses with the host's errno
             if state.offloads is not None:
-                _set_offloads(tap, state.offloads)
+                try:
+                    _set_offloads(tap, state.offloads)
+                except VbusError:
+                    tap.close()
+                    raise
         except VbusError as exc:
             # The writer sees only the errno: the daemon's log says why (a host problem).
             log.warning("device %s: cannot enable: %s", state.name, exc)

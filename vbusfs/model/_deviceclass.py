@@ -120,8 +120,10 @@ class DeviceConnection:
 
     def send_event(self, kind: str, **data: Any) -> bool:
         """Tell this connection's client `kind` with `data` (JSON values): a `device`
-        event (behaviour §7.1). Never blocks; events keep their order. False when no
-        connector listens (the connection was made outside one)."""
+        event (behaviour §7.1). Call it on the daemon's loop (from `call`, an attribute's
+        store or a legacy `run`), never from a `serve` thread. Never blocks; events keep
+        their order. False when no connector listens (the connection was made outside
+        one)."""
         if self.event_sink is None:
             return False
         self.event_sink(kind, data)
