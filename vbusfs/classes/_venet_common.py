@@ -23,10 +23,9 @@ from __future__ import annotations
 import errno
 import random
 import re
-import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Generic, Protocol, TypeVar
+from typing import Generic, Literal, Protocol, TypeVar
 
 import trio
 
@@ -43,7 +42,7 @@ from vbusfs.connector.venet import (
     VERSION,
 )
 from vbusfs.connector.venet import INTERFACE_TYPE as VIRTUAL_ETHERNET
-from vbusfs.ioq import AsyncIoq, IoqEmpty, IoqError, IoqFull
+from vbusfs.ioq import AsyncIoq, IoqEmpty, IoqError, IoqFull, poll_ready
 from vbusfs.model import (
     AlreadyExists,
     Attribute,
@@ -58,7 +57,7 @@ BATCH = 64
 #: burstthresh's default (µs): a wake-up across the two vCPUs costs about 20 µs each
 #: way (FIELD-NOTES), more than a short poll
 DEFAULT_BURSTTHRESH_US = 20
-#: the longest a wait polls whatever burstthresh says: the daemon's loop is shared
+#: the longest a wait polls whatever burstthresh says: the poll holds the daemon's loop
 MAX_POLL_US = 1000
 #: txmitigation's default (frames), the original's
 DEFAULT_TXMITIGATION = 10
@@ -366,40 +365,35 @@ class VenetConnection(DeviceConnection, Generic[End]):
 
     # -- waiting: burstthresh ---------------------------------------------------
 
-    async def wait_for(
-        self, ready: Callable[[], bool], sleep: Callable[[], Awaitable[None]]
-    ) -> None:
-        """Until `ready()`: poll for burstthresh µs (yielding to the daemon's other
-        tasks), then sleep on the ring's wake-up fd. Counts which it was."""
+    async def wait_for(self, ring: AsyncIoq, op: Literal["receive", "send"]) -> None:
+        """Until `ring` can `op`: poll it (in C) for burstthresh µs, then sleep on its
+        wake-up fd. Counts which it was."""
+        ready = ring.receivable if op == "receive" else ring.sendable
         if ready():
             await trio.lowlevel.checkpoint()
             return
         budget = min(self.tuning.burstthresh, MAX_POLL_US)
-        if budget:
-            end = time.perf_counter() + budget / 1e6
-            while True:
-                await trio.lowlevel.checkpoint()
-                if ready():
-                    self.counters["polled"] += 1
-                    return
-                if time.perf_counter() >= end:
-                    break
+        if budget and poll_ready(ring, op, budget):
+            self.counters["polled"] += 1
+            await trio.lowlevel.checkpoint()
+            return
         self.counters["slept"] += 1
-        await sleep()
+        if op == "receive":
+            await ring.wait_receivable()
+        else:
+            await ring.wait_sendable()
 
     async def wait_transmitted(self) -> None:
         """Until the link is up and the client has sent something."""
         assert self.tx is not None
-        tx = self.tx
         if not self.link_up:
             await self._linked.wait()
-        await self.wait_for(tx.receivable, tx.wait_receivable)
+        await self.wait_for(self.tx, "receive")
 
     async def wait_posted(self) -> None:
         """Until the client has posted a receive buffer."""
         assert self.rx is not None
-        rx = self.rx
-        await self.wait_for(rx.sendable, rx.wait_sendable)
+        await self.wait_for(self.rx, "send")
 
     def chunk(self) -> int:
         """Frames to take from the transmit ring per call: each call signals its

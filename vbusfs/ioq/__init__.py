@@ -137,6 +137,8 @@ The package is layered like cryptography's bindings:
     :class:`Poller`: one wait on several rings, blocking in C or in trio.
 ``_switch``
     :class:`Switch`, which hands whole rings to C and never touches their indices.
+``_poll``
+    :func:`poll_ready`: a spin in C that never sleeps, for loops that sleep elsewhere.
 ``lowlevel``
     raw index operations (push, pop, seek ...), for tests and tools.
 
@@ -149,6 +151,7 @@ from ._binding import ABI_VERSION as ABI_VERSION
 from ._binding import SOUTH_MAX_DATA as SOUTH_MAX_DATA
 from ._errors import IoqClosed, IoqEmpty, IoqError, IoqFault, IoqFull
 from ._ioq import Ioq
+from ._poll import poll_ready
 from ._poller import Poller
 from ._ring import Direction as Direction
 from ._ring import FdBatch, IoqFds
@@ -173,4 +176,5 @@ __all__ = [
     "Poller",
     "Switch",
     "SwitchCounts",
+    "poll_ready",
 ]
