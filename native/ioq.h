@@ -45,7 +45,7 @@
  *    ioq_poller_spin_budget.
  * 11: ioq_commit_acquire (a commit and the next acquire in one call).
  * 12: vswitch_set_port (a port's message format: bare or virtio-net header)
- *    and vswitch_counts.gso_dropped. */
+ *    and vswitch_counts.gso_dropped; venet_recv_batch and venet_recv_to_fd. */
 #define IOQ_ABI_VERSION 12
 
 #define IOQ_RING_MAGIC 0x47fa2fe4
@@ -474,3 +474,14 @@ int vswitch_forward(struct vswitch *sw, uint32_t src_port, struct ioq *src_tx,
                     struct ioq **ports_rx, uint32_t nports, uint32_t max,
                     struct vswitch_counts *counts,
                     struct vswitch_port_counts *per_port);
+
+/*
+ * venet's transmit paths with completion mitigation (venet.c): like
+ * ioq_recv_batch and ioq_recv_to_fd (south, to-south ring, up to max
+ * messages), but the completions go back to north every `every` messages,
+ * each time with one signal, and the rest at the end: *signals says how many.
+ */
+int venet_recv_batch(struct ioq *q, char *buf, uint64_t buflen, uint32_t *lens, uint32_t max,
+                     uint32_t every, uint32_t *signals);
+int venet_recv_to_fd(struct ioq *q, int fd, uint32_t max, uint32_t min_len, uint32_t max_len,
+                     uint32_t every, struct ioq_fd_counts *counts, uint32_t *signals);

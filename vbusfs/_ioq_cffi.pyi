@@ -292,6 +292,29 @@ class _Lib:
     def ioq_send_from_fd(
         self, q: IoqPtr, fd: int, max: int, max_len: int, counts: IoqFdCounts, /
     ) -> int: ...
+    def venet_recv_batch(
+        self,
+        q: IoqPtr,
+        buf: CharArray,
+        buflen: int,
+        lens: U32Array,
+        max: int,
+        every: int,
+        signals: U32Array,
+        /,
+    ) -> int: ...
+    def venet_recv_to_fd(
+        self,
+        q: IoqPtr,
+        fd: int,
+        max: int,
+        min_len: int,
+        max_len: int,
+        every: int,
+        counts: IoqFdCounts,
+        signals: U32Array,
+        /,
+    ) -> int: ...
     def ioq_ready(self, q: IoqPtr, op: int, /) -> int: ...
     def ioq_watch(self, q: IoqPtr, hup_fd: int, hup_events: int, /) -> None: ...
     def ioq_wait(self, q: IoqPtr, op: int, timeout_ms: int, spin_us: int, /) -> int: ...

@@ -42,7 +42,7 @@ from vbusfs.connector.venet import (
     VERSION,
 )
 from vbusfs.connector.venet import INTERFACE_TYPE as VIRTUAL_ETHERNET
-from vbusfs.ioq import AsyncIoq, IoqEmpty, IoqError, IoqFull, poll_ready
+from vbusfs.ioq import AsyncIoq, IoqEmpty, IoqError, IoqFull, poll_ready, receive_into_every
 from vbusfs.model import (
     AlreadyExists,
     Attribute,
@@ -395,10 +395,15 @@ class VenetConnection(DeviceConnection, Generic[End]):
         assert self.rx is not None
         await self.wait_for(self.rx, "send")
 
+    def every(self) -> int:
+        """Completed transmit frames per signal to the client: txmitigation (0: one
+        per frame); a batch (at most BATCH) also signals when it ends."""
+        return max(1, self.tuning.txmitigation)
+
     def chunk(self) -> int:
-        """Frames to take from the transmit ring per call: each call signals its
-        completions once, so this is txmitigation (0: one per frame), at most BATCH."""
-        return max(1, min(BATCH, self.tuning.txmitigation))
+        """venet-switch: frames per forward call, which signals once: txmitigation
+        (0: one per frame), at most BATCH."""
+        return min(BATCH, self.every())
 
     # -- frames -----------------------------------------------------------------
 
@@ -432,7 +437,7 @@ class VenetConnection(DeviceConnection, Generic[End]):
         while True:
             await self.wait_transmitted()
             try:
-                lengths = self.tx.receive_into_nowait(buffer, self.chunk())
+                lengths, signals = receive_into_every(self.tx, buffer, BATCH, self.every())
             except IoqEmpty:
                 continue
             except IoqError as exc:
@@ -446,7 +451,7 @@ class VenetConnection(DeviceConnection, Generic[End]):
                 self.counters["tx_signals"] += 1
                 continue
             self.counters["tx_frames"] += len(lengths)
-            self.counters["tx_signals"] += 1
+            self.counters["tx_signals"] += signals
             return lengths
 
     async def deliver_packed(self, buffer: bytearray, lengths: list[int]) -> None:

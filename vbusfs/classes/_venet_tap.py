@@ -26,7 +26,7 @@ from typing import Protocol
 import trio
 
 from vbusfs.connector import venet as abi
-from vbusfs.ioq import IoqEmpty, IoqFault, IoqFull
+from vbusfs.ioq import IoqEmpty, IoqFault, IoqFull, receive_to_fd_every
 from vbusfs.model import Attribute, VbusError
 
 from ._tap import TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6, TUN_F_TSO_ECN, TapInterface
@@ -219,13 +219,18 @@ class TapConnection(VenetConnection[VenetTapState]):
                     self.counters["dropped"] += got_n
                     self.counters["tx_signals"] += 1
                     continue
-                # each call signals its completions once: txmitigation frames a call
-                got = self.tx.receive_to_fd_nowait(
-                    fd, self.chunk(), min_length=self.min_frame, max_length=self.max_frame
+                # completions go back every txmitigation frames written
+                got, signals = receive_to_fd_every(
+                    self.tx,
+                    fd,
+                    BATCH,
+                    self.every(),
+                    min_length=self.min_frame,
+                    max_length=self.max_frame,
                 )
             except IoqEmpty:
                 continue
-            self.counters["tx_signals"] += 1
+            self.counters["tx_signals"] += signals
             self.counters["tx_frames"] += got.messages
             self.counters["oversize"] += got.bad_size
             self.counters["dropped"] += got.dropped

@@ -137,8 +137,10 @@ The package is layered like cryptography's bindings:
     :class:`Poller`: one wait on several rings, blocking in C or in trio.
 ``_switch``
     :class:`Switch`, which hands whole rings to C and never touches their indices.
-``_poll``
-    :func:`poll_ready`: a spin in C that never sleeps, for loops that sleep elsewhere.
+``_venet``
+    :func:`poll_ready` (a spin in C that never sleeps, for loops that sleep elsewhere),
+    :func:`receive_into_every` and :func:`receive_to_fd_every` (completions handed
+    back every N messages of a batch: venet's txmitigation).
 ``lowlevel``
     raw index operations (push, pop, seek ...), for tests and tools.
 
@@ -151,13 +153,13 @@ from ._binding import ABI_VERSION as ABI_VERSION
 from ._binding import SOUTH_MAX_DATA as SOUTH_MAX_DATA
 from ._errors import IoqClosed, IoqEmpty, IoqError, IoqFault, IoqFull
 from ._ioq import Ioq
-from ._poll import poll_ready
 from ._poller import Poller
 from ._ring import Direction as Direction
 from ._ring import FdBatch, IoqFds
 from ._ring import Side as Side
 from ._switch import Switch, SwitchCounts
 from ._trio import AsyncIoq
+from ._venet import poll_ready, receive_into_every, receive_to_fd_every
 from .lowlevel import Descriptor
 from .lowlevel import Index as Index
 from .lowlevel import Whence as Whence
@@ -177,4 +179,6 @@ __all__ = [
     "Switch",
     "SwitchCounts",
     "poll_ready",
+    "receive_into_every",
+    "receive_to_fd_every",
 ]
