@@ -45,7 +45,8 @@
  *    ioq_poller_spin_budget.
  * 11: ioq_commit_acquire (a commit and the next acquire in one call).
  * 12: vswitch_set_port (a port's message format: bare or virtio-net header)
- *    and vswitch_counts.gso_dropped; venet_recv_batch and venet_recv_to_fd. */
+ *    and vswitch_counts.gso_dropped; vswitch_forward's `every` and
+ *    vswitch_counts.signals; venet_recv_batch and venet_recv_to_fd. */
 #define IOQ_ABI_VERSION 12
 
 #define IOQ_RING_MAGIC 0x47fa2fe4
@@ -431,6 +432,7 @@ struct vswitch_counts {
     uint32_t faulted;   /* destination rings that faulted (see per_port) */
     uint32_t gso_dropped; /* copies not made: a large segment (gso_type set)
                              to a port without a header (also in dropped) */
+    uint32_t signals;     /* times the source's north was told of freed slots */
 };
 
 /* Per destination port, when the caller asks for it (zeroed first). */
@@ -464,14 +466,16 @@ int vswitch_set_port(struct vswitch *sw, uint32_t port, uint32_t hdr_len,
  * port with no client): learned unicast to its port only, the rest to every
  * port but the sender's; never back to the sender.  A destination with no
  * posted buffer left drops that copy.  Publishes and signals each
- * destination once, and the source once.  Returns the frames consumed,
+ * destination once; hands the source's slots back to north every `every`
+ * frames (0: once, at the end), one signal each (counts->signals), and the
+ * rest at the end.  Returns the frames consumed,
  * IOQ_E_EMPTY if there was none, IOQ_E_FAULT if the source ring is bad
  * (nothing consumed or copied), IOQ_E_INVAL / IOQ_E_SIDE for bad arguments
  * (nothing read).  A bad destination ring is never an error of the call: it
  * is marked faulted (ioq_faulted), skipped, and reported in counts->faulted
  * and per_port[i].faulted.  per_port may be NULL, else has nports entries. */
 int vswitch_forward(struct vswitch *sw, uint32_t src_port, struct ioq *src_tx,
-                    struct ioq **ports_rx, uint32_t nports, uint32_t max,
+                    struct ioq **ports_rx, uint32_t nports, uint32_t max, uint32_t every,
                     struct vswitch_counts *counts,
                     struct vswitch_port_counts *per_port);
 

@@ -271,7 +271,7 @@ static void copy_to(struct vswitch *sw, struct ioq **ports_rx, uint32_t p,
 }
 
 int vswitch_forward(struct vswitch *sw, uint32_t src_port, struct ioq *src_tx,
-                    struct ioq **ports_rx, uint32_t nports, uint32_t max,
+                    struct ioq **ports_rx, uint32_t nports, uint32_t max, uint32_t every,
                     struct vswitch_counts *counts, struct vswitch_port_counts *per_port)
 {
     if (!counts)
@@ -311,14 +311,27 @@ int vswitch_forward(struct vswitch *sw, uint32_t src_port, struct ioq *src_tx,
         sw->dst[p].state = DST_UNTRIED;
         sw->dst[p].avail = sw->dst[p].used = 0;
     }
+    uint32_t released = 0; /* source buffers handed back to north so far */
+    int src_err = 0;
     for (uint32_t i = 0; i < (uint32_t)k; i++) {
-        uint32_t len = ACQ_LEN(src_tx, i);
+        if (every && i - released == every) {
+            /* the frames so far are copied: their slots go back to north now */
+            int r = ioq_commit(src_tx, IOQ_WAIT_RECV, every, NULL, 1);
+            if (r < 0) {
+                src_err = r;
+                break;
+            }
+            released += every;
+            counts->signals++;
+        }
+        uint32_t j = i - released; /* index 0 is the oldest source buffer still held */
+        uint32_t len = ACQ_LEN(src_tx, j);
         uint32_t sh = sw->hdr[src_port];
         if (len < VSWITCH_MIN_FRAME + sh || len > sw->max_len[src_port]) {
             counts->bad_size++;
             continue;
         }
-        const uint8_t *msg = src_tx->data + ACQ_OFF(src_tx, i);
+        const uint8_t *msg = src_tx->data + ACQ_OFF(src_tx, j);
         struct vnet_hdr hdr;
         if (sh)
             read_hdr(&hdr, msg); /* once: north may change it meanwhile */
@@ -365,5 +378,12 @@ int vswitch_forward(struct vswitch *sw, uint32_t src_port, struct ioq *src_tx,
         }
     }
     counts->frames = (uint32_t)k;
-    return ioq_commit(src_tx, IOQ_WAIT_RECV, (uint32_t)k, NULL, 1);
+    if (src_err) {
+        ioq_unacquire(src_tx, UINT32_MAX);
+        return src_err;
+    }
+    int r = ioq_commit(src_tx, IOQ_WAIT_RECV, (uint32_t)k - released, NULL, 1);
+    if (r >= 0)
+        counts->signals++;
+    return r < 0 ? r : k;
 }

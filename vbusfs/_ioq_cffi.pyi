@@ -112,6 +112,7 @@ class VswitchCounts(CData):
     dropped: int
     faulted: int
     gso_dropped: int
+    signals: int
 
 class VswitchPortCounts(CData):
     """struct vswitch_port_counts"""
@@ -354,6 +355,7 @@ class _Lib:
         ports_rx: IoqPtrArray,
         nports: int,
         max: int,
+        every: int,
         counts: VswitchCounts,
         per_port: VswitchPortCountsArray | NullPtr,
         /,

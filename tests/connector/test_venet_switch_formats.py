@@ -142,3 +142,18 @@ def test_set_port_refuses_what_no_port_can_be(switch):
         index, header, max_len = bad
         with pytest.raises(ValueError):
             sw.set_port(index, header=header, max_len=max_len)
+
+
+def test_forward_hands_source_slots_back_every_n_frames(switch):
+    sw, ports = switch
+    frames = [(mac(9) + mac(5) + b"\x88\xb5").ljust(60, bytes([i])) for i in range(7)]
+    ports[0].tx_north.send_batch_nowait(frames)
+    got = sw.forward(0, ports[0].tx, [p.rx for p in ports], signal_every=3)
+    assert got.frames == 7 and got.signals == 3  # after 3, after 6, and the last one
+    assert ports[1].received() == [bytes(10) + f for f in frames]  # SG port: zero headers
+    assert ports[2].received() == frames
+    assert ports[0].tx_north.send_batch_nowait([frames[0]] * COUNT) == COUNT  # all slots back
+    got = sw.forward(0, ports[0].tx, [p.rx for p in ports])
+    assert got.frames == COUNT and got.signals == 1  # 0: once, at the end
+    with pytest.raises(ValueError):
+        sw.forward(0, ports[0].tx, [p.rx for p in ports], signal_every=-1)

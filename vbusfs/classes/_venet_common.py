@@ -400,11 +400,6 @@ class VenetConnection(DeviceConnection, Generic[End]):
         per frame); a batch (at most BATCH) also signals when it ends."""
         return max(1, self.tuning.txmitigation)
 
-    def chunk(self) -> int:
-        """venet-switch: frames per forward call, which signals once: txmitigation
-        (0: one per frame), at most BATCH."""
-        return min(BATCH, self.every())
-
     # -- frames -----------------------------------------------------------------
 
     def _take(self, frames: list[bytes]) -> list[bytes]:

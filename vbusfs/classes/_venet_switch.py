@@ -19,6 +19,7 @@ from vbusfs.ioq import IoqEmpty, IoqFault, Switch
 from vbusfs.model import Attribute, Busy, InterfaceInfo
 
 from ._venet_common import (
+    BATCH,
     BURSTTHRESH,
     CLIENT_MAC,
     MTU,
@@ -155,11 +156,11 @@ class SwitchConnection(VenetConnection[SwitchPort]):
             ]
             try:
                 # IoqFault here is this client's transmit ring: it goes, the others stay;
-                # each call signals its completions once: txmitigation frames a call
-                got = forward(self.index, self.tx, rings, self.chunk())
+                # its slots go back every txmitigation frames copied
+                got = forward(self.index, self.tx, rings, BATCH, signal_every=self.every())
             except IoqEmpty:
                 continue
-            self.counters["tx_signals"] += 1
+            self.counters["tx_signals"] += got.signals
             self.counters["tx_frames"] += got.frames
             self.counters["oversize"] += got.bad_size
             self.counters["gso_dropped"] += got.gso_dropped

@@ -27,6 +27,7 @@ class SwitchCounts(NamedTuple):
     dropped: tuple[int, ...]  # per port: copies lost (no posted buffer, too small, faulted)
     faulted: tuple[int, ...]  # ports whose ring broke the protocol: drop their clients
     gso_dropped: int = 0  # copies not made: a large segment to a port without a header
+    signals: int = 1  # times the source's north was told of freed slots
 
 
 class Switch:
@@ -87,7 +88,13 @@ class Switch:
         check(lib.vswitch_set_port(self._sw, index, hdr, longest))
 
     def forward(
-        self, src_port: int, src: Ring, ports: Sequence[Ring | None], max_messages: int = 64
+        self,
+        src_port: int,
+        src: Ring,
+        ports: Sequence[Ring | None],
+        max_messages: int = 64,
+        *,
+        signal_every: int = 0,
     ) -> SwitchCounts:
         """Take up to ``max_messages`` frames from ``src`` (port ``src_port``'s to-south
         ring) and copy each to the to-north rings in ``ports`` (indexed by port, None for
@@ -95,6 +102,9 @@ class Switch:
         flooded; never back to ``src_port``; converted to each port's format (`set_port`).
         A ring with no posted buffer left drops its copy.  Each destination is signalled
         once.
+
+        ``signal_every`` hands the source's slots back to its north (one signal each) every
+        that many frames, as they are copied; 0: once, at the end.
 
         IoqEmpty if ``src`` had nothing; IoqFault if ``src`` broke the protocol (the
         sender's fault, nothing copied).  A destination ring that broke the protocol is
@@ -106,6 +116,8 @@ class Switch:
             raise ValueError(f"src_port must be 0..{len(ports) - 1}")
         if max_messages < 1:
             raise ValueError("max_messages must be >= 1")
+        if signal_every < 0:
+            raise ValueError("signal_every must be >= 0")
         if src.side != "south" or src.direction != "to_south":
             raise ValueError("the source must be the south side of a to_south ring")
         if src.acquired:
@@ -134,6 +146,7 @@ class Switch:
                 rings,
                 n,
                 min(max_messages, self.BATCH),
+                signal_every,
                 counts,
                 per_port,
             )
@@ -149,4 +162,5 @@ class Switch:
             tuple(e.dropped for e in entries),
             tuple(i for i, e in enumerate(entries) if e.faulted) if counts.faulted else (),
             counts.gso_dropped,
+            counts.signals,
         )
