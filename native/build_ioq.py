@@ -21,7 +21,7 @@ def make_builder(native_dir: str) -> FFI:
         "vbusfs._ioq_cffi",
         # the module sees the public header only, never the handle's fields
         '#include "ioq_abi.h"\n',
-        sources=[f"{native_dir}/{name}" for name in ("ioq.c", "poller.c", "shm_signal.c", "vswitch.c")],
+        sources=[f"{native_dir}/{name}" for name in ("ioq.c", "poller.c", "shm_signal.c", "vswitch.c", "venet.c")],
         include_dirs=[native_dir],
         extra_compile_args=["-std=gnu11"],
         depends=[f"{native_dir}/{p.name}" for p in sorted(NATIVE.glob("*.[ch]"))],

@@ -43,8 +43,11 @@
  *    back; the copying paths refuse (IOQ_E_BUSY) while buffers are acquired.
  * 10: adaptive polling: spin_us = IOQ_SPIN_ADAPTIVE, ioq_spin_budget and
  *    ioq_poller_spin_budget.
- * 11: ioq_commit_acquire (a commit and the next acquire in one call). */
-#define IOQ_ABI_VERSION 11
+ * 11: ioq_commit_acquire (a commit and the next acquire in one call).
+ * 12: vswitch_set_port (a port's message format: bare or virtio-net header)
+ *    and vswitch_counts.gso_dropped; vswitch_forward's `every` and
+ *    vswitch_counts.signals; venet_recv_batch and venet_recv_to_fd. */
+#define IOQ_ABI_VERSION 12
 
 #define IOQ_RING_MAGIC 0x47fa2fe4
 #define IOQ_RING_VER 4
@@ -404,9 +407,14 @@ int ioq_poller_spin_budget(const struct ioq_poller *p);
  * bandwidth, never connectivity.  Known addresses still move between ports. */
 #define VSWITCH_TABLE 4096
 #define VSWITCH_LEARN_MAX 3072
-/* Frames outside VSWITCH_MIN_FRAME..VSWITCH_MAX_FRAME bytes are dropped. */
+/* Frames outside VSWITCH_MIN_FRAME..VSWITCH_MAX_FRAME bytes are dropped
+ * (the default of every port; vswitch_set_port changes a port's). */
 #define VSWITCH_MIN_FRAME 14
 #define VSWITCH_MAX_FRAME 1514
+/* A port in header mode (venet SG granted): each message starts with a
+ * 10-byte virtio-net header; the whole message is at most VSWITCH_MAX_SG. */
+#define VSWITCH_VNET_HDR 10
+#define VSWITCH_MAX_SG 65560
 /* Most frames one vswitch_forward call takes (a larger max is clamped). */
 #define VSWITCH_BATCH 64
 
@@ -422,6 +430,9 @@ struct vswitch_counts {
     uint32_t delivered; /* copies published, over all destinations */
     uint32_t dropped;   /* copies not made, over all destinations */
     uint32_t faulted;   /* destination rings that faulted (see per_port) */
+    uint32_t gso_dropped; /* copies not made: a large segment (gso_type set)
+                             to a port without a header (also in dropped) */
+    uint32_t signals;     /* times the source's north was told of freed slots */
 };
 
 /* Per destination port, when the caller asks for it (zeroed first). */
@@ -441,18 +452,40 @@ int vswitch_forget_port(struct vswitch *sw, uint32_t port);
 int vswitch_lookup(const struct vswitch *sw, const uint8_t *mac);
 /* How many addresses the table holds. */
 int vswitch_learned(const struct vswitch *sw);
+/* Port's message format: hdr_len 0 (bare Ethernet frames) or
+ * VSWITCH_VNET_HDR (a virtio-net header first), and the longest message it
+ * sends or takes, header included (14 + hdr_len .. VSWITCH_MAX_SG).  Between
+ * ports of different formats a frame is converted: a bare frame gets a zero
+ * header; a headed frame loses its header, its checksum completed first when
+ * the header says NEEDS_CSUM, and is dropped (gso_dropped) if it is a large
+ * segment.  IOQ_E_INVAL for a bad port or format. */
+int vswitch_set_port(struct vswitch *sw, uint32_t port, uint32_t hdr_len,
+                     uint32_t max_len);
 /* South: take up to max frames from src_tx (port src_port's to-south ring)
  * and copy each to the to-north rings in ports_rx[0..nports-1] (NULL: a
  * port with no client): learned unicast to its port only, the rest to every
  * port but the sender's; never back to the sender.  A destination with no
  * posted buffer left drops that copy.  Publishes and signals each
- * destination once, and the source once.  Returns the frames consumed,
+ * destination once; hands the source's slots back to north every `every`
+ * frames (0: once, at the end), one signal each (counts->signals), and the
+ * rest at the end.  Returns the frames consumed,
  * IOQ_E_EMPTY if there was none, IOQ_E_FAULT if the source ring is bad
  * (nothing consumed or copied), IOQ_E_INVAL / IOQ_E_SIDE for bad arguments
  * (nothing read).  A bad destination ring is never an error of the call: it
  * is marked faulted (ioq_faulted), skipped, and reported in counts->faulted
  * and per_port[i].faulted.  per_port may be NULL, else has nports entries. */
 int vswitch_forward(struct vswitch *sw, uint32_t src_port, struct ioq *src_tx,
-                    struct ioq **ports_rx, uint32_t nports, uint32_t max,
+                    struct ioq **ports_rx, uint32_t nports, uint32_t max, uint32_t every,
                     struct vswitch_counts *counts,
                     struct vswitch_port_counts *per_port);
+
+/*
+ * venet's transmit paths with completion mitigation (venet.c): like
+ * ioq_recv_batch and ioq_recv_to_fd (south, to-south ring, up to max
+ * messages), but the completions go back to north every `every` messages,
+ * each time with one signal, and the rest at the end: *signals says how many.
+ */
+int venet_recv_batch(struct ioq *q, char *buf, uint64_t buflen, uint32_t *lens, uint32_t max,
+                     uint32_t every, uint32_t *signals);
+int venet_recv_to_fd(struct ioq *q, int fd, uint32_t max, uint32_t min_len, uint32_t max_len,
+                     uint32_t every, struct ioq_fd_counts *counts, uint32_t *signals);

@@ -11,7 +11,14 @@
  * anything is copied; a bad destination ring is that destination's fault
  * alone: it is marked faulted, skipped, and reported, never blamed on the
  * sender.  Frame bytes themselves may change under us (north owns them);
- * the two addresses are copied out once before they are used.
+ * the two addresses and a frame's virtio-net header are copied out once
+ * before they are used.
+ *
+ * Each port has a message format (vswitch_set_port): bare frames, or a
+ * virtio-net header first (venet SG).  A frame crossing between formats is
+ * converted in the copy: a zero header added, or the header taken off with
+ * the checksum it asks for (NEEDS_CSUM) completed in the destination buffer;
+ * a large segment (GSO) cannot go to a bare port and is dropped, counted.
  */
 #include "ioq_private.h"
 
@@ -37,8 +44,18 @@ struct vswitch_dst {
     uint32_t lens[VSWITCH_BATCH];
 };
 
+/* the virtio-net header's fields (little-endian on the wire) */
+struct vnet_hdr {
+    uint8_t flags, gso_type;
+    uint16_t hdr_len, gso_size, csum_start, csum_offset;
+};
+#define VNET_F_NEEDS_CSUM 1
+#define VNET_GSO_NONE 0
+
 struct vswitch {
     uint32_t learned;
+    uint32_t hdr[VSWITCH_MAX_PORTS];     /* 0 or VSWITCH_VNET_HDR */
+    uint32_t max_len[VSWITCH_MAX_PORTS]; /* longest message, header included */
     struct vswitch_entry table[VSWITCH_TABLE];
     struct vswitch_entry scratch[VSWITCH_TABLE]; /* forget_port's rebuild */
     struct vswitch_dst dst[VSWITCH_MAX_PORTS];
@@ -49,6 +66,8 @@ int vswitch_new(struct vswitch **out)
     struct vswitch *sw = calloc(1, sizeof(*sw));
     if (!sw)
         return -ENOMEM;
+    for (uint32_t p = 0; p < VSWITCH_MAX_PORTS; p++)
+        sw->max_len[p] = VSWITCH_MAX_FRAME;
     *out = sw;
     return IOQ_OK;
 }
@@ -112,6 +131,61 @@ int vswitch_lookup(const struct vswitch *sw, const uint8_t *mac)
 
 int vswitch_learned(const struct vswitch *sw) { return (int)sw->learned; }
 
+int vswitch_set_port(struct vswitch *sw, uint32_t port, uint32_t hdr_len, uint32_t max_len)
+{
+    if (!sw || port >= VSWITCH_MAX_PORTS || (hdr_len != 0 && hdr_len != VSWITCH_VNET_HDR) ||
+        max_len < VSWITCH_MIN_FRAME + hdr_len || max_len > VSWITCH_MAX_SG)
+        return IOQ_E_INVAL;
+    sw->hdr[port] = hdr_len;
+    sw->max_len[port] = max_len;
+    return IOQ_OK;
+}
+
+static uint16_t le16(const uint8_t *p) { return (uint16_t)(p[0] | (p[1] << 8)); }
+
+static void read_hdr(struct vnet_hdr *h, const uint8_t *p)
+{
+    h->flags = p[0];
+    h->gso_type = p[1];
+    h->hdr_len = le16(p + 2);
+    h->gso_size = le16(p + 4);
+    h->csum_start = le16(p + 6);
+    h->csum_offset = le16(p + 8);
+}
+
+static void write_hdr(uint8_t *p, const struct vnet_hdr *h)
+{
+    const uint16_t f[4] = {h->hdr_len, h->gso_size, h->csum_start, h->csum_offset};
+    p[0] = h->flags;
+    p[1] = h->gso_type;
+    for (int i = 0; i < 4; i++) {
+        p[2 + 2 * i] = (uint8_t)f[i];
+        p[3 + 2 * i] = (uint8_t)(f[i] >> 8);
+    }
+}
+
+/* Complete a partial checksum in frame (len bytes, already in the private
+ * destination buffer): the Internet checksum of [start, len), whose checksum
+ * field holds the pseudo-header sum, stored at start + offset.  0 if the
+ * positions do not fit the frame (the copy is then dropped). */
+static int complete_csum(uint8_t *frame, uint32_t len, uint32_t start, uint32_t offset)
+{
+    if (start >= len || offset > len - start || len - start - offset < 2)
+        return 0;
+    uint64_t sum = 0;
+    uint32_t i = start;
+    for (; i + 1 < len; i += 2)
+        sum += (uint32_t)(frame[i] << 8 | frame[i + 1]);
+    if (i < len)
+        sum += (uint32_t)frame[i] << 8;
+    while (sum >> 16)
+        sum = (sum & 0xffff) + (sum >> 16);
+    uint16_t csum = (uint16_t)~sum;
+    frame[start + offset] = (uint8_t)(csum >> 8);
+    frame[start + offset + 1] = (uint8_t)csum;
+    return 1;
+}
+
 int vswitch_forget_port(struct vswitch *sw, uint32_t port)
 {
     /* linear probing cannot simply clear a slot (it would cut the probe
@@ -130,13 +204,35 @@ int vswitch_forget_port(struct vswitch *sw, uint32_t port)
     return (int)(before - sw->learned);
 }
 
-/* Copy one frame into the next posted buffer of destination p. */
+static void drop_copy(struct vswitch_counts *counts, struct vswitch_port_counts *per_port,
+                      uint32_t p)
+{
+    counts->dropped++;
+    if (per_port)
+        per_port[p].dropped++;
+}
+
+/* Copy one frame (body: the Ethernet frame, blen bytes; h: its header when
+ * the source port has one, else NULL) into the next posted buffer of
+ * destination p, in p's format. */
 static void copy_to(struct vswitch *sw, struct ioq **ports_rx, uint32_t p,
-                    const uint8_t *frame, uint32_t len, uint32_t remaining,
-                    struct vswitch_counts *counts, struct vswitch_port_counts *per_port)
+                    const uint8_t *body, uint32_t blen, const struct vnet_hdr *h,
+                    uint32_t remaining, struct vswitch_counts *counts,
+                    struct vswitch_port_counts *per_port)
 {
     struct vswitch_dst *d = &sw->dst[p];
     struct ioq *q = ports_rx[p];
+    uint32_t dh = sw->hdr[p];
+    if (h && !dh && h->gso_type != VNET_GSO_NONE) {
+        counts->gso_dropped++; /* a bare port takes no large segment */
+        drop_copy(counts, per_port, p);
+        return;
+    }
+    uint32_t len = dh + blen;
+    if (len > sw->max_len[p]) {
+        drop_copy(counts, per_port, p);
+        return;
+    }
     if (d->state == DST_UNTRIED) {
         /* at most one buffer per frame still to come, this one included */
         int r = ioq_acquire(q, IOQ_WAIT_SEND, remaining, NULL, NULL);
@@ -154,12 +250,20 @@ static void copy_to(struct vswitch *sw, struct ioq **ports_rx, uint32_t p,
     }
     /* acquire checked each buffer's offset and capacity against q's segment */
     if (d->state != DST_READY || d->used == d->avail || len > ACQ_LEN(q, d->used)) {
-        counts->dropped++;
-        if (per_port)
-            per_port[p].dropped++;
+        drop_copy(counts, per_port, p);
         return;
     }
-    memcpy(q->data + ACQ_OFF(q, d->used), frame, len);
+    uint8_t *out = q->data + ACQ_OFF(q, d->used);
+    if (dh) {
+        struct vnet_hdr zero = {0};
+        write_hdr(out, h ? h : &zero);
+    }
+    memcpy(out + dh, body, blen);
+    if (h && !dh && (h->flags & VNET_F_NEEDS_CSUM) &&
+        !complete_csum(out, blen, h->csum_start, h->csum_offset)) {
+        drop_copy(counts, per_port, p); /* the buffer stays unpublished */
+        return;
+    }
     d->lens[d->used++] = len;
     counts->delivered++;
     if (per_port)
@@ -167,7 +271,7 @@ static void copy_to(struct vswitch *sw, struct ioq **ports_rx, uint32_t p,
 }
 
 int vswitch_forward(struct vswitch *sw, uint32_t src_port, struct ioq *src_tx,
-                    struct ioq **ports_rx, uint32_t nports, uint32_t max,
+                    struct ioq **ports_rx, uint32_t nports, uint32_t max, uint32_t every,
                     struct vswitch_counts *counts, struct vswitch_port_counts *per_port)
 {
     if (!counts)
@@ -207,13 +311,33 @@ int vswitch_forward(struct vswitch *sw, uint32_t src_port, struct ioq *src_tx,
         sw->dst[p].state = DST_UNTRIED;
         sw->dst[p].avail = sw->dst[p].used = 0;
     }
+    uint32_t released = 0; /* source buffers handed back to north so far */
+    int src_err = 0;
     for (uint32_t i = 0; i < (uint32_t)k; i++) {
-        uint32_t len = ACQ_LEN(src_tx, i);
-        if (len < VSWITCH_MIN_FRAME || len > VSWITCH_MAX_FRAME) {
+        if (every && i - released == every) {
+            /* the frames so far are copied: their slots go back to north now */
+            int r = ioq_commit(src_tx, IOQ_WAIT_RECV, every, NULL, 1);
+            if (r < 0) {
+                src_err = r;
+                break;
+            }
+            released += every;
+            counts->signals++;
+        }
+        uint32_t j = i - released; /* index 0 is the oldest source buffer still held */
+        uint32_t len = ACQ_LEN(src_tx, j);
+        uint32_t sh = sw->hdr[src_port];
+        if (len < VSWITCH_MIN_FRAME + sh || len > sw->max_len[src_port]) {
             counts->bad_size++;
             continue;
         }
-        const uint8_t *frame = src_tx->data + ACQ_OFF(src_tx, i);
+        const uint8_t *msg = src_tx->data + ACQ_OFF(src_tx, j);
+        struct vnet_hdr hdr;
+        if (sh)
+            read_hdr(&hdr, msg); /* once: north may change it meanwhile */
+        const struct vnet_hdr *h = sh ? &hdr : NULL;
+        const uint8_t *frame = msg + sh;
+        uint32_t blen = len - sh;
         uint8_t dst_mac[6], src_mac[6];
         memcpy(dst_mac, frame, 6);
         memcpy(src_mac, frame + 6, 6);
@@ -224,13 +348,14 @@ int vswitch_forward(struct vswitch *sw, uint32_t src_port, struct ioq *src_tx,
         if (target >= 0 && (uint32_t)target == src_port) {
             counts->filtered++; /* the destination is on the sender's side */
         } else if (target >= 0 && (uint32_t)target < nports && ports_rx[target]) {
-            copy_to(sw, ports_rx, (uint32_t)target, frame, len, remaining, counts, per_port);
+            copy_to(sw, ports_rx, (uint32_t)target, frame, blen, h, remaining, counts,
+                    per_port);
         } else {
             /* group, unknown, or learned on a port that has no client now */
             counts->flooded++;
             for (uint32_t p = 0; p < nports; p++)
                 if (p != src_port && ports_rx[p])
-                    copy_to(sw, ports_rx, p, frame, len, remaining, counts, per_port);
+                    copy_to(sw, ports_rx, p, frame, blen, h, remaining, counts, per_port);
         }
     }
     for (uint32_t p = 0; p < nports; p++) {
@@ -253,5 +378,12 @@ int vswitch_forward(struct vswitch *sw, uint32_t src_port, struct ioq *src_tx,
         }
     }
     counts->frames = (uint32_t)k;
-    return ioq_commit(src_tx, IOQ_WAIT_RECV, (uint32_t)k, NULL, 1);
+    if (src_err) {
+        ioq_unacquire(src_tx, UINT32_MAX);
+        return src_err;
+    }
+    int r = ioq_commit(src_tx, IOQ_WAIT_RECV, (uint32_t)k - released, NULL, 1);
+    if (r >= 0)
+        counts->signals++;
+    return r < 0 ? r : k;
 }

@@ -111,6 +111,8 @@ class VswitchCounts(CData):
     delivered: int
     dropped: int
     faulted: int
+    gso_dropped: int
+    signals: int
 
 class VswitchPortCounts(CData):
     """struct vswitch_port_counts"""
@@ -218,6 +220,8 @@ class _Lib:
     VSWITCH_BATCH: int
     VSWITCH_LEARN_MAX: int
     VSWITCH_MAX_FRAME: int
+    VSWITCH_VNET_HDR: int
+    VSWITCH_MAX_SG: int
     VSWITCH_MAX_PORTS: int
     VSWITCH_MIN_FRAME: int
     VSWITCH_TABLE: int
@@ -289,6 +293,29 @@ class _Lib:
     def ioq_send_from_fd(
         self, q: IoqPtr, fd: int, max: int, max_len: int, counts: IoqFdCounts, /
     ) -> int: ...
+    def venet_recv_batch(
+        self,
+        q: IoqPtr,
+        buf: CharArray,
+        buflen: int,
+        lens: U32Array,
+        max: int,
+        every: int,
+        signals: U32Array,
+        /,
+    ) -> int: ...
+    def venet_recv_to_fd(
+        self,
+        q: IoqPtr,
+        fd: int,
+        max: int,
+        min_len: int,
+        max_len: int,
+        every: int,
+        counts: IoqFdCounts,
+        signals: U32Array,
+        /,
+    ) -> int: ...
     def ioq_ready(self, q: IoqPtr, op: int, /) -> int: ...
     def ioq_watch(self, q: IoqPtr, hup_fd: int, hup_events: int, /) -> None: ...
     def ioq_wait(self, q: IoqPtr, op: int, timeout_ms: int, spin_us: int, /) -> int: ...
@@ -319,6 +346,7 @@ class _Lib:
     def vswitch_forget_port(self, sw: VswitchPtr, port: int, /) -> int: ...
     def vswitch_lookup(self, sw: VswitchPtr, mac: U8Array | bytes, /) -> int: ...
     def vswitch_learned(self, sw: VswitchPtr, /) -> int: ...
+    def vswitch_set_port(self, sw: VswitchPtr, port: int, hdr_len: int, max_len: int, /) -> int: ...
     def vswitch_forward(
         self,
         sw: VswitchPtr,
@@ -327,6 +355,7 @@ class _Lib:
         ports_rx: IoqPtrArray,
         nports: int,
         max: int,
+        every: int,
         counts: VswitchCounts,
         per_port: VswitchPortCountsArray | NullPtr,
         /,

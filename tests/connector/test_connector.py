@@ -130,8 +130,11 @@ def test_venet_calls_and_oversized_frames(setup):
         mac = setup.sh("cat sys/vbus/devices/L/client_mac").stdout.strip()
         assert nic.mac == bytes.fromhex(mac.replace(":", ""))
         dev = nic.interface
-        assert dev.call(client.NEGCAP, (7).to_bytes(4, "little")) == bytes(4)
-        assert dev.call(client.LINKDOWN) == b"" and dev.call(client.FLUSHRX) == b""
+        with pytest.raises(client.ConnectorError) as info:
+            dev.call(client.NEGCAP, (7).to_bytes(4, "little"))  # the old 4-byte form
+        assert info.value.errno == errno.EINVAL
+        assert dev.call(client.FLUSHRX) == b"" and dev.call(client.LINKDOWN) == b""
+        assert dev.call(client.LINKUP) == b""  # the flushed buffers come back empty: skipped
         for bad in (5, 99, -1):
             with pytest.raises(client.ConnectorError) as info:
                 dev.call(bad)

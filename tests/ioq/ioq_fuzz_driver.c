@@ -178,13 +178,15 @@ static void hostile(int direction, long iterations)
             frame[11] = (char)(next_rand() % 4); /* a few sources to learn */
             if (direction == IOQ_TO_SOUTH) {
                 struct ioq *ports[2] = {NULL, hs};
-                r = vswitch_forward(sw, 0, s, ports, 2, 16, &c, pc);
+                /* the hostile source's slots handed back every 0..3 frames */
+                r = vswitch_forward(sw, 0, s, ports, 2, 16, (uint32_t)(next_rand() % 4), &c,
+                                    pc);
                 CHECK(c.faulted == 0); /* the honest destination is never blamed */
                 ioq_recv_batch(hn, buf, sizeof(buf), lens, 16, 0);
             } else {
                 struct ioq *ports[2] = {NULL, s};
                 ioq_send_one(hn, frame, (uint32_t)(14 + next_rand() % 50), 0);
-                int f = vswitch_forward(sw, 0, hs, ports, 2, 16, &c, pc);
+                int f = vswitch_forward(sw, 0, hs, ports, 2, 16, 2, &c, pc);
                 CHECK(f != IOQ_E_FAULT); /* the honest source is never blamed */
                 r = pc[1].faulted ? IOQ_E_FAULT : f;
             }
@@ -193,7 +195,18 @@ static void hostile(int direction, long iterations)
         case 6: {
             struct ioq_fd_counts c;
             if (direction == IOQ_TO_SOUTH) {
-                r = ioq_recv_to_fd(s, devnull, 16, 0, UINT32_MAX, &c);
+                /* and venet's paths: completions handed back every 1..4 */
+                uint32_t sig, every = 1 + (uint32_t)(next_rand() % 4);
+                switch (next_rand() % 3) {
+                case 0:
+                    r = ioq_recv_to_fd(s, devnull, 16, 0, UINT32_MAX, &c);
+                    break;
+                case 1:
+                    r = venet_recv_to_fd(s, devnull, 16, 0, UINT32_MAX, every, &c, &sig);
+                    break;
+                default:
+                    r = venet_recv_batch(s, buf, sizeof(buf), lens, 16, every, &sig);
+                }
             } else {
                 ssize_t w = send(sp[1], buf, 1 + next_rand() % 300, 0);
                 (void)w;

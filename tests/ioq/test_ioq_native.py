@@ -27,7 +27,13 @@ def gcc(*args: str | Path, timeout: float = 120) -> subprocess.CompletedProcess[
 
 @needs_gcc
 def test_native_sources_exist() -> None:
-    assert {p.name for p in SOURCES} == {"ioq.c", "poller.c", "shm_signal.c", "vswitch.c"}
+    assert {p.name for p in SOURCES} == {
+        "ioq.c",
+        "poller.c",
+        "shm_signal.c",
+        "venet.c",
+        "vswitch.c",
+    }
 
 
 @needs_gcc

@@ -144,11 +144,14 @@ def test_loopback_and_switch_attributes(mnt):
         check=True,
     )
     assert sorted(os.listdir(mnt.join("sys/vbus/devices/L"))) == [
+        "burstthresh",
         "class",
         "client_mac",
         "enabled",
         "host_mac",
         "interfaces",
+        "mtu",
+        "txmitigation",
     ]
     mnt.sh("echo 1 > sys/vbus/devices/L/enabled", check=True)
     assert mnt.sh("cat sys/vbus/devices/L/enabled").stdout == "1\n"

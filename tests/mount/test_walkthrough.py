@@ -66,6 +66,8 @@ sys/vbus/devices/D/host_mac f 444
 sys/vbus/devices/D/ifname f 444
 sys/vbus/devices/D/interfaces d 755
 sys/vbus/devices/D/interfaces/0 l 777 ../../../instances/B/devices/0
+sys/vbus/devices/D/mtu f 644
+sys/vbus/devices/D/txmitigation f 644
 sys/vbus/instances d 755
 sys/vbus/instances/B d 755
 sys/vbus/instances/B/devices d 755

@@ -199,7 +199,8 @@ def test_conformance_machine_says_which_writable_attributes_have_no_values():
     class Missing(DeviceClassConformance):
         deviceclass = VenetLoopback
 
-    with pytest.raises(TypeError, match=r"missing \['client_mac', 'enabled'\]"):
+    missing = r"missing \['burstthresh', 'client_mac', 'enabled', 'mtu', 'txmitigation'\]"
+    with pytest.raises(TypeError, match=missing):
         Missing()
 
 

@@ -95,6 +95,8 @@ def test_walkthrough_tree(vbus):
         "sys/vbus/devices/D/host_mac": "file 444",
         "sys/vbus/devices/D/ifname": "file 444",
         "sys/vbus/devices/D/burstthresh": "file 644",
+        "sys/vbus/devices/D/mtu": "file 644",
+        "sys/vbus/devices/D/txmitigation": "file 644",
         "sys/vbus/instances/B": "dir",
         "sys/vbus/instances/B/devices": "dir",
         "sys/vbus/instances/B/devices/0": "dir",

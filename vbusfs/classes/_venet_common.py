@@ -1,4 +1,4 @@
-"""What the venet deviceclasses share: values, the MAC attributes, the client connection.
+"""What the venet deviceclasses share: values, the common attributes, the client connection.
 
 venet-tap, venet-loopback and venet-switch all present the `virtual-ethernet`
 interface type and speak the venet protocol (behaviour §7.4) to their clients. Their
@@ -8,9 +8,14 @@ module (``_venet_tap``, ``_venet_loopback``, ``_venet_switch``).
 
 A connection is one client of one venet interface. Queue 0 carries frames
 device -> client (into buffers the client posted), queue 1 client -> device.
-Frames are bare Ethernet frames of 14 to MTU + 14 bytes; anything else is
-dropped and counted. Frames move a batch per call into C; nothing here touches
-a frame per frame in a system call.
+The device calls are the original's: LINKUP (EINVAL without both queues, EEXIST
+when up), LINKDOWN (ENOENT when down), MACQUERY, NEGCAP (8 bytes, EINVAL while
+up, the intersection of asked and supported bits), FLUSHRX (EINVAL while down;
+every posted receive buffer back with length 0). Frames are bare Ethernet
+frames of 14 to mtu + 14 bytes, or, with SG granted (fixed at LINKUP), a 10-byte
+virtio-net header and up to MAX_GSO_FRAME bytes; anything else is dropped and
+counted. Frames move a batch per call into C; nothing here touches a frame per
+frame in a system call.
 """
 
 from __future__ import annotations
@@ -19,31 +24,45 @@ import errno
 import random
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Generic, Protocol, TypeVar
+from dataclasses import dataclass, field
+from typing import Generic, Literal, Protocol, TypeVar
 
 import trio
 
+from vbusfs.connector import venet as abi
 from vbusfs.connector.venet import (
     FLUSHRX,
     HEADER,
     LINKDOWN,
     LINKUP,
     MACQUERY,
-    MAX_FRAME,
     NEGCAP,
     RX_QUEUE,
     TX_QUEUE,
     VERSION,
 )
 from vbusfs.connector.venet import INTERFACE_TYPE as VIRTUAL_ETHERNET
-from vbusfs.ioq import AsyncIoq, IoqEmpty, IoqError, IoqFull
-from vbusfs.model import Attribute, Busy, DeviceClass, DeviceConnection, InvalidValue
+from vbusfs.ioq import AsyncIoq, IoqEmpty, IoqError, IoqFull, poll_ready, receive_into_every
+from vbusfs.model import (
+    AlreadyExists,
+    Attribute,
+    Busy,
+    DeviceClass,
+    DeviceConnection,
+    InvalidValue,
+    NotFound,
+)
 
 BATCH = 64
-# Poll a ring this long before sleeping on its eventfd: a wake-up across the
-# two vCPUs costs about 20 us each way (FIELD-NOTES), more than a short poll.
-SPIN_US = 20
+#: burstthresh's default (µs): a wake-up across the two vCPUs costs about 20 µs each
+#: way (FIELD-NOTES), more than a short poll
+DEFAULT_BURSTTHRESH_US = 20
+#: the longest a wait polls whatever burstthresh says: the poll holds the daemon's loop
+MAX_POLL_US = 1000
+#: txmitigation's default (frames), the original's
+DEFAULT_TXMITIGATION = 10
+#: the buffer a batch of SG frames is copied through (a few of the largest frames)
+SG_BATCH_BYTES = 16 * abi.MAX_SG_MESSAGE
 
 # ---- values ------------------------------------------------------------------
 
@@ -86,6 +105,25 @@ def parse_u32(text: str) -> int:
 # ---- state and the common attributes --------------------------------------------
 
 
+@dataclass(eq=False)
+class Tuning:
+    """A venet device's data-path settings, shared by all its connections.
+
+    `clients` counts the device's open connections (on any port of a switch):
+    `mtu` cannot change while it is not 0. burstthresh and txmitigation take
+    effect at the next wait and the next batch.
+    """
+
+    mtu: int = abi.MTU
+    burstthresh: int = DEFAULT_BURSTTHRESH_US
+    txmitigation: int = DEFAULT_TXMITIGATION
+    clients: int = 0
+
+
+class TunedState(Protocol):
+    tuning: Tuning
+
+
 class ClientEnd(Protocol):
     """What one client connects to: a device (tap, loopback) or a switch port.
 
@@ -108,6 +146,7 @@ class VenetState:
     enabled: bool = False
     # clients holding the device open (their connections count themselves in and out)
     clients: int = 0
+    tuning: Tuning = field(default_factory=Tuning)
 
 
 def _store_client_mac(end: ClientEnd, text: str) -> None:
@@ -129,12 +168,48 @@ def show_enabled(state: VenetState) -> str:
     return "1" if state.enabled else "0"
 
 
+def _store_mtu(state: TunedState, text: str) -> None:
+    mtu = parse_u32(text)
+    if not abi.MIN_MTU <= mtu <= abi.MAX_MTU:
+        raise InvalidValue(f"mtu is {abi.MIN_MTU} to {abi.MAX_MTU}, not {mtu}")
+    if state.tuning.clients:
+        raise Busy("mtu cannot change while a client has the device open")
+    state.tuning.mtu = mtu
+
+
+def _store_burstthresh(state: TunedState, text: str) -> None:
+    state.tuning.burstthresh = parse_u32(text)
+
+
+def _store_txmitigation(state: TunedState, text: str) -> None:
+    state.tuning.txmitigation = parse_u32(text)
+
+
 HOST_MAC = Attribute("host_mac", _show_host_mac, None, "MAC address of the host side.")
 CLIENT_MAC = Attribute(
     "client_mac",
     _show_client_mac,
     _store_client_mac,
     "MAC address the client side uses; EBUSY while a client has the device open.",
+)
+MTU = Attribute(
+    "mtu",
+    lambda state: str(state.tuning.mtu),
+    _store_mtu,
+    f"Largest bare frame's payload, {abi.MIN_MTU} to {abi.MAX_MTU}; EBUSY while open.",
+)
+BURSTTHRESH = Attribute(
+    "burstthresh",
+    lambda state: str(state.tuning.burstthresh),
+    _store_burstthresh,
+    f"Microseconds a wait polls its ring before sleeping (0: sleep at once; "
+    f"at most {MAX_POLL_US} take effect).",
+)
+TXMITIGATION = Attribute(
+    "txmitigation",
+    lambda state: str(state.tuning.txmitigation),
+    _store_txmitigation,
+    "Transmitted frames per completion signal (0: one per frame; at most 64 take effect).",
 )
 
 
@@ -154,36 +229,113 @@ End = TypeVar("End", bound=ClientEnd)
 
 
 class VenetConnection(DeviceConnection, Generic[End]):
-    """One client of one venet end; `owner` is the end it holds (`clients`, `client_mac`)."""
+    """One client of one venet end; `owner` is the end it holds (`clients`, `client_mac`),
+    `tuning` its device's settings."""
 
-    def __init__(self, owner: End) -> None:
+    def __init__(self, owner: End, tuning: Tuning) -> None:
         if owner.clients:
             raise Busy("the device is open by another client")
         owner.clients += 1
+        tuning.clients += 1
         self.owner: End = owner
+        self.tuning = tuning
         self.link_up = False
+        #: capability group -> bits granted by the last NEGCAP of that group
+        self.granted: dict[int, int] = {}
+        #: frames carry a virtio-net header (SG granted at LINKUP)
+        self.sg = False
+        self.min_frame, self.max_frame = HEADER, tuning.mtu + HEADER
         self.rx: AsyncIoq | None = None  # device -> client
         self.tx: AsyncIoq | None = None  # client -> device
-        self.counters = {"tx_frames": 0, "rx_frames": 0, "oversize": 0, "dropped": 0}
+        self.counters = {
+            "tx_frames": 0,
+            "rx_frames": 0,
+            "oversize": 0,
+            "dropped": 0,
+            # transmit-completion signals to the client (txmitigation batches them)
+            "tx_signals": 0,
+            # waits that found work while polling, and waits that went to sleep
+            "polled": 0,
+            "slept": 0,
+            "flushed": 0,
+            # venet-switch: this client's large segments not copied to a bare port
+            "gso_dropped": 0,
+        }
         self._ready = trio.Event()
+        self._linked = trio.Event()
         self._closed = False
+
+    # -- the calls ----------------------------------------------------------------
 
     def call(self, function: int, data: bytes) -> bytes:
         if function == LINKUP:
+            if self.link_up:
+                raise AlreadyExists("the link is already up")
+            if self.rx is None or self.tx is None:
+                raise InvalidValue("LINKUP needs both queues attached")
+            self.sg = bool(self.granted.get(abi.CAP_GROUP_SG, 0) & abi.CAP_SG)
+            if self.sg:
+                self.min_frame = abi.VNET_HDR_LEN + HEADER
+                self.max_frame = abi.MAX_SG_MESSAGE
+            else:
+                self.min_frame, self.max_frame = HEADER, self.tuning.mtu + HEADER
+            self.linked()  # may refuse (the class's errno): nothing changed yet
             self.link_up = True
+            self._linked.set()
+            self.tell_carrier()
             return b""
         if function == LINKDOWN:
+            if not self.link_up:
+                raise NotFound("the link is already down")
             self.link_up = False
+            self._linked = trio.Event()
             return b""
         if function == MACQUERY:
             return bytes(self.owner.client_mac)
         if function == NEGCAP:
-            if len(data) != 4:
-                raise InvalidValue("NEGCAP takes a 4-byte capability mask")
-            return (0).to_bytes(4, "little")  # no optional capabilities
+            if len(data) != abi.CAPS_LEN:
+                raise InvalidValue(
+                    f"NEGCAP takes {abi.CAPS_LEN} bytes (gid, bits), not {len(data)}"
+                )
+            if self.link_up:
+                raise InvalidValue("capabilities cannot change while the link is up")
+            gid, bits = abi.negcap_reply(data)
+            granted = bits & abi.SUPPORTED.get(gid, 0)
+            self.granted[gid] = granted
+            return abi.negcap_request(gid, granted)
         if function == FLUSHRX:
-            return b""  # the device holds no frames back: nothing to flush
+            if not self.link_up:
+                raise InvalidValue("FLUSHRX needs the link up")
+            self.flush_rx()
+            return b""
         raise InvalidValue(f"venet has no function {function}")
+
+    def linked(self) -> None:
+        """The class's step at LINKUP (venet-tap: its host interface's header mode)."""
+
+    def carrier(self) -> bool:
+        """Whether the device's far side is up (venet-tap: `enabled`); loopback and switch
+        are always up."""
+        return True
+
+    def tell_carrier(self) -> None:
+        """A linkstate event to a client that negotiated EVQ_LINKSTATE and is linked."""
+        wants = self.granted.get(abi.CAP_GROUP_EVENTQ, 0) & abi.CAP_EVQ_LINKSTATE
+        if wants and self.link_up and not self._closed:
+            self.send_event(abi.EVENT_LINKSTATE, up=self.carrier())
+
+    def flush_rx(self) -> int:
+        """Every buffer the client posted goes back with length 0 (no frame in it)."""
+        assert self.rx is not None
+        flushed = 0
+        while True:
+            try:
+                sent = self.rx.send_batch_nowait([b""] * BATCH)
+            except IoqFull:
+                break
+            flushed += sent
+        self.counters["flushed"] += flushed
+        return flushed
 
     def attach_queue(self, index: int, fds: Sequence[int]) -> None:
         if index not in (RX_QUEUE, TX_QUEUE):
@@ -211,46 +363,76 @@ class VenetConnection(DeviceConnection, Generic[End]):
     async def move(self) -> None:
         """Carry frames; the deviceclass decides where they go."""
 
+    # -- waiting: burstthresh ---------------------------------------------------
+
+    async def wait_for(self, ring: AsyncIoq, op: Literal["receive", "send"]) -> None:
+        """Until `ring` can `op`: poll it (in C) for burstthresh µs, then sleep on its
+        wake-up fd. Counts which it was."""
+        ready = ring.receivable if op == "receive" else ring.sendable
+        if ready():
+            await trio.lowlevel.checkpoint()
+            return
+        budget = min(self.tuning.burstthresh, MAX_POLL_US)
+        if budget and poll_ready(ring, op, budget):
+            self.counters["polled"] += 1
+            await trio.lowlevel.checkpoint()
+            return
+        self.counters["slept"] += 1
+        if op == "receive":
+            await ring.wait_receivable()
+        else:
+            await ring.wait_sendable()
+
+    async def wait_transmitted(self) -> None:
+        """Until the link is up and the client has sent something."""
+        assert self.tx is not None
+        if not self.link_up:
+            await self._linked.wait()
+        await self.wait_for(self.tx, "receive")
+
+    async def wait_posted(self) -> None:
+        """Until the client has posted a receive buffer."""
+        assert self.rx is not None
+        await self.wait_for(self.rx, "send")
+
+    def every(self) -> int:
+        """Completed transmit frames per signal to the client: txmitigation (0: one
+        per frame); a batch (at most BATCH) also signals when it ends."""
+        return max(1, self.tuning.txmitigation)
+
+    # -- frames -----------------------------------------------------------------
+
     def _take(self, frames: list[bytes]) -> list[bytes]:
-        """The frames a client sent that are Ethernet frames; the rest are counted."""
-        good = [f for f in frames if HEADER <= len(f) <= MAX_FRAME]
+        """The frames a client sent that are frames; the rest are counted."""
+        low, high = self.min_frame, self.max_frame
+        good = [f for f in frames if low <= len(f) <= high]
         self.counters["oversize"] += len(frames) - len(good)
         return good
 
     async def deliver(self, frames: list[bytes]) -> None:
-        """Put frames on the client's receive queue, waiting for it to post buffers."""
+        """Put frames on the client's receive queue, waiting for it to post buffers;
+        a frame longer than the client's buffers is dropped (oversize), never cut."""
         assert self.rx is not None
+        fits = [f for f in frames if len(f) <= self.rx.max_message]
+        self.counters["oversize"] += len(frames) - len(fits)
+        frames = fits
         while frames:
             try:
                 sent = self.rx.send_batch_nowait(frames)
             except IoqFull:
-                await self.rx.wait_sendable(spin_us=SPIN_US)
+                await self.wait_posted()
                 continue
             self.counters["rx_frames"] += sent
             frames = frames[sent:]
-
-    async def transmitted(self) -> list[bytes]:
-        """The next batch of frames the client sent."""
-        assert self.tx is not None
-        while True:
-            await self.tx.wait_receivable(spin_us=SPIN_US)
-            try:
-                # longer frames come back empty (and are counted by _take): a batch
-                # costs at most BATCH * MAX_FRAME bytes whatever the descriptors say
-                frames = self.tx.receive_batch_nowait(BATCH, max_length=MAX_FRAME)
-            except IoqEmpty:
-                continue
-            self.counters["tx_frames"] += len(frames)
-            return self._take(frames)
 
     async def transmitted_packed(self, buffer: bytearray) -> list[int]:
         """The next batch the client sent, back to back in `buffer`: one copy, no object
         per frame. Returns the frames' lengths."""
         assert self.tx is not None
         while True:
-            await self.tx.wait_receivable(spin_us=SPIN_US)
+            await self.wait_transmitted()
             try:
-                lengths = self.tx.receive_into_nowait(buffer, BATCH)
+                lengths, signals = receive_into_every(self.tx, buffer, BATCH, self.every())
             except IoqEmpty:
                 continue
             except IoqError as exc:
@@ -261,8 +443,10 @@ class VenetConnection(DeviceConnection, Generic[End]):
                 self.tx.discard_nowait(1)
                 self.counters["tx_frames"] += 1
                 self.counters["oversize"] += 1
+                self.counters["tx_signals"] += 1
                 continue
             self.counters["tx_frames"] += len(lengths)
+            self.counters["tx_signals"] += signals
             return lengths
 
     async def deliver_packed(self, buffer: bytearray, lengths: list[int]) -> None:
@@ -277,7 +461,7 @@ class VenetConnection(DeviceConnection, Generic[End]):
                 packed = bytes(view[offset:end])
                 sent = self.rx.send_packed_nowait(packed, lengths[first:])
             except IoqFull:
-                await self.rx.wait_sendable(spin_us=SPIN_US)
+                await self.wait_posted()
                 continue
             offset += sum(lengths[first : first + sent])
             first += sent
@@ -291,3 +475,4 @@ class VenetConnection(DeviceConnection, Generic[End]):
             if ioq is not None:
                 ioq.close()
         self.owner.clients -= 1
+        self.tuning.clients -= 1

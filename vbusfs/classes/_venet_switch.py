@@ -4,7 +4,8 @@ Its type, attribute tables (behaviour §4, "other built-in classes") and data pa
 here together. Each link into a bus is a port with its own `client_mac`; the
 device's `ports` lists them. The switching is C's (:class:`vbusfs.ioq.Switch`):
 a batch per call goes from one client's transmit ring straight into the buffers
-the other clients posted on their receive rings.
+the other clients posted on their receive rings. Each port keeps its client's
+format (SG granted: a virtio-net header first); C converts between formats.
 """
 
 from __future__ import annotations
@@ -17,7 +18,17 @@ import trio
 from vbusfs.ioq import IoqEmpty, IoqFault, Switch
 from vbusfs.model import Attribute, Busy, InterfaceInfo
 
-from ._venet_common import BATCH, CLIENT_MAC, SPIN_US, VenetClass, VenetConnection, random_mac
+from ._venet_common import (
+    BATCH,
+    BURSTTHRESH,
+    CLIENT_MAC,
+    MTU,
+    TXMITIGATION,
+    Tuning,
+    VenetClass,
+    VenetConnection,
+    random_mac,
+)
 
 
 @dataclass(eq=False)
@@ -39,6 +50,7 @@ class SwitchState:
     indices: dict[str, int] = field(default_factory=dict)
     # the data path: learned MAC -> port index, and forwarding in C
     switch: Switch = field(default_factory=Switch)
+    tuning: Tuning = field(default_factory=Tuning)
 
 
 def _show_ports(state: SwitchState) -> str:
@@ -57,6 +69,9 @@ class VenetSwitch(VenetClass):
             None,
             "The connected interfaces, as <bus>.<id>, separated by spaces.",
         ),
+        MTU,
+        BURSTTHRESH,
+        TXMITIGATION,
     )
     interface_attributes = (CLIENT_MAC,)
 
@@ -88,11 +103,12 @@ class SwitchConnection(VenetConnection[SwitchPort]):
     """
 
     def __init__(self, switch: SwitchState, port: SwitchPort) -> None:
-        super().__init__(port)
+        super().__init__(port, switch.tuning)
         used = set(switch.indices.values())
         free = [i for i in range(Switch.MAX_PORTS) if i not in used]
         if not free:
             port.clients -= 1  # undo super().__init__'s claim
+            switch.tuning.clients -= 1
             raise Busy(f"the switch has {Switch.MAX_PORTS} clients already")
         self.switch = switch
         self.port = port
@@ -102,6 +118,10 @@ class SwitchConnection(VenetConnection[SwitchPort]):
         # set by another port's forward when this client's receive ring is found broken
         self._rx_broken = False
         self._wake = trio.CancelScope()
+
+    def linked(self) -> None:
+        # this port's format in C: frames to and from it are converted there
+        self.switch.switch.set_port(self.index, header=self.sg, max_len=self.max_frame)
 
     def _peers(self) -> list[SwitchConnection | None]:
         """The connected clients, by port index."""
@@ -124,21 +144,26 @@ class SwitchConnection(VenetConnection[SwitchPort]):
                 raise IoqFault(errno.EPROTO, "the receive queue broke the protocol")
             self._wake = trio.CancelScope()
             with self._wake:
-                await self.tx.wait_receivable(spin_us=SPIN_US)
+                await self.wait_transmitted()
             if self._rx_broken:
                 continue
             peers = self._peers()
             rings = [
-                None if p is None or p.rx is None or p.rx.closed or p.rx.faulted else p.rx
+                None
+                if p is None or not p.link_up or p.rx is None or p.rx.closed or p.rx.faulted
+                else p.rx
                 for p in peers
             ]
             try:
-                # IoqFault here is this client's transmit ring: it goes, the others stay
-                got = forward(self.index, self.tx, rings, BATCH)
+                # IoqFault here is this client's transmit ring: it goes, the others stay;
+                # its slots go back every txmitigation frames copied
+                got = forward(self.index, self.tx, rings, BATCH, signal_every=self.every())
             except IoqEmpty:
                 continue
+            self.counters["tx_signals"] += got.signals
             self.counters["tx_frames"] += got.frames
             self.counters["oversize"] += got.bad_size
+            self.counters["gso_dropped"] += got.gso_dropped
             for peer, delivered, dropped in zip(peers, got.delivered, got.dropped, strict=True):
                 if peer is not None and (delivered or dropped):
                     peer.counters["rx_frames"] += delivered

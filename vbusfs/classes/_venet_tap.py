@@ -6,6 +6,13 @@ interface is made (through the class's `open_tap` factory, ``_tap`` by default)
 when `enabled` goes 0 -> 1, and removed on 1 -> 0 or when the device is
 destroyed. Frames move between the client's rings and the TAP's descriptor in
 C, a batch per call; Python only waits and counts.
+
+Offloads: at LINKUP the TAP's header mode follows the client's NEGCAP (SG
+granted: IFF_VNET_HDR, with TUNSETOFFLOAD's CSUM and the granted TSO4, TSO6 and
+ECN), so large segments and their virtio-net headers go TAP <-> ring with no
+rewriting. The TAP is re-attached then (same interface) only if the mode changes;
+one enabled while a client is linked is made in that client's mode. `enabled`
+is the carrier a client that negotiated EVQ_LINKSTATE hears about.
 """
 
 from __future__ import annotations
@@ -18,28 +25,27 @@ from typing import Protocol
 
 import trio
 
-from vbusfs.connector.venet import HEADER, MAX_FRAME
-from vbusfs.ioq import IoqEmpty, IoqFault, IoqFull
+from vbusfs.connector import venet as abi
+from vbusfs.ioq import IoqEmpty, IoqFault, IoqFull, receive_to_fd_every
 from vbusfs.model import Attribute, VbusError
 
-from ._tap import TapInterface
+from ._tap import TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6, TUN_F_TSO_ECN, TapInterface
 from ._venet_common import (
     BATCH,
+    BURSTTHRESH,
     CLIENT_MAC,
     HOST_MAC,
-    SPIN_US,
+    MTU,
+    TXMITIGATION,
     VenetClass,
     VenetConnection,
     VenetState,
     parse_bool,
-    parse_u32,
     random_mac,
     show_enabled,
 )
 
 log = logging.getLogger("vbusfs.venet")
-
-DEFAULT_BURSTTHRESH_US = 20
 
 
 class HostTap(Protocol):
@@ -53,15 +59,39 @@ class HostTap(Protocol):
     def close(self) -> None: ...
 
 
-#: makes the host interface for a device's host MAC; raises a VbusError to refuse
+#: makes the host interface for a device's host MAC; raises a VbusError to refuse.
+#: A host interface with `set_offloads(bits | None)` (a TapInterface) follows the
+#: client's header mode; one without (the testing fakes) stays bare.
 TapFactory = Callable[[bytes], HostTap]
+
+
+def tun_offloads(granted_sg: int) -> int | None:
+    """TUNSETOFFLOAD bits for a client's granted SG group (None: bare frames)."""
+    if not granted_sg & abi.CAP_SG:
+        return None
+    bits = TUN_F_CSUM
+    if granted_sg & abi.CAP_TSO4:
+        bits |= TUN_F_TSO4
+    if granted_sg & abi.CAP_TSO6:
+        bits |= TUN_F_TSO6
+    if granted_sg & abi.CAP_ECN and bits & (TUN_F_TSO4 | TUN_F_TSO6):
+        bits |= TUN_F_TSO_ECN
+    return bits
 
 
 @dataclass(eq=False)
 class VenetTapState(VenetState):
-    burstthresh: int = DEFAULT_BURSTTHRESH_US
     tap: HostTap | None = None
     open_tap: TapFactory = TapInterface.open
+    # the linked client's header mode (tun_offloads), and the client to tell of carrier
+    offloads: int | None = None
+    connection: TapConnection | None = None
+
+
+def _set_offloads(tap: HostTap, offloads: int | None) -> None:
+    switch = getattr(tap, "set_offloads", None)
+    if switch is not None:
+        switch(offloads)
 
 
 def _store_enabled(state: VenetTapState, text: str) -> None:
@@ -70,14 +100,23 @@ def _store_enabled(state: VenetTapState, text: str) -> None:
         return
     if enable:
         try:
-            state.tap = state.open_tap(state.host_mac)  # refuses with the host's errno
+            tap = state.open_tap(state.host_mac)  # refuses with the host's errno
+            if state.offloads is not None:
+                try:
+                    _set_offloads(tap, state.offloads)
+                except VbusError:
+                    tap.close()
+                    raise
         except VbusError as exc:
             # The writer sees only the errno: the daemon's log says why (a host problem).
             log.warning("device %s: cannot enable: %s", state.name, exc)
             raise
+        state.tap = tap
         state.enabled = True
     else:
         _close_tap(state)
+    if state.connection is not None:
+        state.connection.tell_carrier()
 
 
 def _close_tap(state: VenetTapState) -> None:
@@ -89,14 +128,6 @@ def _close_tap(state: VenetTapState) -> None:
 
 def _show_ifname(state: VenetTapState) -> str:
     return state.tap.name if state.tap is not None else "<disabled>"
-
-
-def _show_burstthresh(state: VenetTapState) -> str:
-    return str(state.burstthresh)
-
-
-def _store_burstthresh(state: VenetTapState, text: str) -> None:
-    state.burstthresh = parse_u32(text)
 
 
 class VenetTap(VenetClass):
@@ -113,12 +144,9 @@ class VenetTap(VenetClass):
         ),
         HOST_MAC,
         Attribute("ifname", _show_ifname, None, "Name of the host TAP interface, or <disabled>."),
-        Attribute(
-            "burstthresh",
-            _show_burstthresh,
-            _store_burstthresh,
-            "Interrupt mitigation threshold in microseconds.",
-        ),
+        BURSTTHRESH,
+        MTU,
+        TXMITIGATION,
     )
 
     def __init__(
@@ -139,7 +167,9 @@ class VenetTap(VenetClass):
         _close_tap(state)
 
     def open(self, state: VenetTapState, interface_state: None, version: int) -> TapConnection:
-        return TapConnection(state)
+        connection = TapConnection(state, state.tuning)
+        state.connection = connection
+        return connection
 
 
 class TapConnection(VenetConnection[VenetTapState]):
@@ -149,6 +179,22 @@ class TapConnection(VenetConnection[VenetTapState]):
     call (one write or read per frame, straight from or into the data
     segment); Python only waits and counts.
     """
+
+    def linked(self) -> None:
+        offloads = tun_offloads(self.granted.get(abi.CAP_GROUP_SG, 0)) if self.sg else None
+        tap = self.owner.tap
+        if tap is not None:
+            _set_offloads(tap, offloads)  # refuses LINKUP with the host's errno
+        self.owner.offloads = offloads
+
+    def carrier(self) -> bool:
+        return self.owner.enabled
+
+    def close(self) -> None:
+        if self.owner.connection is self:
+            self.owner.connection = None
+            self.owner.offloads = None  # a TAP enabled from now on is bare again
+        super().close()
 
     async def move(self) -> None:
         async with trio.open_nursery() as nursery:
@@ -163,20 +209,29 @@ class TapConnection(VenetConnection[VenetTapState]):
     async def _to_host(self) -> None:
         assert self.tx is not None
         while True:
-            await self.tx.wait_receivable(spin_us=SPIN_US)
+            await self.wait_transmitted()
             fd = self._tap_fd()
             try:
                 if fd < 0:
-                    # no host interface: dropped in place, never copied
-                    got_n = self.tx.discard_nowait(BATCH)
+                    # no host interface: dropped in place, never copied (a call signals
+                    # once: txmitigation frames a call)
+                    got_n = self.tx.discard_nowait(min(BATCH, self.every()))
                     self.counters["tx_frames"] += got_n
                     self.counters["dropped"] += got_n
+                    self.counters["tx_signals"] += 1
                     continue
-                got = self.tx.receive_to_fd_nowait(
-                    fd, BATCH, min_length=HEADER, max_length=MAX_FRAME
+                # completions go back every txmitigation frames written
+                got, signals = receive_to_fd_every(
+                    self.tx,
+                    fd,
+                    BATCH,
+                    self.every(),
+                    min_length=self.min_frame,
+                    max_length=self.max_frame,
                 )
             except IoqEmpty:
                 continue
+            self.counters["tx_signals"] += signals
             self.counters["tx_frames"] += got.messages
             self.counters["oversize"] += got.bad_size
             self.counters["dropped"] += got.dropped
@@ -199,10 +254,10 @@ class TapConnection(VenetConnection[VenetTapState]):
                 tap.discard(BATCH)  # the client is not listening: the host's frames go nowhere
                 continue
             try:
-                got = self.rx.send_from_fd_nowait(fd, BATCH, max_length=MAX_FRAME)
+                got = self.rx.send_from_fd_nowait(fd, BATCH, max_length=self.max_frame)
             except IoqFull:
                 # no buffer posted: the frames wait in the TAP's queue meanwhile
-                await self.rx.wait_sendable(spin_us=SPIN_US)
+                await self.wait_posted()
                 continue
             except IoqFault:
                 raise

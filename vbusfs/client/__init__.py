@@ -11,6 +11,18 @@ nothing but the mount point::
             nic.send(frame)
             reply = nic.recv(timeout=1.0)
 
+A venet interface negotiates the original's capabilities before its link comes up
+(behaviour §7.4): with SG granted, frames carry a 10-byte virtio-net header and may be
+large segments; with EVQ_LINKSTATE, carrier changes arrive as `device` events::
+
+    from vbusfs.connector import venet
+    caps = {venet.CAP_GROUP_SG: venet.CAP_SG | venet.CAP_TSO4,
+            venet.CAP_GROUP_EVENTQ: venet.CAP_EVQ_LINKSTATE}
+    with bus.open_venet(0, capabilities=caps) as nic:   # nic.granted: what was granted
+        nic.send(venet.vnet_header() + frame)
+        up = client.linkstate(bus.wait_event())           # True / False
+        nic.flush_rx()                                     # FLUSHRX: buffers back, reposted
+
 Any device on the bus opens the same way, with its class's interface version;
 `find_mounts()` lists the vbusfs mounts this process sees::
 
@@ -52,6 +64,7 @@ from vbusfs.connector import (
     WireError,
 )
 from vbusfs.connector.venet import (
+    EVENT_LINKSTATE,
     FLUSHRX,
     LINKDOWN,
     LINKUP,
@@ -66,6 +79,15 @@ from vbusfs.connector.venet import VERSION as VENET_VERSION
 from ._common import find_connector, find_mounts
 from ._driver import RequestResponseClient
 from ._sync import Client, OpenInterface, Venet, connect
+
+
+def linkstate(event: Event) -> bool | None:
+    """A venet's carrier from a `device` event (EVQ_LINKSTATE granted): True up, False
+    down; None for any other event."""
+    if event.kind != "device" or event.device_kind != EVENT_LINKSTATE:
+        return None
+    return bool(event.data.get("up"))
+
 
 if TYPE_CHECKING:
     from ._trio import AsyncClient, AsyncOpenInterface, AsyncVenet
@@ -94,6 +116,7 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "DEFAULT_TIMEOUT",
+    "EVENT_LINKSTATE",
     "FLUSHRX",
     "LINKDOWN",
     "LINKUP",
@@ -120,4 +143,5 @@ __all__ = [
     "connect_async",
     "find_connector",
     "find_mounts",
+    "linkstate",
 ]

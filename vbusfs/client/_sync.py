@@ -11,6 +11,8 @@ import contextlib
 import select
 import socket
 import time
+from collections import deque
+from collections.abc import Mapping
 from types import TracebackType
 from typing import Any
 
@@ -36,7 +38,7 @@ from vbusfs.connector import (
     unpack_bytes,
 )
 from vbusfs.connector import venet as abi
-from vbusfs.ioq import AsyncIoq, Ioq
+from vbusfs.ioq import AsyncIoq, Ioq, IoqEmpty
 
 from ._common import close_fds, find_connector, hangup_of
 
@@ -140,8 +142,24 @@ class Client:
         handle = reply.result()["handle"]
         return OpenInterface(self, handle, interface_id, hangup_of(reply))
 
-    def open_venet(self, interface_id: int, *, slots: int = 256) -> Venet:
-        return Venet(self.open(interface_id, abi.VERSION), slots=slots)
+    def open_venet(
+        self,
+        interface_id: int,
+        *,
+        slots: int = 256,
+        capabilities: Mapping[int, int] | None = None,
+        link_up: bool = True,
+        slot_size: int | None = None,
+    ) -> Venet:
+        """Open a venet interface as a `Venet` (negotiating `capabilities` first)."""
+        interface = self.open(interface_id, abi.VERSION)
+        return Venet(
+            interface,
+            slots=slots,
+            capabilities=capabilities,
+            link_up=link_up,
+            slot_size=slot_size,
+        )
 
     # -- administration (root or the daemon's owner) -------------------------
 
@@ -248,18 +266,41 @@ class OpenInterface:
 class Venet:
     """A virtual-ethernet driver over an open interface: two ioqs and the venet calls.
 
-    `send` and `recv` block (at most `timeout` seconds) on the rings; `*_nowait` forms
-    are on the rings themselves (`rx`, `tx`).
+    `capabilities` ({group: bits}) are negotiated (NEGCAP) before the rings are made:
+    with SG granted, frames carry a 10-byte virtio-net header and the rings' buffers
+    take the largest segment (`abi.MAX_SG_MESSAGE`). `link_up=False` leaves the link
+    down (call `negotiate`, then `link_up`; the rings are then sized at the default
+    `slot_size`, 2048, unless given). `send` and `recv` block (at most `timeout`
+    seconds) on the rings; `*_nowait` forms are on the rings themselves (`rx`, `tx`);
+    `recv` skips the empty buffers FLUSHRX hands back.
     """
 
-    def __init__(self, interface: OpenInterface, *, slots: int = 256) -> None:
+    def __init__(
+        self,
+        interface: OpenInterface,
+        *,
+        slots: int = 256,
+        capabilities: Mapping[int, int] | None = None,
+        link_up: bool = True,
+        slot_size: int | None = None,
+    ) -> None:
         self.interface = interface
-        self.rx = Ioq.create(slots, 2048, direction="to_north")
-        self.tx = Ioq.create(slots, 2048, direction="to_south")
+        #: capability group -> the bits the device granted
+        self.granted: dict[int, int] = {}
+        self._pending: deque[bytes] = deque()
+        self._rings: list[Ioq] = []
         try:
+            for gid, bits in (capabilities or {}).items():
+                self.negotiate(gid, bits)
+            size = slot_size or (abi.MAX_SG_MESSAGE if self.sg else 2048)
+            self.rx = Ioq.create(slots, size, direction="to_north")
+            self._rings.append(self.rx)
+            self.tx = Ioq.create(slots, size, direction="to_south")
+            self._rings.append(self.tx)
             interface.attach_queue(abi.RX_QUEUE, self.rx)
             interface.attach_queue(abi.TX_QUEUE, self.tx)
-            interface.call(abi.LINKUP)
+            if link_up:
+                self.link_up()
         except BaseException:
             self.close()
             raise
@@ -267,6 +308,39 @@ class Venet:
     @property
     def mac(self) -> bytes:
         return self.interface.call(abi.MACQUERY)
+
+    @property
+    def sg(self) -> bool:
+        """Frames carry a virtio-net header (SG granted)."""
+        return bool(self.granted.get(abi.CAP_GROUP_SG, 0) & abi.CAP_SG)
+
+    def negotiate(self, gid: int, bits: int) -> int:
+        """NEGCAP: ask for `bits` of group `gid` (link down); returns the bits granted."""
+        _, granted = abi.negcap_reply(
+            self.interface.call(abi.NEGCAP, abi.negcap_request(gid, bits))
+        )
+        self.granted[gid] = granted
+        return granted
+
+    def link_up(self) -> None:
+        self.interface.call(abi.LINKUP)
+
+    def link_down(self) -> None:
+        self.interface.call(abi.LINKDOWN)
+
+    def flush_rx(self) -> int:
+        """FLUSHRX: the device hands back every posted receive buffer empty; they are
+        reposted here. Frames that had arrived before are kept for `recv`. Returns how
+        many buffers came back empty."""
+        self.interface.call(abi.FLUSHRX)
+        empty = 0
+        while True:
+            try:
+                got = self.rx.receive_batch_nowait(64)
+            except IoqEmpty:
+                return empty
+            empty += sum(1 for frame in got if not frame)
+            self._pending.extend(frame for frame in got if frame)
 
     # spin_us: poll this long before sleeping (lower latency, at the price of CPU)
 
@@ -279,20 +353,34 @@ class Venet:
         self.tx.send_batch(frames, timeout, spin_us=spin_us)
 
     def recv(self, timeout: float | None = None, *, spin_us: int = 0) -> bytes:
-        return self.rx.receive(timeout, spin_us=spin_us)
+        if self._pending:
+            return self._pending.popleft()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            frame = self.rx.receive(left, spin_us=spin_us)
+            if frame:
+                return frame  # an empty one is a flushed buffer: reposted, skipped
 
     def recv_batch(
         self, max_frames: int = 64, timeout: float | None = None, *, spin_us: int = 0
     ) -> list[bytes]:
-        return self.rx.receive_batch(max_frames, timeout, spin_us=spin_us)
+        if self._pending:
+            return [self._pending.popleft() for _ in range(min(max_frames, len(self._pending)))]
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            frames = [f for f in self.rx.receive_batch(max_frames, left, spin_us=spin_us) if f]
+            if frames:
+                return frames
 
     def stats(self) -> dict[str, int]:
         return self.interface.stats()
 
     def close(self) -> None:
         self.interface.close()
-        self.rx.close()
-        self.tx.close()
+        for ring in self._rings:
+            ring.close()
 
     def __enter__(self) -> Venet:
         return self

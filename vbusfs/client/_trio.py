@@ -9,6 +9,8 @@ from __future__ import annotations
 import contextlib
 import math
 import socket
+from collections import deque
+from collections.abc import Mapping
 from typing import Any
 
 import trio
@@ -35,7 +37,7 @@ from vbusfs.connector import (
     unpack_bytes,
 )
 from vbusfs.connector import venet as abi
-from vbusfs.ioq import AsyncIoq, Ioq
+from vbusfs.ioq import AsyncIoq, Ioq, IoqEmpty
 
 from ._common import close_fds, find_connector, hangup_of
 
@@ -116,14 +118,38 @@ class AsyncClient:
         handle = reply.result()["handle"]
         return AsyncOpenInterface(self, handle, interface_id, hangup_of(reply))
 
-    async def open_venet(self, interface_id: int, *, slots: int = 256) -> AsyncVenet:
+    async def open_venet(
+        self,
+        interface_id: int,
+        *,
+        slots: int = 256,
+        capabilities: Mapping[int, int] | None = None,
+        link_up: bool = True,
+        slot_size: int | None = None,
+    ) -> AsyncVenet:
+        """`Client.open_venet` for trio: negotiate `capabilities`, make and attach the
+        rings (sized for SG when granted), and bring the link up unless told not to."""
         reply = await self._exchange("open", id=interface_id, version=abi.VERSION)
-        handle = reply.result()["handle"]
-        venet = AsyncVenet(self, handle, slots, hangup_of(reply))
+        handle, hangup = reply.result()["handle"], hangup_of(reply)
+        granted: dict[int, int] = {}
+        try:
+            for gid, bits in (capabilities or {}).items():
+                data = pack_bytes(abi.negcap_request(gid, bits))
+                answer = await self.request("call", handle=handle, function=abi.NEGCAP, data=data)
+                granted[gid] = abi.negcap_reply(unpack_bytes(answer["data"]))[1]
+            sg = bool(granted.get(abi.CAP_GROUP_SG, 0) & abi.CAP_SG)
+            size = slot_size or (abi.MAX_SG_MESSAGE if sg else 2048)
+            venet = AsyncVenet(self, handle, slots, hangup, slot_size=size, granted=granted)
+        except BaseException:
+            with contextlib.suppress(ConnectorError, OSError):
+                await self.request("close", handle=handle)
+            hangup.close()
+            raise
         try:
             await self.request("queue", tuple(venet.rx.fds), handle=handle, index=abi.RX_QUEUE)
             await self.request("queue", tuple(venet.tx.fds), handle=handle, index=abi.TX_QUEUE)
-            await venet.call(abi.LINKUP)
+            if link_up:
+                await venet.link_up()
         except BaseException:
             await venet.aclose()
             raise
@@ -194,16 +220,37 @@ class AsyncOpenInterface:
 
 
 class AsyncVenet:
-    """`Venet` for trio: sends and receives wait on the ring's wake-up fd."""
+    """`Venet` for trio: sends and receives wait on the ring's wake-up fd; `recv` skips
+    the empty buffers FLUSHRX hands back."""
 
-    def __init__(self, client: AsyncClient, handle: int, slots: int, hangup: socket.socket) -> None:
+    def __init__(
+        self,
+        client: AsyncClient,
+        handle: int,
+        slots: int,
+        hangup: socket.socket,
+        *,
+        slot_size: int = 2048,
+        granted: dict[int, int] | None = None,
+    ) -> None:
         self.client = client
         self.handle = handle
         self.hangup = hangup
-        self.rx = AsyncIoq.create(slots, 2048, direction="to_north")
-        self.tx = AsyncIoq.create(slots, 2048, direction="to_south")
+        #: capability group -> the bits the device granted
+        self.granted: dict[int, int] = dict(granted or {})
+        self._pending: deque[bytes] = deque()
+        self.rx = AsyncIoq.create(slots, slot_size, direction="to_north")
+        try:
+            self.tx = AsyncIoq.create(slots, slot_size, direction="to_south")
+        except BaseException:
+            self.rx.close()
+            raise
         for ioq in (self.rx, self.tx):
             ioq.watch_peer(hangup)
+
+    @property
+    def sg(self) -> bool:
+        return bool(self.granted.get(abi.CAP_GROUP_SG, 0) & abi.CAP_SG)
 
     async def call(self, function: int, data: bytes = b"") -> bytes:
         reply = await self.client.request(
@@ -211,14 +258,46 @@ class AsyncVenet:
         )
         return unpack_bytes(reply["data"])
 
+    async def negotiate(self, gid: int, bits: int) -> int:
+        """NEGCAP (link down): the bits of group `gid` granted."""
+        _, granted = abi.negcap_reply(await self.call(abi.NEGCAP, abi.negcap_request(gid, bits)))
+        self.granted[gid] = granted
+        return granted
+
+    async def link_up(self) -> None:
+        await self.call(abi.LINKUP)
+
+    async def link_down(self) -> None:
+        await self.call(abi.LINKDOWN)
+
+    async def flush_rx(self) -> int:
+        """`Venet.flush_rx`: FLUSHRX, repost the empty buffers, keep earlier frames."""
+        await self.call(abi.FLUSHRX)
+        empty = 0
+        while True:
+            try:
+                got = self.rx.receive_batch_nowait(64)
+            except IoqEmpty:
+                return empty
+            empty += sum(1 for frame in got if not frame)
+            self._pending.extend(frame for frame in got if frame)
+
     async def send(self, frame: bytes) -> None:
         await self.tx.send(frame)
 
     async def recv(self) -> bytes:
-        return await self.rx.receive()
+        if self._pending:
+            return self._pending.popleft()
+        while not (frame := await self.rx.receive()):
+            pass  # a flushed buffer: reposted, skipped
+        return frame
 
     async def recv_batch(self, max_frames: int = 64) -> list[bytes]:
-        return await self.rx.receive_batch(max_frames)
+        if self._pending:
+            return [self._pending.popleft() for _ in range(min(max_frames, len(self._pending)))]
+        while not (frames := [f for f in await self.rx.receive_batch(max_frames) if f]):
+            pass
+        return frames
 
     async def aclose(self) -> None:
         with contextlib.suppress(ConnectorError, OSError):

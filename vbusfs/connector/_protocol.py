@@ -38,7 +38,9 @@ MAX_FDS = 8
 #    over 64 MiB are refused (behaviour §7.2, §7.3)
 # 3: `fault` events (with a `message`); a `queue` request may name the ring's
 #    `direction`, checked against the class's declared queues (behaviour §7.5)
-PROTOCOL = 3
+# 4: `device` events: a device tells its client something (`kind`, `data`), e.g. a
+#    venet's carrier (behaviour §7.1, §7.4)
+PROTOCOL = 4
 
 CLOSED = "the daemon closed the connection"
 #: seconds a client waits for the daemon's answer unless told otherwise
@@ -167,19 +169,23 @@ class InterfaceEntry:
 
 
 #: the kinds of event a client hears
-EVENT_KINDS = ("add", "drop", "fault")
+EVENT_KINDS = ("add", "drop", "fault", "device")
 
 
 @dataclass(frozen=True, slots=True)
 class Event:
     """Something that happened to an interface of the caller's bus. `kind`: 'add' or
-    'drop' (linked to or unlinked from the bus), or 'fault' (the device's loop failed
-    while this client had it open: its calls now fail with EIO; `message` says why)."""
+    'drop' (linked to or unlinked from the bus), 'fault' (the device's loop failed
+    while this client had it open: its calls now fail with EIO; `message` says why), or
+    'device' (the device this client has open told it something: `device_kind` says
+    what, `data` the details, e.g. venet's 'linkstate' with {"up": True})."""
 
     kind: str
     interface_id: int
     interface_type: str
     message: str = ""
+    device_kind: str = ""
+    data: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -283,14 +289,17 @@ class ClientConnection:
 def _event(message: dict[str, Any]) -> Event:
     kind, interface_id, interface_type = message["event"], message.get("id"), message.get("type")
     text = message.get("message", "")
+    device_kind, data = message.get("kind", ""), message.get("data", {})
     if (
         kind not in EVENT_KINDS
         or not _is_int(interface_id)
         or not isinstance(interface_type, str)
         or not isinstance(text, str)
+        or not isinstance(device_kind, str)
+        or not isinstance(data, dict)
     ):
         raise WireError(f"not an event: {message!r}")
-    return Event(kind, interface_id, interface_type, text)
+    return Event(kind, interface_id, interface_type, text, device_kind, data)
 
 
 def interface_entries(reply: dict[str, Any]) -> list[InterfaceEntry]:
@@ -365,6 +374,13 @@ class DaemonConnection:
         if message:
             event["message"] = message[:1024]
         return encode(event)
+
+    def device_event(
+        self, interface_id: int, interface_type: str, kind: str, data: dict[str, Any]
+    ) -> bytes:
+        """A device's own event for its client (`kind` and JSON `data` are the device's)."""
+        event = {"event": "device", "id": interface_id, "type": interface_type}
+        return encode({**event, "kind": kind[:64], "data": data})
 
 
 def _is_int(value: Any) -> TypeGuard[int]:

@@ -6,12 +6,11 @@ client sees only its own bus. Everything runs in the daemon's trio loop beside t
 FUSE handlers, and no handler waits on a client.
 
 When a client closes, dies (even by SIGKILL: its socket closes), or breaks the ring
-protocol, everything it opened is closed and its devices can be opened again at once.
-When an interface a client has open is unlinked, the client hears a `drop` event and
-its next operation on it fails with ENODEV.
-A deviceclass that declares queues has its data path run by `_datapath` (its
-loop in a thread of its own, one close order for every ending); when its loop
-fails, the client hears a `fault` event and its next operation fails with EIO.
+protocol, everything it opened is closed and its devices can be opened again at once. When
+an interface a client has open is unlinked, the client hears a `drop` event and its next
+operation on it fails with ENODEV. A deviceclass that declares queues has its data path run
+by `_datapath` (its loop in a thread of its own, one close order for every ending); when its
+loop fails, the client hears a `fault` event and its next operation fails with EIO.
 
 A client never takes the daemon with it: connections are capped per uid and in
 total (`Limits`), running out of file descriptors refuses that connection or
@@ -44,6 +43,7 @@ from vbusfs.model import Event, Vbus, VbusError
 
 from ._admin import ADMIN_OPS, Catalog, FindClass, administer, as_catalog
 from ._datapath import Closer, DataPath, Open, Outcome, data_path_of, release
+from ._device_events import hook_device_events
 from ._limits import Limits, LogBudgets
 from ._pin import PeerPin
 from ._protocol import (
@@ -243,8 +243,7 @@ class _Session:
         self.opens: dict[int, Open] = {}
         self.next_handle = 1
         self.send_lock = trio.Lock()
-        # bounded: a client that reads no events while its bus changes is dropped,
-        # never buffered without end
+        # bounded: a client that reads no events while its bus changes is dropped
         self.events_in, self.events_out = trio.open_memory_channel[Event](1024)
 
     async def send(self, data: bytes, fds: Sequence[int] = ()) -> None:
@@ -407,6 +406,7 @@ class _Session:
         self.next_handle += 1
         opened = Open(interface_id, connection, hangup=ours)
         opened.datapath = data_path_of(self.vbus, bus, interface_id, opened, self._loop_ended)
+        hook_device_events(self, opened)
         self.opens[handle] = opened
         if opened.datapath is None:  # legacy: run() on this loop, from the open on
             self.nursery.start_soon(self._run_device, handle, opened)

@@ -137,6 +137,10 @@ The package is layered like cryptography's bindings:
     :class:`Poller`: one wait on several rings, blocking in C or in trio.
 ``_switch``
     :class:`Switch`, which hands whole rings to C and never touches their indices.
+``_venet``
+    :func:`poll_ready` (a spin in C that never sleeps, for loops that sleep elsewhere),
+    :func:`receive_into_every` and :func:`receive_to_fd_every` (completions handed
+    back every N messages of a batch: venet's txmitigation).
 ``lowlevel``
     raw index operations (push, pop, seek ...), for tests and tools.
 
@@ -155,6 +159,7 @@ from ._ring import FdBatch, IoqFds
 from ._ring import Side as Side
 from ._switch import Switch, SwitchCounts
 from ._trio import AsyncIoq
+from ._venet import poll_ready, receive_into_every, receive_to_fd_every
 from .lowlevel import Descriptor
 from .lowlevel import Index as Index
 from .lowlevel import Whence as Whence
@@ -173,4 +178,7 @@ __all__ = [
     "Poller",
     "Switch",
     "SwitchCounts",
+    "poll_ready",
+    "receive_into_every",
+    "receive_to_fd_every",
 ]

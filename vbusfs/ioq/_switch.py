@@ -19,13 +19,15 @@ class SwitchCounts(NamedTuple):
     """What one :meth:`Switch.forward` call did."""
 
     frames: int  # consumed from the source ring
-    bad_size: int  # consumed and dropped: shorter than 14 or longer than 1514 bytes
+    bad_size: int  # consumed and dropped: outside the source port's 14 (+ header) .. max_len
     flooded: int  # broadcast, multicast or unknown destination: sent to every other port
     filtered: int  # the destination was learned on the sender's own port: dropped
     unlearned: int  # new source addresses the full table could not learn
     delivered: tuple[int, ...]  # per port: copies published on its ring
     dropped: tuple[int, ...]  # per port: copies lost (no posted buffer, too small, faulted)
     faulted: tuple[int, ...]  # ports whose ring broke the protocol: drop their clients
+    gso_dropped: int = 0  # copies not made: a large segment to a port without a header
+    signals: int = 1  # times the source's north was told of freed slots
 
 
 class Switch:
@@ -39,6 +41,11 @@ class Switch:
     """
 
     MAX_PORTS: int = lib.VSWITCH_MAX_PORTS
+    #: a port in header mode: each message starts with this many bytes (virtio-net)
+    VNET_HDR: int = lib.VSWITCH_VNET_HDR
+    #: the longest message a port in header mode may send or take, header included
+    MAX_SG: int = lib.VSWITCH_MAX_SG
+    MAX_FRAME: int = lib.VSWITCH_MAX_FRAME
     LEARN_MAX: int = lib.VSWITCH_LEARN_MAX
     BATCH: int = lib.VSWITCH_BATCH
 
@@ -69,14 +76,35 @@ class Switch:
             raise ValueError(f"port must be 0..{self.MAX_PORTS - 1}")
         return int(lib.vswitch_forget_port(self._sw, index))
 
+    def set_port(self, index: int, *, header: bool, max_len: int | None = None) -> None:
+        """Port ``index``'s message format: bare Ethernet frames (``header`` False) or a
+        virtio-net header first; ``max_len`` the longest message, header included
+        (default 1514 bare, :attr:`MAX_SG` with a header).  Frames between ports of
+        different formats are converted (behaviour §7.4); ValueError if out of range."""
+        hdr = self.VNET_HDR if header else 0
+        longest = (self.MAX_SG if header else self.MAX_FRAME) if max_len is None else max_len
+        if not 0 <= index < self.MAX_PORTS or not 14 + hdr <= longest <= self.MAX_SG:
+            raise ValueError(f"port 0..{self.MAX_PORTS - 1}, max_len {14 + hdr}..{self.MAX_SG}")
+        check(lib.vswitch_set_port(self._sw, index, hdr, longest))
+
     def forward(
-        self, src_port: int, src: Ring, ports: Sequence[Ring | None], max_messages: int = 64
+        self,
+        src_port: int,
+        src: Ring,
+        ports: Sequence[Ring | None],
+        max_messages: int = 64,
+        *,
+        signal_every: int = 0,
     ) -> SwitchCounts:
         """Take up to ``max_messages`` frames from ``src`` (port ``src_port``'s to-south
         ring) and copy each to the to-north rings in ``ports`` (indexed by port, None for
         a port without a client): a learned unicast destination gets it alone, the rest is
-        flooded; never back to ``src_port``.  A ring with no posted buffer left drops its
-        copy.  Each destination is signalled once.
+        flooded; never back to ``src_port``; converted to each port's format (`set_port`).
+        A ring with no posted buffer left drops its copy.  Each destination is signalled
+        once.
+
+        ``signal_every`` hands the source's slots back to its north (one signal each) every
+        that many frames, as they are copied; 0: once, at the end.
 
         IoqEmpty if ``src`` had nothing; IoqFault if ``src`` broke the protocol (the
         sender's fault, nothing copied).  A destination ring that broke the protocol is
@@ -88,6 +116,8 @@ class Switch:
             raise ValueError(f"src_port must be 0..{len(ports) - 1}")
         if max_messages < 1:
             raise ValueError("max_messages must be >= 1")
+        if signal_every < 0:
+            raise ValueError("signal_every must be >= 0")
         if src.side != "south" or src.direction != "to_south":
             raise ValueError("the source must be the south side of a to_south ring")
         if src.acquired:
@@ -116,6 +146,7 @@ class Switch:
                 rings,
                 n,
                 min(max_messages, self.BATCH),
+                signal_every,
                 counts,
                 per_port,
             )
@@ -130,4 +161,6 @@ class Switch:
             tuple(e.delivered for e in entries),
             tuple(e.dropped for e in entries),
             tuple(i for i, e in enumerate(entries) if e.faulted) if counts.faulted else (),
+            counts.gso_dropped,
+            counts.signals,
         )

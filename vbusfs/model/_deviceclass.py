@@ -115,6 +115,20 @@ class DeviceConnection:
     has returned. `call` and `stats` run on the daemon's loop and must not block.
     """
 
+    #: set by the connector at open: hands the client a device event (`send_event`)
+    event_sink: Callable[[str, dict[str, Any]], None] | None = None
+
+    def send_event(self, kind: str, **data: Any) -> bool:
+        """Tell this connection's client `kind` with `data` (JSON values): a `device`
+        event (behaviour §7.1). Call it on the daemon's loop (from `call`, an attribute's
+        store or a legacy `run`), never from a `serve` thread. Never blocks; events keep
+        their order. False when no connector listens (the connection was made outside
+        one)."""
+        if self.event_sink is None:
+            return False
+        self.event_sink(kind, data)
+        return True
+
     def call(self, function: int, data: bytes) -> bytes:
         """A device call: function number and bytes in, bytes out (VbusError on failure)."""
         raise InvalidValue(f"function {function} is not supported")

@@ -202,10 +202,14 @@ MAC_VALUES = AttributeValues(mac_addresses(), invalid_mac_addresses(), canonical
 BOOL_VALUES = choice_values(["0", "1"])
 U32_VALUES = integer_values(0, U32_MAX)
 
+MTU_VALUES = integer_values(68, 65535)
+# every venet class's data-path settings (behaviour §4)
+_TUNING = {"mtu": MTU_VALUES, "burstthresh": U32_VALUES, "txmitigation": U32_VALUES}
+
 _DEVICE_VALUES: dict[str, dict[str, AttributeValues]] = {
-    "venet-tap": {"client_mac": MAC_VALUES, "enabled": BOOL_VALUES, "burstthresh": U32_VALUES},
-    "venet-loopback": {"client_mac": MAC_VALUES, "enabled": BOOL_VALUES},
-    "venet-switch": {},
+    "venet-tap": {"client_mac": MAC_VALUES, "enabled": BOOL_VALUES, **_TUNING},
+    "venet-loopback": {"client_mac": MAC_VALUES, "enabled": BOOL_VALUES, **_TUNING},
+    "venet-switch": dict(_TUNING),
 }
 _INTERFACE_VALUES: dict[str, dict[str, AttributeValues]] = {
     "venet-tap": {},
