@@ -104,11 +104,14 @@ def test_a_shell_in_a_removed_directory_never_reaches_the_new_namesake(mnt):
     # the new objects are as made: untouched by the shells
     assert mnt.sh("cat config/vbus/devices/Z/type").stdout == "venet-loopback\n"
     assert sorted(os.listdir(mnt.join("sys/vbus/devices/Z"))) == [
+        "burstthresh",
         "class",
         "client_mac",
         "enabled",
         "host_mac",
         "interfaces",
+        "mtu",
+        "txmitigation",
     ]
     assert os.listdir(mnt.join("config/vbus/instances/B/perms")) == ["owner", "group", "mode"]
 
