@@ -918,29 +918,72 @@ int ioq_send_batch(struct ioq *q, const char *buf, const uint32_t *lens, uint32_
     return commit_fresh(q, IOQ_WAIT_SEND, i, lens, signal);
 }
 
-int ioq_recv_batch(struct ioq *q, char *buf, uint64_t buflen, uint32_t *lens, uint32_t n,
-                   int signal)
+/* Hand the oldest n acquired buffers back (signalling north when `signal`),
+ * counting the signal in *signals. */
+static int hand_back(struct ioq *q, uint32_t n, int signal, uint32_t *signals)
 {
-    if (n == 0)
+    int r = ioq_commit(q, IOQ_WAIT_RECV, n, NULL, signal);
+    if (r >= 0 && signal)
+        (*signals)++;
+    return r;
+}
+
+/* One more acquired buffer is done with: every `every` of them go back at
+ * once.  On failure nothing stays acquired. */
+static int done_one(struct ioq *q, uint32_t *pending, uint32_t every, uint32_t *signals)
+{
+    if (++*pending < every)
+        return IOQ_OK;
+    int r = hand_back(q, *pending, 1, signals);
+    if (r < 0)
+        ioq_unacquire(q, UINT32_MAX);
+    *pending = 0;
+    return r;
+}
+
+/* What is still pending goes back (with `signal`); nothing stays acquired. */
+static int finish(struct ioq *q, uint32_t pending, int signal, uint32_t *signals, int result)
+{
+    int r = pending ? hand_back(q, pending, signal, signals) : IOQ_OK;
+    ioq_unacquire(q, UINT32_MAX); /* the ones that did not fit: north keeps them */
+    return r < 0 ? r : result;
+}
+
+int ioq_recv_batch_every(struct ioq *q, char *buf, uint64_t buflen, uint32_t *lens, uint32_t n,
+                         uint32_t every, int signal, uint32_t *signals)
+{
+    *signals = 0;
+    if (n == 0 || every == 0)
         return IOQ_E_INVAL;
     int k = acquire_fresh(q, IOQ_WAIT_RECV, n);
     if (k < 0)
         return k;
-    uint32_t i = 0;
+    uint32_t i = 0, pending = 0;
     uint64_t off = 0;
     for (; i < (uint32_t)k; i++) {
-        uint32_t l = ACQ_LEN(q, i);
+        /* index 0 is the oldest still acquired: each hand-back moves it on */
+        uint32_t l = ACQ_LEN(q, pending);
         if (l > buflen - off)
             break;
-        memcpy(buf + off, q->data + ACQ_OFF(q, i), l);
+        memcpy(buf + off, q->data + ACQ_OFF(q, pending), l);
         lens[i] = l;
         off += l;
+        int r = done_one(q, &pending, every, signals);
+        if (r < 0)
+            return r;
     }
     if (i == 0) {
         ioq_unacquire(q, UINT32_MAX);
         return IOQ_E_MSGSIZE;
     }
-    return commit_fresh(q, IOQ_WAIT_RECV, i, NULL, signal);
+    return finish(q, pending, signal, signals, (int)i);
+}
+
+int ioq_recv_batch(struct ioq *q, char *buf, uint64_t buflen, uint32_t *lens, uint32_t n,
+                   int signal)
+{
+    uint32_t signals;
+    return ioq_recv_batch_every(q, buf, buflen, lens, n, UINT32_MAX, signal, &signals);
 }
 
 int ioq_send_one(struct ioq *q, const char *buf, uint32_t len, int signal)
@@ -957,11 +1000,12 @@ int ioq_recv_one(struct ioq *q, char *buf, uint32_t cap, int signal)
 
 /* ---- between a ring and a file descriptor ----------------------------- */
 
-int ioq_recv_to_fd(struct ioq *q, int fd, uint32_t max, uint32_t min_len, uint32_t max_len,
-                   struct ioq_fd_counts *counts)
+int ioq_recv_to_fd_every(struct ioq *q, int fd, uint32_t max, uint32_t min_len, uint32_t max_len,
+                         uint32_t every, struct ioq_fd_counts *counts, uint32_t *signals)
 {
     counts->dropped = counts->bad_size = 0;
-    if (max == 0 || fd < 0 || min_len > max_len)
+    *signals = 0;
+    if (max == 0 || every == 0 || fd < 0 || min_len > max_len)
         return IOQ_E_INVAL;
     if (q->side != IOQ_SOUTH)
         return IOQ_E_SIDE;
@@ -970,23 +1014,34 @@ int ioq_recv_to_fd(struct ioq *q, int fd, uint32_t max, uint32_t min_len, uint32
     int k = acquire_fresh(q, IOQ_WAIT_RECV, max);
     if (k < 0)
         return k;
+    uint32_t pending = 0;
     for (uint32_t i = 0; i < (uint32_t)k; i++) {
-        uint32_t len = ACQ_LEN(q, i);
+        uint32_t len = ACQ_LEN(q, pending);
         if (len < min_len || len > max_len) {
             counts->bad_size++;
-            continue;
+        } else {
+            ssize_t w;
+            do
+                w = write(fd, q->data + ACQ_OFF(q, pending), len);
+            while (w < 0 && errno == EINTR);
+            /* a TAP takes one frame per write and drops nothing silently: a
+             * failed or short write is a dropped frame, never a retry that
+             * would stall the ring behind a full host queue */
+            if (w != (ssize_t)len)
+                counts->dropped++;
         }
-        ssize_t w;
-        do
-            w = write(fd, q->data + ACQ_OFF(q, i), len);
-        while (w < 0 && errno == EINTR);
-        /* a TAP takes one frame per write and drops nothing silently: a
-         * failed or short write is a dropped frame, never a retry that
-         * would stall the ring behind a full host queue */
-        if (w != (ssize_t)len)
-            counts->dropped++;
+        int r = done_one(q, &pending, every, signals);
+        if (r < 0)
+            return r;
     }
-    return commit_fresh(q, IOQ_WAIT_RECV, (uint32_t)k, NULL, 1);
+    return finish(q, pending, 1, signals, k);
+}
+
+int ioq_recv_to_fd(struct ioq *q, int fd, uint32_t max, uint32_t min_len, uint32_t max_len,
+                   struct ioq_fd_counts *counts)
+{
+    uint32_t signals;
+    return ioq_recv_to_fd_every(q, fd, max, min_len, max_len, UINT32_MAX, counts, &signals);
 }
 
 int ioq_send_from_fd(struct ioq *q, int fd, uint32_t max, uint32_t max_len,

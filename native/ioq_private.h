@@ -107,6 +107,14 @@ int ioq_spin_ready(struct ioq *q, int op);
 /* Has the watched peer hung up?  Never blocks. */
 int ioq_peer_gone(const struct ioq *q);
 
+/* ioq_recv_batch and ioq_recv_to_fd, handing the completions back every
+ * `every` messages (each time with one signal) and the rest at the end;
+ * *signals counts the signals.  For venet.c's mitigated transmit paths. */
+int ioq_recv_batch_every(struct ioq *q, char *buf, uint64_t buflen, uint32_t *lens, uint32_t n,
+                         uint32_t every, int signal, uint32_t *signals);
+int ioq_recv_to_fd_every(struct ioq *q, int fd, uint32_t max, uint32_t min_len, uint32_t max_len,
+                         uint32_t every, struct ioq_fd_counts *counts, uint32_t *signals);
+
 /* poller.c, for ioq.c */
 /* The ring's own poller (one member, level-triggered), made on first use. */
 int ioq_poller_own(struct ioq *q, int op, struct ioq_poller **out);
