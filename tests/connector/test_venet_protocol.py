@@ -21,7 +21,7 @@ import pytest
 from vbusfs import client
 from vbusfs.connector import venet as abi
 from vbusfs.ioq import Ioq, IoqEmpty
-from vbusfs.testing import LiveMount, netns_available
+from vbusfs.testing import LiveMount, checksum, netns_available, offload_udp_frame
 
 pytestmark = pytest.mark.mount
 
@@ -423,7 +423,7 @@ def test_switch_ports_of_both_formats_through_the_daemon(bus, connected):
     try:
         with connected.open_venet(2, slots=8) as nic:
             payload = b"through the switch" * 20
-            udp = _udp(nic.mac, PEER, payload)  # to us, learned once we send
+            udp, _, _ = offload_udp_frame(nic.mac, PEER, payload)  # to us, learned once we send
             csum = abi.vnet_header(abi.VNET_HDR_F_NEEDS_CSUM, 0, 0, 0, 34, 6)
             large = abi.vnet_header(0, abi.VNET_GSO_TCPV4, 54, 1400, 0, 0) + frame(9000)
             with subprocess.Popen(
@@ -439,29 +439,9 @@ def test_switch_ports_of_both_formats_through_the_daemon(bus, connected):
                 got = nic.recv(timeout=5)  # the checksum completed, the header gone
                 assert got[:6] == nic.mac and got[6:12] == PEER and len(got) == len(udp)
                 pseudo = got[26:34] + struct.pack("!BBH", 0, 17, len(got) - 34)
-                assert _checksum(pseudo + got[34:]) == 0 and got[42:] == payload
+                assert checksum(pseudo + got[34:]) == 0 and got[42:] == payload
                 child.stdin.close()
                 assert child.stdout.readline().strip() == "1"  # the large segment
                 assert child.wait(10) == 0
     finally:
         bus.sh("rm config/vbus/instances/C/S && rmdir config/vbus/instances/C", check=True)
-
-
-def _checksum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
-
-
-def _udp(dst: bytes, src: bytes, payload: bytes) -> bytes:
-    """An IPv4/UDP frame whose checksum field holds only the pseudo-header sum."""
-    saddr, daddr = bytes([10, 0, 0, 1]), bytes([10, 0, 0, 2])
-    length = 8 + len(payload)
-    partial = ~_checksum(saddr + daddr + struct.pack("!BBH", 0, 17, length)) & 0xFFFF
-    udp = struct.pack("!HHHH", 1000, 2000, length, partial) + payload
-    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + length, 1, 0, 64, 17, 0, saddr, daddr)
-    ip = ip[:10] + struct.pack("!H", _checksum(ip)) + ip[12:]
-    return dst + src + b"\x08\x00" + ip + udp

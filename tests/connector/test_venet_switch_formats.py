@@ -11,6 +11,7 @@ import pytest
 
 from vbusfs.connector import venet as abi
 from vbusfs.ioq import Ioq, IoqEmpty, Switch
+from vbusfs.testing import checksum, offload_udp_frame
 
 COUNT = 8
 SLOT = abi.MAX_SG_MESSAGE + 64  # room for one message too long for any port
@@ -19,28 +20,6 @@ BARE, SG = 0, 1
 
 def mac(n: int) -> bytes:
     return bytes([2, 0, 0, 0, 0, n])
-
-
-def checksum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
-
-
-def udp_frame(dst: bytes, src: bytes, payload: bytes) -> tuple[bytes, int, int]:
-    """An IPv4/UDP frame whose UDP checksum field holds only the pseudo-header sum (as a
-    sender with checksum offload leaves it); returns it, csum_start and csum_offset."""
-    saddr, daddr = bytes([10, 0, 0, 1]), bytes([10, 0, 0, 2])
-    udp_len = 8 + len(payload)
-    pseudo = saddr + daddr + struct.pack("!BBH", 0, 17, udp_len)
-    partial = ~checksum(pseudo) & 0xFFFF  # the folded sum, not inverted
-    udp = struct.pack("!HHHH", 1000, 2000, udp_len, partial) + payload
-    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + udp_len, 1, 0, 64, 17, 0, saddr, daddr)
-    ip = ip[:10] + struct.pack("!H", checksum(ip)) + ip[12:]
-    return dst + src + b"\x08\x00" + ip + udp, 14 + 20, 6
 
 
 @dataclass
@@ -95,7 +74,7 @@ def test_a_bare_frame_reaches_an_sg_port_with_a_zero_header(switch):
 
 def test_an_sg_frame_reaches_a_bare_port_with_its_checksum_completed(switch):
     sw, ports = switch
-    frame, start, offset = udp_frame(b"\xff" * 6, mac(2), b"payload" * 100)
+    frame, start, offset = offload_udp_frame(b"\xff" * 6, mac(2), b"payload" * 100)
     header = abi.vnet_header(abi.VNET_HDR_F_NEEDS_CSUM, abi.VNET_GSO_NONE, 0, 0, start, offset)
     got = send(sw, ports, 1, header + frame)
     assert got.delivered == (1, 0, 1) and got.bad_size == 0

@@ -12,7 +12,7 @@ import pytest
 
 from vbusfs import client
 from vbusfs.connector import venet as abi
-from vbusfs.testing import LiveMount, netns_available
+from vbusfs.testing import LiveMount, checksum, netns_available
 
 pytestmark = [
     pytest.mark.mount,
@@ -138,18 +138,9 @@ print("done", payload, flush=True)
 """
 
 
-def _checksum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
-
-
 def _ipv4(src: bytes, dst: bytes, body: bytes) -> bytes:
     ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(body), 7, 0x4000, 64, 6, 0, src, dst)
-    return ip[:10] + struct.pack("!H", _checksum(ip)) + ip[12:] + body
+    return ip[:10] + struct.pack("!H", checksum(ip)) + ip[12:] + body
 
 
 def _tcp(
@@ -167,7 +158,7 @@ def _tcp(
     doff = (20 + len(options)) // 4
     head = struct.pack("!HHIIBBHHH", *ports, seq, ack, doff << 4, flags, 65535, 0, 0) + options
     pseudo = src + dst + struct.pack("!BBH", 0, 6, len(head) + len(payload))
-    csum = (~_checksum(pseudo) & 0xFFFF) if partial else _checksum(pseudo + head + payload)
+    csum = (~checksum(pseudo) & 0xFFFF) if partial else checksum(pseudo + head + payload)
     return head[:16] + struct.pack("!H", csum) + head[18:] + payload
 
 

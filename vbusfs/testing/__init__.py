@@ -36,7 +36,8 @@ with its connection's `ConnectionProbe`), `request_response()` a
 `RequestResponseClient`, `end(interface, ending)` ends it in one of `ENDINGS`
 and checks the framework's guarantees; `ProbedVbus`, `ring_shape`.
 
-A tiny IPv4 host for data-path tests (`_host`): `serve_host`, `reply_to`, `checksum`.
+A tiny IPv4 host for data-path tests (`_host`): `serve_host`, `reply_to`, `checksum`,
+`offload_udp_frame`.
 
 Each module's docstring documents its part in full. Every name but the tiny
 host's is imported on first use: the strategies and the conformance machine
@@ -48,7 +49,7 @@ environment, should cost nothing and fail for no test that does not use it.
 
 from typing import TYPE_CHECKING, Any
 
-from ._host import checksum, reply_to, serve_host
+from ._host import checksum, offload_udp_frame, reply_to, serve_host
 
 if TYPE_CHECKING:
     from ._conformance import DeviceClassConformance
@@ -221,6 +222,7 @@ __all__ = [
     "mac_bytes",
     "names",
     "netns_available",
+    "offload_udp_frame",
     "reply_to",
     "ring_shape",
     "serve_host",
