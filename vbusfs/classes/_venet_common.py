@@ -273,7 +273,7 @@ class VenetConnection(DeviceConnection, Generic[End]):
                 raise AlreadyExists("the link is already up")
             if self.rx is None or self.tx is None:
                 raise InvalidValue("LINKUP needs both queues attached")
-            self.sg = bool(self.granted.get(abi.CAP_GROUP_SG, 0) & abi.CAP_SG)
+            self.sg = abi.sg_granted(self.granted)
             if self.sg:
                 self.min_frame = abi.VNET_HDR_LEN + HEADER
                 self.max_frame = abi.MAX_SG_MESSAGE

@@ -270,7 +270,7 @@ class Venet:
     with SG granted, frames carry a 10-byte virtio-net header and the rings' buffers
     take the largest segment (`abi.MAX_SG_MESSAGE`). `link_up=False` leaves the link
     down (call `negotiate`, then `link_up`; the rings are then sized at the default
-    `slot_size`, 2048, unless given). `send` and `recv` block (at most `timeout`
+    `slot_size`, `abi.SLOT_SIZE` (2048), unless given). `send` and `recv` block (at most `timeout`
     seconds) on the rings; `*_nowait` forms are on the rings themselves (`rx`, `tx`);
     `recv` skips the empty buffers FLUSHRX hands back.
     """
@@ -292,7 +292,7 @@ class Venet:
         try:
             for gid, bits in (capabilities or {}).items():
                 self.negotiate(gid, bits)
-            size = slot_size or (abi.MAX_SG_MESSAGE if self.sg else 2048)
+            size = abi.ring_slot_size(self.granted, slot_size)
             self.rx = Ioq.create(slots, size, direction="to_north")
             self._rings.append(self.rx)
             self.tx = Ioq.create(slots, size, direction="to_south")
@@ -312,7 +312,7 @@ class Venet:
     @property
     def sg(self) -> bool:
         """Frames carry a virtio-net header (SG granted)."""
-        return bool(self.granted.get(abi.CAP_GROUP_SG, 0) & abi.CAP_SG)
+        return abi.sg_granted(self.granted)
 
     def negotiate(self, gid: int, bits: int) -> int:
         """NEGCAP: ask for `bits` of group `gid` (link down); returns the bits granted."""

@@ -137,8 +137,7 @@ class AsyncClient:
                 data = pack_bytes(abi.negcap_request(gid, bits))
                 answer = await self.request("call", handle=handle, function=abi.NEGCAP, data=data)
                 granted[gid] = abi.negcap_reply(unpack_bytes(answer["data"]))[1]
-            sg = bool(granted.get(abi.CAP_GROUP_SG, 0) & abi.CAP_SG)
-            size = slot_size or (abi.MAX_SG_MESSAGE if sg else 2048)
+            size = abi.ring_slot_size(granted, slot_size)
             venet = AsyncVenet(self, handle, slots, hangup, slot_size=size, granted=granted)
         except BaseException:
             with contextlib.suppress(ConnectorError, OSError):
@@ -230,7 +229,7 @@ class AsyncVenet:
         slots: int,
         hangup: socket.socket,
         *,
-        slot_size: int = 2048,
+        slot_size: int = abi.SLOT_SIZE,
         granted: dict[int, int] | None = None,
     ) -> None:
         self.client = client
@@ -250,7 +249,7 @@ class AsyncVenet:
 
     @property
     def sg(self) -> bool:
-        return bool(self.granted.get(abi.CAP_GROUP_SG, 0) & abi.CAP_SG)
+        return abi.sg_granted(self.granted)
 
     async def call(self, function: int, data: bytes = b"") -> bytes:
         reply = await self.client.request(

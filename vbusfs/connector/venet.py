@@ -93,6 +93,19 @@ VNET_GSO_ECN = 0x80
 MAX_GSO_FRAME = 65550
 #: the longest message on a ring with SG granted (receive buffers this large take any)
 MAX_SG_MESSAGE = VNET_HDR_LEN + MAX_GSO_FRAME
+#: a driver's ring slot without SG: any bare frame of the default MTU fits
+SLOT_SIZE = 2048
+
+
+def sg_granted(granted: dict[int, int]) -> bool:
+    """Do frames carry a virtio-net header? (`granted`: capability group -> bits)"""
+    return bool(granted.get(CAP_GROUP_SG, 0) & CAP_SG)
+
+
+def ring_slot_size(granted: dict[int, int], slot_size: int | None = None) -> int:
+    """The ring slot a driver makes: `slot_size` if given, else one that takes any frame
+    the negotiated format allows."""
+    return slot_size or (MAX_SG_MESSAGE if sg_granted(granted) else SLOT_SIZE)
 
 
 def vnet_header(
@@ -141,6 +154,7 @@ __all__ = [
     "MTU",
     "NEGCAP",
     "RX_QUEUE",
+    "SLOT_SIZE",
     "SUPPORTED",
     "TX_QUEUE",
     "VERSION",
@@ -155,5 +169,7 @@ __all__ = [
     "VNET_HDR_LEN",
     "negcap_reply",
     "negcap_request",
+    "ring_slot_size",
+    "sg_granted",
     "vnet_header",
 ]
