@@ -370,7 +370,9 @@ def apply_plan(vbus: Vbus, plan: Plan) -> Vbus:
     return vbus
 
 
-def _write(path: str, value: str) -> None:
+def write_value(path: str, value: str) -> None:
+    """Store `value` in the file at `path` as `echo` would: in one write, with one
+    trailing newline (which the store strips), undecodable bytes kept."""
     fd = os.open(path, os.O_WRONLY | os.O_TRUNC)
     try:
         os.write(fd, (value + "\n").encode("utf-8", "surrogateescape"))
@@ -392,15 +394,15 @@ def apply_plan_to_mount(root: str, plan: Plan) -> None:
             case CreateDevice(name):
                 os.mkdir(os.path.join(config, "devices", name))
             case SetType(device, class_name):
-                _write(os.path.join(config, "devices", device, TYPE_ENTRY), class_name)
+                write_value(os.path.join(config, "devices", device, TYPE_ENTRY), class_name)
             case StoreAttribute(device, attribute, value):
-                _write(os.path.join(sys_vbus, "devices", device, attribute), value)
+                write_value(os.path.join(sys_vbus, "devices", device, attribute), value)
             case Link(bus, link, device, _):
                 target = os.path.join(config, "devices", device)
                 os.symlink(target, os.path.join(config, "instances", bus, link))
             case StoreInterfaceAttribute(bus, interface_id, attribute, value):
                 where = os.path.join(sys_vbus, "instances", bus, "devices", str(interface_id))
-                _write(os.path.join(where, attribute), value)
+                write_value(os.path.join(where, attribute), value)
 
 
 @st.composite

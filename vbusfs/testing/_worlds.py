@@ -39,6 +39,7 @@ from ._inprocess import (
     connect_client,
     expect_errno,
 )
+from ._strategies import write_value
 
 Owner = tuple[Any, ...]  # (device,) or (bus, interface id)
 T = TypeVar("T")
@@ -298,7 +299,7 @@ class MountWorld:
 
     def set_type(self, name: str) -> None:
         self._fs(
-            self._write, os.path.join(self.config, "devices", name, TYPE_ENTRY), self.class_name
+            write_value, os.path.join(self.config, "devices", name, TYPE_ENTRY), self.class_name
         )
 
     def remove_device(self, name: str) -> None:
@@ -366,18 +367,9 @@ class MountWorld:
         assert text.endswith("\n"), f"{self._path(owner, name)} reads {text!r}: no newline"
         return text[:-1]
 
-    @staticmethod
-    def _write(path: str, value: str) -> None:
-        fd = os.open(path, os.O_WRONLY | os.O_TRUNC)
-        try:
-            # one trailing newline is stripped: the value arrives as the model's store
-            os.write(fd, (value + "\n").encode("utf-8", "surrogateescape"))
-        finally:
-            os.close(fd)
-
     def store(self, owner: Owner, name: str, value: str) -> None:
         try:  # a store changes no topology
-            self._write(self._path(owner, name), value)
+            write_value(self._path(owner, name), value)
         except OSError as exc:
             raise self._refusal(exc) from None
 
