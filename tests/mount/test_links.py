@@ -4,6 +4,7 @@ shells, on the session's shared daemon."""
 
 from __future__ import annotations
 
+import errno
 import os
 import subprocess
 
@@ -67,6 +68,25 @@ def test_relative_targets_resolve_from_the_callers_cwd(populated):
         done = sh(f"cd config/vbus && ln -s {target} instances/B/z", mnt.path)
         assert done.returncode == 1 and error in done.stderr, (target, done.stderr)
     assert sorted(os.listdir(mnt.join("config/vbus/instances/B"))) == ["S", "T", "perms"]
+
+
+def test_the_links_own_name_and_place_are_refused_before_its_target_is_resolved(populated):
+    # FUSE passes names up to 1,024 bytes: a long name, an existing name and a wrong
+    # directory get their own errno whatever the target (here one that names nothing)
+    mnt = populated
+    long_name = "x" * 300
+    for where, name in [
+        ("config/vbus/instances/B", long_name),
+        ("config/vbus/instances/B", "perms"),
+        ("config/vbus/devices", "z"),
+    ]:
+        for target in (mnt.join("config/vbus/devices/none"), "../../devices/none"):
+            link = mnt.join(where, name)
+            with pytest.raises(OSError) as refused:
+                os.symlink(target, link)
+            expected = {long_name: errno.ENAMETOOLONG, "perms": errno.EEXIST}.get(name, errno.EPERM)
+            assert refused.value.errno == expected, (where, name, target)
+    assert sorted(os.listdir(mnt.join("config/vbus/instances/B"))) == ["perms"]
 
 
 def test_absolute_targets_resolve_through_symlinks_and_proc_self(populated, tmp_path):

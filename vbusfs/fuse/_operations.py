@@ -367,8 +367,12 @@ class VbusOperations(RootXattrs, pyfuse3.Operations):
         walked = await self.links.walk(target_text, ctx.pid)  # the caller's view, not ours
         parent = self._path(parent_inode)  # the model from here on: no await
         text = _name(name)
-        resolved = self.links.target(self.vbus, self.inodes, parent, target_text, walked, ctx.pid)
-        views.symlink(self.vbus, parent, text, resolved)
+        views.symlink(
+            self.vbus,
+            parent,
+            text,
+            lambda: self.links.target(self.vbus, self.inodes, parent, target_text, walked, ctx.pid),
+        )
         return self._entry((*parent, text))
 
     @_answers_errno

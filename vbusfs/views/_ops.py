@@ -9,6 +9,7 @@ inside the mount before calling them.
 from __future__ import annotations
 
 import errno as _errno
+from collections.abc import Callable
 
 from vbusfs.model import (
     AlreadyExists,
@@ -82,13 +83,19 @@ def unlink(vbus: Vbus, parent: Path, name: str) -> None:
     raise NotPermitted(f"{name} cannot be removed")
 
 
-def symlink(vbus: Vbus, parent: Path, name: str, target: Path | None) -> None:
-    """Link a device into a bus. `target` is the resolved target, None if outside the mount."""
+def symlink(
+    vbus: Vbus, parent: Path, name: str, target: Path | Callable[[], Path | None] | None
+) -> None:
+    """Link a device into a bus. `target` is the resolved target, None if outside the mount,
+    or what resolves it (called only once the link's own place and name are good, so a
+    target that cannot be resolved never hides their errno)."""
     if not _is_bus_dir(parent) or parent[3] not in vbus.buses:
         raise NotPermitted("links can only be made directly in a bus directory")
     check_name(name, "link")
     if node(vbus, (*parent, name)) is not None:
         raise AlreadyExists(f"{name} exists")
+    if callable(target):
+        target = target()
     if target is None or target[:2] != CONFIG_VBUS:
         raise NotPermitted("a link must point inside this mount's config/vbus")
     resolved = resolve(vbus, target)
