@@ -10,6 +10,7 @@ NOT_LOADED = [
     "trio",
     "pyfuse3",
     "vbusfs.connector._server",
+    "vbusfs.connector._session",
     "vbusfs.classes",
     "vbusfs.daemon",
     "vbusfs.fuse",

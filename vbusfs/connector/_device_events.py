@@ -18,7 +18,7 @@ import trio
 
 if TYPE_CHECKING:
     from ._datapath import Open
-    from ._server import _Session as Session
+    from ._session import Session
 
 log = logging.getLogger("vbusfs.connector")
 

@@ -32,29 +32,20 @@ import logging
 import os
 import socket
 import struct
-from collections.abc import Sequence
 from typing import Any
 
 import trio
 
 from vbusfs._unixaddr import unix_address
-from vbusfs.ioq import IoqError, IoqFault
-from vbusfs.model import Event, Vbus, VbusError
+from vbusfs.model import Vbus, VbusError
 
-from ._admin import ADMIN_OPS, Catalog, FindClass, administer, as_catalog
-from ._datapath import Closer, DataPath, Open, Outcome, data_path_of, release
-from ._device_events import hook_device_events
+from ._admin import Catalog, FindClass, as_catalog
+from ._datapath import Closer
 from ._limits import Limits, LogBudgets
 from ._pin import PeerPin
-from ._protocol import (
-    Closed,
-    DaemonConnection,
-    Request,
-    WireError,
-    pack_bytes,
-)
-from ._refusals import EXHAUSTED, attach_queue, out_of, refuse_exhausted, spare_fd
-from ._rights import RECEIVE, received, rights
+from ._protocol import DaemonConnection
+from ._refusals import EXHAUSTED, out_of, refuse_exhausted, spare_fd
+from ._session import Session
 
 log = logging.getLogger("vbusfs.connector")
 
@@ -76,7 +67,7 @@ class Connector:
         # the deviceclasses modprobe, reload and reset reach, given by the daemon (a lookup
         # function alone allows modprobe): the connector knows none of its own
         self.catalog = as_catalog(catalog)
-        self.sessions: set[_Session] = set()
+        self.sessions: set[Session] = set()
         self.limits = limits if limits is not None else Limits()
         self.clients = 0
         self.by_uid: dict[int, int] = {}
@@ -204,7 +195,7 @@ class Connector:
         self.clients += 1
         self.by_uid[uid] = self.by_uid.get(uid, 0) + 1
         try:
-            await _Session(self, sock, pid, bus, admin, pin, (uid, gids)).run()
+            await Session(self, sock, pid, bus, admin, pin, (uid, gids)).run()
         except Exception:
             log.exception("internal error serving client %d", pid)
         finally:
@@ -212,289 +203,3 @@ class Connector:
             self.by_uid[uid] -= 1
             if not self.by_uid[uid]:
                 del self.by_uid[uid]
-
-
-class _Session:
-    def __init__(
-        self,
-        connector: Connector,
-        sock: trio.socket.SocketType,
-        pid: int,
-        bus: str | None,
-        admin: bool,
-        pin: PeerPin,
-        credentials: tuple[int, frozenset[int]] = (0, frozenset()),
-    ) -> None:
-        self.connector = connector
-        self.vbus = connector.vbus
-        self.sock = sock
-        self.pid = pid
-        self.bus = bus
-        # the process this connection speaks for, whatever its pid comes to name
-        self.pin = pin
-        self.uid, self.gids = credentials  # checked against its bus's perms
-        # why this connection no longer speaks for its bus (its process left, moved or
-        # exited, or the bus's perms shut its user out), and the errno that refuses its
-        # requests (EACCES, ESRCH)
-        self.revoked: str | None = None
-        self.revoked_errno = errno.EACCES
-        self.admin = admin
-        self.protocol = DaemonConnection()
-        self.opens: dict[int, Open] = {}
-        self.next_handle = 1
-        self.send_lock = trio.Lock()
-        # bounded: a client that reads no events while its bus changes is dropped
-        self.events_in, self.events_out = trio.open_memory_channel[Event](1024)
-
-    async def send(self, data: bytes, fds: Sequence[int] = ()) -> None:
-        async with self.send_lock:
-            await self.sock.sendmsg([data], rights(fds))
-
-    def _heard(self, event: Event) -> None:
-        if event.bus == self.bus and self.revoked is None:
-            try:
-                self.events_in.send_nowait(event)
-            except trio.WouldBlock:
-                self.connector.complain(
-                    self.pid, logging.INFO, "client %d reads no events: dropped", self.pid
-                )
-                self.nursery.cancel_scope.cancel()
-
-    async def run(self) -> None:
-        unsubscribe = self.vbus.subscribe(self._heard)
-        self.connector.sessions.add(self)
-        try:
-            async with trio.open_nursery() as nursery:
-                self.nursery = nursery
-                nursery.start_soon(self._forward_events)
-                nursery.start_soon(self._watch_authority)
-                try:
-                    await self.send(self.protocol.hello(self.bus, self.pid, self.admin))
-                    await self._requests()
-                except OSError as exc:
-                    # it closed, shut its reading side or died: nothing to tell it
-                    log.debug("client %d went away: %s", self.pid, exc)
-                nursery.cancel_scope.cancel()
-        finally:
-            unsubscribe()
-            self.connector.sessions.discard(self)
-            for handle in list(self.opens):
-                self._close(handle)
-
-    async def _forward_events(self) -> None:
-        async for event in self.events_out:
-            if event.kind == "drop":
-                for opened in self.opens.values():
-                    if opened.interface_id == event.interface_id and not opened.dropped:
-                        opened.dropped = True
-                        release(opened, self.connector.closer)
-            try:
-                await self.send(
-                    self.protocol.event(event.kind, event.interface_id, event.interface_type)
-                )
-            except OSError as exc:
-                log.debug("client %d hears no events: %s", self.pid, exc)
-                self.nursery.cancel_scope.cancel()
-                return
-
-    async def _watch_authority(self) -> None:
-        """Between requests too: a process that left its bus (or exited) keeps nothing
-        open on it."""
-        while self.revoked is None:
-            await trio.sleep(self.connector.limits.recheck_interval)
-            # no descriptor to read /proc with: the verdict waits for the next round
-            with contextlib.suppress(OSError):
-                self._recheck()
-
-    def _recheck(self) -> None:
-        """Is the connected process alive, on the bus it connected for, and do the bus's
-        perms still let its user in? If not, revoke."""
-        if self.revoked is not None:
-            return
-        # before the bus: its pid may name another process now, a member of the bus
-        if self.pin.exited():
-            self._revoke(
-                errno.ESRCH,
-                f"process {self.pid} has exited: its connection speaks for no other process",
-            )
-            return
-        if self.bus is None:
-            return
-        try:
-            now = self.vbus.bus_of(self.pid)
-        except VbusError:
-            now = None  # the process is gone
-        # an OSError (no descriptor to read /proc with) goes to the caller: no verdict
-        if now != self.bus:
-            where = "left it" if now is None else f"moved to {now!r}"
-            why = f"process {self.pid} is no longer a member of bus {self.bus!r} ({where})"
-        elif not self.vbus.may_use(now, self.uid, self.gids):
-            why = f"bus {now!r}'s perms no longer let uid {self.uid} use it"
-        else:
-            return
-        self._revoke(errno.EACCES, why)
-
-    def _revoke(self, code: int, why: str) -> None:
-        self.revoked, self.revoked_errno = why, code
-        log.info("client %d: %s; what it had open is closed", self.pid, why)
-        for handle in list(self.opens):
-            self._close(handle)
-
-    async def _requests(self) -> None:
-        while True:
-            datagram = received(await self.sock.recvmsg(*RECEIVE))
-            out_fds: list[int] = []
-            seq = None
-            try:
-                request = self.protocol.receive(datagram)
-                if isinstance(request, Closed):
-                    return  # the client closed or died
-                seq = request.seq
-                fields, out_fds = self._dispatch(request)
-                reply = self.protocol.reply(request, fields)
-            except VbusError as exc:
-                reply = self.protocol.refusal(seq, exc.errno, exc.args[0] if exc.args else "")
-            except WireError as exc:
-                self.connector.complain(
-                    self.pid, logging.WARNING, "bad request from client %d: %s", self.pid, exc
-                )
-                reply = self.protocol.refusal(seq, exc.errno, str(exc))
-            except OSError as exc:
-                # the daemon ran out of something (descriptors, memory) serving it
-                code = exc.errno or errno.EIO
-                self.connector.complain(
-                    self.pid, logging.WARNING, "refused client %d: %s", self.pid, exc
-                )
-                why = out_of(exc) if code in EXHAUSTED else f"{os.strerror(code)}: {exc}"
-                reply = self.protocol.refusal(seq, code, why)
-            finally:
-                for fd in datagram.fds:
-                    os.close(fd)
-            try:
-                await self.send(reply, out_fds)
-            finally:
-                for fd in out_fds:
-                    os.close(fd)
-
-    def _dispatch(self, request: Request) -> tuple[dict[str, Any], list[int]]:
-        """The reply to one request, and file descriptors to send beside it."""
-        if request.op == "open":
-            return self._open(request)
-        return self._reply(request), []
-
-    def _bus(self) -> str:
-        """The caller's bus, re-checked now: EACCES if it is on none or left it, ESRCH if
-        its process exited."""
-        self._recheck()
-        if self.revoked is not None:
-            raise VbusError(self.revoked, errno=self.revoked_errno)
-        if self.bus is None:
-            raise VbusError(f"process {self.pid} is not a member of any bus", errno=errno.EACCES)
-        return self.bus
-
-    def _open(self, request: Request) -> tuple[dict[str, Any], list[int]]:
-        bus = self._bus()
-        interface_id, version = request.integer("id"), request.integer("version")
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            connection = self.vbus.open_interface(bus, interface_id, version)
-        except BaseException:
-            ours.close()
-            theirs.close()
-            raise
-        handle = self.next_handle
-        self.next_handle += 1
-        opened = Open(interface_id, connection, hangup=ours)
-        opened.datapath = data_path_of(self.vbus, bus, interface_id, opened, self._loop_ended)
-        hook_device_events(self, opened)
-        self.opens[handle] = opened
-        if opened.datapath is None:  # legacy: run() on this loop, from the open on
-            self.nursery.start_soon(self._run_device, handle, opened)
-        return {"handle": handle}, [theirs.detach()]
-
-    def _reply(self, request: Request) -> dict[str, Any]:
-        op = request.op
-        if op in ADMIN_OPS:
-            if not self.admin:
-                raise VbusError("only root or the daemon's owner may do that", errno=errno.EPERM)
-            self._recheck()  # an administrator's authority, too, ends with its process
-            if self.revoked is not None and self.revoked_errno == errno.ESRCH:
-                raise VbusError(self.revoked, errno=errno.ESRCH)
-            return administer(op, self.vbus, request, self.connector)
-        bus = self._bus()
-        if op == "list":
-            found = self.vbus.bus(bus)
-            return {"interfaces": [{"id": i.id, "type": i.type} for i in found.interfaces.values()]}
-        opened, handle = self._handle(request)
-        if op == "call":
-            function = request.integer("function")
-            out = opened.connection.call(function, request.data())
-            return {"data": pack_bytes(out)}
-        if op == "queue":
-            if len(request.fds) != 4:
-                raise VbusError("a queue takes 4 file descriptors", errno=errno.EINVAL)
-            if opened.datapath is not None:
-                index, direction = request.integer("index"), request.fields.get("direction")
-                opened.datapath.attach(index, request.fds, direction)
-            else:
-                attach_queue(opened.connection, request.integer("index"), request.fds)
-            return {}
-        if op == "stats":
-            return {"stats": opened.connection.stats()}
-        if op == "close":
-            self._close(handle)
-            return {}
-        raise WireError(f"unknown operation {op[:64]!r}")
-
-    def _handle(self, request: Request) -> tuple[Open, int]:
-        handle = request.integer("handle")
-        opened = self.opens.get(handle)
-        if opened is None:
-            raise VbusError(f"no open handle {handle}", errno=errno.EBADF)
-        if opened.dropped:
-            raise VbusError("the interface was dropped from the bus", errno=errno.ENODEV)
-        if opened.failed is not None:
-            raise VbusError(opened.failed, errno=errno.EIO)
-        return opened, handle
-
-    def _loop_ended(self, path: DataPath, outcome: Outcome) -> None:
-        """A device loop ended before it was stopped (on this loop's thread)."""
-        opened = next((o for o in self.opens.values() if o.datapath is path), None)
-        if isinstance(outcome, IoqFault):
-            log.warning("client %d broke queue protocol of %s: %s", self.pid, path.names, outcome)
-            self.nursery.cancel_scope.cancel()  # as a legacy device's: the client goes
-        elif outcome is None:
-            log.info("%s: loop returned before it was stopped", path.names)
-        else:
-            log.error("%s: device loop failed (client %d)", path.names, self.pid, exc_info=outcome)
-            self.connector.closer.close(path)  # its client's waits end (the hang-up closes)
-            if opened is None:
-                return
-            opened.failed = f"device loop failed: {outcome!r}"[:512]
-            data = self.protocol.event(
-                "fault", opened.interface_id, opened.interface_type, opened.failed
-            )
-            with contextlib.suppress(RuntimeError):  # the session is ending anyway
-                self.nursery.start_soon(self._tell, data)
-
-    async def _tell(self, data: bytes) -> None:
-        with contextlib.suppress(OSError):
-            await self.send(data)
-
-    async def _run_device(self, handle: int, opened: Open) -> None:
-        with opened.scope:
-            try:
-                await opened.connection.run()
-            except IoqFault as exc:
-                # A broken ring is the client's doing: it goes, the daemon stays.
-                log.warning("client %d broke queue protocol: %s", self.pid, exc)
-                self.nursery.cancel_scope.cancel()
-            except IoqError as exc:
-                log.info("client %d: interface %d stopped: %s", self.pid, opened.interface_id, exc)
-            except Exception:
-                log.exception("internal error in a device of client %d", self.pid)
-
-    def _close(self, handle: int) -> None:
-        opened = self.opens.pop(handle)
-        if not opened.dropped:
-            release(opened, self.connector.closer)
