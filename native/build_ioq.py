@@ -16,12 +16,15 @@ NATIVE = Path(__file__).resolve().parent
 def make_builder(native_dir: str) -> FFI:
     """An FFI builder whose sources are named relative to native_dir."""
     builder = FFI()
-    builder.cdef((NATIVE / "ioq.h").read_text())
+    builder.cdef((NATIVE / "ioq.h").read_text() + (NATIVE / "enet.h").read_text())
     builder.set_source(
         "vbusfs._ioq_cffi",
         # the module sees the public header only, never the handle's fields
-        '#include "ioq_abi.h"\n',
-        sources=[f"{native_dir}/{name}" for name in ("ioq.c", "poller.c", "shm_signal.c", "vswitch.c", "venet.c")],
+        '#include "ioq_abi.h"\n#include "enet.h"\n',
+        sources=[
+            f"{native_dir}/{name}"
+            for name in ("ioq.c", "poller.c", "shm_signal.c", "vswitch.c", "venet.c", "enet.c")
+        ],
         include_dirs=[native_dir],
         extra_compile_args=["-std=gnu11"],
         depends=[f"{native_dir}/{p.name}" for p in sorted(NATIVE.glob("*.[ch]"))],

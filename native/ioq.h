@@ -46,8 +46,10 @@
  * 11: ioq_commit_acquire (a commit and the next acquire in one call).
  * 12: vswitch_set_port (a port's message format: bare or virtio-net header)
  *    and vswitch_counts.gso_dropped; vswitch_forward's `every` and
- *    vswitch_counts.signals; venet_recv_batch and venet_recv_to_fd. */
-#define IOQ_ABI_VERSION 12
+ *    vswitch_counts.signals; venet_recv_batch and venet_recv_to_fd.
+ * 13: fdpump_run and struct fdpump_counts (enet.h, the vbus-enet driver's
+ *    data path). */
+#define IOQ_ABI_VERSION 13
 
 #define IOQ_RING_MAGIC 0x47fa2fe4
 #define IOQ_RING_VER 4

@@ -24,6 +24,7 @@ MAY_IMPORT: dict[str, set[str]] = {
     "connector": {"model", "ioq", "device", "_unixaddr"},  # the protocol core and the daemon side
     "classes": {"model", "ioq", "connector", "device"},  # deviceclasses (the venet numbers)
     "client": {"connector", "ioq", "_mountinfo", "_unixaddr"},  # the member process's library
+    "enet": {"client", "connector", "ioq"},  # the userspace vbus-enet driver (a member process)
     "_mountinfo": set(),  # /proc/self/mountinfo parsed: shared by fuse and client
     "_unixaddr": set(),  # AF_UNIX addresses for long socket paths
     "daemon": {"*"},  # the one composition root

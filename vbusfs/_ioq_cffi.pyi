@@ -100,6 +100,17 @@ class IoqFdCounts(CData):
     dropped: int
     bad_size: int
 
+class FdpumpCounts(CData):
+    """struct fdpump_counts *"""
+
+    to_device: int
+    to_host: int
+    host_dropped: int
+    bad_size: int
+    flushed: int
+    polled: int
+    slept: int
+
 class VswitchCounts(CData):
     """struct vswitch_counts *"""
 
@@ -155,6 +166,8 @@ class _FFI:
     @overload
     def new(self, cdecl: Literal["struct vswitch_counts *"], /) -> VswitchCounts: ...
     @overload
+    def new(self, cdecl: Literal["struct fdpump_counts *"], /) -> FdpumpCounts: ...
+    @overload
     def new(
         self, cdecl: Literal["struct vswitch_port_counts[]"], n: int, /
     ) -> VswitchPortCountsArray: ...
@@ -175,6 +188,9 @@ class _FFI:
     def unpack(self, cdata: VswitchPortCountsArray, length: int, /) -> list[VswitchPortCounts]: ...
 
 class _Lib:
+    FDPUMP_BATCH: int
+    FDPUMP_EVENT: int
+    FDPUMP_STOPPED: int
     IOQ_ABI_VERSION: int
     IOQ_DESC_SIZE: int
     IOQ_E_BADRING: int
@@ -314,6 +330,19 @@ class _Lib:
         every: int,
         counts: IoqFdCounts,
         signals: U32Array,
+        /,
+    ) -> int: ...
+    def fdpump_run(
+        self,
+        rx: IoqPtr,
+        tx: IoqPtr,
+        fd: int,
+        stop_fd: int,
+        event_fd: int,
+        hup_fd: int,
+        max_len: int,
+        spin_us: int,
+        counts: FdpumpCounts,
         /,
     ) -> int: ...
     def ioq_ready(self, q: IoqPtr, op: int, /) -> int: ...

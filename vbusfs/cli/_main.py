@@ -53,6 +53,12 @@ _LIMIT_OPTIONS = {
 }
 
 
+def _nonnegative(text: str) -> int:
+    if not (text.isascii() and text.isdigit()):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number >= 0")
+    return int(text)
+
+
 def _positive(text: str) -> int:
     try:
         value = int(text, 10)
@@ -121,6 +127,12 @@ def _admin(args: argparse.Namespace) -> int:
         print(f"vbusfs {args.command_name}: {detail}", file=sys.stderr)
         return 1
     return 0
+
+
+def _enet(args: argparse.Namespace) -> int:
+    from ._enet import main as enet
+
+    return enet(args)
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -319,6 +331,30 @@ def parser() -> argparse.ArgumentParser:
         "usable /dev/fuse it says why and replays the walkthrough on the in-process model.",
     )
     demo.set_defaults(run=_demo)
+
+    enet = commands.add_parser(
+        "enet",
+        help="drive a venet interface of this process's bus as a TAP interface",
+        description="A userspace vbus-enet driver: open venet interface N of the bus this "
+        "process is a member of, create a TAP interface in this network namespace (the "
+        "device's client_mac and mtu, offloads negotiated, the carrier following the link "
+        "state) and move frames between them until killed; then the TAP is removed and the "
+        "device released. Needs CAP_NET_ADMIN in the network namespace.",
+    )
+    enet.add_argument("--mount", metavar="MNT", help="the vbusfs mount (default: the only one)")
+    enet.add_argument("--id", type=_nonnegative, default=0, metavar="N", help="the interface id")
+    enet.add_argument(
+        "--ifname", default="venet%d", metavar="NAME", help="the TAP's name (%%d: a free number)"
+    )
+    enet.add_argument("--no-offloads", action="store_true", help="bare frames: negotiate no SG/TSO")
+    enet.add_argument(
+        "--spin-us",
+        type=_nonnegative,
+        default=None,
+        metavar="US",
+        help="microseconds an idle driver polls before sleeping (default 20)",
+    )
+    enet.set_defaults(run=_enet)
     return top
 
 

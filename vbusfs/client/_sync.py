@@ -195,6 +195,11 @@ class Client:
                 raise ConnectorError(0, CLOSED)
         return event
 
+    def fileno(self) -> int:
+        """The connection's socket: readable when an event (or the connection's end) is
+        there to read, for a caller that sleeps elsewhere, then calls `events()`."""
+        return self._sock.fileno()
+
     def close(self) -> None:
         self._sock.close()
 

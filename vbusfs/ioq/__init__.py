@@ -137,6 +137,9 @@ The package is layered like cryptography's bindings:
     :class:`Poller`: one wait on several rings, blocking in C or in trio.
 ``_switch``
     :class:`Switch`, which hands whole rings to C and never touches their indices.
+``_fdpump``
+    :class:`FdPump`: frames between a descriptor (a TAP) and the north side of a
+    venet's two rings, the whole loop in C (the vbus-enet driver's data path).
 ``_venet``
     :func:`poll_ready` (a spin in C that never sleeps, for loops that sleep elsewhere),
     :func:`receive_into_every` and :func:`receive_to_fd_every` (completions handed
@@ -152,6 +155,7 @@ be used by two threads or tasks at once.
 from ._binding import ABI_VERSION as ABI_VERSION
 from ._binding import SOUTH_MAX_DATA as SOUTH_MAX_DATA
 from ._errors import IoqClosed, IoqEmpty, IoqError, IoqFault, IoqFull
+from ._fdpump import FdPump, PumpCounts, PumpEnd
 from ._ioq import Ioq
 from ._poller import Poller
 from ._ring import Direction as Direction
@@ -168,6 +172,7 @@ __all__ = [
     "AsyncIoq",
     "Descriptor",
     "FdBatch",
+    "FdPump",
     "Ioq",
     "IoqClosed",
     "IoqEmpty",
@@ -176,6 +181,8 @@ __all__ = [
     "IoqFds",
     "IoqFull",
     "Poller",
+    "PumpCounts",
+    "PumpEnd",
     "Switch",
     "SwitchCounts",
     "poll_ready",
