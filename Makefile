@@ -17,7 +17,7 @@ PYTEST_WORKERS ?= 2
 # Debian packages. DEMO: building and running vbusfs (pyfuse3 has no wheels and compiles
 # against libfuse3; the C ring needs a compiler). TEST: what only the test suite uses.
 DEMO_PACKAGES := python3 python3-venv python3-dev gcc libc6-dev pkg-config libfuse3-dev fuse3 tree
-TEST_PACKAGES := iproute2 util-linux procps graphviz valgrind iputils-ping gcc-multilib
+TEST_PACKAGES := iproute2 util-linux procps graphviz valgrind iputils-ping gcc-multilib iperf3
 
 INSTALL_INPUTS := pyproject.toml setup.py MANIFEST.in $(wildcard native/*) requirements/build.txt
 LOCK := $(VENV)/bin/uv pip compile --universal --python-version 3.11 --generate-hashes --quiet --no-header

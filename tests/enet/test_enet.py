@@ -1,0 +1,215 @@
+"""`vbusfs enet`: unmodified programs (ping, iperf3) on a bus, in private namespaces."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from conftest import Net, in_ns, ns_run, switched, wait_for
+
+from vbusfs.testing import LiveMount
+
+pytestmark = [pytest.mark.mount, pytest.mark.root]
+needs_iperf3 = pytest.mark.skipif(shutil.which("iperf3") is None, reason="needs iperf3")
+
+
+def pair(net: Net, mnt: LiveMount, *args: str, mtu: int | None = None) -> tuple[str, str]:
+    """Two namespaces, each with `vbusfs enet` on its own bus, one switch between the buses;
+    addresses 10.14.0.1 and .2. Returns the namespaces."""
+    switched(mnt, "a", "b", mtu=mtu)
+    sides = []
+    for n, bus in enumerate(("a", "b"), 1):
+        ns = net.netns(bus)
+        d = net.start(mnt, bus, ns, *args)
+        assert ns_run(ns, "ip", "addr", "add", f"10.14.0.{n}/24", "dev", d.ifname).returncode == 0
+        sides.append(ns)
+    return sides[0], sides[1]
+
+
+def iperf3(net: Net, server_ns: str, client_ns: str, *args: str) -> float:
+    """Gbit/s of a 1 s TCP run from client_ns to 10.14.0.2 in server_ns."""
+    net.spawn(server_ns, "iperf3", "-s", "-1", "-B", "10.14.0.2")
+    for _ in range(50):  # until the server listens
+        out = ns_run(client_ns, "iperf3", "-c", "10.14.0.2", "-t", "1", "-J", *args)
+        if out.returncode == 0:
+            break
+        time.sleep(0.1)
+    assert out.returncode == 0, out.stdout + out.stderr
+    return float(json.loads(out.stdout)["end"]["sum_received"]["bits_per_second"]) / 1e9
+
+
+@needs_iperf3
+def test_ping_and_iperf3_cross_a_switch_between_two_namespaces(mnt: LiveMount, net: Net):
+    a, b = pair(net, mnt)
+    ping = ns_run(a, "ping", "-c", "3", "-i", "0.2", "-W", "2", "10.14.0.2")
+    assert "3 received" in ping.stdout, ping.stdout + ping.stderr
+    assert iperf3(net, b, a) > 0.05
+    stats = mnt.sh("cat sys/vbus/devices/sw/ports").stdout.split()
+    assert stats == ["a.0", "b.0"]
+
+
+@needs_iperf3
+def test_bare_frames_without_offloads_carry_ping_and_iperf3(mnt: LiveMount, net: Net):
+    a, b = pair(net, mnt, "--no-offloads")
+    assert all("bare frames" in d.banner for d in net.drivers)
+    ping = ns_run(a, "ping", "-c", "2", "-i", "0.2", "-W", "2", "10.14.0.2")
+    assert "2 received" in ping.stdout, ping.stdout + ping.stderr
+    assert iperf3(net, b, a) > 0.01
+
+
+def test_the_tap_takes_the_devices_mtu_and_mac_and_carries_jumbo_frames(mnt: LiveMount, net: Net):
+    a, _ = pair(net, mnt, "--no-offloads", mtu=9000)
+    link = ns_run(a, "ip", "-o", "link", "show", net.drivers[0].ifname).stdout
+    assert "mtu 9000" in link
+    mac = mnt.sh("cat sys/vbus/instances/a/devices/0/client_mac").stdout.strip()
+    assert f"link/ether {mac}" in link
+    big = ("-M", "do", "-s", "8900")  # one 8928-byte IP packet, never fragmented
+    ping = ns_run(a, "ping", "-c", "2", "-i", "0.2", "-W", "2", *big, "10.14.0.2")
+    assert "2 received" in ping.stdout, ping.stdout + ping.stderr
+
+
+def test_a_venet_tap_device_reaches_the_host_side_of_its_tap(mnt: LiveMount, net: Net):
+    # the daemon runs in a private network namespace of its own: its TAP lives there
+    mnt.sh(
+        "mkdir config/vbus/instances/t config/vbus/devices/tap && "
+        "echo venet-tap > config/vbus/devices/tap/type && "
+        "echo 1 > sys/vbus/devices/tap/enabled && "
+        "ln -s ../../devices/tap config/vbus/instances/t/",
+        check=True,
+    )
+    host_if = mnt.sh("cat sys/vbus/devices/tap/ifname").stdout.strip()
+    host = f"/proc/{mnt.pid}/ns/net"
+    for cmd in (["addr", "add", "10.14.1.1/24", "dev", host_if], ["link", "set", host_if, "up"]):
+        assert mnt.sh(f"nsenter --net={host} ip {' '.join(cmd)}").returncode == 0
+    ns = net.netns("t")
+    d = net.start(mnt, "t", ns)
+    assert ns_run(ns, "ip", "addr", "add", "10.14.1.2/24", "dev", d.ifname).returncode == 0
+    ping = ns_run(ns, "ping", "-c", "3", "-i", "0.2", "-W", "2", "10.14.1.1")
+    assert "3 received" in ping.stdout, ping.stdout + ping.stderr
+
+
+def carrier(ns: str, ifname: str) -> str:
+    flags = ns_run(ns, "ip", "-o", "link", "show", ifname).stdout.split()[2]
+    return "0" if "NO-CARRIER" in flags else "1" if "LOWER_UP" in flags else "?"
+
+
+def test_the_carrier_follows_the_devices_link_state(mnt: LiveMount, net: Net):
+    mnt.sh(
+        "mkdir config/vbus/instances/t config/vbus/devices/tap && "
+        "echo venet-tap > config/vbus/devices/tap/type && "
+        "ln -s ../../devices/tap config/vbus/instances/t/",
+        check=True,
+    )
+    ns = net.netns("t")
+    d = net.start(mnt, "t", ns)
+    assert wait_for(lambda: carrier(ns, d.ifname) == "0")  # not enabled: no host side
+    mnt.sh("echo 1 > sys/vbus/devices/tap/enabled", check=True)
+    assert wait_for(lambda: carrier(ns, d.ifname) == "1")
+    mnt.sh("echo 0 > sys/vbus/devices/tap/enabled", check=True)
+    assert wait_for(lambda: carrier(ns, d.ifname) == "0")
+
+
+def test_a_second_driver_on_an_open_interface_is_refused_ebusy(mnt: LiveMount, net: Net):
+    switched(mnt, "a")
+    ns = net.netns("a")
+    net.start(mnt, "a", ns)
+    second = net.start(mnt, "a", ns, "--ifname", "other0", wait=False)
+    assert second.process.wait(20) == 1
+    assert "interface 0 is open by another client" in second.stderr()
+    assert "other0" not in ns_run(ns, "ip", "-o", "link").stdout
+
+
+def test_sigterm_removes_the_tap_and_releases_the_device(mnt: LiveMount, net: Net):
+    switched(mnt, "a")
+    ns = net.netns("a")
+    d = net.start(mnt, "a", ns)
+    assert d.end(signal.SIGTERM) == 0
+    assert d.ifname not in ns_run(ns, "ip", "-o", "link").stdout
+    again = net.start(mnt, "a", ns)  # the device can be opened at once
+    assert again.ifname == d.ifname
+
+
+def test_sigkill_leaves_no_tap_and_the_daemon_releases_the_device(mnt: LiveMount, net: Net):
+    switched(mnt, "a")
+    ns = net.netns("a")
+    d = net.start(mnt, "a", ns)
+    assert d.end(signal.SIGKILL) == -signal.SIGKILL
+    assert wait_for(lambda: d.ifname not in ns_run(ns, "ip", "-o", "link").stdout)
+    net.start(mnt, "a", ns)  # reopened: the daemon released the dead driver's open
+
+
+@pytest.mark.parametrize(
+    ("args", "bus", "code", "says"),
+    [
+        (("--id", "x"), "a", 2, "is not a number"),
+        (("--id", "-1"), "a", 2, "is not a number"),
+        (("--spin-us", "1.5"), "a", 2, "is not a number"),
+        (("--id", "7"), "a", 1, "the bus has no interface 7"),
+        ((), None, 1, "this process is on no bus"),
+        (("--ifname", "a-name-far-too-long"), "a", 1, "is not an interface name"),
+    ],
+)
+def test_bad_arguments_get_a_clear_error_and_change_nothing(
+    mnt: LiveMount, net: Net, args: tuple[str, ...], bus: str | None, code: int, says: str
+):
+    switched(mnt, "a")
+    ns = net.netns("a")
+    d = net.start(mnt, bus or "", ns, *args, wait=False)
+    assert d.process.wait(20) == code
+    err = d.stderr()
+    assert says in err, err
+    assert "Traceback" not in err
+    assert len(ns_run(ns, "ip", "-o", "link").stdout.splitlines()) == 1  # lo only
+    assert mnt.sh("cat sys/vbus/devices/sw/ports").stdout.split() == ["a.0"]
+    net.start(mnt, "a", ns)  # nothing was left open
+
+
+EMBEDDED = """
+import sys, threading
+from vbusfs.enet import Enet
+with open(sys.argv[1] + "/proc/self/vbus", "w") as f:
+    f.write("b")
+with Enet(sys.argv[1], ifname="emb%d", spin_us=0) as nic:
+    print(nic.ifname, nic.sg, flush=True)
+    threading.Thread(target=lambda: (sys.stdin.readline(), nic.stop())).start()
+    nic.run()
+    c = nic.counts()
+    print(c.to_device, c.to_host, c.host_dropped, flush=True)
+"""
+
+
+def test_the_python_api_drives_an_interface_a_program_embeds(mnt: LiveMount, net: Net):
+    switched(mnt, "a", "b")
+    a, b = net.netns("a"), net.netns("b")
+    d = net.start(mnt, "a", a)
+    embedded = subprocess.Popen(
+        [*in_ns(b), sys.executable, "-c", EMBEDDED, mnt.path],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert embedded.stdout is not None and embedded.stdin is not None
+        ifname, sg = embedded.stdout.readline().split()
+        assert ifname == "emb0" and sg == "True"
+        ns_run(a, "ip", "addr", "add", "10.14.0.1/24", "dev", d.ifname)
+        ns_run(b, "ip", "addr", "add", "10.14.0.2/24", "dev", ifname)
+        ping = ns_run(a, "ping", "-c", "3", "-i", "0.2", "-W", "2", "10.14.0.2")
+        assert "3 received" in ping.stdout, ping.stdout + ping.stderr
+        embedded.stdin.write("stop\n")
+        embedded.stdin.flush()
+        out, err = embedded.communicate(timeout=20)
+        assert embedded.returncode == 0, err
+        to_device, to_host, dropped = map(int, out.split())
+        assert to_device >= 3 and to_host >= 3 and dropped == 0  # the replies, the requests
+        assert "emb0" not in ns_run(b, "ip", "-o", "link").stdout
+    finally:
+        if embedded.poll() is None:
+            embedded.kill()
+        embedded.communicate()
