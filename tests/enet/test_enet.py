@@ -10,7 +10,7 @@ import sys
 import time
 
 import pytest
-from conftest import Net, in_ns, ns_run, switched, wait_for
+from enet_net import Net, in_ns, ns_run, switched, wait_for
 
 from vbusfs.testing import LiveMount
 
