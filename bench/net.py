@@ -47,6 +47,9 @@ from vbusfs.testing import LiveMount
 TARGET_VS_VETH = 0.25
 TARGET_VS_RELAY = 3.0
 TARGET_PING_X_VETH = 3.0
+#: what the vbusfs paths are run with (--spin-us, --burstthresh)
+EXTRA_ENET = ""
+BURSTTHRESH = 20
 
 
 def sh(*argv: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -142,7 +145,7 @@ def enet(lab: Lab, mnt: str, bus: str, ns: str, *args: str) -> str:
     """`vbusfs enet` as a member of `bus` in `ns`; its interface's name."""
     command = (
         f"echo {bus} > {mnt}/proc/self/vbus && "
-        f"exec {sys.executable} -m vbusfs enet --mount {mnt} {' '.join(args)}"
+        f"exec {sys.executable} -m vbusfs enet --mount {mnt} {' '.join(args)}{EXTRA_ENET}"
     )
     return lab.spawn(in_ns(ns), "sh", "-c", command, banner=True).split()[2]
 
@@ -152,6 +155,7 @@ def switch_path(lab: Lab, mount: LiveMount, n: int, name: str, *args: str) -> Pa
     mount.sh(
         f"mkdir config/vbus/devices/{name} && "
         f"echo venet-switch > config/vbus/devices/{name}/type && "
+        f"echo {BURSTTHRESH} > sys/vbus/devices/{name}/burstthresh && "
         + " && ".join(
             f"mkdir config/vbus/instances/{bus} && "
             f"ln -s ../../devices/{name} config/vbus/instances/{bus}/"
@@ -325,8 +329,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, help="seconds per iperf3 run (default 5)")
     parser.add_argument("--pings", type=int, help="pings per path (default 200)")
     parser.add_argument("--only", action="append", help="a path to run (veth and relay always)")
+    parser.add_argument("--spin-us", type=int, help="vbusfs enet --spin-us (default: its own)")
+    parser.add_argument("--burstthresh", type=int, default=20, help="the switches' burstthresh")
     parser.add_argument("--relay", metavar="NS", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    global EXTRA_ENET, BURSTTHRESH
+    EXTRA_ENET = "" if args.spin_us is None else f" --spin-us {args.spin_us}"
+    BURSTTHRESH = args.burstthresh
     if args.relay:
         relay(args.relay)
         return 0
