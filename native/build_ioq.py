@@ -23,7 +23,15 @@ def make_builder(native_dir: str) -> FFI:
         '#include "ioq_abi.h"\n#include "enet.h"\n',
         sources=[
             f"{native_dir}/{name}"
-            for name in ("ioq.c", "poller.c", "shm_signal.c", "vswitch.c", "venet.c", "enet.c")
+            for name in (
+                "ioq.c",
+                "poller.c",
+                "shm_signal.c",
+                "vswitch.c",
+                "vswitch_run.c",
+                "venet.c",
+                "enet.c",
+            )
         ],
         include_dirs=[native_dir],
         extra_compile_args=["-std=gnu11"],

@@ -48,8 +48,10 @@
  *    and vswitch_counts.gso_dropped; vswitch_forward's `every` and
  *    vswitch_counts.signals; venet_recv_batch and venet_recv_to_fd.
  * 13: fdpump_run and struct fdpump_counts (enet.h, the vbus-enet driver's
- *    data path). */
-#define IOQ_ABI_VERSION 13
+ *    data path).
+ * 14: the switch's runner (vswitch_runner_*: its data path on a thread of its
+ *    own) and struct vswitch_run_counts. */
+#define IOQ_ABI_VERSION 14
 
 #define IOQ_RING_MAGIC 0x47fa2fe4
 #define IOQ_RING_VER 4
@@ -480,6 +482,44 @@ int vswitch_forward(struct vswitch *sw, uint32_t src_port, struct ioq *src_tx,
                     struct ioq **ports_rx, uint32_t nports, uint32_t max, uint32_t every,
                     struct vswitch_counts *counts,
                     struct vswitch_port_counts *per_port);
+
+/*
+ * The switch's runner (vswitch_run.c): a thread of its own that sleeps on
+ * every port's transmit ring and forwards each batch (vswitch_forward), so
+ * frames never wait for the caller's event loop.  The caller hands it the
+ * south handles of each port's rings and may touch the switch (its table,
+ * set_port, forget_port) or those rings only between vswitch_runner_lock and
+ * vswitch_runner_unlock; it waits at most one batch for the lock.  Every
+ * other vswitch_runner_* call needs the lock held.
+ */
+struct vswitch_runner;
+/* Totals for one port since its rings were given (zeroed when taken away). */
+struct vswitch_run_counts {
+    uint64_t tx_frames;    /* taken from its transmit ring */
+    uint64_t bad_size;     /* of those, dropped: outside its format's sizes */
+    uint64_t gso_dropped;  /* copies of its large segments not made for bare ports */
+    uint64_t signals;      /* completion signals to its client */
+    uint64_t rx_delivered; /* frames published on its receive ring */
+    uint64_t rx_dropped;   /* frames for it not delivered (no buffer, too long) */
+    uint64_t polled;       /* idle spells met by polling (burstthresh) */
+    uint64_t slept;        /* idle spells that slept */
+    uint32_t faulted;      /* 1: its transmit ring broke, 2: its receive ring;
+                              the runner no longer uses the ring */
+};
+/* Start the thread; spin_us: how long it polls before sleeping. */
+int vswitch_runner_new(struct vswitch *sw, uint32_t spin_us, struct vswitch_runner **out);
+/* Stop and join the thread, free the runner (the switch stays the caller's). */
+void vswitch_runner_free(struct vswitch_runner *r);
+void vswitch_runner_lock(struct vswitch_runner *r);
+void vswitch_runner_unlock(struct vswitch_runner *r);
+/* Port's rings (tx: forwarded from; rx: delivered to; NULL: none) and its
+ * completion interval; both NULL takes the port away and zeroes its counts.
+ * The runner forgets the rings it had for the port. */
+int vswitch_runner_port(struct vswitch_runner *r, uint32_t port, struct ioq *tx, struct ioq *rx,
+                        uint32_t every);
+/* The polling budget and every port's completion interval. */
+int vswitch_runner_tune(struct vswitch_runner *r, uint32_t spin_us, uint32_t every);
+int vswitch_runner_counts(struct vswitch_runner *r, uint32_t port, struct vswitch_run_counts *out);
 
 /*
  * venet's transmit paths with completion mitigation (venet.c): like

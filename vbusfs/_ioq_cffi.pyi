@@ -27,6 +27,27 @@ class IoqPtr(CData):
 class VswitchPtr(CData):
     """struct vswitch * (opaque)"""
 
+class VswitchRunnerPtr(CData):
+    """struct vswitch_runner * (opaque)"""
+
+class VswitchRunnerPtrOut(CData):
+    """struct vswitch_runner **"""
+
+    def __getitem__(self, i: int, /) -> VswitchRunnerPtr: ...
+
+class VswitchRunCounts(CData):
+    """struct vswitch_run_counts *"""
+
+    tx_frames: int
+    bad_size: int
+    gso_dropped: int
+    signals: int
+    rx_delivered: int
+    rx_dropped: int
+    polled: int
+    slept: int
+    faulted: int
+
 class PollerPtr(CData):
     """struct ioq_poller * (opaque)"""
 
@@ -167,6 +188,10 @@ class _FFI:
     def new(self, cdecl: Literal["struct vswitch_counts *"], /) -> VswitchCounts: ...
     @overload
     def new(self, cdecl: Literal["struct fdpump_counts *"], /) -> FdpumpCounts: ...
+    @overload
+    def new(self, cdecl: Literal["struct vswitch_runner **"], /) -> VswitchRunnerPtrOut: ...
+    @overload
+    def new(self, cdecl: Literal["struct vswitch_run_counts *"], /) -> VswitchRunCounts: ...
     @overload
     def new(
         self, cdecl: Literal["struct vswitch_port_counts[]"], n: int, /
@@ -371,6 +396,25 @@ class _Lib:
     def ioq_poller_arm(self, p: PollerPtr, mask: int, ready: U64Out, /) -> int: ...
     def ioq_poller_disarm(self, p: PollerPtr, mask: int, ready: U64Out, /) -> int: ...
     def vswitch_new(self, out: VswitchPtrOut, /) -> int: ...
+    def vswitch_runner_new(
+        self, sw: VswitchPtr, spin_us: int, out: VswitchRunnerPtrOut, /
+    ) -> int: ...
+    def vswitch_runner_free(self, r: VswitchRunnerPtr, /) -> None: ...
+    def vswitch_runner_lock(self, r: VswitchRunnerPtr, /) -> None: ...
+    def vswitch_runner_unlock(self, r: VswitchRunnerPtr, /) -> None: ...
+    def vswitch_runner_port(
+        self,
+        r: VswitchRunnerPtr,
+        port: int,
+        tx: IoqPtr | NullPtr,
+        rx: IoqPtr | NullPtr,
+        every: int,
+        /,
+    ) -> int: ...
+    def vswitch_runner_tune(self, r: VswitchRunnerPtr, spin_us: int, every: int, /) -> int: ...
+    def vswitch_runner_counts(
+        self, r: VswitchRunnerPtr, port: int, out: VswitchRunCounts, /
+    ) -> int: ...
     def vswitch_free(self, sw: VswitchPtr, /) -> None: ...
     def vswitch_forget_port(self, sw: VswitchPtr, port: int, /) -> int: ...
     def vswitch_lookup(self, sw: VswitchPtr, mac: U8Array | bytes, /) -> int: ...

@@ -34,6 +34,7 @@ def test_native_sources_exist() -> None:
         "shm_signal.c",
         "venet.c",
         "vswitch.c",
+        "vswitch_run.c",
     }
 
 

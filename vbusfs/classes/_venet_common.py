@@ -23,7 +23,7 @@ from __future__ import annotations
 import errno
 import random
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, Literal, Protocol, TypeVar
 
@@ -118,6 +118,12 @@ class Tuning:
     burstthresh: int = DEFAULT_BURSTTHRESH_US
     txmitigation: int = DEFAULT_TXMITIGATION
     clients: int = 0
+    #: called after burstthresh or txmitigation changed (venet-switch: its thread's copy)
+    listeners: list[Callable[[], None]] = field(default_factory=list)
+
+    def changed(self) -> None:
+        for listener in self.listeners:
+            listener()
 
 
 class TunedState(Protocol):
@@ -179,10 +185,12 @@ def _store_mtu(state: TunedState, text: str) -> None:
 
 def _store_burstthresh(state: TunedState, text: str) -> None:
     state.tuning.burstthresh = parse_u32(text)
+    state.tuning.changed()
 
 
 def _store_txmitigation(state: TunedState, text: str) -> None:
     state.tuning.txmitigation = parse_u32(text)
+    state.tuning.changed()
 
 
 HOST_MAC = Attribute("host_mac", _show_host_mac, None, "MAC address of the host side.")
@@ -289,6 +297,7 @@ class VenetConnection(DeviceConnection, Generic[End]):
                 raise NotFound("the link is already down")
             self.link_up = False
             self._linked = trio.Event()
+            self.unlinked()
             return b""
         if function == MACQUERY:
             return bytes(self.owner.client_mac)
@@ -312,6 +321,9 @@ class VenetConnection(DeviceConnection, Generic[End]):
 
     def linked(self) -> None:
         """The class's step at LINKUP (venet-tap: its host interface's header mode)."""
+
+    def unlinked(self) -> None:
+        """The class's step at LINKDOWN (venet-switch: its thread lets the port go)."""
 
     def carrier(self) -> bool:
         """Whether the device's far side is up (venet-tap: `enabled`); loopback and switch

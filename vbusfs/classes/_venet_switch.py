@@ -4,8 +4,11 @@ Its type, attribute tables (behaviour §4, "other built-in classes") and data pa
 here together. Each link into a bus is a port with its own `client_mac`; the
 device's `ports` lists them. The switching is C's (:class:`vbusfs.ioq.Switch`):
 a batch per call goes from one client's transmit ring straight into the buffers
-the other clients posted on their receive rings. Each port keeps its client's
-format (SG granted: a virtio-net header first); C converts between formats.
+the other clients posted on their receive rings, on a thread of the device's own
+(:class:`vbusfs.ioq.SwitchRunner`, started at the first LINKUP, stopped with the
+device) that sleeps on every linked port's transmit ring, never on the daemon's
+event loop. Each port keeps its client's format (SG granted: a virtio-net header
+first); C converts between formats.
 """
 
 from __future__ import annotations
@@ -15,13 +18,13 @@ from dataclasses import dataclass, field
 
 import trio
 
-from vbusfs.ioq import IoqEmpty, IoqFault, Switch
+from vbusfs.ioq import IoqFault, RunCounts, Switch, SwitchRunner
 from vbusfs.model import Attribute, Busy, InterfaceInfo
 
 from ._venet_common import (
-    BATCH,
     BURSTTHRESH,
     CLIENT_MAC,
+    MAX_POLL_US,
     MTU,
     TXMITIGATION,
     Tuning,
@@ -29,6 +32,9 @@ from ._venet_common import (
     VenetConnection,
     random_mac,
 )
+
+#: how often a connection looks for a ring the switch's thread found broken (s)
+FAULT_CHECK_S = 0.05
 
 
 @dataclass(eq=False)
@@ -51,6 +57,34 @@ class SwitchState:
     # the data path: learned MAC -> port index, and forwarding in C
     switch: Switch = field(default_factory=Switch)
     tuning: Tuning = field(default_factory=Tuning)
+    # the forwarding thread, started at the first LINKUP, stopped with the device
+    runner: SwitchRunner | None = None
+
+    def start(self) -> SwitchRunner:
+        if self.runner is None:
+            self.runner = SwitchRunner(self.switch, self._spin())
+            self.tuning.listeners.append(self._retune)
+        return self.runner
+
+    def _spin(self) -> int:
+        return min(self.tuning.burstthresh, MAX_POLL_US)
+
+    def _retune(self) -> None:
+        if self.runner is not None:
+            self.runner.tune(self._spin(), max(1, self.tuning.txmitigation))
+
+    def forget(self, index: int) -> None:
+        """Forget every address learned on port `index` (the thread kept out meanwhile)."""
+        if self.runner is None:
+            self.switch.forget_port(index)
+            return
+        with self.runner.locked():
+            self.switch.forget_port(index)
+
+    def stop(self) -> None:
+        if self.runner is not None:
+            self.runner.close()
+            self.runner = None
 
 
 def _show_ports(state: SwitchState) -> str:
@@ -87,7 +121,10 @@ class VenetSwitch(VenetClass):
         state.ports.pop(interface_state.name, None)
         index = state.indices.get(interface_state.name)
         if index is not None:  # its client is dropped too; nothing goes there meanwhile
-            state.switch.forget_port(index)
+            state.forget(index)
+
+    def destroy(self, state: SwitchState) -> None:
+        state.stop()
 
     def open(
         self, state: SwitchState, interface_state: SwitchPort, version: int
@@ -98,8 +135,11 @@ class VenetSwitch(VenetClass):
 class SwitchConnection(VenetConnection[SwitchPort]):
     """One port's client: frames are switched to the other ports by learned MAC.
 
-    Python only waits, hands over the rings and counts. Each connected port has
-    a small index, stable while its client stays (``indices``).
+    The switching runs on the switch's own C thread (:class:`vbusfs.ioq.SwitchRunner`),
+    which sleeps on the linked ports' transmit rings: Python only hands it a port's rings
+    at LINKUP and takes them back at LINKDOWN and close (before they are closed), and
+    reads its counts. Each connected port has a small index, stable while its client
+    stays (``indices``).
     """
 
     def __init__(self, switch: SwitchState, port: SwitchPort) -> None:
@@ -115,67 +155,74 @@ class SwitchConnection(VenetConnection[SwitchPort]):
         self.index = free[0]
         switch.indices[port.name] = self.index
         switch.connections[port.name] = self
-        # set by another port's forward when this client's receive ring is found broken
-        self._rx_broken = False
-        self._wake = trio.CancelScope()
 
     def linked(self) -> None:
-        # this port's format in C: frames to and from it are converted there
-        self.switch.switch.set_port(self.index, header=self.sg, max_len=self.max_frame)
+        runner = self.switch.start()
+        with runner.locked():
+            # this port's format in C: frames to and from it are converted there
+            self.switch.switch.set_port(self.index, header=self.sg, max_len=self.max_frame)
+        runner.set_port(self.index, self.tx, self.rx, self.every())
 
-    def _peers(self) -> list[SwitchConnection | None]:
-        """The connected clients, by port index."""
-        indices = self.switch.indices
-        peers: list[SwitchConnection | None] = [None] * (max(indices.values()) + 1)
-        for name, index in indices.items():
-            peers[index] = self.switch.connections.get(name)
-        return peers
+    def unlinked(self) -> None:
+        self._let_go()
 
-    def _break_rx(self) -> None:
-        """This client's receive ring broke the protocol: its own run ends with IoqFault."""
-        self._rx_broken = True
-        self._wake.cancel()
+    def _let_go(self) -> None:
+        """The thread lets this port's rings go; what it counted is kept here."""
+        runner = self.switch.runner
+        if runner is None:
+            return
+        for name, value in self._counted(runner).items():
+            self.counters[name] += value
+        runner.set_port(self.index, None, None)
+
+    @staticmethod
+    def _mapped(got: RunCounts) -> dict[str, int]:
+        return {
+            "tx_frames": got.tx_frames,
+            "oversize": got.bad_size,
+            "gso_dropped": got.gso_dropped,
+            "tx_signals": got.signals,
+            "rx_frames": got.rx_delivered,
+            "dropped": got.rx_dropped,
+            "polled": got.polled,
+            "slept": got.slept,
+        }
+
+    def _counted(self, runner: SwitchRunner) -> dict[str, int]:
+        return self._mapped(runner.counts(self.index))
+
+    def stats(self) -> dict[str, int]:
+        stats = dict(self.counters)
+        runner = self.switch.runner
+        if runner is not None and self.link_up and not self._closed:
+            for name, value in self._counted(runner).items():
+                stats[name] += value
+        return stats
+
+    def flush_rx(self) -> int:
+        runner = self.switch.runner
+        if runner is None:
+            return super().flush_rx()
+        with runner.locked():  # the thread may be filling this ring's buffers
+            return super().flush_rx()
 
     async def move(self) -> None:
-        assert self.tx is not None
-        forward = self.switch.switch.forward
+        # the frames move on the switch's thread; here only a broken ring is noticed
         while True:
-            if self._rx_broken:
-                raise IoqFault(errno.EPROTO, "the receive queue broke the protocol")
-            self._wake = trio.CancelScope()
-            with self._wake:
-                await self.wait_transmitted()
-            if self._rx_broken:
+            await trio.sleep(FAULT_CHECK_S)
+            runner = self.switch.runner
+            if runner is None or not self.link_up:
                 continue
-            peers = self._peers()
-            rings = [
-                None
-                if p is None or not p.link_up or p.rx is None or p.rx.closed or p.rx.faulted
-                else p.rx
-                for p in peers
-            ]
-            try:
-                # IoqFault here is this client's transmit ring: it goes, the others stay;
-                # its slots go back every txmitigation frames copied
-                got = forward(self.index, self.tx, rings, BATCH, signal_every=self.every())
-            except IoqEmpty:
-                continue
-            self.counters["tx_signals"] += got.signals
-            self.counters["tx_frames"] += got.frames
-            self.counters["oversize"] += got.bad_size
-            self.counters["gso_dropped"] += got.gso_dropped
-            for peer, delivered, dropped in zip(peers, got.delivered, got.dropped, strict=True):
-                if peer is not None and (delivered or dropped):
-                    peer.counters["rx_frames"] += delivered
-                    peer.counters["dropped"] += dropped
-            for index in got.faulted:
-                peer = peers[index]
-                if peer is not None:
-                    peer._break_rx()
+            faulted = runner.counts(self.index).faulted
+            if faulted:
+                which = "transmit" if faulted & 1 else "receive"
+                raise IoqFault(errno.EPROTO, f"the {which} queue broke the protocol")
 
     def close(self) -> None:
+        if not self._closed:
+            self._let_go()  # before the rings close: the thread must be done with them
         if self.switch.connections.get(self.port.name) is self:
             del self.switch.connections[self.port.name]
             del self.switch.indices[self.port.name]
-            self.switch.switch.forget_port(self.index)
+            self.switch.forget(self.index)
         super().close()

@@ -137,6 +137,9 @@ The package is layered like cryptography's bindings:
     :class:`Poller`: one wait on several rings, blocking in C or in trio.
 ``_switch``
     :class:`Switch`, which hands whole rings to C and never touches their indices.
+``_switch_runner``
+    :class:`SwitchRunner`: the switch's forwarding on a C thread of its own, sleeping on
+    the ports' transmit rings.
 ``_fdpump``
     :class:`FdPump`: frames between a descriptor (a TAP) and the north side of a
     venet's two rings, the whole loop in C (the vbus-enet driver's data path).
@@ -162,6 +165,7 @@ from ._ring import Direction as Direction
 from ._ring import FdBatch, IoqFds
 from ._ring import Side as Side
 from ._switch import Switch, SwitchCounts
+from ._switch_runner import RunCounts, SwitchRunner
 from ._trio import AsyncIoq
 from ._venet import poll_ready, receive_into_every, receive_to_fd_every
 from .lowlevel import Descriptor
@@ -183,8 +187,10 @@ __all__ = [
     "Poller",
     "PumpCounts",
     "PumpEnd",
+    "RunCounts",
     "Switch",
     "SwitchCounts",
+    "SwitchRunner",
     "poll_ready",
     "receive_into_every",
     "receive_to_fd_every",
