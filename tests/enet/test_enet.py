@@ -152,6 +152,7 @@ def test_sigkill_leaves_no_tap_and_the_daemon_releases_the_device(mnt: LiveMount
         (("--spin-us", "1.5"), "a", 2, "is not a number"),
         (("--id", "7"), "a", 1, "the bus has no interface 7"),
         ((), None, 1, "this process is on no bus"),
+        (("--mount", "/nonexistent"), "a", 1, "is not a live vbusfs mount"),
         (("--ifname", "a-name-far-too-long"), "a", 1, "is not an interface name"),
     ],
 )

@@ -70,12 +70,18 @@ class Enet:
         where = f"interface {self.interface_id}"
         try:
             self._client = client = connect(self.mountpoint)
-            self.bus = client.name or ""
-            self.mtu = self._device_mtu()
-            caps = {abi.CAP_GROUP_EVENTQ: abi.CAP_EVQ_LINKSTATE}
-            if offloads:
-                caps[abi.CAP_GROUP_SG] = OFFLOADS
-            bare_slot = max(abi.SLOT_SIZE, self.mtu + abi.HEADER)
+        except OSError as exc:
+            why = _no_connection(self.mountpoint, exc.errno, exc.strerror or str(exc))
+            raise EnetError(exc.errno or errno.EIO, why) from None
+        if client.name is None:  # an administrator (root) may connect on no bus
+            raise EnetError(errno.EACCES, _no_connection(self.mountpoint, errno.EACCES, ""))
+        self.bus = client.name
+        self.mtu = self._device_mtu()
+        caps = {abi.CAP_GROUP_EVENTQ: abi.CAP_EVQ_LINKSTATE}
+        if offloads:
+            caps[abi.CAP_GROUP_SG] = OFFLOADS
+        bare_slot = max(abi.SLOT_SIZE, self.mtu + abi.HEADER)
+        try:
             self._venet = venet = client.open_venet(
                 self.interface_id,
                 slots=slots,
@@ -86,10 +92,8 @@ class Enet:
             self.granted = dict(venet.granted)
             self.sg = venet.sg
             self.mac = venet.mac
-        except ConnectorError as exc:
-            raise EnetError(exc.errno, _refusal(self.mountpoint, where, exc)) from None
         except OSError as exc:
-            raise EnetError(exc.errno, f"cannot connect to {self.mountpoint}: {exc}") from None
+            raise EnetError(exc.errno or errno.EIO, _refusal(where, exc)) from None
         self.tap = Tap.open(
             ifname,
             mac=self.mac,
@@ -178,12 +182,16 @@ class Enet:
         self.close()
 
 
-def _refusal(mountpoint: str, where: str, exc: ConnectorError) -> str:
-    if exc.errno == errno.EACCES:
+def _no_connection(mountpoint: str, code: int | None, detail: str) -> str:
+    if code == errno.EACCES:
         return (
             f"this process is on no bus of {mountpoint}: join one first "
             f"(echo BUS > {mountpoint}/proc/self/vbus)"
         )
+    return f"cannot connect to {mountpoint}: {detail}"
+
+
+def _refusal(where: str, exc: OSError) -> str:
     if exc.errno == errno.EBUSY:
         return f"{where} is open by another client"
     if exc.errno == errno.ENOENT:
