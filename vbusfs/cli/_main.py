@@ -352,7 +352,7 @@ def parser() -> argparse.ArgumentParser:
         type=_nonnegative,
         default=None,
         metavar="US",
-        help="microseconds an idle driver polls before sleeping (default 20)",
+        help="microseconds an idle driver polls before sleeping (default 0)",
     )
     enet.set_defaults(run=_enet)
     return top
