@@ -40,6 +40,7 @@ def test_ioq_public_names_are_few() -> None:
         "AsyncIoq",
         "Descriptor",
         "FdBatch",
+        "FdPump",  # the vbus-enet driver's loop (with what it returns and counts)
         "Ioq",
         "IoqClosed",
         "IoqEmpty",
@@ -48,8 +49,12 @@ def test_ioq_public_names_are_few() -> None:
         "IoqFds",
         "IoqFull",
         "Poller",
+        "PumpCounts",
+        "PumpEnd",
+        "RunCounts",
         "Switch",
         "SwitchCounts",
+        "SwitchRunner",  # the switch's forwarding on a thread of its own
         # venet's helpers (a spin that never sleeps; completions every N of a batch)
         "poll_ready",
         "receive_into_every",
