@@ -9,13 +9,24 @@ or to those rings goes inside :meth:`SwitchRunner.locked`.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import weakref
 from collections.abc import Iterator
 from typing import NamedTuple
 
 from ._binding import check, ffi, lib
 from ._ring import Ring, c_handle
 from ._switch import Switch
+
+#: runners still running: stopped before the interpreter frees what their threads use
+_LIVE: weakref.WeakSet[SwitchRunner] = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_all() -> None:
+    for runner in list(_LIVE):
+        runner.close()
 
 
 class RunCounts(NamedTuple):
@@ -43,6 +54,7 @@ class SwitchRunner:
         self._r = out[0]
         self._open = True
         self._counts = ffi.new("struct vswitch_run_counts *")
+        _LIVE.add(self)
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
@@ -95,6 +107,10 @@ class SwitchRunner:
 
     def close(self) -> None:
         """Stop and join the thread."""
-        if self._open:
+        if getattr(self, "_open", False):  # (a runner whose thread never started: nothing)
             self._open = False
+            _LIVE.discard(self)
             lib.vswitch_runner_free(self._r)
+
+    def __del__(self) -> None:
+        self.close()
