@@ -44,6 +44,13 @@ add and drop events arrive as they happen (`Client.events()`,
 `Client.wait_event()`). Everything is released when the client closes or
 exits, however it exits.
 
+`monitor(mountpoint)` watches the mount instead (what `vbusfs monitor` prints): every
+change as a `Record`, for the daemon's owner and root; a member hears its own bus::
+
+    with client.monitor("/mnt/vbus") as watch:
+        for record in watch.records():   # ends at the unmount
+            print(record.line())
+
 Two faces over one protocol core (`vbusfs.connector`): the sync face here, and
 a trio face (`connect_async`, `AsyncClient`, `AsyncVenet`) imported on first
 use. Importing this package must never load trio, pyfuse3, the daemon's
@@ -61,6 +68,7 @@ from vbusfs.connector import (
     ConnectorTimeout,
     Event,
     InterfaceEntry,
+    Record,
     WireError,
 )
 from vbusfs.connector.venet import (
@@ -78,6 +86,7 @@ from vbusfs.connector.venet import VERSION as VENET_VERSION
 
 from ._common import find_connector, find_mounts
 from ._driver import RequestResponseClient
+from ._monitor import Monitor, monitor
 from ._sync import Client, OpenInterface, Venet, connect
 
 
@@ -135,7 +144,9 @@ __all__ = [
     "ConnectorTimeout",
     "Event",
     "InterfaceEntry",
+    "Monitor",
     "OpenInterface",
+    "Record",
     "RequestResponseClient",
     "Venet",
     "WireError",
@@ -144,4 +155,5 @@ __all__ = [
     "find_connector",
     "find_mounts",
     "linkstate",
+    "monitor",
 ]
