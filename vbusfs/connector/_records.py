@@ -124,7 +124,8 @@ class Backlog:
         self.lost = 0  # in all
 
     def __len__(self) -> int:
-        return len(self._queue) + (1 if self._dropped else 0)
+        """The records held (a count of dropped ones waiting to be reported is not one)."""
+        return len(self._queue)
 
     def push(self, text: str, *, final: bool = False) -> bool:
         """Take one record's body (`body`); False if it was counted as dropped. A `final`
