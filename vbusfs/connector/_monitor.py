@@ -183,6 +183,9 @@ class Monitors:
         self.clock = clock
         self._monitors: set[Monitor] = set()
         self._unsubscribe: Callable[[], None] | None = None
+        # called when the first monitor arrives (the daemon's membership watch takes its
+        # first look then, so what happens from the first record on is reported)
+        self.on_first: Callable[[], None] | None = None
 
     def __bool__(self) -> bool:
         return bool(self._monitors)
@@ -193,7 +196,13 @@ class Monitors:
     def add(self, monitor: Monitor) -> None:
         if self._unsubscribe is None:
             self._unsubscribe = self.vbus.changes.subscribe(self._heard)
+        first = not self._monitors
         self._monitors.add(monitor)
+        if first and self.on_first is not None:
+            try:
+                self.on_first()
+            except Exception:  # never the monitor's failure: forks are missed, logged
+                log.exception("internal error starting the membership watch")
 
     def discard(self, monitor: Monitor) -> None:
         self._monitors.discard(monitor)

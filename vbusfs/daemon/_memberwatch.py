@@ -6,8 +6,9 @@ its birth, a member that exits is one no longer, and a process can be put into a
 bus's cgroup by hand. `MemberWatch` finds those by comparing the members the backend
 reports at each sweep with the last ones it saw, and publishes each difference as a
 `MembershipChanged` whose `how` is "fork", "exit" or "moved". It works only while someone
-listens (`active`): with no monitor it costs nothing, and the first sweep after one
-arrives takes the members as they are, reporting nothing from before.
+listens (`active`): with no monitor it costs nothing, and its first look when one arrives
+(the connector calls `sweep` then) takes the members as they are, reporting nothing from
+before.
 """
 
 from __future__ import annotations

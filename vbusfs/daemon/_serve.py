@@ -273,6 +273,7 @@ async def _serve_until_done(
     connector = Connector(vbus, socket_path, catalog, limits)
     # forks, exits and moves, told to monitors (and looked for only while there are some)
     watch = MemberWatch(vbus, lambda: bool(connector.monitors))
+    connector.monitors.on_first = watch.sweep
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_terminate_on_signal)

@@ -1,0 +1,307 @@
+"""`vbusfs monitor` on live mounts: real shell commands, real members and clients, a burst
+of 10,000 changes with a fast and a stalled reader, `| head`, the unmount, and who may
+watch what (behaviour §9)."""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from vbusfs import client
+from vbusfs.testing import LiveMount
+
+pytestmark = pytest.mark.mount
+
+VBUSFS = [sys.executable, "-m", "vbusfs"]
+NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+Rec = dict[str, Any]
+
+
+class CliMonitor:
+    """`vbusfs monitor` in a process of its own, its lines gathered by a thread."""
+
+    def __init__(self, mountpoint: str, *, as_json: bool = False, prefix: tuple = ()) -> None:
+        options = ["--json"] if as_json else []
+        self.as_json = as_json
+        self.process = subprocess.Popen(
+            [*prefix, *VBUSFS, "monitor", *options, mountpoint],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.records: list[Rec] = []
+        self._changed = threading.Condition()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            record = json.loads(line) if self.as_json else parse_line(line)
+            with self._changed:
+                self.records.append(record)
+                self._changed.notify_all()
+        with self._changed:
+            self._changed.notify_all()
+
+    def wait_for(self, wanted: Callable[[Rec], bool], timeout: float = 15.0) -> int:
+        """The index of the first record `wanted` accepts, waiting for it."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                for i, record in enumerate(self.records):
+                    if wanted(record):
+                        return i
+                left = deadline - time.monotonic()
+                if left <= 0 or (self.process.poll() is not None and not self._reader.is_alive()):
+                    raise AssertionError(f"not seen: {self.records[-5:]} {self.stderr_now()}")
+                self._changed.wait(min(left, 0.2))
+
+    def stderr_now(self) -> str:
+        if self.process.poll() is None:
+            return ""
+        assert self.process.stderr is not None
+        return self.process.stderr.read()
+
+    def end(self, timeout: float = 15.0) -> tuple[int, str]:
+        """Wait for the process to end: its status and what it said on stderr."""
+        try:
+            self.process.wait(timeout)
+            self._reader.join(5)
+            assert self.process.stderr is not None
+            err = self.process.stderr.read()
+        finally:
+            self.kill()
+        return self.process.returncode, err
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        self._reader.join(5)
+        for pipe in (self.process.stdout, self.process.stderr):
+            if pipe is not None:
+                pipe.close()
+
+
+def parse_line(line: str) -> Rec:
+    """`[time] event key=value ...` (test names hold no spaces) as a record."""
+    when, event, *words = line.split()
+    record: Rec = {"time": float(when.strip("[]")), "event": event}
+    for word in words:
+        key, _, value = word.partition("=")
+        record[key] = int(value) if value.isdigit() and key in ("pid", "interface") else value
+    return record
+
+
+@pytest.fixture
+def monitors() -> Iterator[list[CliMonitor]]:
+    started: list[CliMonitor] = []
+    try:
+        yield started
+    finally:
+        for monitor in started:
+            monitor.kill()
+
+
+def is_probe(bus: str) -> Callable[[Rec], bool]:
+    return lambda r: r["event"] == "perm" and r["bus"] == bus
+
+
+def until_heard(mount: LiveMount, bus: str, heard: Callable[[], bool]) -> None:
+    """Store `bus`'s perms mode (unchanged) until `heard()`: the monitor is listening."""
+    mode = mount.join("config/vbus/instances", bus, "perms/mode")
+    deadline = time.monotonic() + 20
+    while not heard():
+        assert time.monotonic() < deadline, "the monitor never heard a change"
+        with open(mode) as f:
+            value = f.read()
+        with open(mode, "w") as f:
+            f.write(value)
+        time.sleep(0.1)
+
+
+def ready(mount: LiveMount, monitor: CliMonitor, bus: str) -> int:
+    """Wait until `monitor` hears changes of `bus`; the index of the record after that."""
+    until_heard(mount, bus, lambda: any(is_probe(bus)(r) for r in monitor.records))
+    return len(monitor.records)
+
+
+def test_monitor_prints_each_walkthrough_step_as_it_happens(vbus_mount, monitors):
+    mount = vbus_mount
+    mount.sh("mkdir config/vbus/instances/B", check=True)
+    monitor = CliMonitor(mount.path)
+    monitors.append(monitor)
+    start = ready(mount, monitor, "B")
+    mount.sh(
+        "mkdir config/vbus/devices/dev0 && echo venet-loopback > config/vbus/devices/dev0/type"
+        f" && ln -s {mount.path}/config/vbus/devices/dev0 config/vbus/instances/B/"
+        " && echo 02:00:00:00:00:01 > sys/vbus/devices/dev0/client_mac",
+        check=True,
+    )
+    # a member joins by writing, forks a child (seen by the daemon's sweep), both exit
+    shell = subprocess.run(
+        ["bash", "-c", f"echo B > {mount.path}/proc/self/vbus; sleep 1.2 & echo $$ $!; wait"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    shell_pid, child_pid = map(int, shell.stdout.split())
+    # a client opens the device and closes it
+    code = (
+        "import os, sys; from vbusfs import client; b = client.connect(sys.argv[1]); "
+        "n = b.open_venet(0); n.close(); print(os.getpid())"
+    )
+    opener_args = (sys.executable, code, mount.path)
+    opener = subprocess.run(
+        ["bash", "-c", 'echo B > "$2/proc/self/vbus" && exec "$0" -c "$1" "$2"', *opener_args],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    opener_pid = int(opener.stdout)
+    mount.sh("rm config/vbus/instances/B/dev0 && rmdir config/vbus/devices/dev0", check=True)
+    monitor.wait_for(lambda r: r["event"] == "left" and r["pid"] == opener_pid)
+    monitor.wait_for(lambda r: r["event"] == "left" and r["pid"] == child_pid)
+    monitor.wait_for(lambda r: r["event"] == "left" and r["pid"] == shell_pid)
+    mount.sh("rmdir config/vbus/instances/B", check=True)
+    monitor.wait_for(lambda r: r["event"] == "removed" and r.get("name") == "B")
+    seen = [r for r in monitor.records[start:] if not is_probe("B")(r)]
+    for record in seen:
+        record.pop("time")
+    ordered = [r for r in seen if r["event"] not in ("joined", "left")]
+    link = {"bus": "B", "interface": 0, "device": "dev0", "link": "dev0"}
+    assert ordered == [
+        {"event": "created", "object": "device", "name": "dev0"},
+        {"event": "type", "device": "dev0", "class": "venet-loopback"},
+        {"event": "linked", **link},
+        {"event": "stored", "device": "dev0", "attribute": "client_mac"},
+        {"event": "opened", "bus": "B", "interface": 0, "device": "dev0", "pid": opener_pid},
+        {"event": "closed", "bus": "B", "interface": 0, "device": "dev0", "pid": opener_pid},
+        {"event": "unlinked", **link},
+        {"event": "removed", "object": "device", "name": "dev0"},
+        {"event": "removed", "object": "bus", "name": "B"},
+    ]
+    members = [(r["event"], r["pid"], r["how"]) for r in seen if r["event"] in ("joined", "left")]
+    assert ("joined", child_pid, "fork") in members
+    assert ("left", child_pid, "exit") in members
+    assert members.index(("joined", child_pid, "fork")) < members.index(("left", child_pid, "exit"))
+    assert ("joined", shell_pid, "write") in members
+    assert ("left", shell_pid, "exit") in members
+    assert ("joined", opener_pid, "write") in members
+    assert ("left", opener_pid, "exit") in members
+    assert all(r.get("bus") == "B" for r in seen if r["event"] in ("joined", "left"))
+    monitor.process.send_signal(signal.SIGINT)
+    assert monitor.end() == (0, "")
+
+
+def accounted(records: list[Rec], first: int, last: int) -> list[Rec]:
+    """Check that every number from `first` to `last` is a record or counted in a dropped
+    record, in order; the records seen among them."""
+    expected, seen = first, []
+    for record in records:
+        if record["event"] == "dropped":
+            if expected > last:
+                break
+            assert record["first"] == expected, (record, expected)
+            expected += record["count"]
+        elif record["seq"] >= first:
+            assert record["seq"] == expected, (record, expected)
+            seen.append(record)
+            expected += 1
+        if expected > last:
+            break
+    assert expected > last, f"only up to {expected - 1} of {last} accounted for"
+    return seen
+
+
+BURST = 10_000
+
+
+def test_a_burst_of_10000_changes_is_seen_or_counted_in_order(vbus_mount, monitors):
+    """One reader keeps up (`vbusfs monitor --json`), one reads nothing until the burst is
+    over: each record of the burst reaches both or is counted as dropped, in order, and the
+    stalled one, whose buffer holds 4096, is told how many it lost."""
+    mount = vbus_mount
+    mount.sh(
+        "mkdir config/vbus/instances/B config/vbus/devices/d0 config/vbus/devices/d1 && "
+        "echo venet-tap > config/vbus/devices/d0/type && "
+        "echo venet-tap > config/vbus/devices/d1/type",
+        check=True,
+    )
+    fast = CliMonitor(mount.path, as_json=True)
+    monitors.append(fast)
+    with client.monitor(mount.path) as stalled:
+        assert (stalled.bus, stalled.buffer) == (None, 4096)
+        early: list[client.Record] = []
+
+        def both_heard() -> bool:
+            while _readable(stalled):
+                early.extend(stalled.receive(1))
+            return any(r.event == "perm" for r in early) and any(map(is_probe("B"), fast.records))
+
+        until_heard(mount, "B", both_heard)
+        # the burst follows this record at once, in both
+        os.mkdir(mount.join("config/vbus/devices/start"))
+        start = fast.records[fast.wait_for(lambda r: r.get("name") == "start")]["seq"]
+        while not any(r.fields.get("name") == "start" for r in early):
+            early.extend(stalled.receive(10))
+        stalled_start = next(r.seq for r in early if r.fields.get("name") == "start")
+        fds = [
+            os.open(mount.join(f"sys/vbus/devices/d{i}/burstthresh"), os.O_WRONLY) for i in (0, 1)
+        ]
+        try:
+            for i in range(BURST):
+                os.write(fds[i % 2], b"%d" % (i % 97))
+        finally:
+            for fd in fds:
+                os.close(fd)
+        last = start + BURST
+        fast.wait_for(lambda r: r.get("seq", 0) >= last or _ends_after(r, last), 20)
+        kept = accounted(fast.records, start + 1, last)
+        check_burst(kept, start)
+        # the stalled reader reads at last: 4096 kept, the rest counted where they were lost
+        got: list[Rec] = []
+        while not got or _covered(got) < stalled_start + BURST:
+            got.extend(r.as_json() for r in stalled.receive(10))
+    kept = accounted(got, stalled_start + 1, stalled_start + BURST)
+    check_burst(kept, stalled_start)
+    lost = [r for r in got if r["event"] == "dropped"]
+    assert lost and sum(r["count"] for r in lost) == BURST - len(kept)
+    assert 4096 <= len(kept) < BURST
+
+
+def check_burst(kept: list[Rec], start: int) -> None:
+    for record in kept:
+        k = record["seq"] - start - 1
+        assert (record["event"], record["device"], record["attribute"]) == (
+            "stored",
+            f"d{k % 2}",
+            "burstthresh",
+        )
+
+
+def _ends_after(record: Rec, last: int) -> bool:
+    return record["event"] == "dropped" and record["first"] + record["count"] > last
+
+
+def _readable(watch: client.Monitor) -> bool:
+    return bool(select.select([watch], [], [], 0)[0])
+
+
+def _covered(records: list[Rec]) -> int:
+    """The highest number the records account for (seen or counted)."""
+    top = 0
+    for r in records:
+        top = max(top, r["first"] + r["count"] - 1 if r["event"] == "dropped" else r["seq"])
+    return top
