@@ -10,6 +10,7 @@ import select
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -30,11 +31,13 @@ Rec = dict[str, Any]
 class CliMonitor:
     """`vbusfs monitor` in a process of its own, its lines gathered by a thread."""
 
-    def __init__(self, mountpoint: str, *, as_json: bool = False, prefix: tuple = ()) -> None:
+    def __init__(
+        self, mountpoint: str, *, as_json: bool = False, launcher: tuple[str, ...] = tuple(VBUSFS)
+    ) -> None:
         options = ["--json"] if as_json else []
         self.as_json = as_json
         self.process = subprocess.Popen(
-            [*prefix, *VBUSFS, "monitor", *options, mountpoint],
+            [*launcher, "monitor", *options, mountpoint],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -305,3 +308,118 @@ def _covered(records: list[Rec]) -> int:
     for r in records:
         top = max(top, r["first"] + r["count"] - 1 if r["event"] == "dropped" else r["seq"])
     return top
+
+
+def test_monitor_through_head_ends_quietly_at_the_broken_pipe(vbus_mount):
+    mount = vbus_mount
+    pipeline = subprocess.Popen(
+        ["bash", "-c", 'set -o pipefail; "$@" | head -n 3', "sh", *VBUSFS, "monitor", mount.path],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        n = 0
+        while pipeline.poll() is None:  # changes until head has its lines and the monitor ends
+            assert time.monotonic() < deadline, "the monitor did not end at the broken pipe"
+            mount.sh(
+                f"mkdir config/vbus/devices/h{n} && rmdir config/vbus/devices/h{n}", check=True
+            )
+            n += 1
+            time.sleep(0.05)
+        out, err = pipeline.communicate()
+    finally:
+        if pipeline.poll() is None:
+            pipeline.kill()
+            pipeline.communicate()
+    assert pipeline.returncode == 0, err  # pipefail: the monitor's own status too
+    assert err == ""
+    lines = out.splitlines()
+    assert len(lines) == 3 and all("object=device name=h" in line for line in lines)
+
+
+@pytest.fixture
+def open_mount() -> Iterator[LiveMount]:
+    """A fresh mount other users reach (pytest's temporary tree is root's alone), with bus
+    B, which nobody (65534) may join, and bus C."""
+    top = tempfile.mkdtemp(prefix="vbusfs-monitor-")
+    os.chmod(top, 0o755)
+    mount = LiveMount(top).start()
+    try:
+        mount.sh(
+            "mkdir config/vbus/instances/B config/vbus/instances/C && "
+            "echo 65534 > config/vbus/instances/B/perms/owner",
+            check=True,
+        )
+        yield mount
+    finally:
+        log = mount.stop()
+        os.rmdir(top)
+    assert "Traceback" not in log, log
+
+
+def test_who_may_monitor_and_the_unmount_ends_every_monitor(open_mount, monitors):
+    mount = open_mount
+    # anyone else is refused: nobody, on no bus
+    refused = subprocess.run(
+        [*NOBODY, *VBUSFS, "monitor", mount.path], capture_output=True, text=True, timeout=30
+    )
+    assert refused.returncode == 1
+    assert refused.stderr == (
+        f"vbusfs monitor: process {_pid_in(refused.stderr)} is not a member of any bus "
+        "(Permission denied)\n"
+    )
+    # nobody, made the owner of bus B, joins it and becomes `vbusfs monitor`
+    join = (
+        "import sys; open(sys.argv[1] + '/proc/self/vbus', 'w').write('B'); "
+        "from vbusfs.cli import main; sys.exit(main(sys.argv[2:]))"
+    )
+    as_member = (*NOBODY, sys.executable, "-c", join, mount.path)
+    member = CliMonitor(mount.path, as_json=True, launcher=as_member)
+    leaver = CliMonitor(mount.path, launcher=as_member)
+    admin = CliMonitor(mount.path)
+    monitors.extend([member, leaver, admin])
+    for monitor in (member, leaver, admin):
+        ready(mount, monitor, "B")
+    mount.sh(
+        "mkdir config/vbus/devices/x config/vbus/devices/y && "
+        "echo venet-loopback > config/vbus/devices/x/type && "
+        "echo venet-loopback > config/vbus/devices/y/type && "
+        "ln -s ../../devices/x config/vbus/instances/C/ && "
+        "ln -s ../../devices/y config/vbus/instances/B/ && "
+        "echo 02:00:00:00:00:0c > sys/vbus/devices/x/client_mac && "
+        "echo 02:00:00:00:00:0b > sys/vbus/devices/y/client_mac",
+        check=True,
+    )
+    admin.wait_for(lambda r: r["event"] == "stored" and r.get("device") == "y")
+    member.wait_for(lambda r: r["event"] == "stored" and r.get("device") == "y")
+    # root takes the leaver's process off bus B: its monitor ends, saying why
+    leaver_pid = leaver.process.pid
+    mount.sh(f"echo 0 > proc/{leaver_pid}/vbus", check=True)
+    assert leaver.end() == (
+        1,
+        f"vbusfs monitor: process {leaver_pid} is no longer a member of bus 'B' (left it)\n",
+    )
+    assert leaver.records[-1]["event"] == "revoked"
+    log = mount.stop()
+    assert "Traceback" not in log, log
+    for monitor in (member, admin):
+        assert monitor.end() == (0, "")
+        last = monitor.records[-1]
+        assert (last["event"], last["mountpoint"]) == ("unmounted", mount.path)
+    heard = [(r["event"], r.get("bus"), r.get("device")) for r in member.records]
+    # the member heard its own bus only: no C, no device made or typed (not on a bus then)
+    after = heard[len([r for r in heard if r[0] == "perm"]) :]
+    assert [h for h in heard if h[0] != "perm"] == [
+        ("linked", "B", "y"),
+        ("stored", None, "y"),
+        ("left", "B", None),
+        ("unmounted", None, None),
+    ], after
+    admin_heard = [(r["event"], r.get("bus"), r.get("device")) for r in admin.records]
+    assert ("linked", "C", "x") in admin_heard and ("created", None, None) in admin_heard
+
+
+def _pid_in(text: str) -> str:
+    return text.split("process ", 1)[1].split(" ", 1)[0]
