@@ -423,3 +423,42 @@ def test_who_may_monitor_and_the_unmount_ends_every_monitor(open_mount, monitors
 
 def _pid_in(text: str) -> str:
     return text.split("process ", 1)[1].split(" ", 1)[0]
+
+
+def test_the_trio_face_and_a_client_with_devices_open(vbus_mount):
+    import errno
+
+    import trio
+
+    mount = vbus_mount
+    mount.sh(
+        "mkdir config/vbus/instances/B config/vbus/devices/d && "
+        "echo venet-loopback > config/vbus/devices/d/type && "
+        "ln -s ../../devices/d config/vbus/instances/B/",
+        check=True,
+    )
+
+    async def watch() -> list[client.Record]:
+        async with await client.monitor_async(mount.path) as monitor:
+            assert (monitor.bus, monitor.buffer) == (None, 4096)
+            await trio.to_thread.run_sync(os.mkdir, mount.join("config/vbus/devices/e"))
+            got: list[client.Record] = []
+            async for record in monitor.records():
+                got.append(record)
+                if record.fields.get("name") == "e":
+                    return got
+        raise AssertionError("the monitor ended")
+
+    got = trio.run(watch)
+    assert [(r.event, r.fields) for r in got] == [("created", {"object": "device", "name": "e"})]
+    # a connection with a device open stays a client: it cannot become a monitor
+    with open(mount.join("proc/self/vbus"), "w") as f:
+        f.write("B")
+    try:
+        with client.connect(mount.path) as bus, bus.open_venet(0):
+            with pytest.raises(client.ConnectorError) as refused:
+                bus.request("monitor")
+            assert refused.value.errno == errno.EBUSY
+    finally:
+        with open(mount.join("proc/self/vbus"), "w") as f:
+            f.write("0")

@@ -51,6 +51,8 @@ change as a `Record`, for the daemon's owner and root; a member hears its own bu
         for record in watch.records():   # ends at the unmount
             print(record.line())
 
+(`monitor_async` and `AsyncMonitor` are its trio face.)
+
 Two faces over one protocol core (`vbusfs.connector`): the sync face here, and
 a trio face (`connect_async`, `AsyncClient`, `AsyncVenet`) imported on first
 use. Importing this package must never load trio, pyfuse3, the daemon's
@@ -101,6 +103,7 @@ def linkstate(event: Event) -> bool | None:
 if TYPE_CHECKING:
     from ._trio import AsyncClient, AsyncOpenInterface, AsyncVenet
     from ._trio_driver import AsyncRequestResponseClient
+    from ._trio_monitor import AsyncMonitor
 
 
 async def connect_async(mountpoint: str, *, timeout: float | None = DEFAULT_TIMEOUT) -> AsyncClient:
@@ -110,12 +113,25 @@ async def connect_async(mountpoint: str, *, timeout: float | None = DEFAULT_TIME
     return await connect_async(mountpoint, timeout=timeout)
 
 
+async def monitor_async(
+    mountpoint: str, *, timeout: float | None = DEFAULT_TIMEOUT
+) -> AsyncMonitor:
+    """`monitor` for trio programs: records on a trio socket."""
+    from ._trio_monitor import monitor_async
+
+    return await monitor_async(mountpoint, timeout=timeout)
+
+
 def __getattr__(name: str) -> Any:
     # the trio face, loaded (with trio) only when a program asks for it
     if name in ("AsyncClient", "AsyncOpenInterface", "AsyncVenet"):
         from . import _trio
 
         return getattr(_trio, name)
+    if name == "AsyncMonitor":
+        from . import _trio_monitor
+
+        return _trio_monitor.AsyncMonitor
     if name == "AsyncRequestResponseClient":
         from . import _trio_driver
 
@@ -136,6 +152,7 @@ __all__ = [
     "TX_QUEUE",
     "VENET_VERSION",
     "AsyncClient",
+    "AsyncMonitor",
     "AsyncOpenInterface",
     "AsyncRequestResponseClient",
     "AsyncVenet",
@@ -156,4 +173,5 @@ __all__ = [
     "find_mounts",
     "linkstate",
     "monitor",
+    "monitor_async",
 ]
