@@ -47,7 +47,7 @@ from vbusfs.model import (
     Vbus,
 )
 
-from ._records import BUFFER, EVERYONE, Audience, Backlog, Scope, body
+from ._records import BUFFER, EVERYONE, Audience, Backlog, Body, Scope, body
 from ._rights import RECEIVE, received
 
 if TYPE_CHECKING:
@@ -75,6 +75,18 @@ def records_of(change: Change) -> list[tuple[dict[str, Any], Audience]]:
     """The records (without seq and time) a change makes, each with its audience; none
     for a change a monitor does not show."""
     record: dict[str, Any]
+    kind = type(change)
+    if kind is AttributeStored or kind is AttributeChanged:  # the common case, first
+        assert isinstance(change, AttributeStored | AttributeChanged)
+        owner = change.owner
+        event = "stored" if kind is AttributeStored else "changed"
+        if isinstance(owner, Interface):
+            where: dict[str, Any] = {"bus": owner.bus.name, "interface": owner.id}
+            return [
+                ({"event": event, **where, "attribute": change.name}, frozenset({owner.bus.name}))
+            ]
+        where, audience = _owner(owner)
+        return [({"event": event, **where, "attribute": change.name}, audience)]
     match change:
         case DeviceCreated(device) | DeviceRemoved(device):
             event = "created" if isinstance(change, DeviceCreated) else "removed"
@@ -125,7 +137,7 @@ class Monitor:
         self.finished = False  # its last record is in the backlog
         self.done = trio.Event()  # its last record was sent, or it ended otherwise
 
-    def push(self, text: str, *, final: bool = False) -> None:
+    def push(self, text: str | Body, *, final: bool = False) -> None:
         """Queue one record's body; never waits (called in the model's thread)."""
         if self.finished:
             return
@@ -216,8 +228,8 @@ class Monitors:
             return
         now = self.clock()
         for record, audience in made:
-            text = body(record, now)
-            final = record["event"] == "unmounted"
+            text = Body(record, now)  # encoded when sent: a dropped record costs none
+            final = audience is EVERYONE  # the unmount
             for monitor in tuple(self._monitors):
                 if monitor.scope.hears(audience):
                     monitor.push(text, final=final)

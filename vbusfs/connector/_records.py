@@ -99,9 +99,30 @@ class Scope:
         return audience is not None and self.bus in audience
 
 
+_encode = json.JSONEncoder(separators=(",", ":")).encode
+
+
 def body(record: dict[str, Any], time: float) -> str:
     """A record's JSON text without its seq (shared by every monitor that hears it)."""
-    return json.dumps({"time": round(time, 6), **record}, separators=(",", ":"))
+    return f'{{"time":{time:.6f},{_encode(record)[1:]}'
+
+
+class Body:
+    """A record and its time, made into its text (`body`) only when first sent: a record
+    dropped costs no encoding, and every monitor that hears it shares one."""
+
+    __slots__ = ("_text", "record", "time")
+
+    def __init__(self, record: dict[str, Any], time: float) -> None:
+        self.record = record
+        self.time = time
+        self._text: str | None = None
+
+    @property
+    def text(self) -> str:
+        if self._text is None:
+            self._text = body(self.record, self.time)
+        return self._text
 
 
 class Backlog:
@@ -117,7 +138,8 @@ class Backlog:
         if capacity < 2:
             raise ValueError("a backlog holds at least 2 records")
         self.capacity = capacity
-        self._queue: deque[tuple[int, str]] = deque()  # (seq, body); seq 0: a dropped record
+        # (seq, body); seq 0: a dropped record
+        self._queue: deque[tuple[int, str | Body]] = deque()
         self.seq = 0  # the last number given
         self._dropped = 0  # lost since the last dropped record
         self._first = 0  # the first of them
@@ -127,8 +149,9 @@ class Backlog:
         """The records held (a count of dropped ones waiting to be reported is not one)."""
         return len(self._queue)
 
-    def push(self, text: str, *, final: bool = False) -> bool:
-        """Take one record's body (`body`); False if it was counted as dropped. A `final`
+    def push(self, text: str | Body, *, final: bool = False) -> bool:
+        """Take one record's body (`body`, or a `Body` to encode when sent); False if it
+        was counted as dropped. A `final`
         record (the last a monitor hears) is always kept, past the capacity if need be."""
         self.seq += 1
         need = 2 if self._dropped else 1
@@ -158,7 +181,8 @@ class Backlog:
         parts: list[str] = []
         size = len('{"records":[]}')
         while self._queue:
-            seq, text = self._queue[0]
+            seq, item = self._queue[0]
+            text = item if isinstance(item, str) else item.text
             part = f'{{"seq":{seq},{text[1:]}' if seq else text
             if parts and size + len(part) + 1 > limit:
                 break
