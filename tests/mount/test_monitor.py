@@ -462,3 +462,26 @@ def test_the_trio_face_and_a_client_with_devices_open(vbus_mount):
     finally:
         with open(mount.join("proc/self/vbus"), "w") as f:
             f.write("0")
+
+
+def test_a_monitor_that_stops_reading_its_socket_is_let_go_quietly(vbus_mount):
+    """Its records cannot be delivered (EPIPE) while it still holds the connection: the
+    daemon ends that monitor, logs no error, and serves the next."""
+    import socket
+
+    mount = vbus_mount
+    with client.monitor(mount.path) as deaf, client.monitor(mount.path) as other:
+        deaf._sock.shutdown(socket.SHUT_RD)
+        os.mkdir(mount.join("config/vbus/devices/a"))
+        got = other.receive(10)
+        assert [(r.event, r.fields.get("name")) for r in got] == [("created", "a")]
+        # the deaf one was let go: it sends its hang-up into a connection already closed
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                deaf._sock.send(b"{}")
+            except OSError:
+                break
+            assert time.monotonic() < deadline, "the daemon kept the deaf monitor"
+            time.sleep(0.05)
+    assert "Traceback" not in mount.log

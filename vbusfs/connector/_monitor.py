@@ -154,10 +154,12 @@ class Monitor:
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._watch_peer, session, nursery.cancel_scope)
-                await self._send(session)
+                try:
+                    await self._send(session)
+                except OSError as exc:  # it closed or died: nothing to tell it
+                    # (caught here, inside the nursery, which would wrap it in a group)
+                    log.debug("monitor of process %d went away: %s", session.pid, exc)
                 nursery.cancel_scope.cancel()
-        except OSError as exc:  # it closed or died: nothing to tell it
-            log.debug("monitor of process %d went away: %s", session.pid, exc)
         finally:
             self.done.set()
 
