@@ -215,6 +215,8 @@ class Monitors:
         if first and self.on_first is not None:
             try:
                 self.on_first()
+            except OSError as exc:  # out of fds, say: the next sweep takes the first look
+                log.warning("membership watch not started yet: %s", exc)
             except Exception:  # never the monitor's failure: forks are missed, logged
                 log.exception("internal error starting the membership watch")
 
