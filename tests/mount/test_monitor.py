@@ -485,3 +485,13 @@ def test_a_monitor_that_stops_reading_its_socket_is_let_go_quietly(vbus_mount):
             assert time.monotonic() < deadline, "the daemon kept the deaf monitor"
             time.sleep(0.05)
     assert "Traceback" not in mount.log
+
+
+def test_sigterm_ends_the_monitor_cleanly(vbus_mount, monitors):
+    mount = vbus_mount
+    mount.sh("mkdir config/vbus/instances/B", check=True)
+    monitor = CliMonitor(mount.path)
+    monitors.append(monitor)
+    ready(mount, monitor, "B")
+    monitor.process.send_signal(signal.SIGTERM)
+    assert monitor.end() == (0, "")
