@@ -176,6 +176,7 @@ def latency(samples: int) -> None:
     print(f"\nchange to notification, {samples} samples (µs):")
     for label, got in (
         ("vbusfs store -> monitor record", ours),
+        ("vbusfs store -> poll() wake", polled),
         ("tmpfs write -> inotify", kernel),
     ):
         got.sort()

@@ -15,8 +15,11 @@ whose process left its bus), when its peer hangs up, or when the daemon stops.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
 import os
+import struct
+import termios
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -54,6 +57,22 @@ if TYPE_CHECKING:
     from ._session import Session
 
 log = logging.getLogger("vbusfs.connector")
+
+# while its reader has not read what was sent, a monitor gathers records this many seconds
+# at a time, up to this many
+GATHER = 0.001
+GATHER_RECORDS = 256
+_OUTQ = struct.Struct("i")
+
+
+def _unread(sock: trio.socket.SocketType) -> int:
+    """Bytes sent on `sock` that its peer has not read yet (0 if that cannot be told)."""
+    try:
+        found = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, bytes(_OUTQ.size))
+    except OSError:
+        return 0
+    unread: int = _OUTQ.unpack(found)[0]
+    return unread
 
 
 def _interface(interface: Interface) -> dict[str, Any]:
@@ -165,13 +184,23 @@ class Monitor:
 
     async def _send(self, session: Session) -> None:
         while True:
-            datagram = self.backlog.pack()
-            if datagram is None:
+            if not self.backlog.pending:
                 if self.finished:
                     return
                 self._wake = trio.Event()
                 await self._wake.wait()
+                # the reader has not read the last datagram yet: sending now would not
+                # reach it sooner, so let changes gather into one batch meanwhile (a burst
+                # then costs both sides a wake-up per batch, not per record)
+                while (
+                    not self.finished
+                    and len(self.backlog) < GATHER_RECORDS
+                    and _unread(session.sock) > 0
+                ):
+                    await trio.sleep(GATHER)
                 continue
+            datagram = self.backlog.pack()
+            assert datagram is not None
             await session.send(datagram)
 
     @staticmethod

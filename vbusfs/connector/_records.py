@@ -145,6 +145,11 @@ class Backlog:
         self._first = 0  # the first of them
         self.lost = 0  # in all
 
+    @property
+    def pending(self) -> bool:
+        """Is there anything to send (records, or a count of dropped ones)?"""
+        return bool(self._queue or self._dropped)
+
     def __len__(self) -> int:
         """The records held (a count of dropped ones waiting to be reported is not one)."""
         return len(self._queue)
