@@ -217,7 +217,7 @@ def test_a_member_hears_its_own_bus_and_the_unmount_only():
         ({"name": 'a"b=c'}, 'name="a\\"b=c"'),
         ({"name": "new\nline"}, 'name="new\\nline"'),
         ({"name": ""}, 'name=""'),
-        ({"pid": 12, "bus": "B"}, "bus=B pid=12"),
+        ({"pid": 12, "bus": "B"}, "pid=12 bus=B"),  # in the order given
     ],
 )
 def test_record_lines_quote_what_would_split_them(fields, words):

@@ -32,6 +32,7 @@ passes the time in and moves the bytes.
 from __future__ import annotations
 
 import json
+import re
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -63,23 +64,6 @@ EVENTS = (
     "unmounted",
     "dropped",
     "revoked",
-)
-#: the order of a record's fields on its line
-ORDER = (
-    "object",
-    "name",
-    "bus",
-    "interface",
-    "device",
-    "link",
-    "class",
-    "attribute",
-    "pid",
-    "how",
-    "mountpoint",
-    "count",
-    "first",
-    "why",
 )
 
 #: a record's audience: None, the administrators alone; EVERYONE; else these buses' members
@@ -226,15 +210,18 @@ class Record:
         """The record as one line: `[time] event key=value ...` (values quoted as JSON
         strings where they hold a space, a quote or anything unprintable)."""
         when = f"[{self.time:.6f}]" if self.time is not None else "[-]"
-        keys = [k for k in ORDER if k in self.fields]
-        keys += sorted(k for k in self.fields if k not in ORDER)
-        words = " ".join(f"{key}={_word(self.fields[key])}" for key in keys)
+        # in the order the daemon gave them (the table's, above)
+        words = " ".join(f"{key}={_word(value)}" for key, value in self.fields.items())
         return f"{when} {self.event:<9} {words}".rstrip()
+
+
+# a value that needs no quoting on a line: no space, quote, `=` or backslash
+_PLAIN = re.compile(r'[^\s"=\\]+')
 
 
 def _word(value: Any) -> str:
     text = value if isinstance(value, str) else json.dumps(value)
-    if not text or not text.isprintable() or any(c in text for c in ' "=\\'):
+    if not _PLAIN.fullmatch(text) or not text.isprintable():
         return json.dumps(text)
     return text
 
