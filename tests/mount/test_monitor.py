@@ -495,3 +495,14 @@ def test_sigterm_ends_the_monitor_cleanly(vbus_mount, monitors):
     ready(mount, monitor, "B")
     monitor.process.send_signal(signal.SIGTERM)
     assert monitor.end() == (0, "")
+
+
+def test_monitor_of_a_directory_that_is_no_mount_says_so(tmp_path):
+    done = subprocess.run(
+        [*VBUSFS, "monitor", str(tmp_path)], capture_output=True, text=True, timeout=30
+    )
+    assert (done.returncode, done.stdout) == (1, "")
+    assert done.stderr == (
+        f"vbusfs monitor: {tmp_path} is not a vbusfs mount (no daemon answers there); "
+        f"mount one with `vbusfs mount {tmp_path}`\n"
+    )
