@@ -95,11 +95,19 @@ class VbusOperations(KernelCache, RootXattrs, pyfuse3.Operations):
         # attribute handles by what they show, woken by the model's changes (behaviour §4)
         self.pollers = Pollers()
         vbus.changes.subscribe(self.pollers.heard)
+        # counts the model's changes: a listing's names are current while it stands still
+        self.generation = 0
+        vbus.changes.subscribe(self._changed)
+        # the entries of listed paths the kernel may cache, by inode number (`readdir`)
+        self._listed: dict[int, pyfuse3.EntryAttributes] = {}
         self._uid = os.getuid()
         self._gid = os.getgid()
         self._time_ns = time.time_ns()
 
     # -- helpers ---------------------------------------------------------
+
+    def _changed(self, change: object) -> None:
+        self.generation += 1
 
     def _path(self, ino: int) -> Path:
         path = self.inodes.path(ino)
@@ -232,6 +240,8 @@ class VbusOperations(KernelCache, RootXattrs, pyfuse3.Operations):
         try:
             for inode, count in inode_list:
                 self.inodes.forget(inode, count)
+                if not self.inodes.lookups(inode):
+                    self._listed.pop(inode, None)
         except Exception:
             log.exception("internal error in forget")
 
@@ -263,7 +273,8 @@ class VbusOperations(KernelCache, RootXattrs, pyfuse3.Operations):
             raise _fail(errno.ENOTDIR)
         caller = self._caller(path, ctx)  # listings of proc/ and members/ depend on it
         names = views.children(self.vbus, path, caller)
-        return self._handles.add(DirHandle(path, caller, names=names, ino=inode))
+        handle = DirHandle(path, caller, names=names, ino=inode, generation=self.generation)
+        return self._handles.add(handle)
 
     @_answers_errno
     async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
@@ -272,6 +283,7 @@ class VbusOperations(KernelCache, RootXattrs, pyfuse3.Operations):
             raise _fail(errno.ENOENT)  # removed: never the listing of a later namesake
         if start_id == 0 and handle.read:
             handle.names = views.children(self.vbus, handle.path, handle.caller)
+            handle.generation = self.generation
         handle.read = True
         # Offsets are positions in this handle's listing (1 and 2 are the dot
         # entries), so they stay valid however the directory changes meanwhile.
@@ -285,17 +297,26 @@ class VbusOperations(KernelCache, RootXattrs, pyfuse3.Operations):
             if not pyfuse3.readdir_reply(token, b"..", self._attributes(ino, DirNode()), 2):
                 return
         names = handle.names
+        # what the kernel may cache never changes while its object lives (`_cache`): an
+        # entry made for a listing serves the next, while no change came since this one
+        memo = self._listed if handle.generation == self.generation else None
         for index in range(max(start_id - 2, 0), len(names)):
             name = names[index]
             path = (*handle.path, name)
-            try:
-                found = views.node(self.vbus, path, handle.caller)
-            except VbusError:
-                found = None  # a process that exited since the listing was taken
-            if found is None:
-                continue  # removed since the listing was taken
             ino = self.inodes.inode(path)
-            entry = self._attributes(ino, found, path)
+            entry = memo.get(ino) if memo is not None else None
+            if entry is None:
+                try:
+                    found = views.node(self.vbus, path, handle.caller)
+                except VbusError:
+                    found = None  # a process that exited since the listing was taken
+                if found is None:
+                    if not self.inodes.lookups(ino):
+                        self.inodes.forget(ino, 0)
+                    continue  # removed since the listing was taken
+                entry = self._attributes(ino, found, path)
+                if entry.attr_timeout:
+                    self._listed[ino] = entry
             if not pyfuse3.readdir_reply(token, os.fsencode(name), entry, index + 3):
                 if not self.inodes.lookups(ino):
                     self.inodes.forget(ino, 0)
