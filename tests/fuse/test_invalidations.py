@@ -209,3 +209,38 @@ def test_a_request_waits_for_its_drops_but_not_for_those_in_directories_it_holds
     invalidations.send()  # closed: nothing is sent any more
     time.sleep(0.05)
     assert len(taken) == 3
+
+
+def listing(ops: VbusOperations, ino: int, monkeypatch, between=None) -> dict[str, int]:
+    """One opendir + readdir of directory `ino`: name -> inode number of each entry;
+    `between` runs after the opendir, before the readdir."""
+    got: dict[str, int] = {}
+
+    def reply(token, name: bytes, attr, next_id: int) -> bool:
+        got[name.decode()] = attr.st_ino
+        return True
+
+    monkeypatch.setattr(pyfuse3, "readdir_reply", reply)
+    fh = run(ops.opendir, ino, CTX)
+    if between is not None:
+        between()
+    run(ops.readdir, fh, 0, None)
+    run(ops.releasedir, fh)
+    return {name: n for name, n in got.items() if name not in (".", "..")}
+
+
+def test_listings_give_each_object_its_own_number_and_never_a_removed_one(ops, monkeypatch):
+    """A listing reuses what it gave the kernel for an object, but never across a change:
+    a namesake made since is a new object, a device removed after the opendir (even
+    behind the handlers' back) is not listed."""
+    devices = lookup_path(ops, "config/vbus/devices")
+    for name in (b"D", b"E"):
+        run(ops.mkdir, devices, name, 0o755, CTX)
+    first = listing(ops, devices, monkeypatch)
+    assert listing(ops, devices, monkeypatch) == first
+    run(ops.rmdir, devices, b"D", CTX)
+    run(ops.mkdir, devices, b"D", 0o755, CTX)
+    again = listing(ops, devices, monkeypatch)
+    assert again["E"] == first["E"] and again["D"] != first["D"]
+    gone = listing(ops, devices, monkeypatch, between=lambda: ops.vbus.remove_device("E"))
+    assert list(gone) == ["D"]
