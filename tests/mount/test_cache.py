@@ -172,3 +172,39 @@ def test_with_caching_off_every_stat_asks_the_daemon(tmp_path_factory, monkeypat
     finally:
         log = mount.stop()
     assert "Traceback" not in log, log
+
+
+def test_drops_never_deadlock_with_concurrent_walks_of_the_same_directories(mnt):
+    """The kernel takes a directory's lock to drop an entry in it, and walks hold it too:
+    removals whose drops the daemon awaits, while other processes walk and list the very
+    directories concerned, all finish (and the daemon logs no warning of a stuck drop)."""
+    root = mnt.path
+    os.mkdir(f"{root}/config/vbus/instances/B")
+    walker = (
+        "import os, sys, time\n"
+        "end = time.monotonic() + float(sys.argv[2])\n"
+        "while time.monotonic() < end:\n"
+        "    for top, dirs, files in os.walk(sys.argv[1]):\n"
+        "        for name in files + dirs:\n"
+        "            try: os.lstat(os.path.join(top, name))\n"
+        "            except OSError: pass\n"
+    )
+    walkers = [
+        subprocess.Popen([sys.executable, "-c", walker, f"{root}/sys/vbus", "6"]) for _ in range(3)
+    ]
+    try:
+        began = time.monotonic()
+        for i in range(40):
+            d = f"{root}/config/vbus/devices/w{i % 4}"
+            os.mkdir(d)
+            write(f"{d}/type", "venet-loopback\n")
+            os.stat(f"{root}/sys/vbus/devices/w{i % 4}/enabled")
+            os.symlink(d, f"{root}/config/vbus/instances/B/L")
+            os.unlink(f"{root}/config/vbus/instances/B/L")
+            os.rmdir(d)
+        assert time.monotonic() - began < 30
+    finally:
+        for process in walkers:
+            process.kill()
+            process.wait()
+    assert "no entry drop" not in mnt.log
