@@ -202,13 +202,16 @@ def test_a_request_waits_for_its_drops_but_not_for_those_in_directories_it_holds
         while len(taken) < 3 and time.monotonic() < deadline:
             time.sleep(0.01)
         assert taken[2] == (7, b"held")
+        invalidations.add(5, b"admin")
+        invalidations.send(wait=5)  # an administrator's op: blocks until the kernel took it
+        assert taken[3] == (5, b"admin")
     finally:
         release_locked.set()
         invalidations.close()
     invalidations.add(3, b"after")
     invalidations.send()  # closed: nothing is sent any more
     time.sleep(0.05)
-    assert len(taken) == 3
+    assert len(taken) == 4
 
 
 def listing(ops: VbusOperations, ino: int, monkeypatch, between=None) -> dict[str, int]:

@@ -208,3 +208,22 @@ def test_drops_never_deadlock_with_concurrent_walks_of_the_same_directories(mnt)
             process.kill()
             process.wait()
     assert "no entry drop" not in mnt.log
+
+
+def test_what_an_administrator_removes_is_gone_at_the_next_call(mnt, reader):
+    """rmmod and reset go through the connector, not a FUSE request: the kernel is still
+    told before the op answers, so the cached entries are gone at the next call."""
+    vbusfs = [sys.executable, "-m", "vbusfs"]
+    classes = "sys/vbus/deviceclass"
+    assert reader.ask("stat", f"{classes}/venet-switch") == ["dir"]
+    gone = subprocess.run([*vbusfs, "rmmod", mnt.path, "venet-switch"], capture_output=True)
+    assert gone.returncode == 0, gone.stderr
+    assert reader.ask("stat", f"{classes}/venet-switch") == errno.ENOENT
+    os.mkdir(f"{mnt.path}/config/vbus/devices/D")
+    write(f"{mnt.path}/config/vbus/devices/D/type", "venet-loopback\n")
+    assert reader.ask("read", "sys/vbus/devices/D/enabled") == "0\n"
+    reset = subprocess.run([*vbusfs, "reset", mnt.path], capture_output=True)
+    assert reset.returncode == 0, reset.stderr
+    assert reader.ask("stat", "sys/vbus/devices/D/enabled") == errno.ENOENT
+    assert reader.ask("stat", "config/vbus/devices/D") == errno.ENOENT
+    assert reader.ask("stat", f"{classes}/venet-switch") == ["dir"]  # back, as at start
