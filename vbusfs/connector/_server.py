@@ -42,6 +42,7 @@ from vbusfs.model import Vbus, VbusError
 from ._admin import Catalog, FindClass, as_catalog
 from ._datapath import Closer
 from ._limits import Limits, LogBudgets
+from ._monitor import Monitors
 from ._pin import PeerPin
 from ._protocol import DaemonConnection
 from ._refusals import EXHAUSTED, out_of, refuse_exhausted, spare_fd
@@ -76,6 +77,8 @@ class Connector:
         self.owner = os.getuid()
         # ends the data paths of classes that declare queues, in the one close order
         self.closer = Closer()
+        # connections that asked to hear every change (`vbusfs monitor`)
+        self.monitors = Monitors(vbus)
 
     def release_all(self) -> int:
         """Close every interface any client has open, as its close would; how many."""
