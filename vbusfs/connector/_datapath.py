@@ -82,14 +82,29 @@ def data_path_of(
     interface_id: int,
     opened: Open,
     on_end: Callable[[DataPath, Outcome], None],
+    workers: Any = None,
+    bound: float = JOIN_BOUND,
 ) -> DataPath | None:
-    """The data path of a just-opened interface whose class declares queues, else None."""
+    """The data path of a just-opened interface whose class declares queues, else None:
+    in a worker process (`_workers`, given `workers`) if its class's isolation says so."""
     interface = vbus.bus(bus).interfaces[interface_id]
     opened.interface_type = interface.type
     deviceclass = interface.device.deviceclass
     if deviceclass is None or not deviceclass.queues:
         return None
     names = DeviceNames(deviceclass.name, interface.device.name, f"{bus}/{interface_id}")
+    if deviceclass.isolation == "process" and workers is not None:
+        from ._workers import WorkerDataPath
+
+        try:
+            return WorkerDataPath(
+                opened.connection, deviceclass.queues, names, opened.hangup, on_end, workers, bound
+            )
+        except VbusError:
+            raise
+        except Exception as exc:
+            log.exception("%s: cannot start its worker", names)
+            raise VbusError(f"cannot start the worker of {names}: {exc}", errno=errno.EIO) from None
     return DataPath(opened.connection, deviceclass.queues, names, opened.hangup, on_end)
 
 

@@ -46,6 +46,7 @@ from ._pin import PeerPin
 from ._protocol import DaemonConnection
 from ._refusals import EXHAUSTED, out_of, refuse_exhausted, spare_fd
 from ._session import Session
+from ._workers import Workers
 
 log = logging.getLogger("vbusfs.connector")
 
@@ -75,7 +76,9 @@ class Connector:
         # the daemon's owner (and root) may administer it: save, modprobe, reload, rmmod, reset
         self.owner = os.getuid()
         # ends the data paths of classes that declare queues, in the one close order
-        self.closer = Closer()
+        self.closer = Closer(self.limits.join_bound)
+        # the worker processes of classes whose loops run in one (isolation "process")
+        self.workers = Workers()
 
     def release_all(self) -> int:
         """Close every interface any client has open, as its close would; how many."""
@@ -110,6 +113,7 @@ class Connector:
             listener.listen(128)
             async with trio.open_nursery() as nursery:
                 await nursery.start(self.closer.run)
+                await nursery.start(self.workers.run)
                 task_status.started()
                 while True:
                     try:

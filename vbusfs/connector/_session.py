@@ -27,6 +27,7 @@ from ._pin import PeerPin
 from ._protocol import Closed, DaemonConnection, Request, WireError, pack_bytes
 from ._refusals import EXHAUSTED, attach_queue, out_of
 from ._rights import RECEIVE, received, rights
+from ._workers import WorkerDataPath
 
 if TYPE_CHECKING:
     from ._server import Connector
@@ -170,7 +171,7 @@ class Session:
                 if isinstance(request, Closed):
                     return  # the client closed or died
                 seq = request.seq
-                fields, out_fds = self._dispatch(request)
+                fields, out_fds = await self._dispatch(request)
                 reply = self.protocol.reply(request, fields)
             except VbusError as exc:
                 reply = self.protocol.refusal(seq, exc.errno, exc.args[0] if exc.args else "")
@@ -196,11 +197,31 @@ class Session:
                 for fd in out_fds:
                     os.close(fd)
 
-    def _dispatch(self, request: Request) -> tuple[dict[str, Any], list[int]]:
+    async def _dispatch(self, request: Request) -> tuple[dict[str, Any], list[int]]:
         """The reply to one request, and file descriptors to send beside it."""
         if request.op == "open":
             return self._open(request)
+        if request.op in ("call", "stats", "close") and request.op not in ADMIN_OPS:
+            self._bus()
+            opened, handle = self._handle(request)
+            if isinstance(opened.datapath, WorkerDataPath):
+                return await self._worker_reply(request, opened, handle, opened.datapath), []
         return self._reply(request), []
+
+    async def _worker_reply(
+        self, request: Request, opened: Open, handle: int, path: WorkerDataPath
+    ) -> dict[str, Any]:
+        """A call, stats or close of an interface whose loop is a worker: calls and
+        stats are the worker's; a close is answered once its close order has run."""
+        if request.op == "call":
+            function = request.integer("function")
+            return {"data": pack_bytes(await path.call(function, request.data()))}
+        if request.op == "stats":
+            return {"stats": await path.stats()}
+        self._close(handle)
+        with trio.move_on_after(2 * path.bound + 1.0):
+            await path.finished.wait()
+        return {}
 
     def _bus(self) -> str:
         """The caller's bus, re-checked now: EACCES if it is on none or left it, ESRCH if
@@ -225,7 +246,21 @@ class Session:
         handle = self.next_handle
         self.next_handle += 1
         opened = Open(interface_id, connection, hangup=ours)
-        opened.datapath = data_path_of(self.vbus, bus, interface_id, opened, self._loop_ended)
+        try:
+            opened.datapath = data_path_of(
+                self.vbus,
+                bus,
+                interface_id,
+                opened,
+                self._loop_ended,
+                self.connector.workers,
+                self.connector.closer.bound,
+            )
+        except BaseException:
+            connection.close()
+            ours.close()
+            theirs.close()
+            raise
         hook_device_events(self, opened)
         self.opens[handle] = opened
         if opened.datapath is None:  # legacy: run() on this loop, from the open on
