@@ -61,7 +61,13 @@ class Connector:
     """Listens on a Unix socket and serves member processes."""
 
     def __init__(
-        self, vbus: Vbus, path: str, catalog: Catalog | FindClass, limits: Limits | None = None
+        self,
+        vbus: Vbus,
+        path: str,
+        catalog: Catalog | FindClass,
+        limits: Limits | None = None,
+        *,
+        process_workers: bool = True,
     ) -> None:
         self.vbus = vbus
         self.path = path
@@ -77,8 +83,9 @@ class Connector:
         self.owner = os.getuid()
         # ends the data paths of classes that declare queues, in the one close order
         self.closer = Closer(self.limits.join_bound)
-        # the worker processes of classes whose loops run in one (isolation "process")
-        self.workers = Workers()
+        # the worker processes of classes whose loops run in one (isolation "process");
+        # without them (an in-process test harness) every loop runs in a thread
+        self.workers = Workers() if process_workers else None
 
     def release_all(self) -> int:
         """Close every interface any client has open, as its close would; how many."""
@@ -113,7 +120,8 @@ class Connector:
             listener.listen(128)
             async with trio.open_nursery() as nursery:
                 await nursery.start(self.closer.run)
-                await nursery.start(self.workers.run)
+                if self.workers is not None:
+                    await nursery.start(self.workers.run)
                 task_status.started()
                 while True:
                     try:

@@ -183,10 +183,11 @@ class WorkerDataPath(DataPath):
         workers: Workers,
         bound: float,
     ) -> None:
+        recipe = connection.worker_recipe()
+        if not isinstance(recipe, WorkerRecipe):
+            raise TypeError(f"{names.deviceclass}: worker_recipe() gave {recipe!r}")
         super().__init__(connection, specs, names, hangup, on_end)
-        self.recipe = connection.worker_recipe()
-        if not isinstance(self.recipe, WorkerRecipe):
-            raise TypeError(f"{names.deviceclass}: worker_recipe() gave {self.recipe!r}")
+        self.recipe = recipe
         self.bound = bound
         # the recipe's fds, ours until the worker has its own copies
         self._recipe_fds = [os.dup(fd) for fd in self.recipe.fds]
@@ -204,7 +205,15 @@ class WorkerDataPath(DataPath):
         self._seq = itertools.count(1)
         self.why: str | None = None  # why the worker never started
         self.workers = workers
-        workers.start_soon(self._run)
+        try:
+            workers.start_soon(self._run)
+        except BaseException:  # nothing started: what it made goes (the hang-up is the caller's)
+            self.exited = self.closed = True
+            self._close_rings()
+            self.control.close()
+            self._theirs.close()
+            close_all(self._recipe_fds)
+            raise
 
     # -- the worker's life -------------------------------------------------------
 
@@ -237,6 +246,7 @@ class WorkerDataPath(DataPath):
             self._ask_stop()
         await self._messages()
         await self._wait_exit()
+        self._exited()
 
     async def _wait_exit(self) -> None:
         """Until the worker process is gone; SIGKILLed if it outlives the bound."""
