@@ -145,6 +145,7 @@ class DataPath:
         self.thread: threading.Thread | None = None
         self.stopping = False
         self.closed = False  # steps 3-4 done
+        self.finished = trio.Event()  # steps 3-5 done: a client's close is answered then
         self.ended = trio.Event()  # the loop thread has ended (or never started)
         self._token = trio.lowlevel.current_trio_token()
 
@@ -271,6 +272,7 @@ class DataPath:
             log.exception("%s: internal error closing the device", self.names)
         self._close_rings()
         self._close_hangup()
+        self.finished.set()
 
     def _close_rings(self) -> None:
         for ring in self.rings.values():

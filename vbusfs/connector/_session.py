@@ -204,24 +204,26 @@ class Session:
         if request.op in ("call", "stats", "close") and request.op not in ADMIN_OPS:
             self._bus()
             opened, handle = self._handle(request)
+            if request.op == "close" and opened.datapath is not None:
+                return await self._close_in_order(handle, opened.datapath), []
             if isinstance(opened.datapath, WorkerDataPath):
-                return await self._worker_reply(request, opened, handle, opened.datapath), []
+                return await self._worker_reply(request, opened.datapath), []
         return self._reply(request), []
 
-    async def _worker_reply(
-        self, request: Request, opened: Open, handle: int, path: WorkerDataPath
-    ) -> dict[str, Any]:
-        """A call, stats or close of an interface whose loop is a worker: calls and
-        stats are the worker's; a close is answered once its close order has run."""
+    async def _close_in_order(self, handle: int, path: DataPath) -> dict[str, Any]:
+        """A client's close of a data path, answered once its close order has run (or, for
+        a loop that ignores the stop, once the bound let its client go)."""
+        self._close(handle)
+        with trio.move_on_after(self.connector.closer.bound + 0.5):
+            await path.finished.wait()
+        return {}
+
+    async def _worker_reply(self, request: Request, path: WorkerDataPath) -> dict[str, Any]:
+        """A call or stats of an interface whose loop is a worker: the worker answers."""
         if request.op == "call":
             function = request.integer("function")
             return {"data": pack_bytes(await path.call(function, request.data()))}
-        if request.op == "stats":
-            return {"stats": await path.stats()}
-        self._close(handle)
-        with trio.move_on_after(2 * path.bound + 1.0):
-            await path.finished.wait()
-        return {}
+        return {"stats": await path.stats()}
 
     def _bus(self) -> str:
         """The caller's bus, re-checked now: EACCES if it is on none or left it, ESRCH if

@@ -197,7 +197,6 @@ class WorkerDataPath(DataPath):
         self.pidfd: int | None = None
         self.ready = trio.Event()  # the worker said ready (or is gone)
         self.exited = False
-        self.finished = trio.Event()  # the close order has run
         self.reported = False  # its loop's end was told to on_end
         self._fds: dict[int, list[int]] = {}
         self._queues_due = False
@@ -397,7 +396,6 @@ class WorkerDataPath(DataPath):
         for copies in self._fds.values():
             close_all(copies)
         self._fds.clear()
-        self.finished.set()
 
     # -- calls -----------------------------------------------------------------
 
