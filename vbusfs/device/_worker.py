@@ -8,7 +8,7 @@ answered by the connection, and `stop` (or the daemon's end: the channel's EOF) 
 the close order: stop the rings, join the loop, close the connection, close the rings,
 say `closed`, exit. When `serve` ends by itself the worker says `ended` and how (an
 `IoqFault` is the client's, any other exception the device's), and waits to be stopped.
-A worker runs at a lower CPU priority than the daemon (`WORKER_NICE`), so the
+A worker's loop runs at a lower CPU priority than the daemon (`WORKER_NICE`), so the
 filesystem comes first when they compete. A worker that hangs is killed by the daemon;
 it never outlives the channel's EOF by more than the time its loop takes to stop.
 """
@@ -34,8 +34,8 @@ from ._queues import DeviceNames, Queues
 
 log = logging.getLogger("vbusfs.worker")
 
-#: how much lower a worker's CPU priority is than the daemon's (nice): a device that
-#: streams flat out yields the CPU to the filesystem's requests (attribute reads while
+#: how much lower a worker's loop thread's CPU priority is than the daemon's (nice): a
+#: device that streams flat out yields the CPU to the filesystem's requests (attribute reads while
 #: a vdisk streams: p99 about 1 ms against 5-12 ms at the daemon's priority, measured
 #: with bench/devices.py on a loaded 2-CPU machine)
 WORKER_NICE = 10
@@ -112,6 +112,10 @@ class Worker:
     def _loop(self) -> None:
         assert self.queues is not None
         how: dict[str, Any] = {"op": "ended", "kind": "returned"}
+        # this thread only (Linux nice is per thread): the trees win the CPU from a busy
+        # loop, while calls, stats and the stop on the main thread stay prompt
+        with contextlib.suppress(OSError):
+            os.nice(WORKER_NICE)
         try:
             self.connection.serve(self.queues)
         except IoqClosed:
@@ -152,8 +156,6 @@ def run(
 ) -> int:
     """A forked worker's life; its exit status."""
     sock = socket.socket(fileno=control_fd)
-    with contextlib.suppress(OSError):
-        os.nice(WORKER_NICE)  # the trees win the CPU from a busy device
     try:
         options = dict(kwargs)
         if fds:
