@@ -144,7 +144,7 @@ def pecho_mount(
     monkeypatch.setenv("PYTHONPATH", PLUGINS)
     mount = LiveMount(
         str(tmp_path_factory.mktemp("mnt")),
-        load=("pecho:PEcho",),
+        load=("pecho:PEcho", "pecho:BrokenPEcho"),
         extra=("--join-bound", "0.3"),
     ).start()
     echo = EchoMount(mount)

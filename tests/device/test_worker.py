@@ -10,6 +10,8 @@ import json
 import os
 import signal
 import subprocess
+import sys
+import textwrap
 import time
 
 import pytest
@@ -164,3 +166,45 @@ def test_unmount_kills_a_stuck_worker_at_the_bound(pecho_mount):
     mount = pecho_mount.mount
     assert _unmount(mount) < 3
     assert pecho_mount.wait_for(lambda: _gone(pid), 3)
+
+
+BROKEN = """
+import sys
+from vbusfs import client
+mnt = sys.argv[1]
+open(f"{mnt}/proc/self/vbus", "w").write("B")
+bus = client.connect(mnt)
+dev = bus.open(bus.interfaces()[0].id, 1)
+event = bus.wait_event(10)
+print(event.kind, event.message)
+try:
+    dev.stats()
+except client.ConnectorError as exc:
+    print(exc.errno, exc.strerror)
+"""
+
+
+def test_a_worker_that_cannot_start_fails_the_device(pecho_mount):
+    pecho_mount.mount.sh(
+        "rm config/vbus/instances/B/E && mkdir config/vbus/devices/F"
+        " && echo pecho-broken > config/vbus/devices/F/type"
+        " && ln -s ../../devices/F config/vbus/instances/B/F",
+        check=True,
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(BROKEN), pecho_mount.path],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    fault, refused = done.stdout.splitlines()
+    assert fault.startswith("fault device loop failed: WorkerDied('its worker could not start")
+    assert "no_such_factory" in fault
+    assert refused.startswith(f"{errno.EIO} device loop failed"), refused
+
+    def closes() -> str:
+        with open(pecho_mount.mount.join("sys/vbus/devices/F/closes")) as f:
+            return f.read().strip()
+
+    assert pecho_mount.wait_for(lambda: closes() == "1")

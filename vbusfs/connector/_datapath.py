@@ -102,6 +102,9 @@ def data_path_of(
             )
         except VbusError:
             raise
+        except OSError as exc:  # out of descriptors, say: refused, the daemon goes on
+            code = exc.errno or errno.EIO
+            raise VbusError(f"cannot start the worker of {names}: {exc}", errno=code) from None
         except Exception as exc:
             log.exception("%s: cannot start its worker", names)
             raise VbusError(f"cannot start the worker of {names}: {exc}", errno=errno.EIO) from None

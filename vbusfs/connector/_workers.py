@@ -233,6 +233,7 @@ class WorkerDataPath(DataPath):
             )
         except OSError as exc:
             self.why = f"its worker could not start: {exc.strerror or exc}"
+            self._exited()
             return
         finally:
             self._theirs.close()

@@ -49,3 +49,18 @@ class PEcho(Echo):
     def open(self, state: EchoState, interface_state: Any, version: int) -> DaemonEcho:
         super().open(state, interface_state, version)
         return DaemonEcho(state)
+
+
+class BrokenEcho(EchoConnection):
+    def worker_recipe(self) -> WorkerRecipe:
+        return WorkerRecipe(__name__, "no_such_factory")
+
+
+class BrokenPEcho(PEcho):
+    """`pecho-broken`: its recipe names a factory its module lacks."""
+
+    name = "pecho-broken"
+
+    def open(self, state: EchoState, interface_state: Any, version: int) -> BrokenEcho:
+        super().open(state, interface_state, version)
+        return BrokenEcho(state)
