@@ -447,20 +447,30 @@ class Result:
 TICK = os.sysconf("SC_CLK_TCK")
 
 
-def cpu_seconds(pid: int) -> float:
-    """CPU time (user + system) process `pid` and its live descendants (the daemon's
-    device workers) have used so far; 0 for what cannot be read."""
+def cpu_times(pid: int) -> dict[int, float]:
+    """CPU time (user + system) process `pid` and each of its live descendants (the
+    daemon's fork server and device workers) have used so far, by pid."""
+    times: dict[int, float] = {}
     try:
         with open(f"/proc/{pid}/stat") as f:
             fields = f.read().rsplit(")", 1)[1].split()
     except OSError:
-        return 0.0
-    total = (int(fields[11]) + int(fields[12])) / TICK  # utime, stime
+        return times
+    times[pid] = (int(fields[11]) + int(fields[12])) / TICK  # utime, stime
     with contextlib.suppress(OSError):
         for tid in os.listdir(f"/proc/{pid}/task"):
             with open(f"/proc/{pid}/task/{tid}/children") as f:
-                total += sum(cpu_seconds(int(child)) for child in f.read().split())
-    return total
+                for child in f.read().split():
+                    times.update(cpu_times(int(child)))
+    return times
+
+
+def cpu_seconds(pid: int, since: dict[int, float] | None = None) -> float:
+    """CPU seconds of `pid` and its live descendants, since `since` (a `cpu_times`) if
+    given: a process gone meanwhile counts for nothing, one born meanwhile in full."""
+    now = cpu_times(pid)
+    before = since or {}
+    return sum(t - before.get(p, 0.0) for p, t in now.items())
 
 
 def own_cpu() -> float:
@@ -474,7 +484,7 @@ def keep_in_flight(
     """Keep `depth` reads of `length` bytes in flight for `duration` seconds."""
     clock = time.perf_counter
     ops = nbytes = 0
-    client_cpu, peer_cpu = own_cpu(), cpu_seconds(peer.pid)
+    client_cpu, peer_cpu = own_cpu(), cpu_times(peer.pid)
     start = clock()
     deadline = start + duration
     peer.submit_reads([next_offset() for _ in range(depth)], length)
@@ -494,7 +504,7 @@ def keep_in_flight(
             peer.submit_reads([next_offset() for _ in got], length)
             in_flight += len(got)
     seconds = clock() - start
-    return Result(ops, nbytes, seconds, own_cpu() - client_cpu, cpu_seconds(peer.pid) - peer_cpu)
+    return Result(ops, nbytes, seconds, own_cpu() - client_cpu, cpu_seconds(peer.pid, peer_cpu))
 
 
 def random_reads(peer: Peer, duration: float) -> Result:

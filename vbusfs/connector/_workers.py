@@ -114,7 +114,9 @@ class ForkServer:
         recipe's, duplicated) passed: (pid, pidfd)."""
         if self._lock is None:
             self._lock = trio.Lock()
-        payload = pickle.dumps((recipe.module, recipe.factory, recipe.args, recipe.kwargs))
+        payload = pickle.dumps(
+            (recipe.module, recipe.factory, recipe.args, recipe.kwargs, recipe.nice)
+        )
         async with self._lock:
             sock = self._ensure()
             ask = next(self._ids)

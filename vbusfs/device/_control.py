@@ -2,8 +2,9 @@
 
 `WorkerRecipe` is what a `DeviceConnection` of a class with `isolation = "process"`
 gives the framework: the module and factory a clean worker process imports and calls
-to rebuild the connection, the plain (picklable) arguments, and file descriptors to
-pass (a memfd with the device's bytes, an open file). The factory is called as
+to rebuild the connection, the plain (picklable) arguments, file descriptors to pass
+(a memfd with the device's bytes, an open file), and how much lower (`nice`, 0 to 19)
+its loop thread's CPU priority is than the daemon's. The factory is called as
 ``factory(*args, **kwargs)`` with ``fds=[...]`` added when `fds` is not empty (the
 worker's own copies, the factory's to keep or close).
 
@@ -35,6 +36,14 @@ MAX_MESSAGE = 1 << 20
 MAX_FDS = 64
 
 
+#: how much lower a worker's loop thread's CPU priority is than the daemon's, unless its
+#: recipe says otherwise: a device streaming flat out yields the CPU to the filesystem
+#: (attribute reads while a vdisk streams: within 1x of idle at +10, about 2x at +5 and
+#: 2-4x at 0, bench/devices.py on a loaded 2-CPU machine), at the price of its own share
+#: of a contended CPU (at +10 a loop competing with other busy processes gets a tenth)
+DEFAULT_NICE = 10
+
+
 @dataclass(frozen=True)
 class WorkerRecipe:
     """How a worker process rebuilds one open interface's connection (see the module)."""
@@ -44,8 +53,15 @@ class WorkerRecipe:
     args: tuple[Any, ...] = ()
     kwargs: dict[str, Any] = field(default_factory=dict)
     fds: tuple[int, ...] = ()
+    nice: int = DEFAULT_NICE
 
     def __post_init__(self) -> None:
+        if (
+            isinstance(self.nice, bool)
+            or not isinstance(self.nice, int)
+            or not 0 <= self.nice <= 19
+        ):
+            raise ValueError(f"WorkerRecipe.nice is 0 to 19, not {self.nice!r}")
         if not self.module or not self.factory:
             raise ValueError("a WorkerRecipe names a module and a factory")
         if any(isinstance(fd, bool) or not isinstance(fd, int) or fd < 0 for fd in self.fds):

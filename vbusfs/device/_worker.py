@@ -8,9 +8,10 @@ answered by the connection, and `stop` (or the daemon's end: the channel's EOF) 
 the close order: stop the rings, join the loop, close the connection, close the rings,
 say `closed`, exit. When `serve` ends by itself the worker says `ended` and how (an
 `IoqFault` is the client's, any other exception the device's), and waits to be stopped.
-A worker's loop runs at a lower CPU priority than the daemon (`WORKER_NICE`), so the
-filesystem comes first when they compete. A worker that hangs is killed by the daemon;
-it never outlives the channel's EOF by more than the time its loop takes to stop.
+A worker's loop thread runs at a lower CPU priority than the daemon (the recipe's
+`nice`), so the filesystem comes first when they compete. A worker that hangs is
+killed by the daemon; it never outlives the channel's EOF by more than the time its
+loop takes to stop.
 """
 
 from __future__ import annotations
@@ -34,19 +35,14 @@ from ._queues import DeviceNames, Queues
 
 log = logging.getLogger("vbusfs.worker")
 
-#: how much lower a worker's loop thread's CPU priority is than the daemon's (nice): a
-#: device that streams flat out yields the CPU to the filesystem's requests (attribute reads while
-#: a vdisk streams: p99 about 1 ms against 5-12 ms at the daemon's priority, measured
-#: with bench/devices.py on a loaded 2-CPU machine)
-WORKER_NICE = 10
-
 
 class Worker:
     """The worker's side of one open interface (see the module)."""
 
-    def __init__(self, sock: socket.socket, connection: DeviceConnection) -> None:
+    def __init__(self, sock: socket.socket, connection: DeviceConnection, nice: int = 0) -> None:
         self.sock = sock
         self.connection = connection
+        self.nice = nice
         self.rings: dict[int, Ioq] = {}
         self.queues: Queues | None = None
         self.thread: threading.Thread | None = None
@@ -115,7 +111,7 @@ class Worker:
         # this thread only (Linux nice is per thread): the trees win the CPU from a busy
         # loop, while calls, stats and the stop on the main thread stay prompt
         with contextlib.suppress(OSError):
-            os.nice(WORKER_NICE)
+            os.nice(self.nice)
         try:
             self.connection.serve(self.queues)
         except IoqClosed:
@@ -153,6 +149,7 @@ def run(
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
     fds: list[int],
+    nice: int = 0,
 ) -> int:
     """A forked worker's life; its exit status."""
     sock = socket.socket(fileno=control_fd)
@@ -169,7 +166,7 @@ def run(
         with contextlib.suppress(OSError):
             send(sock, {"op": "ended", "kind": "error", "message": repr(exc)[:512]})
         return 1
-    worker = Worker(sock, connection)
+    worker = Worker(sock, connection, nice)
     worker.say({"op": "ready", "pid": os.getpid()})
     try:
         worker.serve_channel()
