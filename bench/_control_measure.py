@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 
-KINDS = ("vbusfs", "minimal", "tmpfs")
+KINDS = ("vbusfs", "minimal", "tmpfs", "before")
 DEVICES_PER_BUS = 10
 TYPE_BYTES = "venet-loopback\n"
 
@@ -75,7 +75,7 @@ class Peer:
 
     @property
     def computed(self) -> bool:
-        return self.kind == "vbusfs"
+        return self.kind in ("vbusfs", "before")
 
     @property
     def label(self) -> str:

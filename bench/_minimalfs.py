@@ -5,12 +5,13 @@ so the ratio between the two measures vbusfs's own overhead, not pyfuse3's or
 the kernel's. It keeps every node in a dict keyed by inode number and does the
 least a correct filesystem can do. It uses the cache settings vbusfs uses:
 direct I/O on every open file, the `default_permissions` mount option (plus
-`allow_other` as root, as vbusfs), and zero entry and attribute timeouts for
-everything but a fixed skeleton of directories (`--fixed`, made at start and
-never removable), which the kernel may cache for `--fixed-timeout` seconds.
+`allow_other` as root, as vbusfs), a fixed skeleton of directories (`--fixed`, made
+at start and never removable) which the kernel may cache for `--fixed-timeout`
+seconds, and `--timeout` seconds (default 0) for every other entry and attribute.
 
 Usage: python bench/_minimalfs.py MOUNTPOINT [--ready-fd FD]
                                   [--fixed a/b ...] [--fixed-timeout SECONDS]
+                                  [--timeout SECONDS]
 Without a mount point (as `make bench` runs every script in bench/) it only
 says what it is.
 
@@ -61,7 +62,9 @@ class MinimalOperations(pyfuse3.Operations):
     enable_writeback_cache = False
     enable_acl = False
 
-    def __init__(self, fixed: Sequence[str] = (), fixed_timeout: float = 0.0) -> None:
+    def __init__(
+        self, fixed: Sequence[str] = (), fixed_timeout: float = 0.0, timeout: float = 0.0
+    ) -> None:
         super().__init__()
         root = _Node(DIR_MODE, pyfuse3.ROOT_INODE, lookups=1, fixed=bool(fixed))
         self.nodes: dict[int, _Node] = {pyfuse3.ROOT_INODE: root}
@@ -72,6 +75,7 @@ class MinimalOperations(pyfuse3.Operations):
         self.gid = os.getgid()
         self.time_ns = time.time_ns()
         self.fixed_timeout = fixed_timeout
+        self.timeout = timeout
         for path in fixed:
             self._make_fixed(path)
 
@@ -101,7 +105,9 @@ class MinimalOperations(pyfuse3.Operations):
         entry = pyfuse3.EntryAttributes()
         entry.st_ino = inode
         entry.generation = 0
-        entry.entry_timeout = entry.attr_timeout = self.fixed_timeout if node.fixed else 0
+        entry.entry_timeout = entry.attr_timeout = (
+            self.fixed_timeout if node.fixed else self.timeout
+        )
         entry.st_mode = node.mode
         entry.st_nlink = 1
         if stat.S_ISLNK(node.mode):
@@ -317,12 +323,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ready-fd", type=int, metavar="FD")
     parser.add_argument("--fixed", action="append", default=[], metavar="DIR")
     parser.add_argument("--fixed-timeout", type=float, default=0.0, metavar="SECONDS")
+    parser.add_argument("--timeout", type=float, default=0.0, metavar="SECONDS")
     args = parser.parse_args(argv)
     if args.mountpoint is None:
         # `make bench` runs every script in bench/; this one is a helper of control.py.
         print("bench/_minimalfs.py: the floor filesystem of bench/control.py; nothing to run alone")
         return 0
-    operations = MinimalOperations(args.fixed, args.fixed_timeout)
+    operations = MinimalOperations(args.fixed, args.fixed_timeout, args.timeout)
     try:
         pyfuse3.init(operations, args.mountpoint, mount_options())
     except (RuntimeError, OSError) as exc:

@@ -39,7 +39,12 @@ Daemons are started and stopped with the library's own machinery
 the peers, operations and timing live in `_control_measure.py`, the tables in
 `_control_report.py`.
 
+`--baseline CHECKOUT` adds two more peers, the vbusfs of another checkout (one whose
+compiled module is built, e.g. an export of main), so a change is measured before and
+after in the same run: the table's `before` column and `speedup` (before's cost / ours).
+
 Usage: .venv/bin/python bench/control.py [--quick] [--no-pin] [--rounds R] [--scales A,B]
+                                         [--baseline CHECKOUT]
 """
 
 from __future__ import annotations
@@ -170,32 +175,62 @@ def _umount_tmpfs(mountpoint: str) -> None:
         raise RuntimeError(f"{mountpoint} is still mounted")
 
 
-def vbusfs_cache_policy() -> tuple[list[str], float]:
-    """The skeleton directories vbusfs lets the kernel cache, and for how long.
+def vbusfs_cache_policy() -> tuple[list[str], float, float]:
+    """The skeleton directories vbusfs lets the kernel cache, for how long, and how long
+    it lets the kernel cache every other entry (0: not at all).
 
     The minimal filesystem copies this policy, so that both pay for the same
-    kernel requests; everything else has zero timeouts in both.
+    kernel requests.
     """
     try:
         from vbusfs.fuse._operations import FIXED_TIMEOUT
         from vbusfs.model import Vbus
         from vbusfs.views import FIXED_PATHS, DirNode, node
     except ImportError:  # a vbusfs that caches nothing
-        return [], 0.0
+        return [], 0.0, 0.0
+    try:
+        from vbusfs.fuse._cache import LONG_TIMEOUT, caching_enabled
+    except ImportError:  # a vbusfs that caches only its skeleton
+        rest = 0.0
+    else:
+        rest = LONG_TIMEOUT if caching_enabled() else 0.0
     empty = Vbus()
     fixed = [p for p in FIXED_PATHS if p and isinstance(node(empty, p), DirNode)]
-    return sorted("/".join(p) for p in fixed), float(FIXED_TIMEOUT)
+    return sorted("/".join(p) for p in fixed), float(FIXED_TIMEOUT), rest
 
 
-def start_all(mounts: Mounts, workdir: str, scales: Sequence[int]) -> tuple[list[Peer], str]:
-    """Two vbusfs daemons, two minimal filesystems and one tmpfs with a tree per scale."""
+def baseline_command(baseline: str, command: list[str]) -> list[str]:
+    """`command` (`python -m vbusfs ...`) run on the vbusfs of checkout `baseline`."""
+    assert command[1:3] == ["-m", "vbusfs"], command
+    run = (
+        f"import runpy, sys; sys.path.insert(0, {baseline!r}); "
+        "sys.argv[0] = 'vbusfs'; runpy.run_module('vbusfs', run_name='__main__')"
+    )
+    return [command[0], "-c", run, *command[3:]]
+
+
+def start_all(
+    mounts: Mounts, workdir: str, scales: Sequence[int], baseline: str | None = None
+) -> tuple[list[Peer], str]:
+    """Two vbusfs daemons, two minimal filesystems and one tmpfs with a tree per scale
+    (and two daemons of the `baseline` checkout's vbusfs, given one)."""
     env = dict(os.environ, VBUSFS_RUNTIME_DIR=os.path.join(workdir, "run"))
     python = sys.executable
-    fixed, fixed_timeout = vbusfs_cache_policy()
+    fixed, fixed_timeout, timeout = vbusfs_cache_policy()
     minimal_args = [f"--fixed={path}" for path in fixed]
-    minimal_args.append(f"--fixed-timeout={fixed_timeout}")
+    minimal_args += [f"--fixed-timeout={fixed_timeout}", f"--timeout={timeout}"]
     peers = []
     for scale in scales:
+        if baseline is not None:
+            before = os.path.join(workdir, f"before-{scale}")
+            os.mkdir(before)
+            mounts.start_fuse(
+                f"before-{scale}",
+                before,
+                lambda fd, mnt=before: baseline_command(baseline, daemon_command(mnt, fd)),
+                env,
+            )
+            peers.append(Peer("before", scale, before))
         vbusfs = os.path.join(workdir, f"vbusfs-{scale}")
         os.mkdir(vbusfs)
         mounts.start_fuse(
@@ -347,7 +382,7 @@ def _on_sigterm(signum: int, frame: object) -> None:
     raise _Terminated()
 
 
-def parse_args(argv: list[str] | None) -> tuple[Settings, bool]:
+def parse_args(argv: list[str] | None) -> tuple[Settings, bool, str | None]:
     parser = argparse.ArgumentParser(
         description="Control-plane costs of vbusfs, a minimal pyfuse3 fs and tmpfs."
     )
@@ -360,6 +395,11 @@ def parse_args(argv: list[str] | None) -> tuple[Settings, bool]:
     )
     parser.add_argument("--rounds", type=int, help="rounds (the best is kept)")
     parser.add_argument("--scales", help="the two populations, e.g. 1000,10000")
+    parser.add_argument(
+        "--baseline",
+        metavar="CHECKOUT",
+        help="also run the vbusfs of another checkout (a built one: before/after in one run)",
+    )
     args = parser.parse_args(argv)
     settings = QUICK if args.quick else FULL
     if args.rounds:
@@ -369,10 +409,15 @@ def parse_args(argv: list[str] | None) -> tuple[Settings, bool]:
         if len(scales) != 2 or scales[0] >= scales[1] or scales[0] < 10 * DEVICES_PER_BUS:
             parser.error("--scales takes two increasing populations of at least 100")
         settings = replace(settings, scales=(scales[0], scales[1]))
-    return replace(settings, sample=min(settings.sample, settings.scales[0])), args.pin
+    baseline = os.path.abspath(args.baseline) if args.baseline else None
+    if baseline is not None and not os.path.isdir(os.path.join(baseline, "vbusfs")):
+        parser.error(f"--baseline: no vbusfs package in {baseline}")
+    return replace(settings, sample=min(settings.sample, settings.scales[0])), args.pin, baseline
 
 
-def run(settings: Settings, pin: bool, mounts: Mounts, workdir: str) -> int:
+def run(
+    settings: Settings, pin: bool, mounts: Mounts, workdir: str, baseline: str | None = None
+) -> int:
     started = time.monotonic()
     print("vbusfs control-plane bench: vbusfs vs a minimal pyfuse3 filesystem vs tmpfs")
     print(f"  {os.cpu_count()} CPUs, Linux {platform.release()}, "
@@ -386,12 +431,13 @@ def run(settings: Settings, pin: bool, mounts: Mounts, workdir: str) -> int:
         print(
             "  not pinned: each daemon pays cross-CPU wake-ups or not, as the scheduler places it"
         )
-    peers, tmpfs_where = start_all(mounts, workdir, settings.scales)
-    print(f"  mounted 2 x vbusfs, 2 x minimal under {workdir}; tmpfs: {tmpfs_where}")
-    fixed, fixed_timeout = vbusfs_cache_policy()
+    peers, tmpfs_where = start_all(mounts, workdir, settings.scales, baseline)
+    before = f", 2 x before ({baseline})" if baseline else ""
+    print(f"  mounted 2 x vbusfs{before}, 2 x minimal under {workdir}; tmpfs: {tmpfs_where}")
+    fixed, fixed_timeout, timeout = vbusfs_cache_policy()
     print(
         f"  cache policy of vbusfs, copied by minimal: {len(fixed)} skeleton directories "
-        f"cached {fixed_timeout:.0f} s, everything else 0 s; direct_io on files"
+        f"cached {fixed_timeout:.0f} s, everything else {timeout:.0f} s; direct_io on files"
     )
     try:
         took = populate_all(peers)
@@ -407,7 +453,7 @@ def run(settings: Settings, pin: bool, mounts: Mounts, workdir: str) -> int:
         measure_round(peers, round_no, settings, results)
     print(f"  measured {settings.rounds} rounds in {time.monotonic() - began:.1f} s; turns per op:")
     print("  " + ", ".join(f"{op.key} {results.turns(op.key)}" for op in OPS))
-    problems = [p for peer in peers if peer.computed for p in check_vbusfs(peer)]
+    problems = [p for peer in peers if peer.kind == "vbusfs" for p in check_vbusfs(peer)]
     print(f"\n{NOISE}")
     for scale in settings.scales:
         print_rates(results, scale)
@@ -433,7 +479,7 @@ def run(settings: Settings, pin: bool, mounts: Mounts, workdir: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    settings, pin = parse_args(argv)
+    settings, pin, baseline = parse_args(argv)
     if not shutil.which("fusermount3") or not os.path.exists("/dev/fuse"):
         print("control.py: needs /dev/fuse and fusermount3 (run `make setup`)", file=sys.stderr)
         return 2
@@ -442,7 +488,7 @@ def main(argv: list[str] | None = None) -> int:
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     status = 1
     try:
-        status = run(settings, pin, mounts, workdir)
+        status = run(settings, pin, mounts, workdir, baseline)
     except (Failure, RuntimeError) as exc:
         print(f"\nFAILED: {exc}", file=sys.stderr)
         for name, path in mounts.logs.items():

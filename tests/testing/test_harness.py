@@ -42,6 +42,8 @@ def test_each_ending_runs_the_daemons_close_order_and_is_checked(ending):
         assert h.show("opened") == "1"
         ended = h.end(dev, ending)
         assert ended == [dev] and dev.ending == ending
+        # serve() has returned (probe.ended); its thread then unwinds the framework's frames
+        probe.thread.join(5)
         assert probe.closes == 1 and probe.rings_closed() and not probe.thread.is_alive()
         assert isinstance(probe.outcome, IoqClosed) or probe.outcome is None
         assert not h.instance.open_devices

@@ -134,6 +134,12 @@ def _admin(args: argparse.Namespace) -> int:
     return 0
 
 
+def _monitor(args: argparse.Namespace) -> int:
+    from ._monitor import run
+
+    return run(args.mountpoint, args.json)
+
+
 def _demo(args: argparse.Namespace) -> int:
     from ._demo import main as demo
 
@@ -329,6 +335,21 @@ def parser() -> argparse.ArgumentParser:
     )
     status.add_argument("mountpoint")
     status.set_defaults(run=_admin, command_name="status")
+
+    monitor = commands.add_parser(
+        "monitor",
+        help="print every change on a mount as it happens",
+        description="Print every change on the vbusfs at MOUNTPOINT as it happens, one line "
+        "per change (with --json, one JSON object): objects created and removed, types set, "
+        "links and unlinks with their interface id, attributes stored, members joining and "
+        "leaving (by a write, a fork, an exit or a move), devices opened and closed by "
+        "clients, and the unmount, after which it exits 0. A reader that falls behind gets a "
+        "'dropped' line counting what it lost. The daemon's owner and root see everything; "
+        "a member process sees its own bus; anyone else is refused.",
+    )
+    monitor.add_argument("mountpoint")
+    monitor.add_argument("--json", action="store_true", help="one JSON object per line")
+    monitor.set_defaults(run=_monitor)
 
     demo = commands.add_parser(
         "demo",

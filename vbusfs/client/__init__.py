@@ -44,6 +44,15 @@ add and drop events arrive as they happen (`Client.events()`,
 `Client.wait_event()`). Everything is released when the client closes or
 exits, however it exits.
 
+`monitor(mountpoint)` watches the mount instead (what `vbusfs monitor` prints): every
+change as a `Record`, for the daemon's owner and root; a member hears its own bus::
+
+    with client.monitor("/mnt/vbus") as watch:
+        for record in watch.records():   # ends at the unmount
+            print(record.line())
+
+(`monitor_async` and `AsyncMonitor` are its trio face.)
+
 Two faces over one protocol core (`vbusfs.connector`): the sync face here, and
 a trio face (`connect_async`, `AsyncClient`, `AsyncVenet`) imported on first
 use. Importing this package must never load trio, pyfuse3, the daemon's
@@ -61,6 +70,7 @@ from vbusfs.connector import (
     ConnectorTimeout,
     Event,
     InterfaceEntry,
+    Record,
     WireError,
 )
 from vbusfs.connector.venet import (
@@ -78,6 +88,7 @@ from vbusfs.connector.venet import VERSION as VENET_VERSION
 
 from ._common import find_connector, find_mounts
 from ._driver import RequestResponseClient
+from ._monitor import Monitor, monitor
 from ._sync import Client, OpenInterface, Venet, connect
 
 
@@ -92,6 +103,7 @@ def linkstate(event: Event) -> bool | None:
 if TYPE_CHECKING:
     from ._trio import AsyncClient, AsyncOpenInterface, AsyncVenet
     from ._trio_driver import AsyncRequestResponseClient
+    from ._trio_monitor import AsyncMonitor
 
 
 async def connect_async(mountpoint: str, *, timeout: float | None = DEFAULT_TIMEOUT) -> AsyncClient:
@@ -101,12 +113,25 @@ async def connect_async(mountpoint: str, *, timeout: float | None = DEFAULT_TIME
     return await connect_async(mountpoint, timeout=timeout)
 
 
+async def monitor_async(
+    mountpoint: str, *, timeout: float | None = DEFAULT_TIMEOUT
+) -> AsyncMonitor:
+    """`monitor` for trio programs: records on a trio socket."""
+    from ._trio_monitor import monitor_async
+
+    return await monitor_async(mountpoint, timeout=timeout)
+
+
 def __getattr__(name: str) -> Any:
     # the trio face, loaded (with trio) only when a program asks for it
     if name in ("AsyncClient", "AsyncOpenInterface", "AsyncVenet"):
         from . import _trio
 
         return getattr(_trio, name)
+    if name == "AsyncMonitor":
+        from . import _trio_monitor
+
+        return _trio_monitor.AsyncMonitor
     if name == "AsyncRequestResponseClient":
         from . import _trio_driver
 
@@ -127,6 +152,7 @@ __all__ = [
     "TX_QUEUE",
     "VENET_VERSION",
     "AsyncClient",
+    "AsyncMonitor",
     "AsyncOpenInterface",
     "AsyncRequestResponseClient",
     "AsyncVenet",
@@ -135,7 +161,9 @@ __all__ = [
     "ConnectorTimeout",
     "Event",
     "InterfaceEntry",
+    "Monitor",
     "OpenInterface",
+    "Record",
     "RequestResponseClient",
     "Venet",
     "WireError",
@@ -144,4 +172,6 @@ __all__ = [
     "find_connector",
     "find_mounts",
     "linkstate",
+    "monitor",
+    "monitor_async",
 ]

@@ -1,6 +1,7 @@
 """The connector: how member processes reach the devices on their bus.
 
-`_protocol` is the pure protocol core both roles share (no I/O); `_rights`
+`_protocol` is the pure protocol core both roles share (no I/O), `_records` the
+monitor's records (no I/O either); `_rights`
 builds and parses the fds beside a datagram; `venet` holds the venet ABI
 numbers. `Connector`, the daemon side, is loaded only when asked for, so
 `vbusfs.client` (the client side) can import this package without the
@@ -38,6 +39,8 @@ from ._protocol import (
     pack_bytes,
     unpack_bytes,
 )
+from ._records import BUFFER as MONITOR_BUFFER
+from ._records import Backlog, Record, Scope, decode_records, lost_between
 from ._rights import RECEIVE, received, rights
 
 if TYPE_CHECKING:
@@ -57,9 +60,11 @@ __all__ = [
     "DEFAULT_TIMEOUT",
     "MAX_FDS",
     "MAX_MESSAGE",
+    "MONITOR_BUFFER",
     "PROTOCOL",
     "RECEIVE",
     "XATTR",
+    "Backlog",
     "ClientConnection",
     "ClientFault",
     "Closed",
@@ -72,13 +77,17 @@ __all__ = [
     "Heard",
     "InterfaceEntry",
     "Limits",
+    "Record",
     "Reply",
     "Request",
+    "Scope",
     "Stray",
     "Welcome",
     "WireError",
+    "decode_records",
     "error_fields",
     "interface_entries",
+    "lost_between",
     "pack_bytes",
     "received",
     "rights",

@@ -42,6 +42,7 @@ from vbusfs.model import Vbus, VbusError
 from ._admin import Catalog, FindClass, as_catalog
 from ._datapath import Closer
 from ._limits import Limits, LogBudgets
+from ._monitor import Monitors
 from ._pin import PeerPin
 from ._protocol import DaemonConnection
 from ._refusals import EXHAUSTED, out_of, refuse_exhausted, spare_fd
@@ -86,6 +87,8 @@ class Connector:
         # the worker processes of classes whose loops run in one (isolation "process");
         # without them (an in-process test harness) every loop runs in a thread
         self.workers = Workers() if process_workers else None
+        # connections that asked to hear every change (`vbusfs monitor`)
+        self.monitors = Monitors(vbus)
 
     def release_all(self) -> int:
         """Close every interface any client has open, as its close would; how many."""

@@ -18,13 +18,15 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from vbusfs.ioq import IoqError, IoqFault
-from vbusfs.model import Event, VbusError
+from vbusfs.model import Event, Interface, InterfaceClosed, InterfaceOpened, VbusError
 
 from ._admin import ADMIN_OPS, administer
 from ._datapath import DataPath, Open, Outcome, data_path_of, release
 from ._device_events import hook_device_events
+from ._monitor import Monitor, reply_of
 from ._pin import PeerPin
 from ._protocol import Closed, DaemonConnection, Request, WireError, pack_bytes
+from ._records import Scope
 from ._refusals import EXHAUSTED, attach_queue, out_of
 from ._rights import RECEIVE, received, rights
 from ._workers import WorkerDataPath
@@ -62,6 +64,10 @@ class Session:
         self.admin = admin
         self.protocol = DaemonConnection()
         self.opens: dict[int, Open] = {}
+        # what each handle opened, until its close is published (monitors hear it)
+        self.opened: dict[int, Interface] = {}
+        # set once the connection asked `monitor`: from then on it only hears records
+        self.monitor: Monitor | None = None
         self.next_handle = 1
         self.send_lock = trio.Lock()
         # bounded: a client that reads no events while its bus changes is dropped
@@ -72,7 +78,7 @@ class Session:
             await self.sock.sendmsg([data], rights(fds))
 
     def _heard(self, event: Event) -> None:
-        if event.bus == self.bus and self.revoked is None:
+        if event.bus == self.bus and self.revoked is None and self.monitor is None:
             try:
                 self.events_in.send_nowait(event)
             except trio.WouldBlock:
@@ -99,6 +105,8 @@ class Session:
         finally:
             unsubscribe()
             self.connector.sessions.discard(self)
+            if self.monitor is not None:
+                self.connector.monitors.discard(self.monitor)
             for handle in list(self.opens):
                 self._close(handle)
 
@@ -109,6 +117,7 @@ class Session:
                     if opened.interface_id == event.interface_id and not opened.dropped:
                         opened.dropped = True
                         release(opened, self.connector.closer)
+                        self._published_close(opened)
             try:
                 await self.send(
                     self.protocol.event(event.kind, event.interface_id, event.interface_type)
@@ -158,6 +167,8 @@ class Session:
     def _revoke(self, code: int, why: str) -> None:
         self.revoked, self.revoked_errno = why, code
         log.info("client %d: %s; what it had open is closed", self.pid, why)
+        if self.monitor is not None and self.monitor.scope.bus is not None:
+            self.monitor.revoke(why)
         for handle in list(self.opens):
             self._close(handle)
 
@@ -196,11 +207,16 @@ class Session:
             finally:
                 for fd in out_fds:
                     os.close(fd)
+            if self.monitor is not None:
+                await self.monitor.serve(self)  # its connection hears records to its end
+                return
 
     async def _dispatch(self, request: Request) -> tuple[dict[str, Any], list[int]]:
         """The reply to one request, and file descriptors to send beside it."""
         if request.op == "open":
             return self._open(request)
+        if request.op == "monitor":
+            return self._monitor(), []
         if request.op in ("call", "stats", "close") and request.op not in ADMIN_OPS:
             self._bus()
             opened, handle = self._handle(request)
@@ -224,6 +240,18 @@ class Session:
             function = request.integer("function")
             return {"data": pack_bytes(await path.call(function, request.data()))}
         return {"stats": await path.stats()}
+
+    def _monitor(self) -> dict[str, Any]:
+        """Make this connection a monitor: the daemon's owner and root hear everything,
+        a member its own bus (behaviour §9)."""
+        if self.monitor is not None:
+            raise VbusError("this connection is a monitor already", errno=errno.EALREADY)
+        if self.opens:
+            raise VbusError("a connection with devices open cannot monitor", errno=errno.EBUSY)
+        scope = Scope(None) if self.admin else Scope(self._bus())
+        self.monitor = Monitor(scope)
+        self.connector.monitors.add(self.monitor)
+        return reply_of(self.monitor)
 
     def _bus(self) -> str:
         """The caller's bus, re-checked now: EACCES if it is on none or left it, ESRCH if
@@ -265,6 +293,9 @@ class Session:
             raise
         hook_device_events(self, opened)
         self.opens[handle] = opened
+        interface = self.vbus.bus(bus).interfaces[interface_id]
+        self.opened[id(opened)] = interface
+        self.vbus.changes.publish(InterfaceOpened(interface, self.pid))
         if opened.datapath is None:  # legacy: run() on this loop, from the open on
             self.nursery.start_soon(self._run_device, handle, opened)
         return {"handle": handle}, [theirs.detach()]
@@ -355,3 +386,9 @@ class Session:
         opened = self.opens.pop(handle)
         if not opened.dropped:
             release(opened, self.connector.closer)
+        self._published_close(opened)
+
+    def _published_close(self, opened: Open) -> None:
+        interface = self.opened.pop(id(opened), None)
+        if interface is not None:
+            self.vbus.changes.publish(InterfaceClosed(interface, self.pid))

@@ -24,9 +24,10 @@ import trio
 from vbusfs import fuse
 from vbusfs.classes import Catalog, default_model
 from vbusfs.connector import XATTR, Connector, Limits
-from vbusfs.model import Inferred, MembershipBackend, Vbus, VbusError, restore_config
+from vbusfs.model import Inferred, MembershipBackend, Unmounted, Vbus, VbusError, restore_config
 
 from ._cgroup import CgroupMembership, CgroupUnavailable
+from ._memberwatch import MemberWatch
 from ._pidns import PidNamespaces
 from ._problems import (
     MountError,
@@ -42,6 +43,8 @@ from ._runtime import MountState, canonical_mountpoint, connector_path, ensure_r
 log = logging.getLogger("vbusfs.daemon")
 
 SWEEP_INTERVAL = 0.5
+# how long monitors get, at unmount, to send what they hold and their last record
+MONITOR_DRAIN = 2.0
 # the root's extended attribute that says who keeps membership: "cgroup" or "proc"
 MEMBERSHIP_XATTR = "user.vbusfs.membership"
 
@@ -221,7 +224,9 @@ def serve(
         # the administrators' deviceclasses; a reset or rmmod removes what the kernel may
         # hold entries for, which the adapter then drops
         catalog = Catalog(load, changed=operations.drop_removed)
-        trio.run(_serve_until_done, vbus, operations, socket_path, report, limits, catalog)
+        trio.run(
+            _serve_until_done, vbus, operations, socket_path, report, limits, catalog, mountpoint
+        )
     except Exception as exc:
         if reported:
             raise
@@ -261,18 +266,29 @@ async def _serve_until_done(
     ready: Callable[[str], None] | None,
     limits: Limits | None,
     catalog: Catalog,
+    mountpoint: str = "",
 ) -> None:
     # the model lives in this thread: a deviceclass's notify from a device thread comes here
     vbus.changes.serve_from(trio.lowlevel.current_trio_token().run_sync_soon)
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(_terminate_on_signal)
-        nursery.start_soon(_sweep_members, vbus, operations)
-        if vbus.membership is not None:
-            await nursery.start(Connector(vbus, socket_path, catalog, limits).serve)
-        if ready is not None:
-            ready(READY)
-        await fuse.handle_requests()
-        nursery.cancel_scope.cancel()
+    connector = Connector(vbus, socket_path, catalog, limits)
+    # forks, exits and moves, told to monitors (and looked for only while there are some)
+    watch = MemberWatch(vbus, lambda: bool(connector.monitors))
+    connector.monitors.on_first = watch.sweep
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_terminate_on_signal)
+            nursery.start_soon(_sweep_members, vbus, operations, watch)
+            if vbus.membership is not None:
+                await nursery.start(connector.serve)
+            if ready is not None:
+                ready(READY)
+            await fuse.handle_requests()
+            # the last record every monitor hears; they get a moment to send it
+            vbus.changes.publish(Unmounted(mountpoint))
+            await connector.monitors.drained(MONITOR_DRAIN)
+            nursery.cancel_scope.cancel()
+    finally:
+        watch.close()
 
 
 def _out_of_fds(error: BaseException) -> bool:
@@ -282,7 +298,9 @@ def _out_of_fds(error: BaseException) -> bool:
     return isinstance(error, OSError) and error.errno in OUT_OF_FDS
 
 
-async def _sweep_members(vbus: Vbus, operations: fuse.VbusOperations) -> None:
+async def _sweep_members(
+    vbus: Vbus, operations: fuse.VbusOperations, watch: MemberWatch | None = None
+) -> None:
     """Remember inherited memberships while parents live (the fallback only); forget
     exited processes, in the model and in the FUSE adapter (the kernel's entries for them:
     both modes). Its work follows the members and the entries held, never the process
@@ -300,6 +318,8 @@ async def _sweep_members(vbus: Vbus, operations: fuse.VbusOperations) -> None:
             if membership.mode != "cgroup":  # the kernel keeps cgroup membership itself
                 membership.sweep()
             operations.drop_gone_processes()
+            if watch is not None:
+                watch.sweep()
         except OSError as exc:
             if exc.errno not in OUT_OF_FDS:
                 log.exception("internal error in the membership sweep")

@@ -27,6 +27,8 @@ class DirHandle:
     names: Sequence[str] = ()
     # set after the first reply, so a rewind (offset 0) takes a fresh listing
     read: bool = False
+    # the model's change count when `names` were taken
+    generation: int = -1
 
 
 @dataclass(eq=False)

@@ -65,6 +65,14 @@ class InodeTable:
         if ino in self._lookups:
             self._modes[ino] = mode
 
+    def kept_mode(self, ino: int) -> int | None:
+        """The st_mode last given the kernel for a number it holds, else None."""
+        return self._modes.get(ino)
+
+    def held(self) -> list[tuple[Path, int]]:
+        """Every attached path the kernel holds a reference to, with its number."""
+        return [(p, i) for p, i in self._by_path.items() if self._lookups.get(i)]
+
     def ghost_mode(self, ino: int) -> int | None:
         """The st_mode of a detached number the kernel still holds, else None."""
         if ino in self._by_inode and self._by_inode[ino] is None:

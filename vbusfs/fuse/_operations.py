@@ -5,17 +5,14 @@ errors become `FUSEError`. Any other exception is a bug: it is logged with
 its traceback and answered EIO, and the mount stays up. Handlers never await
 between reading the model and changing it.
 
-Caching: every entry and attribute that the model can change is returned
-with a zero timeout and every attribute file is opened with direct I/O, so a
-change made through any path is seen by the very next system call of any
-process. Only the fixed skeleton of the trees (`config/vbus/devices` and the
-like), which no operation can change, is cached by the kernel.
-
-The kernel keeps an entry it looked up until told it is gone or short of memory (a
-zero timeout does not drop it). An rmdir or unlink tells it of the path named, never
-of the rest that goes with the object (a device's sys directory, a link's interface)
-nor of a process that exits or leaves its bus: `_drop` tells it, or the inode table
-and the kernel's caches would grow with every object and member ever seen.
+Caching (`_cache`): entries and attributes are cached by the kernel for an hour, but
+where the answer depends on who asks or on processes (`proc/`, `members/`, `perms/`);
+every attribute file is opened with direct I/O, so values are never cached. Whatever a
+request removes, the kernel is told of before the request replies (`_drop` collects, the
+mutating handlers `settle`); what is removed behind the handlers' back (an
+administrator's op, a process exiting) is found by `drop_removed` and
+`drop_gone_processes`. Dropping also keeps the inode table and the kernel's caches from
+growing with every object and member ever seen.
 """
 
 from __future__ import annotations
@@ -33,6 +30,7 @@ from vbusfs import views
 from vbusfs.model import IdentityView, PidView, Vbus, VbusError
 from vbusfs.views import Caller, DirNode, FileNode, Node, Path, SymlinkNode
 
+from ._cache import LONG_TIMEOUT, Invalidations, KernelCache, caching_enabled
 from ._errno import answers_errno as _answers_errno
 from ._errno import fail as _fail
 from ._handles import (
@@ -54,23 +52,15 @@ log = logging.getLogger("vbusfs.fuse")
 ATTRIBUTE_SIZE = 4096
 # The original silently truncated longer writes; vbusfs refuses them.
 MAX_STORE = 4096
-# Seconds the kernel may cache the fixed skeleton of the trees.
-FIXED_TIMEOUT = 3600.0
-SYS_INSTANCES: Path = (*views.SYS_VBUS, "instances")
-PROC_SELF: Path = ("proc", "self")
-# where the objects a reset or rmmod over the connector removes behind our back live
-REMOVABLE = (
-    views.CONFIG_DEVICES,
-    views.CONFIG_INSTANCES,
-    *((*views.SYS_VBUS, d) for d in ("deviceclass", "devices", "instances")),
-)
+# Seconds the kernel may cache the fixed skeleton of the trees (and, caching, the rest).
+FIXED_TIMEOUT = LONG_TIMEOUT
 
 
 def _name(raw: bytes) -> str:
     return os.fsdecode(raw)
 
 
-class VbusOperations(RootXattrs, pyfuse3.Operations):
+class VbusOperations(KernelCache, RootXattrs, pyfuse3.Operations):
     """Serves the trees of one `Vbus` model."""
 
     supports_dot_lookup = True
@@ -95,17 +85,29 @@ class VbusOperations(RootXattrs, pyfuse3.Operations):
         # tells the kernel to drop its entry `name` in directory `parent`; nothing is
         # mounted until `vbusfs.fuse.mount()` sets the session's own
         self.invalidate_entry: Callable[[int, bytes], None] = _unmounted
+        # the drops a request collects, sent (and awaited) before it replies
+        self.invalidations = Invalidations(lambda parent, name: self.invalidate_entry(parent, name))
+        # VBUSFS_ENTRY_CACHE=0: zero timeouts for all but the fixed skeleton
+        self.caching = caching_enabled()
         self.locations = locations if locations is not None else MountLocations()
         self.links = LinkTargets(self.locations)
         self._handles = Handles()
         # attribute handles by what they show, woken by the model's changes (behaviour §4)
         self.pollers = Pollers()
         vbus.changes.subscribe(self.pollers.heard)
+        # counts the model's changes: a listing's names are current while it stands still
+        self.generation = 0
+        vbus.changes.subscribe(self._changed)
+        # the entries of listed paths the kernel may cache, by inode number (`readdir`)
+        self._listed: dict[int, pyfuse3.EntryAttributes] = {}
         self._uid = os.getuid()
         self._gid = os.getgid()
         self._time_ns = time.time_ns()
 
     # -- helpers ---------------------------------------------------------
+
+    def _changed(self, change: object) -> None:
+        self.generation += 1
 
     def _path(self, ino: int) -> Path:
         path = self.inodes.path(ino)
@@ -140,8 +142,7 @@ class VbusOperations(RootXattrs, pyfuse3.Operations):
         entry.generation = 0
         if path is None:
             path = self.inodes.path(ino)
-        fixed = path is not None and len(path) <= 3 and path in views.FIXED_PATHS
-        entry.entry_timeout = entry.attr_timeout = FIXED_TIMEOUT if fixed else 0
+        entry.entry_timeout = entry.attr_timeout = self._timeout(path)
         if isinstance(found, DirNode):
             entry.st_mode = stat.S_IFDIR | found.mode
             # 1 tells find(1) and friends that the subdirectory count is unknown
@@ -164,48 +165,20 @@ class VbusOperations(RootXattrs, pyfuse3.Operations):
         entry.st_atime_ns = entry.st_mtime_ns = entry.st_ctime_ns = self._time_ns
         return entry
 
-    def _drop(self, path: Path, *, tell_kernel: bool = True) -> None:
-        """The object at `path` is gone, with everything under it."""
-        parent = self.inodes.find(path[:-1])
-        held = self.inodes.detach(path)
-        if tell_kernel and held is not None and parent is not None:
-            self.invalidate_entry(parent, os.fsencode(path[-1]))
-
-    def _remove(self, remove: Callable[[Vbus, Path, str], None], parent: Path, text: str) -> None:
-        """rmdir or unlink: the kernel drops its own entry for the path named, not the rest."""
+    async def _remove(
+        self, remove: Callable[[Vbus, Path, str], None], parent_inode: int, text: str
+    ) -> None:
+        """rmdir or unlink: the kernel drops its own entry for the path named, not the
+        rest, which it is told of before the request replies."""
+        parent = self._path(parent_inode)
         first, *rest = views.dependents(self.vbus, (*parent, text))  # asked before removing
+        victim = self.inodes.find(first)
         remove(self.vbus, parent, text)
         self._drop(first, tell_kernel=False)
         for path in rest:
             self._drop(path)
-
-    def drop_removed(self) -> None:
-        """Drop the entries held of devices, buses and classes removed behind our back."""
-        for top in REMOVABLE:
-            for path in [(*top, name) for name in self.inodes.children(top)]:
-                if views.node(self.vbus, path) is None:
-                    self._drop(path)
-
-    def drop_gone_processes(self) -> None:
-        """Drop the entries of processes that exited and of members that left their bus.
-
-        Nothing asks the adapter when that happens, so the daemon calls this from its
-        periodic membership sweep; it looks only at the process entries it holds.
-        """
-        candidates: list[Path] = [("proc", name) for name in self.inodes.children(("proc",))]
-        for bus in self.inodes.children(SYS_INSTANCES):
-            members = (*SYS_INSTANCES, bus, "members")
-            candidates += [(*members, name) for name in self.inodes.children(members)]
-        for path in candidates:
-            if path == PROC_SELF:
-                continue  # not a process: what it names depends on who asks
-            try:
-                gone = views.node(self.vbus, path) is None
-            except VbusError:
-                gone = True  # NoSuchProcess
-            if gone:
-                self._drop(path)
-        self.pollers.recheck()  # membership files whose process exited or forked
+        # the request holds the parent directory and the victim: drops there cannot wait
+        await self.invalidations.settle({parent_inode, victim or 0})
 
     def _entry(
         self, path: Path, ctx: pyfuse3.RequestContext | None = None
@@ -267,6 +240,8 @@ class VbusOperations(RootXattrs, pyfuse3.Operations):
         try:
             for inode, count in inode_list:
                 self.inodes.forget(inode, count)
+                if not self.inodes.lookups(inode):
+                    self._listed.pop(inode, None)
         except Exception:
             log.exception("internal error in forget")
 
@@ -298,7 +273,8 @@ class VbusOperations(RootXattrs, pyfuse3.Operations):
             raise _fail(errno.ENOTDIR)
         caller = self._caller(path, ctx)  # listings of proc/ and members/ depend on it
         names = views.children(self.vbus, path, caller)
-        return self._handles.add(DirHandle(path, caller, names=names, ino=inode))
+        handle = DirHandle(path, caller, names=names, ino=inode, generation=self.generation)
+        return self._handles.add(handle)
 
     @_answers_errno
     async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
@@ -307,6 +283,7 @@ class VbusOperations(RootXattrs, pyfuse3.Operations):
             raise _fail(errno.ENOENT)  # removed: never the listing of a later namesake
         if start_id == 0 and handle.read:
             handle.names = views.children(self.vbus, handle.path, handle.caller)
+            handle.generation = self.generation
         handle.read = True
         # Offsets are positions in this handle's listing (1 and 2 are the dot
         # entries), so they stay valid however the directory changes meanwhile.
@@ -320,17 +297,26 @@ class VbusOperations(RootXattrs, pyfuse3.Operations):
             if not pyfuse3.readdir_reply(token, b"..", self._attributes(ino, DirNode()), 2):
                 return
         names = handle.names
+        # what the kernel may cache never changes while its object lives (`_cache`): an
+        # entry made for a listing serves the next, while no change came since this one
+        memo = self._listed if handle.generation == self.generation else None
         for index in range(max(start_id - 2, 0), len(names)):
             name = names[index]
             path = (*handle.path, name)
-            try:
-                found = views.node(self.vbus, path, handle.caller)
-            except VbusError:
-                found = None  # a process that exited since the listing was taken
-            if found is None:
-                continue  # removed since the listing was taken
             ino = self.inodes.inode(path)
-            entry = self._attributes(ino, found, path)
+            entry = memo.get(ino) if memo is not None else None
+            if entry is None:
+                try:
+                    found = views.node(self.vbus, path, handle.caller)
+                except VbusError:
+                    found = None  # a process that exited since the listing was taken
+                if found is None:
+                    if not self.inodes.lookups(ino):
+                        self.inodes.forget(ino, 0)
+                    continue  # removed since the listing was taken
+                entry = self._attributes(ino, found, path)
+                if entry.attr_timeout:
+                    self._listed[ino] = entry
             if not pyfuse3.readdir_reply(token, os.fsencode(name), entry, index + 3):
                 if not self.inodes.lookups(ino):
                     self.inodes.forget(ino, 0)
@@ -349,15 +335,17 @@ class VbusOperations(RootXattrs, pyfuse3.Operations):
         parent = self._path(parent_inode)
         text = _name(name)
         views.mkdir(self.vbus, parent, text, uid=ctx.uid, gid=ctx.gid)
-        return self._entry((*parent, text))
+        entry = self._entry((*parent, text))
+        await self.invalidations.settle({parent_inode})
+        return entry
 
     @_answers_errno
     async def rmdir(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
-        self._remove(views.rmdir, self._path(parent_inode), _name(name))
+        await self._remove(views.rmdir, parent_inode, _name(name))
 
     @_answers_errno
     async def unlink(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
-        self._remove(views.unlink, self._path(parent_inode), _name(name))
+        await self._remove(views.unlink, parent_inode, _name(name))
 
     @_answers_errno
     async def symlink(
@@ -373,7 +361,9 @@ class VbusOperations(RootXattrs, pyfuse3.Operations):
             text,
             lambda: self.links.target(self.vbus, self.inodes, parent, target_text, walked, ctx.pid),
         )
-        return self._entry((*parent, text))
+        entry = self._entry((*parent, text))
+        await self.invalidations.settle({parent_inode})
+        return entry
 
     @_answers_errno
     async def rename(
@@ -456,6 +446,7 @@ class VbusOperations(RootXattrs, pyfuse3.Operations):
             text = text[:-1]
         store(text)
         handle.content = render(handle.file)
+        await self.invalidations.settle()
         return len(buf)
 
     @_answers_errno

@@ -40,14 +40,11 @@ def mount(operations: VbusOperations, mountpoint: str) -> None:
     """
     global _mounted
     pyfuse3.init(operations, mountpoint, mount_options())
-    operations.invalidate_entry = _invalidate_entry
+    # blocking: called from the adapter's invalidation thread only, never from a handler
+    # (the kernel may wait for the very request being answered); see `_cache`
+    operations.invalidate_entry = pyfuse3.invalidate_entry
+    operations.invalidations.threaded = True
     _mounted = operations
-
-
-def _invalidate_entry(parent: int, name: bytes) -> None:
-    # From pyfuse3's notify thread: done in a handler, the kernel could wait on the very
-    # request being answered. ENOENT: the kernel had no such entry (already dropped).
-    pyfuse3.invalidate_entry_async(parent, name, ignore_enoent=True)
 
 
 async def handle_requests() -> None:
@@ -76,5 +73,6 @@ def close() -> None:
     logging.getLogger("pyfuse3").addFilter(_after_close)
     if _mounted is not None:
         _mounted.pollers.close()  # before the session goes: nothing may notify it after
+        _mounted.invalidations.close()
         _mounted = None
     pyfuse3.close(unmount=True)

@@ -2,6 +2,12 @@
 
 The daemon names its connector's socket in the root's `user.vbusfs.connector`, so
 member processes can find it from nothing but the mount point.
+
+Only the `user.` namespace exists here: a name in any other (`security.selinux`,
+`system.posix_acl_access`, `trusted.`) is EOPNOTSUPP, not "no such attribute". Tools
+that ask such a name of every file (`ls -l` asks `security.selinux`) take EOPNOTSUPP as
+"this filesystem has none" and stop asking, where ENODATA would cost one request per
+file listed.
 """
 
 from __future__ import annotations
@@ -14,6 +20,9 @@ import pyfuse3
 from ._errno import answers_errno, fail
 from ._inodes import ROOT_INODE
 
+# the one namespace vbusfs has extended attributes in
+USER_NAMESPACE = b"user."
+
 
 class RootXattrs:
     """The xattr handlers of `VbusOperations`, over its `root_xattrs`."""
@@ -25,6 +34,8 @@ class RootXattrs:
     async def getxattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> bytes:
         if inode == ROOT_INODE and name in self.root_xattrs:
             return self.root_xattrs[name]
+        if not name.startswith(USER_NAMESPACE):
+            raise fail(errno.EOPNOTSUPP)
         raise fail(pyfuse3.ENOATTR)
 
     @answers_errno

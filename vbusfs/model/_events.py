@@ -116,12 +116,39 @@ class PermStored(Change):
 
 @dataclass(frozen=True, slots=True)
 class MembershipChanged(Change):
-    """Process `pid` (the daemon's number) was moved from bus `left` to bus `joined`
-    by a write of its membership file (None: no bus)."""
+    """Process `pid` (the daemon's number) went from bus `left` to bus `joined` (None:
+    no bus). `how`: "write" (its membership file was written), or, as the daemon's
+    membership watch sees it afterwards, "fork" (a child born into its parent's bus),
+    "exit" (it exited) or "moved" (put elsewhere by other means, its cgroup say)."""
 
     pid: int
     left: str | None
     joined: str | None
+    how: str = "write"
+
+
+@dataclass(frozen=True, slots=True)
+class InterfaceOpened(Change):
+    """A client (process `pid`, the daemon's number) opened `interface`."""
+
+    interface: Interface
+    pid: int
+
+
+@dataclass(frozen=True, slots=True)
+class InterfaceClosed(Change):
+    """The client (process `pid`) that had `interface` open let it go: a close, its
+    exit, a drop, a revocation or the daemon's end."""
+
+    interface: Interface
+    pid: int
+
+
+@dataclass(frozen=True, slots=True)
+class Unmounted(Change):
+    """The mount at `mountpoint` is gone: the last change a model served by it publishes."""
+
+    mountpoint: str
 
 
 @dataclass(frozen=True, slots=True)
