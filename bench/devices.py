@@ -12,6 +12,9 @@ the same request bookkeeping (`vbusfs_vdisk.Pipeline`) for each:
   benchmark mounts; the device is made through the filesystem (mkdir, type,
   attributes, a bus link), this process joins the bus and opens it with
   `VdiskClient` (requests on one ring, responses into buffers posted on another).
+  Two rows: `vdisk-process` (the class as shipped: each open disk's loop in a worker
+  process) and `vdisk-thread` (`vdisk-thread`, the same class with its loop in a
+  thread of the daemon).
 * **socketpair**: an `AF_UNIX` `SOCK_STREAM` socketpair to a forked server, both
   ends with 4 MiB socket buffers; the server reads whatever has arrived, answers
   every whole request in it and sends all the responses with one write, and the
@@ -31,8 +34,8 @@ Rows (the targets are issue 13's, for vdisk against the socketpair):
 
 Then the latency of reading a sysfs attribute through the mount (open, read,
 close of `sys/vbus/devices/D/size`): p50 and p99, idle and while a second vdisk
-streams 4 KiB random reads at 32 in flight from another member process (target:
-within 1.5x of idle).
+(a process one, then a thread one) streams 4 KiB random reads at 32 in flight from
+another member process (target: within 1.5x of idle).
 
 Rounds run every peer on every row, the order rotating from round to round, and
 the best round of each is reported (the median beside it): noise on this shared
@@ -44,6 +47,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import fcntl
 import os
 import random
@@ -76,6 +80,11 @@ STREAM_BUFFER = 8 << 20  # what a stream server or client reads into at once
 BUS = "bench"
 DISK = "bench-disk"
 STREAM_DISK = "bench-stream"
+#: the device loop's isolation -> (deviceclass, bench disk, streaming disk, their interfaces)
+ISOLATIONS = {
+    "process": ("vdisk", DISK, STREAM_DISK, 0, 1),
+    "thread": ("vdisk-thread", "bench-tdisk", "bench-tstream", 2, 3),
+}
 SIZE_ATTRIBUTE = "size"
 TARGETS = {"rand4k": 3.0, "seq64k": 2.0, "qd1": 1.0, "qd1-adaptive": 3.0, "attr": 1.5}
 
@@ -318,7 +327,8 @@ def vdisk_mount(plan: BackingPlan) -> Iterator[tuple[str, int]]:
         [VDISK_SRC, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
     )
     try:
-        with LiveMount(path, debug=False, load=("vbusfs_vdisk:Vdisk",)) as mount:
+        load = ("vbusfs_vdisk:Vdisk", "vbusfs_vdisk:ThreadVdisk")
+        with LiveMount(path, debug=False, load=load) as mount:
             yield path, mount.pid
     finally:
         os.rmdir(path)
@@ -326,17 +336,19 @@ def vdisk_mount(plan: BackingPlan) -> Iterator[tuple[str, int]]:
 
 @contextlib.contextmanager
 def vdisk_devices(mnt: str, plan: BackingPlan, spin: str) -> Iterator[None]:
-    """Join a bus holding two vdisks (the bench's and the streaming one); undo it all after."""
+    """Join a bus holding two vdisks of each isolation (the bench's and the streaming one);
+    undo it all after."""
     bus_dir = os.path.join(mnt, "config/vbus/instances", BUS)
     membership = os.path.join(mnt, "proc/self/vbus")
     with contextlib.ExitStack() as undo:
         os.mkdir(bus_dir)
         undo.callback(os.rmdir, bus_dir)
-        for name in (DISK, STREAM_DISK):
+        disks = [(c, d) for c, *names, _, _ in ISOLATIONS.values() for d in names]
+        for deviceclass, name in disks:
             device_dir = os.path.join(mnt, "config/vbus/devices", name)
             os.mkdir(device_dir)
             undo.callback(os.rmdir, device_dir)
-            write_file(os.path.join(device_dir, "type"), "vdisk")
+            write_file(os.path.join(device_dir, "type"), deviceclass)
             attributes = os.path.join(mnt, "sys/vbus/devices", name)
             if plan.kind == "file":
                 write_file(os.path.join(attributes, "backing"), plan.new_file())
@@ -350,26 +362,62 @@ def vdisk_devices(mnt: str, plan: BackingPlan, spin: str) -> Iterator[None]:
         yield
 
 
-def set_spin(mnt: str, spin: str) -> None:
-    write_file(os.path.join(mnt, "sys/vbus/devices", DISK, "spin_us"), spin)
+def set_spin(mnt: str, disk: str, spin: str) -> None:
+    write_file(os.path.join(mnt, "sys/vbus/devices", disk, "spin_us"), spin)
 
 
 @contextlib.contextmanager
-def ring_peer(mnt: str, name: str, spin: str, daemon: int) -> Iterator[RingPeer]:
-    """Open the bench's vdisk (interface 0) with the device and this client polling as
+def ring_peer(
+    mnt: str, name: str, spin: str, daemon: int, isolation: str = "process"
+) -> Iterator[RingPeer]:
+    """Open the bench's vdisk of `isolation` with the device and this client polling as
     `spin` says ("0" or "adaptive")."""
     from vbusfs_vdisk import VdiskClient
 
     from vbusfs import client
 
-    set_spin(mnt, spin)  # the device's side, read at open
+    _, disk_name, _, interface, _ = ISOLATIONS[isolation]
+    set_spin(mnt, disk_name, spin)  # the device's side, read at open
     with (
         client.connect(mnt) as bus,
         VdiskClient.open(
-            bus, 0, count=64, max_transfer=LARGE, spin_us="adaptive" if spin != "0" else 0
+            bus, interface, count=64, max_transfer=LARGE, spin_us="adaptive" if spin != "0" else 0
         ) as disk,
     ):
         yield RingPeer(name, disk, daemon)
+
+
+def open_costs(mnt: str, count: int = 20) -> str:
+    """Median milliseconds to open a vdisk (open, CAPACITY, both rings attached) and to
+    close it, for each isolation."""
+    from vbusfs_vdisk import VdiskClient
+
+    from vbusfs import client
+
+    out = []
+    with client.connect(mnt) as bus:
+        for isolation, (*_, interface, _) in ISOLATIONS.items():
+            opens, closes = [], []
+            for _ in range(count):
+                while True:  # a thread's close order may still run after its close's answer
+                    start = time.perf_counter()
+                    try:
+                        disk = VdiskClient.open(bus, interface, count=64, max_transfer=SMALL)
+                        break
+                    except OSError as exc:
+                        if exc.errno != errno.EBUSY:
+                            raise
+                        time.sleep(0.001)
+                disk.read(0, SMALL, timeout=10)
+                opened = time.perf_counter()
+                disk.close()
+                opens.append(opened - start)
+                closes.append(time.perf_counter() - opened)
+            out.append(
+                f"{isolation} {statistics.median(opens) * 1e3:.1f} ms "
+                f"(close {statistics.median(closes) * 1e3:.1f} ms)"
+            )
+    return ", ".join(out)
 
 
 # ---- workloads ----------------------------------------------------------------------
@@ -399,14 +447,30 @@ class Result:
 TICK = os.sysconf("SC_CLK_TCK")
 
 
-def cpu_seconds(pid: int) -> float:
-    """CPU time (user + system) process `pid` has used so far; 0 when it cannot be read."""
+def cpu_times(pid: int) -> dict[int, float]:
+    """CPU time (user + system) process `pid` and each of its live descendants (the
+    daemon's fork server and device workers) have used so far, by pid."""
+    times: dict[int, float] = {}
     try:
         with open(f"/proc/{pid}/stat") as f:
             fields = f.read().rsplit(")", 1)[1].split()
     except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / TICK  # utime, stime
+        return times
+    times[pid] = (int(fields[11]) + int(fields[12])) / TICK  # utime, stime
+    with contextlib.suppress(OSError):
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{tid}/children") as f:
+                for child in f.read().split():
+                    times.update(cpu_times(int(child)))
+    return times
+
+
+def cpu_seconds(pid: int, since: dict[int, float] | None = None) -> float:
+    """CPU seconds of `pid` and its live descendants, since `since` (a `cpu_times`) if
+    given: a process gone meanwhile counts for nothing, one born meanwhile in full."""
+    now = cpu_times(pid)
+    before = since or {}
+    return sum(t - before.get(p, 0.0) for p, t in now.items())
 
 
 def own_cpu() -> float:
@@ -420,7 +484,7 @@ def keep_in_flight(
     """Keep `depth` reads of `length` bytes in flight for `duration` seconds."""
     clock = time.perf_counter
     ops = nbytes = 0
-    client_cpu, peer_cpu = own_cpu(), cpu_seconds(peer.pid)
+    client_cpu, peer_cpu = own_cpu(), cpu_times(peer.pid)
     start = clock()
     deadline = start + duration
     peer.submit_reads([next_offset() for _ in range(depth)], length)
@@ -440,7 +504,7 @@ def keep_in_flight(
             peer.submit_reads([next_offset() for _ in got], length)
             in_flight += len(got)
     seconds = clock() - start
-    return Result(ops, nbytes, seconds, own_cpu() - client_cpu, cpu_seconds(peer.pid) - peer_cpu)
+    return Result(ops, nbytes, seconds, own_cpu() - client_cpu, cpu_seconds(peer.pid, peer_cpu))
 
 
 def random_reads(peer: Peer, duration: float) -> Result:
@@ -535,24 +599,40 @@ def percentile(samples: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def stream(mnt: str, seconds: float) -> int:
-    """The streaming member process: 4 KiB random reads at 32 in flight on interface 1."""
+def stream(mnt: str, seconds: float, interface: int) -> int:
+    """The streaming member process: 4 KiB random reads at 32 in flight on `interface`."""
     from vbusfs_vdisk import VdiskClient
 
     from vbusfs import client
 
-    with client.connect(mnt) as bus, VdiskClient.open(bus, 1, max_transfer=SMALL) as disk:
+    with client.connect(mnt) as bus, VdiskClient.open(bus, interface, max_transfer=SMALL) as disk:
         result = random_reads(RingPeer("stream", disk, 0), seconds)
     print(f"{result.ops_per_s:.0f}", flush=True)
     return 0
 
 
-def attribute_rows(mnt: str, count: int, seconds: float) -> dict[str, object]:
+def attribute_rows(mnt: str, count: int, seconds: float) -> dict[str, dict[str, object]]:
+    """Attribute-read latency idle, then while a process vdisk and a thread vdisk stream."""
     path = os.path.join(mnt, "sys/vbus/devices", DISK, SIZE_ATTRIBUTE)
     attribute_latency(path, 50)  # warm the kernel's lookups
     idle = attribute_latency(path, count)
+    rows = {}
+    for isolation, (*_, interface) in ISOLATIONS.items():
+        rows[isolation] = busy_row(mnt, path, count, seconds, interface)
+        rows[isolation]["idle"] = idle
+    return rows
+
+
+def busy_row(mnt: str, path: str, count: int, seconds: float, interface: int) -> dict[str, object]:
     streamer = subprocess.Popen(
-        [sys.executable, os.path.abspath(__file__), "--stream", mnt, str(seconds)],
+        [
+            sys.executable,
+            os.path.abspath(__file__),
+            "--stream",
+            mnt,
+            str(seconds),
+            str(interface),
+        ],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         text=True,
@@ -569,7 +649,7 @@ def attribute_rows(mnt: str, count: int, seconds: float) -> dict[str, object]:
             streamer.kill()
             streamer.wait()
     rate = float(out.strip() or 0) if streamer.returncode == 0 else 0.0
-    return {"idle": idle, "busy": busy, "stream_ops": rate, "pid": streamer.pid}
+    return {"busy": busy, "stream_ops": rate, "pid": streamer.pid}
 
 
 # ---- the run --------------------------------------------------------------------------
@@ -599,21 +679,24 @@ def run(rounds: int, duration: float, kind: str, attr_count: int, attr_seconds: 
         mnt, daemon = stack.enter_context(vdisk_mount(plan))
         print(f"vbusfs mounted on {mnt} (daemon pid {daemon})")
         stack.enter_context(vdisk_devices(mnt, plan, "0"))
+        print(f"opening a vdisk, median of 20: {open_costs(mnt)}")
         for peer in (pair, pipe):
             fill_and_check(peer)
-        with ring_peer(mnt, "vdisk", "0", daemon) as ring:
-            fill_and_check(ring)
+        for isolation in ISOLATIONS:
+            with ring_peer(mnt, "vdisk", "0", daemon, isolation) as ring:
+                fill_and_check(ring)
         for r in range(rounds):
             for key, _, workload in ROWS:
                 ring_spins = ("0", "adaptive") if key == "qd1" else ("0",)
                 runs: list[tuple[str, str | None]] = [("socketpair", None), ("pipe", None)]
-                runs += [("vdisk", spin) for spin in ring_spins]
+                runs += [(f"vdisk-{i}", spin) for i in ISOLATIONS for spin in ring_spins]
                 shift = r % len(runs)  # rotate the order, so that no peer always runs warm
                 for name, spin in runs[shift:] + runs[:shift]:
                     if spin is None:
                         result = workload(pair if name == "socketpair" else pipe, duration)
                     else:
-                        with ring_peer(mnt, name, spin, daemon) as ring:
+                        isolation = name.partition("-")[2]
+                        with ring_peer(mnt, name, spin, daemon, isolation) as ring:
                             result = workload(ring, duration)
                             for counter, n in ring.disk.stats().items():  # type: ignore[attr-defined]
                                 stats[counter] = stats.get(counter, 0) + n
@@ -626,7 +709,7 @@ def run(rounds: int, duration: float, kind: str, attr_count: int, attr_seconds: 
 def report(
     results: dict[tuple[str, str], list[Result]],
     stats: dict[str, int],
-    attributes: dict[str, object],
+    attributes: dict[str, dict[str, object]],
     costs: dict[str, float],
 ) -> None:
     def best(key: str, label: str) -> Result:
@@ -661,7 +744,7 @@ def report(
                 f"{ratio_pair:>12.2f}x | {ratio_pipe:>6.2f}x |"
             )
             if label.startswith("vdisk"):
-                target_key = "qd1-adaptive" if label == "vdisk-adaptive" else key
+                target_key = "qd1-adaptive" if label.endswith("-adaptive") else key
                 target = TARGETS[target_key]
                 verdicts.append(
                     f"{title}, {label}: {ratio_pair:.2f}x the socketpair "
@@ -685,30 +768,36 @@ def report(
         + ", ".join(f"{name} {us:.2f}" for name, us in costs.items())
         + " us\n(client: Pipeline.request + .response; handle: Disk.handle)."
     )
-    idle, busy = attributes["idle"], attributes["busy"]
-    assert isinstance(idle, list) and isinstance(busy, list)
     print()
     print("attribute reads (open, read, close of sys/vbus/devices/D/size), microseconds:")
-    print("| while               | reads | p50     | p99     |")
-    print("|---------------------|-------|---------|---------|")
-    for name, samples in (("idle", idle), ("a vdisk streams", busy)):
+    print("| while                       | reads | p50     | p99     |")
+    print("|-----------------------------|-------|---------|---------|")
+    idle = next(iter(attributes.values()))["idle"]
+    assert isinstance(idle, list)
+    rows = [("idle", idle)]
+    rows += [(f"a {i} vdisk streams", a["busy"]) for i, a in attributes.items()]  # type: ignore[misc]
+    for name, samples in rows:
         if samples:
             print(
-                f"| {name:<19} | {len(samples):>5} | {percentile(samples, 0.5):>7.0f} | "
+                f"| {name:<27} | {len(samples):>5} | {percentile(samples, 0.5):>7.0f} | "
                 f"{percentile(samples, 0.99):>7.0f} |"
             )
-    if busy and idle:
-        p50 = percentile(busy, 0.5) / percentile(idle, 0.5)
-        p99 = percentile(busy, 0.99) / percentile(idle, 0.99)
-        target = TARGETS["attr"]
-        verdicts.append(
-            f"attribute reads while streaming: p50 {p50:.2f}x, p99 {p99:.2f}x idle "
-            f"(target <= {target:g}x): {'met' if max(p50, p99) <= target else 'NOT met'}"
+    for isolation, row in attributes.items():
+        busy = row["busy"]
+        assert isinstance(busy, list)
+        if busy and idle:
+            p50 = percentile(busy, 0.5) / percentile(idle, 0.5)
+            p99 = percentile(busy, 0.99) / percentile(idle, 0.99)
+            target = TARGETS["attr"]
+            verdicts.append(
+                f"attribute reads while a {isolation} vdisk streams: p50 {p50:.2f}x, p99 "
+                f"{p99:.2f}x idle (target <= {target:g}x): "
+                f"{'met' if max(p50, p99) <= target else 'NOT met'}"
+            )
+        print(
+            f"the streaming {isolation} vdisk client (pid {row['pid']}) did "
+            f"{row['stream_ops']:,.0f} reads/s meanwhile"
         )
-    print(
-        f"the streaming vdisk client (pid {attributes['pid']}) did "
-        f"{attributes['stream_ops']:,.0f} reads/s meanwhile"
-    )
     print()
     print("targets (issue 13), best rounds:")
     for line in verdicts:
@@ -721,7 +810,8 @@ def report(
 
 
 def _peer_order(label: str) -> int:
-    return ["vdisk", "vdisk-adaptive", "socketpair", "pipe"].index(label)
+    order = ["vdisk-process", "vdisk-process-adaptive", "vdisk-thread", "vdisk-thread-adaptive"]
+    return [*order, "socketpair", "pipe"].index(label)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -734,10 +824,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--attr-seconds", type=float, default=4.0, help="how long the second vdisk streams"
     )
-    parser.add_argument("--stream", nargs=2, metavar=("MNT", "SECONDS"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--stream", nargs=3, metavar=("MNT", "SECONDS", "INTERFACE"), help=argparse.SUPPRESS
+    )
     args = parser.parse_args(argv)
     if args.stream:
-        return stream(args.stream[0], float(args.stream[1]))
+        return stream(args.stream[0], float(args.stream[1]), int(args.stream[2]))
     rounds = args.rounds or (3 if args.quick else 5)
     duration = args.seconds or (0.5 if args.quick else 1.0)
     run(rounds, duration, args.backing, args.attr_reads, args.attr_seconds)

@@ -134,3 +134,26 @@ def echo_mount(
         log = mount.stop()
     if not echo.expect_traceback:
         assert "Traceback" not in log, log
+
+
+@pytest.fixture
+def pecho_mount(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[EchoMount]:
+    """Device E of class `pecho` (echo in a worker process) on bus B; a 0.3 s join bound."""
+    monkeypatch.setenv("PYTHONPATH", PLUGINS)
+    mount = LiveMount(
+        str(tmp_path_factory.mktemp("mnt")),
+        load=("pecho:PEcho", "pecho:BrokenPEcho"),
+        extra=("--join-bound", "0.3"),
+    ).start()
+    echo = EchoMount(mount)
+    try:
+        mount.sh(SETUP.replace("echo echo", "echo pecho"), check=True)
+        yield echo
+    finally:
+        for child in echo.children:
+            child.end()
+        log = mount.stop()
+    if not echo.expect_traceback:
+        assert "Traceback" not in log, log

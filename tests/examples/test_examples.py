@@ -171,8 +171,9 @@ def test_the_devices_bench_runs_every_peer_and_cleans_up():
         ("64 KiB sequential reads, 8 in flight", "MB/s"),
         ("4 KiB reads, 1 in flight", "us/op"),
     ]:
-        peers = ["vdisk", "socketpair", "pipe"]
-        peers += ["vdisk-adaptive"] if "1 in flight" in row else []
+        peers = ["vdisk-process", "vdisk-thread", "socketpair", "pipe"]
+        if "1 in flight" in row:
+            peers += ["vdisk-process-adaptive", "vdisk-thread-adaptive"]
         for peer in peers:
             numbers = rf"\| +[\d,.]+ \| +[\d,.]+ \| {unit} +\| +[\d.]+x \| +[\d.]+x \|"
             assert re.search(rf"^\| {row} +\| {peer} +{numbers}$", out, re.M), (row, peer, out)
@@ -180,22 +181,23 @@ def test_the_devices_bench_runs_every_peer_and_cleans_up():
     cpu = re.findall(
         r"^\| 4 KiB reads, 1 in flight +\| \S+ +\| +[\d.]+ \| +[\d.]+ \| +[\d.]+ \|$", out, re.M
     )
-    assert len(cpu) == 4, out  # wall, client CPU and server CPU per op of each peer
+    assert len(cpu) == 6, out  # wall, client CPU and server CPU per op of each peer
     assert re.search(r"handle 4 KiB [\d.]+, client 4 KiB [\d.]+", out), out
-    for state in ("idle", "a vdisk streams"):
+    assert re.search(r"opening a vdisk, median of 20: process [\d.]+ ms .*thread [\d.]+ ms", out)
+    for state in ("idle", "a process vdisk streams", "a thread vdisk streams"):
         assert re.search(rf"^\| {state} +\| +20 \| +\d+ \| +\d+ \|$", out, re.M), out
-    assert out.count("(target >=") == 4 and "(target <= 1.5x)" in out
+    assert out.count("(target >=") == 8 and out.count("(target <= 1.5x)") == 2, out
     # every mount, daemon, server and streaming client is gone, and the backing files too
     mounted = re.search(r"vbusfs mounted on (\S+) \(daemon pid (\d+)\)", out)
     assert mounted is not None, out
     assert mounted.group(1) not in vbusfs_mounts() and not os.path.exists(mounted.group(1))
     pids = [mounted.group(2), *re.findall(r"^(?:socketpair|pipe) server: pid (\d+)$", out, re.M)]
-    pids += re.findall(r"streaming vdisk client \(pid (\d+)\)", out)
-    assert len(pids) == 4, out
+    pids += re.findall(r"streaming \w+ vdisk client \(pid (\d+)\)", out)
+    assert len(pids) == 5, out
     assert not any(os.path.exists(f"/proc/{pid}") for pid in pids)
     files = re.search(r"^removed the backing files: (.+)$", out, re.M)
-    # one each for the two stream servers, the two vdisks and the in-process costs
-    assert files is not None and len(files.group(1).split()) == 5, out
+    # one each for the two stream servers, the four vdisks and the in-process costs
+    assert files is not None and len(files.group(1).split()) == 7, out
     assert not any(os.path.exists(path) for path in files.group(1).split())
 
 

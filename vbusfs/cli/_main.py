@@ -50,6 +50,7 @@ def _mount(args: argparse.Namespace) -> int:
 _LIMIT_OPTIONS = {
     "connections": "--max-connections",
     "connections_per_uid": "--max-connections-per-uid",
+    "join_bound": "--join-bound",
 }
 
 
@@ -57,6 +58,16 @@ def _nonnegative(text: str) -> int:
     if not (text.isascii() and text.isdigit()):
         raise argparse.ArgumentTypeError(f"{text!r} is not a number >= 0")
     return int(text)
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value <= 3600:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds in (0, 3600]")
+    return value
 
 
 def _positive(text: str) -> int:
@@ -217,6 +228,14 @@ def parser() -> argparse.ArgumentParser:
         metavar="N",
         help="connector clients served at once from the processes of one uid (default 64); "
         "one more is refused with EAGAIN",
+    )
+    mount.add_argument(
+        "--join-bound",
+        dest="join_bound",
+        type=_seconds,
+        metavar="SECONDS",
+        help="how long a stopped device loop may take to end (default 2): then a loop "
+        "thread is logged and abandoned, and a worker process is killed",
     )
     mount.set_defaults(run=_mount)
 

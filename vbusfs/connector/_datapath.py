@@ -82,14 +82,32 @@ def data_path_of(
     interface_id: int,
     opened: Open,
     on_end: Callable[[DataPath, Outcome], None],
+    workers: Any = None,
+    bound: float = JOIN_BOUND,
 ) -> DataPath | None:
-    """The data path of a just-opened interface whose class declares queues, else None."""
+    """The data path of a just-opened interface whose class declares queues, else None:
+    in a worker process (`_workers`, given `workers`) if its class's isolation says so."""
     interface = vbus.bus(bus).interfaces[interface_id]
     opened.interface_type = interface.type
     deviceclass = interface.device.deviceclass
     if deviceclass is None or not deviceclass.queues:
         return None
     names = DeviceNames(deviceclass.name, interface.device.name, f"{bus}/{interface_id}")
+    if deviceclass.isolation == "process" and workers is not None:
+        from ._workers import WorkerDataPath
+
+        try:
+            return WorkerDataPath(
+                opened.connection, deviceclass.queues, names, opened.hangup, on_end, workers, bound
+            )
+        except VbusError:
+            raise
+        except OSError as exc:  # out of descriptors, say: refused, the daemon goes on
+            code = exc.errno or errno.EIO
+            raise VbusError(f"cannot start the worker of {names}: {exc}", errno=code) from None
+        except Exception as exc:
+            log.exception("%s: cannot start its worker", names)
+            raise VbusError(f"cannot start the worker of {names}: {exc}", errno=errno.EIO) from None
     return DataPath(opened.connection, deviceclass.queues, names, opened.hangup, on_end)
 
 
@@ -130,6 +148,7 @@ class DataPath:
         self.thread: threading.Thread | None = None
         self.stopping = False
         self.closed = False  # steps 3-4 done
+        self.finished = trio.Event()  # steps 3-5 done: a client's close is answered then
         self.ended = trio.Event()  # the loop thread has ended (or never started)
         self._token = trio.lowlevel.current_trio_token()
 
@@ -256,6 +275,7 @@ class DataPath:
             log.exception("%s: internal error closing the device", self.names)
         self._close_rings()
         self._close_hangup()
+        self.finished.set()
 
     def _close_rings(self) -> None:
         for ring in self.rings.values():

@@ -26,6 +26,9 @@ class Limits:
     log_burst_total: int = 20
     #: seconds between re-checks of a connected process's bus while it sends nothing
     recheck_interval: float = 0.5
+    #: seconds a stopped device loop (thread or worker) may take to end: then a thread
+    #: is abandoned and a worker process SIGKILLed
+    join_bound: float = 2.0
 
 
 @dataclass(slots=True)

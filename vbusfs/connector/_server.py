@@ -47,6 +47,7 @@ from ._pin import PeerPin
 from ._protocol import DaemonConnection
 from ._refusals import EXHAUSTED, out_of, refuse_exhausted, spare_fd
 from ._session import Session
+from ._workers import Workers
 
 log = logging.getLogger("vbusfs.connector")
 
@@ -61,7 +62,13 @@ class Connector:
     """Listens on a Unix socket and serves member processes."""
 
     def __init__(
-        self, vbus: Vbus, path: str, catalog: Catalog | FindClass, limits: Limits | None = None
+        self,
+        vbus: Vbus,
+        path: str,
+        catalog: Catalog | FindClass,
+        limits: Limits | None = None,
+        *,
+        process_workers: bool = True,
     ) -> None:
         self.vbus = vbus
         self.path = path
@@ -76,7 +83,10 @@ class Connector:
         # the daemon's owner (and root) may administer it: save, modprobe, reload, rmmod, reset
         self.owner = os.getuid()
         # ends the data paths of classes that declare queues, in the one close order
-        self.closer = Closer()
+        self.closer = Closer(self.limits.join_bound)
+        # the worker processes of classes whose loops run in one (isolation "process");
+        # without them (an in-process test harness) every loop runs in a thread
+        self.workers = Workers() if process_workers else None
         # connections that asked to hear every change (`vbusfs monitor`)
         self.monitors = Monitors(vbus)
 
@@ -113,6 +123,8 @@ class Connector:
             listener.listen(128)
             async with trio.open_nursery() as nursery:
                 await nursery.start(self.closer.run)
+                if self.workers is not None:
+                    await nursery.start(self.workers.run)
                 task_status.started()
                 while True:
                     try:

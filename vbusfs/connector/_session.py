@@ -29,6 +29,7 @@ from ._protocol import Closed, DaemonConnection, Request, WireError, pack_bytes
 from ._records import Scope
 from ._refusals import EXHAUSTED, attach_queue, out_of
 from ._rights import RECEIVE, received, rights
+from ._workers import WorkerDataPath
 
 if TYPE_CHECKING:
     from ._server import Connector
@@ -181,7 +182,7 @@ class Session:
                 if isinstance(request, Closed):
                     return  # the client closed or died
                 seq = request.seq
-                fields, out_fds = self._dispatch(request)
+                fields, out_fds = await self._dispatch(request)
                 reply = self.protocol.reply(request, fields)
             except VbusError as exc:
                 reply = self.protocol.refusal(seq, exc.errno, exc.args[0] if exc.args else "")
@@ -210,13 +211,35 @@ class Session:
                 await self.monitor.serve(self)  # its connection hears records to its end
                 return
 
-    def _dispatch(self, request: Request) -> tuple[dict[str, Any], list[int]]:
+    async def _dispatch(self, request: Request) -> tuple[dict[str, Any], list[int]]:
         """The reply to one request, and file descriptors to send beside it."""
         if request.op == "open":
             return self._open(request)
         if request.op == "monitor":
             return self._monitor(), []
+        if request.op in ("call", "stats", "close") and request.op not in ADMIN_OPS:
+            self._bus()
+            opened, handle = self._handle(request)
+            if request.op == "close" and opened.datapath is not None:
+                return await self._close_in_order(handle, opened.datapath), []
+            if isinstance(opened.datapath, WorkerDataPath):
+                return await self._worker_reply(request, opened.datapath), []
         return self._reply(request), []
+
+    async def _close_in_order(self, handle: int, path: DataPath) -> dict[str, Any]:
+        """A client's close of a data path, answered once its close order has run (or, for
+        a loop that ignores the stop, once the bound let its client go)."""
+        self._close(handle)
+        with trio.move_on_after(self.connector.closer.bound + 0.5):
+            await path.finished.wait()
+        return {}
+
+    async def _worker_reply(self, request: Request, path: WorkerDataPath) -> dict[str, Any]:
+        """A call or stats of an interface whose loop is a worker: the worker answers."""
+        if request.op == "call":
+            function = request.integer("function")
+            return {"data": pack_bytes(await path.call(function, request.data()))}
+        return {"stats": await path.stats()}
 
     def _monitor(self) -> dict[str, Any]:
         """Make this connection a monitor: the daemon's owner and root hear everything,
@@ -253,7 +276,21 @@ class Session:
         handle = self.next_handle
         self.next_handle += 1
         opened = Open(interface_id, connection, hangup=ours)
-        opened.datapath = data_path_of(self.vbus, bus, interface_id, opened, self._loop_ended)
+        try:
+            opened.datapath = data_path_of(
+                self.vbus,
+                bus,
+                interface_id,
+                opened,
+                self._loop_ended,
+                self.connector.workers,
+                self.connector.closer.bound,
+            )
+        except BaseException:
+            connection.close()
+            ours.close()
+            theirs.close()
+            raise
         hook_device_events(self, opened)
         self.opens[handle] = opened
         interface = self.vbus.bus(bus).interfaces[interface_id]

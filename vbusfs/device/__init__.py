@@ -18,6 +18,11 @@ attribute tables, `create`/`attach`/`open` steps) whose `open` returns a
   `DeviceConnection.close()`, then the rings.
 - A loop that raises fails the device for its client: its ring waits end
   (`IoqClosed`), its next call fails with EIO, and it hears a `fault` event.
+- `DeviceClass.isolation = "process"` runs each open interface's loop in a worker
+  process instead, rebuilt there from `DeviceConnection.worker_recipe()` (a
+  `WorkerRecipe`: an importable factory, its plain arguments, fds to pass); the
+  worker answers `serve`, `call` and `stats`; a worker that dies fails the device as a
+  failing loop does, and one that outlives the join bound is killed.
 - `RequestResponseConnection` + `request_response_queues` give the commonest loop:
   override `handle(request, response) -> length` (and `error_response`).
 
@@ -48,6 +53,7 @@ from vbusfs.model import (
     check_queue_specs,
 )
 
+from ._control import WorkerRecipe
 from ._queues import DeviceNames, QueuePoller, Queues, slot_size
 from ._reqresp import REQUESTS, RESPONSES, RequestResponseConnection, request_response_queues
 
@@ -82,6 +88,7 @@ __all__ = [
     "Queues",
     "RequestResponseConnection",
     "VbusError",
+    "WorkerRecipe",
     "attribute_mode",
     "check_queue_specs",
     "request_response_queues",

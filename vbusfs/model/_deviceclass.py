@@ -106,6 +106,10 @@ class InterfaceInfo:
     name: str
 
 
+#: where a deviceclass's loop may run (`DeviceClass.isolation`)
+ISOLATIONS = ("thread", "process")
+
+
 class DeviceConnection:
     """One client's open of one interface: device calls, queues, the data mover.
 
@@ -156,6 +160,14 @@ class DeviceConnection:
         """
         queues.wait_stopped()
 
+    def worker_recipe(self) -> Any:
+        """Classes with `isolation = "process"`: how a worker process rebuilds this
+        connection's data path, a `vbusfs.device.WorkerRecipe` (an importable factory,
+        its plain arguments, file descriptors to pass). Called once, at open, on the
+        daemon's loop; the worker's connection then answers `serve`, `call` and `stats`,
+        and this one only `close`."""
+        raise NotImplementedError(f"{type(self).__name__} gives no worker_recipe")
+
     async def run(self) -> None:
         """Legacy (classes that declare no `queues`): move data until cancelled, on the
         daemon's trio loop, started at open. New classes declare queues and `serve`."""
@@ -185,9 +197,15 @@ class DeviceClass:
     #: the queues a client attaches to an open interface; empty: the legacy contract
     #: (`DeviceConnection.attach_queue` and `run`)
     queues: ClassVar[tuple[QueueSpec, ...]] = ()
+    #: where a declared-queues class's `serve` runs: "thread" (a thread of the daemon) or
+    #: "process" (a worker process per open interface, rebuilt from the connection's
+    #: `worker_recipe()`)
+    isolation: ClassVar[str] = "thread"
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        if cls.isolation not in ISOLATIONS:
+            raise ValueError(f"{cls.__qualname__}.isolation must be 'thread' or 'process'")
         # a bad declaration fails where the class is defined (its import), not at an open
         if not isinstance(cls.queues, tuple):
             raise ValueError(f"{cls.__qualname__}.queues must be a tuple of QueueSpec")

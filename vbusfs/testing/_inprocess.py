@@ -108,7 +108,8 @@ class InProcessDaemon:
         self.vbus = vbus
         self.directory = tempfile.mkdtemp(prefix="vbusfs-harness-")
         self.path = os.path.join(self.directory, "connector")
-        self.connector = Connector(vbus, self.path, find_class, Limits())
+        # every loop in a thread, `isolation = "process"` too: the probes watch it here
+        self.connector = Connector(vbus, self.path, find_class, Limits(), process_workers=False)
         self.connector.closer.bound = bound
         self.token: trio.lowlevel.TrioToken | None = None
         self.failure: BaseException | None = None

@@ -217,10 +217,13 @@ def test_unlinking_an_open_disk_ends_the_clients_waits(disk_mount):
     with client.connect(disk_mount.path) as bus, VdiskClient.open(bus, 0) as disk:
         disk.write(0, bytes(SECTOR))
         disk_mount.sh(f"rm config/vbus/instances/{BUS}/{DISK}", check=True)
+        # the close order runs (the disk's worker stops and exits, then the daemon lets go)
+        deadline = time.monotonic() + 10
+        while attribute(disk_mount, "opened") != "0" and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert attribute(disk_mount, "opened") == "0"
         with pytest.raises(IoqClosed):  # the daemon let go: the rings' waits end
-            for _ in range(100):
-                disk.read(0, SECTOR, timeout=10)
-    assert attribute(disk_mount, "opened") == "0"
+            disk.read(0, SECTOR, timeout=10)
 
 
 SMALL = 40 * SECTOR  # the disk of the differential test: small, so that its end is reached

@@ -35,11 +35,12 @@ from .protocol import SECTOR, VERSION, Capacity, ProtocolError
 
 if TYPE_CHECKING:
     from ._client import VdiskClient
-    from ._deviceclass import MAX_TRANSFER, Vdisk, VdiskConnection, VdiskState
+    from ._deviceclass import MAX_TRANSFER, ThreadVdisk, Vdisk, VdiskConnection, VdiskState
     from ._trio_client import AsyncVdiskClient
 
 _LAZY = {
     "Vdisk": "_deviceclass",
+    "ThreadVdisk": "_deviceclass",
     "VdiskConnection": "_deviceclass",
     "VdiskState": "_deviceclass",
     "MAX_TRANSFER": "_deviceclass",
@@ -71,6 +72,7 @@ __all__ = [
     "MemoryBacking",
     "Pipeline",
     "ProtocolError",
+    "ThreadVdisk",
     "Vdisk",
     "VdiskClient",
     "VdiskConnection",

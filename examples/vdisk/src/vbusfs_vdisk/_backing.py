@@ -1,5 +1,6 @@
 """Where a vdisk's bytes live: anonymous memory, or a file.
 
+A memory backing is a memfd, so a device worker process maps the same bytes.
 A backing reads into and writes from buffers the caller gives (memoryviews of
 a ring's data segment on the device's path), so data moves once: a file with
 `os.preadv`/`os.pwritev` straight between the file and the buffer, memory with
@@ -39,14 +40,35 @@ class Backing:
 
 
 class MemoryBacking(Backing):
-    """Anonymous memory, zero until written; kept for a device's life across its opens."""
+    """Memory (a memfd), zero until written; kept for a device's life across its opens.
 
-    def __init__(self, size: int) -> None:
+    The memfd (`fd`) lets a device worker process map the same bytes (`adopt`)."""
+
+    def __init__(self, size: int, *, fd: int | None = None) -> None:
         if not 0 < size <= MAX_MEMORY_SIZE:
             raise ValueError(f"a memory disk holds 1 to {MAX_MEMORY_SIZE} bytes, not {size}")
         self.size = size
-        self._map = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+        if fd is None:
+            fd = os.memfd_create("vdisk", os.MFD_CLOEXEC)
+            try:
+                os.ftruncate(fd, size)
+            except BaseException:
+                os.close(fd)
+                raise
+        self.fd = fd
+        try:
+            if os.fstat(fd).st_size < size:
+                raise OSError(errno.EINVAL, "the memory disk's memfd is shorter than its size")
+            self._map = mmap.mmap(fd, size, flags=mmap.MAP_SHARED)
+        except BaseException:
+            os.close(fd)
+            raise
         self._view = memoryview(self._map)
+
+    @classmethod
+    def adopt(cls, fd: int, size: int) -> MemoryBacking:
+        """The memory disk whose memfd is `fd` (owned from now on), as a worker maps it."""
+        return cls(size, fd=fd)
 
     def read_into(self, buffer: memoryview, offset: int) -> None:
         buffer[:] = self._view[offset : offset + len(buffer)]
@@ -67,6 +89,7 @@ class MemoryBacking(Backing):
         if not self._map.closed:
             self._view.release()
             self._map.close()
+            os.close(self.fd)
 
 
 class FileBacking(Backing):
@@ -75,9 +98,9 @@ class FileBacking(Backing):
     Past the file's end (a file truncated after it was opened) reads give zeros.
     """
 
-    def __init__(self, path: str, size: int, *, readonly: bool) -> None:
+    def __init__(self, path: str, size: int, *, readonly: bool, fd: int | None = None) -> None:
         flags = (os.O_RDONLY if readonly else os.O_RDWR) | os.O_CLOEXEC
-        self._fd = os.open(path, flags)
+        self._fd = os.open(path, flags) if fd is None else fd
         try:
             info = os.fstat(self._fd)
             if not stat.S_ISREG(info.st_mode):
@@ -105,6 +128,11 @@ class FileBacking(Backing):
         done = os.pwritev(self._fd, [data], offset)
         while done < len(data):
             done += os.pwritev(self._fd, [data[done:]], offset + done)
+
+    @property
+    def fd(self) -> int:
+        """The open file (for a worker process to be handed)."""
+        return self._fd
 
     def flush(self) -> None:
         os.fdatasync(self._fd)

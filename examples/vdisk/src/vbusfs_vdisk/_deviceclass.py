@@ -3,7 +3,7 @@
 Attributes (device, all 0644 but `opened`), refused with EBUSY while a client
 has the disk open:
 
-- `backing`: `memory` (anonymous memory, zero at first, kept for the device's
+- `backing`: `memory` (a memfd, zero at first, kept for the device's
   life across opens) or the absolute path of a regular file, which the daemon
   opens at each open of the disk (read-only when `readonly` is 1). Storing a
   path sets `size` to the file's size rounded down to 512 bytes (a file
@@ -17,7 +17,8 @@ has the disk open:
   CPU. Default 0.
 - `opened` (0444): `1` while a client has the disk open, else `0`.
 
-One client at a time opens a disk (EBUSY for a second). The connection serves
+One client at a time opens a disk (EBUSY for a second); its requests are served in a
+worker process (`isolation = "process"`) that maps the same memory or file. The connection serves
 the ring protocol of `vbusfs_vdisk.protocol` through `Disk.handle`, and two
 device calls: CAPACITY (size, block size, read-only) and FLUSH.
 """
@@ -37,6 +38,7 @@ from vbusfs.device import (
     InvalidValue,
     RequestResponseConnection,
     VbusError,
+    WorkerRecipe,
     request_response_queues,
 )
 
@@ -181,6 +183,17 @@ class VdiskConnection(RequestResponseConnection):
     def stats(self) -> dict[str, int]:
         return self.disk.stats()
 
+    def worker_recipe(self) -> WorkerRecipe:
+        """The worker process rebuilds this connection over the same bytes: the memory
+        disk's memfd, or the file this open opened, passed to it."""
+        state = self.state
+        fd = self._owned.fd if isinstance(self._owned, FileBacking) else None
+        if fd is None:
+            assert state.memory is not None
+            fd = state.memory.fd
+        args = (state.name, state.backing, state.size, state.readonly, state.spin_us)
+        return WorkerRecipe(__name__, "worker_connection", args, fds=(fd,))
+
     def close(self) -> None:
         if self._owned is not None:
             self._owned.close()
@@ -189,11 +202,27 @@ class VdiskConnection(RequestResponseConnection):
             self.state.connection = None
 
 
+def worker_connection(
+    name: str, backing: str, size: int, readonly: bool, spin_us: int | str, *, fds: list[int]
+) -> VdiskConnection:
+    """A vdisk connection in its worker process (`VdiskConnection.worker_recipe`)."""
+    owned: Backing
+    if backing == MEMORY:
+        owned = MemoryBacking.adopt(fds[0], size)
+    else:
+        owned = FileBacking(backing, size, readonly=readonly, fd=fds[0])
+    state = VdiskState(name, backing, size, readonly, spin_us)
+    return VdiskConnection(state, Disk(owned, readonly=readonly), owned)
+
+
 class Vdisk(DeviceClass):
-    """A block device backed by memory or a file, served over a request and a response ring."""
+    """A block device backed by memory or a file, served over a request and a response ring.
+
+    Each open disk's requests are served in a worker process of its own."""
 
     name = "vdisk"
     interface_type = "virtual-disk"
+    isolation = "process"
     attributes = (
         Attribute(
             "backing",
@@ -270,4 +299,21 @@ class Vdisk(DeviceClass):
         return VdiskConnection(state, Disk(backing, readonly=state.readonly), owned)
 
 
-__all__ = ["DEFAULT_SIZE", "MAX_QUEUE", "MAX_TRANSFER", "MEMORY", "Vdisk", "VdiskConnection"]
+class ThreadVdisk(Vdisk):
+    """`vdisk` with its loop in a thread of the daemon (class name `vdisk-thread`): the
+    same device, for comparing the two isolations."""
+
+    name = "vdisk-thread"
+    isolation = "thread"
+
+
+__all__ = [
+    "DEFAULT_SIZE",
+    "MAX_QUEUE",
+    "MAX_TRANSFER",
+    "MEMORY",
+    "ThreadVdisk",
+    "Vdisk",
+    "VdiskConnection",
+    "worker_connection",
+]

@@ -1,0 +1,444 @@
+"""Device workers, the daemon's side: the fork server, and a data path in a worker process.
+
+A deviceclass with `isolation = "process"` has each open interface's data path run in
+a worker process of its own, rebuilt from the connection's `worker_recipe()`:
+
+- `ForkServer`: one clean process (`python -m vbusfs.device._forkserver`, exec'd, never
+  forked from the daemon's trio and FUSE process), started at the first such open; it
+  forks each worker and hands back its pid and a pidfd. It ends with the daemon.
+- `WorkerDataPath`: a `DataPath` whose loop is a worker. The worker is asked for at
+  open (the reply does not wait for it); the client's rings are validated here as for a
+  thread, then their fds pass to the worker over its control channel (SCM_RIGHTS). Calls
+  and stats go to the worker. The close order is the thread's: stop (the worker stops
+  its rings), join (the worker process has exited: its mappings are gone), at most the
+  bound, after which it is SIGKILLed through its pidfd; then `connection.close()`, the
+  rings, the client's hang-up socket. A worker that dies (an exception in `serve`,
+  `os._exit`, a signal) fails the handle as a failing thread loop does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import itertools
+import logging
+import os
+import pickle
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import astuple
+from typing import Any
+
+import trio
+
+from vbusfs.device import DeviceNames
+from vbusfs.device._control import (
+    MAX_FDS,
+    MAX_MESSAGE,
+    ControlError,
+    WorkerRecipe,
+    close_all,
+    send,
+    unpack_message,
+)
+from vbusfs.ioq import IoqFault
+from vbusfs.model import DeviceConnection, QueueSpec, VbusError
+
+from ._datapath import DataPath, Outcome
+
+log = logging.getLogger("vbusfs.connector")
+
+#: seconds a device call or stats may take in a worker before it is answered EIO
+CALL_BOUND = 5.0
+
+
+class WorkerDied(Exception):
+    """A device's worker process ended without being asked to."""
+
+
+async def receive(sock: socket.socket) -> tuple[dict[str, Any], bytes, list[int]]:
+    """The next control message on a non-blocking socket (EOFError at the peer's end)."""
+    while True:
+        try:
+            data, ancdata, flags, _ = sock.recvmsg(MAX_MESSAGE, socket.CMSG_SPACE(MAX_FDS * 4))
+        except BlockingIOError:
+            await trio.lowlevel.wait_readable(sock)
+            continue
+        except ConnectionResetError:
+            raise EOFError("the worker is gone") from None
+        return unpack_message(data, ancdata, flags)
+
+
+class ForkServer:
+    """The one process that forks device workers (see the module)."""
+
+    def __init__(self) -> None:
+        self.process: subprocess.Popen[bytes] | None = None
+        self.sock: socket.socket | None = None
+        self._lock: trio.Lock | None = None
+        self._ids = itertools.count(1)
+
+    def _ensure(self) -> socket.socket:
+        if self.sock is not None and self.process is not None and self.process.poll() is None:
+            return self.sock
+        self.close()
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        env = dict(os.environ)
+        # the worker imports device code as the daemon did: from the daemon's path
+        paths = [p for p in sys.path if p] + [env.get("PYTHONPATH", "")]
+        env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
+        try:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "vbusfs.device._forkserver", str(theirs.fileno())],
+                pass_fds=[theirs.fileno()],
+                stdin=subprocess.DEVNULL,
+                env=env,
+            )
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        ours.setblocking(False)
+        self.sock = ours
+        log.info("device worker fork server started (pid %d)", self.process.pid)
+        return ours
+
+    async def spawn(
+        self, recipe: WorkerRecipe, control: int, fds: Sequence[int]
+    ) -> tuple[int, int]:
+        """A new worker running `recipe` with `control` as its channel and `fds` (the
+        recipe's, duplicated) passed: (pid, pidfd)."""
+        if self._lock is None:
+            self._lock = trio.Lock()
+        payload = pickle.dumps(
+            (recipe.module, recipe.factory, recipe.args, recipe.kwargs, recipe.nice)
+        )
+        async with self._lock:
+            sock = self._ensure()
+            ask = next(self._ids)
+            send(sock, {"op": "spawn", "id": ask}, payload, [control, *fds])
+            while True:
+                try:
+                    header, _, fds = await receive(sock)
+                except EOFError:
+                    raise OSError(errno.EPIPE, "the worker fork server ended") from None
+                if header.get("id") == ask:
+                    break
+                close_all(fds)  # the answer to a request given up on: its worker has no channel
+        if header["op"] != "spawned" or len(fds) != 1:
+            close_all(fds)
+            code = header.get("errno")
+            raise OSError(code if isinstance(code, int) else errno.EIO, header.get("message", ""))
+        return int(header["pid"]), fds[0]
+
+    def close(self) -> None:
+        """End the fork server (its workers end with their channels); never blocks long."""
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+        if self.process is not None:
+            try:
+                self.process.wait(1.0)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+            self.process = None
+
+
+class Workers:
+    """The connector's device workers: the fork server and the tasks watching workers."""
+
+    def __init__(self) -> None:
+        self.forkserver = ForkServer()
+        self._nursery: trio.Nursery | None = None
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                task_status.started()
+                await trio.sleep_forever()
+        finally:
+            self._nursery = None
+            self.forkserver.close()
+
+    def start_soon(self, task: Callable[[], Any]) -> None:
+        if self._nursery is None:
+            raise VbusError("the daemon runs no device workers now", errno=errno.EAGAIN)
+        self._nursery.start_soon(task)
+
+
+class WorkerDataPath(DataPath):
+    """A data path whose loop runs in a worker process (see the module)."""
+
+    def __init__(
+        self,
+        connection: DeviceConnection,
+        specs: Sequence[QueueSpec],
+        names: DeviceNames,
+        hangup: socket.socket | None,
+        on_end: Callable[[DataPath, Outcome], None],
+        workers: Workers,
+        bound: float,
+    ) -> None:
+        recipe = connection.worker_recipe()
+        if not isinstance(recipe, WorkerRecipe):
+            raise TypeError(f"{names.deviceclass}: worker_recipe() gave {recipe!r}")
+        super().__init__(connection, specs, names, hangup, on_end)
+        self.recipe = recipe
+        self.bound = bound
+        # the recipe's fds, ours until the worker has its own copies
+        self._recipe_fds = [os.dup(fd) for fd in self.recipe.fds]
+        self.control, self._theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.control.setblocking(False)
+        self.pid: int | None = None
+        self.pidfd: int | None = None
+        self.ready = trio.Event()  # the worker said ready (or is gone)
+        self.exited = False
+        self.reported = False  # its loop's end was told to on_end
+        self._fds: dict[int, list[int]] = {}
+        self._queues_due = False
+        self._replies: dict[int, list[Any]] = {}
+        self._seq = itertools.count(1)
+        self.why: str | None = None  # why the worker never started
+        self.workers = workers
+        try:
+            workers.start_soon(self._run)
+        except BaseException:  # nothing started: what it made goes (the hang-up is the caller's)
+            self.exited = self.closed = True
+            self._close_rings()
+            self.control.close()
+            self._theirs.close()
+            close_all(self._recipe_fds)
+            raise
+
+    # -- the worker's life -------------------------------------------------------
+
+    async def _run(self) -> None:
+        try:
+            await self._live()
+        finally:
+            with trio.CancelScope(shield=True):
+                if not self.exited:
+                    self.stop()  # the daemon is ending, or watching it broke
+                    await self._wait_exit()
+                self._exited()
+
+    async def _live(self) -> None:
+        try:
+            self.pid, self.pidfd = await self.workers.forkserver.spawn(
+                self.recipe, self._theirs.fileno(), self._recipe_fds
+            )
+        except OSError as exc:
+            self.why = f"its worker could not start: {exc.strerror or exc}"
+            self._exited()
+            return
+        finally:
+            self._theirs.close()
+            close_all(self._recipe_fds)
+            self._recipe_fds = []
+        log.debug("%s: worker pid %d", self.names, self.pid)
+        if self._queues_due:
+            self._send_queues()
+        if self.stopping:
+            self._ask_stop()
+        await self._messages()
+        await self._wait_exit()
+        self._exited()
+
+    async def _wait_exit(self) -> None:
+        """Until the worker process is gone; SIGKILLed if it outlives the bound."""
+        if self.pidfd is None:
+            return
+        with trio.move_on_after(self.bound):
+            await trio.lowlevel.wait_readable(self.pidfd)
+            return
+        self.kill()
+        with trio.move_on_after(self.bound):
+            await trio.lowlevel.wait_readable(self.pidfd)
+
+    async def _messages(self) -> None:
+        """What the worker says, until its channel ends."""
+        while True:
+            try:
+                header, payload, fds = await receive(self.control)
+            except EOFError:
+                return
+            except ControlError as exc:
+                log.error("%s: its worker broke the control channel: %s", self.names, exc)
+                self.kill()
+                continue
+            close_all(fds)
+            op, seq = header["op"], header.get("seq")
+            if op == "ready":
+                self.ready.set()
+            elif op == "reply" and isinstance(seq, int) and seq in self._replies:
+                box = self._replies.pop(seq)
+                box[1] = (header, payload)
+                box[0].set()
+            elif op == "ended":
+                self._loop_said(header)
+
+    def _loop_said(self, header: dict[str, Any]) -> None:
+        """The worker's loop ended by itself: as a thread's would, `on_end` hears how."""
+        if self.stopping or self.reported:
+            return
+        kind, message = header.get("kind"), str(header.get("message", ""))[:512]
+        outcome: Outcome = None
+        if kind == "fault":
+            code = header.get("errno")
+            outcome = IoqFault(code if isinstance(code, int) else errno.EPROTO, message)
+        elif kind not in ("returned", "closed"):
+            outcome = WorkerDied(f"its loop failed in its worker: {message}")
+        self.reported = True
+        self.on_end(self, outcome)
+
+    def _exited(self) -> None:
+        """The worker process is gone (or never was)."""
+        if self.exited:
+            return
+        self.exited = True
+        self.ready.set()
+        for box in self._replies.values():
+            box[0].set()
+        self._replies.clear()
+        self.ended.set()
+        if self.stopping:
+            self._finish()
+        elif not self.reported:
+            self.reported = True
+            why = self.why or f"its worker process (pid {self.pid}) ended unexpectedly"
+            self.on_end(self, WorkerDied(why))
+
+    def kill(self) -> None:
+        """SIGKILL the worker through its pidfd (no pid is ever reused for it)."""
+        if self.pidfd is not None and not self.exited:
+            with contextlib.suppress(OSError):
+                signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
+        elif self.pid is None:
+            with contextlib.suppress(OSError):
+                self.control.shutdown(socket.SHUT_RDWR)  # a worker on its way ends at once
+
+    # -- the data path -----------------------------------------------------------
+
+    def attach(self, index: int, fds: Sequence[int], direction: Any) -> None:
+        if self.stopping or index in self.rings or index not in self.specs:
+            super().attach(index, fds, direction)  # refused there
+            return
+        copies: list[int] = []
+        try:
+            for fd in fds:
+                copies.append(os.dup(fd))
+            self._fds[index] = copies
+            super().attach(index, fds, direction)
+        except BaseException:
+            self._fds.pop(index, None)
+            close_all(copies)
+            raise
+
+    def _start(self) -> None:
+        self._queues_due = True
+        if self.pid is not None and not self.exited:
+            self._send_queues()
+
+    def _send_queues(self) -> None:
+        order = sorted(self._fds)
+        fds = [fd for index in order for fd in self._fds[index]]
+        header = {
+            "op": "queues",
+            "queues": [list(astuple(self.specs[index])) for index in order],
+            "names": [self.names.deviceclass, self.names.device, self.names.interface],
+        }
+        try:
+            send(self.control, header, b"", fds)
+        except OSError as exc:
+            log.warning("%s: cannot hand its worker the queues: %s", self.names, exc)
+            self.kill()
+        finally:
+            close_all(fds)
+            self._fds.clear()
+
+    @property
+    def running(self) -> bool:
+        return not self.ended.is_set()
+
+    def stop(self) -> None:
+        """Step 1: ask the worker to stop its rings. Never blocks; idempotent."""
+        if not self.stopping:
+            self.stopping = True
+            self._ask_stop()
+
+    def _ask_stop(self) -> None:
+        if self.pid is not None and not self.exited:
+            try:
+                send(self.control, {"op": "stop"})
+            except OSError:
+                self.kill()
+
+    def abandon(self) -> None:
+        log.error(
+            "%s: its worker (pid %s) did not stop within %g s: killed",
+            self.names,
+            self.pid,
+            self.bound,
+        )
+        self.kill()
+
+    def _finish(self) -> None:
+        if self.closed:
+            return
+        super()._finish()
+        self.control.close()
+        if self.pidfd is not None:
+            os.close(self.pidfd)
+            self.pidfd = None
+        for copies in self._fds.values():
+            close_all(copies)
+        self._fds.clear()
+
+    # -- calls -----------------------------------------------------------------
+
+    async def ask(
+        self, header: dict[str, Any], payload: bytes = b""
+    ) -> tuple[dict[str, Any], bytes]:
+        """The worker's reply to `header`; VbusError (its errno, or EIO) otherwise."""
+        with trio.move_on_after(CALL_BOUND):
+            await self.ready.wait()
+        if self.exited or self.stopping or not self.ready.is_set():
+            raise VbusError(f"{self.names}: its worker is not running", errno=errno.EIO)
+        seq = next(self._seq)
+        box: list[Any] = [trio.Event(), None]
+        self._replies[seq] = box
+        try:
+            send(self.control, {**header, "seq": seq}, payload)
+            with trio.move_on_after(CALL_BOUND):
+                await box[0].wait()
+        except (OSError, ControlError) as exc:
+            raise VbusError(
+                f"{self.names}: cannot reach its worker: {exc}", errno=errno.EIO
+            ) from None
+        finally:
+            self._replies.pop(seq, None)
+        if box[1] is None:
+            raise VbusError(f"{self.names}: its worker did not answer", errno=errno.EIO)
+        reply, data = box[1]
+        code = reply.get("errno")
+        if code is not None:
+            code = code if isinstance(code, int) and code > 0 else errno.EIO
+            raise VbusError(str(reply.get("message", ""))[:512], errno=code)
+        return reply, data
+
+    async def call(self, function: int, data: bytes) -> bytes:
+        return (await self.ask({"op": "call", "function": function}, data))[1]
+
+    async def stats(self) -> dict[str, int]:
+        stats = (await self.ask({"op": "stats"}))[0].get("stats")
+        if not isinstance(stats, dict) or not all(
+            isinstance(k, str) and isinstance(v, int) for k, v in stats.items()
+        ):
+            raise VbusError(f"{self.names}: its worker's stats are not counters", errno=errno.EIO)
+        return stats
