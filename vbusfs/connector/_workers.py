@@ -108,14 +108,26 @@ class ForkServer:
         return ours
 
     async def spawn(
-        self, recipe: WorkerRecipe, control: int, fds: Sequence[int]
+        self,
+        recipe: WorkerRecipe,
+        control: int,
+        fds: Sequence[int],
+        attributes: frozenset[str] = frozenset(),
     ) -> tuple[int, int]:
         """A new worker running `recipe` with `control` as its channel and `fds` (the
-        recipe's, duplicated) passed: (pid, pidfd)."""
+        recipe's, duplicated) passed, whose connection may `notify` `attributes`:
+        (pid, pidfd)."""
         if self._lock is None:
             self._lock = trio.Lock()
         payload = pickle.dumps(
-            (recipe.module, recipe.factory, recipe.args, recipe.kwargs, recipe.nice)
+            (
+                recipe.module,
+                recipe.factory,
+                recipe.args,
+                recipe.kwargs,
+                recipe.nice,
+                sorted(attributes),
+            )
         )
         async with self._lock:
             sock = self._ensure()
@@ -184,6 +196,7 @@ class WorkerDataPath(DataPath):
         on_end: Callable[[DataPath, Outcome], None],
         workers: Workers,
         bound: float,
+        attributes: frozenset[str] = frozenset(),
     ) -> None:
         recipe = connection.worker_recipe()
         if not isinstance(recipe, WorkerRecipe):
@@ -191,6 +204,7 @@ class WorkerDataPath(DataPath):
         super().__init__(connection, specs, names, hangup, on_end)
         self.recipe = recipe
         self.bound = bound
+        self.attributes = attributes  # the names its connection may `notify`
         # the recipe's fds, ours until the worker has its own copies
         self._recipe_fds = [os.dup(fd) for fd in self.recipe.fds]
         self.control, self._theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -231,7 +245,7 @@ class WorkerDataPath(DataPath):
     async def _live(self) -> None:
         try:
             self.pid, self.pidfd = await self.workers.forkserver.spawn(
-                self.recipe, self._theirs.fileno(), self._recipe_fds
+                self.recipe, self._theirs.fileno(), self._recipe_fds, self.attributes
             )
         except OSError as exc:
             self.why = f"its worker could not start: {exc.strerror or exc}"
@@ -282,6 +296,30 @@ class WorkerDataPath(DataPath):
                 box[0].set()
             elif op == "ended":
                 self._loop_said(header)
+            elif op == "event":
+                self._event(header)
+            elif op == "notify":
+                self._notice(header)
+
+    def _event(self, header: dict[str, Any]) -> None:
+        """The worker's connection sent its client a device event: on, as a thread's."""
+        kind, data = header.get("kind"), header.get("data")
+        sink = self.connection.event_sink
+        if not isinstance(kind, str) or not isinstance(data, dict):
+            log.error("%s: its worker sent a malformed device event", self.names)
+            self.kill()
+        elif sink is not None and not self.stopping:
+            sink(kind[:64], data)
+
+    def _notice(self, header: dict[str, Any]) -> None:
+        """The worker's connection marked an attribute changed (`notify`)."""
+        attribute = header.get("attribute")
+        try:
+            if not isinstance(attribute, str):
+                raise ValueError(f"{attribute!r} is not an attribute's name")
+            self.connection.notify(attribute)
+        except ValueError as exc:
+            log.error("%s: its worker's notify was refused: %s", self.names, exc)
 
     def _loop_said(self, header: dict[str, Any]) -> None:
         """The worker's loop ended by itself: as a thread's would, `on_end` hears how."""

@@ -60,7 +60,7 @@ def spawn(sock: socket.socket, header: dict[str, Any], payload: bytes, fds: list
         return
     control, recipe_fds = fds[0], fds[1:]
     try:
-        module, name, args, kwargs, nice = pickle.loads(payload)
+        module, name, args, kwargs, nice, attributes = pickle.loads(payload)
         factory = factory_of(module, name)
     except Exception as exc:
         close_all(fds)
@@ -78,7 +78,15 @@ def spawn(sock: socket.socket, header: dict[str, Any], payload: bytes, fds: list
         try:
             sock.close()
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-            status = run(control, factory, tuple(args), dict(kwargs), recipe_fds, int(nice))
+            status = run(
+                control,
+                factory,
+                tuple(args),
+                dict(kwargs),
+                recipe_fds,
+                int(nice),
+                frozenset(attributes),
+            )
         except BaseException:
             traceback.print_exc()
         finally:

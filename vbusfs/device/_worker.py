@@ -30,7 +30,7 @@ from typing import Any
 from vbusfs.ioq import Ioq, IoqClosed, IoqFault
 from vbusfs.model import DeviceConnection, QueueSpec, VbusError
 
-from ._control import ControlError, close_all, receive, send
+from ._control import ControlError, close_all, encode, receive, send
 from ._queues import DeviceNames, Queues
 
 log = logging.getLogger("vbusfs.worker")
@@ -39,19 +39,43 @@ log = logging.getLogger("vbusfs.worker")
 class Worker:
     """The worker's side of one open interface (see the module)."""
 
-    def __init__(self, sock: socket.socket, connection: DeviceConnection, nice: int = 0) -> None:
+    def __init__(
+        self,
+        sock: socket.socket,
+        connection: DeviceConnection,
+        nice: int = 0,
+        attributes: frozenset[str] = frozenset(),
+    ) -> None:
         self.sock = sock
         self.connection = connection
         self.nice = nice
+        self.attributes = attributes  # what `notify` may name: the class's attribute tables
         self.rings: dict[int, Ioq] = {}
         self.queues: Queues | None = None
         self.thread: threading.Thread | None = None
         self._send_lock = threading.Lock()
         self._watched, self._stopper = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        # the connection's send_event and notify, from any of its threads: told to the
+        # daemon over the channel, in order (one lock), as a thread's reach the loop
+        connection.event_sink = self._event
+        connection.notice_sink = self._notice
+
+    def _event(self, kind: str, data: dict[str, Any]) -> None:
+        if not isinstance(kind, str):
+            raise TypeError(f"a device event's kind is a str, not {kind!r}")
+        self.say({"op": "event", "kind": kind[:64], "data": data})
+
+    def _notice(self, attribute: str) -> None:
+        if attribute not in self.attributes:
+            raise ValueError(f"the device's class declares no attribute {attribute!r}")
+        self.say({"op": "notify", "attribute": attribute})
 
     def say(self, header: dict[str, Any], payload: bytes = b"") -> None:
+        """Send `header` to the daemon (TypeError or ControlError, sending nothing, for
+        what JSON or the channel cannot hold); a daemon gone is not the caller's error."""
+        message = encode(header, payload)
         with self._send_lock, contextlib.suppress(OSError):
-            send(self.sock, header, payload)
+            self.sock.sendmsg([message])
 
     def serve_channel(self) -> None:
         """Answer the daemon until stopped (or the channel ends)."""
@@ -150,6 +174,7 @@ def run(
     kwargs: dict[str, Any],
     fds: list[int],
     nice: int = 0,
+    attributes: frozenset[str] = frozenset(),
 ) -> int:
     """A forked worker's life; its exit status."""
     sock = socket.socket(fileno=control_fd)
@@ -166,7 +191,7 @@ def run(
         with contextlib.suppress(OSError):
             send(sock, {"op": "ended", "kind": "error", "message": repr(exc)[:512]})
         return 1
-    worker = Worker(sock, connection, nice)
+    worker = Worker(sock, connection, nice, attributes)
     worker.say({"op": "ready", "pid": os.getpid()})
     try:
         worker.serve_channel()
