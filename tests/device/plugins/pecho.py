@@ -5,7 +5,8 @@ The worker rebuilds the connection from the device's `mode` at open
 with `os._exit(3)` and ``segv`` reads address 0 (SIGSEGV); ``note:TEXT`` writes TEXT
 into the device's `note` (a memfd the daemon and the worker share) and calls
 `notify("note")`; ``notify:NAME`` calls `notify(NAME)` and answers ``ok`` or the
-exception's class name. `stats` adds the worker's ``pid``. The daemon's side counts
+exception's class name. `stats` adds the worker's ``pid`` and its interpreter's switch interval
+(``switch_us``). The daemon's side counts
 closes (`closes`, `bad_closes`) as echo does.
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,7 +58,8 @@ class WorkerEcho(EchoConnection):
         return super().handle(request, response)
 
     def stats(self) -> dict[str, int]:
-        return {"served": self.state.served, "pid": os.getpid()}
+        switch_us = round(sys.getswitchinterval() * 1e6)
+        return {"served": self.state.served, "pid": os.getpid(), "switch_us": switch_us}
 
     def close(self) -> None:
         super().close()
