@@ -102,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[tuple[str, str], list[tuple[float, float]]] = {}
     try:
         with LiveMount(path, debug=False, load=("_busy_device:BusyDevice",)) as mount:
+            print(f"vbusfs mounted on {path} (daemon pid {mount.pid})", flush=True)
             mount.sh(
                 "mkdir config/vbus/instances/B config/vbus/devices/E"
                 " && echo bench-busy > config/vbus/devices/E/type"
