@@ -14,7 +14,6 @@ does not read.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import weakref
@@ -43,6 +42,13 @@ def hook_device_events(session: Session, opened: Open, interface: Interface) -> 
     attributes of `interface` and its device changed."""
     token = trio.lowlevel.current_trio_token()
     loop_thread = threading.get_ident()
+    handed = [0]  # events handed to the loop from other threads, not delivered yet
+    lock = threading.Lock()
+
+    def deliver_handed(message: bytes) -> None:
+        with lock:
+            handed[0] -= 1
+        deliver(message)
 
     def deliver(message: bytes) -> None:
         if session.revoked is not None or opened.dropped or opened.failed is not None:
@@ -62,9 +68,18 @@ def hook_device_events(session: Session, opened: Open, interface: Interface) -> 
         )
         if threading.get_ident() == loop_thread:
             deliver(message)
-        else:  # a serve thread: the loop delivers it, in the order of the calls
-            with contextlib.suppress(trio.RunFinishedError):
-                token.run_sync_soon(deliver, message)
+            return
+        # a serve thread: the loop delivers it, in the order of the calls; a loop that
+        # has not taken the last MAX_WAITING yet loses this one rather than pile them up
+        with lock:
+            if handed[0] >= MAX_WAITING:
+                return
+            handed[0] += 1
+        try:
+            token.run_sync_soon(deliver_handed, message)
+        except trio.RunFinishedError:
+            with lock:
+                handed[0] -= 1
 
     def notice(attribute: str) -> None:
         deviceclass = interface.device.deviceclass

@@ -195,7 +195,10 @@ class WorkerDataPath(DataPath):
             log.error("%s: its worker sent a malformed device event", self.names)
             self.kill()
         elif sink is not None and not self.stopping:
-            sink(kind[:64], data)
+            try:
+                sink(kind[:64], data)
+            except Exception as exc:  # too big for the connector, say: the device's to fix
+                log.error("%s: its worker's device event was refused: %s", self.names, exc)
 
     def _notice(self, header: dict[str, Any]) -> None:
         """The worker's connection marked an attribute changed (`notify`)."""
@@ -204,7 +207,7 @@ class WorkerDataPath(DataPath):
             if not isinstance(attribute, str):
                 raise ValueError(f"{attribute!r} is not an attribute's name")
             self.connection.notify(attribute)
-        except ValueError as exc:
+        except Exception as exc:
             log.error("%s: its worker's notify was refused: %s", self.names, exc)
 
     def _loop_said(self, header: dict[str, Any]) -> None:

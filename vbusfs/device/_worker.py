@@ -64,6 +64,7 @@ class Worker:
         self.queues: Queues | None = None
         self.thread: threading.Thread | None = None
         self._send_lock = threading.Lock()
+        self.dropped = 0  # events and notices the daemon was too slow to take
         self._watched, self._stopper = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         # the connection's send_event and notify, from any of its threads: told to the
         # daemon over the channel, in order (one lock), as a thread's reach the loop
@@ -73,19 +74,28 @@ class Worker:
     def _event(self, kind: str, data: dict[str, Any]) -> None:
         if not isinstance(kind, str):
             raise TypeError(f"a device event's kind is a str, not {kind!r}")
-        self.say({"op": "event", "kind": kind[:64], "data": data})
+        self.say({"op": "event", "kind": kind[:64], "data": data}, wait=False)
 
     def _notice(self, attribute: str) -> None:
         if attribute not in self.attributes:
             raise ValueError(f"the device's class declares no attribute {attribute!r}")
-        self.say({"op": "notify", "attribute": attribute})
+        self.say({"op": "notify", "attribute": attribute}, wait=False)
 
-    def say(self, header: dict[str, Any], payload: bytes = b"") -> None:
+    def say(self, header: dict[str, Any], payload: bytes = b"", *, wait: bool = True) -> None:
         """Send `header` to the daemon (TypeError or ControlError, sending nothing, for
-        what JSON or the channel cannot hold); a daemon gone is not the caller's error."""
+        what JSON or the channel cannot hold); a daemon gone is not the caller's error.
+        Without `wait`, a channel the daemon has not drained drops the message (a device
+        event or notice never blocks its sender, as in the daemon's own process)."""
         message = encode(header, payload)
-        with self._send_lock, contextlib.suppress(OSError):
-            self.sock.sendmsg([message])
+        with self._send_lock:
+            try:
+                self.sock.sendmsg([message], [], 0 if wait else socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                self.dropped += 1
+                if self.dropped == 1:
+                    log.warning("the daemon reads this worker's events slowly: one dropped")
+            except OSError:
+                pass
 
     def serve_channel(self) -> None:
         """Answer the daemon until stopped (or the channel ends)."""
