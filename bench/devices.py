@@ -387,10 +387,11 @@ def ring_peer(
         yield RingPeer(name, disk, daemon)
 
 
-def open_costs(mnt: str, count: int = 20) -> str:
+def open_costs(mnt: str, count: int = 20, pause: float = 0.0) -> str:
     """Median milliseconds to open a vdisk (open, CAPACITY, both rings attached, a 4 KiB
-    read) and to close it, for each isolation; and the first open's (for a worker, the
-    daemon's first: it may wait for the fork server to start)."""
+    read) and to close it, for each isolation, `pause` seconds after the last close; and
+    the first open's (for a worker, the daemon's first: it may wait for the fork server
+    to start)."""
     from vbusfs_vdisk import VdiskClient
 
     from vbusfs import client
@@ -400,6 +401,7 @@ def open_costs(mnt: str, count: int = 20) -> str:
         for isolation, (*_, interface, _) in ISOLATIONS.items():
             opens, closes = [], []
             for _ in range(count):
+                time.sleep(pause)
                 while True:  # a thread's close order may still run after its close's answer
                     start = time.perf_counter()
                     try:
@@ -689,6 +691,8 @@ def run(
         print(f"vbusfs mounted on {mnt} (daemon pid {daemon})")
         stack.enter_context(vdisk_devices(mnt, plan, "0"))
         print(f"opening a vdisk, median of 20: {open_costs(mnt)}", flush=True)
+        spaced = open_costs(mnt, pause=0.2)
+        print(f"opening a vdisk 0.2 s after the last close, median of 20: {spaced}", flush=True)
         if opens_only:
             return
         for peer in (pair, pipe):

@@ -35,6 +35,12 @@ from vbusfs.model import Change, ClassLoaded, TypeSet, Vbus, VbusError
 
 log = logging.getLogger("vbusfs.connector")
 
+#: seconds after an open took the worker forked ahead before the next is forked: a fork
+#: at once competes for the CPU with the open it follows (its worker starting, its
+#: client attaching queues); opens closer together than this fork their own, as without
+#: a spare
+REFILL_DELAY = 0.1
+
 
 async def receive(sock: socket.socket) -> tuple[dict[str, Any], bytes, list[int]]:
     """The next control message on a non-blocking socket (EOFError at the peer's end)."""
@@ -102,12 +108,13 @@ class ForkServer:
             return None
         return spare
 
-    async def refill(self) -> None:
-        """Fork the next spare, unless one is there or on its way."""
+    async def refill(self, delay: float = 0.0) -> None:
+        """Fork the next spare after `delay` seconds, unless one is there or on its way."""
         if self._refilling:
             return
         self._refilling = True
         try:
+            await trio.sleep(delay)
             while self.spare is None:
                 generation = self._generation
                 fresh = await self.fork()
@@ -253,7 +260,7 @@ class Workers:
         caller forks its own (`forkserver.fork`)."""
         fresh = self.forkserver.take()
         if self._nursery is not None:
-            self._nursery.start_soon(self.forkserver.refill)
+            self._nursery.start_soon(self.forkserver.refill, REFILL_DELAY)
         return fresh
 
     def start_soon(self, task: Callable[[], Any]) -> None:
