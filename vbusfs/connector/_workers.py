@@ -108,7 +108,21 @@ class WorkerDataPath(DataPath):
                     sorted(attributes),
                 )
             )
-            send(self.control, {"op": "recipe"}, payload, recipe.fds)
+            try:
+                send(self.control, {"op": "recipe"}, payload, recipe.fds)
+            except OSError:
+                if self._theirs is not None:
+                    raise
+                # the worker forked ahead died since it was taken: one is forked instead
+                self.control.close()
+                assert self.pidfd is not None
+                os.close(self.pidfd)
+                self.pid = self.pidfd = None
+                self.control, self._theirs = socket.socketpair(
+                    socket.AF_UNIX, socket.SOCK_SEQPACKET
+                )
+                self.control.setblocking(False)
+                send(self.control, {"op": "recipe"}, payload, recipe.fds)
             workers.start_soon(self._run)
         except BaseException:  # nothing started: what it made goes (the hang-up is the caller's)
             self.exited = self.closed = True
