@@ -35,6 +35,36 @@ class VswitchRunnerPtrOut(CData):
 
     def __getitem__(self, i: int, /) -> VswitchRunnerPtr: ...
 
+class VtapRunnerPtr(CData):
+    """struct vtap_runner * (opaque)"""
+
+class VtapRunnerPtrOut(CData):
+    """struct vtap_runner **"""
+
+    def __getitem__(self, i: int, /) -> VtapRunnerPtr: ...
+
+class VtapConfig(CData):
+    """struct vtap_config *"""
+
+    tap_fd: int
+    link_up: int
+    min_len: int
+    max_len: int
+    every: int
+    spin_us: int
+
+class VtapCounts(CData):
+    """struct vtap_counts *"""
+
+    tx_frames: int
+    tx_signals: int
+    rx_frames: int
+    oversize: int
+    dropped: int
+    polled: int
+    slept: int
+    faulted: int
+
 class VswitchRunCounts(CData):
     """struct vswitch_run_counts *"""
 
@@ -192,6 +222,12 @@ class _FFI:
     def new(self, cdecl: Literal["struct vswitch_runner **"], /) -> VswitchRunnerPtrOut: ...
     @overload
     def new(self, cdecl: Literal["struct vswitch_run_counts *"], /) -> VswitchRunCounts: ...
+    @overload
+    def new(self, cdecl: Literal["struct vtap_runner **"], /) -> VtapRunnerPtrOut: ...
+    @overload
+    def new(self, cdecl: Literal["struct vtap_config *"], /) -> VtapConfig: ...
+    @overload
+    def new(self, cdecl: Literal["struct vtap_counts *"], /) -> VtapCounts: ...
     @overload
     def new(
         self, cdecl: Literal["struct vswitch_port_counts[]"], n: int, /
@@ -415,6 +451,13 @@ class _Lib:
     def vswitch_runner_counts(
         self, r: VswitchRunnerPtr, port: int, out: VswitchRunCounts, /
     ) -> int: ...
+    def vtap_runner_new(self, tx: IoqPtr, rx: IoqPtr, out: VtapRunnerPtrOut, /) -> int: ...
+    def vtap_runner_free(self, r: VtapRunnerPtr, /) -> None: ...
+    def vtap_runner_lock(self, r: VtapRunnerPtr, /) -> None: ...
+    def vtap_runner_unlock(self, r: VtapRunnerPtr, /) -> None: ...
+    def vtap_runner_set(self, r: VtapRunnerPtr, config: VtapConfig, /) -> int: ...
+    def vtap_runner_counts(self, r: VtapRunnerPtr, out: VtapCounts, /) -> int: ...
+    def vtap_runner_fault_fd(self, r: VtapRunnerPtr, /) -> int: ...
     def vswitch_free(self, sw: VswitchPtr, /) -> None: ...
     def vswitch_forget_port(self, sw: VswitchPtr, port: int, /) -> int: ...
     def vswitch_lookup(self, sw: VswitchPtr, mac: U8Array | bytes, /) -> int: ...

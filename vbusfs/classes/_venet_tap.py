@@ -17,16 +17,18 @@ is the carrier a client that negotiated EVQ_LINKSTATE hears about.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 import trio
 
 from vbusfs.connector import venet as abi
-from vbusfs.ioq import IoqEmpty, IoqFault, IoqFull, receive_to_fd_every
+from vbusfs.ioq import IoqFault, TapCounts, TapRunner
 from vbusfs.model import Attribute, VbusError
 
 from ._tap import TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6, TUN_F_TSO_ECN, TapInterface
@@ -35,8 +37,10 @@ from ._venet_common import (
     BURSTTHRESH,
     CLIENT_MAC,
     HOST_MAC,
+    MAX_POLL_US,
     MTU,
     TXMITIGATION,
+    Tuning,
     VenetClass,
     VenetConnection,
     VenetState,
@@ -111,12 +115,20 @@ def _store_enabled(state: VenetTapState, text: str) -> None:
             # The writer sees only the errno: the daemon's log says why (a host problem).
             log.warning("device %s: cannot enable: %s", state.name, exc)
             raise
-        state.tap = tap
-        state.enabled = True
+        with _host_changing(state):
+            state.tap = tap
+            state.enabled = True
     else:
-        _close_tap(state)
+        with _host_changing(state):
+            _close_tap(state)
     if state.connection is not None:
         state.connection.tell_carrier()
+
+
+def _host_changing(state: VenetTapState) -> contextlib.AbstractContextManager[None]:
+    """Around a change of the device's TAP: its client's thread kept out, then told."""
+    connection = state.connection
+    return connection.host_changing() if connection is not None else contextlib.nullcontext()
 
 
 def _close_tap(state: VenetTapState) -> None:
@@ -164,7 +176,8 @@ class VenetTap(VenetClass):
         )
 
     def destroy(self, state: VenetTapState) -> None:
-        _close_tap(state)
+        with _host_changing(state):
+            _close_tap(state)
 
     def open(self, state: VenetTapState, interface_state: None, version: int) -> TapConnection:
         connection = TapConnection(state, state.tuning)
@@ -175,94 +188,132 @@ class VenetTap(VenetClass):
 class TapConnection(VenetConnection[VenetTapState]):
     """Frames between the client and the host TAP interface (while `enabled` is 1).
 
-    Frames move between the rings and the TAP's descriptor in C, a batch per
-    call (one write or read per frame, straight from or into the data
-    segment); Python only waits and counts.
+    They move on a C thread of the connection's own (:class:`vbusfs.ioq.TapRunner`,
+    started once both queues are attached, stopped before they close): one write or
+    read per frame, straight from or into the data segment, polling for burstthresh,
+    then sleeping on the rings and the TAP. Python only tells it the TAP's descriptor,
+    the link and the sizes (and changes the TAP only with the thread kept out), and
+    reads its counts; the loop here waits for a ring it found broken.
     """
+
+    def __init__(self, owner: VenetTapState, tuning: Tuning) -> None:
+        super().__init__(owner, tuning)
+        self.runner: TapRunner | None = None
+
+    def attach_queue(self, index: int, fds: Sequence[int]) -> None:
+        super().attach_queue(index, fds)
+        if self.rx is not None and self.tx is not None and self.runner is None:
+            try:
+                self.runner = TapRunner(self.tx, self.rx)
+            except OSError as exc:  # no thread or descriptor to be had: refused
+                ioq = self.rx if index == abi.RX_QUEUE else self.tx
+                ioq.close()
+                if index == abi.RX_QUEUE:
+                    self.rx = None
+                else:
+                    self.tx = None
+                why = f"cannot start the data path of {self.owner.name}: {exc}"
+                raise VbusError(why, errno=exc.errno or errno.EAGAIN) from None
+            self.tuning.listeners.append(self.configure)
+            self.configure()
+
+    def configure(self) -> None:
+        """Tell the thread what it moves now (the TAP, the link, sizes, tuning)."""
+        if self.runner is None or self._closed:
+            return
+        self.runner.configure(
+            tap_fd=self._tap_fd(),
+            link_up=self.link_up,
+            min_length=self.min_frame,
+            max_length=self.max_frame,
+            every=min(BATCH, self.every()),
+            spin_us=min(self.tuning.burstthresh, MAX_POLL_US),
+        )
+
+    @contextlib.contextmanager
+    def host_changing(self) -> Iterator[None]:
+        """The TAP may be closed or replaced inside: the thread is kept out, then told."""
+        if self.runner is None or self._closed:
+            yield
+            return
+        with self.runner.locked():
+            try:
+                yield
+            finally:
+                self.configure()
 
     def linked(self) -> None:
         offloads = tun_offloads(self.granted.get(abi.CAP_GROUP_SG, 0)) if self.sg else None
         tap = self.owner.tap
         if tap is not None:
-            _set_offloads(tap, offloads)  # refuses LINKUP with the host's errno
+            with self.host_changing():
+                _set_offloads(tap, offloads)  # refuses LINKUP with the host's errno
         self.owner.offloads = offloads
+
+    def call(self, function: int, data: bytes) -> bytes:
+        reply = super().call(function, data)
+        if function in (abi.LINKUP, abi.LINKDOWN):
+            self.configure()  # the link and its frame sizes, now that they are set
+        return reply
 
     def carrier(self) -> bool:
         return self.owner.enabled
 
+    def flush_rx(self) -> int:
+        if self.runner is None:
+            return super().flush_rx()
+        with self.runner.locked():  # the thread may be filling this ring's buffers
+            return super().flush_rx()
+
+    def stats(self) -> dict[str, int]:
+        stats = dict(self.counters)
+        if self.runner is not None and not self._closed:
+            for name, value in _mapped(self.runner.counts()).items():
+                stats[name] += value
+        return stats
+
     def close(self) -> None:
+        if not self._closed and self.runner is not None:
+            runner, self.runner = self.runner, None
+            with contextlib.suppress(ValueError):
+                self.tuning.listeners.remove(self.configure)
+            with contextlib.suppress(RuntimeError):  # move() may wait on it
+                trio.lowlevel.notify_closing(runner.fault_fd)
+            for name, value in _mapped(runner.counts()).items():
+                self.counters[name] += value
+            runner.close()  # before the rings close: the thread must be done with them
         if self.owner.connection is self:
             self.owner.connection = None
             self.owner.offloads = None  # a TAP enabled from now on is bare again
         super().close()
 
     async def move(self) -> None:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._to_host)
-            nursery.start_soon(self._from_host)
+        # the frames move on the runner's thread; here only a broken ring is heard of
+        runner = self.runner
+        if runner is None:
+            return
+        try:
+            await trio.lowlevel.wait_readable(runner.fault_fd)
+        except (trio.ClosedResourceError, ValueError):
+            return  # closed meanwhile
+        faulted = runner.counts().faulted if runner.running else 0
+        if faulted:
+            which = "transmit" if faulted & 1 else "receive"
+            raise IoqFault(errno.EPROTO, f"the {which} queue broke the protocol")
 
     def _tap_fd(self) -> int:
         """The host interface's descriptor, or -1 while there is none (disabled)."""
         tap = self.owner.tap
         return -1 if tap is None else int(tap.fd)
 
-    async def _to_host(self) -> None:
-        assert self.tx is not None
-        while True:
-            await self.wait_transmitted()
-            fd = self._tap_fd()
-            try:
-                if fd < 0:
-                    # no host interface: dropped in place, never copied (a call signals
-                    # once: txmitigation frames a call)
-                    got_n = self.tx.discard_nowait(min(BATCH, self.every()))
-                    self.counters["tx_frames"] += got_n
-                    self.counters["dropped"] += got_n
-                    self.counters["tx_signals"] += 1
-                    continue
-                # completions go back every txmitigation frames written
-                got, signals = receive_to_fd_every(
-                    self.tx,
-                    fd,
-                    BATCH,
-                    self.every(),
-                    min_length=self.min_frame,
-                    max_length=self.max_frame,
-                )
-            except IoqEmpty:
-                continue
-            self.counters["tx_signals"] += signals
-            self.counters["tx_frames"] += got.messages
-            self.counters["oversize"] += got.bad_size
-            self.counters["dropped"] += got.dropped
 
-    async def _from_host(self) -> None:
-        assert self.rx is not None
-        while True:
-            tap = self.owner.tap
-            fd = self._tap_fd()
-            if tap is None or fd < 0:
-                await trio.sleep(0.05)  # disabled: the host side has no interface yet
-                continue
-            try:
-                await trio.lowlevel.wait_readable(fd)
-            except (trio.ClosedResourceError, OSError):
-                continue  # disabled while waiting
-            if self.owner.tap is not tap or tap.fd != fd:
-                continue  # disabled or replaced while waiting
-            if not self.link_up:
-                tap.discard(BATCH)  # the client is not listening: the host's frames go nowhere
-                continue
-            try:
-                got = self.rx.send_from_fd_nowait(fd, BATCH, max_length=self.max_frame)
-            except IoqFull:
-                # no buffer posted: the frames wait in the TAP's queue meanwhile
-                await self.wait_posted()
-                continue
-            except IoqFault:
-                raise
-            except OSError:
-                await trio.sleep(0.05)  # the TAP refused a read (being torn down)
-                continue
-            self.counters["rx_frames"] += got.messages
-            self.counters["oversize"] += got.bad_size
+def _mapped(got: TapCounts) -> dict[str, int]:
+    return {
+        "tx_frames": got.tx_frames,
+        "tx_signals": got.tx_signals,
+        "rx_frames": got.rx_frames,
+        "oversize": got.oversize,
+        "dropped": got.dropped,
+        "polled": got.polled,
+        "slept": got.slept,
+    }

@@ -1,0 +1,355 @@
+/*
+ * venet-tap's data path on a thread of its own (a runner): TAP -> receive
+ * ring and transmit ring -> TAP, a batch per step with the ring's own fd
+ * paths (one read() or write() per frame straight between the TAP and the
+ * data segment), polling for burstthresh and then sleeping in poll(2) on the
+ * rings' wake-up fds, the TAP and a control eventfd.  The thread never
+ * touches Python.
+ *
+ * Everything it shares with its owner (the config, the counts, the rings'
+ * south handles, the TAP's descriptor) is guarded by one mutex, as the
+ * switch's runner is: the thread holds it while it moves frames or polls and
+ * lets go only to sleep, or at once when the owner asks for it (`want`).  So
+ * the owner may close or replace the TAP, flush the receive ring, or stop
+ * the thread, waiting at most one batch.
+ */
+#define _GNU_SOURCE
+#include "ioq_private.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "vtap.h"
+
+/* the longest frame a TAP hands over (a large segment and its header), plus room to
+ * see that it was longer */
+#define HOST_FRAME_MAX (65536 + 64)
+
+struct vtap_runner {
+    struct ioq *tx, *rx;
+    pthread_t thread;
+    pthread_mutex_t lock;
+    int want; /* owners waiting for the lock (atomic) */
+    int stop;
+    int ctl;   /* wakes the thread (config changed, stop) */
+    int fault; /* readable once a ring broke */
+    struct vtap_config cfg;
+    struct vtap_counts c;
+    int64_t host_pause_until; /* ns: leave the TAP alone until then */
+    uint8_t scratch[HOST_FRAME_MAX];
+};
+
+static int64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static int wanted(struct vtap_runner *r)
+{
+    return __atomic_load_n(&r->want, __ATOMIC_ACQUIRE) != 0;
+}
+
+static void yield_lock(struct vtap_runner *r)
+{
+    pthread_mutex_unlock(&r->lock);
+    while (wanted(r))
+        sched_yield();
+    pthread_mutex_lock(&r->lock);
+}
+
+static void poke(int fd)
+{
+    uint64_t one = 1;
+    if (write(fd, &one, sizeof one) < 0) { /* the counter is full: readable anyway */
+    }
+}
+
+static void broke(struct vtap_runner *r, uint32_t which)
+{
+    if (!(r->c.faulted & which)) {
+        r->c.faulted |= which;
+        poke(r->fault);
+    }
+}
+
+static int tx_usable(struct vtap_runner *r) { return r->cfg.link_up && !(r->c.faulted & 1); }
+
+static int host_usable(struct vtap_runner *r)
+{
+    return r->cfg.tap_fd >= 0 && (r->host_pause_until == 0 || now_ns() >= r->host_pause_until);
+}
+
+/* transmit ring -> TAP (or dropped in place without one).  Frames moved. */
+static int to_host(struct vtap_runner *r)
+{
+    if (!tx_usable(r))
+        return 0;
+    int got;
+    if (r->cfg.tap_fd < 0) {
+        /* no host interface: dropped uncopied, one signal per txmitigation frames */
+        uint64_t offs[VTAP_BATCH];
+        uint32_t lens[VTAP_BATCH];
+        uint32_t n = r->cfg.every < VTAP_BATCH ? r->cfg.every : VTAP_BATCH;
+        got = ioq_acquire(r->tx, IOQ_WAIT_RECV, n, offs, lens);
+        if (got > 0) {
+            int c = ioq_commit(r->tx, IOQ_WAIT_RECV, (uint32_t)got, NULL, 1);
+            if (c < 0)
+                got = c;
+        }
+        if (got > 0) {
+            r->c.tx_frames += (uint64_t)got;
+            r->c.dropped += (uint64_t)got;
+            r->c.tx_signals++;
+        }
+    } else {
+        struct ioq_fd_counts fc;
+        uint32_t signals = 0;
+        got = venet_recv_to_fd(r->tx, r->cfg.tap_fd, VTAP_BATCH, r->cfg.min_len, r->cfg.max_len,
+                               r->cfg.every, &fc, &signals);
+        if (got > 0) {
+            r->c.tx_frames += (uint64_t)got;
+            r->c.oversize += fc.bad_size;
+            r->c.dropped += fc.dropped;
+            r->c.tx_signals += signals;
+        }
+    }
+    if (got == IOQ_E_EMPTY)
+        return 0;
+    if (got < 0) {
+        ioq_unacquire(r->tx, UINT32_MAX);
+        broke(r, 1);
+        return 0;
+    }
+    return got;
+}
+
+/* TAP -> receive ring (or read and dropped while the link is down).  Frames
+ * moved; *full: the client has no buffer posted. */
+static int from_host(struct vtap_runner *r, int *full)
+{
+    *full = 0;
+    if (!host_usable(r))
+        return 0;
+    int fd = r->cfg.tap_fd;
+    if (!r->cfg.link_up || (r->c.faulted & 2)) {
+        /* the client is not listening: the host's frames go nowhere */
+        int n = 0;
+        while (n < VTAP_BATCH && read(fd, r->scratch, sizeof r->scratch) >= 0)
+            n++;
+        return n;
+    }
+    struct ioq_fd_counts fc;
+    int got = ioq_send_from_fd(r->rx, fd, VTAP_BATCH, r->cfg.max_len, &fc);
+    if (got >= 0) {
+        r->c.rx_frames += (uint64_t)got;
+        r->c.oversize += fc.bad_size;
+        return got + (int)fc.bad_size;
+    }
+    if (got == IOQ_E_FULL) {
+        *full = 1; /* the frames wait in the TAP's queue meanwhile */
+        return 0;
+    }
+    if (got == IOQ_E_FAULT || got == IOQ_E_SIDE || got == IOQ_E_INVAL || got == IOQ_E_BUSY) {
+        broke(r, 2);
+        return 0;
+    }
+    /* the TAP refused a read (being torn down, say): leave it alone a while */
+    r->host_pause_until = now_ns() + (int64_t)VTAP_HOST_PAUSE_MS * 1000000;
+    return 0;
+}
+
+static int host_readable(int fd)
+{
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    return poll(&p, 1, 0) > 0;
+}
+
+/* Could a step move something now? */
+static int ready(struct vtap_runner *r, int rx_full)
+{
+    if (tx_usable(r) && ioq_ready(r->tx, IOQ_WAIT_RECV) != 0)
+        return 1;
+    if (!host_usable(r))
+        return 0;
+    if (rx_full && r->cfg.link_up && !(r->c.faulted & 2))
+        return ioq_ready(r->rx, IOQ_WAIT_SEND) != 0;
+    return host_readable(r->cfg.tap_fd);
+}
+
+static void *run(void *arg)
+{
+    struct vtap_runner *r = arg;
+    pthread_mutex_lock(&r->lock);
+    while (!r->stop) {
+        if (wanted(r))
+            yield_lock(r);
+        int full = 0;
+        int moved = to_host(r) + from_host(r, &full);
+        if (moved)
+            continue;
+        if (r->cfg.spin_us && (tx_usable(r) || r->cfg.tap_fd >= 0)) {
+            int64_t end = now_ns() + (int64_t)r->cfg.spin_us * 1000;
+            int found = 0;
+            for (unsigned i = 0; !found && !r->stop; i++) {
+                if (wanted(r))
+                    yield_lock(r);
+                found = ready(r, full);
+                if (!found && (i & 7) == 7 && now_ns() >= end)
+                    break;
+            }
+            if (found) {
+                r->c.polled++;
+                continue;
+            }
+        }
+        /* arm, re-check, sleep: a client that published before seeing the
+         * signal enabled is caught by the re-check, one after writes the fd */
+        int arm_tx = tx_usable(r);
+        int arm_rx = full && r->cfg.link_up && !(r->c.faulted & 2);
+        if (arm_tx) {
+            int a = ioq_wait_arm(r->tx, IOQ_WAIT_RECV, 1);
+            if (a != 0) {
+                if (a < 0)
+                    broke(r, 1);
+                continue;
+            }
+        }
+        if (arm_rx) {
+            int a = ioq_wait_arm(r->rx, IOQ_WAIT_SEND, 1);
+            if (a != 0) {
+                if (arm_tx)
+                    ioq_wait_arm(r->tx, IOQ_WAIT_RECV, 0);
+                if (a < 0)
+                    broke(r, 2);
+                continue;
+            }
+        }
+        int timeout = -1;
+        int host = r->cfg.tap_fd >= 0 && !arm_rx;
+        if (host && r->host_pause_until) {
+            int64_t left = r->host_pause_until - now_ns();
+            if (left > 0) {
+                host = 0;
+                timeout = (int)(left / 1000000) + 1;
+            } else {
+                r->host_pause_until = 0;
+            }
+        }
+        struct pollfd p[4] = {
+            {.fd = r->ctl, .events = POLLIN},
+            {.fd = arm_tx ? ioq_wake_fd(r->tx) : -1, .events = POLLIN},
+            {.fd = arm_rx ? ioq_wake_fd(r->rx) : -1, .events = POLLIN},
+            {.fd = host ? r->cfg.tap_fd : -1, .events = POLLIN},
+        };
+        r->c.slept++;
+        pthread_mutex_unlock(&r->lock);
+        poll(p, 4, timeout);
+        pthread_mutex_lock(&r->lock);
+        if (p[0].revents) {
+            uint64_t v;
+            if (read(r->ctl, &v, sizeof v) < 0) { /* nothing to read: fine */
+            }
+        }
+        /* disarm what was armed (the config may have changed meanwhile: the
+         * rings are the same ones, so disarming is always safe) */
+        if (arm_tx && ioq_wait_arm(r->tx, IOQ_WAIT_RECV, 0) < 0 &&
+            ioq_faulted(r->tx))
+            broke(r, 1);
+        if (arm_rx && ioq_wait_arm(r->rx, IOQ_WAIT_SEND, 0) < 0 && ioq_faulted(r->rx))
+            broke(r, 2);
+    }
+    pthread_mutex_unlock(&r->lock);
+    return NULL;
+}
+
+int vtap_runner_new(struct ioq *tx, struct ioq *rx, struct vtap_runner **out)
+{
+    if (!tx || !rx)
+        return IOQ_E_INVAL;
+    if (tx->side != IOQ_SOUTH || tx->direction != IOQ_TO_SOUTH || rx->side != IOQ_SOUTH ||
+        rx->direction != IOQ_TO_NORTH)
+        return IOQ_E_SIDE;
+    struct vtap_runner *r = calloc(1, sizeof(*r));
+    if (!r)
+        return -ENOMEM;
+    r->tx = tx;
+    r->rx = rx;
+    r->cfg.tap_fd = -1;
+    r->cfg.every = 1;
+    r->cfg.max_len = UINT32_MAX;
+    r->ctl = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    r->fault = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    int err = 0;
+    if (r->ctl < 0 || r->fault < 0)
+        err = -errno;
+    if (!err && (err = pthread_mutex_init(&r->lock, NULL)) != 0)
+        err = -err;
+    if (!err && (err = pthread_create(&r->thread, NULL, run, r)) != 0) {
+        pthread_mutex_destroy(&r->lock);
+        err = -err;
+    }
+    if (err) {
+        if (r->ctl >= 0)
+            close(r->ctl);
+        if (r->fault >= 0)
+            close(r->fault);
+        free(r);
+        return err;
+    }
+    *out = r;
+    return IOQ_OK;
+}
+
+void vtap_runner_free(struct vtap_runner *r)
+{
+    if (!r)
+        return;
+    vtap_runner_lock(r);
+    r->stop = 1;
+    poke(r->ctl);
+    vtap_runner_unlock(r);
+    pthread_join(r->thread, NULL);
+    pthread_mutex_destroy(&r->lock);
+    close(r->ctl);
+    close(r->fault);
+    free(r);
+}
+
+void vtap_runner_lock(struct vtap_runner *r)
+{
+    __atomic_add_fetch(&r->want, 1, __ATOMIC_ACQ_REL);
+    pthread_mutex_lock(&r->lock);
+    __atomic_sub_fetch(&r->want, 1, __ATOMIC_ACQ_REL);
+}
+
+void vtap_runner_unlock(struct vtap_runner *r) { pthread_mutex_unlock(&r->lock); }
+
+int vtap_runner_set(struct vtap_runner *r, const struct vtap_config *config)
+{
+    if (config->every == 0 || config->min_len > config->max_len || config->max_len == 0)
+        return IOQ_E_INVAL;
+    if (config->tap_fd != r->cfg.tap_fd)
+        r->host_pause_until = 0; /* a new TAP gets its chance at once */
+    r->cfg = *config;
+    if (r->cfg.tap_fd < -1)
+        r->cfg.tap_fd = -1;
+    poke(r->ctl);
+    return IOQ_OK;
+}
+
+int vtap_runner_counts(struct vtap_runner *r, struct vtap_counts *out)
+{
+    *out = r->c;
+    return IOQ_OK;
+}
+
+int vtap_runner_fault_fd(const struct vtap_runner *r) { return r->fault; }
