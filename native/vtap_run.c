@@ -36,7 +36,8 @@ struct vtap_runner {
     struct ioq *tx, *rx;
     pthread_t thread;
     pthread_mutex_t lock;
-    int want; /* owners waiting for the lock (atomic) */
+    int want;     /* owners waiting for the lock (atomic) */
+    int sleeping; /* the thread is in poll(2) on the fds, the lock let go (atomic) */
     int stop;
     int ctl;   /* wakes the thread (config changed, stop) */
     int fault; /* readable once a ring broke */
@@ -251,8 +252,11 @@ static void *run(void *arg)
             {.fd = host ? r->cfg.tap_fd : -1, .events = POLLIN},
         };
         r->c.slept++;
+        __atomic_store_n(&r->sleeping, 1, __ATOMIC_RELEASE);
         pthread_mutex_unlock(&r->lock);
         poll(p, 4, timeout);
+        /* out of poll: it holds no reference to the TAP's file any more */
+        __atomic_store_n(&r->sleeping, 0, __ATOMIC_RELEASE);
         pthread_mutex_lock(&r->lock);
         if (p[0].revents) {
             uint64_t v;
@@ -329,6 +333,14 @@ void vtap_runner_lock(struct vtap_runner *r)
     __atomic_add_fetch(&r->want, 1, __ATOMIC_ACQ_REL);
     pthread_mutex_lock(&r->lock);
     __atomic_sub_fetch(&r->want, 1, __ATOMIC_ACQ_REL);
+    /* A thread asleep in poll(2) keeps the TAP's file alive (a TAP closed now
+     * would stay attached, and re-attaching it would fail with EBUSY): wake it
+     * and wait until it is out; it then waits for this lock. */
+    if (__atomic_load_n(&r->sleeping, __ATOMIC_ACQUIRE)) {
+        poke(r->ctl);
+        while (__atomic_load_n(&r->sleeping, __ATOMIC_ACQUIRE))
+            sched_yield();
+    }
 }
 
 void vtap_runner_unlock(struct vtap_runner *r) { pthread_mutex_unlock(&r->lock); }
