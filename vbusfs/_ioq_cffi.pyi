@@ -302,6 +302,8 @@ class _Lib:
     VSWITCH_MAX_PORTS: int
     VSWITCH_MIN_FRAME: int
     VSWITCH_TABLE: int
+    VTAP_BATCH: int
+    VTAP_HOST_PAUSE_MS: int
 
     def ioq_abi_version(self) -> int: ...
     def ioq_north_create(
