@@ -14,6 +14,9 @@ made here and deleted after:
 * **vbusfs bare**: the same with `--no-offloads` (1514-byte frames);
 * **vbusfs venet-tap**: `vbusfs enet` in A on a venet-tap device, whose TAP lives in
   the daemon's own namespace (B);
+* **vbusfs venet-tap (before)**, with ``--before DIR``: the same on a second daemon
+  that runs the vbusfs of the checkout DIR (its compiled module built in place, e.g.
+  ``setup.py build_ext --inplace``): a change measured against its peer in one run;
 * **relay**: a plain Python relay (this file, `--relay`): one process reading one TAP and
   writing the other, what a user would write instead.
 
@@ -39,7 +42,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from vbusfs.testing import LiveMount
@@ -170,7 +173,7 @@ def switch_path(lab: Lab, mount: LiveMount, n: int, name: str, *args: str) -> Pa
     return Path(f"vbusfs {'bare' if args else 'offloads'}", a, in_ns(b), f"10.15.{n}.2")
 
 
-def tap_path(lab: Lab, mount: LiveMount, n: int) -> Path:
+def tap_path(lab: Lab, mount: LiveMount, n: int, label: str = "vbusfs venet-tap") -> Path:
     mount.sh(
         "mkdir config/vbus/instances/tap config/vbus/devices/tap && "
         "echo venet-tap > config/vbus/devices/tap/type && "
@@ -181,9 +184,9 @@ def tap_path(lab: Lab, mount: LiveMount, n: int) -> Path:
     host = ["nsenter", f"--net=/proc/{mount.pid}/ns/net", "--"]
     sh(*host, "ip", "link", "set", "lo", "up")
     addr(host, mount.sh("cat sys/vbus/devices/tap/ifname").stdout.strip(), f"10.15.{n}.2/24")
-    a = lab.netns("tap-a")
+    a = lab.netns(f"tap{n}-a")
     addr(in_ns(a), enet(lab, mount.path, "tap", a), f"10.15.{n}.1/24")
-    return Path("vbusfs venet-tap", a, host, f"10.15.{n}.2")
+    return Path(label, a, host, f"10.15.{n}.2")
 
 
 def relay_path(lab: Lab, n: int) -> Path:
@@ -261,13 +264,13 @@ def report(figures: dict[str, Figures]) -> None:
     veth, relay_ = figures["veth"], figures["relay"]
     print()
     print(
-        f"{'path':<17} | {'1 stream':>8} | {'/veth':>5} | {'/relay':>6} | {'4 streams':>9} | "
+        f"{'path':<25} | {'1 stream':>8} | {'/veth':>5} | {'/relay':>6} | {'4 streams':>9} | "
         f"{'/veth':>5} | {'ping ms':>7} | {'x veth':>6}"
     )
-    print("-" * 86)
+    print("-" * 94)
     for name, f in figures.items():
         print(
-            f"{name:<17} | {f.one:>8.2f} | {f.one / veth.one:>5.2f} | {f.one / relay_.one:>6.1f} | "
+            f"{name:<25} | {f.one:>8.2f} | {f.one / veth.one:>5.2f} | {f.one / relay_.one:>6.1f} | "
             f"{f.four:>9.2f} | {f.four / veth.four:>5.2f} | {f.ping:>7.3f} | "
             f"{f.ping / veth.ping:>6.1f}"
         )
@@ -287,31 +290,37 @@ def report(figures: dict[str, Figures]) -> None:
 
 
 @contextlib.contextmanager
-def vbusfs_mount() -> Iterator[LiveMount]:
+def vbusfs_mount(before: str | None = None) -> Iterator[LiveMount]:
+    """A daemon in a network namespace of its own; with `before`, running that checkout."""
     path = tempfile.mkdtemp(prefix="vbusfs-net-")
+    prefix = () if before is None else ("env", f"PYTHONPATH={os.path.abspath(before)}")
     try:
-        with LiveMount(path, private_netns=True, debug=False) as mount:
+        with LiveMount(path, private_netns=True, debug=False, prefix=prefix) as mount:
             yield mount
     finally:
         os.rmdir(path)
 
 
-def run(seconds: float, pings: int, only: set[str] | None) -> None:
+def run(seconds: float, pings: int, only: set[str] | None, before: str | None = None) -> None:
     figures: dict[str, Figures] = {}
     with contextlib.ExitStack() as stack:
         lab = Lab()
-        stack.callback(lab.close)  # after the mount is gone: LIFO, so registered first
+        stack.callback(lab.close)  # after the mounts are gone: LIFO, so registered first
         mount = stack.enter_context(vbusfs_mount())
-        builders = {
+        old = stack.enter_context(vbusfs_mount(before)) if before else None
+        builders: dict[str, Callable[[int], Path]] = {
             "veth": lambda n: veth_path(lab, n),
             "bridge": lambda n: bridge_path(lab, n),
             "vbusfs offloads": lambda n: switch_path(lab, mount, n, "swo"),
             "vbusfs bare": lambda n: switch_path(lab, mount, n, "swb", "--no-offloads"),
             "vbusfs venet-tap": lambda n: tap_path(lab, mount, n),
-            "relay": lambda n: relay_path(lab, n),
         }
+        if old is not None:
+            label = "vbusfs venet-tap (before)"
+            builders[label] = lambda n: tap_path(lab, old, n, label)
+        builders["relay"] = lambda n: relay_path(lab, n)
         for n, (name, build) in enumerate(builders.items(), 1):
-            if only and name not in only and name not in ("veth", "relay"):
+            if only and name.split(" (")[0] not in only and name not in ("veth", "relay"):
                 continue
             path = build(n)
             f = figures[name] = Figures()
@@ -334,6 +343,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", action="append", help="a path to run (veth and relay always)")
     parser.add_argument("--spin-us", type=int, help="vbusfs enet --spin-us (default: its own)")
     parser.add_argument("--burstthresh", type=int, default=20, help="the switches' burstthresh")
+    parser.add_argument("--before", metavar="DIR", help="also venet-tap on DIR's vbusfs")
     parser.add_argument("--relay", metavar="NS", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     global EXTRA_ENET, BURSTTHRESH
@@ -347,7 +357,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench/net.py needs root and {', '.join(missing) or 'namespaces'}: skipped")
         return 0
     seconds = args.seconds or (1.0 if args.quick else 5.0)
-    run(seconds, args.pings or (50 if args.quick else 200), set(args.only or ()) or None)
+    pings = args.pings or (50 if args.quick else 200)
+    run(seconds, pings, set(args.only or ()) or None, args.before)
     return 0
 
 
