@@ -1,7 +1,8 @@
 /*
- * venet-tap's data path on a thread of its own (vtap_run.c): frames between
- * a host TAP's descriptor and the south side of a venet interface's two
- * rings, so they never wait for the daemon's event loop.
+ * venet-tap's and venet-loopback's data path on a thread of its own
+ * (vtap_run.c): frames between a host TAP's descriptor and the south side of
+ * a venet interface's two rings (or, looped, from its transmit ring back into
+ * its receive ring), so they never wait for the daemon's event loop.
  *
  * cdef-safe like ioq.h (the cffi build script appends it to ioq.h's cdef):
  * integer #defines, structs and prototypes only; C files include it after
@@ -36,9 +37,12 @@ struct vtap_counts {
  * what the TAP sends is read and dropped; min_len..max_len: a transmitted
  * frame's sizes (a longer TAP frame than max_len is dropped too); every:
  * transmitted frames per completion signal (>= 1); spin_us: how long an idle
- * thread polls before it sleeps. */
+ * thread polls before it sleeps; loop 1: every transmitted frame goes back on
+ * the receive ring instead (tap_fd is then ignored; the frames wait in the
+ * transmit ring while the client has no receive buffer posted). */
 struct vtap_config {
     int32_t tap_fd;
+    uint32_t loop;
     uint32_t link_up;
     uint32_t min_len;
     uint32_t max_len;

@@ -1,6 +1,7 @@
 /*
  * venet-tap's data path on a thread of its own (a runner): TAP -> receive
- * ring and transmit ring -> TAP, a batch per step with the ring's own fd
+ * ring and transmit ring -> TAP (venet-loopback's: transmit ring -> receive
+ * ring), a batch per step with the ring's own fd
  * paths (one read() or write() per frame straight between the TAP and the
  * data segment), polling for burstthresh and then sleeping in poll(2) on the
  * rings' wake-up fds, the TAP and a control eventfd.  The thread never
@@ -86,14 +87,80 @@ static int tx_usable(struct vtap_runner *r) { return r->cfg.link_up && !(r->c.fa
 
 static int host_usable(struct vtap_runner *r)
 {
-    return r->cfg.tap_fd >= 0 && (r->host_pause_until == 0 || now_ns() >= r->host_pause_until);
+    return r->cfg.tap_fd >= 0 && !r->cfg.loop && (r->host_pause_until == 0 || now_ns() >= r->host_pause_until);
 }
 
-/* transmit ring -> TAP (or dropped in place without one).  Frames moved. */
-static int to_host(struct vtap_runner *r)
+/* Hand the oldest k acquired transmit buffers back, one signal per `every`. */
+static int complete_tx(struct vtap_runner *r, uint32_t k)
 {
+    for (uint32_t done = 0; done < k;) {
+        uint32_t chunk = k - done < r->cfg.every ? k - done : r->cfg.every;
+        int c = ioq_commit(r->tx, IOQ_WAIT_RECV, chunk, NULL, 1);
+        if (c < 0)
+            return c;
+        done += chunk;
+        r->c.tx_signals++;
+    }
+    return 0;
+}
+
+/* transmit ring -> receive ring, as many frames as the client posted buffers
+ * for (*blocked: none posted while frames wait).  Frames taken. */
+static int loop_back(struct vtap_runner *r, int *blocked)
+{
+    uint64_t roff[VTAP_BATCH], toff[VTAP_BATCH];
+    uint32_t rcap[VTAP_BATCH], tlen[VTAP_BATCH], out[VTAP_BATCH];
+    if (r->c.faulted & 2)
+        return 0;
+    int n = ioq_acquire(r->rx, IOQ_WAIT_SEND, VTAP_BATCH, roff, rcap);
+    if (n == IOQ_E_FULL) {
+        *blocked = ioq_ready(r->tx, IOQ_WAIT_RECV) > 0;
+        return 0;
+    }
+    if (n < 0) {
+        broke(r, 2);
+        return 0;
+    }
+    int k = ioq_acquire(r->tx, IOQ_WAIT_RECV, (uint32_t)n, toff, tlen);
+    if (k < 0) {
+        ioq_unacquire(r->rx, UINT32_MAX);
+        if (k != IOQ_E_EMPTY)
+            broke(r, 1);
+        return 0;
+    }
+    uint32_t j = 0;
+    for (int i = 0; i < k; i++) {
+        uint32_t len = tlen[i];
+        if (len < r->cfg.min_len || len > r->cfg.max_len || len > rcap[j]) {
+            r->c.oversize++; /* never cut: dropped and counted */
+            continue;
+        }
+        memcpy(r->rx->data + roff[j], r->tx->data + toff[i], len);
+        out[j++] = len;
+    }
+    int c = j ? ioq_commit(r->rx, IOQ_WAIT_SEND, j, out, 1) : 0;
+    ioq_unacquire(r->rx, UINT32_MAX);
+    if (c < 0)
+        broke(r, 2);
+    else
+        r->c.rx_frames += j;
+    r->c.tx_frames += (uint64_t)k;
+    if (complete_tx(r, (uint32_t)k) < 0) {
+        ioq_unacquire(r->tx, UINT32_MAX);
+        broke(r, 1);
+    }
+    return k;
+}
+
+/* transmit ring -> TAP (or dropped in place without one; or looped back).
+ * Frames moved; *blocked: looped frames wait for receive buffers. */
+static int to_host(struct vtap_runner *r, int *blocked)
+{
+    *blocked = 0;
     if (!tx_usable(r))
         return 0;
+    if (r->cfg.loop)
+        return loop_back(r, blocked);
     int got;
     if (r->cfg.tap_fd < 0) {
         /* no host interface: dropped uncopied, one signal per txmitigation frames */
@@ -175,8 +242,10 @@ static int host_readable(int fd)
 }
 
 /* Could a step move something now? */
-static int ready(struct vtap_runner *r, int rx_full)
+static int ready(struct vtap_runner *r, int rx_full, int blocked)
 {
+    if (blocked)
+        return ioq_ready(r->rx, IOQ_WAIT_SEND) != 0;
     if (tx_usable(r) && ioq_ready(r->tx, IOQ_WAIT_RECV) != 0)
         return 1;
     if (!host_usable(r))
@@ -193,17 +262,17 @@ static void *run(void *arg)
     while (!r->stop) {
         if (wanted(r))
             yield_lock(r);
-        int full = 0;
-        int moved = to_host(r) + from_host(r, &full);
+        int full = 0, blocked = 0;
+        int moved = to_host(r, &blocked) + from_host(r, &full);
         if (moved)
             continue;
-        if (r->cfg.spin_us && (tx_usable(r) || r->cfg.tap_fd >= 0)) {
+        if (r->cfg.spin_us && (tx_usable(r) || host_usable(r))) {
             int64_t end = now_ns() + (int64_t)r->cfg.spin_us * 1000;
             int found = 0;
             for (unsigned i = 0; !found && !r->stop; i++) {
                 if (wanted(r))
                     yield_lock(r);
-                found = ready(r, full);
+                found = ready(r, full, blocked);
                 if (!found && (i & 7) == 7 && now_ns() >= end)
                     break;
             }
@@ -214,8 +283,8 @@ static void *run(void *arg)
         }
         /* arm, re-check, sleep: a client that published before seeing the
          * signal enabled is caught by the re-check, one after writes the fd */
-        int arm_tx = tx_usable(r);
-        int arm_rx = full && r->cfg.link_up && !(r->c.faulted & 2);
+        int arm_tx = tx_usable(r) && !blocked;
+        int arm_rx = (full || blocked) && r->cfg.link_up && !(r->c.faulted & 2);
         if (arm_tx) {
             int a = ioq_wait_arm(r->tx, IOQ_WAIT_RECV, 1);
             if (a != 0) {
@@ -235,7 +304,7 @@ static void *run(void *arg)
             }
         }
         int timeout = -1;
-        int host = r->cfg.tap_fd >= 0 && !arm_rx;
+        int host = r->cfg.tap_fd >= 0 && !r->cfg.loop && !full;
         if (host && r->host_pause_until) {
             int64_t left = r->host_pause_until - now_ns();
             if (left > 0) {

@@ -47,6 +47,7 @@ class VtapConfig(CData):
     """struct vtap_config *"""
 
     tap_fd: int
+    loop: int
     link_up: int
     min_len: int
     max_len: int

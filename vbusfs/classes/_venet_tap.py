@@ -4,8 +4,9 @@ Its type, attribute table (behaviour §4, "venet-tap attributes") and data path 
 here together. It is the only built-in class that touches the host: a TAP
 interface is made (through the class's `open_tap` factory, ``_tap`` by default)
 when `enabled` goes 0 -> 1, and removed on 1 -> 0 or when the device is
-destroyed. Frames move between the client's rings and the TAP's descriptor in
-C, a batch per call; Python only waits and counts.
+destroyed. Frames move between the client's rings and the TAP's descriptor on
+a C thread of the connection's own (``_venet_thread``), never on the daemon's
+event loop; Python only tells it the TAP and the link, and counts.
 
 Offloads: at LINKUP the TAP's header mode follows the client's NEGCAP (SG
 granted: IFF_VNET_HDR, with TUNSETOFFLOAD's CSUM and the granted TSO4, TSO6 and
@@ -18,36 +19,29 @@ is the carrier a client that negotiated EVQ_LINKSTATE hears about.
 from __future__ import annotations
 
 import contextlib
-import errno
 import logging
 import random
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
-import trio
-
 from vbusfs.connector import venet as abi
-from vbusfs.ioq import IoqFault, TapCounts, TapRunner
 from vbusfs.model import Attribute, VbusError
 
 from ._tap import TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6, TUN_F_TSO_ECN, TapInterface
 from ._venet_common import (
-    BATCH,
     BURSTTHRESH,
     CLIENT_MAC,
     HOST_MAC,
-    MAX_POLL_US,
     MTU,
     TXMITIGATION,
-    Tuning,
     VenetClass,
-    VenetConnection,
     VenetState,
     parse_bool,
     random_mac,
     show_enabled,
 )
+from ._venet_thread import ThreadedConnection
 
 log = logging.getLogger("vbusfs.venet")
 
@@ -185,50 +179,18 @@ class VenetTap(VenetClass):
         return connection
 
 
-class TapConnection(VenetConnection[VenetTapState]):
+class TapConnection(ThreadedConnection[VenetTapState]):
     """Frames between the client and the host TAP interface (while `enabled` is 1).
 
-    They move on a C thread of the connection's own (:class:`vbusfs.ioq.TapRunner`,
-    started once both queues are attached, stopped before they close): one write or
-    read per frame, straight from or into the data segment, polling for burstthresh,
-    then sleeping on the rings and the TAP. Python only tells it the TAP's descriptor,
-    the link and the sizes (and changes the TAP only with the thread kept out), and
-    reads its counts; the loop here waits for a ring it found broken.
+    They move on a C thread of the connection's own (:class:`ThreadedConnection`): one
+    write or read per frame, straight from or into the data segment. The TAP is changed
+    (enabled, disabled, re-attached for a header mode) only with the thread kept out
+    (:meth:`host_changing`), which is then told the new descriptor.
     """
 
-    def __init__(self, owner: VenetTapState, tuning: Tuning) -> None:
-        super().__init__(owner, tuning)
-        self.runner: TapRunner | None = None
-
-    def attach_queue(self, index: int, fds: Sequence[int]) -> None:
-        super().attach_queue(index, fds)
-        if self.rx is not None and self.tx is not None and self.runner is None:
-            try:
-                self.runner = TapRunner(self.tx, self.rx)
-            except OSError as exc:  # no thread or descriptor to be had: refused
-                ioq = self.rx if index == abi.RX_QUEUE else self.tx
-                ioq.close()
-                if index == abi.RX_QUEUE:
-                    self.rx = None
-                else:
-                    self.tx = None
-                why = f"cannot start the data path of {self.owner.name}: {exc}"
-                raise VbusError(why, errno=exc.errno or errno.EAGAIN) from None
-            self.tuning.listeners.append(self.configure)
-            self.configure()
-
-    def configure(self) -> None:
-        """Tell the thread what it moves now (the TAP, the link, sizes, tuning)."""
-        if self.runner is None or self._closed:
-            return
-        self.runner.configure(
-            tap_fd=self._tap_fd(),
-            link_up=self.link_up,
-            min_length=self.min_frame,
-            max_length=self.max_frame,
-            every=min(BATCH, self.every()),
-            spin_us=min(self.tuning.burstthresh, MAX_POLL_US),
-        )
+    def target(self) -> tuple[int, bool]:
+        tap = self.owner.tap
+        return (-1 if tap is None else int(tap.fd)), False
 
     @contextlib.contextmanager
     def host_changing(self) -> Iterator[None]:
@@ -250,70 +212,11 @@ class TapConnection(VenetConnection[VenetTapState]):
                 _set_offloads(tap, offloads)  # refuses LINKUP with the host's errno
         self.owner.offloads = offloads
 
-    def call(self, function: int, data: bytes) -> bytes:
-        reply = super().call(function, data)
-        if function in (abi.LINKUP, abi.LINKDOWN):
-            self.configure()  # the link and its frame sizes, now that they are set
-        return reply
-
     def carrier(self) -> bool:
         return self.owner.enabled
 
-    def flush_rx(self) -> int:
-        if self.runner is None:
-            return super().flush_rx()
-        with self.runner.locked():  # the thread may be filling this ring's buffers
-            return super().flush_rx()
-
-    def stats(self) -> dict[str, int]:
-        stats = dict(self.counters)
-        if self.runner is not None and not self._closed:
-            for name, value in _mapped(self.runner.counts()).items():
-                stats[name] += value
-        return stats
-
     def close(self) -> None:
-        if not self._closed and self.runner is not None:
-            runner, self.runner = self.runner, None
-            with contextlib.suppress(ValueError):
-                self.tuning.listeners.remove(self.configure)
-            with contextlib.suppress(RuntimeError):  # move() may wait on it
-                trio.lowlevel.notify_closing(runner.fault_fd)
-            for name, value in _mapped(runner.counts()).items():
-                self.counters[name] += value
-            runner.close()  # before the rings close: the thread must be done with them
+        super().close()  # the thread stops first, then the rings close
         if self.owner.connection is self:
             self.owner.connection = None
             self.owner.offloads = None  # a TAP enabled from now on is bare again
-        super().close()
-
-    async def move(self) -> None:
-        # the frames move on the runner's thread; here only a broken ring is heard of
-        runner = self.runner
-        if runner is None:
-            return
-        try:
-            await trio.lowlevel.wait_readable(runner.fault_fd)
-        except (trio.ClosedResourceError, ValueError):
-            return  # closed meanwhile
-        faulted = runner.counts().faulted if runner.running else 0
-        if faulted:
-            which = "transmit" if faulted & 1 else "receive"
-            raise IoqFault(errno.EPROTO, f"the {which} queue broke the protocol")
-
-    def _tap_fd(self) -> int:
-        """The host interface's descriptor, or -1 while there is none (disabled)."""
-        tap = self.owner.tap
-        return -1 if tap is None else int(tap.fd)
-
-
-def _mapped(got: TapCounts) -> dict[str, int]:
-    return {
-        "tx_frames": got.tx_frames,
-        "tx_signals": got.tx_signals,
-        "rx_frames": got.rx_frames,
-        "oversize": got.oversize,
-        "dropped": got.dropped,
-        "polled": got.polled,
-        "slept": got.slept,
-    }

@@ -1,7 +1,8 @@
-"""TapRunner: venet-tap's data path on a C thread of its own.
+"""TapRunner: venet-tap's (and venet-loopback's) data path on a C thread of its own.
 
 The thread moves frames between a host TAP's descriptor and the south side of a venet
-interface's two rings (transmit ring -> TAP, TAP -> receive ring), a batch per step with
+interface's two rings (transmit ring -> TAP, TAP -> receive ring), or, looped, from the
+transmit ring straight back into the receive ring, a batch per step with
 txmitigation's completion batching, polls for ``spin_us`` when idle and then sleeps on
 the rings' wake-up fds and the TAP; it never waits for the daemon's event loop. The
 owner tells it what to do (:meth:`TapRunner.configure`: the TAP's descriptor, the link,
@@ -97,16 +98,18 @@ class TapRunner:
         max_length: int,
         every: int,
         spin_us: int,
+        loop: bool = False,
     ) -> None:
         """From the next step: ``tap_fd`` (-1: none, transmitted frames are dropped),
         whether the link is up (down: the transmit ring waits, the TAP's frames are
-        dropped), a frame's sizes, frames per completion signal, the polling budget."""
+        dropped), a frame's sizes, frames per completion signal, the polling budget;
+        ``loop``: transmitted frames come back on the receive ring (no TAP)."""
         if every < 1 or not 0 <= min_length <= max_length <= 2**32 - 1 or max_length < 1:
             raise ValueError("every >= 1 and 0 <= min_length <= max_length < 2**32")
         if tap_fd < -1 or spin_us < 0:
             raise ValueError("tap_fd >= -1 and spin_us >= 0")
         c = self._config
-        c.tap_fd, c.link_up = tap_fd, int(link_up)
+        c.tap_fd, c.loop, c.link_up = tap_fd, int(loop), int(link_up)
         c.min_len, c.max_len, c.every, c.spin_us = min_length, max_length, every, spin_us
         with self.locked():
             check(lib.vtap_runner_set(self._r, c))
