@@ -16,9 +16,7 @@ NATIVE = Path(__file__).resolve().parent
 def make_builder(native_dir: str) -> FFI:
     """An FFI builder whose sources are named relative to native_dir."""
     builder = FFI()
-    builder.cdef(
-        "".join((NATIVE / name).read_text() for name in ("ioq.h", "enet.h", "vtap.h"))
-    )
+    builder.cdef("".join((NATIVE / name).read_text() for name in ("ioq.h", "enet.h", "vtap.h")))
     builder.set_source(
         "vbusfs._ioq_cffi",
         # the module sees the public header only, never the handle's fields

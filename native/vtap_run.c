@@ -29,6 +29,14 @@
 
 #include "vtap.h"
 
+/* A client that keeps waking the thread with nothing to do (an eventfd
+ * written in a loop) is backed off as the rings' own waits do: after this
+ * many such wake-ups in a row, a pause growing by STEP per further one, up to
+ * MAX, with the lock let go. */
+#define FREE_EMPTY_WAKEUPS 8
+#define BACKOFF_STEP_NS 500000
+#define BACKOFF_MAX_NS 10000000
+
 /* the longest frame a TAP hands over (a large segment and its header), plus room to
  * see that it was longer */
 #define HOST_FRAME_MAX (65536 + 64)
@@ -255,17 +263,39 @@ static int ready(struct vtap_runner *r, int rx_full, int blocked)
     return host_readable(r->cfg.tap_fd);
 }
 
+/* Sleep `ns` with the lock let go (a stop or a config ends it early). */
+static void pause_for(struct vtap_runner *r, int64_t ns)
+{
+    struct pollfd p = {.fd = r->ctl, .events = POLLIN};
+    struct timespec ts = {.tv_sec = ns / 1000000000, .tv_nsec = ns % 1000000000};
+    pthread_mutex_unlock(&r->lock);
+    ppoll(&p, 1, &ts, NULL);
+    pthread_mutex_lock(&r->lock);
+}
+
 static void *run(void *arg)
 {
     struct vtap_runner *r = arg;
+    unsigned empty = 0; /* ring wake-ups in a row that found nothing to do */
+    int woken = 0;      /* the last sleep ended by a ring's wake-up fd */
     pthread_mutex_lock(&r->lock);
     while (!r->stop) {
         if (wanted(r))
             yield_lock(r);
         int full = 0, blocked = 0;
         int moved = to_host(r, &blocked) + from_host(r, &full);
-        if (moved)
+        if (moved) {
+            empty = 0;
+            woken = 0;
             continue;
+        }
+        if (woken && ++empty >= FREE_EMPTY_WAKEUPS) {
+            int64_t ns = (int64_t)BACKOFF_STEP_NS * (empty - FREE_EMPTY_WAKEUPS + 1);
+            pause_for(r, ns < BACKOFF_MAX_NS ? ns : BACKOFF_MAX_NS);
+            woken = 0;
+            continue;
+        }
+        woken = 0;
         if (r->cfg.spin_us && (tx_usable(r) || host_usable(r))) {
             int64_t end = now_ns() + (int64_t)r->cfg.spin_us * 1000;
             int found = 0;
@@ -277,6 +307,7 @@ static void *run(void *arg)
                     break;
             }
             if (found) {
+                empty = 0;
                 r->c.polled++;
                 continue;
             }
@@ -327,6 +358,7 @@ static void *run(void *arg)
         /* out of poll: it holds no reference to the TAP's file any more */
         __atomic_store_n(&r->sleeping, 0, __ATOMIC_RELEASE);
         pthread_mutex_lock(&r->lock);
+        woken = p[1].revents || p[2].revents;
         if (p[0].revents) {
             uint64_t v;
             if (read(r->ctl, &v, sizeof v) < 0) { /* nothing to read: fine */

@@ -19,9 +19,7 @@ from vbusfs.ioq import Ioq, TapRunner, lowlevel
 
 
 def frame(n: int, size: int = 64) -> bytes:
-    return bytes([2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2, 0x88, 0xB5]) + bytes([n % 256]) * (
-        size - 14
-    )
+    return bytes([2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2, 0x88, 0xB5]) + bytes([n % 256]) * (size - 14)
 
 
 class Rig:
