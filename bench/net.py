@@ -41,6 +41,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -51,6 +52,8 @@ from vbusfs.testing import LiveMount
 TARGET_VS_VETH = 0.25
 TARGET_VS_RELAY = 3.0
 TARGET_PING_X_VETH = 3.0
+#: the daemon of each venet-tap path (its attribute reads are timed too)
+TAP_MOUNTS: dict[str, LiveMount] = {}
 #: what the vbusfs paths are run with (--spin-us, --burstthresh)
 EXTRA_ENET = ""
 BURSTTHRESH = 20
@@ -174,9 +177,11 @@ def switch_path(lab: Lab, mount: LiveMount, n: int, name: str, *args: str) -> Pa
 
 
 def tap_path(lab: Lab, mount: LiveMount, n: int, label: str = "vbusfs venet-tap") -> Path:
+    TAP_MOUNTS[label] = mount
     mount.sh(
         "mkdir config/vbus/instances/tap config/vbus/devices/tap && "
         "echo venet-tap > config/vbus/devices/tap/type && "
+        f"echo {BURSTTHRESH} > sys/vbus/devices/tap/burstthresh && "
         "echo 1 > sys/vbus/devices/tap/enabled && "
         "ln -s ../../devices/tap config/vbus/instances/tap/",
         check=True,
@@ -234,6 +239,40 @@ class Figures:
     one: float = 0.0  # Gbit/s, 1 stream
     four: float = 0.0  # Gbit/s, 4 streams
     ping: float = 0.0  # ms, average RTT
+    # venet-tap rows: the daemon's attribute reads (ms, p50 and p99), idle and during iperf3
+    reads_idle: tuple[float, float] | None = None
+    reads_busy: tuple[float, float] | None = None
+
+
+class AttributeReads:
+    """Reads one attribute file of the daemon every millisecond on a thread of its own,
+    timing each (open, read, close: a FUSE request each, never served from a cache)."""
+
+    def __init__(self, file: str) -> None:
+        self.file = file
+        self.times: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            start = time.perf_counter()
+            with open(self.file) as f:
+                f.read()
+            self.times.append((time.perf_counter() - start) * 1e3)
+            time.sleep(0.001)
+
+    def __enter__(self) -> AttributeReads:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def quantiles(self) -> tuple[float, float]:
+        cuts = statistics.quantiles(self.times, n=100)
+        return cuts[49], cuts[98]
 
 
 def iperf3(lab: Lab, path: Path, seconds: float, streams: int) -> float:
@@ -275,6 +314,14 @@ def report(figures: dict[str, Figures]) -> None:
             f"{f.ping / veth.ping:>6.1f}"
         )
     print("throughput in Gbit/s (iperf3 TCP, A to B); ping: median round trip")
+    for name, f in figures.items():
+        if f.reads_idle and f.reads_busy:
+            (i50, i99), (b50, b99) = f.reads_idle, f.reads_busy
+            print(
+                f"{name}: the daemon's attribute reads p50/p99 {i50:.2f}/{i99:.2f} ms idle, "
+                f"{b50:.2f}/{b99:.2f} ms during the 1-stream run ({b50 / i50:.1f}x/"
+                f"{b99 / i99:.1f}x)"
+            )
     ours = figures.get("vbusfs offloads")
     if ours:
         checks = (
@@ -325,7 +372,15 @@ def run(seconds: float, pings: int, only: set[str] | None, before: str | None = 
             path = build(n)
             f = figures[name] = Figures()
             f.ping = ping(path, pings)
-            f.one = iperf3(lab, path, seconds, 1)
+            if name in TAP_MOUNTS:
+                attribute = TAP_MOUNTS[name].join("sys/vbus/devices/tap/mtu")
+                with AttributeReads(attribute) as idle:
+                    time.sleep(max(1.0, seconds / 2))
+                with AttributeReads(attribute) as busy:
+                    f.one = iperf3(lab, path, seconds, 1)
+                f.reads_idle, f.reads_busy = idle.quantiles(), busy.quantiles()
+            else:
+                f.one = iperf3(lab, path, seconds, 1)
             f.four = iperf3(lab, path, seconds, 4)
             print(f"{name}: {f.one:.2f} / {f.four:.2f} Gbit/s, ping {f.ping:.3f} ms", flush=True)
         # the drivers end before the mount goes
@@ -342,7 +397,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pings", type=int, help="pings per path (default 200)")
     parser.add_argument("--only", action="append", help="a path to run (veth and relay always)")
     parser.add_argument("--spin-us", type=int, help="vbusfs enet --spin-us (default: its own)")
-    parser.add_argument("--burstthresh", type=int, default=20, help="the switches' burstthresh")
+    parser.add_argument("--burstthresh", type=int, default=20, help="venet devices' burstthresh")
     parser.add_argument("--before", metavar="DIR", help="also venet-tap on DIR's vbusfs")
     parser.add_argument("--relay", metavar="NS", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
