@@ -14,6 +14,9 @@ made here and deleted after:
 * **vbusfs bare**: the same with `--no-offloads` (1514-byte frames);
 * **vbusfs venet-tap**: `vbusfs enet` in A on a venet-tap device, whose TAP lives in
   the daemon's own namespace (B);
+* **vbusfs venet-tap (before)**, with ``--before DIR``: the same on a second daemon
+  that runs the vbusfs of the checkout DIR (its compiled module built in place, e.g.
+  ``setup.py build_ext --inplace``): a change measured against its peer in one run;
 * **relay**: a plain Python relay (this file, `--relay`): one process reading one TAP and
   writing the other, what a user would write instead.
 
@@ -38,8 +41,9 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from vbusfs.testing import LiveMount
@@ -48,6 +52,8 @@ from vbusfs.testing import LiveMount
 TARGET_VS_VETH = 0.25
 TARGET_VS_RELAY = 3.0
 TARGET_PING_X_VETH = 3.0
+#: the daemon of each venet-tap path (its attribute reads are timed too)
+TAP_MOUNTS: dict[str, LiveMount] = {}
 #: what the vbusfs paths are run with (--spin-us, --burstthresh)
 EXTRA_ENET = ""
 BURSTTHRESH = 20
@@ -170,10 +176,12 @@ def switch_path(lab: Lab, mount: LiveMount, n: int, name: str, *args: str) -> Pa
     return Path(f"vbusfs {'bare' if args else 'offloads'}", a, in_ns(b), f"10.15.{n}.2")
 
 
-def tap_path(lab: Lab, mount: LiveMount, n: int) -> Path:
+def tap_path(lab: Lab, mount: LiveMount, n: int, label: str = "vbusfs venet-tap") -> Path:
+    TAP_MOUNTS[label] = mount
     mount.sh(
         "mkdir config/vbus/instances/tap config/vbus/devices/tap && "
         "echo venet-tap > config/vbus/devices/tap/type && "
+        f"echo {BURSTTHRESH} > sys/vbus/devices/tap/burstthresh && "
         "echo 1 > sys/vbus/devices/tap/enabled && "
         "ln -s ../../devices/tap config/vbus/instances/tap/",
         check=True,
@@ -181,9 +189,9 @@ def tap_path(lab: Lab, mount: LiveMount, n: int) -> Path:
     host = ["nsenter", f"--net=/proc/{mount.pid}/ns/net", "--"]
     sh(*host, "ip", "link", "set", "lo", "up")
     addr(host, mount.sh("cat sys/vbus/devices/tap/ifname").stdout.strip(), f"10.15.{n}.2/24")
-    a = lab.netns("tap-a")
+    a = lab.netns(f"tap{n}-a")
     addr(in_ns(a), enet(lab, mount.path, "tap", a), f"10.15.{n}.1/24")
-    return Path("vbusfs venet-tap", a, host, f"10.15.{n}.2")
+    return Path(label, a, host, f"10.15.{n}.2")
 
 
 def relay_path(lab: Lab, n: int) -> Path:
@@ -231,6 +239,40 @@ class Figures:
     one: float = 0.0  # Gbit/s, 1 stream
     four: float = 0.0  # Gbit/s, 4 streams
     ping: float = 0.0  # ms, average RTT
+    # venet-tap rows: the daemon's attribute reads (ms, p50 and p99), idle and during iperf3
+    reads_idle: tuple[float, float] | None = None
+    reads_busy: tuple[float, float] | None = None
+
+
+class AttributeReads:
+    """Reads one attribute file of the daemon every millisecond on a thread of its own,
+    timing each (open, read, close: a FUSE request each, never served from a cache)."""
+
+    def __init__(self, file: str) -> None:
+        self.file = file
+        self.times: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            start = time.perf_counter()
+            with open(self.file) as f:
+                f.read()
+            self.times.append((time.perf_counter() - start) * 1e3)
+            time.sleep(0.001)
+
+    def __enter__(self) -> AttributeReads:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def quantiles(self) -> tuple[float, float]:
+        cuts = statistics.quantiles(self.times, n=100)
+        return cuts[49], cuts[98]
 
 
 def iperf3(lab: Lab, path: Path, seconds: float, streams: int) -> float:
@@ -261,17 +303,25 @@ def report(figures: dict[str, Figures]) -> None:
     veth, relay_ = figures["veth"], figures["relay"]
     print()
     print(
-        f"{'path':<17} | {'1 stream':>8} | {'/veth':>5} | {'/relay':>6} | {'4 streams':>9} | "
+        f"{'path':<25} | {'1 stream':>8} | {'/veth':>5} | {'/relay':>6} | {'4 streams':>9} | "
         f"{'/veth':>5} | {'ping ms':>7} | {'x veth':>6}"
     )
-    print("-" * 86)
+    print("-" * 94)
     for name, f in figures.items():
         print(
-            f"{name:<17} | {f.one:>8.2f} | {f.one / veth.one:>5.2f} | {f.one / relay_.one:>6.1f} | "
+            f"{name:<25} | {f.one:>8.2f} | {f.one / veth.one:>5.2f} | {f.one / relay_.one:>6.1f} | "
             f"{f.four:>9.2f} | {f.four / veth.four:>5.2f} | {f.ping:>7.3f} | "
             f"{f.ping / veth.ping:>6.1f}"
         )
     print("throughput in Gbit/s (iperf3 TCP, A to B); ping: median round trip")
+    for name, f in figures.items():
+        if f.reads_idle and f.reads_busy:
+            (i50, i99), (b50, b99) = f.reads_idle, f.reads_busy
+            print(
+                f"{name}: the daemon's attribute reads p50/p99 {i50:.2f}/{i99:.2f} ms idle, "
+                f"{b50:.2f}/{b99:.2f} ms during the 1-stream run ({b50 / i50:.1f}x/"
+                f"{b99 / i99:.1f}x)"
+            )
     ours = figures.get("vbusfs offloads")
     if ours:
         checks = (
@@ -287,36 +337,50 @@ def report(figures: dict[str, Figures]) -> None:
 
 
 @contextlib.contextmanager
-def vbusfs_mount() -> Iterator[LiveMount]:
+def vbusfs_mount(before: str | None = None) -> Iterator[LiveMount]:
+    """A daemon in a network namespace of its own; with `before`, running that checkout."""
     path = tempfile.mkdtemp(prefix="vbusfs-net-")
+    prefix = () if before is None else ("env", f"PYTHONPATH={os.path.abspath(before)}")
     try:
-        with LiveMount(path, private_netns=True, debug=False) as mount:
+        with LiveMount(path, private_netns=True, debug=False, prefix=prefix) as mount:
             yield mount
     finally:
         os.rmdir(path)
 
 
-def run(seconds: float, pings: int, only: set[str] | None) -> None:
+def run(seconds: float, pings: int, only: set[str] | None, before: str | None = None) -> None:
     figures: dict[str, Figures] = {}
     with contextlib.ExitStack() as stack:
         lab = Lab()
-        stack.callback(lab.close)  # after the mount is gone: LIFO, so registered first
+        stack.callback(lab.close)  # after the mounts are gone: LIFO, so registered first
         mount = stack.enter_context(vbusfs_mount())
-        builders = {
+        old = stack.enter_context(vbusfs_mount(before)) if before else None
+        builders: dict[str, Callable[[int], Path]] = {
             "veth": lambda n: veth_path(lab, n),
             "bridge": lambda n: bridge_path(lab, n),
             "vbusfs offloads": lambda n: switch_path(lab, mount, n, "swo"),
             "vbusfs bare": lambda n: switch_path(lab, mount, n, "swb", "--no-offloads"),
             "vbusfs venet-tap": lambda n: tap_path(lab, mount, n),
-            "relay": lambda n: relay_path(lab, n),
         }
+        if old is not None:
+            label = "vbusfs venet-tap (before)"
+            builders[label] = lambda n: tap_path(lab, old, n, label)
+        builders["relay"] = lambda n: relay_path(lab, n)
         for n, (name, build) in enumerate(builders.items(), 1):
-            if only and name not in only and name not in ("veth", "relay"):
+            if only and name.split(" (")[0] not in only and name not in ("veth", "relay"):
                 continue
             path = build(n)
             f = figures[name] = Figures()
             f.ping = ping(path, pings)
-            f.one = iperf3(lab, path, seconds, 1)
+            if name in TAP_MOUNTS:
+                attribute = TAP_MOUNTS[name].join("sys/vbus/devices/tap/mtu")
+                with AttributeReads(attribute) as idle:
+                    time.sleep(max(1.0, seconds / 2))
+                with AttributeReads(attribute) as busy:
+                    f.one = iperf3(lab, path, seconds, 1)
+                f.reads_idle, f.reads_busy = idle.quantiles(), busy.quantiles()
+            else:
+                f.one = iperf3(lab, path, seconds, 1)
             f.four = iperf3(lab, path, seconds, 4)
             print(f"{name}: {f.one:.2f} / {f.four:.2f} Gbit/s, ping {f.ping:.3f} ms", flush=True)
         # the drivers end before the mount goes
@@ -333,7 +397,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pings", type=int, help="pings per path (default 200)")
     parser.add_argument("--only", action="append", help="a path to run (veth and relay always)")
     parser.add_argument("--spin-us", type=int, help="vbusfs enet --spin-us (default: its own)")
-    parser.add_argument("--burstthresh", type=int, default=20, help="the switches' burstthresh")
+    parser.add_argument("--burstthresh", type=int, default=20, help="venet devices' burstthresh")
+    parser.add_argument("--before", metavar="DIR", help="also venet-tap on DIR's vbusfs")
     parser.add_argument("--relay", metavar="NS", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     global EXTRA_ENET, BURSTTHRESH
@@ -347,7 +412,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench/net.py needs root and {', '.join(missing) or 'namespaces'}: skipped")
         return 0
     seconds = args.seconds or (1.0 if args.quick else 5.0)
-    run(seconds, args.pings or (50 if args.quick else 200), set(args.only or ()) or None)
+    pings = args.pings or (50 if args.quick else 200)
+    run(seconds, pings, set(args.only or ()) or None, args.before)
     return 0
 
 

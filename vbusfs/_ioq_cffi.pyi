@@ -35,6 +35,37 @@ class VswitchRunnerPtrOut(CData):
 
     def __getitem__(self, i: int, /) -> VswitchRunnerPtr: ...
 
+class VtapRunnerPtr(CData):
+    """struct vtap_runner * (opaque)"""
+
+class VtapRunnerPtrOut(CData):
+    """struct vtap_runner **"""
+
+    def __getitem__(self, i: int, /) -> VtapRunnerPtr: ...
+
+class VtapConfig(CData):
+    """struct vtap_config *"""
+
+    tap_fd: int
+    loop: int
+    link_up: int
+    min_len: int
+    max_len: int
+    every: int
+    spin_us: int
+
+class VtapCounts(CData):
+    """struct vtap_counts *"""
+
+    tx_frames: int
+    tx_signals: int
+    rx_frames: int
+    oversize: int
+    dropped: int
+    polled: int
+    slept: int
+    faulted: int
+
 class VswitchRunCounts(CData):
     """struct vswitch_run_counts *"""
 
@@ -193,6 +224,12 @@ class _FFI:
     @overload
     def new(self, cdecl: Literal["struct vswitch_run_counts *"], /) -> VswitchRunCounts: ...
     @overload
+    def new(self, cdecl: Literal["struct vtap_runner **"], /) -> VtapRunnerPtrOut: ...
+    @overload
+    def new(self, cdecl: Literal["struct vtap_config *"], /) -> VtapConfig: ...
+    @overload
+    def new(self, cdecl: Literal["struct vtap_counts *"], /) -> VtapCounts: ...
+    @overload
     def new(
         self, cdecl: Literal["struct vswitch_port_counts[]"], n: int, /
     ) -> VswitchPortCountsArray: ...
@@ -266,6 +303,8 @@ class _Lib:
     VSWITCH_MAX_PORTS: int
     VSWITCH_MIN_FRAME: int
     VSWITCH_TABLE: int
+    VTAP_BATCH: int
+    VTAP_HOST_PAUSE_MS: int
 
     def ioq_abi_version(self) -> int: ...
     def ioq_north_create(
@@ -415,6 +454,13 @@ class _Lib:
     def vswitch_runner_counts(
         self, r: VswitchRunnerPtr, port: int, out: VswitchRunCounts, /
     ) -> int: ...
+    def vtap_runner_new(self, tx: IoqPtr, rx: IoqPtr, out: VtapRunnerPtrOut, /) -> int: ...
+    def vtap_runner_free(self, r: VtapRunnerPtr, /) -> None: ...
+    def vtap_runner_lock(self, r: VtapRunnerPtr, /) -> None: ...
+    def vtap_runner_unlock(self, r: VtapRunnerPtr, /) -> None: ...
+    def vtap_runner_set(self, r: VtapRunnerPtr, config: VtapConfig, /) -> int: ...
+    def vtap_runner_counts(self, r: VtapRunnerPtr, out: VtapCounts, /) -> int: ...
+    def vtap_runner_fault_fd(self, r: VtapRunnerPtr, /) -> int: ...
     def vswitch_free(self, sw: VswitchPtr, /) -> None: ...
     def vswitch_forget_port(self, sw: VswitchPtr, port: int, /) -> int: ...
     def vswitch_lookup(self, sw: VswitchPtr, mac: U8Array | bytes, /) -> int: ...

@@ -55,6 +55,8 @@ def test_ioq_public_names_are_few() -> None:
         "Switch",
         "SwitchCounts",
         "SwitchRunner",  # the switch's forwarding on a thread of its own
+        "TapCounts",
+        "TapRunner",  # venet-tap's frames on a thread of its own
         # venet's helpers (a spin that never sleeps; completions every N of a batch)
         "poll_ready",
         "receive_into_every",

@@ -35,6 +35,7 @@ def test_native_sources_exist() -> None:
         "venet.c",
         "vswitch.c",
         "vswitch_run.c",
+        "vtap_run.c",
     }
 
 

@@ -14,18 +14,17 @@ up, the intersection of asked and supported bits), FLUSHRX (EINVAL while down;
 every posted receive buffer back with length 0). Frames are bare Ethernet
 frames of 14 to mtu + 14 bytes, or, with SG granted (fixed at LINKUP), a 10-byte
 virtio-net header and up to MAX_GSO_FRAME bytes; anything else is dropped and
-counted. Frames move a batch per call into C; nothing here touches a frame per
-frame in a system call.
+counted. Frames move on C threads (venet-tap and venet-loopback: ``_venet_thread``;
+venet-switch: its own), never on the daemon's event loop.
 """
 
 from __future__ import annotations
 
-import errno
 import random
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Generic, Literal, Protocol, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 import trio
 
@@ -42,7 +41,7 @@ from vbusfs.connector.venet import (
     VERSION,
 )
 from vbusfs.connector.venet import INTERFACE_TYPE as VIRTUAL_ETHERNET
-from vbusfs.ioq import AsyncIoq, IoqEmpty, IoqError, IoqFull, poll_ready, receive_into_every
+from vbusfs.ioq import AsyncIoq, IoqError, IoqFull
 from vbusfs.model import (
     AlreadyExists,
     Attribute,
@@ -57,12 +56,10 @@ BATCH = 64
 #: burstthresh's default (µs): a wake-up across the two vCPUs costs about 20 µs each
 #: way (FIELD-NOTES), more than a short poll
 DEFAULT_BURSTTHRESH_US = 20
-#: the longest a wait polls whatever burstthresh says: the poll holds the daemon's loop
+#: the longest a wait polls whatever burstthresh says (a CPU spent per idle spell)
 MAX_POLL_US = 1000
 #: txmitigation's default (frames), the original's
 DEFAULT_TXMITIGATION = 10
-#: the buffer a batch of SG frames is copied through (a few of the largest frames)
-SG_BATCH_BYTES = 16 * abi.MAX_SG_MESSAGE
 
 # ---- values ------------------------------------------------------------------
 
@@ -270,7 +267,6 @@ class VenetConnection(DeviceConnection, Generic[End]):
             "gso_dropped": 0,
         }
         self._ready = trio.Event()
-        self._linked = trio.Event()
         self._closed = False
 
     # -- the calls ----------------------------------------------------------------
@@ -289,14 +285,12 @@ class VenetConnection(DeviceConnection, Generic[End]):
                 self.min_frame, self.max_frame = HEADER, self.tuning.mtu + HEADER
             self.linked()  # may refuse (the class's errno): nothing changed yet
             self.link_up = True
-            self._linked.set()
             self.tell_carrier()
             return b""
         if function == LINKDOWN:
             if not self.link_up:
                 raise NotFound("the link is already down")
             self.link_up = False
-            self._linked = trio.Event()
             self.unlinked()
             return b""
         if function == MACQUERY:
@@ -375,109 +369,10 @@ class VenetConnection(DeviceConnection, Generic[End]):
     async def move(self) -> None:
         """Carry frames; the deviceclass decides where they go."""
 
-    # -- waiting: burstthresh ---------------------------------------------------
-
-    async def wait_for(self, ring: AsyncIoq, op: Literal["receive", "send"]) -> None:
-        """Until `ring` can `op`: poll it (in C) for burstthresh µs, then sleep on its
-        wake-up fd. Counts which it was."""
-        ready = ring.receivable if op == "receive" else ring.sendable
-        if ready():
-            await trio.lowlevel.checkpoint()
-            return
-        budget = min(self.tuning.burstthresh, MAX_POLL_US)
-        if budget and poll_ready(ring, op, budget):
-            self.counters["polled"] += 1
-            await trio.lowlevel.checkpoint()
-            return
-        self.counters["slept"] += 1
-        if op == "receive":
-            await ring.wait_receivable()
-        else:
-            await ring.wait_sendable()
-
-    async def wait_transmitted(self) -> None:
-        """Until the link is up and the client has sent something."""
-        assert self.tx is not None
-        if not self.link_up:
-            await self._linked.wait()
-        await self.wait_for(self.tx, "receive")
-
-    async def wait_posted(self) -> None:
-        """Until the client has posted a receive buffer."""
-        assert self.rx is not None
-        await self.wait_for(self.rx, "send")
-
     def every(self) -> int:
         """Completed transmit frames per signal to the client: txmitigation (0: one
         per frame); a batch (at most BATCH) also signals when it ends."""
         return max(1, self.tuning.txmitigation)
-
-    # -- frames -----------------------------------------------------------------
-
-    def _take(self, frames: list[bytes]) -> list[bytes]:
-        """The frames a client sent that are frames; the rest are counted."""
-        low, high = self.min_frame, self.max_frame
-        good = [f for f in frames if low <= len(f) <= high]
-        self.counters["oversize"] += len(frames) - len(good)
-        return good
-
-    async def deliver(self, frames: list[bytes]) -> None:
-        """Put frames on the client's receive queue, waiting for it to post buffers;
-        a frame longer than the client's buffers is dropped (oversize), never cut."""
-        assert self.rx is not None
-        fits = [f for f in frames if len(f) <= self.rx.max_message]
-        self.counters["oversize"] += len(frames) - len(fits)
-        frames = fits
-        while frames:
-            try:
-                sent = self.rx.send_batch_nowait(frames)
-            except IoqFull:
-                await self.wait_posted()
-                continue
-            self.counters["rx_frames"] += sent
-            frames = frames[sent:]
-
-    async def transmitted_packed(self, buffer: bytearray) -> list[int]:
-        """The next batch the client sent, back to back in `buffer`: one copy, no object
-        per frame. Returns the frames' lengths."""
-        assert self.tx is not None
-        while True:
-            await self.wait_transmitted()
-            try:
-                lengths, signals = receive_into_every(self.tx, buffer, BATCH, self.every())
-            except IoqEmpty:
-                continue
-            except IoqError as exc:
-                if exc.errno != errno.EMSGSIZE:
-                    raise
-                # the first message is longer than the whole buffer: no frame,
-                # dropped uncopied (the buffer never grows with the client's segment)
-                self.tx.discard_nowait(1)
-                self.counters["tx_frames"] += 1
-                self.counters["oversize"] += 1
-                self.counters["tx_signals"] += 1
-                continue
-            self.counters["tx_frames"] += len(lengths)
-            self.counters["tx_signals"] += signals
-            return lengths
-
-    async def deliver_packed(self, buffer: bytearray, lengths: list[int]) -> None:
-        """`deliver` for a packed batch: the frames stay in one buffer, a batch per call."""
-        assert self.rx is not None
-        view = memoryview(buffer)
-        offset, first = 0, 0
-        end = sum(lengths)
-        while first < len(lengths):
-            try:
-                # one copy of the whole batch (the ring API takes bytes), none per frame
-                packed = bytes(view[offset:end])
-                sent = self.rx.send_packed_nowait(packed, lengths[first:])
-            except IoqFull:
-                await self.wait_posted()
-                continue
-            offset += sum(lengths[first : first + sent])
-            first += sent
-            self.counters["rx_frames"] += sent
 
     def close(self) -> None:
         if self._closed:

@@ -4,8 +4,9 @@ Its type, attribute table (behaviour §4, "venet-tap attributes") and data path 
 here together. It is the only built-in class that touches the host: a TAP
 interface is made (through the class's `open_tap` factory, ``_tap`` by default)
 when `enabled` goes 0 -> 1, and removed on 1 -> 0 or when the device is
-destroyed. Frames move between the client's rings and the TAP's descriptor in
-C, a batch per call; Python only waits and counts.
+destroyed. Frames move between the client's rings and the TAP's descriptor on
+a C thread of the connection's own (``_venet_thread``), never on the daemon's
+event loop; Python only tells it the TAP and the link, and counts.
 
 Offloads: at LINKUP the TAP's header mode follows the client's NEGCAP (SG
 granted: IFF_VNET_HDR, with TUNSETOFFLOAD's CSUM and the granted TSO4, TSO6 and
@@ -17,33 +18,30 @@ is the carrier a client that negotiated EVQ_LINKSTATE hears about.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
-import trio
-
 from vbusfs.connector import venet as abi
-from vbusfs.ioq import IoqEmpty, IoqFault, IoqFull, receive_to_fd_every
 from vbusfs.model import Attribute, VbusError
 
 from ._tap import TapInterface
 from ._venet_common import (
-    BATCH,
     BURSTTHRESH,
     CLIENT_MAC,
     HOST_MAC,
     MTU,
     TXMITIGATION,
     VenetClass,
-    VenetConnection,
     VenetState,
     parse_bool,
     random_mac,
     show_enabled,
 )
+from ._venet_thread import ThreadedConnection
 
 log = logging.getLogger("vbusfs.venet")
 
@@ -97,12 +95,20 @@ def _store_enabled(state: VenetTapState, text: str) -> None:
             # The writer sees only the errno: the daemon's log says why (a host problem).
             log.warning("device %s: cannot enable: %s", state.name, exc)
             raise
-        state.tap = tap
-        state.enabled = True
+        with _host_changing(state):
+            state.tap = tap
+            state.enabled = True
     else:
-        _close_tap(state)
+        with _host_changing(state):
+            _close_tap(state)
     if state.connection is not None:
         state.connection.tell_carrier()
+
+
+def _host_changing(state: VenetTapState) -> contextlib.AbstractContextManager[None]:
+    """Around a change of the device's TAP: its client's thread kept out, then told."""
+    connection = state.connection
+    return connection.host_changing() if connection is not None else contextlib.nullcontext()
 
 
 def _close_tap(state: VenetTapState) -> None:
@@ -150,7 +156,8 @@ class VenetTap(VenetClass):
         )
 
     def destroy(self, state: VenetTapState) -> None:
-        _close_tap(state)
+        with _host_changing(state):
+            _close_tap(state)
 
     def open(self, state: VenetTapState, interface_state: None, version: int) -> TapConnection:
         connection = TapConnection(state, state.tuning)
@@ -158,97 +165,44 @@ class VenetTap(VenetClass):
         return connection
 
 
-class TapConnection(VenetConnection[VenetTapState]):
+class TapConnection(ThreadedConnection[VenetTapState]):
     """Frames between the client and the host TAP interface (while `enabled` is 1).
 
-    Frames move between the rings and the TAP's descriptor in C, a batch per
-    call (one write or read per frame, straight from or into the data
-    segment); Python only waits and counts.
+    They move on a C thread of the connection's own (:class:`ThreadedConnection`): one
+    write or read per frame, straight from or into the data segment. The TAP is changed
+    (enabled, disabled, re-attached for a header mode) only with the thread kept out
+    (:meth:`host_changing`), which is then told the new descriptor.
     """
+
+    def target(self) -> tuple[int, bool]:
+        tap = self.owner.tap
+        return (-1 if tap is None else int(tap.fd)), False
+
+    @contextlib.contextmanager
+    def host_changing(self) -> Iterator[None]:
+        """The TAP may be closed or replaced inside: the thread is kept out, then told."""
+        if self.runner is None or self._closed:
+            yield
+            return
+        with self.runner.locked():
+            try:
+                yield
+            finally:
+                self.configure()
 
     def linked(self) -> None:
         offloads = abi.tun_offloads(self.granted.get(abi.CAP_GROUP_SG, 0)) if self.sg else None
         tap = self.owner.tap
         if tap is not None:
-            _set_offloads(tap, offloads)  # refuses LINKUP with the host's errno
+            with self.host_changing():
+                _set_offloads(tap, offloads)  # refuses LINKUP with the host's errno
         self.owner.offloads = offloads
 
     def carrier(self) -> bool:
         return self.owner.enabled
 
     def close(self) -> None:
+        super().close()  # the thread stops first, then the rings close
         if self.owner.connection is self:
             self.owner.connection = None
             self.owner.offloads = None  # a TAP enabled from now on is bare again
-        super().close()
-
-    async def move(self) -> None:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._to_host)
-            nursery.start_soon(self._from_host)
-
-    def _tap_fd(self) -> int:
-        """The host interface's descriptor, or -1 while there is none (disabled)."""
-        tap = self.owner.tap
-        return -1 if tap is None else int(tap.fd)
-
-    async def _to_host(self) -> None:
-        assert self.tx is not None
-        while True:
-            await self.wait_transmitted()
-            fd = self._tap_fd()
-            try:
-                if fd < 0:
-                    # no host interface: dropped in place, never copied (a call signals
-                    # once: txmitigation frames a call)
-                    got_n = self.tx.discard_nowait(min(BATCH, self.every()))
-                    self.counters["tx_frames"] += got_n
-                    self.counters["dropped"] += got_n
-                    self.counters["tx_signals"] += 1
-                    continue
-                # completions go back every txmitigation frames written
-                got, signals = receive_to_fd_every(
-                    self.tx,
-                    fd,
-                    BATCH,
-                    self.every(),
-                    min_length=self.min_frame,
-                    max_length=self.max_frame,
-                )
-            except IoqEmpty:
-                continue
-            self.counters["tx_signals"] += signals
-            self.counters["tx_frames"] += got.messages
-            self.counters["oversize"] += got.bad_size
-            self.counters["dropped"] += got.dropped
-
-    async def _from_host(self) -> None:
-        assert self.rx is not None
-        while True:
-            tap = self.owner.tap
-            fd = self._tap_fd()
-            if tap is None or fd < 0:
-                await trio.sleep(0.05)  # disabled: the host side has no interface yet
-                continue
-            try:
-                await trio.lowlevel.wait_readable(fd)
-            except (trio.ClosedResourceError, OSError):
-                continue  # disabled while waiting
-            if self.owner.tap is not tap or tap.fd != fd:
-                continue  # disabled or replaced while waiting
-            if not self.link_up:
-                tap.discard(BATCH)  # the client is not listening: the host's frames go nowhere
-                continue
-            try:
-                got = self.rx.send_from_fd_nowait(fd, BATCH, max_length=self.max_frame)
-            except IoqFull:
-                # no buffer posted: the frames wait in the TAP's queue meanwhile
-                await self.wait_posted()
-                continue
-            except IoqFault:
-                raise
-            except OSError:
-                await trio.sleep(0.05)  # the TAP refused a read (being torn down)
-                continue
-            self.counters["rx_frames"] += got.messages
-            self.counters["oversize"] += got.bad_size

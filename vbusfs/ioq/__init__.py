@@ -140,6 +140,9 @@ The package is layered like cryptography's bindings:
 ``_switch_runner``
     :class:`SwitchRunner`: the switch's forwarding on a C thread of its own, sleeping on
     the ports' transmit rings.
+``_tap_runner``
+    :class:`TapRunner`: venet-tap's frames between its TAP and its rings on a C thread
+    of its own, sleeping on the rings and the TAP.
 ``_fdpump``
     :class:`FdPump`: frames between a descriptor (a TAP) and the north side of a
     venet's two rings, the whole loop in C (the vbus-enet driver's data path).
@@ -166,6 +169,7 @@ from ._ring import FdBatch, IoqFds
 from ._ring import Side as Side
 from ._switch import Switch, SwitchCounts
 from ._switch_runner import RunCounts, SwitchRunner
+from ._tap_runner import TapCounts, TapRunner
 from ._trio import AsyncIoq
 from ._venet import poll_ready, receive_into_every, receive_to_fd_every
 from .lowlevel import Descriptor
@@ -191,6 +195,8 @@ __all__ = [
     "Switch",
     "SwitchCounts",
     "SwitchRunner",
+    "TapCounts",
+    "TapRunner",
     "poll_ready",
     "receive_into_every",
     "receive_to_fd_every",
