@@ -16,11 +16,15 @@ NATIVE = Path(__file__).resolve().parent
 def make_builder(native_dir: str) -> FFI:
     """An FFI builder whose sources are named relative to native_dir."""
     builder = FFI()
-    builder.cdef((NATIVE / "ioq.h").read_text() + (NATIVE / "enet.h").read_text())
+    builder.cdef(
+        (NATIVE / "ioq.h").read_text()
+        + (NATIVE / "enet.h").read_text()
+        + (NATIVE / "blk.h").read_text()
+    )
     builder.set_source(
         "vbusfs._ioq_cffi",
         # the module sees the public header only, never the handle's fields
-        '#include "ioq_abi.h"\n#include "enet.h"\n',
+        '#include "ioq_abi.h"\n#include "enet.h"\n#include "blk.h"\n',
         sources=[
             f"{native_dir}/{name}"
             for name in (
@@ -31,6 +35,7 @@ def make_builder(native_dir: str) -> FFI:
                 "vswitch_run.c",
                 "venet.c",
                 "enet.c",
+                "blk.c",
             )
         ],
         include_dirs=[native_dir],

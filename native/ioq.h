@@ -50,8 +50,9 @@
  * 13: fdpump_run and struct fdpump_counts (enet.h, the vbus-enet driver's
  *    data path).
  * 14: the switch's runner (vswitch_runner_*: its data path on a thread of its
- *    own) and struct vswitch_run_counts. */
-#define IOQ_ABI_VERSION 14
+ *    own) and struct vswitch_run_counts.
+ * 15: the block server (blk.h: blk_new, blk_serve, blk_free). */
+#define IOQ_ABI_VERSION 15
 
 #define IOQ_RING_MAGIC 0x47fa2fe4
 #define IOQ_RING_VER 4

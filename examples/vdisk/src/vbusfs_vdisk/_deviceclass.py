@@ -32,6 +32,7 @@ from typing import Any
 
 from vbusfs.device import (
     Attribute,
+    BlockServer,
     Busy,
     DeviceClass,
     InterfaceInfo,
@@ -166,6 +167,12 @@ class VdiskConnection(RequestResponseConnection):
 
     def handle(self, request: memoryview, response: memoryview) -> int:
         return self.disk.handle(request, response)
+
+    def block_server(self) -> BlockServer:
+        """READs and WRITEs served in C, straight between the backing and the rings (a
+        memory disk's memfd mapped, a file read and written in place); `handle`
+        answers the rest (FLUSH, every refusal)."""
+        return self.disk.block_server()
 
     def call(self, function: int, data: bytes) -> bytes:
         if function not in (CAPACITY_CALL, FLUSH_CALL):
