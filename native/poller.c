@@ -27,6 +27,7 @@
 
 #include <errno.h>
 #include <poll.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <sys/epoll.h>
 #include <time.h>
@@ -514,8 +515,14 @@ int ioq_poller_wait(struct ioq_poller *p, uint64_t mask, int timeout_ms, int spi
              * costs it a transfer */
             for (int k = 0; k < 4; k++)
                 cpu_relax();
-            if ((i & 15) == 0 && now_ns() >= spin_end)
-                break;
+            if ((i & 15) == 0) {
+                if (now_ns() >= spin_end)
+                    break;
+                /* give the CPU to a runnable peer: on a machine with more
+                 * runnable threads than CPUs the peer this spin waits for may
+                 * be queued behind it (it returns at once when none is) */
+                sched_yield();
+            }
         }
     }
     if (adapt)
