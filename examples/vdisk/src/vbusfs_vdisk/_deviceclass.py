@@ -19,8 +19,9 @@ has the disk open:
 
 One client at a time opens a disk (EBUSY for a second); its requests are served in a
 worker process (`isolation = "process"`) that maps the same memory or file. The connection serves
-the ring protocol of `vbusfs_vdisk.protocol` through `Disk.handle`, and two
-device calls: CAPACITY (size, block size, read-only) and FLUSH.
+the ring protocol of `vbusfs_vdisk.protocol` (READs and WRITEs in C, through the
+framework's block server, the rest through `Disk.handle`), and two device calls:
+CAPACITY (size, block size, read-only) and FLUSH.
 """
 
 from __future__ import annotations
