@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "ioq_private.h"
@@ -69,6 +70,15 @@ int blk_new(int fd, uint64_t size, int readonly, int map, const struct blk_layou
     b->readonly = readonly != 0;
     b->l = *l;
     if (map) {
+        /* touching a mapping past the file's end is SIGBUS: refuse a file that
+         * is shorter than size now (the owner must never shorten it later) */
+        struct stat st;
+        int r = fstat(b->fd, &st) < 0 ? -errno : (uint64_t)st.st_size < size ? IOQ_E_INVAL : 0;
+        if (r) {
+            close(b->fd);
+            free(b);
+            return r;
+        }
         int prot = PROT_READ | (b->readonly ? 0 : PROT_WRITE);
         void *m = mmap(NULL, (size_t)size, prot, MAP_SHARED, b->fd, 0);
         if (m == MAP_FAILED) {

@@ -231,6 +231,9 @@ def test_wrong_rings_and_layouts_are_refused(rig: Rig) -> None:
         BlockServer(rig.fd, SIZE, LAYOUT.__class__(**{**vars(LAYOUT), "tag_at": 20}))
     with pytest.raises(ValueError):
         BlockServer(rig.fd, 0, LAYOUT)
+    with pytest.raises(ValueError, match="at least size bytes"):  # mapped past its end: SIGBUS
+        BlockServer(rig.fd, 2 * SIZE, LAYOUT)
+    BlockServer(rig.fd, 2 * SIZE, LAYOUT, map=False).close()  # read as zeros past the end
     with pytest.raises(OSError) as bad_fd:
         BlockServer(-1, SIZE, LAYOUT)
     assert bad_fd.value.errno == errno.EBADF

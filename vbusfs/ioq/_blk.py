@@ -69,10 +69,11 @@ class BlockCounts:
 class BlockServer:
     """READs and WRITEs of `size` bytes of `fd` served in C (see the module).
 
-    `map=True` maps the file (MAP_SHARED: a memfd, or a file that is never shortened
-    while mapped); `map=False` reads and writes it with pread/pwrite, where a read past
-    the file's end gives zeros. The fd is duplicated: the caller keeps its own.
-    ValueError for a layout C refuses; OSError when the fd cannot be duplicated or mapped.
+    `map=True` maps the file (MAP_SHARED: a memfd, or a file that holds `size` bytes
+    when the server is made and is never shortened while mapped); `map=False` reads
+    and writes it with pread/pwrite, where a read past the file's end gives zeros. The fd
+    is duplicated: the caller keeps its own. ValueError for a layout C refuses (or a
+    mapped file too short); OSError when the fd cannot be duplicated or mapped.
     """
 
     def __init__(
@@ -90,7 +91,10 @@ class BlockServer:
         out = ffi.new("struct blk **")
         rc = lib.blk_new(fd, size, int(readonly), int(map), c_layout, out)
         if rc == lib.IOQ_E_INVAL:
-            raise ValueError(f"the block layout or size is not one the server can use: {layout}")
+            raise ValueError(
+                f"the block layout or size is not one the server can use (a mapped file "
+                f"must hold at least size bytes): size {size}, {layout}"
+            )
         if rc < 0:
             raise OSError(-rc, os.strerror(-rc))
         self._b = ffi.gc(out[0], lib.blk_free)
