@@ -506,8 +506,11 @@ int ioq_poller_wait(struct ioq_poller *p, uint64_t mask, int timeout_ms, int spi
             spin_end = deadline;
         for (unsigned i = 1;; i++) {
             if ((*ready = ready_bits(p, mask, 1))) {
-                /* found late in the budget: the peer answers near the limit */
-                if (adapt && 2 * (now_ns() - start) > spin_ns)
+                /* found late in the budget: the peer answers near the limit
+                 * (found after it: this thread was off the CPU, which says
+                 * nothing of the peer) */
+                int64_t took = now_ns() - start;
+                if (adapt && 2 * took > spin_ns && took <= spin_ns)
                     spin_grow(adapt);
                 return IOQ_OK;
             }
