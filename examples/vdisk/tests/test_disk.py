@@ -18,7 +18,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 from vbusfs_vdisk import Disk, FileBacking, MemoryBacking
 from vbusfs_vdisk import protocol as p
 
-from vbusfs.ioq import Ioq, IoqEmpty
+from vbusfs.device import Ioq, IoqEmpty
 
 SECTOR = p.SECTOR
 SIZE = 64 * SECTOR  # small, so that offsets collide and the end is often reached

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import errno
 
-from vbusfs.ioq import BlockLayout, BlockServer
+from vbusfs.device import BlockLayout, BlockServer
 
 from ._backing import Backing, MemoryBacking
 from .protocol import (
