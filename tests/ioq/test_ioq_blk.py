@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from vbusfs.ioq import BlockLayout, BlockServer, Ioq, IoqClosed, IoqEmpty, IoqError
+from vbusfs.ioq import BlockLayout, BlockServer, Ioq, IoqClosed, IoqEmpty, IoqError, IoqFault
 
 REQ = struct.Struct("<QQIHH")  # tag, offset, length, op, flags
 RESP = struct.Struct("<QII")  # tag, status, length
@@ -237,3 +237,26 @@ def test_wrong_rings_and_layouts_are_refused(rig: Rig) -> None:
     with pytest.raises(OSError) as bad_fd:
         BlockServer(-1, SIZE, LAYOUT)
     assert bad_fd.value.errno == errno.EBADF
+
+
+HEAD, DESC = 56, 32  # the ring's header and descriptor sizes (native/ioq.h)
+
+
+@pytest.mark.parametrize("ring", ["requests", "responses"])
+@pytest.mark.parametrize(
+    "field, value",
+    [(8, 16 * SLOT), (16, 16 * SLOT + 1)],  # a buffer past the data segment; too long
+    ids=["ptr", "len"],
+)
+def test_a_forged_descriptor_faults_the_ring_and_nothing_is_served(
+    rig: Rig, ring: str, field: int, value: int
+) -> None:
+    server = BlockServer(rig.fd, SIZE, LAYOUT)
+    rig.send(read(1, 0, 512))
+    north = getattr(rig, ring)
+    with mmap.mmap(north.fds.ring, HEAD + DESC * 16) as raw:
+        struct.pack_into("<Q", raw, HEAD + field, value)  # descriptor 0, as a hostile client
+    with pytest.raises(IoqFault):
+        server.serve(rig.req_south, rig.resp_south, timeout=1)
+    assert rig.responses_now() == []
+    assert server.counts().reads == 0
