@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import errno
 
-from vbusfs.device import BlockLayout, BlockServer
+from vbusfs.ioq import BlockLayout, BlockServer  # not vbusfs.device: clients import Disk too
 
 from ._backing import Backing, MemoryBacking
 from .protocol import (
