@@ -1,7 +1,7 @@
 """Benchmark: a Python block device through vbusfs rings, against the same protocol over
 a Unix socketpair and over a pipe pair.
 
-    .venv/bin/python bench/devices.py [--quick] [--backing memory|file]
+    .venv/bin/python bench/devices.py [--quick] [--backing memory|file] [--opens]
 
 Every peer serves the same protocol (`vbusfs_vdisk.protocol`), with the same answers,
 over the same kind of backing (anonymous memory, or a file on tmpfs), in a process of
@@ -390,9 +390,11 @@ def ring_peer(
         yield RingPeer(name, disk, daemon)
 
 
-def open_costs(mnt: str, count: int = 20) -> str:
-    """Median milliseconds to open a vdisk (open, CAPACITY, both rings attached) and to
-    close it, for each isolation."""
+def open_costs(mnt: str, count: int = 20, pause: float = 0.0) -> str:
+    """Median milliseconds to open a vdisk (open, CAPACITY, both rings attached, a 4 KiB
+    read) and to close it, for each isolation, `pause` seconds after the last close; and
+    the first open's (for a worker, the daemon's first: it may wait for the fork server
+    to start)."""
     from vbusfs_vdisk import VdiskClient
 
     from vbusfs import client
@@ -402,6 +404,7 @@ def open_costs(mnt: str, count: int = 20) -> str:
         for isolation, (*_, interface, _) in ISOLATIONS.items():
             opens, closes = [], []
             for _ in range(count):
+                time.sleep(pause)
                 while True:  # a thread's close order may still run after its close's answer
                     start = time.perf_counter()
                     try:
@@ -418,7 +421,8 @@ def open_costs(mnt: str, count: int = 20) -> str:
                 closes.append(time.perf_counter() - opened)
             out.append(
                 f"{isolation} {statistics.median(opens) * 1e3:.1f} ms "
-                f"(close {statistics.median(closes) * 1e3:.1f} ms)"
+                f"(close {statistics.median(closes) * 1e3:.1f} ms, "
+                f"first open {opens[0] * 1e3:.1f} ms)"
             )
     return ", ".join(out)
 
@@ -664,7 +668,14 @@ ROWS = (
 )
 
 
-def run(rounds: int, duration: float, kind: str, attr_count: int, attr_seconds: float) -> None:
+def run(
+    rounds: int,
+    duration: float,
+    kind: str,
+    attr_count: int,
+    attr_seconds: float,
+    opens_only: bool = False,
+) -> None:
     print(
         f"vdisk (vbusfs rings) vs the same protocol over a socketpair and a pipe pair: "
         f"{kind} backing of {DISK_SIZE >> 20} MiB per peer,\n"
@@ -682,7 +693,11 @@ def run(rounds: int, duration: float, kind: str, attr_count: int, attr_seconds: 
         mnt, daemon = stack.enter_context(vdisk_mount(plan))
         print(f"vbusfs mounted on {mnt} (daemon pid {daemon})")
         stack.enter_context(vdisk_devices(mnt, plan, "0"))
-        print(f"opening a vdisk, median of 20: {open_costs(mnt)}")
+        print(f"opening a vdisk, median of 20: {open_costs(mnt)}", flush=True)
+        spaced = open_costs(mnt, pause=0.2)
+        print(f"opening a vdisk 0.2 s after the last close, median of 20: {spaced}", flush=True)
+        if opens_only:
+            return
         for peer in (pair, pipe):
             fill_and_check(peer)
         for isolation in ISOLATIONS:
@@ -823,6 +838,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, help="rounds (the best is kept)")
     parser.add_argument("--seconds", type=float, help="seconds per row and peer in a round")
     parser.add_argument("--backing", choices=("memory", "file"), default="memory")
+    parser.add_argument(
+        "--opens", action="store_true", help="only the cost of opening a vdisk, then stop"
+    )
     parser.add_argument("--attr-reads", type=int, default=2000, help="attribute reads per state")
     parser.add_argument(
         "--attr-seconds", type=float, default=4.0, help="how long the second vdisk streams"
@@ -835,7 +853,7 @@ def main(argv: list[str] | None = None) -> int:
         return stream(args.stream[0], float(args.stream[1]), int(args.stream[2]))
     rounds = args.rounds or (3 if args.quick else 5)
     duration = args.seconds or (0.5 if args.quick else 1.0)
-    run(rounds, duration, args.backing, args.attr_reads, args.attr_seconds)
+    run(rounds, duration, args.backing, args.attr_reads, args.attr_seconds, args.opens)
     return 0
 
 

@@ -445,3 +445,21 @@ def test_switch_ports_of_both_formats_through_the_daemon(bus, connected):
                 assert child.wait(10) == 0
     finally:
         bus.sh("rm config/vbus/instances/C/S && rmdir config/vbus/instances/C", check=True)
+
+
+@pytest.mark.parametrize(
+    ("granted_sg", "bits"),
+    [
+        (0, None),
+        (abi.CAP_TSO4, None),  # no header without SG, whatever else is granted
+        (abi.CAP_SG, abi.TUN_F_CSUM),
+        (abi.CAP_SG | abi.CAP_ECN, abi.TUN_F_CSUM),  # ECN only with a TSO
+        (abi.CAP_SG | abi.CAP_TSO4, abi.TUN_F_CSUM | abi.TUN_F_TSO4),
+        (
+            abi.CAP_SG | abi.CAP_TSO4 | abi.CAP_TSO6 | abi.CAP_ECN,
+            abi.TUN_F_CSUM | abi.TUN_F_TSO4 | abi.TUN_F_TSO6 | abi.TUN_F_TSO_ECN,
+        ),
+    ],
+)
+def test_a_granted_sg_group_gives_a_taps_offload_bits(granted_sg, bits):
+    assert abi.tun_offloads(granted_sg) == bits

@@ -9,8 +9,8 @@ prints ``ready``, then answers each command with one line:
 ``wait_event SECONDS`` / ``wait_ring SECONDS`` (a wait on the response ring) / ``leave`` /
 ``close`` / ``exit``
 
-An answer is ``ok``, ``resp TEXT``, ``stats JSON``, ``events KIND:ID:MESSAGE ...``, or
-``error CLASS ERRNO MESSAGE``.
+An answer is ``ok``, ``resp TEXT``, ``stats JSON``, ``events KIND:ID:MESSAGE ...`` (a
+device event: ``device:ID:DEVICE_KIND:DATA``), or ``error CLASS ERRNO MESSAGE``.
 """
 
 from __future__ import annotations
@@ -51,6 +51,8 @@ def main() -> None:
             elif command == "wait_event":
                 e = bus.wait_event(float(argument))
                 answer = f"events {e.kind}:{e.interface_id}:{e.message}"
+                if e.kind == "device":
+                    answer += f"{e.device_kind}:{json.dumps(e.data, sort_keys=True)}"
             elif command == "wait_ring":
                 rr.responses.wait_receivable(float(argument))
                 answer = "ok"

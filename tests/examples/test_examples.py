@@ -219,3 +219,17 @@ def test_the_fixtures_bench_measures_fresh_and_shared_daemons_and_cleans_up():
     assert shared is not None, done.stdout
     assert shared.group(2) not in vbusfs_mounts()
     assert not os.path.exists(f"/proc/{shared.group(1)}")
+
+
+def test_the_workers_bench_measures_both_peers_and_cleans_up():
+    done = _bench("workers.py", "--calls", "10", "--rounds", "1")
+    assert done.returncode == 0, done.stdout + done.stderr
+    out = done.stdout
+    cell = r" +[\d.]+ / +[\d.]+"
+    for state in ("idle", "streaming, waiting in C", "busy in Python"):
+        assert re.search(rf"^{state} +{cell}{cell} +[\d.]+x$", out, re.M), out
+    assert re.search(r"busy in Python vs idle: [\d.]+x", out), out
+    mounted = re.search(r"vbusfs mounted on (\S+) \(daemon pid (\d+)\)", out)
+    assert mounted is not None, out
+    assert mounted.group(1) not in vbusfs_mounts() and not os.path.exists(mounted.group(1))
+    assert not os.path.exists(f"/proc/{mounted.group(2)}")

@@ -35,12 +35,6 @@ _SIOCSIFHWADDR = 0x8924
 _ARPHRD_ETHER = 1
 IFNAMSIZ = 16
 
-# TUNSETOFFLOAD bits: what the reader of the TAP takes
-TUN_F_CSUM = 0x01
-TUN_F_TSO4 = 0x02
-TUN_F_TSO6 = 0x04
-TUN_F_TSO_ECN = 0x08
-
 
 class TapInterface:
     """One TAP interface in the calling process's network namespace.

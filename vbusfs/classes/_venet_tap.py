@@ -29,7 +29,7 @@ from vbusfs.connector import venet as abi
 from vbusfs.ioq import IoqEmpty, IoqFault, IoqFull, receive_to_fd_every
 from vbusfs.model import Attribute, VbusError
 
-from ._tap import TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6, TUN_F_TSO_ECN, TapInterface
+from ._tap import TapInterface
 from ._venet_common import (
     BATCH,
     BURSTTHRESH,
@@ -63,20 +63,6 @@ class HostTap(Protocol):
 #: A host interface with `set_offloads(bits | None)` (a TapInterface) follows the
 #: client's header mode; one without (the testing fakes) stays bare.
 TapFactory = Callable[[bytes], HostTap]
-
-
-def tun_offloads(granted_sg: int) -> int | None:
-    """TUNSETOFFLOAD bits for a client's granted SG group (None: bare frames)."""
-    if not granted_sg & abi.CAP_SG:
-        return None
-    bits = TUN_F_CSUM
-    if granted_sg & abi.CAP_TSO4:
-        bits |= TUN_F_TSO4
-    if granted_sg & abi.CAP_TSO6:
-        bits |= TUN_F_TSO6
-    if granted_sg & abi.CAP_ECN and bits & (TUN_F_TSO4 | TUN_F_TSO6):
-        bits |= TUN_F_TSO_ECN
-    return bits
 
 
 @dataclass(eq=False)
@@ -181,7 +167,7 @@ class TapConnection(VenetConnection[VenetTapState]):
     """
 
     def linked(self) -> None:
-        offloads = tun_offloads(self.granted.get(abi.CAP_GROUP_SG, 0)) if self.sg else None
+        offloads = abi.tun_offloads(self.granted.get(abi.CAP_GROUP_SG, 0)) if self.sg else None
         tap = self.owner.tap
         if tap is not None:
             _set_offloads(tap, offloads)  # refuses LINKUP with the host's errno

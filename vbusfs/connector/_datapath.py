@@ -97,8 +97,16 @@ def data_path_of(
         from ._workers import WorkerDataPath
 
         try:
+            declared = (*deviceclass.attributes, *deviceclass.interface_attributes)
             return WorkerDataPath(
-                opened.connection, deviceclass.queues, names, opened.hangup, on_end, workers, bound
+                opened.connection,
+                deviceclass.queues,
+                names,
+                opened.hangup,
+                on_end,
+                workers,
+                bound,
+                frozenset(a.name for a in declared),
             )
         except VbusError:
             raise

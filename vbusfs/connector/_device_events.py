@@ -1,22 +1,29 @@
 """Device events: what a device connection tells its own client (behaviour §7.1).
 
 The connector gives every connection it opens an `event_sink` (see
-`DeviceConnection.send_event`); a device calls it on the daemon's loop, never
-waiting. Each client session has one queue and one task sending its device
-events in the order the devices sent them. A client that lets more than
-`MAX_WAITING` pile up loses the newest (logged once per session), so a device
-never waits for a client that does not read.
+`DeviceConnection.send_event`) and a `notice_sink` (`DeviceConnection.notify`); a
+device calls them from any thread, never waiting: an event sent from another
+thread than the daemon's loop (a `serve` thread) is encoded there and handed to
+the loop in order (`run_sync_soon`). A worker's events and notices come over its
+control channel (`_workers`) and reach these same sinks on the loop. Each client
+session has one queue and one task sending its device events in the order the
+devices sent them. A client that lets more than `MAX_WAITING` pile up loses the
+newest (logged once per session), so a device never waits for a client that
+does not read.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import weakref
 from typing import TYPE_CHECKING, Any
 
 import trio
 
 if TYPE_CHECKING:
+    from vbusfs.model import Interface
+
     from ._datapath import Open
     from ._session import Session
 
@@ -30,24 +37,66 @@ _queues: weakref.WeakKeyDictionary[Session, trio.MemorySendChannel[bytes]] = (
 )
 
 
-def hook_device_events(session: Session, opened: Open) -> None:
-    """Let `opened`'s connection send device events to `session`'s client."""
+def hook_device_events(session: Session, opened: Open, interface: Interface) -> None:
+    """Let `opened`'s connection send device events to `session`'s client and mark the
+    attributes of `interface` and its device changed."""
+    token = trio.lowlevel.current_trio_token()
+    loop_thread = threading.get_ident()
+    handed = [0]  # events handed to the loop from other threads, not delivered yet
+    lock = threading.Lock()
 
-    def sink(kind: str, data: dict[str, Any]) -> None:
+    def deliver_handed(message: bytes) -> None:
+        with lock:
+            handed[0] -= 1
+        deliver(message)
+
+    def deliver(message: bytes) -> None:
         if session.revoked is not None or opened.dropped or opened.failed is not None:
             return
         if not any(o is opened for o in session.opens.values()):
             return  # closed: its client no longer hears about it
         queue = _queue_of(session)
-        message = session.protocol.device_event(
-            opened.interface_id, opened.interface_type, kind, data
-        )
         try:
             queue.send_nowait(message)
         except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
             log.info("client %d reads no device events: one dropped", session.pid)
 
+    def sink(kind: str, data: dict[str, Any]) -> None:
+        # encoded by the caller, so data JSON cannot hold fails there (TypeError)
+        message = session.protocol.device_event(
+            opened.interface_id, opened.interface_type, kind, data
+        )
+        if threading.get_ident() == loop_thread:
+            deliver(message)
+            return
+        # a serve thread: the loop delivers it, in the order of the calls; a loop that
+        # has not taken the last MAX_WAITING yet loses this one rather than pile them up
+        with lock:
+            if handed[0] >= MAX_WAITING:
+                return
+            handed[0] += 1
+        try:
+            token.run_sync_soon(deliver_handed, message)
+        except trio.RunFinishedError:
+            with lock:
+                handed[0] -= 1
+
+    def notice(attribute: str) -> None:
+        deviceclass = interface.device.deviceclass
+        if deviceclass is None:
+            return
+        owners = (
+            (interface.device.state, deviceclass.attributes),
+            (interface.state, deviceclass.interface_attributes),
+        )
+        declared = [state for state, table in owners if any(a.name == attribute for a in table)]
+        if not declared:
+            raise ValueError(f"deviceclass {deviceclass.name} declares no attribute {attribute!r}")
+        for state in declared:
+            deviceclass.notify(state, attribute)
+
     opened.connection.event_sink = sink
+    opened.connection.notice_sink = notice
 
 
 def _queue_of(session: Session) -> trio.MemorySendChannel[bytes]:

@@ -41,13 +41,13 @@ from vbusfs.model import Vbus, VbusError
 
 from ._admin import Catalog, FindClass, as_catalog
 from ._datapath import Closer
+from ._forks import Workers
 from ._limits import Limits, LogBudgets
 from ._monitor import Monitors
 from ._pin import PeerPin
 from ._protocol import DaemonConnection
 from ._refusals import EXHAUSTED, out_of, refuse_exhausted, spare_fd
 from ._session import Session
-from ._workers import Workers
 
 log = logging.getLogger("vbusfs.connector")
 
@@ -86,7 +86,7 @@ class Connector:
         self.closer = Closer(self.limits.join_bound)
         # the worker processes of classes whose loops run in one (isolation "process");
         # without them (an in-process test harness) every loop runs in a thread
-        self.workers = Workers() if process_workers else None
+        self.workers = Workers(vbus) if process_workers else None
         # connections that asked to hear every change (`vbusfs monitor`)
         self.monitors = Monitors(vbus)
 

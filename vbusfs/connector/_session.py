@@ -291,9 +291,9 @@ class Session:
             ours.close()
             theirs.close()
             raise
-        hook_device_events(self, opened)
-        self.opens[handle] = opened
         interface = self.vbus.bus(bus).interfaces[interface_id]
+        hook_device_events(self, opened, interface)
+        self.opens[handle] = opened
         self.opened[id(opened)] = interface
         self.vbus.changes.publish(InterfaceOpened(interface, self.pid))
         if opened.datapath is None:  # legacy: run() on this loop, from the open on

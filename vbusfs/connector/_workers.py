@@ -3,14 +3,15 @@
 A deviceclass with `isolation = "process"` has each open interface's data path run in
 a worker process of its own, rebuilt from the connection's `worker_recipe()`:
 
-- `ForkServer`: one clean process (`python -m vbusfs.device._forkserver`, exec'd, never
-  forked from the daemon's trio and FUSE process), started at the first such open; it
-  forks each worker and hands back its pid and a pidfd. It ends with the daemon.
+- the fork server (`_forks`: one clean process, started in the background as soon as a
+  device is given a process-isolated class, keeping a worker forked ahead) forks it;
 - `WorkerDataPath`: a `DataPath` whose loop is a worker. The worker is asked for at
   open (the reply does not wait for it); the client's rings are validated here as for a
-  thread, then their fds pass to the worker over its control channel (SCM_RIGHTS). Calls
-  and stats go to the worker. The close order is the thread's: stop (the worker stops
-  its rings), join (the worker process has exited: its mappings are gone), at most the
+  thread, then their fds pass to the worker over its control channel (SCM_RIGHTS), as do
+  calls and stats: the channel exists from the open on, so nothing waits for the worker
+  to be forked or ready (it reads them in order once it runs). Its device events and
+  notices come back on the channel. The close order is the thread's: stop (the worker
+  stops its rings), join (the worker process has exited: its mappings are gone), at most the
   bound, after which it is SIGKILLed through its pidfd; then `connection.close()`, the
   rings, the client's hang-up socket. A worker that dies (an exception in `serve`,
   `os._exit`, a signal) fails the handle as a failing thread loop does.
@@ -26,8 +27,6 @@ import os
 import pickle
 import signal
 import socket
-import subprocess
-import sys
 from collections.abc import Callable, Sequence
 from dataclasses import astuple
 from typing import Any
@@ -36,18 +35,16 @@ import trio
 
 from vbusfs.device import DeviceNames
 from vbusfs.device._control import (
-    MAX_FDS,
-    MAX_MESSAGE,
     ControlError,
     WorkerRecipe,
     close_all,
     send,
-    unpack_message,
 )
 from vbusfs.ioq import IoqFault
 from vbusfs.model import DeviceConnection, QueueSpec, VbusError
 
 from ._datapath import DataPath, Outcome
+from ._forks import Workers, receive
 
 log = logging.getLogger("vbusfs.connector")
 
@@ -57,119 +54,6 @@ CALL_BOUND = 5.0
 
 class WorkerDied(Exception):
     """A device's worker process ended without being asked to."""
-
-
-async def receive(sock: socket.socket) -> tuple[dict[str, Any], bytes, list[int]]:
-    """The next control message on a non-blocking socket (EOFError at the peer's end)."""
-    while True:
-        try:
-            data, ancdata, flags, _ = sock.recvmsg(MAX_MESSAGE, socket.CMSG_SPACE(MAX_FDS * 4))
-        except BlockingIOError:
-            await trio.lowlevel.wait_readable(sock)
-            continue
-        except ConnectionResetError:
-            raise EOFError("the worker is gone") from None
-        return unpack_message(data, ancdata, flags)
-
-
-class ForkServer:
-    """The one process that forks device workers (see the module)."""
-
-    def __init__(self) -> None:
-        self.process: subprocess.Popen[bytes] | None = None
-        self.sock: socket.socket | None = None
-        self._lock: trio.Lock | None = None
-        self._ids = itertools.count(1)
-
-    def _ensure(self) -> socket.socket:
-        if self.sock is not None and self.process is not None and self.process.poll() is None:
-            return self.sock
-        self.close()
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        env = dict(os.environ)
-        # the worker imports device code as the daemon did: from the daemon's path
-        paths = [p for p in sys.path if p] + [env.get("PYTHONPATH", "")]
-        env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
-        try:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "vbusfs.device._forkserver", str(theirs.fileno())],
-                pass_fds=[theirs.fileno()],
-                stdin=subprocess.DEVNULL,
-                env=env,
-            )
-        except BaseException:
-            ours.close()
-            raise
-        finally:
-            theirs.close()
-        ours.setblocking(False)
-        self.sock = ours
-        log.info("device worker fork server started (pid %d)", self.process.pid)
-        return ours
-
-    async def spawn(
-        self, recipe: WorkerRecipe, control: int, fds: Sequence[int]
-    ) -> tuple[int, int]:
-        """A new worker running `recipe` with `control` as its channel and `fds` (the
-        recipe's, duplicated) passed: (pid, pidfd)."""
-        if self._lock is None:
-            self._lock = trio.Lock()
-        payload = pickle.dumps(
-            (recipe.module, recipe.factory, recipe.args, recipe.kwargs, recipe.nice)
-        )
-        async with self._lock:
-            sock = self._ensure()
-            ask = next(self._ids)
-            send(sock, {"op": "spawn", "id": ask}, payload, [control, *fds])
-            while True:
-                try:
-                    header, _, fds = await receive(sock)
-                except EOFError:
-                    raise OSError(errno.EPIPE, "the worker fork server ended") from None
-                if header.get("id") == ask:
-                    break
-                close_all(fds)  # the answer to a request given up on: its worker has no channel
-        if header["op"] != "spawned" or len(fds) != 1:
-            close_all(fds)
-            code = header.get("errno")
-            raise OSError(code if isinstance(code, int) else errno.EIO, header.get("message", ""))
-        return int(header["pid"]), fds[0]
-
-    def close(self) -> None:
-        """End the fork server (its workers end with their channels); never blocks long."""
-        if self.sock is not None:
-            self.sock.close()
-            self.sock = None
-        if self.process is not None:
-            try:
-                self.process.wait(1.0)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-            self.process = None
-
-
-class Workers:
-    """The connector's device workers: the fork server and the tasks watching workers."""
-
-    def __init__(self) -> None:
-        self.forkserver = ForkServer()
-        self._nursery: trio.Nursery | None = None
-
-    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        try:
-            async with trio.open_nursery() as nursery:
-                self._nursery = nursery
-                task_status.started()
-                await trio.sleep_forever()
-        finally:
-            self._nursery = None
-            self.forkserver.close()
-
-    def start_soon(self, task: Callable[[], Any]) -> None:
-        if self._nursery is None:
-            raise VbusError("the daemon runs no device workers now", errno=errno.EAGAIN)
-        self._nursery.start_soon(task)
 
 
 class WorkerDataPath(DataPath):
@@ -184,6 +68,7 @@ class WorkerDataPath(DataPath):
         on_end: Callable[[DataPath, Outcome], None],
         workers: Workers,
         bound: float,
+        attributes: frozenset[str] = frozenset(),
     ) -> None:
         recipe = connection.worker_recipe()
         if not isinstance(recipe, WorkerRecipe):
@@ -191,29 +76,62 @@ class WorkerDataPath(DataPath):
         super().__init__(connection, specs, names, hangup, on_end)
         self.recipe = recipe
         self.bound = bound
-        # the recipe's fds, ours until the worker has its own copies
-        self._recipe_fds = [os.dup(fd) for fd in self.recipe.fds]
-        self.control, self._theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        self.control.setblocking(False)
+        self.attributes = attributes  # the names its connection may `notify`
         self.pid: int | None = None
         self.pidfd: int | None = None
+        # the worker's channel: a worker forked ahead's, or one for a worker forked later
+        self._theirs: socket.socket | None = None
+        fresh = workers.take()
+        if fresh is not None:
+            self.control, self.pid, self.pidfd = fresh.control, fresh.pid, fresh.pidfd
+        else:
+            self.control, self._theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            self.control.setblocking(False)
         self.ready = trio.Event()  # the worker said ready (or is gone)
         self.exited = False
         self.reported = False  # its loop's end was told to on_end
         self._fds: dict[int, list[int]] = {}
-        self._queues_due = False
         self._replies: dict[int, list[Any]] = {}
         self._seq = itertools.count(1)
         self.why: str | None = None  # why the worker never started
         self.workers = workers
         try:
+            # the first message on the channel, whenever the worker reads it: the recipe
+            # (with its fds: the kernel's copies travel with it, the connection keeps its own)
+            payload = pickle.dumps(
+                (
+                    recipe.module,
+                    recipe.factory,
+                    recipe.args,
+                    recipe.kwargs,
+                    recipe.nice,
+                    sorted(attributes),
+                )
+            )
+            try:
+                send(self.control, {"op": "recipe"}, payload, recipe.fds)
+            except OSError:
+                if self._theirs is not None:
+                    raise
+                # the worker forked ahead died since it was taken: one is forked instead
+                self.control.close()
+                assert self.pidfd is not None
+                os.close(self.pidfd)
+                self.pid = self.pidfd = None
+                self.control, self._theirs = socket.socketpair(
+                    socket.AF_UNIX, socket.SOCK_SEQPACKET
+                )
+                self.control.setblocking(False)
+                send(self.control, {"op": "recipe"}, payload, recipe.fds)
             workers.start_soon(self._run)
         except BaseException:  # nothing started: what it made goes (the hang-up is the caller's)
             self.exited = self.closed = True
             self._close_rings()
             self.control.close()
-            self._theirs.close()
-            close_all(self._recipe_fds)
+            if self._theirs is not None:
+                self._theirs.close()
+            if self.pidfd is not None:
+                os.close(self.pidfd)
             raise
 
     # -- the worker's life -------------------------------------------------------
@@ -229,21 +147,17 @@ class WorkerDataPath(DataPath):
                 self._exited()
 
     async def _live(self) -> None:
-        try:
-            self.pid, self.pidfd = await self.workers.forkserver.spawn(
-                self.recipe, self._theirs.fileno(), self._recipe_fds
-            )
-        except OSError as exc:
-            self.why = f"its worker could not start: {exc.strerror or exc}"
-            self._exited()
-            return
-        finally:
-            self._theirs.close()
-            close_all(self._recipe_fds)
-            self._recipe_fds = []
+        if self._theirs is not None:  # no worker was forked ahead: one is forked now
+            try:
+                self.pid, self.pidfd = await self.workers.forkserver.spawn(self._theirs.fileno())
+            except OSError as exc:
+                self.why = f"its worker could not start: {exc.strerror or exc}"
+                self._exited()
+                return
+            finally:
+                self._theirs.close()
+                self._theirs = None
         log.debug("%s: worker pid %d", self.names, self.pid)
-        if self._queues_due:
-            self._send_queues()
         if self.stopping:
             self._ask_stop()
         await self._messages()
@@ -282,6 +196,33 @@ class WorkerDataPath(DataPath):
                 box[0].set()
             elif op == "ended":
                 self._loop_said(header)
+            elif op == "event":
+                self._event(header)
+            elif op == "notify":
+                self._notice(header)
+
+    def _event(self, header: dict[str, Any]) -> None:
+        """The worker's connection sent its client a device event: on, as a thread's."""
+        kind, data = header.get("kind"), header.get("data")
+        sink = self.connection.event_sink
+        if not isinstance(kind, str) or not isinstance(data, dict):
+            log.error("%s: its worker sent a malformed device event", self.names)
+            self.kill()
+        elif sink is not None and not self.stopping:
+            try:
+                sink(kind[:64], data)
+            except Exception as exc:  # too big for the connector, say: the device's to fix
+                log.error("%s: its worker's device event was refused: %s", self.names, exc)
+
+    def _notice(self, header: dict[str, Any]) -> None:
+        """The worker's connection marked an attribute changed (`notify`)."""
+        attribute = header.get("attribute")
+        try:
+            if not isinstance(attribute, str):
+                raise ValueError(f"{attribute!r} is not an attribute's name")
+            self.connection.notify(attribute)
+        except Exception as exc:
+            log.error("%s: its worker's notify was refused: %s", self.names, exc)
 
     def _loop_said(self, header: dict[str, Any]) -> None:
         """The worker's loop ended by itself: as a thread's would, `on_end` hears how."""
@@ -289,7 +230,9 @@ class WorkerDataPath(DataPath):
             return
         kind, message = header.get("kind"), str(header.get("message", ""))[:512]
         outcome: Outcome = None
-        if kind == "fault":
+        if not self.ready.is_set() and kind == "error":
+            outcome = WorkerDied(f"its worker could not start: {message}")
+        elif kind == "fault":
             code = header.get("errno")
             outcome = IoqFault(code if isinstance(code, int) else errno.EPROTO, message)
         elif kind not in ("returned", "closed"):
@@ -341,8 +284,7 @@ class WorkerDataPath(DataPath):
             raise
 
     def _start(self) -> None:
-        self._queues_due = True
-        if self.pid is not None and not self.exited:
+        if not self.exited:  # the worker reads them once it runs
             self._send_queues()
 
     def _send_queues(self) -> None:
@@ -405,10 +347,9 @@ class WorkerDataPath(DataPath):
     async def ask(
         self, header: dict[str, Any], payload: bytes = b""
     ) -> tuple[dict[str, Any], bytes]:
-        """The worker's reply to `header`; VbusError (its errno, or EIO) otherwise."""
-        with trio.move_on_after(CALL_BOUND):
-            await self.ready.wait()
-        if self.exited or self.stopping or not self.ready.is_set():
+        """The worker's reply to `header` (sent at once: a worker still starting reads it
+        when it runs); VbusError (its errno, or EIO) otherwise."""
+        if self.exited or self.stopping:
             raise VbusError(f"{self.names}: its worker is not running", errno=errno.EIO)
         seq = next(self._seq)
         box: list[Any] = [trio.Event(), None]

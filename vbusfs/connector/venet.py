@@ -108,6 +108,27 @@ def ring_slot_size(granted: dict[int, int], slot_size: int | None = None) -> int
     return slot_size or (MAX_SG_MESSAGE if sg_granted(granted) else SLOT_SIZE)
 
 
+# TUNSETOFFLOAD bits (a TAP's side of the SG group): what the reader of a TAP takes
+TUN_F_CSUM = 0x01
+TUN_F_TSO4 = 0x02
+TUN_F_TSO6 = 0x04
+TUN_F_TSO_ECN = 0x08
+
+
+def tun_offloads(granted_sg: int) -> int | None:
+    """TUNSETOFFLOAD bits for a granted SG group (None: bare frames, no header)."""
+    if not granted_sg & CAP_SG:
+        return None
+    bits = TUN_F_CSUM
+    if granted_sg & CAP_TSO4:
+        bits |= TUN_F_TSO4
+    if granted_sg & CAP_TSO6:
+        bits |= TUN_F_TSO6
+    if granted_sg & CAP_ECN and bits & (TUN_F_TSO4 | TUN_F_TSO6):
+        bits |= TUN_F_TSO_ECN
+    return bits
+
+
 def vnet_header(
     flags: int = 0,
     gso_type: int = VNET_GSO_NONE,
@@ -156,6 +177,10 @@ __all__ = [
     "RX_QUEUE",
     "SLOT_SIZE",
     "SUPPORTED",
+    "TUN_F_CSUM",
+    "TUN_F_TSO4",
+    "TUN_F_TSO6",
+    "TUN_F_TSO_ECN",
     "TX_QUEUE",
     "VERSION",
     "VNET_GSO_ECN",
@@ -171,5 +196,6 @@ __all__ = [
     "negcap_request",
     "ring_slot_size",
     "sg_granted",
+    "tun_offloads",
     "vnet_header",
 ]

@@ -12,7 +12,7 @@ process does the same from userspace::
 """
 
 from ._enet import DEFAULT_SPIN_US, OFFLOADS, Enet, default_mountpoint
-from ._tap import EnetError, Tap, offloads_of
+from ._tap import EnetError, Tap
 
 __all__ = [
     "DEFAULT_SPIN_US",
@@ -21,5 +21,4 @@ __all__ = [
     "EnetError",
     "Tap",
     "default_mountpoint",
-    "offloads_of",
 ]

@@ -13,7 +13,7 @@ from vbusfs.client import Client, ConnectorError, Venet, connect, find_mounts, l
 from vbusfs.connector import venet as abi
 from vbusfs.ioq import FdPump, IoqClosed, IoqFault, PumpCounts, PumpEnd
 
-from ._tap import EnetError, Tap, offloads_of
+from ._tap import EnetError, Tap
 
 #: how long an idle pump polls its rings and TAP before it sleeps (µs): none by default,
 #: since on a machine with few CPUs for the drivers, the daemon and the programs, a poll
@@ -100,7 +100,7 @@ class Enet:
             ifname,
             mac=self.mac,
             mtu=self.mtu,
-            offloads=offloads_of(self.granted.get(abi.CAP_GROUP_SG, 0)) if self.sg else None,
+            offloads=abi.tun_offloads(self.granted.get(abi.CAP_GROUP_SG, 0)) if self.sg else None,
         )
         self.ifname = self.tap.name
         max_length = abi.MAX_SG_MESSAGE if self.sg else self.mtu + abi.HEADER

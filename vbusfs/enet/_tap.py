@@ -15,8 +15,6 @@ import os
 import socket
 import struct
 
-from vbusfs.connector import venet as abi
-
 TUN_PATH = "/dev/net/tun"
 _TUNSETIFF = 0x400454CA
 _TUNSETOFFLOAD = 0x400454D0
@@ -32,29 +30,9 @@ _IFF_UP = 0x1
 _ARPHRD_ETHER = 1
 IFNAMSIZ = 16
 
-# TUNSETOFFLOAD bits: what the reader of the TAP takes
-TUN_F_CSUM = 0x01
-TUN_F_TSO4 = 0x02
-TUN_F_TSO6 = 0x04
-TUN_F_TSO_ECN = 0x08
-
 
 class EnetError(OSError):
     """The driver cannot run: `errno` says why, the message what to do."""
-
-
-def offloads_of(granted_sg: int) -> int | None:
-    """TUNSETOFFLOAD bits for venet's granted SG group (None: bare frames, no header)."""
-    if not granted_sg & abi.CAP_SG:
-        return None
-    bits = TUN_F_CSUM
-    if granted_sg & abi.CAP_TSO4:
-        bits |= TUN_F_TSO4
-    if granted_sg & abi.CAP_TSO6:
-        bits |= TUN_F_TSO6
-    if granted_sg & abi.CAP_ECN and bits & (TUN_F_TSO4 | TUN_F_TSO6):
-        bits |= TUN_F_TSO_ECN
-    return bits
 
 
 class Tap:

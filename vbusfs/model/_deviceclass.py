@@ -121,16 +121,31 @@ class DeviceConnection:
 
     #: set by the connector at open: hands the client a device event (`send_event`)
     event_sink: Callable[[str, dict[str, Any]], None] | None = None
+    #: set by the connector at open: marks an attribute of this connection's device or
+    #: interface changed (`notify`)
+    notice_sink: Callable[[str], None] | None = None
 
     def send_event(self, kind: str, **data: Any) -> bool:
         """Tell this connection's client `kind` with `data` (JSON values): a `device`
-        event (behaviour §7.1). Call it on the daemon's loop (from `call`, an attribute's
-        store or a legacy `run`), never from a `serve` thread. Never blocks; events keep
-        their order. False when no connector listens (the connection was made outside
-        one)."""
+        event (behaviour §7.1). Callable from any thread: the daemon's loop (`call`, an
+        attribute's store, a legacy `run`), a `serve` thread, or a worker process
+        (`isolation = "process"`). Never blocks; the events of one thread keep their
+        order. TypeError for data JSON cannot hold. False when no connector listens (the
+        connection was made outside one)."""
         if self.event_sink is None:
             return False
         self.event_sink(kind, data)
+        return True
+
+    def notify(self, attribute: str) -> bool:
+        """Say that `attribute` of the device or interface this connection opened changed
+        without a store: `DeviceClass.notify` for the connection's own owner, which also
+        works where no deviceclass is at hand (a worker process). Callable from any
+        thread; never blocks. ValueError if neither of the class's attribute tables
+        declares `attribute`; False when no connector listens."""
+        if self.notice_sink is None:
+            return False
+        self.notice_sink(attribute)
         return True
 
     def call(self, function: int, data: bytes) -> bytes:

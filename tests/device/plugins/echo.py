@@ -1,6 +1,9 @@
 """A tiny request/response deviceclass for the framework's tests: `echo`.
 
-Each request comes back as its response. Some requests misbehave on purpose:
+Each request comes back as its response; ``event:TEXT`` also sends the client a device
+event ``echoed`` with ``{"text": TEXT, "served": N}`` from the loop's thread;
+``spin:US`` computes in Python for US microseconds first (a loop busy in Python, holding
+the interpreter lock). Some requests misbehave on purpose:
 ``raise`` makes `handle` raise a plain exception (the loop fails); ``einval``
 raises a VbusError, answered by `error_response` as ``E<errno>``. The device's
 `mode` attribute picks what its loop does instead of serving when it is stopped:
@@ -111,6 +114,12 @@ class EchoConnection(RequestResponseConnection):
             raise RuntimeError("asked to fail")
         if request == b"einval":
             raise InvalidValue("asked for EINVAL")
+        if bytes(request[:5]) == b"spin:":  # compute in Python for that many microseconds
+            end = time.perf_counter() + int(bytes(request[5:])) / 1e6
+            while time.perf_counter() < end:
+                pass
+        if bytes(request[:6]) == b"event:":  # a device event from the loop's thread
+            self.send_event("echoed", text=bytes(request[6:]).decode(), served=self.state.served)
         n = len(request)
         response[:n] = request
         self.state.served += 1
