@@ -3,10 +3,13 @@ a Unix socketpair and over a pipe pair.
 
     .venv/bin/python bench/devices.py [--quick] [--backing memory|file] [--opens]
 
-Every peer serves the same protocol (`vbusfs_vdisk.protocol`) with the same code
-(`vbusfs_vdisk.Disk.handle`) over the same kind of backing (anonymous memory, or
-a file on tmpfs), in a process of its own; the client is this process, using
-the same request bookkeeping (`vbusfs_vdisk.Pipeline`) for each:
+Every peer serves the same protocol (`vbusfs_vdisk.protocol`), with the same answers,
+over the same kind of backing (anonymous memory, or a file on tmpfs), in a process of
+its own; the client is this process, using the same request bookkeeping
+(`vbusfs_vdisk.Pipeline`) for each. The stream servers answer every request with
+`vbusfs_vdisk.Disk.handle`; vdisk, as shipped, lets the framework's C block server
+(`vbusfs.device.BlockServer`) serve its READs and WRITEs and `Disk.handle` the rest
+(what a device author gets from vbusfs, and what a socket server has no equivalent of):
 
 * **vdisk**: the `vdisk` deviceclass (examples/vdisk) in a vbusfs daemon this
   benchmark mounts; the device is made through the filesystem (mkdir, type,

@@ -16,11 +16,13 @@ NATIVE = Path(__file__).resolve().parent
 def make_builder(native_dir: str) -> FFI:
     """An FFI builder whose sources are named relative to native_dir."""
     builder = FFI()
-    builder.cdef("".join((NATIVE / name).read_text() for name in ("ioq.h", "enet.h", "vtap.h")))
+    builder.cdef(
+        "".join((NATIVE / name).read_text() for name in ("ioq.h", "enet.h", "vtap.h", "blk.h"))
+    )
     builder.set_source(
         "vbusfs._ioq_cffi",
         # the module sees the public header only, never the handle's fields
-        '#include "ioq_abi.h"\n#include "enet.h"\n#include "vtap.h"\n',
+        '#include "ioq_abi.h"\n#include "enet.h"\n#include "vtap.h"\n#include "blk.h"\n',
         sources=[
             f"{native_dir}/{name}"
             for name in (
@@ -32,6 +34,7 @@ def make_builder(native_dir: str) -> FFI:
                 "vtap_run.c",
                 "venet.c",
                 "enet.c",
+                "blk.c",
             )
         ],
         include_dirs=[native_dir],

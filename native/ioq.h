@@ -52,8 +52,9 @@
  * 14: the switch's runner (vswitch_runner_*: its data path on a thread of its
  *    own) and struct vswitch_run_counts.
  * 15: venet-tap's runner (vtap.h: vtap_runner_*, struct vtap_config and
- *    struct vtap_counts; its data path on a thread of its own). */
-#define IOQ_ABI_VERSION 15
+ *    struct vtap_counts; its data path on a thread of its own).
+ * 16: the block server (blk.h: blk_new, blk_serve, blk_free). */
+#define IOQ_ABI_VERSION 16
 
 #define IOQ_RING_MAGIC 0x47fa2fe4
 #define IOQ_RING_VER 4

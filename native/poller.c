@@ -27,6 +27,7 @@
 
 #include <errno.h>
 #include <poll.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <sys/epoll.h>
 #include <time.h>
@@ -505,8 +506,11 @@ int ioq_poller_wait(struct ioq_poller *p, uint64_t mask, int timeout_ms, int spi
             spin_end = deadline;
         for (unsigned i = 1;; i++) {
             if ((*ready = ready_bits(p, mask, 1))) {
-                /* found late in the budget: the peer answers near the limit */
-                if (adapt && 2 * (now_ns() - start) > spin_ns)
+                /* found late in the budget: the peer answers near the limit
+                 * (found after it: this thread was off the CPU, which says
+                 * nothing of the peer) */
+                int64_t took = now_ns() - start;
+                if (adapt && 2 * took > spin_ns && took <= spin_ns)
                     spin_grow(adapt);
                 return IOQ_OK;
             }
@@ -514,8 +518,14 @@ int ioq_poller_wait(struct ioq_poller *p, uint64_t mask, int timeout_ms, int spi
              * costs it a transfer */
             for (int k = 0; k < 4; k++)
                 cpu_relax();
-            if ((i & 15) == 0 && now_ns() >= spin_end)
-                break;
+            if ((i & 15) == 0) {
+                if (now_ns() >= spin_end)
+                    break;
+                /* give the CPU to a runnable peer: on a machine with more
+                 * runnable threads than CPUs the peer this spin waits for may
+                 * be queued behind it (it returns at once when none is) */
+                sched_yield();
+            }
         }
     }
     if (adapt)

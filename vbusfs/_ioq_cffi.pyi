@@ -79,6 +79,42 @@ class VswitchRunCounts(CData):
     slept: int
     faulted: int
 
+class BlkPtr(CData):
+    """struct blk * (opaque)"""
+
+class BlkPtrOut(CData):
+    """struct blk **"""
+
+    def __getitem__(self, i: int, /) -> BlkPtr: ...
+
+class BlkLayout(CData):
+    """struct blk_layout *"""
+
+    request_size: int
+    response_size: int
+    sector: int
+    op_read: int
+    op_write: int
+    tag_at: int
+    offset_at: int
+    length_at: int
+    op_at: int
+    flags_at: int
+    resp_tag_at: int
+    resp_status_at: int
+    resp_length_at: int
+
+class BlkCounts(CData):
+    """struct blk_counts *"""
+
+    reads: int
+    writes: int
+    read_bytes: int
+    written_bytes: int
+    batches: int
+    signals: int
+    slept: int
+
 class PollerPtr(CData):
     """struct ioq_poller * (opaque)"""
 
@@ -221,6 +257,12 @@ class _FFI:
     def new(self, cdecl: Literal["struct fdpump_counts *"], /) -> FdpumpCounts: ...
     @overload
     def new(self, cdecl: Literal["struct vswitch_runner **"], /) -> VswitchRunnerPtrOut: ...
+    @overload
+    def new(self, cdecl: Literal["struct blk **"], /) -> BlkPtrOut: ...
+    @overload
+    def new(self, cdecl: Literal["struct blk_layout *"], /) -> BlkLayout: ...
+    @overload
+    def new(self, cdecl: Literal["struct blk_counts *"], /) -> BlkCounts: ...
     @overload
     def new(self, cdecl: Literal["struct vswitch_run_counts *"], /) -> VswitchRunCounts: ...
     @overload
@@ -394,6 +436,29 @@ class _Lib:
         every: int,
         counts: IoqFdCounts,
         signals: U32Array,
+        /,
+    ) -> int: ...
+    def blk_new(
+        self,
+        fd: int,
+        size: int,
+        readonly: int,
+        map: int,
+        layout: BlkLayout,
+        out: BlkPtrOut,
+        /,
+    ) -> int: ...
+    def blk_free(self, b: BlkPtr, /) -> None: ...
+    def blk_serve(
+        self,
+        b: BlkPtr,
+        req: IoqPtr,
+        resp: IoqPtr,
+        batch: int,
+        every: int,
+        timeout_ms: int,
+        spin_us: int,
+        counts: BlkCounts,
         /,
     ) -> int: ...
     def fdpump_run(

@@ -186,3 +186,23 @@ def test_the_trio_driver_keeps_order_and_window():
         assert fake.closed
 
     trio.run(main)
+
+
+def test_the_trio_driver_submits_a_batch_within_its_window_and_in_order():
+    async def main() -> None:
+        fake = AsyncFake(Echo())
+        rr = await AsyncRequestResponseClient.open(fake, count=8, slot_size=128, window=6)  # type: ignore[arg-type]
+        try:
+            await rr.submit_batch([b"a%d" % i for i in range(4)])
+            assert rr.in_flight == 4  # one call: the window had room for all four
+            # more than the window: the oldest responses are read aside, order holds
+            await rr.submit_batch([b"b%d" % i for i in range(20)])
+            assert rr.in_flight <= 6
+            got = []
+            while rr.pending:
+                got += await rr.complete_batch(8)
+            assert got == [b"a%d" % i for i in range(4)] + [b"b%d" % i for i in range(20)]
+        finally:
+            await rr.aclose()
+
+    trio.run(main)

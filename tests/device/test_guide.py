@@ -99,3 +99,37 @@ def test_the_serve_example_counts_what_it_receives():
     finally:
         stop()
         north[0].close()
+
+
+def test_the_block_server_example_serves_reads_in_c_and_refuses_the_rest():
+    import os
+    import struct
+
+    scope = example("class BlockDiskConnection(RequestResponseConnection)")
+    fd = os.memfd_create("guide-disk", os.MFD_CLOEXEC)
+    os.ftruncate(fd, 1 << 16)
+    os.pwrite(fd, b"\x42" * 512, 512)
+    connection = scope["BlockDiskConnection"](fd, 1 << 16)
+    from vbusfs.device import request_response_queues
+
+    specs = request_response_queues(4096, 4096)
+    north = {
+        0: Ioq.create(8, 4096, direction="to_south"),
+        1: Ioq.create(8, 4096, direction="to_north"),
+    }
+    stop = serve_in_thread(connection, specs, north)
+    try:
+        read = struct.pack("<QQIHH", 1, 512, 512, 1, 0)
+        flush = struct.pack("<QQIHH", 2, 0, 0, 3, 0)
+        north[0].send_batch([read, flush], 5)
+        got = [north[1].receive(5) for _ in range(2)]
+        assert got == [
+            struct.pack("<QII", 1, 0, 512) + b"\x42" * 512,
+            struct.pack("<QII", 2, errno.EINVAL, 0),
+        ]
+    finally:
+        ended = stop()
+        for ring in north.values():
+            ring.close()
+        os.close(fd)
+    assert len(ended) == 1 and isinstance(ended[0], IoqClosed)

@@ -4,7 +4,9 @@ order, sub-batch commits, a full response ring, errors, the stop, a forged reque
 from __future__ import annotations
 
 import errno
+import os
 import socket
+import struct
 import threading
 import time
 from collections.abc import Iterator
@@ -12,6 +14,8 @@ from collections.abc import Iterator
 import pytest
 
 from vbusfs.device import (
+    BlockLayout,
+    BlockServer,
     DeviceNames,
     InvalidValue,
     Ioq,
@@ -275,3 +279,65 @@ def test_a_queue_poller_waits_on_several_queues_until_the_stop(make):
             h.queues.check_stopping()
     finally:
         poller.close()
+
+
+class FastDisk(RequestResponseConnection):
+    """READs served by a BlockServer over a memfd; `handle` answers the rest (an op 9 echo,
+    and every refusal the server leaves), counting what reaches Python."""
+
+    batch = 8
+    commit_every = 2
+
+    def __init__(self) -> None:
+        self.fd = os.memfd_create("fastdisk", os.MFD_CLOEXEC)
+        os.ftruncate(self.fd, 1 << 16)
+        os.pwrite(self.fd, b"\x5a" * 512, 1024)
+        self.python: list[int] = []  # tags handle saw
+        self.server: BlockServer | None = None
+
+    def block_server(self) -> BlockServer:
+        self.server = BlockServer(self.fd, 1 << 16, BLK_LAYOUT)
+        return self.server
+
+    def handle(self, request: memoryview, response: memoryview) -> int:
+        tag, _, _, op, _ = BLK_REQ.unpack_from(request)
+        self.python.append(tag)
+        BLK_RESP.pack_into(response, 0, tag, 0 if op == 9 else errno.EINVAL, 0)
+        return BLK_RESP.size
+
+
+BLK_REQ = struct.Struct("<QQIHH")
+BLK_RESP = struct.Struct("<QII")
+BLK_LAYOUT = BlockLayout(24, 16, 1, 2, 0, 8, 16, 20, 22, 0, 8, 12)
+
+
+def test_a_block_server_takes_the_common_requests_and_handle_the_rest_in_order(make):
+    disk = FastDisk()
+    h = make(disk, count=16, slot_size=1024)
+    requests = []
+    for tag in range(1, 31):
+        if tag % 7 == 0:
+            requests.append(BLK_REQ.pack(tag, 0, 0, 9, 0))  # an op only Python knows
+        elif tag % 11 == 0:
+            requests.append(BLK_REQ.pack(tag, 1 << 20, 512, 1, 0))  # past the end
+        else:
+            requests.append(BLK_REQ.pack(tag, 1024, 512, 1, 0))
+    answers = []
+    for request in requests:
+        h.requests.send(request, timeout=5)
+        answers.append(h.responses.receive(timeout=5))
+    for tag, answer in enumerate(answers, 1):
+        got_tag, status, length = BLK_RESP.unpack_from(answer)
+        assert got_tag == tag
+        if tag % 7 == 0:
+            assert (status, length) == (0, 0)
+        elif tag % 11 == 0:
+            assert status == errno.EINVAL
+        else:
+            assert (status, answer[16:]) == (0, b"\x5a" * 512)
+    assert disk.python == [7, 11, 14, 21, 22, 28]
+    h.close()
+    assert disk.server is not None and disk.server.counts().reads == 24
+    with pytest.raises(ValueError, match="closed"):  # the loop closed it as it ended
+        disk.server.serve(h.south[0], h.south[1], timeout=0)
+    os.close(disk.fd)

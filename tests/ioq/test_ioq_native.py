@@ -28,6 +28,7 @@ def gcc(*args: str | Path, timeout: float = 120) -> subprocess.CompletedProcess[
 @needs_gcc
 def test_native_sources_exist() -> None:
     assert {p.name for p in SOURCES} == {
+        "blk.c",
         "enet.c",
         "ioq.c",
         "poller.c",

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import deque
 from typing import TYPE_CHECKING
 
-from vbusfs.ioq import AsyncIoq, IoqEmpty
+from vbusfs.ioq import AsyncIoq, IoqEmpty, IoqFull
 
 from ._driver import REQUESTS, RESPONSES, check_window, make_rings, spin_of
 
@@ -83,9 +83,22 @@ class AsyncRequestResponseClient:
         self.in_flight += 1
 
     async def submit_batch(self, requests: list[bytes]) -> None:
-        """Send every request in order."""
-        for request in requests:
-            await self.submit(request)
+        """Send every request in order, as many per call into C (and per signal to the
+        device) as the window and the ring allow."""
+        done = 0
+        while done < len(requests):
+            room = self.window - self.in_flight
+            if room <= 0:
+                await self.submit(requests[done])
+                done += 1
+                continue
+            try:
+                sent = self.requests.send_batch_nowait(requests[done : done + room])
+            except IoqFull:
+                await self.requests.wait_sendable(spin_us=self.spin_us)
+                continue
+            self.in_flight += sent
+            done += sent
 
     async def complete(self) -> bytes:
         """The oldest response, waiting for it."""

@@ -30,7 +30,18 @@ docs/deviceclass-guide.md walks through it all. Everything here is a re-export o
 pure Python over the ring binding: it starts no thread and does no I/O at import.
 """
 
-from vbusfs.ioq import Ioq, IoqClosed, IoqEmpty, IoqError, IoqFault, IoqFull, Poller
+from vbusfs.ioq import (
+    BlockCounts,
+    BlockLayout,
+    BlockServer,
+    Ioq,
+    IoqClosed,
+    IoqEmpty,
+    IoqError,
+    IoqFault,
+    IoqFull,
+    Poller,
+)
 from vbusfs.model import (
     AccessDenied,
     AlreadyExists,
@@ -64,6 +75,9 @@ __all__ = [
     "AlreadyExists",
     "Attribute",
     "AttributeTable",
+    "BlockCounts",
+    "BlockLayout",
+    "BlockServer",
     "Busy",
     "DeviceClass",
     "DeviceConnection",

@@ -11,6 +11,12 @@ posted (it never drops a response), and stops when the framework says so.
 Responses go back in request order (FIFO).
 
 It runs in the loop's own thread (`serve`) and waits in C with the GIL released.
+
+A block device can hand its common requests to C: `block_server` returns a
+`vbusfs.ioq.BlockServer` over its backing, and the loop lets it serve every READ
+and WRITE it takes (a batch per step, without returning to Python); each request
+it leaves (another op, a refusal, an I/O error) is answered by `handle`, in order,
+and C serves on.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from __future__ import annotations
 import errno
 from typing import ClassVar
 
-from vbusfs.ioq import Ioq, IoqEmpty, IoqFault, IoqFull
+from vbusfs.ioq import BlockServer, Ioq, IoqEmpty, IoqFault, IoqFull
 from vbusfs.model import DeviceConnection, QueueSpec, VbusError
 
 from ._queues import Queues, Spin, slot_size, spin_value
@@ -77,6 +83,12 @@ class RequestResponseConnection(DeviceConnection):
         """
         raise NotImplementedError(f"{type(self).__name__} does not handle requests")
 
+    def block_server(self) -> BlockServer | None:
+        """A `BlockServer` that serves this device's common requests in C, or None (the
+        default: `handle` answers every request). Called once, in the loop's thread,
+        when the loop starts; the loop closes it when it ends."""
+        return None
+
     def error_response(self, request: memoryview, response: memoryview, exc: VbusError) -> int:
         """The response to a request whose `handle` raised `exc`; its length.
 
@@ -91,6 +103,12 @@ class RequestResponseConnection(DeviceConnection):
         spin = spin_value(self.spin_us)
         batch, every = max(1, self.batch), max(1, self.commit_every)
         longest = slot_size(requests)
+        server = self.block_server()
+        if server is not None:
+            try:
+                self._serve_with(server, requests, responses, spin, batch, every, longest)
+            finally:
+                server.close()
         taken: list[memoryview] = []
         while True:
             if not taken:
@@ -99,14 +117,38 @@ class RequestResponseConnection(DeviceConnection):
                     taken = requests.acquire_nowait(batch)
                 except IoqEmpty:
                     continue
-            if max(map(len, taken)) > longest:
-                # an honest client's sends never exceed its slots: the ring was forged
-                raise IoqFault(errno.EPROTO, f"a request is longer than the {longest}-byte slots")
+            self._check_lengths(taken, longest)
             done = 0
             while done < len(taken):
                 done += self._respond(responses, taken[done:], every, spin)
             # consumed, and the next batch taken, in one call into C
             taken = requests.commit(len(taken), acquire=batch)
+
+    def _serve_with(
+        self,
+        server: BlockServer,
+        requests: Ioq,
+        responses: Ioq,
+        spin: Spin,
+        batch: int,
+        every: int,
+        longest: int,
+    ) -> None:
+        """The loop with C serving what it takes; `handle` answers, one at a time, each
+        request it leaves first on the ring. Returns only by raising (IoqClosed ...)."""
+        while True:
+            server.serve(requests, responses, batch=batch, every=every, spin_us=spin)
+            taken = requests.acquire_nowait(1)
+            self._check_lengths(taken, longest)
+            while not self._respond(responses, taken, every, spin):
+                pass
+            requests.commit(1)
+
+    @staticmethod
+    def _check_lengths(taken: list[memoryview], longest: int) -> None:
+        if max(map(len, taken)) > longest:
+            # an honest client's sends never exceed its slots: the ring was forged
+            raise IoqFault(errno.EPROTO, f"a request is longer than the {longest}-byte slots")
 
     def _respond(self, responses: Ioq, pending: list[memoryview], every: int, spin: Spin) -> int:
         """Handle as many of `pending` as there are posted response buffers (waiting for

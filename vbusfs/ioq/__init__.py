@@ -146,6 +146,9 @@ The package is layered like cryptography's bindings:
 ``_fdpump``
     :class:`FdPump`: frames between a descriptor (a TAP) and the north side of a
     venet's two rings, the whole loop in C (the vbus-enet driver's data path).
+``_blk``
+    :class:`BlockServer`: a block protocol's READs and WRITEs served in C between a
+    backing (a mapped memfd, or a file) and a device's request and response rings.
 ``_venet``
     :func:`poll_ready` (a spin in C that never sleeps, for loops that sleep elsewhere),
     :func:`receive_into_every` and :func:`receive_to_fd_every` (completions handed
@@ -160,6 +163,7 @@ be used by two threads or tasks at once.
 
 from ._binding import ABI_VERSION as ABI_VERSION
 from ._binding import SOUTH_MAX_DATA as SOUTH_MAX_DATA
+from ._blk import BlockCounts, BlockLayout, BlockServer
 from ._errors import IoqClosed, IoqEmpty, IoqError, IoqFault, IoqFull
 from ._fdpump import FdPump, PumpCounts, PumpEnd
 from ._ioq import Ioq
@@ -178,6 +182,9 @@ from .lowlevel import Whence as Whence
 
 __all__ = [
     "AsyncIoq",
+    "BlockCounts",
+    "BlockLayout",
+    "BlockServer",
     "Descriptor",
     "FdBatch",
     "FdPump",

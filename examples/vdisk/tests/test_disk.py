@@ -7,6 +7,7 @@ to a `Disk` over each backing, and the responses must be byte for byte the same.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 
@@ -16,6 +17,8 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 from vbusfs_vdisk import Disk, FileBacking, MemoryBacking
 from vbusfs_vdisk import protocol as p
+
+from vbusfs.device import Ioq, IoqEmpty
 
 SECTOR = p.SECTOR
 SIZE = 64 * SECTOR  # small, so that offsets collide and the end is often reached
@@ -54,6 +57,39 @@ def serve(disk: Disk, request: bytes, room: int = RESPONSE_ROOM) -> bytes:
     return bytes(response[:n])
 
 
+class RingPath:
+    """The disk's requests through real rings with its C block server first and
+    `Disk.handle` for what the server leaves, as the device's loop does."""
+
+    def __init__(self, disk: Disk) -> None:
+        self.disk = disk
+        self.requests = Ioq.create(4, 4096, direction="to_south")
+        self.responses = Ioq.create(4, RESPONSE_ROOM, direction="to_north")
+        self.req_south = Ioq.attach(self.requests.fds, direction="to_south")
+        self.resp_south = Ioq.attach(self.responses.fds, direction="to_north")
+        self.server = disk.block_server()
+        self.by_python = 0
+
+    def serve(self, request: bytes) -> bytes:
+        self.requests.send_nowait(request)
+        with contextlib.suppress(TimeoutError):
+            self.server.serve(self.req_south, self.resp_south, timeout=0)
+        with contextlib.suppress(IoqEmpty):
+            return self.responses.receive_nowait()
+        self.by_python += 1
+        (message,) = self.req_south.acquire_nowait(1)
+        (buffer,) = self.resp_south.acquire_nowait(1)
+        n = self.disk.handle(message, buffer)
+        self.resp_south.commit(1, [n])
+        self.req_south.commit(1)
+        return self.responses.receive_nowait()
+
+    def close(self) -> None:
+        self.server.close()
+        for ring in (self.req_south, self.resp_south, self.requests, self.responses):
+            ring.close()
+
+
 # sector numbers, often near the end (where the range checks are)
 _LAST = SIZE // SECTOR
 offsets = st.one_of(st.integers(_LAST - 4, _LAST + 1), st.integers(0, _LAST + 2)).map(
@@ -68,12 +104,16 @@ class DiskAgreesWithTheModel(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.disk: Disk | None = None
+        self.rings: RingPath | None = None
         self.tag = 0
 
     @initialize(
-        kind=st.sampled_from(["memory", "file"]), readonly=st.booleans(), step=st.integers(0, 255)
+        kind=st.sampled_from(["memory", "file"]),
+        readonly=st.booleans(),
+        step=st.integers(0, 255),
+        rings=st.booleans(),
     )
-    def make(self, kind, readonly, step):
+    def make(self, kind, readonly, step, rings):
         seed = bytes(i * step % 251 for i in range(SIZE))  # a disk that does not start blank
         self.model = ModelDisk(SIZE, readonly)
         self.model.bytes[:] = seed
@@ -88,6 +128,8 @@ class DiskAgreesWithTheModel(RuleBasedStateMachine):
             os.unlink(path)  # the open fd keeps it
         self.backing = backing
         self.disk = Disk(backing, readonly=readonly)
+        # through rings: the C block server answers what it takes, as the device does
+        self.rings = RingPath(self.disk) if rings else None
 
     def next_tag(self) -> int:
         self.tag += 1
@@ -95,7 +137,11 @@ class DiskAgreesWithTheModel(RuleBasedStateMachine):
 
     def check(self, request: bytes, room: int = RESPONSE_ROOM) -> None:
         assert self.disk is not None
-        assert serve(self.disk, request, room) == self.model.answer(request, room)
+        expected = self.model.answer(request, room)
+        if self.rings is not None and room == RESPONSE_ROOM:
+            assert self.rings.serve(request) == expected
+        else:
+            assert serve(self.disk, request, room) == expected
 
     @rule(offset=offsets, length=lengths)
     def read(self, offset, length):
@@ -139,6 +185,8 @@ class DiskAgreesWithTheModel(RuleBasedStateMachine):
 
     def teardown(self):
         if self.disk is not None:
+            if self.rings is not None:
+                self.rings.close()
             self.backing.close()
 
 
@@ -254,3 +302,30 @@ def test_a_memory_backing_keeps_its_prefix_when_resized():
     smaller.close()  # idempotent
     with pytest.raises(ValueError):
         MemoryBacking(0)
+
+
+@pytest.mark.parametrize("kind", ["memory", "file"])
+def test_the_block_server_serves_reads_and_writes_and_leaves_the_rest(kind, tmp_path):
+    if kind == "memory":
+        backing = MemoryBacking(SIZE)
+    else:
+        path = tmp_path / "disk"
+        path.write_bytes(bytes(SIZE))
+        backing = FileBacking(str(path), SIZE, readonly=False)
+    disk = Disk(backing)
+    rings = RingPath(disk)
+    try:
+        assert rings.serve(p.write_request(1, SECTOR, b"\x11" * SECTOR)) == p.pack_response(1, 0)
+        assert rings.serve(p.read_request(2, SECTOR, SECTOR)) == p.pack_response(
+            2, 0, b"\x11" * SECTOR
+        )
+        assert rings.by_python == 0  # both in C
+        assert rings.serve(p.flush_request(3)) == p.pack_response(3, 0)
+        assert rings.serve(p.read_request(4, SIZE, SECTOR)) == p.pack_response(4, errno.EINVAL)
+        assert rings.by_python == 2
+        stats = disk.stats()  # C's counts and Python's together
+        assert (stats["reads"], stats["writes"], stats["flushes"], stats["errors"]) == (1, 1, 1, 1)
+        assert (stats["read_bytes"], stats["written_bytes"]) == (SECTOR, SECTOR)
+    finally:
+        rings.close()
+        backing.close()

@@ -23,6 +23,9 @@ class Backing:
     """The bytes of a disk: `size` of them, read and written at byte offsets."""
 
     size: int
+    #: the open memfd or file (a worker process is handed it; the C block server
+    #: duplicates it)
+    fd: int
 
     def read_into(self, buffer: memoryview, offset: int) -> None:
         """Fill `buffer` with the bytes at `offset` (OSError on an I/O failure)."""

@@ -19,8 +19,9 @@ has the disk open:
 
 One client at a time opens a disk (EBUSY for a second); its requests are served in a
 worker process (`isolation = "process"`) that maps the same memory or file. The connection serves
-the ring protocol of `vbusfs_vdisk.protocol` through `Disk.handle`, and two
-device calls: CAPACITY (size, block size, read-only) and FLUSH.
+the ring protocol of `vbusfs_vdisk.protocol` (READs and WRITEs in C, through the
+framework's block server, the rest through `Disk.handle`), and two device calls:
+CAPACITY (size, block size, read-only) and FLUSH.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from typing import Any
 
 from vbusfs.device import (
     Attribute,
+    BlockServer,
     Busy,
     DeviceClass,
     InterfaceInfo,
@@ -166,6 +168,12 @@ class VdiskConnection(RequestResponseConnection):
 
     def handle(self, request: memoryview, response: memoryview) -> int:
         return self.disk.handle(request, response)
+
+    def block_server(self) -> BlockServer:
+        """READs and WRITEs served in C, straight between the backing and the rings (a
+        memory disk's memfd mapped, a file read and written in place); `handle`
+        answers the rest (FLUSH, every refusal)."""
+        return self.disk.block_server()
 
     def call(self, function: int, data: bytes) -> bytes:
         if function not in (CAPACITY_CALL, FLUSH_CALL):
