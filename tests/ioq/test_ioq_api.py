@@ -38,6 +38,9 @@ def atx() -> Iterator[tuple[AsyncIoq, AsyncIoq]]:
 def test_ioq_public_names_are_few() -> None:
     assert sorted(ioq.__all__) == [
         "AsyncIoq",
+        "BlockCounts",  # a block protocol served in C (its layout and counts)
+        "BlockLayout",
+        "BlockServer",
         "Descriptor",
         "FdBatch",
         "FdPump",  # the vbus-enet driver's loop (with what it returns and counts)
