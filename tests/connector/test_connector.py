@@ -272,10 +272,12 @@ HOSTILE = """
     rng = random.Random(seed)
     if seed == 0:  # a sure fault, however fast the daemon pops
         nic.tx.send_nowait(b"y" * 60)
-        for at in range(56, len(ring) - 31, 32):  # descriptors point outside the segment
-            ring[at + 8 : at + 16] = (1 << 60).to_bytes(8, "little")
-        nic.tx.send_nowait(b"y" * 60)  # (a push rewrites its own descriptor's ptr)
-        ring[28:32] = (0xFFFFFFFF).to_bytes(4, "little")  # valid tail out of range, for good
+        # every descriptor forged as a push south must take: its ptr outside the segment.
+        # (Rewriting indices is not enough: pops follow the ownership bits, and one the
+        # daemon already popped is never read again.)
+        for at in range(56, len(ring) - 31, 32):
+            ring[at + 8 : at + 24] = (1 << 60).to_bytes(8, "little") + (60).to_bytes(8, "little")
+            ring[at + 24 : at + 26] = bytes((1, 1))  # valid, south owns
         nic.tx.inject()
     for _ in range(200 if seed else 0):
         try:
@@ -304,7 +306,9 @@ def _others_are_served(setup, child, must_fault: bool) -> None:
         if must_fault:
             deadline = time.monotonic() + 5
             while "broke queue protocol" not in setup.log:
-                assert time.monotonic() < deadline, "the daemon never noticed the corruption"
+                assert time.monotonic() < deadline, (
+                    f"the daemon never noticed the corruption; its log:\n{setup.log[-3000:]}"
+                )
                 time.sleep(0.05)
         # the others are served, whatever the hostile client did to its own rings
         join(setup, "C")
