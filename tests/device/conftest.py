@@ -118,15 +118,18 @@ class EchoMount:
         return int(self.attr("closes")), int(self.attr("bad_closes"))
 
 
-@pytest.fixture
-def echo_mount(
-    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+def _echo_mount(
+    tmp_path_factory: pytest.TempPathFactory,
+    monkeypatch: pytest.MonkeyPatch,
+    load: tuple[str, ...],
+    setup: str,
+    extra: tuple[str, ...] = (),
 ) -> Iterator[EchoMount]:
     monkeypatch.setenv("PYTHONPATH", PLUGINS)
-    mount = LiveMount(str(tmp_path_factory.mktemp("mnt")), load=("echo:Echo",)).start()
+    mount = LiveMount(str(tmp_path_factory.mktemp("mnt")), load=load, extra=extra).start()
     echo = EchoMount(mount)
     try:
-        mount.sh(SETUP, check=True)
+        mount.sh(setup, check=True)
         yield echo
     finally:
         for child in echo.children:
@@ -134,6 +137,13 @@ def echo_mount(
         log = mount.stop()
     if not echo.expect_traceback:
         assert "Traceback" not in log, log
+
+
+@pytest.fixture
+def echo_mount(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[EchoMount]:
+    yield from _echo_mount(tmp_path_factory, monkeypatch, ("echo:Echo",), SETUP)
 
 
 @pytest.fixture
@@ -141,19 +151,10 @@ def pecho_mount(
     tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[EchoMount]:
     """Device E of class `pecho` (echo in a worker process) on bus B; a 0.3 s join bound."""
-    monkeypatch.setenv("PYTHONPATH", PLUGINS)
-    mount = LiveMount(
-        str(tmp_path_factory.mktemp("mnt")),
-        load=("pecho:PEcho", "pecho:BrokenPEcho"),
-        extra=("--join-bound", "0.3"),
-    ).start()
-    echo = EchoMount(mount)
-    try:
-        mount.sh(SETUP.replace("echo echo", "echo pecho"), check=True)
-        yield echo
-    finally:
-        for child in echo.children:
-            child.end()
-        log = mount.stop()
-    if not echo.expect_traceback:
-        assert "Traceback" not in log, log
+    yield from _echo_mount(
+        tmp_path_factory,
+        monkeypatch,
+        ("pecho:PEcho", "pecho:BrokenPEcho"),
+        SETUP.replace("echo echo", "echo pecho"),
+        ("--join-bound", "0.3"),
+    )

@@ -9,44 +9,16 @@ from __future__ import annotations
 import errno
 import threading
 import time
-from dataclasses import dataclass
 
 import pyfuse3
 import pytest
 import trio
+from fuse_calls import CTX, fuse_errno, lookup_path, run
 
 from vbusfs.classes import default_model
 from vbusfs.fuse import VbusOperations
 from vbusfs.fuse._cache import LONG_TIMEOUT, Invalidations, caching_enabled
 from vbusfs.fuse._inodes import ROOT_INODE
-
-
-@dataclass
-class Ctx:
-    pid: int = 0
-    uid: int = 0
-    gid: int = 0
-    umask: int = 0o022
-
-
-CTX = Ctx()
-
-
-def run(coroutine_fn, *args):
-    return trio.run(coroutine_fn, *args)
-
-
-def lookup_path(ops: VbusOperations, path: str) -> int:
-    ino = ROOT_INODE
-    for part in path.split("/"):
-        ino = run(ops.lookup, ino, part.encode(), CTX).st_ino
-    return ino
-
-
-def fuse_errno(call, *args) -> int:
-    with pytest.raises(pyfuse3.FUSEError) as info:
-        run(call, *args)
-    return info.value.errno
 
 
 @pytest.fixture

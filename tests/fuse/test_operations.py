@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import pyfuse3
 import pytest
-import trio
+from fuse_calls import CTX, fuse_errno, lookup_path, run
 
 from vbusfs.classes import default_model
 from vbusfs.fuse import VbusOperations
@@ -17,37 +17,9 @@ from vbusfs.fuse._inodes import ROOT_INODE
 from vbusfs.model import Attribute, DeviceClass
 
 
-@dataclass
-class Ctx:
-    pid: int = 0
-    uid: int = 0
-    gid: int = 0
-    umask: int = 0o022
-
-
-CTX = Ctx()
-
-
-def run(coroutine_fn, *args):
-    return trio.run(coroutine_fn, *args)
-
-
 @pytest.fixture
 def ops() -> VbusOperations:
     return VbusOperations(default_model())
-
-
-def lookup_path(ops: VbusOperations, path: str) -> int:
-    ino = ROOT_INODE
-    for part in path.split("/"):
-        ino = run(ops.lookup, ino, part.encode(), CTX).st_ino
-    return ino
-
-
-def fuse_errno(call, *args) -> int:
-    with pytest.raises(pyfuse3.FUSEError) as info:
-        run(call, *args)
-    return info.value.errno
 
 
 def is_dead(ops: VbusOperations, ino: int) -> bool:
