@@ -213,18 +213,19 @@ class Session:
 
     async def _dispatch(self, request: Request) -> tuple[dict[str, Any], list[int]]:
         """The reply to one request, and file descriptors to send beside it."""
-        if request.op == "open":
+        op = request.op
+        if op == "open":
             return self._open(request)
-        if request.op == "monitor":
+        if op == "monitor":
             return self._monitor(), []
-        if request.op in ("call", "stats", "close") and request.op not in ADMIN_OPS:
-            self._bus()
-            opened, handle = self._handle(request)
-            if request.op == "close" and opened.datapath is not None:
-                return await self._close_in_order(handle, opened.datapath), []
-            if isinstance(opened.datapath, WorkerDataPath):
-                return await self._worker_reply(request, opened.datapath), []
-        return self._reply(request), []
+        if op in ADMIN_OPS:
+            return self._administer(request), []
+        bus = self._bus()
+        if op == "list":
+            found = self.vbus.bus(bus).interfaces.values()
+            return {"interfaces": [{"id": i.id, "type": i.type} for i in found]}, []
+        opened, handle = self._handle(request)
+        return await self._on_handle(request, opened, handle), []
 
     async def _close_in_order(self, handle: int, path: DataPath) -> dict[str, Any]:
         """A client's close of a data path, answered once its close order has run (or, for
@@ -233,13 +234,6 @@ class Session:
         with trio.move_on_after(self.connector.closer.bound + 0.5):
             await path.finished.wait()
         return {}
-
-    async def _worker_reply(self, request: Request, path: WorkerDataPath) -> dict[str, Any]:
-        """A call or stats of an interface whose loop is a worker: the worker answers."""
-        if request.op == "call":
-            function = request.integer("function")
-            return {"data": pack_bytes(await path.call(function, request.data()))}
-        return {"stats": await path.stats()}
 
     def _monitor(self) -> dict[str, Any]:
         """Make this connection a monitor: the daemon's owner and root hear everything,
@@ -300,36 +294,38 @@ class Session:
             self.nursery.start_soon(self._run_device, handle, opened)
         return {"handle": handle}, [theirs.detach()]
 
-    def _reply(self, request: Request) -> dict[str, Any]:
-        op = request.op
-        if op in ADMIN_OPS:
-            if not self.admin:
-                raise VbusError("only root or the daemon's owner may do that", errno=errno.EPERM)
-            self._recheck()  # an administrator's authority, too, ends with its process
-            if self.revoked is not None and self.revoked_errno == errno.ESRCH:
-                raise VbusError(self.revoked, errno=errno.ESRCH)
-            return administer(op, self.vbus, request, self.connector)
-        bus = self._bus()
-        if op == "list":
-            found = self.vbus.bus(bus)
-            return {"interfaces": [{"id": i.id, "type": i.type} for i in found.interfaces.values()]}
-        opened, handle = self._handle(request)
+    def _administer(self, request: Request) -> dict[str, Any]:
+        if not self.admin:
+            raise VbusError("only root or the daemon's owner may do that", errno=errno.EPERM)
+        self._recheck()  # an administrator's authority, too, ends with its process
+        if self.revoked is not None and self.revoked_errno == errno.ESRCH:
+            raise VbusError(self.revoked, errno=errno.ESRCH)
+        return administer(request.op, self.vbus, request, self.connector)
+
+    async def _on_handle(self, request: Request, opened: Open, handle: int) -> dict[str, Any]:
+        """An operation on an open handle: a worker answers its calls and stats, and a
+        data path's close is answered once its close order has run."""
+        op, path = request.op, opened.datapath
         if op == "call":
             function = request.integer("function")
-            out = opened.connection.call(function, request.data())
-            return {"data": pack_bytes(out)}
+            if isinstance(path, WorkerDataPath):
+                return {"data": pack_bytes(await path.call(function, request.data()))}
+            return {"data": pack_bytes(opened.connection.call(function, request.data()))}
         if op == "queue":
             if len(request.fds) != 4:
                 raise VbusError("a queue takes 4 file descriptors", errno=errno.EINVAL)
-            if opened.datapath is not None:
-                index, direction = request.integer("index"), request.fields.get("direction")
-                opened.datapath.attach(index, request.fds, direction)
+            if path is not None:
+                path.attach(request.integer("index"), request.fds, request.fields.get("direction"))
             else:
                 attach_queue(opened.connection, request.integer("index"), request.fds)
             return {}
         if op == "stats":
+            if isinstance(path, WorkerDataPath):
+                return {"stats": await path.stats()}
             return {"stats": opened.connection.stats()}
         if op == "close":
+            if path is not None:
+                return await self._close_in_order(handle, path)
             self._close(handle)
             return {}
         raise WireError(f"unknown operation {op[:64]!r}")
