@@ -81,15 +81,21 @@ def hook_device_events(session: Session, opened: Open, interface: Interface) -> 
             with lock:
                 handed[0] -= 1
 
+    # the open device's class cannot change while it is open (a type store is EBUSY)
+    deviceclass = interface.device.deviceclass
+    owners = (
+        ()
+        if deviceclass is None
+        else (
+            (interface.device.state, frozenset(a.name for a in deviceclass.attributes)),
+            (interface.state, frozenset(a.name for a in deviceclass.interface_attributes)),
+        )
+    )
+
     def notice(attribute: str) -> None:
-        deviceclass = interface.device.deviceclass
         if deviceclass is None:
             return
-        owners = (
-            (interface.device.state, deviceclass.attributes),
-            (interface.state, deviceclass.interface_attributes),
-        )
-        declared = [state for state, table in owners if any(a.name == attribute for a in table)]
+        declared = [state for state, names in owners if attribute in names]
         if not declared:
             raise ValueError(f"deviceclass {deviceclass.name} declares no attribute {attribute!r}")
         for state in declared:

@@ -97,14 +97,8 @@ def records_of(change: Change) -> list[tuple[dict[str, Any], Audience]]:
     kind = type(change)
     if kind is AttributeStored or kind is AttributeChanged:  # the common case, first
         assert isinstance(change, AttributeStored | AttributeChanged)
-        owner = change.owner
         event = "stored" if kind is AttributeStored else "changed"
-        if isinstance(owner, Interface):
-            where: dict[str, Any] = {"bus": owner.bus.name, "interface": owner.id}
-            return [
-                ({"event": event, **where, "attribute": change.name}, frozenset({owner.bus.name}))
-            ]
-        where, audience = _owner(owner)
+        where, audience = _owner(change.owner)
         return [({"event": event, **where, "attribute": change.name}, audience)]
     match change:
         case DeviceCreated(device) | DeviceRemoved(device):
@@ -121,10 +115,6 @@ def records_of(change: Change) -> list[tuple[dict[str, Any], Audience]]:
             event = "linked" if isinstance(change, Linked) else "unlinked"
             record = {"event": event, **_interface(interface), "link": interface.link_name}
             return [(record, frozenset({interface.bus.name}))]
-        case AttributeStored(owner, name) | AttributeChanged(owner, name):
-            event = "stored" if isinstance(change, AttributeStored) else "changed"
-            where, audience = _owner(owner)
-            return [({"event": event, **where, "attribute": name}, audience)]
         case PermStored(bus, name):
             return [({"event": "perm", "bus": bus.name, "attribute": name}, frozenset({bus.name}))]
         case MembershipChanged(pid, left, joined, how):
@@ -232,9 +222,6 @@ class Monitors:
 
     def __bool__(self) -> bool:
         return bool(self._monitors)
-
-    def __len__(self) -> int:
-        return len(self._monitors)
 
     def add(self, monitor: Monitor) -> None:
         if self._unsubscribe is None:

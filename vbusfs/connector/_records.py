@@ -46,26 +46,6 @@ BUFFER = 4096
 BATCH_BYTES = MAX_MESSAGE // 2
 #: the record kinds after which a monitor ends
 FINAL = ("unmounted", "revoked")
-EVENTS = (
-    "created",
-    "removed",
-    "type",
-    "linked",
-    "unlinked",
-    "stored",
-    "changed",
-    "perm",
-    "joined",
-    "left",
-    "opened",
-    "closed",
-    "loaded",
-    "unloaded",
-    "unmounted",
-    "dropped",
-    "revoked",
-)
-
 #: a record's audience: None, the administrators alone; EVERYONE; else these buses' members
 Audience = frozenset[str] | None
 EVERYONE: frozenset[str] = frozenset({"\0everyone"})

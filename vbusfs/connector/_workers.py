@@ -76,7 +76,6 @@ class WorkerDataPath(DataPath):
         super().__init__(connection, specs, names, hangup, on_end)
         self.recipe = recipe
         self.bound = bound
-        self.attributes = attributes  # the names its connection may `notify`
         self.pid: int | None = None
         self.pidfd: int | None = None
         # the worker's channel: a worker forked ahead's, or one for a worker forked later

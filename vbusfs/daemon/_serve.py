@@ -298,9 +298,7 @@ def _out_of_fds(error: BaseException) -> bool:
     return isinstance(error, OSError) and error.errno in OUT_OF_FDS
 
 
-async def _sweep_members(
-    vbus: Vbus, operations: fuse.VbusOperations, watch: MemberWatch | None = None
-) -> None:
+async def _sweep_members(vbus: Vbus, operations: fuse.VbusOperations, watch: MemberWatch) -> None:
     """Remember inherited memberships while parents live (the fallback only); forget
     exited processes, in the model and in the FUSE adapter (the kernel's entries for them:
     both modes). Its work follows the members and the entries held, never the process
@@ -318,8 +316,7 @@ async def _sweep_members(
             if membership.mode != "cgroup":  # the kernel keeps cgroup membership itself
                 membership.sweep()
             operations.drop_gone_processes()
-            if watch is not None:
-                watch.sweep()
+            watch.sweep()
         except OSError as exc:
             if exc.errno not in OUT_OF_FDS:
                 log.exception("internal error in the membership sweep")
