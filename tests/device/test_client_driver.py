@@ -193,11 +193,22 @@ def test_the_trio_driver_submits_a_batch_within_its_window_and_in_order():
         fake = AsyncFake(Echo())
         rr = await AsyncRequestResponseClient.open(fake, count=8, slot_size=128, window=6)  # type: ignore[arg-type]
         try:
+            calls = []
+            send_batch = rr.requests.send_batch_nowait
+
+            def counted(batch):
+                calls.append(len(batch))
+                return send_batch(batch)
+
+            rr.requests.send_batch_nowait = counted  # type: ignore[method-assign]
             await rr.submit_batch([b"a%d" % i for i in range(4)])
-            assert rr.in_flight == 4  # one call: the window had room for all four
+            assert rr.in_flight == 4 and calls == [4]  # one call: the window had room
             # more than the window: the oldest responses are read aside, order holds
             await rr.submit_batch([b"b%d" % i for i in range(20)])
             assert rr.in_flight <= 6
+            # with the window full, what had come back is set aside at once: later sends
+            # carry several requests, never one per call throughout
+            assert sum(calls) == 24 and max(calls[1:]) > 1, calls
             got = []
             while rr.pending:
                 got += await rr.complete_batch(8)

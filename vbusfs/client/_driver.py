@@ -58,6 +58,20 @@ def check_window(count: int, window: int | None) -> int:
     return window
 
 
+def set_aside_ready(responses: Ioq | AsyncIoq, aside: deque[bytes], in_flight: int) -> int:
+    """Move the responses already waiting on `responses` (at most `in_flight`) to
+    `aside`, without waiting; how many. A driver whose window is full reads one response
+    (waiting), then these, so its next send has room for a batch, not one request."""
+    taken = 0
+    while taken < in_flight:
+        try:
+            aside.append(responses.receive_nowait())
+        except IoqEmpty:
+            break
+        taken += 1
+    return taken
+
+
 class RequestResponseClient:
     """Requests on queue 0, responses on queue 1, at most `window` in flight.
 
@@ -110,8 +124,9 @@ class RequestResponseClient:
         while done < len(requests):
             room = self.window - self.in_flight
             if room <= 0:
-                self.submit(requests[done], timeout)
-                done += 1
+                self._aside.append(self.responses.receive(timeout, spin_us=self.spin_us))
+                self.in_flight -= 1
+                self.in_flight -= set_aside_ready(self.responses, self._aside, self.in_flight)
                 continue
             chunk = requests[done : done + room]
             self.requests.send_batch(chunk, timeout, spin_us=self.spin_us)

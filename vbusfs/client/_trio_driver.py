@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from vbusfs.ioq import AsyncIoq, IoqEmpty, IoqFull
 
-from ._driver import REQUESTS, RESPONSES, check_window, make_rings, spin_of
+from ._driver import REQUESTS, RESPONSES, check_window, make_rings, set_aside_ready, spin_of
 
 if TYPE_CHECKING:
     from ._trio import AsyncOpenInterface
@@ -89,8 +89,9 @@ class AsyncRequestResponseClient:
         while done < len(requests):
             room = self.window - self.in_flight
             if room <= 0:
-                await self.submit(requests[done])
-                done += 1
+                self._aside.append(await self.responses.receive(spin_us=self.spin_us))
+                self.in_flight -= 1
+                self.in_flight -= set_aside_ready(self.responses, self._aside, self.in_flight)
                 continue
             try:
                 sent = self.requests.send_batch_nowait(requests[done : done + room])
