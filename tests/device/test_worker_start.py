@@ -97,7 +97,9 @@ def test_the_fork_server_starts_when_a_process_class_is_modprobed(echo_mount):
     assert echo_mount.wait_for(lambda: len(_spares(echo_mount)) == 1), echo_mount.mount.log
 
 
-def test_a_worker_switches_threads_often_so_a_busy_loop_holds_calls_up_little(pecho_mount):
+def test_a_worker_switches_threads_every_200_us_and_answers_calls_while_its_loop_computes(
+    pecho_mount,
+):
     child = pecho_mount.child()
     assert json.loads(child.ask("stats")[6:])["switch_us"] == 200  # not Python's 5000
     # a loop computing in Python (20 ms per request, 8 in flight) still answers calls

@@ -47,6 +47,7 @@ def iperf3(net: Net, server_ns: str, client_ns: str, *args: str) -> float:
 @needs_iperf3
 def test_ping_and_iperf3_cross_a_switch_between_two_namespaces(mnt: LiveMount, net: Net):
     a, b = pair(net, mnt)
+    assert all("offloads" in d.banner for d in net.drivers), [d.banner for d in net.drivers]
     ping = ns_run(a, "ping", "-c", "3", "-i", "0.2", "-W", "2", "10.14.0.2")
     assert "3 received" in ping.stdout, ping.stdout + ping.stderr
     assert iperf3(net, b, a) > 0.05
