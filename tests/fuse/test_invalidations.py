@@ -126,10 +126,10 @@ def test_a_reloaded_attribute_whose_mode_changed_is_dropped(ops, told):
     _devices, _bus = linked_device(ops)
     mac = entry_of(ops, "sys/vbus/devices/D/client_mac")
     sys_d = lookup_path(ops, "sys/vbus/devices/D")
-    ops.drop_removed()
+    run(ops.drop_removed)
     assert told == []
     ops.inodes.keep_mode(mac.st_ino, mac.st_mode ^ 0o200)  # as if declared 0644 before
-    ops.drop_removed()
+    run(ops.drop_removed)
     assert told == [(sys_d, b"client_mac")]
     assert entry_of(ops, "sys/vbus/devices/D/client_mac").st_ino != mac.st_ino
 
@@ -175,7 +175,7 @@ def test_a_request_waits_for_its_drops_but_not_for_those_in_directories_it_holds
             time.sleep(0.01)
         assert taken[2] == (7, b"held")
         invalidations.add(5, b"admin")
-        invalidations.send(wait=5)  # an administrator's op: blocks until the kernel took it
+        trio.run(invalidations.settle)  # an administrator's op: awaits the kernel taking it
         assert taken[3] == (5, b"admin")
     finally:
         release_locked.set()

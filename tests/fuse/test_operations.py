@@ -248,7 +248,7 @@ def test_what_is_removed_behind_the_adapters_back_is_dropped_when_it_is_told(ops
     ops.vbus.remove_device("D")
     ops.vbus.remove_bus("B")
     ops.vbus.unload_class("venet-switch")
-    ops.drop_removed()
+    run(ops.drop_removed)
     assert sorted(told) == sorted(
         [
             (config_devices, b"D"),
@@ -264,7 +264,7 @@ def test_what_is_removed_behind_the_adapters_back_is_dropped_when_it_is_told(ops
     assert lookup_path(ops, "config/vbus/devices/kept") == ops.inodes.find(
         ("config", "vbus", "devices", "kept")
     )
-    ops.drop_removed()  # nothing more to tell
+    run(ops.drop_removed)  # nothing more to tell
     assert len(told) == 5
     run(ops.rmdir, config_devices, b"kept", CTX)
     # the kernel, told, forgets what it held (every number after the skeleton's): no leak

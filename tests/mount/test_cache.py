@@ -174,24 +174,31 @@ def test_with_caching_off_every_stat_asks_the_daemon(tmp_path_factory, monkeypat
     assert "Traceback" not in log, log
 
 
+# stats every entry under a directory again and again, for a while
+WALKER = (
+    "import os, sys, time\n"
+    "end = time.monotonic() + float(sys.argv[2])\n"
+    "while time.monotonic() < end:\n"
+    "    for top, dirs, files in os.walk(sys.argv[1]):\n"
+    "        for name in files + dirs:\n"
+    "            try: os.lstat(os.path.join(top, name))\n"
+    "            except OSError: pass\n"
+)
+
+
+def walking(top: str, seconds: float, count: int) -> list[subprocess.Popen[bytes]]:
+    return [
+        subprocess.Popen([sys.executable, "-c", WALKER, top, str(seconds)]) for _ in range(count)
+    ]
+
+
 def test_drops_never_deadlock_with_concurrent_walks_of_the_same_directories(mnt):
     """The kernel takes a directory's lock to drop an entry in it, and walks hold it too:
     removals whose drops the daemon awaits, while other processes walk and list the very
     directories concerned, all finish (and the daemon logs no warning of a stuck drop)."""
     root = mnt.path
     os.mkdir(f"{root}/config/vbus/instances/B")
-    walker = (
-        "import os, sys, time\n"
-        "end = time.monotonic() + float(sys.argv[2])\n"
-        "while time.monotonic() < end:\n"
-        "    for top, dirs, files in os.walk(sys.argv[1]):\n"
-        "        for name in files + dirs:\n"
-        "            try: os.lstat(os.path.join(top, name))\n"
-        "            except OSError: pass\n"
-    )
-    walkers = [
-        subprocess.Popen([sys.executable, "-c", walker, f"{root}/sys/vbus", "6"]) for _ in range(3)
-    ]
+    walkers = walking(f"{root}/sys/vbus", 6, 3)
     try:
         began = time.monotonic()
         for i in range(40):
@@ -227,3 +234,24 @@ def test_what_an_administrator_removes_is_gone_at_the_next_call(mnt, reader):
     assert reader.ask("stat", "sys/vbus/devices/D/enabled") == errno.ENOENT
     assert reader.ask("stat", "config/vbus/devices/D") == errno.ENOENT
     assert reader.ask("stat", f"{classes}/venet-switch") == ["dir"]  # back, as at start
+
+
+def test_an_administrators_op_while_processes_walk_the_trees_waits_for_no_one(mnt, reader):
+    """The kernel may want the daemon to answer a lookup before it takes a drop: an op
+    awaits its drops with the loop free, so none times out and each is gone at once."""
+    vbusfs = [sys.executable, "-m", "vbusfs"]
+    root = mnt.path
+    walkers = walking(f"{root}/sys/vbus", 8, 3)
+    try:
+        for i in range(4):
+            os.mkdir(f"{root}/config/vbus/devices/D{i}")
+            write(f"{root}/config/vbus/devices/D{i}/type", "venet-loopback\n")
+            assert reader.ask("read", f"sys/vbus/devices/D{i}/enabled") == "0\n"
+            reset = subprocess.run([*vbusfs, "reset", root], capture_output=True)
+            assert reset.returncode == 0, reset.stderr
+            assert reader.ask("stat", f"sys/vbus/devices/D{i}/enabled") == errno.ENOENT
+    finally:
+        for process in walkers:
+            process.kill()
+            process.wait()
+    assert "no entry drop" not in mnt.log

@@ -28,7 +28,7 @@ import importlib
 import logging
 import sys
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from importlib.metadata import entry_points
 
 from vbusfs.model import (
@@ -178,7 +178,7 @@ class Catalog:
         start: tuple[str, ...] = (),
         make: Make = _build,
         *,
-        changed: Callable[[], None] | None = None,
+        changed: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.start = start
         self.make = make
@@ -186,9 +186,9 @@ class Catalog:
         # then drops the entries of what was removed)
         self._changed = changed
 
-    def changed(self) -> None:
+    async def changed(self) -> None:
         if self._changed is not None:
-            self._changed()
+            await self._changed()
 
     def find(self, name: str) -> type[DeviceClass]:
         return find_class(name)

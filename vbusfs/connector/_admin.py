@@ -46,9 +46,10 @@ class Catalog(Protocol):
     def extra(self, vbus: Vbus) -> list[str]:
         """How the loaded classes differ from a fresh daemon's, one text each."""
 
-    def changed(self) -> None:
+    async def changed(self) -> None:
         """An op may have changed the model behind the trees' back (the daemon lets its
-        FUSE adapter drop the entries of what was removed)."""
+        FUSE adapter drop the entries of what was removed, the kernel taking them before
+        the op replies)."""
 
 
 class Administered(Protocol):
@@ -85,7 +86,7 @@ class FoundOnly:
     def extra(self, vbus: Vbus) -> list[str]:
         return []
 
-    def changed(self) -> None:
+    async def changed(self) -> None:
         pass
 
 
@@ -132,14 +133,14 @@ def _reset(vbus: Vbus, request: Request, admin: Administered) -> dict[str, Any]:
     return {"closed": closed}
 
 
-def administer(op: str, vbus: Vbus, request: Request, admin: Administered) -> dict[str, Any]:
+async def administer(op: str, vbus: Vbus, request: Request, admin: Administered) -> dict[str, Any]:
     """Answer administrators' op `op` (a key of ADMIN_OPS); then, refused or not (a
     refused reset may have removed much), the catalog hears the model may have changed."""
     try:
         return ADMIN_OPS[op](vbus, request, admin)
     finally:
         if op != "save":
-            admin.catalog.changed()
+            await admin.catalog.changed()
 
 
 ADMIN_OPS = {

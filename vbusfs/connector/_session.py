@@ -219,7 +219,7 @@ class Session:
         if op == "monitor":
             return self._monitor(), []
         if op in ADMIN_OPS:
-            return self._administer(request), []
+            return await self._administer(request), []
         bus = self._bus()
         if op == "list":
             found = self.vbus.bus(bus).interfaces.values()
@@ -294,13 +294,13 @@ class Session:
             self.nursery.start_soon(self._run_device, handle, opened)
         return {"handle": handle}, [theirs.detach()]
 
-    def _administer(self, request: Request) -> dict[str, Any]:
+    async def _administer(self, request: Request) -> dict[str, Any]:
         if not self.admin:
             raise VbusError("only root or the daemon's owner may do that", errno=errno.EPERM)
         self._recheck()  # an administrator's authority, too, ends with its process
         if self.revoked is not None and self.revoked_errno == errno.ESRCH:
             raise VbusError(self.revoked, errno=errno.ESRCH)
-        return administer(request.op, self.vbus, request, self.connector)
+        return await administer(request.op, self.vbus, request, self.connector)
 
     async def _on_handle(self, request: Request, opened: Open, handle: int) -> dict[str, Any]:
         """An operation on an open handle: a worker answers its calls and stats, and a

@@ -11,8 +11,8 @@ removal drops the kernel's entries of what went, wherever the removal came from:
   link's interface directory and its `interfaces/` entry) and *awaits* those drops before
   the request replies, so the next system call of any process sees the change;
 - an administrator's op over the connector (reset, rmmod, reload): the daemon calls the
-  adapter's `drop_removed`, which checks every path the kernel holds and waits for the
-  drops (`ADMIN_WAIT` at most) before the op replies;
+  adapter's `drop_removed`, which checks every path the kernel holds and awaits the
+  drops before the op replies (awaits: the loop goes on answering the kernel meanwhile);
 - processes that exit or leave a bus: the daemon's membership sweep.
 
 Paths whose answer depends on who asks or on processes (`proc/`, a bus's `members/` and
@@ -57,9 +57,6 @@ ENTRY_CACHE_ENV = "VBUSFS_ENTRY_CACHE"
 LONG_TIMEOUT = 3600.0
 # seconds a request waits for the kernel to take its drops before replying anyway
 SETTLE_TIMEOUT = 2.0
-# seconds an administrator's op blocks the daemon's loop for its drops, at most (a request
-# in flight in a directory concerned holds its lock until the loop answers it)
-ADMIN_WAIT = 0.5
 
 SYS_INSTANCES: Path = (*views.SYS_VBUS, "instances")
 PROC_SELF: Path = ("proc", "self")
@@ -95,19 +92,11 @@ class Invalidations:
     def add(self, parent: int, name: bytes) -> None:
         self.pending.append((parent, name))
 
-    def send(self, wait: float = 0.0) -> None:
-        """Send what is pending (a change no FUSE request waits for); block the calling
-        thread until the kernel took it, `wait` seconds at most (0: not at all)."""
+    def send(self) -> None:
+        """Send what is pending (a change no FUSE request waits for), without waiting."""
         batch, self.pending = self.pending, []
-        if not batch:
-            return
-        if not self.threaded or wait <= 0:
+        if batch:
             self._submit(batch, None)
-            return
-        done = threading.Event()
-        self._submit(batch, done.set)
-        if not done.wait(wait):
-            log.info("the kernel took no entry drop in %.1f s: going on", wait)
 
     async def settle(self, locked: Collection[int] = ()) -> None:
         """Send what is pending; wait until the kernel took every drop outside `locked`
@@ -214,7 +203,7 @@ class KernelCache:
         if tell_kernel and held is not None and parent is not None:
             self.invalidations.add(parent, os.fsencode(path[-1]))
 
-    def drop_removed(self) -> None:
+    async def drop_removed(self) -> None:
         """Drop the entries held of whatever was removed or changed behind our back (a
         reset, rmmod or reload over the connector): every path the kernel holds is checked,
         outside `proc/` (the membership sweep's); one whose file type or mode changed (a
@@ -229,7 +218,9 @@ class KernelCache:
             kept = self.inodes.kept_mode(ino)
             if found is None or (kept is not None and kept != st_mode(found)):
                 self._drop(path)
-        self.invalidations.send(wait=ADMIN_WAIT)
+        # awaited, never blocked on: the kernel may first want this loop to answer a
+        # lookup in a directory the drop is in
+        await self.invalidations.settle()
 
     def drop_gone_processes(self) -> None:
         """Drop the entries of processes that exited and of members that left their bus.
