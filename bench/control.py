@@ -182,21 +182,14 @@ def vbusfs_cache_policy() -> tuple[list[str], float, float]:
     The minimal filesystem copies this policy, so that both pay for the same
     kernel requests.
     """
-    try:
-        from vbusfs.fuse._operations import FIXED_TIMEOUT
-        from vbusfs.model import Vbus
-        from vbusfs.views import FIXED_PATHS, DirNode, node
-    except ImportError:  # a vbusfs that caches nothing
-        return [], 0.0, 0.0
-    try:
-        from vbusfs.fuse._cache import LONG_TIMEOUT, caching_enabled
-    except ImportError:  # a vbusfs that caches only its skeleton
-        rest = 0.0
-    else:
-        rest = LONG_TIMEOUT if caching_enabled() else 0.0
+    from vbusfs.fuse._cache import LONG_TIMEOUT, caching_enabled
+    from vbusfs.model import Vbus
+    from vbusfs.views import FIXED_PATHS, DirNode, node
+
+    rest = LONG_TIMEOUT if caching_enabled() else 0.0
     empty = Vbus()
     fixed = [p for p in FIXED_PATHS if p and isinstance(node(empty, p), DirNode)]
-    return sorted("/".join(p) for p in fixed), float(FIXED_TIMEOUT), rest
+    return sorted("/".join(p) for p in fixed), LONG_TIMEOUT, rest
 
 
 def baseline_command(baseline: str, command: list[str]) -> list[str]:

@@ -6,7 +6,7 @@ import os
 import select
 
 import pytest
-from test_operations import CTX, lookup_path, run
+from fuse_calls import CTX, lookup_path, run
 
 from vbusfs.classes import default_model
 from vbusfs.fuse import VbusOperations

@@ -9,7 +9,7 @@ Caching (`_cache`): entries and attributes are cached by the kernel for an hour,
 where the answer depends on who asks or on processes (`proc/`, `members/`, `perms/`);
 every attribute file is opened with direct I/O, so values are never cached. Whatever a
 request removes, the kernel is told of before the request replies (`_drop` collects, the
-mutating handlers `settle`); what is removed behind the handlers' back (an
+removing handlers `settle`); what is removed behind the handlers' back (an
 administrator's op, a process exiting) is found by `drop_removed` and
 `drop_gone_processes`. Dropping also keeps the inode table and the kernel's caches from
 growing with every object and member ever seen.
@@ -20,7 +20,6 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import stat
 import time
 from collections.abc import Callable, Mapping, Sequence
 
@@ -30,7 +29,7 @@ from vbusfs import views
 from vbusfs.model import IdentityView, PidView, Vbus, VbusError
 from vbusfs.views import Caller, DirNode, FileNode, Node, Path, SymlinkNode
 
-from ._cache import LONG_TIMEOUT, Invalidations, KernelCache, caching_enabled
+from ._cache import Invalidations, KernelCache, caching_enabled, st_mode
 from ._errno import answers_errno as _answers_errno
 from ._errno import fail as _fail
 from ._handles import (
@@ -52,8 +51,6 @@ log = logging.getLogger("vbusfs.fuse")
 ATTRIBUTE_SIZE = 4096
 # The original silently truncated longer writes; vbusfs refuses them.
 MAX_STORE = 4096
-# Seconds the kernel may cache the fixed skeleton of the trees (and, caching, the rest).
-FIXED_TIMEOUT = LONG_TIMEOUT
 
 
 def _name(raw: bytes) -> str:
@@ -143,17 +140,15 @@ class VbusOperations(KernelCache, RootXattrs, pyfuse3.Operations):
         if path is None:
             path = self.inodes.path(ino)
         entry.entry_timeout = entry.attr_timeout = self._timeout(path)
+        entry.st_mode = st_mode(found)
         if isinstance(found, DirNode):
-            entry.st_mode = stat.S_IFDIR | found.mode
             # 1 tells find(1) and friends that the subdirectory count is unknown
             entry.st_nlink = 1
             entry.st_size = 0
         elif isinstance(found, SymlinkNode):
-            entry.st_mode = stat.S_IFLNK | found.mode
             entry.st_nlink = 1
             entry.st_size = len(os.fsencode(found.target))
         else:
-            entry.st_mode = stat.S_IFREG | found.mode
             entry.st_nlink = 1
             entry.st_size = ATTRIBUTE_SIZE
         entry.st_uid = found.uid if found.uid is not None else self._uid
@@ -315,12 +310,13 @@ class VbusOperations(KernelCache, RootXattrs, pyfuse3.Operations):
                         self.inodes.forget(ino, 0)
                     continue  # removed since the listing was taken
                 entry = self._attributes(ino, found, path)
-                if entry.attr_timeout:
-                    self._listed[ino] = entry
             if not pyfuse3.readdir_reply(token, os.fsencode(name), entry, index + 3):
                 if not self.inodes.lookups(ino):
                     self.inodes.forget(ino, 0)
                 return
+            # memoized only once the kernel holds the inode: its forget then clears it
+            if entry.attr_timeout:
+                self._listed[ino] = entry
             self.inodes.remember_inode(ino)
             self.inodes.keep_mode(ino, entry.st_mode)
 
@@ -335,9 +331,7 @@ class VbusOperations(KernelCache, RootXattrs, pyfuse3.Operations):
         parent = self._path(parent_inode)
         text = _name(name)
         views.mkdir(self.vbus, parent, text, uid=ctx.uid, gid=ctx.gid)
-        entry = self._entry((*parent, text))
-        await self.invalidations.settle({parent_inode})
-        return entry
+        return self._entry((*parent, text))  # making removes nothing: nothing to drop
 
     @_answers_errno
     async def rmdir(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
@@ -361,9 +355,7 @@ class VbusOperations(KernelCache, RootXattrs, pyfuse3.Operations):
             text,
             lambda: self.links.target(self.vbus, self.inodes, parent, target_text, walked, ctx.pid),
         )
-        entry = self._entry((*parent, text))
-        await self.invalidations.settle({parent_inode})
-        return entry
+        return self._entry((*parent, text))
 
     @_answers_errno
     async def rename(
@@ -446,7 +438,6 @@ class VbusOperations(KernelCache, RootXattrs, pyfuse3.Operations):
             text = text[:-1]
         store(text)
         handle.content = render(handle.file)
-        await self.invalidations.settle()
         return len(buf)
 
     @_answers_errno
