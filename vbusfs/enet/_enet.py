@@ -100,7 +100,7 @@ class Enet:
             ifname,
             mac=self.mac,
             mtu=self.mtu,
-            offloads=abi.tun_offloads(self.granted.get(abi.CAP_GROUP_SG, 0)) if self.sg else None,
+            offloads=abi.tun_offloads(self.granted.get(abi.CAP_GROUP_SG, 0)),  # None: bare
         )
         self.ifname = self.tap.name
         max_length = abi.MAX_SG_MESSAGE if self.sg else self.mtu + abi.HEADER
