@@ -257,3 +257,25 @@ def test_decode_records_takes_a_record_whole_or_refuses_it(item):
 def test_decode_records_refuses_malformed_batches(data):
     with pytest.raises(WireError):
         decode_records(data)
+
+
+def test_an_interfaces_store_and_a_class_coming_and_going_are_recorded_with_their_audience():
+    vbus = default_model()
+    vbus.create_bus("B")
+    vbus.create_device("S")
+    vbus.set_device_type("S", "venet-switch")
+    interface = vbus.link("B", "L", "S")
+    got = model_records(vbus)
+    vbus.store_attribute(interface, "client_mac", "02:00:00:00:00:02")
+    vbus.unlink("B", "L")
+    vbus.remove_device("S")
+    switch = vbus.unload_class("venet-switch")
+    vbus.load_class(switch)
+    assert got[0] == (
+        {"event": "stored", "bus": "B", "interface": 0, "attribute": "client_mac"},
+        frozenset({"B"}),  # an interface's store: its bus's members hear it
+    )
+    assert got[-2:] == [  # classes: the administrators alone
+        ({"event": "unloaded", "class": "venet-switch"}, None),
+        ({"event": "loaded", "class": "venet-switch"}, None),
+    ]
