@@ -260,3 +260,16 @@ def test_a_forged_descriptor_faults_the_ring_and_nothing_is_served(
         server.serve(rig.req_south, rig.resp_south, timeout=1)
     assert rig.responses_now() == []
     assert server.counts().reads == 0
+
+
+@pytest.mark.parametrize(("every", "signals"), [(4, 3), (0, 1)])
+def test_completions_are_handed_back_every_n_of_a_batch(rig: Rig, every: int, signals: int) -> None:
+    server = BlockServer(rig.fd, SIZE, LAYOUT)
+    rig.send(*(read(tag, 512 * tag, 512) for tag in range(10)))
+    with contextlib.suppress(TimeoutError):
+        server.serve(rig.req_south, rig.resp_south, every=every, timeout=0.05)
+    counts = server.counts()
+    # one batch of ten: handed back four at a time (three signals), or all at once
+    assert (counts.reads, counts.batches, counts.signals) == (10, 1, signals), counts
+    assert [tag for tag, _, _ in rig.responses_now()] == list(range(10))
+    server.close()
