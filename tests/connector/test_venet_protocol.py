@@ -327,18 +327,15 @@ def test_burstthresh_decides_between_polling_and_sleeping(bus, connected, burstt
             for i in range(100):
                 nic.send(frame(payload=b"%d" % i))
                 assert nic.recv(timeout=5) == frame(payload=b"%d" % i)
-                # the stimulus, not a wait for an event: a gap of 0.2 ms (spent here, not
-                # slept: a sleep's wake-up takes longer) before the next frame, so the
-                # device's wait finds its ring empty and the next frame comes while a
-                # 1 ms poll still runs (on a loaded machine, not always: counted)
-                end = time.perf_counter() + 200e-6
-                while time.perf_counter() < end:
-                    pass
+                # a gap of 0.3 ms with this thread asleep: the device's thread has its
+                # core, finds its ring empty and waits (a 1 ms poll, or a sleep) before
+                # the next frame comes; a wake-up late by over 0.7 ms misses the poll
+                time.sleep(300e-6)
             stats = nic.stats()
         if burstthresh == "0":
-            assert stats["polled"] == 0 and stats["slept"] >= 1, stats  # never polls
+            assert stats["polled"] == 0 and stats["slept"] >= 50, stats  # never polls
         else:
-            assert stats["polled"] >= 1, stats
+            assert stats["polled"] >= 30, stats  # 70-92 of 100 with three busy loops beside
     finally:
         bus.sh("echo 20 > sys/vbus/devices/L/burstthresh", check=True)
 
