@@ -30,6 +30,7 @@ def make_builder(native_dir: str) -> FFI:
                 "poller.c",
                 "shm_signal.c",
                 "vswitch.c",
+                "gso.c",
                 "vswitch_run.c",
                 "vtap_run.c",
                 "venet.c",

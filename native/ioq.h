@@ -53,8 +53,9 @@
  *    own) and struct vswitch_run_counts.
  * 15: venet-tap's runner (vtap.h: vtap_runner_*, struct vtap_config and
  *    struct vtap_counts; its data path on a thread of its own).
- * 16: the block server (blk.h: blk_new, blk_serve, blk_free). */
-#define IOQ_ABI_VERSION 16
+ * 16: the block server (blk.h: blk_new, blk_serve, blk_free).
+ * 17: vswitch_counts.gso_segmented (large TCP segments cut for bare ports). */
+#define IOQ_ABI_VERSION 17
 
 #define IOQ_RING_MAGIC 0x47fa2fe4
 #define IOQ_RING_VER 4
@@ -438,8 +439,12 @@ struct vswitch_counts {
     uint32_t dropped;   /* copies not made, over all destinations */
     uint32_t faulted;   /* destination rings that faulted (see per_port) */
     uint32_t gso_dropped; /* copies not made: a large segment (gso_type set)
-                             to a port without a header (also in dropped) */
+                             to a port without a header that could not be cut
+                             (UDP, other headers; also in dropped) */
     uint32_t signals;     /* times the source's north was told of freed slots */
+    uint32_t gso_segmented; /* copies of large TCP segments cut into frames
+                               for a port without a header (each frame is one
+                               copy in delivered or dropped) */
 };
 
 /* Per destination port, when the caller asks for it (zeroed first). */
@@ -464,8 +469,13 @@ int vswitch_learned(const struct vswitch *sw);
  * sends or takes, header included (14 + hdr_len .. VSWITCH_MAX_SG).  Between
  * ports of different formats a frame is converted: a bare frame gets a zero
  * header; a headed frame loses its header, its checksum completed first when
- * the header says NEEDS_CSUM, and is dropped (gso_dropped) if it is a large
- * segment.  IOQ_E_INVAL for a bad port or format. */
+ * the header says NEEDS_CSUM.  A large TCP segment (gso_type TCPV4 or TCPV6,
+ * ECN or not; Ethernet, IPv4 or IPv6 without extension headers, TCP) is cut
+ * into frames of gso_size payload bytes, each with its own headers and
+ * checksums (gso_segmented), delivered while the port has buffers and the
+ * rest dropped; any other large segment, or one whose frames would exceed
+ * the port's max_len, is dropped (gso_dropped).  IOQ_E_INVAL for a bad port
+ * or format. */
 int vswitch_set_port(struct vswitch *sw, uint32_t port, uint32_t hdr_len,
                      uint32_t max_len);
 /* South: take up to max frames from src_tx (port src_port's to-south ring)

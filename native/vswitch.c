@@ -17,9 +17,15 @@
  * Each port has a message format (vswitch_set_port): bare frames, or a
  * virtio-net header first (venet SG).  A frame crossing between formats is
  * converted in the copy: a zero header added, or the header taken off with
- * the checksum it asks for (NEEDS_CSUM) completed in the destination buffer;
- * a large segment (GSO) cannot go to a bare port and is dropped, counted.
+ * the checksum it asks for (NEEDS_CSUM) completed in the destination buffer.
+ * A large TCP segment (gso_type TCPV4 or TCPV6) going to a bare port is cut
+ * into frames of gso_size payload bytes (gso.c), one destination buffer
+ * each; the frames that find a buffer are delivered and the rest dropped,
+ * as a full queue would drop them, so TCP resends only what it lost.  Any
+ * other large segment (UDP, headers the cut does not handle) is dropped for
+ * a bare port and counted (gso_dropped).
  */
+#include "gso.h"
 #include "ioq_private.h"
 
 #include <errno.h>
@@ -39,9 +45,10 @@ struct vswitch_entry {
 enum { DST_UNTRIED, DST_READY, DST_NONE, DST_FAULTED };
 struct vswitch_dst {
     int state;
-    uint32_t avail; /* buffers acquired */
+    int dry;        /* READY, and a later acquire found no more buffers */
+    uint32_t avail; /* buffers acquired (and not yet handed over) */
     uint32_t used;  /* of those, filled */
-    uint32_t lens[VSWITCH_BATCH];
+    uint32_t lens[VSWITCH_BATCH]; /* when full, the filled ones are handed over */
 };
 
 /* the virtio-net header's fields (little-endian on the wire) */
@@ -212,6 +219,105 @@ static void drop_copy(struct vswitch_counts *counts, struct vswitch_port_counts 
         per_port[p].dropped++;
 }
 
+/* Destination p's ring broke the protocol: the buffers filled for it are
+ * lost, and the port is reported faulted. */
+static void fault_dst(struct vswitch *sw, struct ioq **ports_rx, uint32_t p,
+                      struct vswitch_counts *counts, struct vswitch_port_counts *per_port)
+{
+    struct vswitch_dst *d = &sw->dst[p];
+    counts->faulted++;
+    counts->delivered -= d->used;
+    counts->dropped += d->used;
+    if (per_port) {
+        per_port[p].faulted = 1;
+        per_port[p].delivered -= d->used;
+        per_port[p].dropped += d->used;
+    }
+    ioq_unacquire(ports_rx[p], UINT32_MAX);
+    d->used = d->avail = 0;
+    d->state = DST_FAULTED;
+}
+
+/* The next empty buffer of destination p, as its index in the ring's
+ * acquired set, or -1 when there is none.  The first call asks the ring for
+ * `want` buffers; later ones ask again (once per call) when those are used
+ * up.  When lens is full the filled buffers are handed over first. */
+static int next_buf(struct vswitch *sw, struct ioq **ports_rx, uint32_t p, uint32_t want,
+                    struct vswitch_counts *counts, struct vswitch_port_counts *per_port)
+{
+    struct vswitch_dst *d = &sw->dst[p];
+    struct ioq *q = ports_rx[p];
+    if (d->state == DST_READY && d->used == VSWITCH_BATCH) {
+        if (ioq_commit(q, IOQ_WAIT_SEND, d->used, d->lens, 1) < 0) {
+            fault_dst(sw, ports_rx, p, counts, per_port);
+            return -1;
+        }
+        d->avail -= d->used;
+        d->used = 0;
+    }
+    if (d->state == DST_UNTRIED || (d->state == DST_READY && d->used == d->avail && !d->dry)) {
+        int r = ioq_acquire(q, IOQ_WAIT_SEND, want, NULL, NULL);
+        if (r > 0) {
+            d->state = DST_READY;
+            d->avail += (uint32_t)r;
+        } else if (r == IOQ_E_FULL) {
+            if (d->state == DST_UNTRIED)
+                d->state = DST_NONE;
+            d->dry = 1;
+        } else {
+            fault_dst(sw, ports_rx, p, counts, per_port);
+        }
+    }
+    if (d->state != DST_READY || d->used == d->avail)
+        return -1;
+    return (int)d->used;
+}
+
+static void deliver(struct vswitch *sw, uint32_t p, uint32_t len,
+                    struct vswitch_counts *counts, struct vswitch_port_counts *per_port)
+{
+    struct vswitch_dst *d = &sw->dst[p];
+    d->lens[d->used++] = len;
+    counts->delivered++;
+    if (per_port)
+        per_port[p].delivered++;
+}
+
+/* A large TCP segment (body, blen bytes; h its header) to bare port p: cut
+ * into frames, each in a buffer of its own, delivered in order while
+ * buffers last; the frames left without one are dropped, counted one copy
+ * each.  A segment the cut does not handle is one dropped copy
+ * (gso_dropped). */
+static void segment_to(struct vswitch *sw, struct ioq **ports_rx, uint32_t p,
+                       const uint8_t *body, uint32_t blen, const struct vnet_hdr *h,
+                       uint32_t remaining, struct vswitch_counts *counts,
+                       struct vswitch_port_counts *per_port)
+{
+    struct ioq *q = ports_rx[p];
+    struct gso_plan plan;
+    if (gso_plan(&plan, body, blen, h->gso_type, h->gso_size, sw->max_len[p]) < 0) {
+        counts->gso_dropped++;
+        drop_copy(counts, per_port, p);
+        return;
+    }
+    counts->gso_segmented++;
+    uint32_t longest = plan.hdr_len + (plan.payload < plan.mss ? plan.payload : plan.mss);
+    for (uint32_t i = 0; i < plan.nseg; i++) {
+        /* one buffer for each frame of this cut and of each frame to come */
+        int b = next_buf(sw, ports_rx, p, plan.nseg - i + remaining - 1, counts, per_port);
+        /* a buffer too small for the longest frame ends the train too: it
+         * would stop every frame after it alike */
+        if (b < 0 || longest > ACQ_LEN(q, (uint32_t)b)) {
+            counts->dropped += plan.nseg - i;
+            if (per_port)
+                per_port[p].dropped += plan.nseg - i;
+            return;
+        }
+        uint8_t *out = q->data + ACQ_OFF(q, (uint32_t)b);
+        deliver(sw, p, gso_segment(&plan, body, i, out), counts, per_port);
+    }
+}
+
 /* Copy one frame (body: the Ethernet frame, blen bytes; h: its header when
  * the source port has one, else NULL) into the next posted buffer of
  * destination p, in p's format. */
@@ -220,12 +326,10 @@ static void copy_to(struct vswitch *sw, struct ioq **ports_rx, uint32_t p,
                     uint32_t remaining, struct vswitch_counts *counts,
                     struct vswitch_port_counts *per_port)
 {
-    struct vswitch_dst *d = &sw->dst[p];
     struct ioq *q = ports_rx[p];
     uint32_t dh = sw->hdr[p];
     if (h && !dh && h->gso_type != VNET_GSO_NONE) {
-        counts->gso_dropped++; /* a bare port takes no large segment */
-        drop_copy(counts, per_port, p);
+        segment_to(sw, ports_rx, p, body, blen, h, remaining, counts, per_port);
         return;
     }
     uint32_t len = dh + blen;
@@ -233,27 +337,14 @@ static void copy_to(struct vswitch *sw, struct ioq **ports_rx, uint32_t p,
         drop_copy(counts, per_port, p);
         return;
     }
-    if (d->state == DST_UNTRIED) {
-        /* at most one buffer per frame still to come, this one included */
-        int r = ioq_acquire(q, IOQ_WAIT_SEND, remaining, NULL, NULL);
-        if (r > 0) {
-            d->state = DST_READY;
-            d->avail = (uint32_t)r;
-        } else if (r == IOQ_E_FULL) {
-            d->state = DST_NONE;
-        } else {
-            d->state = DST_FAULTED;
-            counts->faulted++;
-            if (per_port)
-                per_port[p].faulted = 1;
-        }
-    }
-    /* acquire checked each buffer's offset and capacity against q's segment */
-    if (d->state != DST_READY || d->used == d->avail || len > ACQ_LEN(q, d->used)) {
+    /* at most one buffer per frame still to come, this one included;
+     * acquire checked each buffer's offset and capacity against q's segment */
+    int b = next_buf(sw, ports_rx, p, remaining, counts, per_port);
+    if (b < 0 || len > ACQ_LEN(q, (uint32_t)b)) {
         drop_copy(counts, per_port, p);
         return;
     }
-    uint8_t *out = q->data + ACQ_OFF(q, d->used);
+    uint8_t *out = q->data + ACQ_OFF(q, (uint32_t)b);
     if (dh) {
         struct vnet_hdr zero = {0};
         write_hdr(out, h ? h : &zero);
@@ -264,10 +355,7 @@ static void copy_to(struct vswitch *sw, struct ioq **ports_rx, uint32_t p,
         drop_copy(counts, per_port, p); /* the buffer stays unpublished */
         return;
     }
-    d->lens[d->used++] = len;
-    counts->delivered++;
-    if (per_port)
-        per_port[p].delivered++;
+    deliver(sw, p, len, counts, per_port);
 }
 
 int vswitch_forward(struct vswitch *sw, uint32_t src_port, struct ioq *src_tx,
@@ -309,6 +397,7 @@ int vswitch_forward(struct vswitch *sw, uint32_t src_port, struct ioq *src_tx,
         return k;
     for (uint32_t p = 0; p < nports; p++) {
         sw->dst[p].state = DST_UNTRIED;
+        sw->dst[p].dry = 0;
         sw->dst[p].avail = sw->dst[p].used = 0;
     }
     uint32_t released = 0; /* source buffers handed back to north so far */
@@ -365,17 +454,9 @@ int vswitch_forward(struct vswitch *sw, uint32_t src_port, struct ioq *src_tx,
         /* publishes the filled buffers (none: just ends the acquire) and
          * signals north once */
         int r = ioq_commit(ports_rx[p], IOQ_WAIT_SEND, d->used, d->lens, 1);
+        if (r < 0)
+            fault_dst(sw, ports_rx, p, counts, per_port);
         ioq_unacquire(ports_rx[p], UINT32_MAX); /* the buffers it did not fill */
-        if (r < 0) {
-            counts->faulted++;
-            counts->delivered -= d->used;
-            counts->dropped += d->used;
-            if (per_port) {
-                per_port[p].faulted = 1;
-                per_port[p].delivered -= d->used;
-                per_port[p].dropped += d->used;
-            }
-        }
     }
     counts->frames = (uint32_t)k;
     if (src_err) {

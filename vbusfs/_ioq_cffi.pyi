@@ -212,6 +212,7 @@ class VswitchCounts(CData):
     faulted: int
     gso_dropped: int
     signals: int
+    gso_segmented: int
 
 class VswitchPortCounts(CData):
     """struct vswitch_port_counts"""

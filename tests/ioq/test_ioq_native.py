@@ -30,6 +30,7 @@ def test_native_sources_exist() -> None:
     assert {p.name for p in SOURCES} == {
         "blk.c",
         "enet.c",
+        "gso.c",
         "ioq.c",
         "poller.c",
         "shm_signal.c",

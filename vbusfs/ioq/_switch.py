@@ -26,8 +26,9 @@ class SwitchCounts(NamedTuple):
     delivered: tuple[int, ...]  # per port: copies published on its ring
     dropped: tuple[int, ...]  # per port: copies lost (no posted buffer, too small, faulted)
     faulted: tuple[int, ...]  # ports whose ring broke the protocol: drop their clients
-    gso_dropped: int = 0  # copies not made: a large segment to a port without a header
+    gso_dropped: int = 0  # copies not made: a large segment to a bare port that cannot be cut
     signals: int = 1  # times the source's north was told of freed slots
+    gso_segmented: int = 0  # copies of large TCP segments cut into frames for a bare port
 
 
 class Switch:
@@ -163,4 +164,5 @@ class Switch:
             tuple(i for i, e in enumerate(entries) if e.faulted) if counts.faulted else (),
             counts.gso_dropped,
             counts.signals,
+            counts.gso_segmented,
         )
