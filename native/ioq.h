@@ -54,7 +54,8 @@
  * 15: venet-tap's runner (vtap.h: vtap_runner_*, struct vtap_config and
  *    struct vtap_counts; its data path on a thread of its own).
  * 16: the block server (blk.h: blk_new, blk_serve, blk_free).
- * 17: vswitch_counts.gso_segmented (large TCP segments cut for bare ports). */
+ * 17: vswitch_counts.gso_segmented and vswitch_run_counts.gso_segmented
+ *    (large TCP segments cut into frames for bare ports). */
 #define IOQ_ABI_VERSION 17
 
 #define IOQ_RING_MAGIC 0x47fa2fe4
@@ -511,6 +512,7 @@ struct vswitch_run_counts {
     uint64_t tx_frames;    /* taken from its transmit ring */
     uint64_t bad_size;     /* of those, dropped: outside its format's sizes */
     uint64_t gso_dropped;  /* copies of its large segments not made for bare ports */
+    uint64_t gso_segmented; /* copies of its large TCP segments cut for bare ports */
     uint64_t signals;      /* completion signals to its client */
     uint64_t rx_delivered; /* frames published on its receive ring */
     uint64_t rx_dropped;   /* frames for it not delivered (no buffer, too long) */

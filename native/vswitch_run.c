@@ -99,6 +99,7 @@ static int forward_all(struct vswitch_runner *r)
         P->c.tx_frames += c.frames;
         P->c.bad_size += c.bad_size;
         P->c.gso_dropped += c.gso_dropped;
+        P->c.gso_segmented += c.gso_segmented;
         P->c.signals += c.signals;
         for (uint32_t q = 0; q < r->nports; q++) {
             r->port[q].c.rx_delivered += r->per[q].delivered;

@@ -72,6 +72,7 @@ class VswitchRunCounts(CData):
     tx_frames: int
     bad_size: int
     gso_dropped: int
+    gso_segmented: int
     signals: int
     rx_delivered: int
     rx_dropped: int

@@ -400,18 +400,37 @@ SG_CHILD = """
 import sys
 from vbusfs import client
 from vbusfs.connector import venet as abi
-m, to_parent, large = sys.argv[1], bytes.fromhex(sys.argv[2]), bytes.fromhex(sys.argv[3])
+m, to_parent, large, tcp = (sys.argv[1], *map(bytes.fromhex, sys.argv[2:5]))
 open(f"{m}/proc/self/vbus", "w").write("C")
 caps = {abi.CAP_GROUP_SG: abi.CAP_SG | abi.CAP_TSO4}
 with client.connect(m) as bus, bus.open_venet(0, slots=8, capabilities=caps) as nic:
     print(nic.mac.hex(), flush=True)
     got = nic.recv(timeout=10)
     print(got[:10].hex(), len(got), flush=True)
-    nic.send(large)  # a large segment: never reaches a bare port
+    nic.send(large)  # a large segment with no TCP in it: never reaches a bare port
     nic.send(to_parent)
+    nic.send(tcp)  # a large TCP segment: cut into frames for the bare port
     sys.stdin.read()
-    print(nic.stats()["gso_dropped"], flush=True)
+    print(nic.stats()["gso_dropped"], nic.stats()["gso_segmented"], flush=True)
 """
+
+
+def large_tcp_segment(dst: bytes, src: bytes, size: int) -> bytes:
+    """A virtio-net header and an Ethernet/IPv4/TCP large segment of `size` payload bytes,
+    1400 a frame, as a sender with TSO leaves it."""
+    tcp = struct.pack("!HHIIBBHHH", 1, 2, 100, 0, 0x50, 0x18, 512, 0, 0)
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 0, 1, 0, 64, 6, 0, b"\n\0\0\1", b"\n\0\0\2")
+    header = abi.vnet_header(abi.VNET_HDR_F_NEEDS_CSUM, abi.VNET_GSO_TCPV4, 54, 1400, 34, 16)
+    return (
+        header
+        + dst
+        + src
+        + b"\x08\x00"
+        + ip
+        + tcp
+        + bytes(range(256)) * (size // 256)
+        + bytes(size % 256)
+    )
 
 
 def test_switch_ports_of_both_formats_through_the_daemon(bus, connected):
@@ -423,8 +442,10 @@ def test_switch_ports_of_both_formats_through_the_daemon(bus, connected):
             udp, _, _ = offload_udp_frame(nic.mac, PEER, payload)  # to us, learned once we send
             csum = abi.vnet_header(abi.VNET_HDR_F_NEEDS_CSUM, 0, 0, 0, 34, 6)
             large = abi.vnet_header(0, abi.VNET_GSO_TCPV4, 54, 1400, 0, 0) + frame(9000)
+            tcp = large_tcp_segment(nic.mac, PEER, 3000)
+            argv = [(csum + udp).hex(), large.hex(), tcp.hex()]
             with subprocess.Popen(
-                [sys.executable, "-c", SG_CHILD, bus.path, (csum + udp).hex(), large.hex()],
+                [sys.executable, "-c", SG_CHILD, bus.path, *argv],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 text=True,
@@ -437,8 +458,14 @@ def test_switch_ports_of_both_formats_through_the_daemon(bus, connected):
                 assert got[:6] == nic.mac and got[6:12] == PEER and len(got) == len(udp)
                 pseudo = got[26:34] + struct.pack("!BBH", 0, 17, len(got) - 34)
                 assert checksum(pseudo + got[34:]) == 0 and got[42:] == payload
+                cut = [nic.recv(timeout=5) for _ in range(3)]  # 1400, 1400 and 200 bytes
+                assert [len(f) for f in cut] == [54 + 1400] * 2 + [54 + 200]
+                for f in cut:
+                    pseudo = f[26:34] + struct.pack("!BBH", 0, 6, len(f) - 34)
+                    assert checksum(f[14:34]) == 0 and checksum(pseudo + f[34:]) == 0
+                assert b"".join(f[54:] for f in cut) == tcp[10 + 54 :]
                 child.stdin.close()
-                assert child.stdout.readline().strip() == "1"  # the large segment
+                assert child.stdout.readline().split() == ["1", "1"]  # one of each
                 assert child.wait(10) == 0
     finally:
         bus.sh("rm config/vbus/instances/C/S && rmdir config/vbus/instances/C", check=True)

@@ -18,14 +18,17 @@ pytestmark = [pytest.mark.mount, pytest.mark.root]
 needs_iperf3 = pytest.mark.skipif(shutil.which("iperf3") is None, reason="needs iperf3")
 
 
-def pair(net: Net, mnt: LiveMount, *args: str, mtu: int | None = None) -> tuple[str, str]:
-    """Two namespaces, each with `vbusfs enet` on its own bus, one switch between the buses;
-    addresses 10.14.0.1 and .2. Returns the namespaces."""
+def pair(
+    net: Net, mnt: LiveMount, *args: str, mtu: int | None = None, b_args: tuple[str, ...] = ()
+) -> tuple[str, str]:
+    """Two namespaces, each with `vbusfs enet` on its own bus (`args`, and `b_args` for the
+    second), one switch between the buses; addresses 10.14.0.1 and .2. Returns the
+    namespaces."""
     switched(mnt, "a", "b", mtu=mtu)
     sides = []
     for n, bus in enumerate(("a", "b"), 1):
         ns = net.netns(bus)
-        d = net.start(mnt, bus, ns, *args)
+        d = net.start(mnt, bus, ns, *args, *(b_args if bus == "b" else ()))
         assert ns_run(ns, "ip", "addr", "add", f"10.14.0.{n}/24", "dev", d.ifname).returncode == 0
         sides.append(ns)
     return sides[0], sides[1]
@@ -62,6 +65,18 @@ def test_bare_frames_without_offloads_carry_ping_and_iperf3(mnt: LiveMount, net:
     ping = ns_run(a, "ping", "-c", "2", "-i", "0.2", "-W", "2", "10.14.0.2")
     assert "2 received" in ping.stdout, ping.stdout + ping.stderr
     assert iperf3(net, b, a) > 0.01
+
+
+@needs_iperf3
+def test_offloads_and_bare_frames_on_one_switch_carry_tcp_both_ways(mnt: LiveMount, net: Net):
+    # a's kernel hands its TAP large TCP segments; the switch cuts them for b's bare port
+    a, b = pair(net, mnt, b_args=("--no-offloads",))
+    banners = [d.banner for d in net.drivers]
+    assert "offloads" in banners[0] and "bare frames" in banners[1], banners
+    ping = ns_run(a, "ping", "-c", "3", "-i", "0.2", "-W", "2", "10.14.0.2")
+    assert "3 received" in ping.stdout, ping.stdout + ping.stderr
+    assert iperf3(net, b, a) > 0.05  # a sends: large segments, cut
+    assert iperf3(net, b, a, "-R") > 0.05  # b sends: bare frames, given a zero header
 
 
 def test_the_tap_takes_the_devices_mtu_and_mac_and_carries_jumbo_frames(mnt: LiveMount, net: Net):

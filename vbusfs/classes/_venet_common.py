@@ -263,8 +263,10 @@ class VenetConnection(DeviceConnection, Generic[End]):
             "polled": 0,
             "slept": 0,
             "flushed": 0,
-            # venet-switch: this client's large segments not copied to a bare port
+            # venet-switch: this client's large segments not copied to a bare port, and
+            # those cut into frames for one
             "gso_dropped": 0,
+            "gso_segmented": 0,
         }
         self._ready = trio.Event()
         self._closed = False

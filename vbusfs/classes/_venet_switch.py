@@ -181,6 +181,7 @@ class SwitchConnection(VenetConnection[SwitchPort]):
             "tx_frames": got.tx_frames,
             "oversize": got.bad_size,
             "gso_dropped": got.gso_dropped,
+            "gso_segmented": got.gso_segmented,
             "tx_signals": got.signals,
             "rx_frames": got.rx_delivered,
             "dropped": got.rx_dropped,

@@ -35,6 +35,7 @@ class RunCounts(NamedTuple):
     tx_frames: int  # taken from its transmit ring
     bad_size: int  # of those, dropped: outside its format's sizes
     gso_dropped: int  # copies of its large segments not made for bare ports
+    gso_segmented: int  # copies of its large TCP segments cut into frames for bare ports
     signals: int  # completion signals to its client
     rx_delivered: int  # frames published on its receive ring
     rx_dropped: int  # frames for it not delivered (no buffer posted, too long)
@@ -97,6 +98,7 @@ class SwitchRunner:
                 int(c.tx_frames),
                 int(c.bad_size),
                 int(c.gso_dropped),
+                int(c.gso_segmented),
                 int(c.signals),
                 int(c.rx_delivered),
                 int(c.rx_dropped),
