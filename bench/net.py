@@ -12,6 +12,8 @@ made here and deleted after:
   venet-switch linked into both buses (offloads negotiated: large TCP segments cross
   the rings whole);
 * **vbusfs bare**: the same with `--no-offloads` (1514-byte frames);
+* **vbusfs mixed**: offloads in A, `--no-offloads` in B: the switch cuts A's large TCP
+  segments into frames for B;
 * **vbusfs venet-tap**: `vbusfs enet` in A on a venet-tap device, whose TAP lives in
   the daemon's own namespace (B);
 * **vbusfs venet-tap (before)**, with ``--before DIR``: the same on a second daemon
@@ -157,7 +159,10 @@ def enet(lab: Lab, mnt: str, bus: str, ns: str, *args: str) -> str:
     return lab.spawn(in_ns(ns), "sh", "-c", command, banner=True).split()[2]
 
 
-def switch_path(lab: Lab, mount: LiveMount, n: int, name: str, *args: str) -> Path:
+def switch_path(
+    lab: Lab, mount: LiveMount, n: int, name: str, *args: str, b_args: tuple[str, ...] = ()
+) -> Path:
+    """Two drivers on one venet-switch: A with `args`, B with `args` and `b_args`."""
     buses = (f"{name}-a", f"{name}-b")
     mount.sh(
         f"mkdir config/vbus/devices/{name} && "
@@ -172,8 +177,9 @@ def switch_path(lab: Lab, mount: LiveMount, n: int, name: str, *args: str) -> Pa
     )
     a, b = lab.netns(f"{name}-a"), lab.netns(f"{name}-b")
     addr(in_ns(a), enet(lab, mount.path, buses[0], a, *args), f"10.15.{n}.1/24")
-    addr(in_ns(b), enet(lab, mount.path, buses[1], b, *args), f"10.15.{n}.2/24")
-    return Path(f"vbusfs {'bare' if args else 'offloads'}", a, in_ns(b), f"10.15.{n}.2")
+    addr(in_ns(b), enet(lab, mount.path, buses[1], b, *args, *b_args), f"10.15.{n}.2/24")
+    label = "mixed" if b_args else "bare" if args else "offloads"
+    return Path(f"vbusfs {label}", a, in_ns(b), f"10.15.{n}.2")
 
 
 def tap_path(lab: Lab, mount: LiveMount, n: int, label: str = "vbusfs venet-tap") -> Path:
@@ -360,6 +366,7 @@ def run(seconds: float, pings: int, only: set[str] | None, before: str | None = 
             "bridge": lambda n: bridge_path(lab, n),
             "vbusfs offloads": lambda n: switch_path(lab, mount, n, "swo"),
             "vbusfs bare": lambda n: switch_path(lab, mount, n, "swb", "--no-offloads"),
+            "vbusfs mixed": lambda n: switch_path(lab, mount, n, "swm", b_args=("--no-offloads",)),
             "vbusfs venet-tap": lambda n: tap_path(lab, mount, n),
         }
         if old is not None:
