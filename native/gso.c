@@ -88,7 +88,7 @@ int gso_plan(struct gso_plan *plan, const uint8_t *frame, uint32_t blen, uint8_t
     if (plan->hdr_len + first > max_frame)
         return -1;
     plan->nseg = (plan->payload + plan->mss - 1) / plan->mss;
-    return 0;
+    return plan->nseg > GSO_MAX_SEGS ? -1 : 0;
 }
 
 uint32_t gso_segment(const struct gso_plan *plan, const uint8_t *frame, uint32_t i, uint8_t *out)

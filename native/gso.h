@@ -11,6 +11,10 @@
 
 /* The longest Ethernet + IPv4 (60) + TCP (60) headers a plan keeps. */
 #define GSO_MAX_HDR 134
+/* Most frames one segment is cut into: a 64 KiB segment at the smallest
+ * MSS a TCP stack sends (48 bytes) makes 1365; a sender asking for more
+ * (gso_size 1 would make 65,000) gets its segment dropped, not cut. */
+#define GSO_MAX_SEGS 2048
 
 /* How one large segment is cut: its headers, copied once out of the
  * sender's memory (which may change under us) and checked, and the sizes. */
@@ -27,8 +31,8 @@ struct gso_plan {
 /* Plan the cut of frame (blen bytes, Ethernet first) for gso_type and
  * gso_size, every frame at most max_frame bytes.  0 and *plan filled, or
  * -1: not a TCP segment this code cuts (another gso_type, other headers,
- * IPv6 extension headers, an IPv4 fragment, no payload, gso_size 0, or a
- * frame that would not fit max_frame). */
+ * IPv6 extension headers, an IPv4 fragment, no payload, gso_size 0, more
+ * than GSO_MAX_SEGS frames, or a frame that would not fit max_frame). */
 int gso_plan(struct gso_plan *plan, const uint8_t *frame, uint32_t blen, uint8_t gso_type,
              uint16_t gso_size, uint32_t max_frame);
 

@@ -253,6 +253,7 @@ BAD = {
     ),
     "no payload": (abi.VNET_GSO_TCPV4, 1448, lambda f: f[:66]),
     "frames longer than the mtu": (abi.VNET_GSO_TCPV4, 1461, lambda f: f),
+    "over 2048 frames": (abi.VNET_GSO_TCPV4, 1, lambda f: f),
 }
 
 

@@ -13,6 +13,9 @@
  * blocks (an alarm would kill the driver).  A wake-up socket connected to a
  * named socket (a path or an abstract name), or to nothing, is refused, and
  * one north reconnects after attach gets no more bytes from south.
+ * The switch runs in both phases' rings, its port 0 now and then in header
+ * mode: then the honest source sends large TCP segments, some with a header
+ * byte spoiled, which the switch cuts for the (hostile) bare destination.
  * Exit status 0 means every check held.
  */
 #define _GNU_SOURCE
@@ -49,6 +52,43 @@ static uint64_t next_rand(void)
     rng ^= rng >> 7;
     rng ^= rng << 17;
     return rng;
+}
+
+/* A virtio-net header and a large TCP segment (IPv4 or IPv6, options and
+ * payload of random sizes, gso_size 1..200), one header byte spoiled half of
+ * the time; its length. */
+static uint32_t large_segment(uint8_t *m)
+{
+    static const uint8_t types[] = {1, 4, 0x81, 0x84, 3};
+    uint8_t type = types[next_rand() % sizeof(types)];
+    int v6 = (type & 0x7f) == 4;
+    uint32_t ip = v6 ? 40 : 20, tcp = 4 * (5 + (uint32_t)(next_rand() % 11));
+    uint32_t payload = (uint32_t)(next_rand() % 1200), gso = 1 + (uint32_t)(next_rand() % 200);
+    uint32_t hl = 14 + ip + tcp, len = 10 + hl + payload;
+    memset(m, 0, len);
+    m[0] = 1; /* NEEDS_CSUM */
+    m[1] = type;
+    m[2] = (uint8_t)hl;
+    m[4] = (uint8_t)gso;
+    uint8_t *f = m + 10;
+    memset(f, 0xff, 6); /* broadcast: every frame floods */
+    f[11] = 9;
+    f[12] = v6 ? 0x86 : 0x08;
+    f[13] = v6 ? 0xdd : 0x00;
+    if (v6) {
+        f[14] = 0x60;
+        f[20] = 6;
+    } else {
+        f[14] = 0x45;
+        f[23] = 6;
+    }
+    f[14 + ip + 12] = (uint8_t)((tcp / 4) << 4);
+    f[14 + ip + 13] = 0x99; /* CWR, ACK, FIN */
+    for (uint32_t i = hl; i < hl + payload; i++)
+        f[i] = (uint8_t)next_rand();
+    if (next_rand() % 2)
+        f[next_rand() % hl] = (uint8_t)next_rand();
+    return len;
 }
 
 static void honest(void)
@@ -163,6 +203,14 @@ static void hostile(int direction, long iterations)
     int hfds[4];
     ioq_fds(hn, hfds);
     CHECK(ioq_south_attach(hfds[0], hfds[1], hfds[2], hfds[3], honest_dir, &hs) == 0);
+    /* and an honest bare destination beside the hostile one, which the cut
+     * frames of large segments reach (256-byte buffers) */
+    struct ioq *dn, *ds;
+    CHECK(ioq_north_create(16, 16 * 256, IOQ_TO_NORTH, &dn) == 0);
+    int dfds[4];
+    ioq_fds(dn, dfds);
+    CHECK(ioq_south_attach(dfds[0], dfds[1], dfds[2], dfds[3], IOQ_TO_NORTH, &ds) == 0);
+    long cut = 0;
     static char frame[64];
     memset(frame, 0xff, 6); /* broadcast: every frame floods */
     struct ioq_poller *poller;
@@ -174,8 +222,11 @@ static void hostile(int direction, long iterations)
         switch (op) {
         case 7: {
             struct vswitch_counts c;
-            struct vswitch_port_counts pc[2];
+            struct vswitch_port_counts pc[3];
             frame[11] = (char)(next_rand() % 4); /* a few sources to learn */
+            int hdr = next_rand() % 2 == 0;
+            CHECK(vswitch_set_port(sw, 0, hdr ? VSWITCH_VNET_HDR : 0,
+                                   hdr ? VSWITCH_MAX_SG : VSWITCH_MAX_FRAME) == 0);
             if (direction == IOQ_TO_SOUTH) {
                 struct ioq *ports[2] = {NULL, hs};
                 /* the hostile source's slots handed back every 0..3 frames */
@@ -184,10 +235,18 @@ static void hostile(int direction, long iterations)
                 CHECK(c.faulted == 0); /* the honest destination is never blamed */
                 ioq_recv_batch(hn, buf, sizeof(buf), lens, 16, 0);
             } else {
-                struct ioq *ports[2] = {NULL, s};
-                ioq_send_one(hn, frame, (uint32_t)(14 + next_rand() % 50), 0);
-                int f = vswitch_forward(sw, 0, hs, ports, 2, 16, 2, &c, pc);
+                struct ioq *ports[3] = {NULL, s, ds};
+                static uint8_t seg[10 + 134 + 1200];
+                if (hdr)
+                    ioq_send_one(hn, (const char *)seg, large_segment(seg), 0);
+                else
+                    ioq_send_one(hn, frame, (uint32_t)(14 + next_rand() % 50), 0);
+                int f = vswitch_forward(sw, 0, hs, ports, 3, 16, 2, &c, pc);
                 CHECK(f != IOQ_E_FAULT); /* the honest source is never blamed */
+                CHECK(!pc[2].faulted); /* nor the honest destination */
+                if (hdr)
+                    cut += pc[2].delivered;
+                ioq_recv_batch(dn, buf, sizeof(buf), lens, 16, 0);
                 r = pc[1].faulted ? IOQ_E_FAULT : f;
             }
             break;
@@ -321,6 +380,8 @@ static void hostile(int direction, long iterations)
     }
     ioq_close(hs);
     ioq_close(hn);
+    ioq_close(ds);
+    ioq_close(dn);
     vswitch_free(sw);
     ioq_poller_free(poller);
     close(devnull);
@@ -328,9 +389,10 @@ static void hostile(int direction, long iterations)
     close(sp[1]);
     kill(pid, SIGKILL);
     waitpid(pid, NULL, 0);
-    printf("direction %d: %ld iterations, %ld faults, %ld moved\n", direction, iterations,
-           faults, moved);
+    printf("direction %d: %ld iterations, %ld faults, %ld moved, %ld cut frames\n", direction,
+           iterations, faults, moved, cut);
     CHECK(faults > 0);
+    CHECK(direction == IOQ_TO_SOUTH || cut > 0);
     ioq_close(s);
     ioq_close(n);
 }
