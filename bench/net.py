@@ -283,11 +283,15 @@ class AttributeReads:
 
 def iperf3(lab: Lab, path: Path, seconds: float, streams: int) -> float:
     lab.spawn(path.b, "iperf3", "-s", "-1", "-B", path.server)
+    server = lab.processes[-1]
     for _ in range(100):  # until the server listens
         out = sh(*in_ns(path.a), "iperf3", "-c", path.server, "-t", f"{seconds:g}", "-J",
                  "-P", str(streams), check=False, timeout=seconds + 60)  # fmt: skip
         got = json.loads(out.stdout) if out.stdout.strip() else {}
         if out.returncode == 0 and "sum_received" in got.get("end", {}):
+            # the next run's server binds the same port: this one must be gone first
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                server.wait(10)
             return float(got["end"]["sum_received"]["bits_per_second"]) / 1e9
         time.sleep(0.1)
     raise RuntimeError(f"iperf3 over {path.name}: {out.stdout[-500:]} {out.stderr}")

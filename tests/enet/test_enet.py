@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import signal
@@ -35,8 +36,9 @@ def pair(
 
 
 def iperf3(net: Net, server_ns: str, client_ns: str, *args: str) -> float:
-    """Gbit/s of a 1 s TCP run from client_ns to 10.14.0.2 in server_ns."""
-    net.spawn(server_ns, "iperf3", "-s", "-1", "-B", "10.14.0.2")
+    """Gbit/s of a 1 s TCP run from client_ns to 10.14.0.2 in server_ns; the server (one
+    run, then it exits) is gone on return, so the next call's server can bind its port."""
+    server = net.spawn(server_ns, "iperf3", "-s", "-1", "-B", "10.14.0.2")
     for _ in range(50):  # until the server listens (refused: an error, yet status 0)
         out = ns_run(client_ns, "iperf3", "-c", "10.14.0.2", "-t", "1", "-J", *args)
         end = json.loads(out.stdout).get("end", {}) if out.stdout.strip() else {}
@@ -44,6 +46,8 @@ def iperf3(net: Net, server_ns: str, client_ns: str, *args: str) -> float:
             break
         time.sleep(0.1)
     assert "sum_received" in end, out.stdout[-2000:] + out.stderr
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        server.process.wait(10)
     return float(end["sum_received"]["bits_per_second"]) / 1e9
 
 
