@@ -484,7 +484,8 @@ int vswitch_set_port(struct vswitch *sw, uint32_t port, uint32_t hdr_len,
  * port with no client): learned unicast to its port only, the rest to every
  * port but the sender's; never back to the sender.  A destination with no
  * posted buffer left drops that copy.  Publishes and signals each
- * destination once; hands the source's slots back to north every `every`
+ * destination once (and once more for each further 64 frames when cut
+ * segments fill more than 64 of its buffers); hands the source's slots back to north every `every`
  * frames (0: once, at the end), one signal each (counts->signals), and the
  * rest at the end.  Returns the frames consumed,
  * IOQ_E_EMPTY if there was none, IOQ_E_FAULT if the source ring is bad

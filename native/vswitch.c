@@ -451,8 +451,8 @@ int vswitch_forward(struct vswitch *sw, uint32_t src_port, struct ioq *src_tx,
         struct vswitch_dst *d = &sw->dst[p];
         if (d->state != DST_READY)
             continue;
-        /* publishes the filled buffers (none: just ends the acquire) and
-         * signals north once */
+        /* publishes the filled buffers not handed over yet (none: just ends
+         * the acquire) and signals north */
         int r = ioq_commit(ports_rx[p], IOQ_WAIT_SEND, d->used, d->lens, 1);
         if (r < 0)
             fault_dst(sw, ports_rx, p, counts, per_port);
