@@ -14,17 +14,10 @@
 #include <poll.h>
 #include <string.h>
 #include <sys/uio.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "enet.h"
-
-static int64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
+#include "spin.h"
 
 static int readable(int fd)
 {
@@ -120,7 +113,7 @@ static int spin(struct ioq *rx, struct ioq *tx, int fd, int tx_full, int spin_us
             return 1;
         if (tx_full ? ioq_ready(tx, IOQ_WAIT_SEND) > 0 : readable(fd))
             return 1;
-        if ((i & 7) == 7 && now_ns() >= end)
+        if (spin_pause(i, end))
             return 0;
     }
 }
