@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import mmap
+import os
 import threading
 import time
 
@@ -80,3 +81,21 @@ def test_a_switch_client_costs_the_daemons_loop_nothing_until_its_ring_breaks(ca
             time.sleep(0.01)
         assert "the transmit queue broke the protocol" in caplog.text
         assert taken, "the fault was read without the lock: the count above proves nothing"
+
+
+def test_a_switch_client_gone_leaves_none_of_its_descriptors() -> None:
+    # each connection owns a fault eventfd besides its rings: it goes with the connection
+    with DeviceHarness(VenetSwitch) as h:
+        c = h.connect()
+        with c.open_venet(h.interface_id, slots=8) as nic:  # the thread is up from here on
+            nic.send(frame(0))
+        before = len(os.listdir("/proc/self/fd"))
+        for i in range(5):
+            with c.open_venet(h.interface_id, slots=8) as nic:
+                nic.send(frame(i))
+                assert h.in_daemon(lambda: len(h.vbus.device(h.device).state.connections)) == 1
+        deadline = time.monotonic() + 5
+        while h.in_daemon(lambda: len(h.vbus.device(h.device).state.connections)):
+            assert time.monotonic() < deadline, "the last client was never let go"
+            time.sleep(0.01)
+        assert len(os.listdir("/proc/self/fd")) == before
