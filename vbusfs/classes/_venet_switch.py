@@ -225,10 +225,12 @@ class SwitchConnection(VenetConnection[SwitchPort]):
                 await trio.lowlevel.wait_readable(self._fault)
             except trio.ClosedResourceError:
                 return  # closed meanwhile
+            if self._closed:  # readable, then closed before this task ran: the fd is gone
+                return
             with contextlib.suppress(BlockingIOError):
                 os.eventfd_read(self._fault)
             runner = self.switch.runner
-            if runner is None or not self.link_up or self._closed:
+            if runner is None or not self.link_up:
                 continue  # the port was let go meanwhile: its fault went with it
             faulted = runner.counts(self.index).faulted
             if faulted:
