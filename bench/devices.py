@@ -65,6 +65,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
+from _stats import percentile
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VDISK_SRC = os.path.join(ROOT, "examples", "vdisk", "src")
 sys.path.insert(0, VDISK_SRC)
@@ -599,11 +601,6 @@ def attribute_latency(path: str, count: int) -> list[float]:
             os.close(fd)
         samples.append((clock() - start) * 1e6)
     return samples
-
-
-def percentile(samples: list[float], q: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def stream(mnt: str, seconds: float, interface: int) -> int:

@@ -36,6 +36,8 @@ import textwrap
 import time
 from collections.abc import Callable
 
+from _stats import percentile
+
 from vbusfs.fuse import mount_at
 from vbusfs.testing import LiveMount, SharedMount, netns_available
 
@@ -183,8 +185,7 @@ def ms(seconds: float) -> str:
 def row(name: str, load: str, counted: Counted) -> float:
     best = counted.best()
     median = statistics.median(best)
-    p90 = statistics.quantiles(best, n=10)[-1] if len(best) > 1 else best[0]
-    print(f"| {name} | {load} | {ms(median)} | {ms(p90)} |")
+    print(f"| {name} | {load} | {ms(median)} | {ms(percentile(best, 0.9))} |")
     return median
 
 
@@ -265,8 +266,8 @@ def main() -> None:
                     counted.rounds.append(pytest_costs(project, count, fresh))
                 best = counted.best()
                 label = "fresh daemon (vbus_fresh_daemon)" if fresh else "shared, reset"
-                p90 = statistics.quantiles(best, n=10)[-1] if len(best) > 1 else best[0]
-                print(f"| {label} | {count} | {ms(statistics.median(best))} | {ms(p90)} |")
+                p50, p90 = percentile(best, 0.5), percentile(best, 0.9)
+                print(f"| {label} | {count} | {ms(p50)} | {ms(p90)} |")
     finally:
         where = shared.mount.path if shared.mount else None
         shared.close()

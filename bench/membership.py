@@ -38,6 +38,8 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from _stats import percentile
+
 from vbusfs.testing import LiveMount
 
 BUS = "B"
@@ -190,10 +192,6 @@ def measure(peers: list[Peer], n: int, args: argparse.Namespace) -> None:
             peer.list_once(n)
 
 
-def p99(samples: list[float]) -> float:
-    return statistics.quantiles(samples, n=100, method="inclusive")[98]
-
-
 def report(peers: list[Peer], counts: list[int]) -> None:
     print(
         "| mode | unrelated processes | idle CPU (% of a core) | members/ median (ms) | p99 "
@@ -208,9 +206,9 @@ def report(peers: list[Peer], counts: list[int]) -> None:
             proc = statistics.median(peer.proc[n])
             print(
                 f"| {peer.mode} | {n:,} | {peer.cpu[n]:.3f} "
-                f"| {members * 1e3:.3f} | {p99(peer.members[n]) * 1e3:.3f} "
+                f"| {members * 1e3:.3f} | {percentile(peer.members[n], 0.99) * 1e3:.3f} "
                 f"| {members / base_members:.2f}x "
-                f"| {proc * 1e3:.3f} | {p99(peer.proc[n]) * 1e3:.3f} "
+                f"| {proc * 1e3:.3f} | {percentile(peer.proc[n], 0.99) * 1e3:.3f} "
                 f"| {proc / base_proc:.2f}x |"
             )
     kernel = next((peer for peer in peers if peer.mode == "cgroup"), None)

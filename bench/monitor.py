@@ -25,12 +25,13 @@ import ctypes
 import os
 import select
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable
+
+from _stats import p50_p99
 
 from vbusfs import client
 from vbusfs.testing import LiveMount
@@ -179,8 +180,7 @@ def latency(samples: int) -> None:
         ("vbusfs store -> poll() wake", polled),
         ("tmpfs write -> inotify", kernel),
     ):
-        got.sort()
-        p50, p99 = statistics.median(got), got[int(len(got) * 0.99) - 1]
+        p50, p99 = p50_p99(got)
         print(f"{label:<32}p50 {p50 * 1e6:8.0f}   p99 {p99 * 1e6:8.0f}")
 
 

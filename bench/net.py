@@ -48,6 +48,8 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
+from _stats import p50_p99
+
 from vbusfs.testing import LiveMount
 
 #: issue 14's targets on this 2-CPU machine
@@ -277,8 +279,7 @@ class AttributeReads:
         self._thread.join()
 
     def quantiles(self) -> tuple[float, float]:
-        cuts = statistics.quantiles(self.times, n=100)
-        return cuts[49], cuts[98]
+        return p50_p99(self.times)
 
 
 def iperf3(lab: Lab, path: Path, seconds: float, streams: int) -> float:

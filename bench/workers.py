@@ -32,7 +32,8 @@ import tempfile
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 MEMBER = r"""
-import statistics, sys, threading, time
+import sys, threading, time
+from _stats import p50_p99
 from vbusfs import client
 mnt, state, calls = sys.argv[1], sys.argv[2], int(sys.argv[3])
 with open(f"{mnt}/proc/self/vbus", "w") as f:
@@ -63,8 +64,7 @@ for _ in range(calls):
     time.sleep(0.005)
 stop.set()
 streamer.join()
-took.sort()
-print(statistics.median(took), took[int(len(took) * 0.99)], dev.stats()["switch_us"])
+print(*p50_p99(took), dev.stats()["switch_us"])
 """
 
 STATES = (("idle", "idle"), ("c-wait", "streaming, waiting in C"), ("python", "busy in Python"))

@@ -13,18 +13,10 @@
 #include <errno.h>
 #include <poll.h>
 #include <string.h>
-#include <sys/uio.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "enet.h"
-
-static int64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
+#include "spin.h"
 
 static int readable(int fd)
 {
@@ -77,32 +69,13 @@ static int fd_to_ring(struct ioq *tx, int fd, uint32_t max_len, struct fdpump_co
     }
     if (k < 0)
         return k;
-    uint32_t sent = 0;
-    int err = 0;
-    for (uint32_t reads = 0; sent < (uint32_t)k && reads < FDPUMP_BATCH; reads++) {
-        uint32_t cap = caps[sent] < max_len ? caps[sent] : max_len;
-        uint8_t spare;
-        struct iovec iov[2] = {
-            {.iov_base = tx->data + offs[sent], .iov_len = cap},
-            {.iov_base = &spare, .iov_len = 1},
-        };
-        ssize_t n;
-        do
-            n = readv(fd, iov, 2);
-        while (n < 0 && errno == EINTR);
-        if (n < 0) {
-            if (errno != EAGAIN && errno != EWOULDBLOCK)
-                err = -errno;
-            break;
-        }
-        if (n == 0)
-            break;
-        if ((uint64_t)n > cap) {
-            c->bad_size++; /* longer than a slot: read, so gone, and dropped */
-            continue;
-        }
-        lens[sent++] = (uint32_t)n;
-    }
+    int err;
+    uint32_t bad = 0;
+    uint32_t sent = ioq_read_frames(fd, tx->data, offs, caps, (uint32_t)k, FDPUMP_BATCH, max_len,
+                                    lens, &bad, &err);
+    c->bad_size += bad; /* longer than a slot (or max_len): read, so gone, and dropped */
+    if (err == IOQ_E_CLOSED)
+        err = 0; /* end of file on the fd: nothing to read now, as for EAGAIN */
     int r = sent ? ioq_commit(tx, IOQ_WAIT_SEND, sent, lens, 1) : 0;
     ioq_unacquire(tx, UINT32_MAX);
     if (r < 0)
@@ -120,7 +93,7 @@ static int spin(struct ioq *rx, struct ioq *tx, int fd, int tx_full, int spin_us
             return 1;
         if (tx_full ? ioq_ready(tx, IOQ_WAIT_SEND) > 0 : readable(fd))
             return 1;
-        if ((i & 7) == 7 && now_ns() >= end)
+        if (spin_pause(i, end))
             return 0;
     }
 }

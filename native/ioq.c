@@ -1044,6 +1044,42 @@ int ioq_recv_to_fd(struct ioq *q, int fd, uint32_t max, uint32_t min_len, uint32
     return ioq_recv_to_fd_every(q, fd, max, min_len, max_len, UINT32_MAX, counts, &signals);
 }
 
+uint32_t ioq_read_frames(int fd, uint8_t *data, const uint64_t *offs, const uint32_t *caps,
+                         uint32_t n, uint32_t max_reads, uint32_t max_len, uint32_t *lens,
+                         uint32_t *bad_size, int *err)
+{
+    uint32_t got = 0;
+    *err = 0;
+    for (uint32_t reads = 0; got < n && reads < max_reads; reads++) {
+        uint32_t cap = caps[got] < max_len ? caps[got] : max_len;
+        uint8_t spare;
+        struct iovec iov[2] = {
+            {.iov_base = data + offs[got], .iov_len = cap},
+            {.iov_base = &spare, .iov_len = 1},
+        };
+        ssize_t r;
+        do
+            r = readv(fd, iov, 2);
+        while (r < 0 && errno == EINTR);
+        if (r < 0) {
+            if (errno != EAGAIN && errno != EWOULDBLOCK)
+                *err = -errno;
+            break;
+        }
+        if (r == 0) {
+            *err = IOQ_E_CLOSED;
+            break;
+        }
+        if ((uint64_t)r > cap) {
+            /* the frame did not fit: this buffer takes the next one */
+            (*bad_size)++;
+            continue;
+        }
+        lens[got++] = (uint32_t)r;
+    }
+    return got;
+}
+
 int ioq_send_from_fd(struct ioq *q, int fd, uint32_t max, uint32_t max_len,
                      struct ioq_fd_counts *counts)
 {
@@ -1060,35 +1096,16 @@ int ioq_send_from_fd(struct ioq *q, int fd, uint32_t max, uint32_t max_len,
     int k = acquire_fresh(q, IOQ_WAIT_SEND, max);
     if (k < 0)
         return k;
-    uint32_t sent = 0;
-    int err = 0;
-    for (uint32_t reads = 0; sent < (uint32_t)k && reads < max; reads++) {
-        uint32_t cap = ACQ_LEN(q, sent) < max_len ? ACQ_LEN(q, sent) : max_len;
-        uint8_t spare;
-        struct iovec iov[2] = {
-            {.iov_base = q->data + ACQ_OFF(q, sent), .iov_len = cap},
-            {.iov_base = &spare, .iov_len = 1},
-        };
-        ssize_t n;
-        do
-            n = readv(fd, iov, 2);
-        while (n < 0 && errno == EINTR);
-        if (n < 0) {
-            if (errno != EAGAIN && errno != EWOULDBLOCK)
-                err = -errno;
-            break;
-        }
-        if (n == 0) {
-            err = IOQ_E_CLOSED;
-            break;
-        }
-        if ((uint64_t)n > cap) {
-            /* the frame did not fit: reuse this buffer for the next one */
-            counts->bad_size++;
-            continue;
-        }
-        lens[sent++] = (uint32_t)n;
+    /* the acquired buffers, oldest first, out of their circular list */
+    uint64_t offs[IOQ_FD_BATCH];
+    uint32_t caps[IOQ_FD_BATCH];
+    for (uint32_t i = 0; i < (uint32_t)k; i++) {
+        offs[i] = ACQ_OFF(q, i);
+        caps[i] = ACQ_LEN(q, i);
     }
+    int err;
+    uint32_t sent = ioq_read_frames(fd, q->data, offs, caps, (uint32_t)k, max, max_len, lens,
+                                    &counts->bad_size, &err);
     int r = commit_fresh(q, IOQ_WAIT_SEND, sent, lens, 1);
     if (r < 0)
         return r;

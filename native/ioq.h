@@ -54,9 +54,11 @@
  * 15: venet-tap's runner (vtap.h: vtap_runner_*, struct vtap_config and
  *    struct vtap_counts; its data path on a thread of its own).
  * 16: the block server (blk.h: blk_new, blk_serve, blk_free).
- * 17: vswitch_counts.gso_segmented and vswitch_run_counts.gso_segmented
+ * 17: vswitch_runner_port takes the port's fault fd (written by the runner's
+ *    thread when the port faults: its owner waits on it, never polls).
+ * 18: vswitch_counts.gso_segmented and vswitch_run_counts.gso_segmented
  *    (large TCP segments cut into frames for bare ports). */
-#define IOQ_ABI_VERSION 17
+#define IOQ_ABI_VERSION 18
 
 #define IOQ_RING_MAGIC 0x47fa2fe4
 #define IOQ_RING_VER 4
@@ -528,11 +530,14 @@ int vswitch_runner_new(struct vswitch *sw, uint32_t spin_us, struct vswitch_runn
 void vswitch_runner_free(struct vswitch_runner *r);
 void vswitch_runner_lock(struct vswitch_runner *r);
 void vswitch_runner_unlock(struct vswitch_runner *r);
-/* Port's rings (tx: forwarded from; rx: delivered to; NULL: none) and its
- * completion interval; both NULL takes the port away and zeroes its counts.
- * The runner forgets the rings it had for the port. */
+/* Port's rings (tx: forwarded from; rx: delivered to; NULL: none), its
+ * completion interval and its fault fd (an eventfd of the caller's, -1:
+ * none), written each time the port's faulted count gains a bit, and at
+ * once when the port is faulted already; both rings NULL takes the port
+ * away and zeroes its counts.  The runner forgets the rings and the fd it
+ * had for the port: the caller may close them then. */
 int vswitch_runner_port(struct vswitch_runner *r, uint32_t port, struct ioq *tx, struct ioq *rx,
-                        uint32_t every);
+                        uint32_t every, int fault_fd);
 /* The polling budget and every port's completion interval. */
 int vswitch_runner_tune(struct vswitch_runner *r, uint32_t spin_us, uint32_t every);
 int vswitch_runner_counts(struct vswitch_runner *r, uint32_t port, struct vswitch_run_counts *out);

@@ -115,6 +115,19 @@ int ioq_recv_batch_every(struct ioq *q, char *buf, uint64_t buflen, uint32_t *le
 int ioq_recv_to_fd_every(struct ioq *q, int fd, uint32_t max, uint32_t min_len, uint32_t max_len,
                          uint32_t every, struct ioq_fd_counts *counts, uint32_t *signals);
 
+/* fd -> buffers, the read half of ioq_send_from_fd and of enet.c's driver
+ * loop: one frame per read() from the non-blocking fd into each of the n
+ * buffers data + offs[i] (caps[i] bytes, and at most max_len taken) in
+ * order, lens[i] its length, at most max_reads reads.  A frame longer than
+ * its buffer is read (so gone from fd) through a spare byte that shows it
+ * was cut, counted in *bad_size, and the buffer takes the next one.  Stops
+ * at EAGAIN, at end of file, after max_reads reads or when every buffer is
+ * filled.  Returns the frames read; *err: 0, IOQ_E_CLOSED (read() returned
+ * 0) or -errno of a read that failed otherwise. */
+uint32_t ioq_read_frames(int fd, uint8_t *data, const uint64_t *offs, const uint32_t *caps,
+                         uint32_t n, uint32_t max_reads, uint32_t max_len, uint32_t *lens,
+                         uint32_t *bad_size, int *err);
+
 /* poller.c, for ioq.c */
 /* The ring's own poller (one member, level-triggered), made on first use. */
 int ioq_poller_own(struct ioq *q, int op, struct ioq_poller **out);

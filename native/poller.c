@@ -27,11 +27,11 @@
 
 #include <errno.h>
 #include <poll.h>
-#include <sched.h>
 #include <stdlib.h>
 #include <sys/epoll.h>
-#include <time.h>
 #include <unistd.h>
+
+#include "spin.h"
 
 /* Wake-ups in a row that find nothing ready before a wait backs off, and the
  * back-off (it grows by STEP per further one, up to MAX): as the trio face. */
@@ -66,20 +66,6 @@ struct ioq_poller {
     struct poll_hup hups[IOQ_POLLER_MAX];
     struct ioq_spin spin;
 };
-
-static int64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-static inline void cpu_relax(void)
-{
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#endif
-}
 
 /* ---- adaptive spinning (the rule is in ioq.h) ----------------------------- */
 
@@ -504,7 +490,7 @@ int ioq_poller_wait(struct ioq_poller *p, uint64_t mask, int timeout_ms, int spi
         int64_t spin_end = start + spin_ns;
         if (timeout_ms > 0 && spin_end > deadline)
             spin_end = deadline;
-        for (unsigned i = 1;; i++) {
+        for (unsigned i = 0;; i++) {
             if ((*ready = ready_bits(p, mask, 1))) {
                 /* found late in the budget: the peer answers near the limit
                  * (found after it: this thread was off the CPU, which says
@@ -514,18 +500,8 @@ int ioq_poller_wait(struct ioq_poller *p, uint64_t mask, int timeout_ms, int spi
                     spin_grow(adapt);
                 return IOQ_OK;
             }
-            /* a few pauses between polls: each poll of a line the peer owns
-             * costs it a transfer */
-            for (int k = 0; k < 4; k++)
-                cpu_relax();
-            if ((i & 15) == 0) {
-                if (now_ns() >= spin_end)
-                    break;
-                /* give the CPU to a runnable peer: on a machine with more
-                 * runnable threads than CPUs the peer this spin waits for may
-                 * be queued behind it (it returns at once when none is) */
-                sched_yield();
-            }
+            if (spin_pause(i, spin_end))
+                break;
         }
     }
     if (adapt)

@@ -11,7 +11,10 @@
  * only to sleep, or at once when the owner asks for it (`want`), so the
  * owner waits at most one batch.  A ring handed to the runner is used only
  * under the lock and until the owner takes it away (a port set again), so
- * the owner may close it as soon as it has done that.
+ * the owner may close it as soon as it has done that.  So may it close the
+ * port's fault fd: an eventfd of the owner's that the thread writes when it
+ * finds one of the port's rings broken, so the owner waits for a fault
+ * instead of looking for one.
  */
 #define _GNU_SOURCE
 #include "ioq_private.h"
@@ -23,14 +26,16 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
-#include <time.h>
 #include <unistd.h>
+
+#include "spin.h"
 
 #define CTL_KEY UINT32_MAX
 
 struct run_port {
     struct ioq *tx; /* NULL: nothing to forward from this port */
     uint32_t every;
+    int fault_fd; /* the owner's eventfd, written when c.faulted gains a bit; -1: none */
     struct vswitch_run_counts c;
 };
 
@@ -49,13 +54,6 @@ struct vswitch_runner {
     struct vswitch_port_counts per[VSWITCH_MAX_PORTS];
 };
 
-static int64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
 static int wanted(struct vswitch_runner *r)
 {
     return __atomic_load_n(&r->want, __ATOMIC_ACQUIRE) != 0;
@@ -70,13 +68,32 @@ static void yield_lock(struct vswitch_runner *r)
     pthread_mutex_lock(&r->lock);
 }
 
-static void drop_tx(struct vswitch_runner *r, uint32_t p, uint32_t why)
+static void poke(int fd)
+{
+    uint64_t one = 1;
+    if (write(fd, &one, sizeof one) < 0) { /* the counter is full: readable anyway */
+    }
+}
+
+/* Port p's ring broke (why: 1 its transmit ring, 2 its receive ring): counted,
+ * and its owner told through the port's fault fd, once per bit. */
+static void broke(struct vswitch_runner *r, uint32_t p, uint32_t why)
+{
+    struct run_port *P = &r->port[p];
+    if ((P->c.faulted & why) == why)
+        return;
+    P->c.faulted |= why;
+    if (P->fault_fd >= 0)
+        poke(P->fault_fd);
+}
+
+static void drop_tx(struct vswitch_runner *r, uint32_t p)
 {
     struct run_port *P = &r->port[p];
     if (P->tx)
         epoll_ctl(r->epfd, EPOLL_CTL_DEL, ioq_wake_fd(P->tx), NULL);
     P->tx = NULL;
-    P->c.faulted |= why;
+    broke(r, p, 1);
 }
 
 static int forward_all(struct vswitch_runner *r)
@@ -92,7 +109,7 @@ static int forward_all(struct vswitch_runner *r)
         if (got == IOQ_E_EMPTY)
             continue;
         if (got < 0) { /* the source ring broke: this port goes, the others stay */
-            drop_tx(r, p, 1);
+            drop_tx(r, p);
             continue;
         }
         moved += got;
@@ -106,7 +123,7 @@ static int forward_all(struct vswitch_runner *r)
             r->port[q].c.rx_dropped += r->per[q].dropped;
             if (r->per[q].faulted) {
                 r->rx[q] = NULL;
-                r->port[q].c.faulted |= 2;
+                broke(r, q, 2);
             }
         }
     }
@@ -152,7 +169,7 @@ static void *run(void *arg)
                 if (wanted(r))
                     yield_lock(r);
                 found = any_ready(r);
-                if (!found && (i & 7) == 7 && now_ns() >= end)
+                if (!found && spin_pause(i, end))
                     break;
             }
             if (found) {
@@ -184,12 +201,7 @@ static void *run(void *arg)
     return NULL;
 }
 
-static void wake(struct vswitch_runner *r)
-{
-    uint64_t one = 1;
-    if (write(r->ctl, &one, sizeof one) < 0) { /* the counter is full: it wakes anyway */
-    }
-}
+static void wake(struct vswitch_runner *r) { poke(r->ctl); }
 
 int vswitch_runner_new(struct vswitch *sw, uint32_t spin_us, struct vswitch_runner **out)
 {
@@ -200,6 +212,8 @@ int vswitch_runner_new(struct vswitch *sw, uint32_t spin_us, struct vswitch_runn
         return -ENOMEM;
     r->sw = sw;
     r->spin_us = spin_us;
+    for (uint32_t p = 0; p < VSWITCH_MAX_PORTS; p++)
+        r->port[p].fault_fd = -1;
     r->epfd = epoll_create1(EPOLL_CLOEXEC);
     r->ctl = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     struct epoll_event ev = {.events = EPOLLIN, .data.u32 = CTL_KEY};
@@ -252,9 +266,9 @@ void vswitch_runner_lock(struct vswitch_runner *r)
 void vswitch_runner_unlock(struct vswitch_runner *r) { pthread_mutex_unlock(&r->lock); }
 
 int vswitch_runner_port(struct vswitch_runner *r, uint32_t port, struct ioq *tx, struct ioq *rx,
-                        uint32_t every)
+                        uint32_t every, int fault_fd)
 {
-    if (port >= VSWITCH_MAX_PORTS || every == 0)
+    if (port >= VSWITCH_MAX_PORTS || every == 0 || fault_fd < -1)
         return IOQ_E_INVAL;
     if ((tx && (tx->side != IOQ_SOUTH || tx->direction != IOQ_TO_SOUTH)) ||
         (rx && (rx->side != IOQ_SOUTH || rx->direction != IOQ_TO_NORTH)))
@@ -272,6 +286,9 @@ int vswitch_runner_port(struct vswitch_runner *r, uint32_t port, struct ioq *tx,
     }
     if (!tx && !rx)
         memset(&P->c, 0, sizeof(P->c)); /* the port's client is gone */
+    if (P->c.faulted && fault_fd >= 0 && fault_fd != P->fault_fd)
+        poke(fault_fd); /* a fault the old fd (if any) heard of: the new one hears it too */
+    P->fault_fd = fault_fd;
     P->tx = tx;
     P->every = every;
     r->rx[port] = rx;

@@ -27,6 +27,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "spin.h"
 #include "vtap.h"
 
 /* A client that keeps waking the thread with nothing to do (an eventfd
@@ -55,13 +56,6 @@ struct vtap_runner {
     int64_t host_pause_until; /* ns: leave the TAP alone until then */
     uint8_t scratch[HOST_FRAME_MAX];
 };
-
-static int64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
 
 static int wanted(struct vtap_runner *r)
 {
@@ -303,7 +297,7 @@ static void *run(void *arg)
                 if (wanted(r))
                     yield_lock(r);
                 found = ready(r, full, blocked);
-                if (!found && (i & 7) == 7 && now_ns() >= end)
+                if (!found && spin_pause(i, end))
                     break;
             }
             if (found) {

@@ -22,11 +22,12 @@ MAY_IMPORT: dict[str, set[str]] = {
     "ioq": {"_ioq_cffi"},  # the ring binding: the only importer of the compiled module
     "device": {"model", "ioq"},  # what a deviceclass author imports: contract + helpers
     "connector": {"model", "ioq", "device", "_unixaddr"},  # the protocol core and the daemon side
-    "classes": {"model", "ioq", "connector", "device"},  # deviceclasses (the venet numbers)
+    "classes": {"model", "ioq", "connector", "device", "_tun"},  # deviceclasses (venet numbers)
     "client": {"connector", "ioq", "_mountinfo", "_unixaddr"},  # the member process's library
-    "enet": {"client", "connector", "ioq"},  # the userspace vbus-enet driver (a member process)
+    "enet": {"client", "connector", "ioq", "_tun"},  # the userspace vbus-enet driver (a member)
     "_mountinfo": set(),  # /proc/self/mountinfo parsed: shared by fuse and client
     "_unixaddr": set(),  # AF_UNIX addresses for long socket paths
+    "_tun": set(),  # TAP ioctls through /dev/net/tun: shared by classes and enet
     "daemon": {"*"},  # the one composition root
     "cli": {"*"},
     "testing": {"*"},  # the public kit drives everything

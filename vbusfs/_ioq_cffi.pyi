@@ -515,6 +515,7 @@ class _Lib:
         tx: IoqPtr | NullPtr,
         rx: IoqPtr | NullPtr,
         every: int,
+        fault_fd: int,
         /,
     ) -> int: ...
     def vswitch_runner_tune(self, r: VswitchRunnerPtr, spin_us: int, every: int, /) -> int: ...

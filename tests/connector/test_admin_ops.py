@@ -7,13 +7,15 @@ refusing to let a member go) are set up exactly.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 
 import pytest
+import trio
 
 from vbusfs.classes import Catalog, VenetLoopback, VenetSwitch, discover
-from vbusfs.connector._admin import ADMIN_OPS, FoundOnly
+from vbusfs.connector._admin import ADMIN_OPS, FoundOnly, administer
 from vbusfs.connector._protocol import Request
 from vbusfs.model import DeviceClass, Inferred, ProcessInfo, Vbus, VbusError
 
@@ -207,3 +209,35 @@ def test_reset_keeps_the_classes_the_daemon_started_with():
     assert catalog.restore(vbus) == []
     assert type(vbus.classes["venet-switch"]) is MySwitch and "spare" not in vbus.classes
     assert catalog.extra(vbus) == []
+
+
+def test_each_op_tells_the_catalog_where_it_may_have_changed_the_model():
+    """After modprobe, reload and rmmod the catalog hears the deviceclasses named (the
+    request's and the reply's: a spec names the class it loads), refused or not; after a
+    reset, anything (None); after a save, nothing."""
+    heard: list[set[str] | None] = []
+
+    async def changed(classes):
+        heard.append(None if classes is None else set(classes))
+
+    vbus = fresh()
+    vbus.create_device("s")
+    vbus.set_device_type("s", "venet-switch")
+    admin = Admin(Catalog(changed=changed))
+
+    def op(name: str, **fields) -> None:
+        async def main() -> None:
+            with contextlib.suppress(VbusError):
+                await administer(name, vbus, Request(name, 1, fields), admin)
+
+        trio.run(main)
+
+    spec = f"{__name__}:Spare"
+    op("modprobe", deviceclass=spec)
+    op("rmmod", deviceclass="spare")
+    op("rmmod", deviceclass="venet-switch")  # EBUSY: a device is of it
+    op("reload", deviceclass="no-such-class")  # ENOENT
+    op("save")
+    op("reset")
+    assert heard == [{spec, "spare"}, {"spare"}, {"venet-switch"}, {"no-such-class"}, None]
+    assert "spare" not in vbus.classes and not vbus.devices

@@ -4,7 +4,8 @@ Every function in every state (no queues, one queue, both queues, link up, link 
 again, capabilities negotiated), with wrong lengths; each refusal must change
 nothing (checked by what LINKDOWN says afterwards). Then the data-path rules with
 real rings: FLUSHRX with posted buffers, mtu bounds, txmitigation's completion
-signals, burstthresh's polling, linkstate events, and a large segment with SG.
+signals, burstthresh's polling (the loopback's and the switch's threads), linkstate events,
+and a large segment with SG.
 """
 
 from __future__ import annotations
@@ -338,6 +339,60 @@ def test_burstthresh_decides_between_polling_and_sleeping(bus, connected, burstt
             assert stats["polled"] >= 30, stats  # 70-92 of 100 with three busy loops beside
     finally:
         bus.sh("echo 20 > sys/vbus/devices/L/burstthresh", check=True)
+
+
+ECHO_CHILD = """
+import sys
+from vbusfs import client
+m = sys.argv[1]
+open(f"{m}/proc/self/vbus", "w").write("C")
+with client.connect(m) as bus, bus.open_venet(0, slots=8) as nic:
+    print(nic.mac.hex(), flush=True)
+    while (got := nic.recv(timeout=10))[14:18] != b"stop":
+        nic.send(got[6:12] + nic.mac + got[12:])  # back to its sender
+"""
+
+
+@pytest.mark.parametrize("burstthresh", ["0", "1000"])
+def test_the_switchs_thread_polls_with_burstthresh_and_sleeps_without(bus, connected, burstthresh):
+    # port B.2 (this process) and port C.0 (a child echoing every frame back to us)
+    bus.sh(
+        f"echo {burstthresh} > sys/vbus/devices/S/burstthresh && "
+        "mkdir config/vbus/instances/C && ln -s ../../devices/S config/vbus/instances/C/",
+        check=True,
+    )
+    try:
+        with (
+            subprocess.Popen(
+                [sys.executable, "-c", ECHO_CHILD, bus.path], stdout=subprocess.PIPE, text=True
+            ) as child,
+            connected.open_venet(2, slots=8) as nic,
+        ):
+            assert child.stdout is not None
+            peer = bytes.fromhex(child.stdout.readline().strip())  # it is up
+            for i in range(100):
+                sent = peer + nic.mac + b"\x88\xb5" + b"%04d" % i + bytes(42)
+                nic.send(sent)
+                assert nic.recv(timeout=5)[12:] == sent[12:]
+                # a gap of 0.3 ms with this thread asleep: the switch's thread has its
+                # core, finds every ring empty and waits (a 1 ms poll, or a sleep)
+                # before the next frame comes
+                time.sleep(300e-6)
+            stats = nic.stats()
+            nic.send(peer + nic.mac + b"\x88\xb5" + b"stop" + bytes(42))
+            assert child.wait(10) == 0
+        # two idle spells a round trip: after our frame (the child answers) and after its
+        # answer (we sleep the gap); each counts on every linked port
+        if burstthresh == "0":
+            assert stats["polled"] == 0 and stats["slept"] >= 100, stats  # never polls
+        else:
+            assert stats["polled"] >= 60, stats  # a large share of 200
+    finally:
+        bus.sh(
+            "echo 20 > sys/vbus/devices/S/burstthresh && "
+            "rm config/vbus/instances/C/S && rmdir config/vbus/instances/C",
+            check=True,
+        )
 
 
 @pytest.mark.parametrize("cls", ["venet-loopback", "venet-switch"])

@@ -1,11 +1,17 @@
 """venet-loopback's and venet-tap's frames move on a thread of their own, never on the
-daemon's event loop: they keep moving while that loop is blocked."""
+daemon's event loop: they keep moving while that loop is blocked. venet-switch's
+thread tells that loop of a broken ring, which never polls for one."""
 
 from __future__ import annotations
 
+import contextlib
+import mmap
+import os
 import threading
+import time
 
-from vbusfs.classes import VenetLoopback
+from vbusfs.classes import VenetLoopback, VenetSwitch
+from vbusfs.ioq import SwitchRunner
 from vbusfs.testing import DeviceHarness
 
 
@@ -36,3 +42,60 @@ def test_loopback_frames_come_back_while_the_daemons_loop_is_blocked() -> None:
                 release.set()
                 blocker.join(10)
             assert nic.stats()["rx_frames"] == 50  # the loop answers again
+
+
+def _runner_of(h: DeviceHarness) -> SwitchRunner:
+    runner = h.in_daemon(lambda: h.vbus.device(h.device).state.runner)
+    assert isinstance(runner, SwitchRunner)
+    return runner
+
+
+def test_a_switch_client_costs_the_daemons_loop_nothing_until_its_ring_breaks(caplog) -> None:
+    """The loop waits for the switch's thread to report a broken ring: an idle client
+    never makes it take the runner's lock (a loop that polled took it 20 times a second), and a
+    ring broken then is heard of at once all the same."""
+    with (
+        DeviceHarness(VenetSwitch) as h,
+        h.connect().open_venet(h.interface_id, slots=8) as nic,
+    ):
+        runner = _runner_of(h)
+        taken: list[float] = []
+        real = runner.locked
+
+        def counted() -> contextlib.AbstractContextManager[None]:
+            taken.append(time.monotonic())
+            return real()
+
+        h.in_daemon(setattr, runner, "locked", counted)  # the daemon's calls go here
+        time.sleep(0.3)
+        assert taken == [], f"an idle client took the runner's lock {len(taken)} times"
+        # a hostile client: a frame whose descriptor then points far outside its data
+        with real():
+            nic.tx.send(frame(1))
+            with mmap.mmap(nic.tx.fds.ring, 0) as ring:
+                ring[56 + 8 : 56 + 16] = (1 << 40).to_bytes(8, "little")
+        nic.tx.inject()
+        deadline = time.monotonic() + 5
+        while "broke queue protocol" not in caplog.text:
+            assert time.monotonic() < deadline, "the broken transmit ring went unnoticed"
+            time.sleep(0.01)
+        assert "the transmit queue broke the protocol" in caplog.text
+        assert taken, "the fault was read without the lock: the count above proves nothing"
+
+
+def test_a_switch_client_gone_leaves_none_of_its_descriptors() -> None:
+    # each connection owns a fault eventfd besides its rings: it goes with the connection
+    with DeviceHarness(VenetSwitch) as h:
+        c = h.connect()
+        with c.open_venet(h.interface_id, slots=8) as nic:  # the thread is up from here on
+            nic.send(frame(0))
+        before = len(os.listdir("/proc/self/fd"))
+        for i in range(5):
+            with c.open_venet(h.interface_id, slots=8) as nic:
+                nic.send(frame(i))
+                assert h.in_daemon(lambda: len(h.vbus.device(h.device).state.connections)) == 1
+        deadline = time.monotonic() + 5
+        while h.in_daemon(lambda: len(h.vbus.device(h.device).state.connections)):
+            assert time.monotonic() < deadline, "the last client was never let go"
+            time.sleep(0.01)
+        assert len(os.listdir("/proc/self/fd")) == before

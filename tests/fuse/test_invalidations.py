@@ -134,6 +134,30 @@ def test_a_reloaded_attribute_whose_mode_changed_is_dropped(ops, told):
     assert entry_of(ops, "sys/vbus/devices/D/client_mac").st_ino != mac.st_ino
 
 
+def test_after_a_class_op_only_the_classes_it_named_are_checked(ops, told):
+    """modprobe, reload and rmmod change deviceclasses alone (never one with devices):
+    drop_removed told their names drops what went of them and looks at nothing else;
+    told nothing (a reset) it checks every held path."""
+    linked_device(ops)
+    classes = lookup_path(ops, "sys/vbus/deviceclass")
+    switch = lookup_path(ops, "sys/vbus/deviceclass/venet-switch")
+    lookup_path(ops, "sys/vbus/deviceclass/venet-tap")
+    sys_devices = lookup_path(ops, "sys/vbus/devices")
+    entry_of(ops, "sys/vbus/devices/D/client_mac")
+    ops.vbus.unload_class("venet-switch")  # behind its back, as an rmmod
+    ops.vbus.unlink("B", "L")  # and what no class op can do
+    ops.vbus.remove_device("D")
+    run(ops.drop_removed, ["venet-tap"])  # still loaded: nothing to drop
+    assert told == []
+    run(ops.drop_removed, ["venet-switch", "no-such-class"])
+    assert told == [(classes, b"venet-switch")]
+    assert ops.inodes.path(switch) is None  # detached: its number answers ENOENT now
+    assert ops.inodes.find(("sys", "vbus", "devices", "D")) is not None  # not looked at
+    run(ops.drop_removed)
+    assert (sys_devices, b"D") in told[1:]
+    assert ops.inodes.find(("sys", "vbus", "devices", "D")) is None
+
+
 def test_xattrs_outside_the_user_namespace_are_not_supported(ops):
     ops.root_xattrs = {b"user.vbusfs.connector": b"/run/x.sock"}
     device = run(ops.mkdir, lookup_path(ops, "config/vbus/devices"), b"D", 0o755, CTX).st_ino

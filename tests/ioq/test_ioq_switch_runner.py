@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import mmap
+import os
+import select
 import time
 from collections.abc import Iterator
 
@@ -72,23 +74,52 @@ def test_a_port_taken_away_gets_nothing_and_sends_nothing(rig) -> None:
     assert lowlevel.count_of(ports[1].tx, "inuse") == 1  # left in its ring, untouched
 
 
-def test_a_broken_transmit_ring_is_dropped_alone(rig) -> None:
+@pytest.fixture
+def faults() -> Iterator[list[int]]:
+    """Three eventfds, one per port, as a switch's owner hands them to the runner."""
+    fds = [os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK) for _ in range(3)]
+    yield fds
+    for fd in fds:
+        os.close(fd)
+
+
+def readable(fds: list[int], timeout: float) -> list[int]:
+    return select.select(fds, [], [], timeout)[0]
+
+
+def test_a_broken_transmit_ring_is_dropped_alone_and_its_fault_fd_told(rig, faults) -> None:
     runner, ports = rig
     for i, p in enumerate(ports[:2]):
-        runner.set_port(i, p.tx, p.rx)
+        runner.set_port(i, p.tx, p.rx, fault_fd=faults[i])
     # a hostile north: a frame whose descriptor then points outside the data segment
     with runner.locked():
         ports[0].tx_north.send(frame(1))
         with mmap.mmap(ports[0].tx_north.fds.ring, 0) as ring:
             ring[56 + 8 : 56 + 16] = (1 << 40).to_bytes(8, "little")  # descriptor 0's ptr
     ports[0].tx_north.inject()
-    deadline = time.monotonic() + 5
-    while not runner.counts(0).faulted:
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
+    assert readable(faults[:1], 5) == faults[:1]  # no polling: the thread says so
     assert runner.counts(0).faulted == 1
+    assert os.eventfd_read(faults[0]) == 1  # once
     ports[1].tx_north.send(frame(2))  # the others go on
     assert ports[0].rx_north.receive(timeout=5) == frame(2)
+    assert readable(faults, 0.1) == []  # and only the broken port's fd was written
+    # a new fd for a port faulted already hears of it at once (its counts are kept)
+    runner.set_port(0, None, ports[0].rx, fault_fd=faults[2])
+    assert readable(faults, 1) == [faults[2]]
+    with pytest.raises(ValueError):
+        runner.set_port(0, None, None, fault_fd=-2)
+
+
+def test_a_broken_receive_ring_tells_its_own_ports_fault_fd(rig, faults) -> None:
+    runner, ports = rig
+    for i, p in enumerate(ports[:2]):
+        runner.set_port(i, p.tx, p.rx, fault_fd=faults[i])
+    # port 1's client posted a receive buffer pointing outside its data segment
+    with runner.locked(), mmap.mmap(ports[1].rx_north.fds.ring, 0) as ring:
+        ring[56 + 8 : 56 + 16] = (1 << 40).to_bytes(8, "little")
+    ports[0].tx_north.send(frame(1))  # flooded to port 1
+    assert readable(faults, 5) == [faults[1]]
+    assert (runner.counts(0).faulted, runner.counts(1).faulted) == (0, 2)
 
 
 def test_the_lock_keeps_the_thread_out_and_closing_twice_is_harmless() -> None:

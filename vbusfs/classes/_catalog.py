@@ -28,7 +28,7 @@ import importlib
 import logging
 import sys
 import tempfile
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from importlib.metadata import entry_points
 
 from vbusfs.model import (
@@ -178,17 +178,17 @@ class Catalog:
         start: tuple[str, ...] = (),
         make: Make = _build,
         *,
-        changed: Callable[[], Awaitable[None]] | None = None,
+        changed: Callable[[Collection[str] | None], Awaitable[None]] | None = None,
     ) -> None:
         self.start = start
         self.make = make
-        # told after each op that may have changed the model (the daemon's FUSE adapter
-        # then drops the entries of what was removed)
+        # told after each op that may have changed the model, and which deviceclasses
+        # (None: anything; the daemon's FUSE adapter then drops the entries of what went)
         self._changed = changed
 
-    async def changed(self) -> None:
+    async def changed(self, classes: Collection[str] | None = None) -> None:
         if self._changed is not None:
-            await self._changed()
+            await self._changed(classes)
 
     def find(self, name: str) -> type[DeviceClass]:
         return find_class(name)

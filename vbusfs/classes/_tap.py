@@ -9,31 +9,19 @@ virtio-net header) and TUNSETOFFLOAD tells the kernel which large segments the
 client takes. A TAP's flags are fixed per descriptor, so `set_offloads`
 re-attaches the same interface (name, addresses, routes kept) with a new
 descriptor: the interface is made persistent for the moment between the two.
+The ioctls themselves are `vbusfs._tun`'s, shared with the enet driver.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import os
-import socket
-import struct
 
 import trio
 
+from vbusfs import _tun
 from vbusfs.model import VbusError
-
-TUN_PATH = "/dev/net/tun"
-_TUNSETIFF = 0x400454CA
-_TUNSETPERSIST = 0x400454CB
-_TUNSETOFFLOAD = 0x400454D0
-_IFF_TAP = 0x0002
-_IFF_NO_PI = 0x1000
-_IFF_VNET_HDR = 0x4000
-_SIOCSIFHWADDR = 0x8924
-_ARPHRD_ETHER = 1
-IFNAMSIZ = 16
 
 
 class TapInterface:
@@ -52,8 +40,8 @@ class TapInterface:
     def open(cls, mac: bytes, pattern: str = "vbus%d", offloads: int | None = None) -> TapInterface:
         fd = _open_tun()
         try:
-            name = _attach(fd, pattern, offloads)
-            set_hardware_address(name, mac)
+            name = _tun.attach(fd, pattern, offloads)
+            _tun.set_hardware_address(name, mac)
         except OSError as exc:
             os.close(fd)
             raise VbusError(_creation_failure(pattern, exc), errno=exc.errno) from exc
@@ -68,7 +56,7 @@ class TapInterface:
             return
         fd = _open_tun()  # first: without a descriptor to be had, nothing changes
         try:
-            fcntl.ioctl(self.fd, _TUNSETPERSIST, 1)  # outlives the old descriptor
+            _tun.set_persist(self.fd, True)  # outlives the old descriptor
         except OSError as exc:
             os.close(fd)
             raise VbusError(
@@ -76,18 +64,18 @@ class TapInterface:
             ) from exc
         self._close_fd()
         try:
-            _attach(fd, self.name, offloads)
+            _tun.attach(fd, self.name, offloads)
         except OSError as exc:
             try:
-                _attach(fd, self.name, self.offloads)  # back as it was
+                _tun.attach(fd, self.name, self.offloads)  # back as it was
             except OSError:
                 os.close(fd)  # nothing else to do: it stays, persistent, unattached
                 raise VbusError(f"lost {self.name}: {exc.strerror}", errno=exc.errno) from exc
-            fcntl.ioctl(fd, _TUNSETPERSIST, 0)
+            _tun.set_persist(fd, False)
             self.fd = fd
             why = f"cannot switch {self.name}'s header mode: {exc.strerror}"
             raise VbusError(why, errno=exc.errno) from exc
-        fcntl.ioctl(fd, _TUNSETPERSIST, 0)  # again gone with its descriptor
+        _tun.set_persist(fd, False)  # again gone with its descriptor
         self.fd = fd
         self.offloads = offloads
 
@@ -114,19 +102,11 @@ class TapInterface:
 
 def _open_tun() -> int:
     try:
-        return os.open(TUN_PATH, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+        return _tun.open_tun()
     except OSError as exc:
         fix = "modprobe tun on the host; in a container: --device /dev/net/tun"
-        raise VbusError(f"cannot open {TUN_PATH} ({exc.strerror}): {fix}", errno=exc.errno) from exc
-
-
-def _attach(fd: int, name: str, offloads: int | None) -> str:
-    """TUNSETIFF (and TUNSETOFFLOAD with a header); the interface's name."""
-    flags = _IFF_TAP | _IFF_NO_PI | (0 if offloads is None else _IFF_VNET_HDR)
-    reply = fcntl.ioctl(fd, _TUNSETIFF, struct.pack("16sH22x", name.encode(), flags))
-    if offloads is not None:
-        fcntl.ioctl(fd, _TUNSETOFFLOAD, offloads)
-    return reply[:IFNAMSIZ].split(b"\0", 1)[0].decode()
+        where = _tun.TUN_PATH
+        raise VbusError(f"cannot open {where} ({exc.strerror}): {fix}", errno=exc.errno) from exc
 
 
 def _creation_failure(pattern: str, exc: OSError) -> str:
@@ -137,9 +117,3 @@ def _creation_failure(pattern: str, exc: OSError) -> str:
             f"namespace ({exc.strerror}); run the daemon as root or with that capability"
         )
     return f"cannot create a TAP interface ({pattern}): {exc.strerror}"
-
-
-def set_hardware_address(ifname: str, mac: bytes) -> None:
-    request = struct.pack("16sH6s8x", ifname.encode(), _ARPHRD_ETHER, mac)
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        fcntl.ioctl(sock.fileno(), _SIOCSIFHWADDR, request)

@@ -13,13 +13,15 @@ first); C converts between formats.
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import os
 from dataclasses import dataclass, field
 
 import trio
 
 from vbusfs.ioq import IoqFault, RunCounts, Switch, SwitchRunner
-from vbusfs.model import Attribute, Busy, InterfaceInfo
+from vbusfs.model import Attribute, Busy, InterfaceInfo, VbusError
 
 from ._venet_common import (
     BURSTTHRESH,
@@ -32,9 +34,6 @@ from ._venet_common import (
     VenetConnection,
     random_mac,
 )
-
-#: how often a connection looks for a ring the switch's thread found broken (s)
-FAULT_CHECK_S = 0.05
 
 
 @dataclass(eq=False)
@@ -139,17 +138,30 @@ class SwitchConnection(VenetConnection[SwitchPort]):
     which sleeps on the linked ports' transmit rings: Python only hands it a port's rings
     at LINKUP and takes them back at LINKDOWN and close (before they are closed), and
     reads its counts. Each connected port has a small index, stable while its client
-    stays (``indices``).
+    stays (``indices``). A ring the thread finds broken is heard of on the connection's
+    own fault eventfd, which the thread writes (:meth:`move` waits on it: nothing polls).
     """
 
     def __init__(self, switch: SwitchState, port: SwitchPort) -> None:
-        super().__init__(port, switch.tuning)
+        try:
+            # this connection's own: no other task ever waits on it
+            fault = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+        except OSError as exc:  # out of descriptors: refused, nothing changed
+            why = f"cannot open {port.name}: {exc}"
+            raise VbusError(why, errno=exc.errno or errno.EAGAIN) from None
+        try:
+            super().__init__(port, switch.tuning)
+        except BaseException:
+            os.close(fault)
+            raise
         used = set(switch.indices.values())
         free = [i for i in range(Switch.MAX_PORTS) if i not in used]
         if not free:
+            os.close(fault)
             port.clients -= 1  # undo super().__init__'s claim
             switch.tuning.clients -= 1
             raise Busy(f"the switch has {Switch.MAX_PORTS} clients already")
+        self._fault = fault
         self.switch = switch
         self.port = port
         self.index = free[0]
@@ -161,7 +173,7 @@ class SwitchConnection(VenetConnection[SwitchPort]):
         with runner.locked():
             # this port's format in C: frames to and from it are converted there
             self.switch.switch.set_port(self.index, header=self.sg, max_len=self.max_frame)
-        runner.set_port(self.index, self.tx, self.rx, self.every())
+        runner.set_port(self.index, self.tx, self.rx, self.every(), self._fault)
 
     def unlinked(self) -> None:
         self._let_go()
@@ -208,12 +220,19 @@ class SwitchConnection(VenetConnection[SwitchPort]):
             return super().flush_rx()
 
     async def move(self) -> None:
-        # the frames move on the switch's thread; here only a broken ring is noticed
-        while True:
-            await trio.sleep(FAULT_CHECK_S)
+        # the frames move on the switch's thread; here only a broken ring is heard of
+        while not self._closed:
+            try:
+                await trio.lowlevel.wait_readable(self._fault)
+            except trio.ClosedResourceError:
+                return  # closed meanwhile
+            if self._closed:  # readable, then closed before this task ran: the fd is gone
+                return
+            with contextlib.suppress(BlockingIOError):
+                os.eventfd_read(self._fault)
             runner = self.switch.runner
             if runner is None or not self.link_up:
-                continue
+                continue  # the port was let go meanwhile: its fault went with it
             faulted = runner.counts(self.index).faulted
             if faulted:
                 which = "transmit" if faulted & 1 else "receive"
@@ -222,6 +241,10 @@ class SwitchConnection(VenetConnection[SwitchPort]):
     def close(self) -> None:
         if not self._closed:
             self._let_go()  # before the rings close: the thread must be done with them
+            # the thread has let go of the fault fd too; move() may be waiting on it
+            with contextlib.suppress(RuntimeError):  # (not on a trio thread: none waits)
+                trio.lowlevel.notify_closing(self._fault)
+            os.close(self._fault)
         if self.switch.connections.get(self.port.name) is self:
             del self.switch.connections[self.port.name]
             del self.switch.indices[self.port.name]

@@ -1,6 +1,7 @@
 """The monitor's trio face: `monitor_async(mountpoint)`, the same records on a trio socket.
 
-Imported on first use, with trio, as the rest of the trio face is.
+Imported on first use, with trio, as the rest of the trio face is. What a datagram means
+is `MonitorStream`'s, shared with the blocking face: this module only awaits the bytes.
 """
 
 from __future__ import annotations
@@ -11,17 +12,9 @@ from types import TracebackType
 
 import trio
 
-from vbusfs.connector import (
-    CLOSED,
-    DEFAULT_TIMEOUT,
-    RECEIVE,
-    ConnectorError,
-    Record,
-    decode_records,
-    received,
-)
+from vbusfs.connector import DEFAULT_TIMEOUT, RECEIVE, Record, received
 
-from ._common import close_fds
+from ._monitor import MonitorStream
 from ._trio import connect_async
 
 
@@ -31,11 +24,11 @@ async def monitor_async(
     """`monitor` for trio programs: waits for the daemon's answer at most `timeout`."""
     client = await connect_async(mountpoint, timeout=timeout)
     try:
-        reply = (await client.request("monitor"))["monitor"]
+        answer = (await client.request("monitor"))["monitor"]
     except BaseException:
         client._sock.close()
         raise
-    return AsyncMonitor(client._sock, reply.get("bus"), int(reply.get("buffer", 0)))
+    return AsyncMonitor(client._sock, MonitorStream(answer))
 
 
 class _Records:
@@ -57,25 +50,20 @@ class _Records:
 class AsyncMonitor:
     """`Monitor` for trio: `receive()` awaits the next batch, `records()` iterates them."""
 
-    def __init__(self, sock: trio.socket.SocketType, bus: str | None, buffer: int) -> None:
+    def __init__(self, sock: trio.socket.SocketType, stream: MonitorStream) -> None:
         self._sock = sock
-        self.bus = bus
-        self.buffer = buffer
-        self.ended = False
+        self._stream = stream
+        self.bus = stream.bus
+        self.buffer = stream.buffer
+
+    @property
+    def ended(self) -> bool:
+        return self._stream.ended
 
     async def receive(self) -> list[Record]:
         """The next batch of records; ConnectorError once the daemon has closed."""
-        if self.ended:
-            raise ConnectorError(0, "the monitor has ended")
-        datagram = received(await self._sock.recvmsg(*RECEIVE))
-        close_fds(datagram.fds)
-        if not datagram.data:
-            self.ended = True
-            raise ConnectorError(0, CLOSED)
-        batch = decode_records(datagram.data)
-        if any(record.final for record in batch):
-            self.ended = True
-        return batch
+        self._stream.expect()
+        return self._stream.feed(received(await self._sock.recvmsg(*RECEIVE)))
 
     def records(self) -> AsyncIterator[Record]:
         """Every record from now on, to the last (`unmounted` or `revoked`). An iterator,

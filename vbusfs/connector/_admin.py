@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import errno
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any, Protocol
 
 from vbusfs.model import Busy, DeviceClass, NotFound, Vbus, VbusError, dump_config
@@ -46,10 +46,11 @@ class Catalog(Protocol):
     def extra(self, vbus: Vbus) -> list[str]:
         """How the loaded classes differ from a fresh daemon's, one text each."""
 
-    async def changed(self) -> None:
+    async def changed(self, classes: Collection[str] | None = None) -> None:
         """An op may have changed the model behind the trees' back (the daemon lets its
         FUSE adapter drop the entries of what was removed, the kernel taking them before
-        the op replies)."""
+        the op replies): `classes` the deviceclasses it loaded, replaced or unloaded when
+        that is all it can have changed (modprobe, reload, rmmod), None for anything."""
 
 
 class Administered(Protocol):
@@ -86,7 +87,7 @@ class FoundOnly:
     def extra(self, vbus: Vbus) -> list[str]:
         return []
 
-    async def changed(self) -> None:
+    async def changed(self, classes: Collection[str] | None = None) -> None:
         pass
 
 
@@ -135,13 +136,24 @@ def _reset(vbus: Vbus, request: Request, admin: Administered) -> dict[str, Any]:
 
 async def administer(op: str, vbus: Vbus, request: Request, admin: Administered) -> dict[str, Any]:
     """Answer administrators' op `op` (a key of ADMIN_OPS); then, refused or not (a
-    refused reset may have removed much), the catalog hears the model may have changed."""
+    refused reset may have removed much), the catalog hears the model may have changed:
+    after a class op, in the deviceclasses it named (the request's, the reply's: a spec
+    loads, a reload may rename) and nowhere else; after a reset, anywhere."""
+    touched: set[str] | None = None if op not in CLASS_OPS else set()
+    if touched is not None and isinstance(name := request.fields.get("deviceclass"), str):
+        touched.add(name)
     try:
-        return ADMIN_OPS[op](vbus, request, admin)
+        reply = ADMIN_OPS[op](vbus, request, admin)
+        if touched is not None and isinstance(name := reply.get("deviceclass"), str):
+            touched.add(name)
+        return reply
     finally:
         if op != "save":
-            await admin.catalog.changed()
+            await admin.catalog.changed(touched)
 
+
+# the ops that change deviceclasses alone (the model refuses them for a class with devices)
+CLASS_OPS = frozenset({"modprobe", "reload", "rmmod"})
 
 ADMIN_OPS = {
     "save": _save,

@@ -10,9 +10,12 @@ removal drops the kernel's entries of what went, wherever the removal came from:
   the other paths that went with it (`views.dependents`: a device's sys directory, a
   link's interface directory and its `interfaces/` entry) and *awaits* those drops before
   the request replies, so the next system call of any process sees the change;
-- an administrator's op over the connector (reset, rmmod, reload): the daemon calls the
-  adapter's `drop_removed`, which checks every path the kernel holds and awaits the
-  drops before the op replies (awaits: the loop goes on answering the kernel meanwhile);
+- an administrator's op over the connector: the daemon calls the adapter's
+  `drop_removed`, which checks the paths the kernel holds that the op can have changed
+  (after modprobe, reload or rmmod, those of the deviceclasses it named: a class with
+  devices is never replaced or unloaded, so nothing else shows it; after a reset, every
+  one) and awaits the drops before the op replies (awaits: the loop goes on answering
+  the kernel meanwhile);
 - processes that exit or leave a bus: the daemon's membership sweep.
 
 Paths whose answer depends on who asks or on processes (`proc/`, a bus's `members/` and
@@ -59,6 +62,7 @@ LONG_TIMEOUT = 3600.0
 SETTLE_TIMEOUT = 2.0
 
 SYS_INSTANCES: Path = (*views.SYS_VBUS, "instances")
+SYS_CLASSES: Path = (*views.SYS_VBUS, "deviceclass")
 PROC_SELF: Path = ("proc", "self")
 
 # (parent directory's inode, entry name)
@@ -203,12 +207,19 @@ class KernelCache:
         if tell_kernel and held is not None and parent is not None:
             self.invalidations.add(parent, os.fsencode(path[-1]))
 
-    async def drop_removed(self) -> None:
-        """Drop the entries held of whatever was removed or changed behind our back (a
-        reset, rmmod or reload over the connector): every path the kernel holds is checked,
-        outside `proc/` (the membership sweep's); one whose file type or mode changed (a
+    async def drop_removed(self, classes: Collection[str] | None = None) -> None:
+        """Drop the entries held of whatever was removed or changed behind our back (an
+        administrator's op over the connector). With `classes` (modprobe, reload, rmmod:
+        the deviceclasses the op loaded, replaced or unloaded) only their entries are
+        checked: the model replaces or unloads no class that has devices, so nothing else
+        shows one. With None (a reset: anything) every path the kernel holds is checked,
+        outside `proc/` (the membership sweep's). One whose file type or mode changed (a
         reloaded class's attribute) is dropped too, so the kernel looks it up anew."""
-        for path, ino in sorted(self.inodes.held(), key=lambda held: len(held[0])):
+        if classes is None:
+            held = self.inodes.held()
+        else:
+            held = [h for c in classes for h in self.inodes.held_under((*SYS_CLASSES, c))]
+        for path, ino in sorted(held, key=lambda held: len(held[0])):
             if path[:1] == ("proc",) or self.inodes.find(path) != ino:
                 continue  # the sweep's, or dropped with its directory already
             try:

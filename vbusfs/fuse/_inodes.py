@@ -73,6 +73,18 @@ class InodeTable:
         """Every attached path the kernel holds a reference to, with its number."""
         return [(p, i) for p, i in self._by_path.items() if self._lookups.get(i)]
 
+    def held_under(self, top: Path) -> list[tuple[Path, int]]:
+        """`held()` limited to `top` and the paths under it (the rest is not looked at)."""
+        found = []
+        stack = [top]
+        while stack:
+            here = stack.pop()
+            stack.extend((*here, name) for name in self._children.get(here, ()))
+            ino = self._by_path.get(here)
+            if ino is not None and self._lookups.get(ino):
+                found.append((here, ino))
+        return found
+
     def ghost_mode(self, ino: int) -> int | None:
         """The st_mode of a detached number the kernel still holds, else None."""
         if ino in self._by_inode and self._by_inode[ino] is None:

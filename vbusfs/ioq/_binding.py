@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from vbusfs._ioq_cffi import U64Array as U64Array
 
 #: The ABI this package was written against; must equal IOQ_ABI_VERSION in native/ioq.h.
-ABI_VERSION = 17
+ABI_VERSION = 18
 
 
 def check_abi(compiled: int) -> None:

@@ -68,12 +68,23 @@ class SwitchRunner:
         finally:
             lib.vswitch_runner_unlock(self._r)
 
-    def set_port(self, index: int, tx: Ring | None, rx: Ring | None, every: int = 1) -> None:
+    def set_port(
+        self,
+        index: int,
+        tx: Ring | None,
+        rx: Ring | None,
+        every: int = 1,
+        fault_fd: int = -1,
+    ) -> None:
         """Forward from ``tx`` (a to_south ring's south side) and deliver to ``rx`` (a
         to_north ring's); None for either: not any more. Both None takes the port away
-        (its counts start again); the runner never touches a ring it no longer has."""
-        if not 0 <= index < Switch.MAX_PORTS or every < 1:
-            raise ValueError(f"port 0..{Switch.MAX_PORTS - 1}, every >= 1")
+        (its counts start again); the runner never touches a ring it no longer has.
+
+        ``fault_fd`` (an eventfd of the caller's, -1: none) is written each time the
+        port's :attr:`RunCounts.faulted` gains a bit (at once if it has one already),
+        until the port is set again: the caller may close it from then on."""
+        if not 0 <= index < Switch.MAX_PORTS or every < 1 or fault_fd < -1:
+            raise ValueError(f"port 0..{Switch.MAX_PORTS - 1}, every >= 1, fault_fd >= -1")
         with self.locked():
             check(
                 lib.vswitch_runner_port(
@@ -82,6 +93,7 @@ class SwitchRunner:
                     ffi.NULL if tx is None else c_handle(tx),
                     ffi.NULL if rx is None else c_handle(rx),
                     every,
+                    fault_fd,
                 )
             )
 
