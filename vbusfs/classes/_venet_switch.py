@@ -18,9 +18,7 @@ import errno
 import os
 from dataclasses import dataclass, field
 
-import trio
-
-from vbusfs.ioq import IoqFault, RunCounts, Switch, SwitchRunner
+from vbusfs.ioq import RunCounts, Switch, SwitchRunner
 from vbusfs.model import Attribute, Busy, InterfaceInfo, VbusError
 
 from ._venet_common import (
@@ -32,7 +30,10 @@ from ._venet_common import (
     Tuning,
     VenetClass,
     VenetConnection,
+    fault_error,
+    heard,
     random_mac,
+    stop_waiting,
 )
 
 
@@ -222,9 +223,7 @@ class SwitchConnection(VenetConnection[SwitchPort]):
     async def move(self) -> None:
         # the frames move on the switch's thread; here only a broken ring is heard of
         while not self._closed:
-            try:
-                await trio.lowlevel.wait_readable(self._fault)
-            except trio.ClosedResourceError:
+            if not await heard(self._fault):
                 return  # closed meanwhile
             if self._closed:  # readable, then closed before this task ran: the fd is gone
                 return
@@ -235,15 +234,13 @@ class SwitchConnection(VenetConnection[SwitchPort]):
                 continue  # the port was let go meanwhile: its fault went with it
             faulted = runner.counts(self.index).faulted
             if faulted:
-                which = "transmit" if faulted & 1 else "receive"
-                raise IoqFault(errno.EPROTO, f"the {which} queue broke the protocol")
+                raise fault_error(faulted)
 
     def close(self) -> None:
         if not self._closed:
             self._let_go()  # before the rings close: the thread must be done with them
             # the thread has let go of the fault fd too; move() may be waiting on it
-            with contextlib.suppress(RuntimeError):  # (not on a trio thread: none waits)
-                trio.lowlevel.notify_closing(self._fault)
+            stop_waiting(self._fault)
             os.close(self._fault)
         if self.switch.connections.get(self.port.name) is self:
             del self.switch.connections[self.port.name]
