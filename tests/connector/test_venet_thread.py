@@ -10,8 +10,12 @@ import os
 import threading
 import time
 
+import pytest
+
 from vbusfs.classes import VenetLoopback, VenetSwitch
-from vbusfs.ioq import SwitchRunner
+from vbusfs.classes._venet_switch import SwitchConnection, SwitchPort
+from vbusfs.ioq import Switch, SwitchRunner
+from vbusfs.model import Busy
 from vbusfs.testing import DeviceHarness
 
 
@@ -99,3 +103,21 @@ def test_a_switch_client_gone_leaves_none_of_its_descriptors() -> None:
             assert time.monotonic() < deadline, "the last client was never let go"
             time.sleep(0.01)
         assert len(os.listdir("/proc/self/fd")) == before
+
+
+def test_a_switch_client_refused_for_want_of_an_index_changes_nothing() -> None:
+    switch = VenetSwitch().create("sw")
+    switch.indices = {f"b.{i}": i for i in range(Switch.MAX_PORTS)}  # every index taken
+    port = SwitchPort("b.99", bytes(6))
+    before = sorted(os.listdir("/proc/self/fd"))
+    with pytest.raises(Busy, match="clients already"):
+        SwitchConnection(switch, port)
+    assert (port.clients, switch.tuning.clients) == (0, 0)  # its claims undone
+    assert sorted(os.listdir("/proc/self/fd")) == before  # and no fault fd left open
+    del switch.indices["b.3"]
+    conn = SwitchConnection(switch, port)  # one free: taken
+    try:
+        assert (conn.index, port.clients, switch.tuning.clients) == (3, 1, 1)
+    finally:
+        conn.close()
+    assert (port.clients, switch.tuning.clients) == (0, 0)

@@ -144,24 +144,23 @@ class SwitchConnection(VenetConnection[SwitchPort]):
     """
 
     def __init__(self, switch: SwitchState, port: SwitchPort) -> None:
+        super().__init__(port, switch.tuning)
         try:
-            # this connection's own: no other task ever waits on it
-            fault = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
-        except OSError as exc:  # out of descriptors: refused, nothing changed
-            why = f"cannot open {port.name}: {exc}"
-            raise VbusError(why, errno=exc.errno or errno.EAGAIN) from None
-        try:
-            super().__init__(port, switch.tuning)
-        except BaseException:
-            os.close(fault)
-            raise
-        used = set(switch.indices.values())
-        free = [i for i in range(Switch.MAX_PORTS) if i not in used]
-        if not free:
-            os.close(fault)
+            used = set(switch.indices.values())
+            free = [i for i in range(Switch.MAX_PORTS) if i not in used]
+            if not free:
+                raise Busy(f"the switch has {Switch.MAX_PORTS} clients already")
+            try:
+                # this connection's own (made last: nothing to undo after it); no other
+                # task ever waits on it
+                fault = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+            except OSError as exc:  # out of descriptors
+                why = f"cannot open {port.name}: {exc}"
+                raise VbusError(why, errno=exc.errno or errno.EAGAIN) from None
+        except BaseException:  # refused: nothing changed
             port.clients -= 1  # undo super().__init__'s claim
             switch.tuning.clients -= 1
-            raise Busy(f"the switch has {Switch.MAX_PORTS} clients already")
+            raise
         self._fault = fault
         self.switch = switch
         self.port = port
