@@ -62,6 +62,8 @@ def test_a_switch_client_costs_the_daemons_loop_nothing_until_its_ring_breaks(ca
         DeviceHarness(VenetSwitch) as h,
         h.connect().open_venet(h.interface_id, slots=8) as nic,
     ):
+        nic.link_down()  # the port let go and linked again: its fault fd handed back too
+        nic.link_up()
         runner = _runner_of(h)
         taken: list[float] = []
         real = runner.locked
@@ -87,6 +89,10 @@ def test_a_switch_client_costs_the_daemons_loop_nothing_until_its_ring_breaks(ca
         assert taken, "the fault was read without the lock: the count above proves nothing"
 
 
+def _unlink(h: DeviceHarness, interface_id: int) -> None:
+    h.vbus.unlink(h.bus, h.vbus.bus(h.bus).interfaces[interface_id].link_name)
+
+
 def test_a_switch_client_gone_leaves_none_of_its_descriptors() -> None:
     # each connection owns a fault eventfd besides its rings: it goes with the connection
     with DeviceHarness(VenetSwitch) as h:
@@ -94,10 +100,15 @@ def test_a_switch_client_gone_leaves_none_of_its_descriptors() -> None:
         with c.open_venet(h.interface_id, slots=8) as nic:  # the thread is up from here on
             nic.send(frame(0))
         before = len(os.listdir("/proc/self/fd"))
+        interface_id = h.interface_id
         for i in range(5):
-            with c.open_venet(h.interface_id, slots=8) as nic:
+            with c.open_venet(interface_id, slots=8) as nic:
                 nic.send(frame(i))
                 assert h.in_daemon(lambda: len(h.vbus.device(h.device).state.connections)) == 1
+                if i == 2:  # the device unlinked under its open client
+                    h.in_daemon(_unlink, h, interface_id)
+            if i == 2:
+                interface_id = h.link()
         deadline = time.monotonic() + 5
         while h.in_daemon(lambda: len(h.vbus.device(h.device).state.connections)):
             assert time.monotonic() < deadline, "the last client was never let go"
