@@ -166,7 +166,8 @@ def test_frames_without_a_buffer_are_dropped_and_the_rest_delivered(ports):
     frames = ports[1].received()
     check_v4(frames, big, 1448, delivered=4)
     assert all(f[47] == ACK for f in frames)  # PSH belongs to the last one, not delivered
-    # the receiver read them and posted its buffers again: the next segment goes whole
+    # the receiver read them, so its four buffers are free again: the next segment fills
+    # them the same way, and the three frames past them are dropped again
     got = send(sw, ports, SG, tso_header(abi.VNET_GSO_TCPV4, 1448, big) + big)
     assert got.delivered == (0, 4) and got.dropped == (0, 3)
     # buffers too small for a frame end the train there, nothing half-written
