@@ -88,14 +88,17 @@ class Lab:
         sh(*in_ns(ns), "ip", "link", "set", "lo", "up")
         return ns
 
-    def spawn(self, prefix: list[str], *argv: str, banner: bool = False) -> str:
-        """Start argv (in a namespace: `prefix`); with `banner`, its first line of output."""
+    def start(self, prefix: list[str], *argv: str) -> subprocess.Popen[str]:
+        """Start argv (in a namespace: `prefix`); it is stopped at close() if still running."""
         proc = subprocess.Popen(
             [*prefix, *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
         )
         self.processes.append(proc)
-        if not banner:
-            return ""
+        return proc
+
+    def spawn(self, prefix: list[str], *argv: str) -> str:
+        """start() argv and wait for its first line of output (it is up): that line."""
+        proc = self.start(prefix, *argv)
         assert proc.stdout is not None
         ready, _, _ = select.select([proc.stdout], [], [], 30)
         line = proc.stdout.readline() if ready else ""
@@ -158,7 +161,7 @@ def enet(lab: Lab, mnt: str, bus: str, ns: str, *args: str) -> str:
         f"echo {bus} > {mnt}/proc/self/vbus && "
         f"exec {sys.executable} -m vbusfs enet --mount {mnt} {' '.join(args)}{EXTRA_ENET}"
     )
-    return lab.spawn(in_ns(ns), "sh", "-c", command, banner=True).split()[2]
+    return lab.spawn(in_ns(ns), "sh", "-c", command).split()[2]
 
 
 def switch_path(
@@ -204,7 +207,7 @@ def tap_path(lab: Lab, mount: LiveMount, n: int, label: str = "vbusfs venet-tap"
 
 def relay_path(lab: Lab, n: int) -> Path:
     a, b = lab.netns("relay-a"), lab.netns("relay-b")
-    lab.spawn(in_ns(a), sys.executable, os.path.abspath(__file__), "--relay", b, banner=True)
+    lab.spawn(in_ns(a), sys.executable, os.path.abspath(__file__), "--relay", b)
     addr(in_ns(a), "relay0", f"10.15.{n}.1/24")
     addr(in_ns(b), "relay1", f"10.15.{n}.2/24")
     return Path("relay", a, in_ns(b), f"10.15.{n}.2")
@@ -283,8 +286,7 @@ class AttributeReads:
 
 
 def iperf3(lab: Lab, path: Path, seconds: float, streams: int) -> float:
-    lab.spawn(path.b, "iperf3", "-s", "-1", "-B", path.server)
-    server = lab.processes[-1]
+    server = lab.start(path.b, "iperf3", "-s", "-1", "-B", path.server)
     for _ in range(100):  # until the server listens
         out = sh(*in_ns(path.a), "iperf3", "-c", path.server, "-t", f"{seconds:g}", "-J",
                  "-P", str(streams), check=False, timeout=seconds + 60)  # fmt: skip

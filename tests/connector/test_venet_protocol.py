@@ -22,7 +22,14 @@ import pytest
 from vbusfs import client
 from vbusfs.connector import venet as abi
 from vbusfs.ioq import Ioq, IoqEmpty
-from vbusfs.testing import LiveMount, checksum, netns_available, offload_udp_frame
+from vbusfs.testing import (
+    LiveMount,
+    checksum,
+    netns_available,
+    offload_tcp_segment,
+    offload_udp_frame,
+    tso_header,
+)
 
 pytestmark = pytest.mark.mount
 
@@ -470,24 +477,6 @@ with client.connect(m) as bus, bus.open_venet(0, slots=8, capabilities=caps) as 
 """
 
 
-def large_tcp_segment(dst: bytes, src: bytes, size: int) -> bytes:
-    """A virtio-net header and an Ethernet/IPv4/TCP large segment of `size` payload bytes,
-    1400 a frame, as a sender with TSO leaves it."""
-    tcp = struct.pack("!HHIIBBHHH", 1, 2, 100, 0, 0x50, 0x18, 512, 0, 0)
-    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 0, 1, 0, 64, 6, 0, b"\n\0\0\1", b"\n\0\0\2")
-    header = abi.vnet_header(abi.VNET_HDR_F_NEEDS_CSUM, abi.VNET_GSO_TCPV4, 54, 1400, 34, 16)
-    return (
-        header
-        + dst
-        + src
-        + b"\x08\x00"
-        + ip
-        + tcp
-        + bytes(range(256)) * (size // 256)
-        + bytes(size % 256)
-    )
-
-
 def test_switch_ports_of_both_formats_through_the_daemon(bus, connected):
     # port B.2 bare (this process), port C.0 with SG (a child on bus C)
     bus.sh("mkdir config/vbus/instances/C && ln -s ../../devices/S config/vbus/instances/C/")
@@ -497,7 +486,9 @@ def test_switch_ports_of_both_formats_through_the_daemon(bus, connected):
             udp, _, _ = offload_udp_frame(nic.mac, PEER, payload)  # to us, learned once we send
             csum = abi.vnet_header(abi.VNET_HDR_F_NEEDS_CSUM, 0, 0, 0, 34, 6)
             large = abi.vnet_header(0, abi.VNET_GSO_TCPV4, 54, 1400, 0, 0) + frame(9000)
-            tcp = large_tcp_segment(nic.mac, PEER, 3000)
+            # a large TCP segment of 3000 bytes, 1400 a frame
+            segment = offload_tcp_segment(nic.mac, PEER, bytes(range(256)) * 11 + bytes(184))
+            tcp = tso_header(abi.VNET_GSO_TCPV4, 1400, segment) + segment
             argv = [(csum + udp).hex(), large.hex(), tcp.hex()]
             with subprocess.Popen(
                 [sys.executable, "-c", SG_CHILD, bus.path, *argv],

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import pytest
+from switch_ports import Port, mac, make_port, send
 
 from vbusfs.connector import venet as abi
-from vbusfs.ioq import Ioq, IoqEmpty, Switch
+from vbusfs.ioq import Switch
 from vbusfs.testing import checksum, offload_udp_frame
 
 COUNT = 8
@@ -18,49 +18,14 @@ SLOT = abi.MAX_SG_MESSAGE + 64  # room for one message too long for any port
 BARE, SG = 0, 1
 
 
-def mac(n: int) -> bytes:
-    return bytes([2, 0, 0, 0, 0, n])
-
-
-@dataclass
-class Port:
-    tx_north: Ioq
-    tx: Ioq
-    rx_north: Ioq
-    rx: Ioq
-
-    def received(self) -> list[bytes]:
-        try:
-            return self.rx_north.receive_batch_nowait(64)
-        except IoqEmpty:
-            return []
-
-
 @pytest.fixture
 def switch() -> Iterator[tuple[Switch, list[Port]]]:
-    ports = []
-    for _ in range(3):
-        tx_north = Ioq.create(COUNT, SLOT, direction="to_south")
-        rx_north = Ioq.create(COUNT, SLOT, direction="to_north")
-        ports.append(
-            Port(
-                tx_north,
-                Ioq.attach(tx_north.fds, direction="to_south"),
-                rx_north,
-                Ioq.attach(rx_north.fds, direction="to_north"),
-            )
-        )
+    ports = [make_port(COUNT, SLOT, tx_count=COUNT, tx_slot=SLOT) for _ in range(3)]
     sw = Switch()
     sw.set_port(1, header=True)  # port 0 bare (1514), port 1 SG, port 2 bare, mtu 1500
     yield sw, ports
     for p in ports:
-        for q in (p.tx, p.tx_north, p.rx, p.rx_north):
-            q.close()
-
-
-def send(sw: Switch, ports: list[Port], src: int, *messages: bytes):
-    ports[src].tx_north.send_batch_nowait(list(messages))
-    return sw.forward(src, ports[src].tx, [p.rx for p in ports])
+        p.close()
 
 
 def test_a_bare_frame_reaches_an_sg_port_with_a_zero_header(switch):

@@ -9,52 +9,20 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import pytest
+from switch_ports import Port, mac, make_port, send
 
 from vbusfs.connector import venet as abi
-from vbusfs.ioq import Ioq, IoqEmpty, Switch
-from vbusfs.testing import checksum
+from vbusfs.ioq import Switch
+from vbusfs.testing import checksum, offload_tcp_segment, tso_header
 
 TX_SLOT = abi.MAX_SG_MESSAGE
 BARE_SLOT = 2048
 SG, BARE = 0, 1
-SRC4, DST4 = b"\n\0\0\x01", b"\n\0\0\x02"
-SRC6 = bytes.fromhex("fd000000000000000000000000000001")
-DST6 = bytes.fromhex("fd000000000000000000000000000002")
 FIN, PSH, ACK, CWR = 0x01, 0x08, 0x10, 0x80
 #: TCP options a Linux sender carries on a bulk flow: NOP, NOP, timestamps
 TS_OPTION = b"\x01\x01\x08\x0a" + struct.pack("!II", 123456, 654321)
-
-
-def mac(n: int) -> bytes:
-    return bytes([2, 0, 0, 0, 0, n])
-
-
-@dataclass
-class Port:
-    tx_north: Ioq
-    tx: Ioq
-    rx_north: Ioq
-    rx: Ioq
-
-    def received(self) -> list[bytes]:
-        try:
-            return self.rx_north.receive_batch_nowait(256)
-        except IoqEmpty:
-            return []
-
-
-def make_port(rx_count: int, rx_slot: int) -> Port:
-    tx_north = Ioq.create(4, TX_SLOT, direction="to_south")
-    rx_north = Ioq.create(rx_count, rx_slot, direction="to_north")
-    return Port(
-        tx_north,
-        Ioq.attach(tx_north.fds, direction="to_south"),
-        rx_north,
-        Ioq.attach(rx_north.fds, direction="to_north"),
-    )
 
 
 @pytest.fixture
@@ -62,8 +30,7 @@ def ports() -> Iterator[list[Port]]:
     made: list[Port] = []
     yield made
     for p in made:
-        for q in (p.tx, p.tx_north, p.rx, p.rx_north):
-            q.close()
+        p.close()
 
 
 def switch_of(made: list[Port], *bare_rx: tuple[int, int]) -> Switch:
@@ -76,35 +43,16 @@ def switch_of(made: list[Port], *bare_rx: tuple[int, int]) -> Switch:
     return sw
 
 
-def send(sw: Switch, made: list[Port], message: bytes):
-    made[SG].tx_north.send_batch_nowait([message])
-    return sw.forward(SG, made[SG].tx, [p.rx for p in made])
-
-
-def tcp_header(seq: int, flags: int, options: bytes = TS_OPTION) -> bytes:
-    doff = (20 + len(options)) // 4
-    return struct.pack("!HHIIBBHHH", 40000, 5201, seq, 777, doff << 4, flags, 512, 0, 0) + options
-
-
 def tcp4_segment(payload: bytes, seq: int, flags: int, ip_options: bytes = b"") -> bytes:
     """An Ethernet/IPv4/TCP large segment as a sender with TSO leaves it."""
-    tcp = tcp_header(seq, flags) + payload
-    ihl = 5 + len(ip_options) // 4
-    ip = struct.pack("!BBHHHBBH4s4s", 0x40 | ihl, 0, 0, 4242, 0x4000, 64, 6, 0, SRC4, DST4)
-    return mac(9) + mac(1) + b"\x08\x00" + ip + ip_options + tcp
+    return offload_tcp_segment(
+        mac(9), mac(1), payload, seq=seq, flags=flags, tcp_options=TS_OPTION, ip_options=ip_options
+    )
 
 
 def tcp6_segment(payload: bytes, seq: int, flags: int) -> bytes:
-    tcp = tcp_header(seq, flags) + payload
-    ip = struct.pack("!IHBB16s16s", 0x60000000, 0, 6, 64, SRC6, DST6)
-    return mac(9) + mac(1) + b"\x86\xdd" + ip + tcp
-
-
-def gso_header(gso_type: int, gso_size: int, frame: bytes) -> bytes:
-    ip_len = (frame[14] & 15) * 4 if frame[12:14] == b"\x08\x00" else 40
-    tcp = 14 + ip_len
-    return abi.vnet_header(
-        abi.VNET_HDR_F_NEEDS_CSUM, gso_type, tcp + (frame[tcp + 12] >> 4) * 4, gso_size, tcp, 16
+    return offload_tcp_segment(
+        mac(9), mac(1), payload, seq=seq, flags=flags, tcp_options=TS_OPTION, ipv6=True
     )
 
 
@@ -168,7 +116,7 @@ def test_a_tcpv4_large_segment_reaches_bare_ports_cut_into_frames(ports):
     sw = switch_of(ports, (16, BARE_SLOT), (16, BARE_SLOT))
     # the sequence number wraps inside the train; IP options and ECN ride along
     big = tcp4_segment(pattern(10000), 0xFFFFF000, ACK | PSH | FIN | CWR, b"\x01" * 4)
-    got = send(sw, ports, gso_header(abi.VNET_GSO_TCPV4 | abi.VNET_GSO_ECN, 1440, big) + big)
+    got = send(sw, ports, SG, tso_header(abi.VNET_GSO_TCPV4 | abi.VNET_GSO_ECN, 1440, big) + big)
     # flooded (its destination is unknown) to both bare ports, seven frames each
     assert got.gso_segmented == 2 and got.gso_dropped == 0
     assert got.delivered == (0, 7, 7) and got.dropped == (0, 0, 0)
@@ -181,7 +129,7 @@ def test_a_tcpv4_large_segment_reaches_bare_ports_cut_into_frames(ports):
 def test_a_tcpv6_large_segment_reaches_a_bare_port_cut_into_frames(ports):
     sw = switch_of(ports, (16, BARE_SLOT))
     big = tcp6_segment(pattern(5000), 1000, ACK)
-    got = send(sw, ports, gso_header(abi.VNET_GSO_TCPV6, 1200, big) + big)
+    got = send(sw, ports, SG, tso_header(abi.VNET_GSO_TCPV6, 1200, big) + big)
     assert got.gso_segmented == 1 and got.delivered == (0, 5)
     frames = ports[1].received()
     check_v6(frames, big, 1200)
@@ -193,8 +141,8 @@ def test_a_segment_of_one_frame_and_an_sg_port_beside(ports):
     ports.append(make_port(4, TX_SLOT))
     sw.set_port(2, header=True)
     big = tcp4_segment(b"small", 5, ACK | PSH)
-    message = gso_header(abi.VNET_GSO_TCPV4, 1448, big) + big
-    got = send(sw, ports, message)
+    message = tso_header(abi.VNET_GSO_TCPV4, 1448, big) + big
+    got = send(sw, ports, SG, message)
     assert got.delivered == (0, 1, 1) and got.gso_segmented == 1
     check_v4(ports[1].received(), big, 1448)
     assert ports[2].received() == [message]  # an SG port takes it whole, header and all
@@ -204,7 +152,7 @@ def test_many_frames_from_one_segment_arrive_in_order(ports):
     # more frames than one batch's worth of buffers: handed over as they fill
     sw = switch_of(ports, (256, BARE_SLOT))
     big = tcp4_segment(pattern(65000), 42, ACK | FIN)
-    got = send(sw, ports, gso_header(abi.VNET_GSO_TCPV4, 500, big) + big)
+    got = send(sw, ports, SG, tso_header(abi.VNET_GSO_TCPV4, 500, big) + big)
     assert got.delivered == (0, 130) and got.dropped == (0, 0)
     check_v4(ports[1].received(), big, 500)
 
@@ -212,19 +160,20 @@ def test_many_frames_from_one_segment_arrive_in_order(ports):
 def test_frames_without_a_buffer_are_dropped_and_the_rest_delivered(ports):
     sw = switch_of(ports, (4, BARE_SLOT))
     big = tcp4_segment(pattern(10000), 0, ACK | PSH)
-    got = send(sw, ports, gso_header(abi.VNET_GSO_TCPV4, 1448, big) + big)
+    got = send(sw, ports, SG, tso_header(abi.VNET_GSO_TCPV4, 1448, big) + big)
     # the first four in order; the other three counted dropped, never half a frame
     assert got.delivered == (0, 4) and got.dropped == (0, 3) and got.gso_segmented == 1
     frames = ports[1].received()
     check_v4(frames, big, 1448, delivered=4)
     assert all(f[47] == ACK for f in frames)  # PSH belongs to the last one, not delivered
-    # the receiver read them and posted its buffers again: the next segment goes whole
-    got = send(sw, ports, gso_header(abi.VNET_GSO_TCPV4, 1448, big) + big)
+    # the receiver read them, so its four buffers are free again: the next segment fills
+    # them the same way, and the three frames past them are dropped again
+    got = send(sw, ports, SG, tso_header(abi.VNET_GSO_TCPV4, 1448, big) + big)
     assert got.delivered == (0, 4) and got.dropped == (0, 3)
     # buffers too small for a frame end the train there, nothing half-written
     small = make_port(8, 1000)
     ports.append(small)
-    got = send(sw, ports, gso_header(abi.VNET_GSO_TCPV4, 1448, big) + big)
+    got = send(sw, ports, SG, tso_header(abi.VNET_GSO_TCPV4, 1448, big) + big)
     assert got.delivered[2] == 0 and got.dropped[2] == 7
     assert small.received() == []
 
@@ -263,12 +212,12 @@ def test_a_large_segment_that_cannot_be_cut_is_dropped_and_counted(ports, case):
     gso_type, size, spoil = BAD[case]
     good = tcp4_segment(pattern(4000), 0, ACK)  # 14 + 20 + 32 = 66 bytes of headers
     frame = spoil(good)
-    got = send(sw, ports, abi.vnet_header(0, gso_type, 66, size, 34, 16) + frame)
+    got = send(sw, ports, SG, abi.vnet_header(0, gso_type, 66, size, 34, 16) + frame)
     assert got.gso_dropped == 2 and got.gso_segmented == 0
     assert got.delivered == (0, 0, 0) and got.dropped == (0, 1, 1)
     assert ports[1].received() == [] and ports[2].received() == []
     # the same switch cuts the good one
-    got = send(sw, ports, gso_header(abi.VNET_GSO_TCPV4, 1448, good) + good)
+    got = send(sw, ports, SG, tso_header(abi.VNET_GSO_TCPV4, 1448, good) + good)
     assert got.delivered == (0, 3, 3)
     check_v4(ports[1].received(), good, 1448)
 
@@ -277,7 +226,7 @@ def test_a_port_with_a_larger_mtu_takes_larger_frames(ports):
     sw = switch_of(ports, (16, 9100))
     sw.set_port(1, header=False, max_len=9014)
     big = tcp4_segment(pattern(30000), 0, ACK)
-    got = send(sw, ports, gso_header(abi.VNET_GSO_TCPV4, 8948, big) + big)
+    got = send(sw, ports, SG, tso_header(abi.VNET_GSO_TCPV4, 8948, big) + big)
     assert got.delivered == (0, 4)
     frames = ports[1].received()
     assert [len(f) for f in frames] == [9014] * 3 + [66 + 30000 - 3 * 8948]

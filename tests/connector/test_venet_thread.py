@@ -10,8 +10,12 @@ import os
 import threading
 import time
 
+import pytest
+
 from vbusfs.classes import VenetLoopback, VenetSwitch
-from vbusfs.ioq import SwitchRunner
+from vbusfs.classes._venet_switch import SwitchConnection, SwitchPort
+from vbusfs.ioq import Switch, SwitchRunner
+from vbusfs.model import Busy
 from vbusfs.testing import DeviceHarness
 
 
@@ -58,6 +62,8 @@ def test_a_switch_client_costs_the_daemons_loop_nothing_until_its_ring_breaks(ca
         DeviceHarness(VenetSwitch) as h,
         h.connect().open_venet(h.interface_id, slots=8) as nic,
     ):
+        nic.link_down()  # the port let go and linked again: its fault fd handed back too
+        nic.link_up()
         runner = _runner_of(h)
         taken: list[float] = []
         real = runner.locked
@@ -83,6 +89,10 @@ def test_a_switch_client_costs_the_daemons_loop_nothing_until_its_ring_breaks(ca
         assert taken, "the fault was read without the lock: the count above proves nothing"
 
 
+def _unlink(h: DeviceHarness, interface_id: int) -> None:
+    h.vbus.unlink(h.bus, h.vbus.bus(h.bus).interfaces[interface_id].link_name)
+
+
 def test_a_switch_client_gone_leaves_none_of_its_descriptors() -> None:
     # each connection owns a fault eventfd besides its rings: it goes with the connection
     with DeviceHarness(VenetSwitch) as h:
@@ -90,12 +100,35 @@ def test_a_switch_client_gone_leaves_none_of_its_descriptors() -> None:
         with c.open_venet(h.interface_id, slots=8) as nic:  # the thread is up from here on
             nic.send(frame(0))
         before = len(os.listdir("/proc/self/fd"))
+        interface_id = h.interface_id
         for i in range(5):
-            with c.open_venet(h.interface_id, slots=8) as nic:
+            with c.open_venet(interface_id, slots=8) as nic:
                 nic.send(frame(i))
                 assert h.in_daemon(lambda: len(h.vbus.device(h.device).state.connections)) == 1
+                if i == 2:  # the device unlinked under its open client
+                    h.in_daemon(_unlink, h, interface_id)
+            if i == 2:
+                interface_id = h.link()
         deadline = time.monotonic() + 5
         while h.in_daemon(lambda: len(h.vbus.device(h.device).state.connections)):
             assert time.monotonic() < deadline, "the last client was never let go"
             time.sleep(0.01)
         assert len(os.listdir("/proc/self/fd")) == before
+
+
+def test_a_switch_client_refused_for_want_of_an_index_changes_nothing() -> None:
+    switch = VenetSwitch().create("sw")
+    switch.indices = {f"b.{i}": i for i in range(Switch.MAX_PORTS)}  # every index taken
+    port = SwitchPort("b.99", bytes(6))
+    before = sorted(os.listdir("/proc/self/fd"))
+    with pytest.raises(Busy, match="clients already"):
+        SwitchConnection(switch, port)
+    assert (port.clients, switch.tuning.clients) == (0, 0)  # its claims undone
+    assert sorted(os.listdir("/proc/self/fd")) == before  # and no fault fd left open
+    del switch.indices["b.3"]
+    conn = SwitchConnection(switch, port)  # one free: taken
+    try:
+        assert (conn.index, port.clients, switch.tuning.clients) == (3, 1, 1)
+    finally:
+        conn.close()
+    assert (port.clients, switch.tuning.clients) == (0, 0)

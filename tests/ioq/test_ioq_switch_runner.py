@@ -76,7 +76,10 @@ def test_a_port_taken_away_gets_nothing_and_sends_nothing(rig) -> None:
 
 @pytest.fixture
 def faults() -> Iterator[list[int]]:
-    """Three eventfds, one per port, as a switch's owner hands them to the runner."""
+    """Three eventfds, one per port, as a switch's owner hands them to the runner.
+
+    Ask for it before ``rig``: fixtures are torn down in reverse, so the runner lets go of the fds
+    before they are closed."""
     fds = [os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK) for _ in range(3)]
     yield fds
     for fd in fds:
@@ -87,7 +90,7 @@ def readable(fds: list[int], timeout: float) -> list[int]:
     return select.select(fds, [], [], timeout)[0]
 
 
-def test_a_broken_transmit_ring_is_dropped_alone_and_its_fault_fd_told(rig, faults) -> None:
+def test_a_broken_transmit_ring_is_dropped_alone_and_its_fault_fd_told(faults, rig) -> None:
     runner, ports = rig
     for i, p in enumerate(ports[:2]):
         runner.set_port(i, p.tx, p.rx, fault_fd=faults[i])
@@ -110,7 +113,7 @@ def test_a_broken_transmit_ring_is_dropped_alone_and_its_fault_fd_told(rig, faul
         runner.set_port(0, None, None, fault_fd=-2)
 
 
-def test_a_broken_receive_ring_tells_its_own_ports_fault_fd(rig, faults) -> None:
+def test_a_broken_receive_ring_tells_its_own_ports_fault_fd(faults, rig) -> None:
     runner, ports = rig
     for i, p in enumerate(ports[:2]):
         runner.set_port(i, p.tx, p.rx, fault_fd=faults[i])

@@ -20,6 +20,8 @@ venet-switch: its own), never on the daemon's event loop.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import random
 import re
 from collections.abc import Callable, Sequence
@@ -41,7 +43,7 @@ from vbusfs.connector.venet import (
     VERSION,
 )
 from vbusfs.connector.venet import INTERFACE_TYPE as VIRTUAL_ETHERNET
-from vbusfs.ioq import AsyncIoq, IoqError, IoqFull
+from vbusfs.ioq import AsyncIoq, IoqError, IoqFault, IoqFull
 from vbusfs.model import (
     AlreadyExists,
     Attribute,
@@ -226,6 +228,31 @@ class VenetClass(DeviceClass):
 
     def __init__(self, rng: random.Random | None = None) -> None:
         self._rng = rng if rng is not None else random.Random()
+
+
+# ---- a ring broken on a C thread --------------------------------------------------
+
+
+async def heard(fd: int) -> bool:
+    """Wait until the thread writes the fault eventfd `fd`; False if it was closed meanwhile."""
+    try:
+        await trio.lowlevel.wait_readable(fd)
+    except (trio.ClosedResourceError, ValueError):
+        return False
+    return True
+
+
+def stop_waiting(fd: int) -> None:
+    """Wake a task waiting on `fd` (about to close) with ClosedResourceError."""
+    with contextlib.suppress(RuntimeError):  # not on a trio thread: none waits
+        trio.lowlevel.notify_closing(fd)
+
+
+def fault_error(faulted: int) -> IoqFault:
+    """What ends a connection whose thread found a ring broken (`faulted`: bit 0 the
+    transmit ring, bit 1 the receive ring)."""
+    which = "transmit" if faulted & 1 else "receive"
+    return IoqFault(errno.EPROTO, f"the {which} queue broke the protocol")
 
 
 # ---- the connection ------------------------------------------------------------

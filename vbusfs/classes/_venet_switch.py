@@ -18,9 +18,7 @@ import errno
 import os
 from dataclasses import dataclass, field
 
-import trio
-
-from vbusfs.ioq import IoqFault, RunCounts, Switch, SwitchRunner
+from vbusfs.ioq import RunCounts, Switch, SwitchRunner
 from vbusfs.model import Attribute, Busy, InterfaceInfo, VbusError
 
 from ._venet_common import (
@@ -32,7 +30,10 @@ from ._venet_common import (
     Tuning,
     VenetClass,
     VenetConnection,
+    fault_error,
+    heard,
     random_mac,
+    stop_waiting,
 )
 
 
@@ -143,24 +144,23 @@ class SwitchConnection(VenetConnection[SwitchPort]):
     """
 
     def __init__(self, switch: SwitchState, port: SwitchPort) -> None:
+        super().__init__(port, switch.tuning)
         try:
-            # this connection's own: no other task ever waits on it
-            fault = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
-        except OSError as exc:  # out of descriptors: refused, nothing changed
-            why = f"cannot open {port.name}: {exc}"
-            raise VbusError(why, errno=exc.errno or errno.EAGAIN) from None
-        try:
-            super().__init__(port, switch.tuning)
-        except BaseException:
-            os.close(fault)
-            raise
-        used = set(switch.indices.values())
-        free = [i for i in range(Switch.MAX_PORTS) if i not in used]
-        if not free:
-            os.close(fault)
+            used = set(switch.indices.values())
+            free = [i for i in range(Switch.MAX_PORTS) if i not in used]
+            if not free:
+                raise Busy(f"the switch has {Switch.MAX_PORTS} clients already")
+            try:
+                # this connection's own (made last: nothing to undo after it); no other
+                # task ever waits on it
+                fault = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+            except OSError as exc:  # out of descriptors
+                why = f"cannot open {port.name}: {exc}"
+                raise VbusError(why, errno=exc.errno or errno.EAGAIN) from None
+        except BaseException:  # refused: nothing changed
             port.clients -= 1  # undo super().__init__'s claim
             switch.tuning.clients -= 1
-            raise Busy(f"the switch has {Switch.MAX_PORTS} clients already")
+            raise
         self._fault = fault
         self.switch = switch
         self.port = port
@@ -222,9 +222,7 @@ class SwitchConnection(VenetConnection[SwitchPort]):
     async def move(self) -> None:
         # the frames move on the switch's thread; here only a broken ring is heard of
         while not self._closed:
-            try:
-                await trio.lowlevel.wait_readable(self._fault)
-            except trio.ClosedResourceError:
+            if not await heard(self._fault):
                 return  # closed meanwhile
             if self._closed:  # readable, then closed before this task ran: the fd is gone
                 return
@@ -235,15 +233,13 @@ class SwitchConnection(VenetConnection[SwitchPort]):
                 continue  # the port was let go meanwhile: its fault went with it
             faulted = runner.counts(self.index).faulted
             if faulted:
-                which = "transmit" if faulted & 1 else "receive"
-                raise IoqFault(errno.EPROTO, f"the {which} queue broke the protocol")
+                raise fault_error(faulted)
 
     def close(self) -> None:
         if not self._closed:
             self._let_go()  # before the rings close: the thread must be done with them
             # the thread has let go of the fault fd too; move() may be waiting on it
-            with contextlib.suppress(RuntimeError):  # (not on a trio thread: none waits)
-                trio.lowlevel.notify_closing(self._fault)
+            stop_waiting(self._fault)
             os.close(self._fault)
         if self.switch.connections.get(self.port.name) is self:
             del self.switch.connections[self.port.name]

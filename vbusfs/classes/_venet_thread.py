@@ -15,13 +15,20 @@ import contextlib
 import errno
 from collections.abc import Sequence
 
-import trio
-
 from vbusfs.connector import venet as abi
-from vbusfs.ioq import IoqFault, TapCounts, TapRunner
+from vbusfs.ioq import TapCounts, TapRunner
 from vbusfs.model import VbusError
 
-from ._venet_common import BATCH, MAX_POLL_US, End, Tuning, VenetConnection
+from ._venet_common import (
+    BATCH,
+    MAX_POLL_US,
+    End,
+    Tuning,
+    VenetConnection,
+    fault_error,
+    heard,
+    stop_waiting,
+)
 
 
 class ThreadedConnection(VenetConnection[End]):
@@ -94,8 +101,7 @@ class ThreadedConnection(VenetConnection[End]):
             runner, self.runner = self.runner, None
             with contextlib.suppress(ValueError):
                 self.tuning.listeners.remove(self.configure)
-            with contextlib.suppress(RuntimeError):  # move() may be waiting on it
-                trio.lowlevel.notify_closing(runner.fault_fd)
+            stop_waiting(runner.fault_fd)  # move() may be waiting on it
             for name, value in _mapped(runner.counts()).items():
                 self.counters[name] += value
             runner.close()  # before the rings close: the thread must be done with them
@@ -106,14 +112,11 @@ class ThreadedConnection(VenetConnection[End]):
         runner = self.runner
         if runner is None:
             return
-        try:
-            await trio.lowlevel.wait_readable(runner.fault_fd)
-        except (trio.ClosedResourceError, ValueError):
+        if not await heard(runner.fault_fd):
             return  # closed meanwhile
         faulted = runner.counts().faulted if runner.running else 0
         if faulted:
-            which = "transmit" if faulted & 1 else "receive"
-            raise IoqFault(errno.EPROTO, f"the {which} queue broke the protocol")
+            raise fault_error(faulted)
 
 
 def _mapped(got: TapCounts) -> dict[str, int]:

@@ -37,7 +37,7 @@ with its connection's `ConnectionProbe`), `request_response()` a
 and checks the framework's guarantees; `ProbedVbus`, `ring_shape`.
 
 A tiny IPv4 host for data-path tests (`_host`): `serve_host`, `reply_to`, `checksum`,
-`offload_udp_frame`.
+`offload_udp_frame`, `offload_tcp_segment` with its `tso_header`.
 
 Each module's docstring documents its part in full. Every name but the tiny
 host's is imported on first use: the strategies and the conformance machine
@@ -49,7 +49,14 @@ environment, should cost nothing and fail for no test that does not use it.
 
 from typing import TYPE_CHECKING, Any
 
-from ._host import checksum, offload_udp_frame, reply_to, serve_host
+from ._host import (
+    checksum,
+    offload_tcp_segment,
+    offload_udp_frame,
+    reply_to,
+    serve_host,
+    tso_header,
+)
 
 if TYPE_CHECKING:
     from ._conformance import DeviceClassConformance
@@ -222,6 +229,7 @@ __all__ = [
     "mac_bytes",
     "names",
     "netns_available",
+    "offload_tcp_segment",
     "offload_udp_frame",
     "reply_to",
     "ring_shape",
@@ -229,4 +237,5 @@ __all__ = [
     "stop_all",
     "topologies",
     "topology_plans",
+    "tso_header",
 ]
