@@ -1,10 +1,12 @@
 """How many FUSE requests the control-plane operations of bench/control.py cost vbusfs.
 
 Each operation is done once to warm the kernel's caches and then counted: the
-daemon runs in this process (a child per vbusfs measured), its handlers wrapped to
-count each request by kind, over a model of `--devices` devices (venet-loopback, ten
-per bus, each linked). `--baseline CHECKOUT` counts the vbusfs of another checkout
-too (a built one, as bench/control.py's `--baseline`), side by side.
+daemon runs in this process (a child per vbusfs measured), its request handlers (every
+one pyfuse3 dispatches) wrapped to count each request by kind, over a model of
+`--devices` devices (venet-loopback, ten per bus, each linked). `--baseline CHECKOUT`
+counts the vbusfs of another checkout too (a built one, as bench/control.py's
+`--baseline`), side by side. tests/mount/test_request_counts.py runs `child` too, with
+the directories it lists.
 
 Needs /dev/fuse (run `make setup`). Usage:
   .venv/bin/python bench/_control_requests.py [--devices N] [--baseline CHECKOUT]
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import functools
 import json
 import os
 import shutil
@@ -23,29 +26,6 @@ import tempfile
 from collections.abc import Callable
 from typing import Any
 
-HANDLERS = [
-    "lookup",
-    "getattr",
-    "setattr",
-    "readlink",
-    "opendir",
-    "readdir",
-    "releasedir",
-    "mkdir",
-    "rmdir",
-    "unlink",
-    "symlink",
-    "open",
-    "read",
-    "write",
-    "release",
-    "flush",
-    "getxattr",
-    "listxattr",
-    "statfs",
-    "forget",
-    "poll",
-]
 HERE = os.path.abspath(__file__)
 
 
@@ -61,10 +41,6 @@ def operations(root: str) -> dict[str, Callable[[], object]]:
         finally:
             os.close(fd)
 
-    def ls(path: str) -> Callable[[], object]:
-        env = dict(os.environ, LC_ALL="C")
-        return lambda: subprocess.run(["ls", "-l", path], stdout=subprocess.DEVNULL, env=env)
-
     def cycle() -> None:  # made and removed again: nothing is warm but the skeleton
         os.mkdir(f"{cfg}/devices/n")
         with open(f"{cfg}/devices/n/type", "w") as f:
@@ -77,15 +53,28 @@ def operations(root: str) -> dict[str, Callable[[], object]]:
         "stat device dir": lambda: os.stat(sysd),
         "stat attribute file": lambda: os.stat(f"{sysd}/enabled"),
         "attr open+read+close": read,
-        "ls -l device dir": ls(sysd),
-        "ls -l config device dir": ls(f"{cfg}/devices/d7"),
+        "ls -l device dir": lambda: ls_l(sysd),
+        "ls -l config device dir": lambda: ls_l(f"{cfg}/devices/d7"),
         "listdir config/vbus/devices": lambda: os.listdir(f"{cfg}/devices"),
         "mkdir+type+link+unlink+rmdir": cycle,
     }
 
 
-def child(devices: int) -> None:
-    """Mount a counting vbusfs, count each operation's requests, print them as JSON."""
+def ls_l(path: str) -> str:
+    """What `ls -l path` shows (in the C locale)."""
+    env = dict(os.environ, LC_ALL="C")
+    argv = ["ls", "-l", path]
+    return subprocess.run(argv, capture_output=True, text=True, check=True, env=env).stdout
+
+
+def child(devices: int, listed: list[str] | None = None, root: str | None = None) -> None:
+    """Mount a counting vbusfs (at `root`, else a new temporary directory), count each
+    operation's requests, print them as JSON: per operation, its requests by kind and
+    what it showed (None but for an `ls -l`). With `listed` (paths under the mount) the
+    operations are an `ls -l` of each of them instead of `operations`'."""
+    import inspect
+
+    import pyfuse3
     import trio
 
     from vbusfs import fuse
@@ -100,7 +89,9 @@ def child(devices: int) -> None:
         vbus.link(f"b{i // 10}", f"d{i}", f"d{i}")
     ops = fuse.VbusOperations(vbus)
     counts: collections.Counter[str] = collections.Counter()
-    for name in HANDLERS:
+    # a request: a call of one of the handlers pyfuse3 dispatches the kernel's requests to
+    requests = [n for n, v in vars(pyfuse3.Operations).items() if inspect.iscoroutinefunction(v)]
+    for name in requests:
         handler = getattr(ops, name)
 
         def counted(*args: Any, _name: str = name, _handler: Any = handler) -> Any:
@@ -108,15 +99,19 @@ def child(devices: int) -> None:
             return _handler(*args)
 
         setattr(ops, name, counted)
-    root = tempfile.mkdtemp(prefix="vbusfs-requests-")
-    found: dict[str, dict[str, int]] = {}
+    mountpoint = root or tempfile.mkdtemp(prefix="vbusfs-requests-")
+    if listed is None:
+        calls = operations(mountpoint)
+    else:
+        calls = {path: functools.partial(ls_l, f"{mountpoint}/{path}") for path in listed}
+    found: dict[str, tuple[dict[str, int], object]] = {}
 
     def measure() -> None:
-        for label, call in operations(root).items():
+        for label, call in calls.items():
             call()  # warm
             counts.clear()
-            call()
-            found[label] = dict(counts)
+            shown = call()
+            found[label] = (dict(counts), shown if isinstance(shown, str) else None)
 
     async def main() -> None:
         async with trio.open_nursery() as nursery:
@@ -126,12 +121,13 @@ def child(devices: int) -> None:
             finally:
                 fuse.terminate()
 
-    fuse.mount(ops, root)
+    fuse.mount(ops, mountpoint)
     try:
         trio.run(main)
     finally:
         fuse.close()
-        os.rmdir(root)
+        if root is None:
+            os.rmdir(mountpoint)
     print(json.dumps(found))
 
 
@@ -147,7 +143,8 @@ def count(checkout: str | None, devices: int) -> dict[str, dict[str, int]]:
     )
     if done.returncode != 0:
         raise SystemExit(f"counting failed ({checkout or 'this checkout'}):\n{done.stderr}")
-    return json.loads(done.stdout.splitlines()[-1])
+    found = json.loads(done.stdout.splitlines()[-1])
+    return {label: kinds for label, (kinds, _shown) in found.items()}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -56,7 +56,6 @@ import os
 import random
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -65,7 +64,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
-from _stats import percentile
+from _stats import median, p50_p99
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VDISK_SRC = os.path.join(ROOT, "examples", "vdisk", "src")
@@ -422,8 +421,8 @@ def open_costs(mnt: str, count: int = 20, pause: float = 0.0) -> str:
                 opens.append(opened - start)
                 closes.append(time.perf_counter() - opened)
             out.append(
-                f"{isolation} {statistics.median(opens) * 1e3:.1f} ms "
-                f"(close {statistics.median(closes) * 1e3:.1f} ms, "
+                f"{isolation} {median(opens) * 1e3:.1f} ms "
+                f"(close {median(closes) * 1e3:.1f} ms, "
                 f"first open {opens[0] * 1e3:.1f} ms)"
             )
     return ", ".join(out)
@@ -730,8 +729,8 @@ def report(
     def best(key: str, label: str) -> Result:
         return min(results[(key, label)], key=lambda r: r.seconds / r.ops)
 
-    def median(key: str, label: str, metric: Callable[[Result], float]) -> float:
-        return statistics.median(metric(r) for r in results[(key, label)])
+    def median_of(key: str, label: str, metric: Callable[[Result], float]) -> float:
+        return median(metric(r) for r in results[(key, label)])
 
     metrics: dict[str, tuple[str, Callable[[Result], float], bool]] = {
         "rand4k": ("ops/s", lambda r: r.ops_per_s, True),
@@ -755,7 +754,7 @@ def report(
             ratio_pipe = value / pipe if higher else pipe / value
             print(
                 f"| {title:<36} | {label:<14} | {value:>10,.1f} | "
-                f"{median(key, label, metric):>10,.1f} | {unit:<5} | "
+                f"{median_of(key, label, metric):>10,.1f} | {unit:<5} | "
                 f"{ratio_pair:>12.2f}x | {ratio_pipe:>6.2f}x |"
             )
             if label.startswith("vdisk"):
@@ -793,16 +792,14 @@ def report(
     rows += [(f"a {i} vdisk streams", a["busy"]) for i, a in attributes.items()]  # type: ignore[misc]
     for name, samples in rows:
         if samples:
-            print(
-                f"| {name:<27} | {len(samples):>5} | {percentile(samples, 0.5):>7.0f} | "
-                f"{percentile(samples, 0.99):>7.0f} |"
-            )
+            p50, p99 = p50_p99(samples)
+            print(f"| {name:<27} | {len(samples):>5} | {p50:>7.0f} | {p99:>7.0f} |")
     for isolation, row in attributes.items():
         busy = row["busy"]
         assert isinstance(busy, list)
         if busy and idle:
-            p50 = percentile(busy, 0.5) / percentile(idle, 0.5)
-            p99 = percentile(busy, 0.99) / percentile(idle, 0.99)
+            (busy50, busy99), (idle50, idle99) = p50_p99(busy), p50_p99(idle)
+            p50, p99 = busy50 / idle50, busy99 / idle99
             target = TARGETS["attr"]
             verdicts.append(
                 f"attribute reads while a {isolation} vdisk streams: p50 {p50:.2f}x, p99 "

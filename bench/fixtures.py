@@ -28,7 +28,6 @@ import argparse
 import functools
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -36,7 +35,7 @@ import textwrap
 import time
 from collections.abc import Callable
 
-from _stats import percentile
+from _stats import median, percentile
 
 from vbusfs.fuse import mount_at
 from vbusfs.testing import LiveMount, SharedMount, netns_available
@@ -64,7 +63,7 @@ class Counted:
         self.logs: list[str] = []
 
     def best(self) -> list[float]:
-        return min(self.rounds, key=statistics.median)
+        return min(self.rounds, key=median)
 
 
 def fresh_round(parent: str, tests: int, load: tuple[str, ...], out: Counted) -> None:
@@ -184,9 +183,9 @@ def ms(seconds: float) -> str:
 
 def row(name: str, load: str, counted: Counted) -> float:
     best = counted.best()
-    median = statistics.median(best)
-    print(f"| {name} | {load} | {ms(median)} | {ms(percentile(best, 0.9))} |")
-    return median
+    p50 = median(best)
+    print(f"| {name} | {load} | {ms(p50)} | {ms(percentile(best, 0.9))} |")
+    return p50
 
 
 def main() -> None:
@@ -264,10 +263,8 @@ def main() -> None:
                 counted = Counted()
                 for _ in range(max(1, args.rounds // 2)):
                     counted.rounds.append(pytest_costs(project, count, fresh))
-                best = counted.best()
                 label = "fresh daemon (vbus_fresh_daemon)" if fresh else "shared, reset"
-                p50, p90 = percentile(best, 0.5), percentile(best, 0.9)
-                print(f"| {label} | {count} | {ms(p50)} | {ms(p90)} |")
+                row(label, str(count), counted)
     finally:
         where = shared.mount.path if shared.mount else None
         shared.close()

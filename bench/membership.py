@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -38,7 +37,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from _stats import percentile
+from _stats import median, p50_p99
 
 from vbusfs.testing import LiveMount
 
@@ -199,16 +198,16 @@ def report(peers: list[Peer], counts: list[int]) -> None:
     )
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for peer in peers:
-        base_members = statistics.median(peer.members[0])
-        base_proc = statistics.median(peer.proc[0])
+        base_members = median(peer.members[0])
+        base_proc = median(peer.proc[0])
         for n in counts:
-            members = statistics.median(peer.members[n])
-            proc = statistics.median(peer.proc[n])
+            members, members99 = p50_p99(peer.members[n])
+            proc, proc99 = p50_p99(peer.proc[n])
             print(
                 f"| {peer.mode} | {n:,} | {peer.cpu[n]:.3f} "
-                f"| {members * 1e3:.3f} | {percentile(peer.members[n], 0.99) * 1e3:.3f} "
+                f"| {members * 1e3:.3f} | {members99 * 1e3:.3f} "
                 f"| {members / base_members:.2f}x "
-                f"| {proc * 1e3:.3f} | {percentile(peer.proc[n], 0.99) * 1e3:.3f} "
+                f"| {proc * 1e3:.3f} | {proc99 * 1e3:.3f} "
                 f"| {proc / base_proc:.2f}x |"
             )
     kernel = next((peer for peer in peers if peer.mode == "cgroup"), None)
@@ -217,7 +216,7 @@ def report(peers: list[Peer], counts: list[int]) -> None:
         print("targets (issue 12): not judged (needs the cgroup mode and unrelated processes)")
         return
     cpu = kernel.cpu[top]
-    ratio = statistics.median(kernel.members[top]) / statistics.median(kernel.members[0])
+    ratio = median(kernel.members[top]) / median(kernel.members[0])
     print(
         f"targets (issue 12), cgroup mode with {top:,} unrelated processes: "
         f"idle CPU {cpu:.2f}% ({'met' if cpu < TARGET_CPU else 'NOT met'}: < {TARGET_CPU:g}%), "

@@ -31,12 +31,13 @@ import contextlib
 import os
 import signal
 import socket
-import statistics
 import sys
 import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+
+from _stats import median
 
 from vbusfs import client
 from vbusfs.testing import LiveMount
@@ -318,7 +319,7 @@ def report(
         return max(results[(name, size)], key=lambda r: r.fps)
 
     def median_fps(name: str, size: int) -> float:
-        return statistics.median(r.fps for r in results[(name, size)])
+        return median(r.fps for r in results[(name, size)])
 
     print()
     print(

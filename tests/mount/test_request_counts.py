@@ -2,8 +2,9 @@
 (issue 15: at most 10), and that the bound holds because of the caching: with it off
 (`VBUSFS_ENTRY_CACHE=0`) the same listing costs several times as many.
 
-The daemon runs in a child process of its own, its handlers wrapped to count each request
-by kind (as bench/_control_requests.py counts them); the listing is the real `ls -l`.
+The counting is bench/_control_requests.py's `child`, run in a process of its own: the
+daemon over three linked venet-loopback devices (d0..d2 on bus b0), its request handlers
+wrapped to count each request by kind; the listing is the real `ls -l`.
 """
 
 from __future__ import annotations
@@ -19,65 +20,7 @@ pytestmark = pytest.mark.mount
 
 BOUND = 10  # issue 15: requests an `ls -l` of a device directory may cost, caches warm
 
-# argv: mountpoint, then the directories to list; prints {dir: [counts by kind, listing]}
-CHILD = r"""
-import collections, inspect, json, os, subprocess, sys
-import trio
-from vbusfs import fuse
-from vbusfs.classes import default_model
-
-root, paths = sys.argv[1], sys.argv[2:]
-vbus = default_model()
-vbus.create_bus("b0")
-for i in range(3):
-    vbus.create_device(f"d{i}")
-    vbus.set_device_type(f"d{i}", "venet-loopback")
-    vbus.link("b0", f"d{i}", f"d{i}")
-ops = fuse.VbusOperations(vbus)
-counts = collections.Counter()
-for name in dir(ops):
-    handler = getattr(ops, name)
-    if name.startswith("_") or not inspect.iscoroutinefunction(handler):
-        continue
-
-    async def counted(*args, _name=name, _handler=handler):
-        counts[_name] += 1
-        return await _handler(*args)
-
-    setattr(ops, name, counted)
-found = {}
-
-
-def ls(path):
-    env = dict(os.environ, LC_ALL="C")
-    argv = ["ls", "-l", f"{root}/{path}"]
-    return subprocess.run(argv, capture_output=True, text=True, check=True, env=env).stdout
-
-
-def measure():
-    for path in paths:
-        ls(path)  # warm: the kernel now holds what the listing needs
-        counts.clear()
-        listing = ls(path)
-        found[path] = [dict(counts), listing]
-
-
-async def main():
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(fuse.handle_requests)
-        try:
-            await trio.to_thread.run_sync(measure)
-        finally:
-            fuse.terminate()
-
-
-fuse.mount(ops, root)
-try:
-    trio.run(main)
-finally:
-    fuse.close()
-print(json.dumps(found))
-"""
+BENCH = os.path.join(os.path.dirname(__file__), "..", "..", "bench", "_control_requests.py")
 
 # each directory listed, and lines its `ls -l` shows (a file with its mode, a link's target)
 DIRS = {
@@ -98,9 +41,13 @@ DIRS = {
 def requests_of_ls(root: str, *, cache: bool) -> dict[str, tuple[dict[str, int], str]]:
     """Per directory of DIRS: the requests the second `ls -l` cost, and what it listed."""
     env = dict(os.environ, VBUSFS_ENTRY_CACHE="1" if cache else "0")
+    code = (
+        f"import runpy; runpy.run_path({os.path.abspath(BENCH)!r}, run_name='requests')"
+        f"['child'](3, listed={list(DIRS)!r}, root={root!r})"
+    )
     try:
         done = subprocess.run(
-            [sys.executable, "-c", CHILD, root, *DIRS],
+            [sys.executable, "-c", code],
             capture_output=True,
             text=True,
             timeout=60,

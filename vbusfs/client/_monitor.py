@@ -10,7 +10,7 @@ lost, where it lost it (behaviour §9).
 `MonitorStream` is what both faces share, with no I/O: the daemon's answer to `monitor`
 goes in, then each datagram the socket gave; records come out, and it knows when the
 monitor has ended. `Monitor` (here, blocking) and `AsyncMonitor` (the trio face) only move
-the bytes.
+the bytes; what they show of the stream (`bus`, `buffer`, `ended`) is `MonitorFace`'s.
 """
 
 from __future__ import annotations
@@ -68,6 +68,27 @@ class MonitorStream:
         return batch
 
 
+class MonitorFace:
+    """What both faces show of their `MonitorStream`: `bus`, `buffer` and `ended`."""
+
+    _stream: MonitorStream
+
+    @property
+    def bus(self) -> str | None:
+        """What the monitor watches (None: everything)."""
+        return self._stream.bus
+
+    @property
+    def buffer(self) -> int:
+        """The records the daemon holds for this monitor before it counts them as dropped."""
+        return self._stream.buffer
+
+    @property
+    def ended(self) -> bool:
+        """The monitor's last record has come (or the daemon went): nothing more will."""
+        return self._stream.ended
+
+
 def monitor(mountpoint: str, *, timeout: float | None = DEFAULT_TIMEOUT) -> Monitor:
     """Start monitoring `mountpoint`; blocks for the daemon's answer, at most `timeout`."""
     client = connect(mountpoint, timeout=timeout)
@@ -79,20 +100,12 @@ def monitor(mountpoint: str, *, timeout: float | None = DEFAULT_TIMEOUT) -> Moni
     return Monitor(client._sock, MonitorStream(answer))
 
 
-class Monitor:
+class Monitor(MonitorFace):
     """A monitoring connection: `bus` is what it watches (None: everything)."""
 
     def __init__(self, sock: socket.socket, stream: MonitorStream) -> None:
         self._sock = sock
         self._stream = stream
-        self.bus = stream.bus
-        #: records the daemon holds for this monitor before it counts them as dropped
-        self.buffer = stream.buffer
-
-    @property
-    def ended(self) -> bool:
-        """The monitor's last record has come (or the daemon went): nothing more will."""
-        return self._stream.ended
 
     def fileno(self) -> int:
         return self._sock.fileno()

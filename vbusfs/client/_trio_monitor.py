@@ -14,7 +14,7 @@ import trio
 
 from vbusfs.connector import DEFAULT_TIMEOUT, RECEIVE, Record, received
 
-from ._monitor import MonitorStream
+from ._monitor import MonitorFace, MonitorStream
 from ._trio import connect_async
 
 
@@ -47,18 +47,12 @@ class _Records:
         return self._batch.popleft()
 
 
-class AsyncMonitor:
+class AsyncMonitor(MonitorFace):
     """`Monitor` for trio: `receive()` awaits the next batch, `records()` iterates them."""
 
     def __init__(self, sock: trio.socket.SocketType, stream: MonitorStream) -> None:
         self._sock = sock
         self._stream = stream
-        self.bus = stream.bus
-        self.buffer = stream.buffer
-
-    @property
-    def ended(self) -> bool:
-        return self._stream.ended
 
     async def receive(self) -> list[Record]:
         """The next batch of records; ConnectorError once the daemon has closed."""

@@ -134,26 +134,25 @@ def _reset(vbus: Vbus, request: Request, admin: Administered) -> dict[str, Any]:
     return {"closed": closed}
 
 
+# the ops that change deviceclasses alone (the model refuses them for a class with devices)
+CLASS_OPS = frozenset({"modprobe", "reload", "rmmod"})
+
+
 async def administer(op: str, vbus: Vbus, request: Request, admin: Administered) -> dict[str, Any]:
     """Answer administrators' op `op` (a key of ADMIN_OPS); then, refused or not (a
     refused reset may have removed much), the catalog hears the model may have changed:
     after a class op, in the deviceclasses it named (the request's, the reply's: a spec
     loads, a reload may rename) and nowhere else; after a reset, anywhere."""
-    touched: set[str] | None = None if op not in CLASS_OPS else set()
-    if touched is not None and isinstance(name := request.fields.get("deviceclass"), str):
-        touched.add(name)
+    reply: dict[str, Any] = {}
     try:
         reply = ADMIN_OPS[op](vbus, request, admin)
-        if touched is not None and isinstance(name := reply.get("deviceclass"), str):
-            touched.add(name)
         return reply
     finally:
         if op != "save":
-            await admin.catalog.changed(touched)
+            named = (request.fields.get("deviceclass"), reply.get("deviceclass"))
+            names = {v for v in named if isinstance(v, str)} if op in CLASS_OPS else None
+            await admin.catalog.changed(names)
 
-
-# the ops that change deviceclasses alone (the model refuses them for a class with devices)
-CLASS_OPS = frozenset({"modprobe", "reload", "rmmod"})
 
 ADMIN_OPS = {
     "save": _save,

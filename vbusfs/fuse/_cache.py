@@ -219,7 +219,7 @@ class KernelCache:
             held = self.inodes.held()
         else:
             held = [h for c in classes for h in self.inodes.held_under((*SYS_CLASSES, c))]
-        for path, ino in sorted(held, key=lambda held: len(held[0])):
+        for path, ino in sorted(held, key=lambda entry: len(entry[0])):
             if path[:1] == ("proc",) or self.inodes.find(path) != ino:
                 continue  # the sweep's, or dropped with its directory already
             try:

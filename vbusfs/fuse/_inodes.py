@@ -12,6 +12,8 @@ so a removed subtree is found without looking at the rest.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from vbusfs.views import Path
 
 ROOT_INODE = 1
@@ -75,15 +77,16 @@ class InodeTable:
 
     def held_under(self, top: Path) -> list[tuple[Path, int]]:
         """`held()` limited to `top` and the paths under it (the rest is not looked at)."""
-        found = []
+        return [(p, i) for p, i in self._subtree(top) if i is not None and self._lookups.get(i)]
+
+    def _subtree(self, top: Path) -> Iterator[tuple[Path, int | None]]:
+        """`top` and every path under it, each with its number (None for a directory kept
+        only for its children). The caller may unpath what it is given."""
         stack = [top]
         while stack:
             here = stack.pop()
             stack.extend((*here, name) for name in self._children.get(here, ()))
-            ino = self._by_path.get(here)
-            if ino is not None and self._lookups.get(ino):
-                found.append((here, ino))
-        return found
+            yield here, self._by_path.get(here)
 
     def ghost_mode(self, ino: int) -> int | None:
         """The st_mode of a detached number the kernel still holds, else None."""
@@ -103,11 +106,7 @@ class InodeTable:
             return None
         top = self._by_path.get(path)
         held = top if top is not None and self._lookups.get(top) else None
-        stack = [path]
-        while stack:
-            here = stack.pop()
-            stack.extend((*here, name) for name in self._children.get(here, ()))
-            ino = self._by_path.get(here)
+        for here, ino in self._subtree(path):
             if ino is None:
                 continue  # a directory without a number of its own, kept for its children
             self._unpath(here)
