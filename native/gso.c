@@ -69,6 +69,11 @@ int gso_plan(struct gso_plan *plan, const uint8_t *frame, uint32_t blen, uint8_t
     uint32_t first = plan->payload < plan->mss ? plan->payload : plan->mss;
     if (plan->hdr_len + first > max_frame)
         return -1;
+    /* the first frame is the longest: its IPv4 total length (IP header and
+     * on) must fit 16 bits, which a port taking up to VSWITCH_MAX_SG allows
+     * past; IPv6's payload length leaves out its 40 bytes and always fits */
+    if (!plan->v6 && plan->hdr_len + first - ETH_LEN > 0xffff)
+        return -1;
     plan->nseg = (plan->payload + plan->mss - 1) / plan->mss;
     return plan->nseg > GSO_MAX_SEGS ? -1 : 0;
 }

@@ -55,7 +55,8 @@ struct gso_plan {
  * gso_size, every frame at most max_frame bytes.  0 and *plan filled, or
  * -1: not a TCP segment this code cuts (another gso_type, other headers,
  * IPv6 extension headers, an IPv4 fragment, no payload, gso_size 0, more
- * than GSO_MAX_SEGS frames, or a frame that would not fit max_frame). */
+ * than GSO_MAX_SEGS frames, a frame that would not fit max_frame, or an
+ * IPv4 frame longer than its 16-bit total length can say). */
 int gso_plan(struct gso_plan *plan, const uint8_t *frame, uint32_t blen, uint8_t gso_type,
              uint16_t gso_size, uint32_t max_frame);
 
