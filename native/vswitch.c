@@ -253,9 +253,11 @@ static int next_buf(struct vswitch *sw, struct ioq **ports_rx, uint32_t p, uint3
             d->state = DST_READY;
             d->avail += (uint32_t)r;
         } else if (r == IOQ_E_FULL) {
+            /* a READY destination goes dry: it keeps the buffers it has */
             if (d->state == DST_UNTRIED)
                 d->state = DST_NONE;
-            d->dry = 1;
+            else
+                d->dry = 1;
         } else {
             fault_dst(sw, ports_rx, p, counts, per_port);
         }
