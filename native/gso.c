@@ -31,24 +31,6 @@ static void put16(uint8_t *p, uint32_t v)
     p[1] = (uint8_t)v;
 }
 
-/* The one's-complement sum of len bytes, big-endian words, not folded. */
-static uint64_t sum16(const uint8_t *p, uint32_t len, uint64_t sum)
-{
-    uint32_t i = 0;
-    for (; i + 1 < len; i += 2)
-        sum += (uint32_t)(p[i] << 8 | p[i + 1]);
-    if (i < len)
-        sum += (uint32_t)p[i] << 8;
-    return sum;
-}
-
-static uint16_t fold(uint64_t sum)
-{
-    while (sum >> 16)
-        sum = (sum & 0xffff) + (sum >> 16);
-    return (uint16_t)~sum;
-}
-
 int gso_plan(struct gso_plan *plan, const uint8_t *frame, uint32_t blen, uint8_t gso_type,
              uint16_t gso_size, uint32_t max_frame)
 {
@@ -87,6 +69,11 @@ int gso_plan(struct gso_plan *plan, const uint8_t *frame, uint32_t blen, uint8_t
     uint32_t first = plan->payload < plan->mss ? plan->payload : plan->mss;
     if (plan->hdr_len + first > max_frame)
         return -1;
+    /* the first frame is the longest: its IPv4 total length (IP header and
+     * on) must fit 16 bits, which a port taking up to VSWITCH_MAX_SG allows
+     * past; IPv6's payload length leaves out its 40 bytes and always fits */
+    if (!plan->v6 && plan->hdr_len + first - ETH_LEN > 0xffff)
+        return -1;
     plan->nseg = (plan->payload + plan->mss - 1) / plan->mss;
     return plan->nseg > GSO_MAX_SEGS ? -1 : 0;
 }
@@ -104,11 +91,11 @@ uint32_t gso_segment(const struct gso_plan *plan, const uint8_t *frame, uint32_t
         put16(out + ip + 2, plan->ip_len + tcp_bytes);
         put16(out + ip + 4, (uint32_t)(be16(plan->hdr + ip + 4) + i));
         put16(out + ip + 10, 0);
-        put16(out + ip + 10, fold(sum16(out + ip, plan->ip_len, 0)));
-        pseudo = sum16(out + ip + 12, 8, 0); /* source and destination */
+        put16(out + ip + 10, inet_csum(out + ip, plan->ip_len, 0));
+        pseudo = inet_sum(out + ip + 12, 8, 0); /* source and destination */
     } else {
         put16(out + ip + 4, tcp_bytes);
-        pseudo = sum16(out + ip + 8, 32, 0);
+        pseudo = inet_sum(out + ip + 8, 32, 0);
     }
     pseudo += 6 + tcp_bytes; /* protocol and TCP length */
     const uint8_t *th = plan->hdr + tcp;
@@ -125,6 +112,6 @@ uint32_t gso_segment(const struct gso_plan *plan, const uint8_t *frame, uint32_t
         flags &= (uint8_t)~TCP_CWR;
     out[tcp + 13] = flags;
     put16(out + tcp + 16, 0);
-    put16(out + tcp + 16, fold(sum16(out + tcp, tcp_bytes, pseudo)));
+    put16(out + tcp + 16, inet_csum(out + tcp, tcp_bytes, pseudo));
     return hl + n;
 }

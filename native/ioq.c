@@ -880,12 +880,14 @@ int ioq_commit_acquire(struct ioq *q, int op, uint32_t k, const uint32_t *lens, 
 }
 
 /* The copying paths take a fresh set of buffers, and leave none acquired:
- * they refuse to run while a zero-copy caller holds some. */
-static int acquire_fresh(struct ioq *q, int op, uint32_t n)
+ * they refuse to run while a zero-copy caller holds some.  offs and lens
+ * (either may be NULL) get the buffers, oldest first, as ioq_acquire
+ * gives them. */
+static int acquire_fresh(struct ioq *q, int op, uint32_t n, uint64_t *offs, uint32_t *lens)
 {
     if (q->acquired)
         return IOQ_E_BUSY;
-    return ioq_acquire(q, op, n, NULL, NULL);
+    return ioq_acquire(q, op, n, offs, lens);
 }
 
 static int commit_fresh(struct ioq *q, int op, uint32_t k, const uint32_t *lens, int signal)
@@ -900,7 +902,7 @@ int ioq_send_batch(struct ioq *q, const char *buf, const uint32_t *lens, uint32_
 {
     if (n == 0)
         return IOQ_E_INVAL;
-    int k = acquire_fresh(q, IOQ_WAIT_SEND, n);
+    int k = acquire_fresh(q, IOQ_WAIT_SEND, n, NULL, NULL);
     if (k < 0)
         return k;
     uint32_t i = 0;
@@ -955,7 +957,7 @@ int ioq_recv_batch_every(struct ioq *q, char *buf, uint64_t buflen, uint32_t *le
     *signals = 0;
     if (n == 0 || every == 0)
         return IOQ_E_INVAL;
-    int k = acquire_fresh(q, IOQ_WAIT_RECV, n);
+    int k = acquire_fresh(q, IOQ_WAIT_RECV, n, NULL, NULL);
     if (k < 0)
         return k;
     uint32_t i = 0, pending = 0;
@@ -1011,7 +1013,7 @@ int ioq_recv_to_fd_every(struct ioq *q, int fd, uint32_t max, uint32_t min_len, 
         return IOQ_E_SIDE;
     /* acquire reads every descriptor once and checks ptr + len against the
      * segment; from here on only its private copies are used */
-    int k = acquire_fresh(q, IOQ_WAIT_RECV, max);
+    int k = acquire_fresh(q, IOQ_WAIT_RECV, max, NULL, NULL);
     if (k < 0)
         return k;
     uint32_t pending = 0;
@@ -1093,16 +1095,12 @@ int ioq_send_from_fd(struct ioq *q, int fd, uint32_t max, uint32_t max_len,
     uint32_t lens[IOQ_FD_BATCH] = {0};
     if (max > IOQ_FD_BATCH)
         max = IOQ_FD_BATCH;
-    int k = acquire_fresh(q, IOQ_WAIT_SEND, max);
-    if (k < 0)
-        return k;
     /* the acquired buffers, oldest first, out of their circular list */
     uint64_t offs[IOQ_FD_BATCH];
     uint32_t caps[IOQ_FD_BATCH];
-    for (uint32_t i = 0; i < (uint32_t)k; i++) {
-        offs[i] = ACQ_OFF(q, i);
-        caps[i] = ACQ_LEN(q, i);
-    }
+    int k = acquire_fresh(q, IOQ_WAIT_SEND, max, offs, caps);
+    if (k < 0)
+        return k;
     int err;
     uint32_t sent = ioq_read_frames(fd, q->data, offs, caps, (uint32_t)k, max, max_len, lens,
                                     &counts->bad_size, &err);

@@ -477,7 +477,8 @@ int vswitch_learned(const struct vswitch *sw);
  * into frames of gso_size payload bytes, each with its own headers and
  * checksums (gso_segmented), delivered while the port has buffers and the
  * rest dropped; any other large segment, or one whose frames would exceed
- * the port's max_len or number over 2048, is dropped (gso_dropped).  IOQ_E_INVAL for a bad port
+ * the port's max_len (or, for IPv4, 65535 bytes of IP packet) or number
+ * over 2048, is dropped (gso_dropped).  IOQ_E_INVAL for a bad port
  * or format. */
 int vswitch_set_port(struct vswitch *sw, uint32_t port, uint32_t hdr_len,
                      uint32_t max_len);

@@ -1,15 +1,19 @@
 /*
  * Private to native/: the clock and the pace of an idle spin, shared by every
  * loop that polls before it sleeps (poller.c's waits, enet.c's driver loop,
- * the switch's and venet-tap's runners).  Not cdef-safe, never passed to
- * cffi's cdef.  Include it after _GNU_SOURCE is defined.
+ * the switch's and venet-tap's runners); and what the two runner threads
+ * (vswitch_run.c, vtap_run.c) share besides: the lock their owner asks for
+ * and the eventfd poke.  Not cdef-safe, never passed to cffi's cdef.
+ * Include it after _GNU_SOURCE is defined.
  */
 #ifndef VBUSFS_SPIN_H
 #define VBUSFS_SPIN_H
 
+#include <pthread.h>
 #include <sched.h>
 #include <stdint.h>
 #include <time.h>
+#include <unistd.h>
 
 /* CLOCK_MONOTONIC in nanoseconds. */
 static inline int64_t now_ns(void)
@@ -46,6 +50,42 @@ static inline int spin_pause(unsigned i, int64_t end)
         return 1;
     sched_yield();
     return 0;
+}
+
+/*
+ * A runner's lock: its thread holds `lock` while it works and lets go only to
+ * sleep, or at once when an owner asks for it: the owner counts itself in
+ * `want` (atomic) while it waits, and the thread checks `want` between
+ * steps.
+ */
+
+/* The runner thread: does an owner wait for the lock? */
+static inline int lock_wanted(int *want) { return __atomic_load_n(want, __ATOMIC_ACQUIRE) != 0; }
+
+/* The runner thread: let the owners that asked have the lock, then take it
+ * back. */
+static inline void lock_yield(int *want, pthread_mutex_t *lock)
+{
+    pthread_mutex_unlock(lock);
+    while (lock_wanted(want))
+        sched_yield();
+    pthread_mutex_lock(lock);
+}
+
+/* An owner: take the lock, asking the runner thread for it. */
+static inline void lock_ask(int *want, pthread_mutex_t *lock)
+{
+    __atomic_add_fetch(want, 1, __ATOMIC_ACQ_REL);
+    pthread_mutex_lock(lock);
+    __atomic_sub_fetch(want, 1, __ATOMIC_ACQ_REL);
+}
+
+/* Add 1 to an eventfd's counter, making it readable. */
+static inline void poke(int fd)
+{
+    uint64_t one = 1;
+    if (write(fd, &one, sizeof one) < 0) { /* the counter is full: readable anyway */
+    }
 }
 
 #endif

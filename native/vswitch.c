@@ -179,15 +179,7 @@ static int complete_csum(uint8_t *frame, uint32_t len, uint32_t start, uint32_t 
 {
     if (start >= len || offset > len - start || len - start - offset < 2)
         return 0;
-    uint64_t sum = 0;
-    uint32_t i = start;
-    for (; i + 1 < len; i += 2)
-        sum += (uint32_t)(frame[i] << 8 | frame[i + 1]);
-    if (i < len)
-        sum += (uint32_t)frame[i] << 8;
-    while (sum >> 16)
-        sum = (sum & 0xffff) + (sum >> 16);
-    uint16_t csum = (uint16_t)~sum;
+    uint16_t csum = inet_csum(frame + start, len - start, 0);
     frame[start + offset] = (uint8_t)(csum >> 8);
     frame[start + offset + 1] = (uint8_t)csum;
     return 1;
@@ -261,9 +253,11 @@ static int next_buf(struct vswitch *sw, struct ioq **ports_rx, uint32_t p, uint3
             d->state = DST_READY;
             d->avail += (uint32_t)r;
         } else if (r == IOQ_E_FULL) {
+            /* a READY destination goes dry: it keeps the buffers it has */
             if (d->state == DST_UNTRIED)
                 d->state = DST_NONE;
-            d->dry = 1;
+            else
+                d->dry = 1;
         } else {
             fault_dst(sw, ports_rx, p, counts, per_port);
         }

@@ -54,27 +54,6 @@ struct vswitch_runner {
     struct vswitch_port_counts per[VSWITCH_MAX_PORTS];
 };
 
-static int wanted(struct vswitch_runner *r)
-{
-    return __atomic_load_n(&r->want, __ATOMIC_ACQUIRE) != 0;
-}
-
-/* Let an owner that asked for the lock have it, then take it back. */
-static void yield_lock(struct vswitch_runner *r)
-{
-    pthread_mutex_unlock(&r->lock);
-    while (wanted(r))
-        sched_yield();
-    pthread_mutex_lock(&r->lock);
-}
-
-static void poke(int fd)
-{
-    uint64_t one = 1;
-    if (write(fd, &one, sizeof one) < 0) { /* the counter is full: readable anyway */
-    }
-}
-
 /* Port p's ring broke (why: 1 its transmit ring, 2 its receive ring): counted,
  * and its owner told through the port's fault fd, once per bit. */
 static void broke(struct vswitch_runner *r, uint32_t p, uint32_t why)
@@ -158,16 +137,16 @@ static void *run(void *arg)
     struct epoll_event ev[16];
     pthread_mutex_lock(&r->lock);
     while (!r->stop) {
-        if (wanted(r))
-            yield_lock(r);
+        if (lock_wanted(&r->want))
+            lock_yield(&r->want, &r->lock);
         if (forward_all(r))
             continue;
         if (r->spin_us) {
             int64_t end = now_ns() + (int64_t)r->spin_us * 1000;
             int found = 0;
             for (unsigned i = 0; !found && !r->stop; i++) {
-                if (wanted(r))
-                    yield_lock(r);
+                if (lock_wanted(&r->want))
+                    lock_yield(&r->want, &r->lock);
                 found = any_ready(r);
                 if (!found && spin_pause(i, end))
                     break;
@@ -258,9 +237,7 @@ void vswitch_runner_free(struct vswitch_runner *r)
 
 void vswitch_runner_lock(struct vswitch_runner *r)
 {
-    __atomic_add_fetch(&r->want, 1, __ATOMIC_ACQ_REL);
-    pthread_mutex_lock(&r->lock);
-    __atomic_sub_fetch(&r->want, 1, __ATOMIC_ACQ_REL);
+    lock_ask(&r->want, &r->lock);
 }
 
 void vswitch_runner_unlock(struct vswitch_runner *r) { pthread_mutex_unlock(&r->lock); }

@@ -57,26 +57,6 @@ struct vtap_runner {
     uint8_t scratch[HOST_FRAME_MAX];
 };
 
-static int wanted(struct vtap_runner *r)
-{
-    return __atomic_load_n(&r->want, __ATOMIC_ACQUIRE) != 0;
-}
-
-static void yield_lock(struct vtap_runner *r)
-{
-    pthread_mutex_unlock(&r->lock);
-    while (wanted(r))
-        sched_yield();
-    pthread_mutex_lock(&r->lock);
-}
-
-static void poke(int fd)
-{
-    uint64_t one = 1;
-    if (write(fd, &one, sizeof one) < 0) { /* the counter is full: readable anyway */
-    }
-}
-
 static void broke(struct vtap_runner *r, uint32_t which)
 {
     if (!(r->c.faulted & which)) {
@@ -274,8 +254,8 @@ static void *run(void *arg)
     int woken = 0;      /* the last sleep ended by a ring's wake-up fd */
     pthread_mutex_lock(&r->lock);
     while (!r->stop) {
-        if (wanted(r))
-            yield_lock(r);
+        if (lock_wanted(&r->want))
+            lock_yield(&r->want, &r->lock);
         int full = 0, blocked = 0;
         int moved = to_host(r, &blocked) + from_host(r, &full);
         if (moved) {
@@ -294,8 +274,8 @@ static void *run(void *arg)
             int64_t end = now_ns() + (int64_t)r->cfg.spin_us * 1000;
             int found = 0;
             for (unsigned i = 0; !found && !r->stop; i++) {
-                if (wanted(r))
-                    yield_lock(r);
+                if (lock_wanted(&r->want))
+                    lock_yield(&r->want, &r->lock);
                 found = ready(r, full, blocked);
                 if (!found && spin_pause(i, end))
                     break;
@@ -425,9 +405,7 @@ void vtap_runner_free(struct vtap_runner *r)
 
 void vtap_runner_lock(struct vtap_runner *r)
 {
-    __atomic_add_fetch(&r->want, 1, __ATOMIC_ACQ_REL);
-    pthread_mutex_lock(&r->lock);
-    __atomic_sub_fetch(&r->want, 1, __ATOMIC_ACQ_REL);
+    lock_ask(&r->want, &r->lock);
     /* A thread asleep in poll(2) keeps the TAP's file alive (a TAP closed now
      * would stay attached, and re-attaching it would fail with EBUSY): wake it
      * and wait until it is out; it then waits for this lock. */
