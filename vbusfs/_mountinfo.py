@@ -1,11 +1,13 @@
 """/proc/<pid>/mountinfo, parsed: shared by the FUSE adapter and the client library.
 
 A top-level module of its own (no vbusfs imports) so that both may use it
-without an arrow between them. It reads procfs and nothing else.
+without an arrow between them, and so that the command line may find a mount without
+importing the FUSE adapter (pyfuse3) or the daemon. It reads procfs and nothing else.
 """
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 
@@ -47,3 +49,21 @@ def parse_mountinfo(text: str) -> list[MountEntry]:
 def read_mountinfo(pid: int | str = "self") -> list[MountEntry]:
     with open(f"/proc/{pid}/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
         return parse_mountinfo(f.read())
+
+
+def mount_at(mount_point: str, pid: int | str = "self") -> MountEntry | None:
+    """The topmost mount whose mount point is exactly `mount_point`."""
+    found = None
+    for entry in read_mountinfo(pid):
+        if entry.mount_point == mount_point:
+            found = entry
+    return found
+
+
+def canonical_mountpoint(path: str) -> str:
+    """The absolute path of a mount point without touching the mount itself.
+
+    realpath() would stat a dead FUSE mount and fail; the parent is safe.
+    """
+    path = os.path.abspath(path)
+    return os.path.join(os.path.realpath(os.path.dirname(path)), os.path.basename(path))

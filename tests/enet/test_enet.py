@@ -174,6 +174,12 @@ def test_sigkill_leaves_no_tap_and_the_daemon_releases_the_device(mnt: LiveMount
         ((), None, 1, "this process is on no bus"),
         (("--mount", "/nonexistent"), "a", 1, "is not a live vbusfs mount"),
         (("--ifname", "a-name-far-too-long"), "a", 1, "is not an interface name"),
+        (
+            ("--ifname", "lo"),
+            "a",
+            1,
+            "cannot create lo: an interface of that name exists and is no TAP",
+        ),
     ],
 )
 def test_bad_arguments_get_a_clear_error_and_change_nothing(

@@ -103,6 +103,18 @@ def test_enet_configure_busy_names_the_interface_and_closes(
     assert pipes.closed(fd)
 
 
+def test_enet_name_of_an_interface_that_is_no_tap_says_so(
+    pipes: Pipes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_tun, "attach", refuse(errno.EINVAL))  # what TUNSETIFF says for lo
+    with pytest.raises(EnetError) as caught:
+        Tap.open("lo", mac=MAC, mtu=1500)
+    assert caught.value.errno == errno.EINVAL
+    assert "cannot create lo: an interface of that name exists and is no TAP" in str(caught.value)
+    [fd] = pipes.writers
+    assert pipes.closed(fd)
+
+
 def test_enet_other_failure_keeps_the_host_errno(
     pipes: Pipes, monkeypatch: pytest.MonkeyPatch
 ) -> None:

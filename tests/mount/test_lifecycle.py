@@ -14,6 +14,7 @@ import time
 import pytest
 
 from vbusfs.daemon import state_path
+from vbusfs.daemon._cgroup import hierarchy_name
 from vbusfs.fuse import mount_at
 from vbusfs.testing import LiveMount
 
@@ -146,6 +147,42 @@ def test_a_stale_mount_from_a_killed_daemon_is_cleared(tmp_path_factory, runtime
         assert mount_at(mount.path) is None
     finally:
         mount.stop()
+
+
+def test_umount_of_a_killed_daemons_mount_lets_its_members_and_hierarchy_go(tmp_path, runtime):
+    mountpoint = tmp_path / "m"
+    mountpoint.mkdir()
+    done = vbusfs("mount", str(mountpoint))
+    assert done.returncode == 0, done.stderr
+    sleeper = subprocess.Popen(["sleep", "60"])
+    try:
+        if "membership: cgroup" not in vbusfs("status", str(mountpoint)).stdout:
+            pytest.skip("membership is not kept in a cgroup hierarchy here")
+        marker = f":name={hierarchy_name(str(mountpoint))}:"
+        (mountpoint / "config/vbus/instances/B").mkdir()
+        (mountpoint / f"proc/{sleeper.pid}/vbus").write_text("B")
+        pid = json.loads(pathlib.Path(state_path(str(mountpoint))).read_text())["pid"]
+        os.kill(pid, signal.SIGKILL)  # the daemon this test mounted
+        assert wait_gone(pid)
+        done = vbusfs("umount", str(mountpoint))
+        assert done.returncode == 0, done.stderr
+        assert mount_at(str(mountpoint)) is None
+
+        def cgroups(pid: int | str) -> str:
+            return pathlib.Path(f"/proc/{pid}/cgroup").read_text()
+
+        # the member is out of the dead daemon's bus, and the hierarchy ends (the kernel
+        # releases it soon after its last cgroup goes)
+        assert f"{marker}/b" not in cgroups(sleeper.pid)
+        deadline = time.monotonic() + 10
+        while marker in cgroups("self") and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert marker not in cgroups("self")
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+        if mount_at(str(mountpoint)) is not None:
+            vbusfs("umount", str(mountpoint))
 
 
 def test_an_internal_error_is_eio_and_the_mount_survives(tmp_path_factory, monkeypatch):

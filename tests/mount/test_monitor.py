@@ -339,6 +339,27 @@ def test_monitor_through_head_ends_quietly_at_the_broken_pipe(vbus_mount):
     assert len(lines) == 3 and all("object=device name=h" in line for line in lines)
 
 
+# `vbusfs monitor` where the FUSE adapter cannot be imported: the monitor (and the check
+# that its path is a live mount) must not need it, so it listens a fraction of a second
+# after it starts instead of after pyfuse3, trio's loop and the daemon have been imported.
+NO_ADAPTER = (
+    sys.executable,
+    "-c",
+    "import sys; sys.modules['pyfuse3'] = None\n"
+    "from vbusfs.cli import main; sys.exit(main(sys.argv[1:]))",
+)
+
+
+def test_monitor_needs_neither_the_fuse_adapter_nor_the_daemon(vbus_mount, monitors):
+    vbus_mount.sh("mkdir config/vbus/instances/B", check=True)
+    monitor = CliMonitor(vbus_mount.path, launcher=NO_ADAPTER)
+    monitors.append(monitor)
+    ready(vbus_mount, monitor, "B")
+    monitor.process.send_signal(signal.SIGTERM)
+    status, err = monitor.end()
+    assert (status, err) == (0, "")
+
+
 @pytest.fixture
 def open_mount() -> Iterator[LiveMount]:
     """A fresh mount other users reach (pytest's temporary tree is root's alone), with bus

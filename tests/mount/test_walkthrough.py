@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import pathlib
 import shutil
 import subprocess
 
@@ -165,6 +166,21 @@ def test_tree_program_draws_the_sys_tree(mnt):
         "",
         "4 directories, 0 files",
     ]
+
+
+@pytest.mark.skipif(shutil.which("tree") is None, reason="tree is not installed")
+def test_the_readme_tree_after_the_link_is_what_tree_prints(mnt):
+    readme = (pathlib.Path(__file__).parents[2] / "README.md").read_text()
+    walkthrough = readme.split("## The walkthrough", 1)[1].split("```sh\n", 1)[1]
+    steps = walkthrough.split("```", 1)[0].splitlines()
+    first = next(n for n, s in enumerate(steps) if s.startswith("mkdir config/vbus/instances"))
+    link = next(n for n, s in enumerate(steps) if s.startswith("ln -s "))
+    commands = [s.split("#", 1)[0].strip() for s in steps[first : link + 1]]
+    commands = [c.replace("/tmp/vbus", mnt.path) for c in commands if "echo foo" not in c]
+    mnt.sh(" && ".join(commands), check=True)
+    shown = readme.split("After the link, `tree sys/vbus` shows:", 1)[1].split("```\n", 2)[1]
+    drawn = mnt.sh("tree sys/vbus").stdout.replace("\u00a0", " ")  # tree's indent
+    assert drawn.split("\n\n", 1)[0] + "\n" == shown
 
 
 def test_changes_are_seen_by_the_next_call_of_another_process(mnt):

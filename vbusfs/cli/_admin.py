@@ -17,12 +17,13 @@ import tempfile
 from typing import Any, TextIO
 
 from vbusfs import client
+from vbusfs._mountinfo import FSTYPE, canonical_mountpoint, mount_at
 
 
 def require_mount(mountpoint: str) -> None:
-    """Refuse, with the fix, a path where no vbusfs daemon answers (ValueError says why)."""
-    from vbusfs.daemon import canonical_mountpoint
-    from vbusfs.fuse import FSTYPE, mount_at
+    """Refuse, with the fix, a path where no vbusfs daemon answers (ValueError says why).
+    It imports neither the daemon nor the FUSE adapter: `vbusfs monitor` and the other
+    commands that call it start listening sooner."""
 
     where = canonical_mountpoint(mountpoint)
     mount_it = f"mount one with `vbusfs mount {mountpoint}`"
@@ -81,8 +82,6 @@ MEMBERSHIP_MODES = {
 
 def status(mountpoint: str, out: TextIO) -> None:
     """Say what serves `mountpoint`: the connector's socket and who keeps membership."""
-    from vbusfs.daemon import canonical_mountpoint
-
     where = canonical_mountpoint(mountpoint)
     out.write(f"mount point: {where}\n")
     for name, label in (("connector", "connector"), ("membership", "membership")):

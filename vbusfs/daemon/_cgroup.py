@@ -47,6 +47,21 @@ def hierarchy_name(mountpoint: str) -> str:
     return f"vbusfs-{digest}"
 
 
+def release_leftovers(mountpoint: str) -> None:
+    """After the daemon of `mountpoint` has gone: if it was killed and left its hierarchy
+    (bus cgroups, members in them), let every member go and the hierarchy end, as the
+    next daemon on that mount point would. Nothing when there is none or this process
+    may not (not root)."""
+    marker = f":name={hierarchy_name(mountpoint)}:".encode()
+    with open("/proc/self/cgroup", "rb") as f:
+        if marker not in f.read():
+            return
+    from ._procfs import ProcFs
+
+    with contextlib.suppress(CgroupUnavailable, OSError):
+        CgroupMembership(ProcFs(), mountpoint).close()
+
+
 def _cgroup_dir(bus: str) -> str:
     return "b" + hashlib.sha256(bus.encode("utf-8", "surrogateescape")).hexdigest()[:40]
 

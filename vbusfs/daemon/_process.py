@@ -24,6 +24,7 @@ from collections.abc import Callable
 
 from vbusfs.fuse import FSTYPE, mount_at
 
+from ._cgroup import release_leftovers
 from ._problems import MountError
 from ._runtime import (
     MountState,
@@ -288,16 +289,16 @@ def unmount(mountpoint: str, *, timeout: float = EXIT_TIMEOUT) -> None:
     done = subprocess.run(["fusermount3", "-u", mountpoint], capture_output=True, text=True)
     if done.returncode != 0:
         raise MountError(done.stderr.strip() or f"fusermount3 -u {mountpoint} failed")
-    if state is None:
-        return
-    deadline = time.monotonic() + timeout
-    while _alive(state.pid) and _is_daemon(state.pid):
-        if time.monotonic() > deadline:
-            raise MountError(f"the daemon (pid {state.pid}) did not exit after unmounting")
-        time.sleep(0.02)
-    child = _CHILDREN.pop(state.pid, None)
-    if child is not None:
-        child.wait()  # it was our own child: reap it
+    if state is not None:
+        deadline = time.monotonic() + timeout
+        while _alive(state.pid) and _is_daemon(state.pid):
+            if time.monotonic() > deadline:
+                raise MountError(f"the daemon (pid {state.pid}) did not exit after unmounting")
+            time.sleep(0.02)
+        child = _CHILDREN.pop(state.pid, None)
+        if child is not None:
+            child.wait()  # it was our own child: reap it
+    release_leftovers(mountpoint)  # a killed daemon's bus cgroups: nobody else frees them
 
 
 def _is_daemon(pid: int) -> bool:

@@ -25,19 +25,12 @@ import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from vbusfs._mountinfo import canonical_mountpoint
+
 from ._problems import MountError
 
 # Never follow a symlink planted where a file of ours goes; never leak the fd to children.
 NOFOLLOW = os.O_NOFOLLOW | os.O_CLOEXEC
-
-
-def canonical_mountpoint(path: str) -> str:
-    """The absolute path of a mount point without touching the mount itself.
-
-    realpath() would stat a dead FUSE mount and fail; the parent is safe.
-    """
-    path = os.path.abspath(path)
-    return os.path.join(os.path.realpath(os.path.dirname(path)), os.path.basename(path))
 
 
 def runtime_dir() -> str:

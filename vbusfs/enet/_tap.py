@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import errno
 import os
+import socket
 
 from vbusfs import _tun
 
@@ -69,4 +70,16 @@ def _failure(pattern: str, exc: OSError) -> str:
         )
     if exc.errno == errno.EBUSY:
         return f"cannot create {pattern}: an interface of that name exists and is in use"
+    if exc.errno == errno.EINVAL and _exists(pattern):
+        return f"cannot create {pattern}: an interface of that name exists and is no TAP"
     return f"cannot create the TAP interface {pattern}: {exc.strerror}"
+
+
+def _exists(name: str) -> bool:
+    """Whether this network namespace has an interface called `name` (the kernel answers
+    EINVAL, not EBUSY, when TUNSETIFF names one that is no TUN/TAP device)."""
+    try:
+        socket.if_nametoindex(name)
+    except OSError:
+        return False
+    return True

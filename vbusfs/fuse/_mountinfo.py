@@ -13,19 +13,10 @@ from __future__ import annotations
 import os
 import time
 
-from vbusfs._mountinfo import MountEntry, read_mountinfo
+from vbusfs._mountinfo import MountEntry, mount_at, read_mountinfo
 from vbusfs.views import Path
 
 __all__ = ["MountEntry", "MountLocations", "mount_at", "read_mountinfo"]
-
-
-def mount_at(mount_point: str, pid: int | str = "self") -> MountEntry | None:
-    """The topmost mount whose mount point is exactly `mount_point`."""
-    found = None
-    for entry in read_mountinfo(pid):
-        if entry.mount_point == mount_point:
-            found = entry
-    return found
 
 
 def _parts(path: str) -> list[str]:
