@@ -118,6 +118,9 @@ def test_modprobe_and_rmmod(mnt, monkeypatch):
     assert busy.returncode == 1 and "Device or resource busy" in busy.stderr
     missing = vbusfs("modprobe", mnt.path, "no-such-class")
     assert missing.returncode == 1 and "no deviceclass" in missing.stderr
+    # a bare name says what is installed, not that it should have been a module:Class
+    assert "no installed deviceclass has that name" in missing.stderr, missing.stderr
+    assert "venet-switch" in missing.stderr and "(No such file or directory)" in missing.stderr
     # loaded already: success and nothing changes, as modprobe(8)
     again = vbusfs("modprobe", mnt.path, "venet-tap")
     assert again.returncode == 0 and again.stdout == "venet-tap\n", again.stderr

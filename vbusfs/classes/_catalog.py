@@ -85,17 +85,29 @@ def import_class(spec: str) -> type[DeviceClass]:
     """Import a deviceclass named as `package.module:ClassName`."""
     module_name, _, attr = spec.partition(":")
     if not module_name or not attr:
-        raise ValueError(f"{spec!r} is not of the form package.module:ClassName")
+        raise ValueError(f"{spec!r} is not of the form module:ClassName")
     cls = getattr(importlib.import_module(module_name), attr)
     if not (isinstance(cls, type) and issubclass(cls, DeviceClass)):
         raise TypeError(f"{spec} is not a DeviceClass subclass")
     return cls
 
 
+def _unknown(name: str, offered: Mapping[str, type[DeviceClass]]) -> ValueError:
+    """What modprobe says of a bare name that no installed class has."""
+    return ValueError(
+        f"no installed deviceclass has that name (installed: {', '.join(sorted(offered))}),"
+        " and it is no module:ClassName to import"
+    )
+
+
 def find_class(name: str) -> type[DeviceClass]:
     """A deviceclass by registered name, else by `package.module:ClassName` spec."""
     offered = discover()
-    return offered[name] if name in offered else import_class(name)
+    if name in offered:
+        return offered[name]
+    if ":" not in name:
+        raise _unknown(name, offered)
+    return import_class(name)
 
 
 def spec_of(cls: type[DeviceClass]) -> str:
@@ -204,6 +216,8 @@ class Catalog:
             if name not in vbus.classes:
                 vbus.load_class(self.make(cls))
             return name
+        if ":" not in name:
+            raise NotFound(f"no deviceclass {name!r}: {_unknown(name, offered)}")
         try:
             cls = import_class(name)
         except (ImportError, AttributeError, TypeError, ValueError) as exc:
