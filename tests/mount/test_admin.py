@@ -184,3 +184,21 @@ def test_graph_draws_every_bus_and_device(mnt, tmp_path, kind):
 def test_graph_refuses_an_unknown_format(mnt, tmp_path):
     done = vbusfs("graph", mnt.path, "-o", str(tmp_path / "x.gif"))
     assert done.returncode == 1 and ".svg, .png or .dot" in done.stderr
+
+
+def test_umount_of_a_busy_mount_names_who_holds_it(tmp_path_factory):
+    with LiveMount(str(tmp_path_factory.mktemp("busy"))) as mount:
+        holder = subprocess.Popen(["sleep", "60"], cwd=mount.join("sys/vbus"))
+        try:
+            busy = vbusfs("umount", mount.path)
+            assert busy.returncode == 1, busy.stderr
+            assert f"{mount.path} is busy" in busy.stderr, busy.stderr
+            assert f"pid {holder.pid} (sleep)" in busy.stderr, busy.stderr
+            assert "Traceback" not in busy.stderr
+            assert os.listdir(mount.join("sys/vbus"))  # still served
+        finally:
+            holder.kill()
+            holder.wait()
+        done = vbusfs("umount", mount.path)
+        assert done.returncode == 0, done.stderr
+        assert mount_at(mount.path) is None
