@@ -202,3 +202,28 @@ def test_umount_of_a_busy_mount_names_who_holds_it(tmp_path_factory):
         done = vbusfs("umount", mount.path)
         assert done.returncode == 0, done.stderr
         assert mount_at(mount.path) is None
+
+
+def test_an_installed_class_that_does_not_load_is_skipped_and_said(tmp_path, monkeypatch):
+    """One broken package in the environment: every mount, modprobe and reset used to
+    fail for all classes (modprobe as an internal error); now it alone is left out."""
+    site = tmp_path / "site"
+    dist = site / "brokenpkg-0.1.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: brokenpkg\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[vbusfs.deviceclasses]\nbroken = brokenpkg:Broken\n")
+    (site / "brokenpkg.py").write_text("import vbusfs_no_such_dependency\n")
+    monkeypatch.setenv("PYTHONPATH", str(site))
+    (tmp_path / "m").mkdir()
+    with LiveMount(str(tmp_path / "m")) as mount:
+        assert "venet-tap" in os.listdir(mount.join("sys/vbus/deviceclass"))
+        again = vbusfs("modprobe", mount.path, "venet-switch")
+        assert again.returncode == 0 and again.stdout == "venet-switch\n", again.stderr
+        broken = vbusfs("modprobe", mount.path, "broken")
+        assert broken.returncode == 1, broken.stderr
+        assert "broken = brokenpkg:Broken" in broken.stderr, broken.stderr
+        assert "vbusfs_no_such_dependency" in broken.stderr, broken.stderr
+        assert "(No such file or directory)" in broken.stderr, broken.stderr
+        reset = vbusfs("reset", mount.path)
+        assert reset.returncode == 0, reset.stderr
+        assert "deviceclass broken skipped: its entry point" in mount.log
