@@ -118,6 +118,9 @@ def test_modprobe_and_rmmod(mnt, monkeypatch):
     assert busy.returncode == 1 and "Device or resource busy" in busy.stderr
     missing = vbusfs("modprobe", mnt.path, "no-such-class")
     assert missing.returncode == 1 and "no deviceclass" in missing.stderr
+    # a bare name says what is installed, not that it should have been a module:Class
+    assert "no installed deviceclass has that name" in missing.stderr, missing.stderr
+    assert "venet-switch" in missing.stderr and "(No such file or directory)" in missing.stderr
     # loaded already: success and nothing changes, as modprobe(8)
     again = vbusfs("modprobe", mnt.path, "venet-tap")
     assert again.returncode == 0 and again.stdout == "venet-tap\n", again.stderr
@@ -181,3 +184,46 @@ def test_graph_draws_every_bus_and_device(mnt, tmp_path, kind):
 def test_graph_refuses_an_unknown_format(mnt, tmp_path):
     done = vbusfs("graph", mnt.path, "-o", str(tmp_path / "x.gif"))
     assert done.returncode == 1 and ".svg, .png or .dot" in done.stderr
+
+
+def test_umount_of_a_busy_mount_names_who_holds_it(tmp_path_factory):
+    with LiveMount(str(tmp_path_factory.mktemp("busy"))) as mount:
+        holder = subprocess.Popen(["sleep", "60"], cwd=mount.join("sys/vbus"))
+        try:
+            busy = vbusfs("umount", mount.path)
+            assert busy.returncode == 1, busy.stderr
+            assert f"{mount.path} is busy" in busy.stderr, busy.stderr
+            assert f"pid {holder.pid} (sleep)" in busy.stderr, busy.stderr
+            assert "Traceback" not in busy.stderr
+            assert os.listdir(mount.join("sys/vbus"))  # still served
+        finally:
+            holder.kill()
+            holder.wait()
+        done = vbusfs("umount", mount.path)
+        assert done.returncode == 0, done.stderr
+        assert mount_at(mount.path) is None
+
+
+def test_an_installed_class_that_does_not_load_is_skipped_and_said(tmp_path, monkeypatch):
+    """One broken package in the environment: every mount, modprobe and reset used to
+    fail for all classes (modprobe as an internal error); now it alone is left out."""
+    site = tmp_path / "site"
+    dist = site / "brokenpkg-0.1.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: brokenpkg\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[vbusfs.deviceclasses]\nbroken = brokenpkg:Broken\n")
+    (site / "brokenpkg.py").write_text("import vbusfs_no_such_dependency\n")
+    monkeypatch.setenv("PYTHONPATH", str(site))
+    (tmp_path / "m").mkdir()
+    with LiveMount(str(tmp_path / "m")) as mount:
+        assert "venet-tap" in os.listdir(mount.join("sys/vbus/deviceclass"))
+        again = vbusfs("modprobe", mount.path, "venet-switch")
+        assert again.returncode == 0 and again.stdout == "venet-switch\n", again.stderr
+        broken = vbusfs("modprobe", mount.path, "broken")
+        assert broken.returncode == 1, broken.stderr
+        assert "broken = brokenpkg:Broken" in broken.stderr, broken.stderr
+        assert "vbusfs_no_such_dependency" in broken.stderr, broken.stderr
+        assert "(No such file or directory)" in broken.stderr, broken.stderr
+        reset = vbusfs("reset", mount.path)
+        assert reset.returncode == 0, reset.stderr
+        assert "deviceclass broken skipped: its entry point" in mount.log

@@ -66,17 +66,29 @@ def _as_loaded_now(cls: type[DeviceClass]) -> type[DeviceClass]:
     return now if isinstance(now, type) and issubclass(now, DeviceClass) else cls
 
 
+#: entry point name -> why it did not load, as the last `discover()` found
+unloadable: dict[str, str] = {}
+
+
 def discover() -> dict[str, type[DeviceClass]]:
     """Every deviceclass this installation offers, by class name (a built-in wins a
-    name an entry point also claims)."""
+    name an entry point also claims). An entry point that does not load, or names no
+    deviceclass, is logged and skipped (`unloadable` says why)."""
     found: dict[str, type[DeviceClass]] = {}
     for builtin in BUILTIN_CLASSES:
         cls = _as_loaded_now(builtin)
         found[cls.name] = cls
+    unloadable.clear()
     for entry in entry_points(group=ENTRY_POINT_GROUP):
-        cls = entry.load()
-        if not (isinstance(cls, type) and issubclass(cls, DeviceClass)):
-            raise TypeError(f"entry point {entry.name} does not name a DeviceClass subclass")
+        try:
+            cls = entry.load()
+            if not (isinstance(cls, type) and issubclass(cls, DeviceClass)):
+                raise TypeError("it names no DeviceClass subclass")
+        except Exception as exc:  # one broken package must not take the others down
+            where = f"{entry.name} = {entry.value}"
+            unloadable[entry.name] = f"its entry point ({where}) does not load: {exc!r}"
+            log.error("deviceclass %s skipped: %s", entry.name, unloadable[entry.name])
+            continue
         found.setdefault(cls.name, cls)
     return found
 
@@ -85,17 +97,31 @@ def import_class(spec: str) -> type[DeviceClass]:
     """Import a deviceclass named as `package.module:ClassName`."""
     module_name, _, attr = spec.partition(":")
     if not module_name or not attr:
-        raise ValueError(f"{spec!r} is not of the form package.module:ClassName")
+        raise ValueError(f"{spec!r} is not of the form module:ClassName")
     cls = getattr(importlib.import_module(module_name), attr)
     if not (isinstance(cls, type) and issubclass(cls, DeviceClass)):
         raise TypeError(f"{spec} is not a DeviceClass subclass")
     return cls
 
 
+def _unknown(name: str, offered: Mapping[str, type[DeviceClass]]) -> ValueError:
+    """What modprobe says of a bare name that no installed class has."""
+    if name in unloadable:
+        return ValueError(unloadable[name])
+    return ValueError(
+        f"no installed deviceclass has that name (installed: {', '.join(sorted(offered))}),"
+        " and it is no module:ClassName to import"
+    )
+
+
 def find_class(name: str) -> type[DeviceClass]:
     """A deviceclass by registered name, else by `package.module:ClassName` spec."""
     offered = discover()
-    return offered[name] if name in offered else import_class(name)
+    if name in offered:
+        return offered[name]
+    if ":" not in name:
+        raise _unknown(name, offered)
+    return import_class(name)
 
 
 def spec_of(cls: type[DeviceClass]) -> str:
@@ -204,6 +230,8 @@ class Catalog:
             if name not in vbus.classes:
                 vbus.load_class(self.make(cls))
             return name
+        if ":" not in name:
+            raise NotFound(f"no deviceclass {name!r}: {_unknown(name, offered)}")
         try:
             cls = import_class(name)
         except (ImportError, AttributeError, TypeError, ValueError) as exc:

@@ -263,13 +263,13 @@ class DataPath:
         if not self.running:
             self._finish()
 
-    def abandon(self) -> None:
+    def abandon(self, bound: float) -> None:
         """The loop outlived the bound: log it, free its client; its rings stay."""
         log.error(
             "%s: its loop did not stop within %g s (blocked outside the rings?); "
             "left running, its rings stay mapped until it ends",
             self.names,
-            JOIN_BOUND,
+            bound,
         )
         self._close_hangup()
 
@@ -333,7 +333,7 @@ class Closer:
             return
         self.stopping.discard(path)
         if not path.ended.is_set():
-            path.abandon()
+            path.abandon(self.bound)
 
     async def drain(self) -> None:
         """Wait (shielded, at most the bound) for every stopping loop; abandon the rest."""

@@ -320,12 +320,12 @@ class WorkerDataPath(DataPath):
             except OSError:
                 self.kill()
 
-    def abandon(self) -> None:
+    def abandon(self, bound: float) -> None:
         log.error(
             "%s: its worker (pid %s) did not stop within %g s: killed",
             self.names,
             self.pid,
-            self.bound,
+            bound,
         )
         self.kill()
 

@@ -273,6 +273,25 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _holders(mountpoint: str) -> str:
+    """The processes this user may see whose cwd, root or open files are under
+    `mountpoint`, as "pid 12 (sh), pid 34 (python3)" (empty if none is seen). It reads
+    /proc's links, never the mount itself."""
+    inside = mountpoint.rstrip("/") + "/"
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            links = ["cwd", "root"] + [f"fd/{fd}" for fd in os.listdir(f"/proc/{pid}/fd")]
+            targets = {os.readlink(f"/proc/{pid}/{link}") for link in links}
+            if any(t == mountpoint or t.startswith(inside) for t in targets):
+                with open(f"/proc/{pid}/comm") as f:
+                    found.append(f"pid {pid} ({f.read().strip()})")
+        except OSError:
+            continue  # gone meanwhile, or not ours to read
+    more = f" and {len(found) - 5} more" if len(found) > 5 else ""
+    return ", ".join(found[:5]) + more
+
+
 def unmount(mountpoint: str, *, timeout: float = EXIT_TIMEOUT) -> None:
     """Unmount a vbusfs and wait for its daemon to finish releasing everything."""
     mountpoint = canonical_mountpoint(mountpoint)
@@ -288,6 +307,13 @@ def unmount(mountpoint: str, *, timeout: float = EXIT_TIMEOUT) -> None:
     state = MountState.load(mountpoint)
     done = subprocess.run(["fusermount3", "-u", mountpoint], capture_output=True, text=True)
     if done.returncode != 0:
+        holders = _holders(mountpoint) if "busy" in done.stderr else ""
+        if holders:
+            raise MountError(
+                f"{mountpoint} is busy: the working directory or open files of {holders} "
+                "are in it (a shell that did cd there, a `vbusfs monitor` started there); "
+                "cd out or end them, then unmount again"
+            )
         raise MountError(done.stderr.strip() or f"fusermount3 -u {mountpoint} failed")
     if state is not None:
         deadline = time.monotonic() + timeout

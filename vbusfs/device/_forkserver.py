@@ -144,7 +144,10 @@ def main(argv: list[str]) -> int:
             traceback.print_exc()
             continue
         if header["op"] == "spawn":
-            spawn(sock, header, fds)
+            try:
+                spawn(sock, header, fds)
+            except OSError:  # the daemon went while it forked (its end closed): so do we
+                return 0
             continue
         close_all(fds)
         if header["op"] == "preload":
