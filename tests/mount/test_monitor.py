@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import select
 import signal
 import subprocess
 import sys
@@ -117,27 +116,11 @@ def monitors() -> Iterator[list[CliMonitor]]:
             monitor.kill()
 
 
-def is_probe(bus: str) -> Callable[[Rec], bool]:
-    return lambda r: r["event"] == "perm" and r["bus"] == bus
-
-
-def until_heard(mount: LiveMount, bus: str, heard: Callable[[], bool]) -> None:
-    """Store `bus`'s perms mode (unchanged) until `heard()`: the monitor is listening."""
-    mode = mount.join("config/vbus/instances", bus, "perms/mode")
-    deadline = time.monotonic() + 20
-    while not heard():
-        assert time.monotonic() < deadline, "the monitor never heard a change"
-        with open(mode) as f:
-            value = f.read()
-        with open(mode, "w") as f:
-            f.write(value)
-        time.sleep(0.1)
-
-
-def ready(mount: LiveMount, monitor: CliMonitor, bus: str) -> int:
-    """Wait until `monitor` hears changes of `bus`; the index of the record after that."""
-    until_heard(mount, bus, lambda: any(is_probe(bus)(r) for r in monitor.records))
-    return len(monitor.records)
+def ready(monitor: CliMonitor) -> int:
+    """Wait for `monitor`'s first record, which says it is listening; the index after it."""
+    assert monitor.wait_for(lambda r: True) == 0
+    assert monitor.records[0]["event"] == "monitoring", monitor.records[0]
+    return 1
 
 
 def test_monitor_prints_each_walkthrough_step_as_it_happens(vbus_mount, monitors):
@@ -145,7 +128,7 @@ def test_monitor_prints_each_walkthrough_step_as_it_happens(vbus_mount, monitors
     mount.sh("mkdir config/vbus/instances/B", check=True)
     monitor = CliMonitor(mount.path)
     monitors.append(monitor)
-    start = ready(mount, monitor, "B")
+    start = ready(monitor)
     mount.sh(
         "mkdir config/vbus/devices/dev0 && echo venet-loopback > config/vbus/devices/dev0/type"
         f" && ln -s {mount.path}/config/vbus/devices/dev0 config/vbus/instances/B/"
@@ -179,7 +162,7 @@ def test_monitor_prints_each_walkthrough_step_as_it_happens(vbus_mount, monitors
     monitor.wait_for(lambda r: r["event"] == "left" and r["pid"] == shell_pid)
     mount.sh("rmdir config/vbus/instances/B", check=True)
     monitor.wait_for(lambda r: r["event"] == "removed" and r.get("name") == "B")
-    seen = [r for r in monitor.records[start:] if not is_probe("B")(r)]
+    seen = monitor.records[start:]
     for record in seen:
         record.pop("time")
     ordered = [r for r in seen if r["event"] not in ("joined", "left")]
@@ -206,6 +189,47 @@ def test_monitor_prints_each_walkthrough_step_as_it_happens(vbus_mount, monitors
     assert all(r.get("bus") == "B" for r in seen if r["event"] in ("joined", "left"))
     monitor.process.send_signal(signal.SIGINT)
     assert monitor.end() == (0, "")
+
+
+# What a script does: start the monitor in the background, read its first line (it is
+# listening), make one change at once and read it back. Each round is a fresh monitor, so
+# a first line printed before the daemon had the request would lose the change (the
+# monitor would never print it, and `read -t` would give up).
+SCRIPT = r"""
+trap '[ -n "${MON_PID:-}" ] && kill "$MON_PID" 2>/dev/null' EXIT
+for i in $(seq "$ROUNDS"); do
+  coproc MON { exec "$@" monitor "$MNT" 2>&1; }
+  read -r -t 20 banner <&"${MON[0]}" || { echo "round $i: no first line"; exit 1; }
+  mkdir "$MNT/config/vbus/devices/s$i"
+  read -r -t 5 change <&"${MON[0]}" || { echo "round $i: missed after: $banner"; exit 1; }
+  echo "$banner"
+  echo "$change"
+  kill "$MON_PID"; wait "$MON_PID"
+done
+"""
+
+
+def test_a_script_that_waits_for_the_first_line_sees_its_next_change(vbus_mount):
+    rounds = 5
+    done = subprocess.run(
+        ["bash", "-c", SCRIPT, "sh", *VBUSFS],
+        env=dict(os.environ, MNT=vbus_mount.path, ROUNDS=str(rounds)),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert (done.returncode, done.stderr) == (0, ""), done.stdout
+    lines = [parse_line(line) for line in done.stdout.splitlines()]
+    for record in lines:
+        record.pop("time")
+    assert lines == [
+        record
+        for i in range(1, rounds + 1)
+        for record in (
+            {"event": "monitoring", "mountpoint": vbus_mount.path},
+            {"event": "created", "object": "device", "name": f"s{i}"},
+        )
+    ]
 
 
 def accounted(records: list[Rec], first: int, last: int) -> list[Rec]:
@@ -244,16 +268,11 @@ def test_a_burst_of_10000_changes_is_seen_or_counted_in_order(vbus_mount, monito
     )
     fast = CliMonitor(mount.path, as_json=True)
     monitors.append(fast)
-    with client.monitor(mount.path) as stalled:
+    ready(fast)
+    assert fast.records[0]["seq"] == 0
+    with client.monitor(mount.path) as stalled:  # it hears every change once it returns
         assert (stalled.bus, stalled.buffer) == (None, 4096)
         early: list[client.Record] = []
-
-        def both_heard() -> bool:
-            while _readable(stalled):
-                early.extend(stalled.receive(1))
-            return any(r.event == "perm" for r in early) and any(map(is_probe("B"), fast.records))
-
-        until_heard(mount, "B", both_heard)
         # the burst follows this record at once, in both
         os.mkdir(mount.join("config/vbus/devices/start"))
         start = fast.records[fast.wait_for(lambda r: r.get("name") == "start")]["seq"]
@@ -298,10 +317,6 @@ def _ends_after(record: Rec, last: int) -> bool:
     return record["event"] == "dropped" and record["first"] + record["count"] > last
 
 
-def _readable(watch: client.Monitor) -> bool:
-    return bool(select.select([watch], [], [], 0)[0])
-
-
 def _covered(records: list[Rec]) -> int:
     """The highest number the records account for (seen or counted)."""
     top = 0
@@ -335,8 +350,9 @@ def test_monitor_through_head_ends_quietly_at_the_broken_pipe(vbus_mount):
             pipeline.communicate()
     assert pipeline.returncode == 0, err  # pipefail: the monitor's own status too
     assert err == ""
-    lines = out.splitlines()
-    assert len(lines) == 3 and all("object=device name=h" in line for line in lines)
+    banner, *lines = out.splitlines()
+    assert banner.split()[1:] == ["monitoring", f"mountpoint={mount.path}"]
+    assert len(lines) == 2 and all("object=device name=h" in line for line in lines)
 
 
 # `vbusfs monitor` where the FUSE adapter cannot be imported: the monitor (and the check
@@ -354,7 +370,7 @@ def test_monitor_needs_neither_the_fuse_adapter_nor_the_daemon(vbus_mount, monit
     vbus_mount.sh("mkdir config/vbus/instances/B", check=True)
     monitor = CliMonitor(vbus_mount.path, launcher=NO_ADAPTER)
     monitors.append(monitor)
-    ready(vbus_mount, monitor, "B")
+    ready(monitor)
     monitor.process.send_signal(signal.SIGTERM)
     status, err = monitor.end()
     assert (status, err) == (0, "")
@@ -402,7 +418,7 @@ def test_who_may_monitor_and_the_unmount_ends_every_monitor(open_mount, monitors
     admin = CliMonitor(mount.path)
     monitors.extend([member, leaver, admin])
     for monitor in (member, leaver, admin):
-        ready(mount, monitor, "B")
+        ready(monitor)
     mount.sh(
         "mkdir config/vbus/devices/x config/vbus/devices/y && "
         "echo venet-loopback > config/vbus/devices/x/type && "
@@ -431,13 +447,19 @@ def test_who_may_monitor_and_the_unmount_ends_every_monitor(open_mount, monitors
         assert (last["event"], last["mountpoint"]) == ("unmounted", mount.path)
     heard = [(r["event"], r.get("bus"), r.get("device")) for r in member.records]
     # the member heard its own bus only: no C, no device made or typed (not on a bus then)
-    after = heard[len([r for r in heard if r[0] == "perm"]) :]
-    assert [h for h in heard if h[0] != "perm"] == [
+    assert heard == [
+        ("monitoring", "B", None),  # a member's first record names the bus it hears
         ("linked", "B", "y"),
         ("stored", None, "y"),
         ("left", "B", None),
         ("unmounted", None, None),
-    ], after
+    ]
+    assert member.records[0]["seq"] == 0 and member.records[0]["mountpoint"] == mount.path
+    assert admin.records[0] == {
+        "time": admin.records[0]["time"],
+        "event": "monitoring",
+        "mountpoint": mount.path,
+    }
     admin_heard = [(r["event"], r.get("bus"), r.get("device")) for r in admin.records]
     assert ("linked", "C", "x") in admin_heard and ("created", None, None) in admin_heard
 
@@ -513,7 +535,7 @@ def test_sigterm_ends_the_monitor_cleanly(vbus_mount, monitors):
     mount.sh("mkdir config/vbus/instances/B", check=True)
     monitor = CliMonitor(mount.path)
     monitors.append(monitor)
-    ready(mount, monitor, "B")
+    ready(monitor)
     monitor.process.send_signal(signal.SIGTERM)
     assert monitor.end() == (0, "")
 

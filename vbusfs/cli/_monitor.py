@@ -1,10 +1,12 @@
 """`vbusfs monitor MOUNTPOINT [--json]`: every change on a mount, as it happens.
 
 One line (or one JSON object) per record, flushed as each batch arrives, so `| head` and
-`| jq` see records as they happen. It ends with status 0 at the unmount (after printing
-that record), on SIGINT or SIGTERM, and when its reader goes (a broken pipe); with 1 when
-it may not monitor, when a member's process leaves the bus it watched, or when the daemon
-goes without an unmount.
+`| jq` see records as they happen. The first, `monitoring`, is printed (and flushed) once
+the daemon has answered the monitor request: every change made after a script has read it
+is heard, so a script waits for that line rather than guessing (behaviour §9). It ends
+with status 0 at the unmount (after printing that record), on SIGINT or SIGTERM, and when
+its reader goes (a broken pipe); with 1 when it may not monitor, when a member's process
+leaves the bus it watched, or when the daemon goes without an unmount.
 """
 
 from __future__ import annotations
@@ -14,9 +16,13 @@ import json
 import os
 import signal
 import sys
+import time
 from collections.abc import Iterator
 from types import FrameType
 from typing import TextIO
+
+from vbusfs._mountinfo import canonical_mountpoint
+from vbusfs.connector import Record
 
 
 class _Stop(Exception):
@@ -36,6 +42,23 @@ def _sigterm_ends() -> Iterator[None]:
         signal.signal(signal.SIGTERM, before)
 
 
+def _write(out: TextIO, records: Iterator[Record] | list[Record], as_json: bool) -> None:
+    for record in records:
+        text = json.dumps(record.as_json()) if as_json else record.line()
+        out.write(text + "\n")
+    out.flush()
+
+
+def listening(mountpoint: str, bus: str | None) -> Record:
+    """The first record: the daemon has taken the monitor request, so every change made
+    from now on is heard. It carries seq 0 (the daemon's own records count from 1) and
+    `bus` only for a member's monitor (the bus it hears)."""
+    fields: dict[str, str] = {"mountpoint": canonical_mountpoint(mountpoint)}
+    if bus is not None:
+        fields["bus"] = bus
+    return Record("monitoring", seq=0, time=time.time(), fields=fields)
+
+
 def run(mountpoint: str, as_json: bool, out: TextIO | None = None) -> int:
     from vbusfs import client
 
@@ -46,6 +69,8 @@ def run(mountpoint: str, as_json: bool, out: TextIO | None = None) -> int:
         with _sigterm_ends():
             require_mount(mountpoint)
             with client.monitor(mountpoint) as watch:
+                # only now: the daemon has answered, so it hears every change from here
+                _write(out, [listening(mountpoint, watch.bus)], as_json)
                 while True:
                     try:
                         batch = watch.receive()
@@ -55,10 +80,7 @@ def run(mountpoint: str, as_json: bool, out: TextIO | None = None) -> int:
                             file=sys.stderr,
                         )
                         return 1
-                    for record in batch:
-                        text = json.dumps(record.as_json()) if as_json else record.line()
-                        out.write(text + "\n")
-                    out.flush()
+                    _write(out, batch, as_json)
                     if watch.ended:
                         last = batch[-1]
                         if last.event == "revoked":
