@@ -56,7 +56,7 @@ def listening(mountpoint: str, bus: str | None) -> Record:
     fields: dict[str, str] = {"mountpoint": canonical_mountpoint(mountpoint)}
     if bus is not None:
         fields["bus"] = bus
-    return Record("monitoring", seq=0, time=time.time(), fields=fields)
+    return Record("monitoring", seq=0, time=round(time.time(), 6), fields=fields)
 
 
 def run(mountpoint: str, as_json: bool, out: TextIO | None = None) -> int:
