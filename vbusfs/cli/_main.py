@@ -352,8 +352,11 @@ def parser() -> argparse.ArgumentParser:
         "monitor",
         help="print every change on a mount as it happens",
         description="Print every change on the vbusfs at MOUNTPOINT as it happens, one line "
-        "per change (with --json, one JSON object): objects created and removed, types set, "
-        "links and unlinks with their interface id, attributes stored, members joining and "
+        "per change (with --json, one JSON object). The first line, 'monitoring "
+        "mountpoint=MOUNTPOINT', says it is listening: every change made after it is heard, "
+        "so a script waits for it before making its changes. Then: objects created and "
+        "removed, types set, links and unlinks with their interface id, attributes stored, "
+        "members joining and "
         "leaving (by a write, a fork, an exit or a move), devices opened and closed by "
         "clients, and the unmount, after which it exits 0. A reader that falls behind gets a "
         "'dropped' line counting what it lost. The daemon's owner and root see everything; "
