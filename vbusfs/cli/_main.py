@@ -394,6 +394,13 @@ def parser() -> argparse.ArgumentParser:
         metavar="US",
         help="microseconds an idle driver polls before sleeping (default 0)",
     )
+    enet.add_argument(
+        "--slots",
+        type=_nonnegative,
+        default=None,
+        metavar="N",
+        help="receive and transmit ring slots (default 256)",
+    )
     enet.set_defaults(run=_enet)
     return top
 

@@ -11,10 +11,11 @@ process does the same from userspace::
 `vbusfs enet` is this, run until killed. What it does is in docs/enet.md.
 """
 
-from ._enet import DEFAULT_SPIN_US, OFFLOADS, Enet, default_mountpoint
+from ._enet import DEFAULT_SLOTS, DEFAULT_SPIN_US, OFFLOADS, Enet, default_mountpoint
 from ._tap import EnetError, Tap
 
 __all__ = [
+    "DEFAULT_SLOTS",
     "DEFAULT_SPIN_US",
     "OFFLOADS",
     "Enet",

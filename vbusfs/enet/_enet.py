@@ -11,7 +11,7 @@ from types import TracebackType
 
 from vbusfs.client import Client, ConnectorError, Venet, connect, find_mounts, linkstate
 from vbusfs.connector import venet as abi
-from vbusfs.ioq import FdPump, IoqClosed, IoqFault, PumpCounts, PumpEnd
+from vbusfs.ioq import SOUTH_MAX_DATA, FdPump, IoqClosed, IoqFault, PumpCounts, PumpEnd
 
 from ._tap import EnetError, Tap
 
@@ -19,6 +19,8 @@ from ._tap import EnetError, Tap
 #: since on a machine with few CPUs for the drivers, the daemon and the programs, a poll
 #: takes the CPU its peer needs (bench/net.py: the median ping was 10-20% slower with 20)
 DEFAULT_SPIN_US = 0
+#: receive (and transmit) ring slots by default
+DEFAULT_SLOTS = 256
 #: what the driver asks for: offloads (the SG group, with checksum and TCP segmentation)
 OFFLOADS = abi.CAP_SG | abi.CAP_TSO4 | abi.CAP_TSO6 | abi.CAP_ECN
 
@@ -52,7 +54,7 @@ class Enet:
         ifname: str = "venet%d",
         offloads: bool = True,
         spin_us: int = DEFAULT_SPIN_US,
-        slots: int = 256,
+        slots: int = DEFAULT_SLOTS,
     ) -> None:
         self.mountpoint = default_mountpoint() if mountpoint is None else mountpoint
         self.interface_id = interface_id
@@ -83,6 +85,10 @@ class Enet:
         if offloads:
             caps[abi.CAP_GROUP_SG] = OFFLOADS
         bare_slot = max(abi.SLOT_SIZE, self.mtu + abi.HEADER)
+        slot_bytes = abi.MAX_SG_MESSAGE if offloads else bare_slot
+        if slots < 1 or slots * slot_bytes > SOUTH_MAX_DATA:
+            most = SOUTH_MAX_DATA // slot_bytes
+            raise EnetError(errno.EINVAL, f"slots is 1 to {most} for {slot_bytes}-byte slots")
         try:
             self._venet = venet = client.open_venet(
                 self.interface_id,
