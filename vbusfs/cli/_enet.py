@@ -8,7 +8,7 @@ import sys
 
 
 def main(args: argparse.Namespace) -> int:
-    from vbusfs.enet import DEFAULT_SLOTS, DEFAULT_SPIN_US, Enet, EnetError
+    from vbusfs.enet import DEFAULT_SPIN_US, Enet, EnetError
 
     spin = DEFAULT_SPIN_US if args.spin_us is None else args.spin_us
     try:
@@ -18,7 +18,7 @@ def main(args: argparse.Namespace) -> int:
             ifname=args.ifname,
             offloads=not args.no_offloads,
             spin_us=spin,
-            slots=DEFAULT_SLOTS if args.slots is None else args.slots,
+            slots=args.slots,
         )
     except EnetError as exc:
         print(f"vbusfs enet: {exc.strerror}", file=sys.stderr)

@@ -399,7 +399,7 @@ def parser() -> argparse.ArgumentParser:
         type=_nonnegative,
         default=None,
         metavar="N",
-        help="receive and transmit ring slots (default 256)",
+        help="slots of each ring (default: 4096 bare at MTU 1500, 256 with offloads)",
     )
     enet.set_defaults(run=_enet)
     return top
