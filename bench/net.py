@@ -14,6 +14,8 @@ made here and deleted after:
 * **vbusfs bare**: the same with `--no-offloads` (1514-byte frames);
 * **vbusfs mixed**: offloads in A, `--no-offloads` in B: the switch cuts A's large TCP
   segments into frames for B;
+* **vbusfs bare (slots N)**, **vbusfs mixed (slots N)**, with ``--slots N``: the same
+  with ``vbusfs enet --slots N`` on the bare sides, right after its peer with the default;
 * **vbusfs venet-tap**: `vbusfs enet` in A on a venet-tap device, whose TAP lives in
   the daemon's own namespace (B);
 * **vbusfs venet-tap (before)**, with ``--before DIR``: the same on a second daemon
@@ -23,7 +25,8 @@ made here and deleted after:
   writing the other, what a user would write instead.
 
 Each path gets iperf3 TCP throughput from A to B (1 stream, then 4 streams, --seconds
-each, 5 by default) and ping's round-trip time (200 pings 10 ms apart, the median).
+each, 5 by default) with the sender's TCP retransmits, and ping's round-trip time (200
+pings 10 ms apart, the median).
 The table gives each figure against veth's and the relay's. The vbusfs daemon is a
 LiveMount child in a private network namespace of its own; every process started here
 is ended by its pid and every namespace deleted, whatever happens.  It asserts nothing.
@@ -61,6 +64,8 @@ TAP_MOUNTS: dict[str, LiveMount] = {}
 #: what the vbusfs paths are run with (--spin-us, --burstthresh)
 EXTRA_ENET = ""
 BURSTTHRESH = 20
+#: --slots: the vbusfs bare and mixed paths run again with `vbusfs enet --slots SLOTS`
+SLOTS: int | None = None
 
 
 def sh(*argv: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -183,8 +188,10 @@ def switch_path(
     a, b = lab.netns(f"{name}-a"), lab.netns(f"{name}-b")
     addr(in_ns(a), enet(lab, mount.path, buses[0], a, *args), f"10.15.{n}.1/24")
     addr(in_ns(b), enet(lab, mount.path, buses[1], b, *args, *b_args), f"10.15.{n}.2/24")
-    label = "mixed" if b_args else "bare" if args else "offloads"
-    return Path(f"vbusfs {label}", a, in_ns(b), f"10.15.{n}.2")
+    label = "mixed" if b_args else "bare" if "--no-offloads" in args else "offloads"
+    slots = [arg.split("=")[1] for arg in (*args, *b_args) if arg.startswith("--slots=")]
+    suffix = f" (slots {slots[0]})" if slots else ""
+    return Path(f"vbusfs {label}{suffix}", a, in_ns(b), f"10.15.{n}.2")
 
 
 def tap_path(lab: Lab, mount: LiveMount, n: int, label: str = "vbusfs venet-tap") -> Path:
@@ -249,6 +256,8 @@ def relay(other_ns: str) -> None:
 class Figures:
     one: float = 0.0  # Gbit/s, 1 stream
     four: float = 0.0  # Gbit/s, 4 streams
+    retr_one: int = 0  # TCP retransmits (the sender's), 1 stream
+    retr_four: int = 0  # the same, 4 streams
     ping: float = 0.0  # ms, average RTT
     # venet-tap rows: the daemon's attribute reads (ms, p50 and p99), idle and during iperf3
     reads_idle: tuple[float, float] | None = None
@@ -285,7 +294,8 @@ class AttributeReads:
         return p50_p99(self.times)
 
 
-def iperf3(lab: Lab, path: Path, seconds: float, streams: int) -> float:
+def iperf3(lab: Lab, path: Path, seconds: float, streams: int) -> tuple[float, int]:
+    """Gbit/s received, and the sender's TCP retransmits."""
     server = lab.start(path.b, "iperf3", "-s", "-1", "-B", path.server)
     for _ in range(100):  # until the server listens
         out = sh(*in_ns(path.a), "iperf3", "-c", path.server, "-t", f"{seconds:g}", "-J",
@@ -295,7 +305,9 @@ def iperf3(lab: Lab, path: Path, seconds: float, streams: int) -> float:
             # the next run's server binds the same port: this one must be gone first
             with contextlib.suppress(subprocess.TimeoutExpired):
                 server.wait(10)
-            return float(got["end"]["sum_received"]["bits_per_second"]) / 1e9
+            end = got["end"]
+            retransmits = int(end.get("sum_sent", {}).get("retransmits", 0))
+            return float(end["sum_received"]["bits_per_second"]) / 1e9, retransmits
         time.sleep(0.1)
     raise RuntimeError(f"iperf3 over {path.name}: {out.stdout[-500:]} {out.stderr}")
 
@@ -317,16 +329,19 @@ def report(figures: dict[str, Figures]) -> None:
     print()
     print(
         f"{'path':<25} | {'1 stream':>8} | {'/veth':>5} | {'/relay':>6} | {'4 streams':>9} | "
-        f"{'/veth':>5} | {'ping ms':>7} | {'x veth':>6}"
+        f"{'/veth':>5} | {'ping ms':>7} | {'x veth':>6} | {'retransmits':>13}"
     )
-    print("-" * 94)
+    print("-" * 110)
     for name, f in figures.items():
         print(
             f"{name:<25} | {f.one:>8.2f} | {f.one / veth.one:>5.2f} | {f.one / relay_.one:>6.1f} | "
             f"{f.four:>9.2f} | {f.four / veth.four:>5.2f} | {f.ping:>7.3f} | "
-            f"{f.ping / veth.ping:>6.1f}"
+            f"{f.ping / veth.ping:>6.1f} | {f.retr_one:>6}/{f.retr_four:<6}"
         )
-    print("throughput in Gbit/s (iperf3 TCP, A to B); ping: median round trip")
+    print(
+        "throughput in Gbit/s (iperf3 TCP, A to B); ping: median round trip; "
+        "retransmits: the sender's, 1 stream/4 streams"
+    )
     for name, f in figures.items():
         if f.reads_idle and f.reads_busy:
             (i50, i99), (b50, b99) = f.reads_idle, f.reads_busy
@@ -376,6 +391,23 @@ def run(seconds: float, pings: int, only: set[str] | None, before: str | None = 
             "vbusfs mixed": lambda n: switch_path(lab, mount, n, "swm", b_args=("--no-offloads",)),
             "vbusfs venet-tap": lambda n: tap_path(lab, mount, n),
         }
+        if SLOTS is not None:  # each right after its peer with the default
+            more = f"--slots={SLOTS}"
+            rows = list(builders.items())
+            at = [name for name, _ in rows].index("vbusfs mixed")
+            rows.insert(
+                at,
+                (
+                    f"vbusfs bare (slots {SLOTS})",
+                    lambda n: switch_path(lab, mount, n, "swbs", "--no-offloads", more),
+                ),
+            )
+            mixed = (
+                f"vbusfs mixed (slots {SLOTS})",
+                lambda n: switch_path(lab, mount, n, "swms", b_args=("--no-offloads", more)),
+            )
+            rows.insert(at + 2, mixed)
+            builders = dict(rows)
         if old is not None:
             label = "vbusfs venet-tap (before)"
             builders[label] = lambda n: tap_path(lab, old, n, label)
@@ -391,12 +423,16 @@ def run(seconds: float, pings: int, only: set[str] | None, before: str | None = 
                 with AttributeReads(attribute) as idle:
                     time.sleep(max(1.0, seconds / 2))
                 with AttributeReads(attribute) as busy:
-                    f.one = iperf3(lab, path, seconds, 1)
+                    f.one, f.retr_one = iperf3(lab, path, seconds, 1)
                 f.reads_idle, f.reads_busy = idle.quantiles(), busy.quantiles()
             else:
-                f.one = iperf3(lab, path, seconds, 1)
-            f.four = iperf3(lab, path, seconds, 4)
-            print(f"{name}: {f.one:.2f} / {f.four:.2f} Gbit/s, ping {f.ping:.3f} ms", flush=True)
+                f.one, f.retr_one = iperf3(lab, path, seconds, 1)
+            f.four, f.retr_four = iperf3(lab, path, seconds, 4)
+            print(
+                f"{name}: {f.one:.2f} / {f.four:.2f} Gbit/s, ping {f.ping:.3f} ms, "
+                f"retransmits {f.retr_one} / {f.retr_four}",
+                flush=True,
+            )
         # the drivers end before the mount goes
         for proc in lab.processes:
             if proc.poll() is None:
@@ -412,12 +448,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", action="append", help="a path to run (veth and relay always)")
     parser.add_argument("--spin-us", type=int, help="vbusfs enet --spin-us (default: its own)")
     parser.add_argument("--burstthresh", type=int, default=20, help="venet devices' burstthresh")
+    parser.add_argument("--slots", type=int, help="also bare and mixed with enet --slots N")
     parser.add_argument("--before", metavar="DIR", help="also venet-tap on DIR's vbusfs")
     parser.add_argument("--relay", metavar="NS", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    global EXTRA_ENET, BURSTTHRESH
+    global EXTRA_ENET, BURSTTHRESH, SLOTS
     EXTRA_ENET = "" if args.spin_us is None else f" --spin-us {args.spin_us}"
     BURSTTHRESH = args.burstthresh
+    SLOTS = args.slots
     if args.relay:
         relay(args.relay)
         return 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -164,6 +165,44 @@ def test_sigkill_leaves_no_tap_and_the_daemon_releases_the_device(mnt: LiveMount
     net.start(mnt, "a", ns)  # reopened: the daemon released the dead driver's open
 
 
+BURST = """
+import socket, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for i in range(int(sys.argv[1])):
+    s.sendto(b"x" * 1000, ("10.14.0.2", 9))
+    if i % 50 == 49:
+        time.sleep(0.002)  # A's own TAP queue is not the one measured
+"""
+
+
+def rx_packets(ns: str, ifname: str) -> int:
+    out = ns_run(ns, "ip", "-s", "-j", "link", "show", ifname).stdout
+    return int(json.loads(out)[0]["stats64"]["rx"]["packets"])
+
+
+def test_a_bare_driver_holds_a_burst_that_arrives_while_it_waits_for_a_cpu(
+    mnt: LiveMount, net: Net
+):
+    """The switch drops a frame for a port with no receive buffer posted (§7.4): a bare
+    driver's default ring (4096 slots) holds a burst of 2000 frames that arrive while it
+    is stopped, which 256 slots would not."""
+    a, b = pair(net, mnt, "--no-offloads")
+    ping = ns_run(a, "ping", "-c", "2", "-i", "0.2", "-W", "2", "10.14.0.2")  # ARP too
+    assert "2 received" in ping.stdout, ping.stdout + ping.stderr
+    driver_b = net.drivers[-1]
+    before = rx_packets(b, driver_b.ifname)
+    os.kill(driver_b.pid, signal.SIGSTOP)
+    try:
+        sent = ns_run(a, sys.executable, "-c", BURST, "2000")
+        assert sent.returncode == 0, sent.stderr
+        time.sleep(0.5)  # A's driver and the switch forward it all meanwhile
+    finally:
+        os.kill(driver_b.pid, signal.SIGCONT)
+    assert wait_for(lambda: rx_packets(b, driver_b.ifname) - before >= 2000), (
+        rx_packets(b, driver_b.ifname) - before
+    )
+
+
 @pytest.mark.parametrize(
     ("args", "bus", "code", "says"),
     [
@@ -171,6 +210,9 @@ def test_sigkill_leaves_no_tap_and_the_daemon_releases_the_device(mnt: LiveMount
         (("--id", "-1"), "a", 2, "is not a number"),
         (("--spin-us", "1.5"), "a", 2, "is not a number"),
         (("--id", "7"), "a", 1, "the bus has no interface 7"),
+        (("--slots", "0"), "a", 1, "slots is 1 to 1023 for 65560-byte slots"),
+        (("--slots", "1024"), "a", 1, "slots is 1 to 1023 for 65560-byte slots"),
+        (("--no-offloads", "--slots", "32769"), "a", 1, "slots is 1 to 32768 for 2048-byte"),
         ((), None, 1, "this process is on no bus"),
         (("--mount", "/nonexistent"), "a", 1, "is not a live vbusfs mount"),
         (("--ifname", "a-name-far-too-long"), "a", 1, "is not an interface name"),

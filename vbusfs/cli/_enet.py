@@ -18,6 +18,7 @@ def main(args: argparse.Namespace) -> int:
             ifname=args.ifname,
             offloads=not args.no_offloads,
             spin_us=spin,
+            slots=args.slots,
         )
     except EnetError as exc:
         print(f"vbusfs enet: {exc.strerror}", file=sys.stderr)

@@ -397,6 +397,13 @@ def parser() -> argparse.ArgumentParser:
         metavar="US",
         help="microseconds an idle driver polls before sleeping (default 0)",
     )
+    enet.add_argument(
+        "--slots",
+        type=_nonnegative,
+        default=None,
+        metavar="N",
+        help="slots of each ring (default: 4096 bare at MTU 1500, 256 with offloads)",
+    )
     enet.set_defaults(run=_enet)
     return top
 

@@ -11,10 +11,19 @@ process does the same from userspace::
 `vbusfs enet` is this, run until killed. What it does is in docs/enet.md.
 """
 
-from ._enet import DEFAULT_SPIN_US, OFFLOADS, Enet, default_mountpoint
+from ._enet import (
+    BARE_RING_BYTES,
+    DEFAULT_SLOTS,
+    DEFAULT_SPIN_US,
+    OFFLOADS,
+    Enet,
+    default_mountpoint,
+)
 from ._tap import EnetError, Tap
 
 __all__ = [
+    "BARE_RING_BYTES",
+    "DEFAULT_SLOTS",
     "DEFAULT_SPIN_US",
     "OFFLOADS",
     "Enet",

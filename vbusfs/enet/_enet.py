@@ -11,7 +11,7 @@ from types import TracebackType
 
 from vbusfs.client import Client, ConnectorError, Venet, connect, find_mounts, linkstate
 from vbusfs.connector import venet as abi
-from vbusfs.ioq import FdPump, IoqClosed, IoqFault, PumpCounts, PumpEnd
+from vbusfs.ioq import SOUTH_MAX_DATA, FdPump, IoqClosed, IoqFault, PumpCounts, PumpEnd
 
 from ._tap import EnetError, Tap
 
@@ -19,6 +19,13 @@ from ._tap import EnetError, Tap
 #: since on a machine with few CPUs for the drivers, the daemon and the programs, a poll
 #: takes the CPU its peer needs (bench/net.py: the median ping was 10-20% slower with 20)
 DEFAULT_SPIN_US = 0
+#: ring slots by default with offloads (each slot takes a 64 KiB segment: 16 MiB a ring)
+DEFAULT_SLOTS = 256
+#: the bytes of a bare ring by default (4096 slots of 2048 bytes at the default MTU): a
+#: switch drops a frame for a driver with no receive buffer posted, and on a busy machine
+#: a driver may wait milliseconds for a CPU; with 256 slots (3 ms of frames at 1 Gbit/s)
+#: TCP lost thousands of frames a second, with 4096 next to none (bench/net.py --slots)
+BARE_RING_BYTES = 8 << 20
 #: what the driver asks for: offloads (the SG group, with checksum and TCP segmentation)
 OFFLOADS = abi.CAP_SG | abi.CAP_TSO4 | abi.CAP_TSO6 | abi.CAP_ECN
 
@@ -42,6 +49,11 @@ class Enet:
     :meth:`run` then moves frames, in C, until :meth:`stop`; the TAP's carrier follows
     the device's link state. :meth:`close` removes the TAP and releases the device;
     if the process dies instead, the kernel and the daemon do both.
+
+    `slots` is each ring's count of slots (receive and transmit): by default
+    :data:`DEFAULT_SLOTS` with offloads, and with bare frames as many as fill
+    :data:`BARE_RING_BYTES` (at least :data:`DEFAULT_SLOTS`). A ring's memory (slots
+    times the slot) is at most 64 MiB: more is EnetError EINVAL.
     """
 
     def __init__(
@@ -52,7 +64,7 @@ class Enet:
         ifname: str = "venet%d",
         offloads: bool = True,
         spin_us: int = DEFAULT_SPIN_US,
-        slots: int = 256,
+        slots: int | None = None,
     ) -> None:
         self.mountpoint = default_mountpoint() if mountpoint is None else mountpoint
         self.interface_id = interface_id
@@ -68,7 +80,7 @@ class Enet:
             self.close()
             raise
 
-    def _open(self, ifname: str, offloads: bool, spin_us: int, slots: int) -> None:
+    def _open(self, ifname: str, offloads: bool, spin_us: int, slots: int | None) -> None:
         where = f"interface {self.interface_id}"
         try:
             self._client = client = connect(self.mountpoint)
@@ -83,6 +95,12 @@ class Enet:
         if offloads:
             caps[abi.CAP_GROUP_SG] = OFFLOADS
         bare_slot = max(abi.SLOT_SIZE, self.mtu + abi.HEADER)
+        slot_bytes = abi.MAX_SG_MESSAGE if offloads else bare_slot
+        if slots is None:
+            slots = DEFAULT_SLOTS if offloads else max(DEFAULT_SLOTS, BARE_RING_BYTES // bare_slot)
+        if slots < 1 or slots * slot_bytes > SOUTH_MAX_DATA:
+            most = SOUTH_MAX_DATA // slot_bytes
+            raise EnetError(errno.EINVAL, f"slots is 1 to {most} for {slot_bytes}-byte slots")
         try:
             self._venet = venet = client.open_venet(
                 self.interface_id,
@@ -91,6 +109,7 @@ class Enet:
                 link_up=False,
                 slot_size=None if offloads else bare_slot,
             )
+            self.slots = slots
             self.granted = dict(venet.granted)
             self.sg = venet.sg
             self.mac = venet.mac
