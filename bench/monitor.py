@@ -62,6 +62,38 @@ def mkdirs(mount: LiveMount, n: int) -> Callable[[], int]:
     return run
 
 
+def cli_monitor(mountpoint: str) -> list[subprocess.Popen[bytes]]:
+    """`vbusfs monitor --json` on `mountpoint`, once its first line says it is listening,
+    its output then read by a `cat` into /dev/null (a reader that keeps up); both
+    processes, to be ended in that order."""
+    r, w = os.pipe()
+    try:
+        monitor = subprocess.Popen(
+            [sys.executable, "-m", "vbusfs", "monitor", "--json", mountpoint], stdout=w
+        )
+    finally:
+        os.close(w)
+    try:
+        first = b""
+        while not first.endswith(b"\n"):
+            if not select.select([r], [], [], 20)[0]:
+                raise RuntimeError("vbusfs monitor did not start listening within 20 s")
+            got = os.read(r, 4096)
+            if not got:
+                raise RuntimeError("vbusfs monitor ended before it listened")
+            first += got
+        if b'"event": "monitoring"' not in first:
+            raise RuntimeError(f"vbusfs monitor's first line: {first!r}")
+        drain = subprocess.Popen(["cat"], stdin=r, stdout=subprocess.DEVNULL)
+    except BaseException:
+        monitor.kill()
+        monitor.wait()
+        raise
+    finally:
+        os.close(r)
+    return [monitor, drain]
+
+
 def throughput(rounds: int) -> None:
     peers: dict[str, LiveMount] = {}
     watchers: list[subprocess.Popen[bytes]] = []
@@ -78,14 +110,8 @@ def throughput(rounds: int) -> None:
                 check=True,
             )
         fast, slow = peers["watched (reader keeps up)"], peers["watched (reader stalled)"]
-        watchers.append(
-            subprocess.Popen(
-                [sys.executable, "-m", "vbusfs", "monitor", "--json", fast.path],
-                stdout=subprocess.DEVNULL,
-            )
-        )
+        watchers.extend(cli_monitor(fast.path))
         stalled.append(client.monitor(slow.path))
-        time.sleep(1.0)  # the CLI monitor is connected (it starts in well under a second)
         operations = {"attribute store": (stores, 400), "mkdir+rmdir": (mkdirs, 60)}
         print(f"throughput, best slice of {rounds} rounds (changes/s):")
         print(f"{'operation':<18}" + "".join(f"{name:>28}" for name in peers))
