@@ -33,12 +33,6 @@
 
 #include "spin.h"
 
-/* Wake-ups in a row that find nothing ready before a wait backs off, and the
- * back-off (it grows by STEP per further one, up to MAX): as the trio face. */
-#define FREE_EMPTY_WAKEUPS 8
-#define BACKOFF_STEP_NS 500000
-#define BACKOFF_MAX_NS 10000000
-
 /* epoll data: a member's wake-up fd is tagged with its bit, a peer's fd with
  * HUP_TAG + its slot */
 #define HUP_TAG 64
@@ -543,9 +537,7 @@ int ioq_poller_wait(struct ioq_poller *p, uint64_t mask, int timeout_ms, int spi
             /* a peer that keeps waking us with nothing to do: back off, so
              * what it costs is bounded whatever it does; an honest peer
              * wakes a wait at most once for nothing */
-            int64_t pause = (int64_t)BACKOFF_STEP_NS * (empty - FREE_EMPTY_WAKEUPS + 1);
-            if (pause > BACKOFF_MAX_NS)
-                pause = BACKOFF_MAX_NS;
+            int64_t pause = backoff_ns((unsigned)empty);
             if (pause > deadline - now)
                 pause = deadline - now;
             struct timespec ts = {.tv_sec = pause / 1000000000, .tv_nsec = pause % 1000000000};

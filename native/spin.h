@@ -15,6 +15,22 @@
 #include <time.h>
 #include <unistd.h>
 
+/* A peer that keeps waking a wait with nothing to do (an eventfd written in a
+ * loop) is backed off, so what it costs is bounded whatever it does: after
+ * FREE_EMPTY_WAKEUPS such wake-ups in a row, a pause growing by STEP per
+ * further one, up to MAX (an honest peer wakes a wait at most once for
+ * nothing). */
+#define FREE_EMPTY_WAKEUPS 8
+#define BACKOFF_STEP_NS 500000
+#define BACKOFF_MAX_NS 10000000
+
+/* The pause after `empty` (>= FREE_EMPTY_WAKEUPS) such wake-ups in a row. */
+static inline int64_t backoff_ns(unsigned empty)
+{
+    int64_t ns = (int64_t)BACKOFF_STEP_NS * (empty - FREE_EMPTY_WAKEUPS + 1);
+    return ns < BACKOFF_MAX_NS ? ns : BACKOFF_MAX_NS;
+}
+
 /* CLOCK_MONOTONIC in nanoseconds. */
 static inline int64_t now_ns(void)
 {

@@ -449,8 +449,9 @@ int vswitch_forward(struct vswitch *sw, uint32_t src_port, struct ioq *src_tx,
          * the acquire) and signals north */
         int r = ioq_commit(ports_rx[p], IOQ_WAIT_SEND, d->used, d->lens, 1);
         if (r < 0)
-            fault_dst(sw, ports_rx, p, counts, per_port);
-        ioq_unacquire(ports_rx[p], UINT32_MAX); /* the buffers it did not fill */
+            fault_dst(sw, ports_rx, p, counts, per_port); /* lets go of them all */
+        else
+            ioq_unacquire(ports_rx[p], UINT32_MAX); /* the buffers it did not fill */
     }
     counts->frames = (uint32_t)k;
     if (src_err) {

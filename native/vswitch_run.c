@@ -180,7 +180,6 @@ static void *run(void *arg)
     return NULL;
 }
 
-static void wake(struct vswitch_runner *r) { poke(r->ctl); }
 
 int vswitch_runner_new(struct vswitch *sw, uint32_t spin_us, struct vswitch_runner **out)
 {
@@ -226,7 +225,7 @@ void vswitch_runner_free(struct vswitch_runner *r)
         return;
     vswitch_runner_lock(r);
     r->stop = 1;
-    wake(r);
+    poke(r->ctl);
     vswitch_runner_unlock(r);
     pthread_join(r->thread, NULL);
     pthread_mutex_destroy(&r->lock);
@@ -274,7 +273,7 @@ int vswitch_runner_port(struct vswitch_runner *r, uint32_t port, struct ioq *tx,
         if (r->port[p].tx || r->rx[p])
             n = p + 1;
     r->nports = n;
-    wake(r);
+    poke(r->ctl);
     return IOQ_OK;
 }
 

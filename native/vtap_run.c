@@ -20,23 +20,13 @@
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
-#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "spin.h"
 #include "vtap.h"
-
-/* A client that keeps waking the thread with nothing to do (an eventfd
- * written in a loop) is backed off as the rings' own waits do: after this
- * many such wake-ups in a row, a pause growing by STEP per further one, up to
- * MAX, with the lock let go. */
-#define FREE_EMPTY_WAKEUPS 8
-#define BACKOFF_STEP_NS 500000
-#define BACKOFF_MAX_NS 10000000
 
 /* the longest frame a TAP hands over (a large segment and its header), plus room to
  * see that it was longer */
@@ -69,7 +59,11 @@ static int tx_usable(struct vtap_runner *r) { return r->cfg.link_up && !(r->c.fa
 
 static int host_usable(struct vtap_runner *r)
 {
-    return r->cfg.tap_fd >= 0 && !r->cfg.loop && (r->host_pause_until == 0 || now_ns() >= r->host_pause_until);
+    if (r->cfg.tap_fd < 0 || r->cfg.loop)
+        return 0;
+    if (r->host_pause_until && now_ns() >= r->host_pause_until)
+        r->host_pause_until = 0; /* over: the spin reads the clock no more */
+    return r->host_pause_until == 0;
 }
 
 /* Hand the oldest k acquired transmit buffers back, one signal per `every`. */
@@ -146,10 +140,8 @@ static int to_host(struct vtap_runner *r, int *blocked)
     int got;
     if (r->cfg.tap_fd < 0) {
         /* no host interface: dropped uncopied, one signal per txmitigation frames */
-        uint64_t offs[VTAP_BATCH];
-        uint32_t lens[VTAP_BATCH];
         uint32_t n = r->cfg.every < VTAP_BATCH ? r->cfg.every : VTAP_BATCH;
-        got = ioq_acquire(r->tx, IOQ_WAIT_RECV, n, offs, lens);
+        got = ioq_acquire(r->tx, IOQ_WAIT_RECV, n, NULL, NULL);
         if (got > 0) {
             int c = ioq_commit(r->tx, IOQ_WAIT_RECV, (uint32_t)got, NULL, 1);
             if (c < 0)
@@ -264,8 +256,9 @@ static void *run(void *arg)
             continue;
         }
         if (woken && ++empty >= FREE_EMPTY_WAKEUPS) {
-            int64_t ns = (int64_t)BACKOFF_STEP_NS * (empty - FREE_EMPTY_WAKEUPS + 1);
-            pause_for(r, ns < BACKOFF_MAX_NS ? ns : BACKOFF_MAX_NS);
+            /* a client waking the thread for nothing: backed off as the
+             * rings' own waits are, with the lock let go */
+            pause_for(r, backoff_ns(empty));
             woken = 0;
             continue;
         }
