@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from vbusfs.model import Change, MembershipChanged, Vbus
+from vbusfs.model import Change, MembershipChanged, ProcessInfo, Vbus
 
 Key = tuple[int, int]  # (pid, start time): a recycled pid is another process
 
@@ -32,10 +32,9 @@ class MemberWatch:
     def close(self) -> None:
         self._unsubscribe()
 
-    def _start(self, pid: int) -> int | None:
+    def _info(self, pid: int) -> ProcessInfo | None:
         membership = self.vbus.membership
-        info = membership.table.info(pid) if membership is not None else None
-        return None if info is None else info.start
+        return membership.table.info(pid) if membership is not None else None
 
     def _heard(self, change: Change) -> None:
         """A write the model published: known now, so the sweep does not report it again."""
@@ -43,13 +42,13 @@ class MemberWatch:
             return
         if change.how != "write":
             return
-        start = self._start(change.pid)
-        if start is None:
+        info = self._info(change.pid)
+        if info is None:
             return
         if change.joined is None:
-            self._known.pop((change.pid, start), None)
+            self._known.pop((change.pid, info.start), None)
         else:
-            self._known[change.pid, start] = change.joined
+            self._known[change.pid, info.start] = change.joined
 
     def sweep(self) -> None:
         """Publish the changes since the last sweep (only while `active`)."""
@@ -58,10 +57,12 @@ class MemberWatch:
             self._known = None
             return
         now: dict[Key, str] = {}
+        parents: dict[Key, int] = {}  # each member's ppid, from the same read, for the fork test
         for pid, bus in membership.members().items():
-            start = self._start(pid)
-            if start is not None:
-                now[pid, start] = bus
+            info = self._info(pid)
+            if info is not None:
+                now[pid, info.start] = bus
+                parents[pid, info.start] = info.ppid
         known, self._known = self._known, now
         if known is None:
             return  # the first look: nothing to compare with
@@ -73,17 +74,13 @@ class MemberWatch:
             if joined is not None:
                 publish(MembershipChanged(key[0], bus, joined, "moved"))
             else:
-                how = "moved" if self._start(key[0]) == key[1] else "exit"
+                # no longer a member: the same process still alive left by other means
+                info = self._info(key[0])
+                how = "moved" if info is not None and info.start == key[1] else "exit"
                 publish(MembershipChanged(key[0], bus, None, how))
         buses = {pid: bus for (pid, _), bus in (known | now).items()}
         for key, bus in now.items():
             if key not in known:
                 # born into its parent's bus, or put there by other means
-                parent = self._parent(key[0])
-                how = "fork" if parent is not None and buses.get(parent) == bus else "moved"
+                how = "fork" if buses.get(parents[key]) == bus else "moved"
                 publish(MembershipChanged(key[0], None, bus, how))
-
-    def _parent(self, pid: int) -> int | None:
-        membership = self.vbus.membership
-        info = membership.table.info(pid) if membership is not None else None
-        return None if info is None else info.ppid
