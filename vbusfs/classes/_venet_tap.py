@@ -191,7 +191,7 @@ class TapConnection(ThreadedConnection[VenetTapState]):
                 self.configure()
 
     def linked(self) -> None:
-        offloads = abi.tun_offloads(self.granted.get(abi.CAP_GROUP_SG, 0)) if self.sg else None
+        offloads = abi.tun_offloads(self.granted.get(abi.CAP_GROUP_SG, 0))  # None without SG
         tap = self.owner.tap
         if tap is not None:
             with self.host_changing():
