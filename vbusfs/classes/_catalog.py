@@ -104,11 +104,11 @@ def import_class(spec: str) -> type[DeviceClass]:
     return cls
 
 
-def _unknown(name: str, offered: Mapping[str, type[DeviceClass]]) -> ValueError:
-    """What modprobe says of a bare name that no installed class has."""
+def _unknown(name: str, offered: Mapping[str, type[DeviceClass]]) -> str:
+    """Why modprobe cannot load a bare name that no installed class has."""
     if name in unloadable:
-        return ValueError(unloadable[name])
-    return ValueError(
+        return unloadable[name]
+    return (
         f"no installed deviceclass has that name (installed: {', '.join(sorted(offered))}),"
         " and it is no module:ClassName to import"
     )
@@ -120,7 +120,7 @@ def find_class(name: str) -> type[DeviceClass]:
     if name in offered:
         return offered[name]
     if ":" not in name:
-        raise _unknown(name, offered)
+        raise ValueError(_unknown(name, offered))
     return import_class(name)
 
 
