@@ -9,24 +9,14 @@ or to those rings goes inside :meth:`SwitchRunner.locked`.
 
 from __future__ import annotations
 
-import atexit
 import contextlib
-import weakref
 from collections.abc import Iterator
 from typing import NamedTuple
 
 from ._binding import check, ffi, lib
 from ._ring import Ring, c_handle
+from ._runners import CThreadRunner
 from ._switch import Switch
-
-#: runners still running: stopped before the interpreter frees what their threads use
-_LIVE: weakref.WeakSet[SwitchRunner] = weakref.WeakSet()
-
-
-@atexit.register
-def _stop_all() -> None:
-    for runner in list(_LIVE):
-        runner.close()
 
 
 class RunCounts(NamedTuple):
@@ -44,7 +34,7 @@ class RunCounts(NamedTuple):
     faulted: int  # 1: its transmit ring broke, 2: its receive ring (no longer used)
 
 
-class SwitchRunner:
+class SwitchRunner(CThreadRunner):
     """A thread forwarding between the ports of ``switch``; ``spin_us``: how long it polls
     the rings before it sleeps."""
 
@@ -53,9 +43,8 @@ class SwitchRunner:
         check(lib.vswitch_runner_new(switch._sw, spin_us, out))
         self.switch = switch  # kept alive as long as the thread uses it
         self._r = out[0]
-        self._open = True
+        self._track()  # running from here: stopped by close(), __del__ or at exit
         self._counts = ffi.new("struct vswitch_run_counts *")
-        _LIVE.add(self)
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
@@ -119,12 +108,5 @@ class SwitchRunner:
                 int(c.faulted),
             )
 
-    def close(self) -> None:
-        """Stop and join the thread."""
-        if getattr(self, "_open", False):  # (a runner whose thread never started: nothing)
-            self._open = False
-            _LIVE.discard(self)
-            lib.vswitch_runner_free(self._r)
-
-    def __del__(self) -> None:
-        self.close()
+    def _free(self) -> None:
+        lib.vswitch_runner_free(self._r)

@@ -13,23 +13,13 @@ thread before the owner closes the rings.
 
 from __future__ import annotations
 
-import atexit
 import contextlib
-import weakref
 from collections.abc import Iterator
 from typing import NamedTuple
 
 from ._binding import check, ffi, lib
 from ._ring import Ring, c_handle
-
-#: runners still running: stopped before the interpreter frees what their threads use
-_LIVE: weakref.WeakSet[TapRunner] = weakref.WeakSet()
-
-
-@atexit.register
-def _stop_all() -> None:
-    for runner in list(_LIVE):
-        runner.close()
+from ._runners import CThreadRunner
 
 
 class TapCounts(NamedTuple):
@@ -45,7 +35,7 @@ class TapCounts(NamedTuple):
     faulted: int  # 1: the transmit ring broke, 2: the receive ring (no longer used)
 
 
-class TapRunner:
+class TapRunner(CThreadRunner):
     """A thread moving frames between a TAP and ``tx`` (a to_south ring's south side,
     client to TAP) and ``rx`` (a to_north ring's, TAP to client). Idle until configured
     with a TAP or the link up. The rings and the TAP stay the caller's."""
@@ -59,11 +49,10 @@ class TapRunner:
         check(lib.vtap_runner_new(c_handle(tx), c_handle(rx), out))
         self.tx, self.rx = tx, rx  # kept alive as long as the thread uses them
         self._r = out[0]
-        self._open = True
+        self._track()  # running from here: stopped by close(), __del__ or at exit
         self._held = False
         self._config = ffi.new("struct vtap_config *")
         self._counts = ffi.new("struct vtap_counts *")
-        _LIVE.add(self)
 
     @property
     def fault_fd(self) -> int:
@@ -133,12 +122,6 @@ class TapRunner:
     def running(self) -> bool:
         return self._open
 
-    def close(self) -> None:
-        """Stop and join the thread (at most one batch); idempotent."""
-        if getattr(self, "_open", False):
-            self._open = False
-            _LIVE.discard(self)
-            lib.vtap_runner_free(self._r)
-
-    def __del__(self) -> None:
-        self.close()
+    def _free(self) -> None:
+        """Stop and join the thread (at most one batch)."""
+        lib.vtap_runner_free(self._r)
