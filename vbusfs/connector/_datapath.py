@@ -40,7 +40,15 @@ import trio
 
 from vbusfs.device import DeviceNames, Queues, slot_size
 from vbusfs.ioq import Ioq, IoqClosed, IoqError
-from vbusfs.model import Busy, DeviceConnection, InvalidValue, QueueSpec, Vbus, VbusError
+from vbusfs.model import (
+    Busy,
+    DeviceConnection,
+    Interface,
+    InvalidValue,
+    QueueSpec,
+    Vbus,
+    VbusError,
+)
 
 from ._refusals import MAP_ERRNOS
 
@@ -74,6 +82,8 @@ class Open:
     # why the handle answers EIO: its device's loop failed
     failed: str | None = None
     interface_type: str = ""
+    # the interface opened, until its close is published (monitors hear it once)
+    interface: Interface | None = None
 
 
 def data_path_of(
@@ -88,6 +98,7 @@ def data_path_of(
     """The data path of a just-opened interface whose class declares queues, else None:
     in a worker process (`_workers`, given `workers`) if its class's isolation says so."""
     interface = vbus.bus(bus).interfaces[interface_id]
+    opened.interface = interface
     opened.interface_type = interface.type
     deviceclass = interface.device.deviceclass
     if deviceclass is None or not deviceclass.queues:

@@ -129,8 +129,7 @@ class ForkServer:
 
     async def fork(self) -> Fresh:
         """A new worker, waiting for its recipe on the channel returned."""
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        ours.setblocking(False)
+        ours, theirs = channel()
         try:
             pid, pidfd = await self.spawn(theirs.fileno())
         except BaseException:
@@ -206,6 +205,14 @@ class ForkServer:
                 self.process.kill()
                 self.process.wait()
             self.process = None
+
+
+def channel() -> tuple[socket.socket, socket.socket]:
+    """A worker's control channel: the daemon's end (non-blocking, for trio) and the
+    worker's (blocking, handed to it)."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    ours.setblocking(False)
+    return ours, theirs
 
 
 class Workers:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from vbusfs.ioq import IoqError, IoqFault
-from vbusfs.model import Event, Interface, InterfaceClosed, InterfaceOpened, VbusError
+from vbusfs.model import Event, InterfaceClosed, InterfaceOpened, VbusError
 
 from ._admin import ADMIN_OPS, administer
 from ._datapath import DataPath, Open, Outcome, data_path_of, release
@@ -64,8 +64,6 @@ class Session:
         self.admin = admin
         self.protocol = DaemonConnection()
         self.opens: dict[int, Open] = {}
-        # what each handle opened, until its close is published (monitors hear it)
-        self.opened: dict[int, Interface] = {}
         # set once the connection asked `monitor`: from then on it only hears records
         self.monitor: Monitor | None = None
         self.next_handle = 1
@@ -285,10 +283,10 @@ class Session:
             ours.close()
             theirs.close()
             raise
-        interface = self.vbus.bus(bus).interfaces[interface_id]
+        interface = opened.interface
+        assert interface is not None  # data_path_of looked it up
         hook_device_events(self, opened, interface)
         self.opens[handle] = opened
-        self.opened[id(opened)] = interface
         self.vbus.changes.publish(InterfaceOpened(interface, self.pid))
         if opened.datapath is None:  # legacy: run() on this loop, from the open on
             self.nursery.start_soon(self._run_device, handle, opened)
@@ -385,6 +383,6 @@ class Session:
         self._published_close(opened)
 
     def _published_close(self, opened: Open) -> None:
-        interface = self.opened.pop(id(opened), None)
+        interface, opened.interface = opened.interface, None
         if interface is not None:
             self.vbus.changes.publish(InterfaceClosed(interface, self.pid))

@@ -44,7 +44,7 @@ from vbusfs.ioq import IoqFault
 from vbusfs.model import DeviceConnection, QueueSpec, VbusError
 
 from ._datapath import DataPath, Outcome
-from ._forks import Workers, receive
+from ._forks import Workers, channel, receive
 
 log = logging.getLogger("vbusfs.connector")
 
@@ -84,8 +84,7 @@ class WorkerDataPath(DataPath):
         if fresh is not None:
             self.control, self.pid, self.pidfd = fresh.control, fresh.pid, fresh.pidfd
         else:
-            self.control, self._theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-            self.control.setblocking(False)
+            self.control, self._theirs = channel()
         self.ready = trio.Event()  # the worker said ready (or is gone)
         self.exited = False
         self.reported = False  # its loop's end was told to on_end
@@ -117,10 +116,7 @@ class WorkerDataPath(DataPath):
                 assert self.pidfd is not None
                 os.close(self.pidfd)
                 self.pid = self.pidfd = None
-                self.control, self._theirs = socket.socketpair(
-                    socket.AF_UNIX, socket.SOCK_SEQPACKET
-                )
-                self.control.setblocking(False)
+                self.control, self._theirs = channel()
                 send(self.control, {"op": "recipe"}, payload, recipe.fds)
             workers.start_soon(self._run)
         except BaseException:  # nothing started: what it made goes (the hang-up is the caller's)

@@ -11,10 +11,10 @@ worker's own copies, the factory's to keep or close).
 The control channel is a SOCK_SEQPACKET socket pair, one message per datagram: a JSON
 header, a NUL, then raw bytes (a call's data or its answer), file descriptors beside it
 as SCM_RIGHTS. The daemon sends `queues` (the rings' fds, 4 per queue), `call`, `stats`
-and `stop`; the worker answers `ready`, `reply` (by sequence number), `ended` (its loop
-ended: how) and `closed` (the close order ran; it exits), and says, whenever its
-connection does, `event` (a device event for its client: `kind`, `data`) and `notify`
-(an `attribute` of its device or interface changed), in the order they were made.
+and `stop`; the worker answers `ready`, `reply` (by sequence number) and `ended` (its
+loop ended: how), and says, whenever its connection does, `event` (a device event for
+its client: `kind`, `data`) and `notify` (an `attribute` of its device or interface
+changed), in the order they were made.
 What a worker says is checked like any peer's: a malformed message is the worker's
 fault, and the worker goes.
 

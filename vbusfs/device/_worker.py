@@ -6,7 +6,7 @@ main thread: `queues` attaches the client's rings (south side, each watching the
 worker's own stop socket) and starts `serve` in a thread, `call` and `stats` are
 answered by the connection, and `stop` (or the daemon's end: the channel's EOF) runs
 the close order: stop the rings, join the loop, close the connection, close the rings,
-say `closed`, exit. When `serve` ends by itself the worker says `ended` and how (an
+exit. When `serve` ends by itself the worker says `ended` and how (an
 `IoqFault` is the client's, any other exception the device's), and waits to be stopped.
 A worker's loop thread runs at a lower CPU priority than the daemon (the recipe's
 `nice`), so the filesystem comes first when they compete; its interpreter switches
@@ -184,7 +184,6 @@ class Worker:
         for ring in self.rings.values():
             ring.close()
         self._watched.close()
-        self.say({"op": "closed"})
 
 
 def run(
@@ -213,7 +212,7 @@ def run(
             send(sock, {"op": "ended", "kind": "error", "message": repr(exc)[:512]})
         return 1
     worker = Worker(sock, connection, nice, attributes)
-    worker.say({"op": "ready", "pid": os.getpid()})
+    worker.say({"op": "ready"})
     try:
         worker.serve_channel()
     except Exception:  # a channel the daemon broke: stop all the same

@@ -195,12 +195,8 @@ class VdiskConnection(RequestResponseConnection):
         """The worker process rebuilds this connection over the same bytes: the memory
         disk's memfd, or the file this open opened, passed to it."""
         state = self.state
-        fd = self._owned.fd if isinstance(self._owned, FileBacking) else None
-        if fd is None:
-            assert state.memory is not None
-            fd = state.memory.fd
         args = (state.name, state.backing, state.size, state.readonly, state.spin_us)
-        return WorkerRecipe(__name__, "worker_connection", args, fds=(fd,))
+        return WorkerRecipe(__name__, "worker_connection", args, fds=(self.disk.backing.fd,))
 
     def close(self) -> None:
         if self._owned is not None:
